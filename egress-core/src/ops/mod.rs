@@ -1,0 +1,3 @@
+//! One module per kernel object; each owns its apply and its inverse.
+
+pub(crate) mod nat;

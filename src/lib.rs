@@ -1,0 +1,1 @@
+//! Lab topology (being written).
