@@ -1,0 +1,498 @@
+//! Runs a plan as one transaction: preflight, then each step with its undo journaled only after
+//! the kernel accepted it; on any failure the journal is unwound in reverse.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use rtnetlink::Handle;
+
+use crate::{
+    error::{Error, Result, Rollback},
+    journal::{names, Conn, Journal, Record, Undo},
+    netns::NsHandle,
+    ops::{announce, link, link::Link, route, route::Route, sysctl},
+    plan::{nat_rules, Step},
+    spec::{router_of_table, External, RouterSpec},
+};
+
+/// A live router: what [`apply`] built, with the journal to undo it.
+///
+/// Dropping it leaves the router in place (it is a kernel configuration, not a process); call
+/// [`Router::teardown`], or [`teardown_by_name`](crate::teardown_by_name) from anywhere later.
+#[derive(Debug)]
+pub struct Router {
+    spec: RouterSpec,
+    ns: NsHandle,
+    journal: Journal,
+}
+
+impl Router {
+    /// The spec this router was applied from.
+    pub fn spec(&self) -> &RouterSpec {
+        &self.spec
+    }
+
+    /// Undoes everything the apply did, in reverse order: restores the previous default routes
+    /// and sysctl values, deletes what it created. Runs every undo even when one fails;
+    /// "already gone" is success. Returns what was undone.
+    pub async fn teardown(self) -> Result<Vec<String>> {
+        let undone: Vec<String> = self.journal.0.iter().rev().map(Undo::remains).collect();
+        let mut c = Conn::open(self.ns)?;
+        let failures = self.journal.unwind(&mut c).await;
+        if failures.is_empty() {
+            Ok(undone)
+        } else {
+            Err(Error::Teardown {
+                failures: failures.into_iter().map(|(_, e)| e).collect(),
+            })
+        }
+    }
+}
+
+/// Fails up front without CAP_NET_ADMIN, before any namespace is opened.
+pub(crate) fn require_net_admin(operation: &str) -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    match eff {
+        Some(caps) if caps & (1 << CAP_NET_ADMIN) == 0 => Err(Error::PermissionDenied {
+            operation: operation.to_string(),
+            capability: "CAP_NET_ADMIN",
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What preflight learned from the kernel, before the first change.
+struct Pre {
+    internal: Link,
+    /// The adopted link (or, after the create step, the created one).
+    external: Option<Link>,
+    parent: Option<(Handle, Link, NsHandle)>,
+    names: std::collections::HashMap<u32, String>,
+    routes: Vec<Route>,
+    record: Record,
+    /// Restore writes for each family whose forwarding the router turns on.
+    forwarding4: Option<Vec<(String, String)>>,
+    forwarding6: Option<Vec<(String, String)>>,
+    /// Previous values of the adopted link's sysctls the router sets.
+    link_sysctls: Vec<(String, Option<String>)>,
+}
+
+/// Applies `spec`: preflight (every check that needs the kernel), then each step of
+/// [`RouterSpec::plan`] in order. On failure everything done so far is undone and the error
+/// names the failed step and the rollback outcome; when nothing had been changed yet, the
+/// cause is returned as it is.
+///
+/// ```no_run
+/// # async fn demo() -> egress_core::Result<()> {
+/// use egress_core::{apply, MacvlanMode, RouterSpec};
+/// let spec = RouterSpec::builder("egress-1")
+///     .netns_name("pod")
+///     .macvlan("eth1", MacvlanMode::Private)
+///     .source("203.0.113.99/24")
+///     .gateway("203.0.113.1")
+///     .fallback("198.51.100.9")
+///     .build()?;
+/// let router = apply(&spec).await?;
+/// router.teardown().await?;
+/// # Ok(()) }
+/// ```
+pub async fn apply(spec: &RouterSpec) -> Result<Router> {
+    require_net_admin("apply an egress router")?;
+    let ns = NsHandle::open(&spec.netns, "netns")?;
+    let parent_ns = match &spec.external {
+        External::Macvlan(m) => Some(NsHandle::open(
+            &m.parent_netns,
+            "external.macvlan.parent_netns",
+        )?),
+        External::Adopt(_) => None,
+    };
+    let mut c = Conn::open(ns)?;
+    let mut pre = preflight(spec, &mut c, parent_ns).await?;
+
+    let plan = spec.plan();
+    let mut journal = Journal::default();
+    for (i, step) in plan.steps().iter().enumerate() {
+        if let Err(e) = exec(spec, step, &mut c, &mut pre, &mut journal).await {
+            if journal.is_empty() {
+                return Err(e);
+            }
+            let failures = journal.unwind(&mut c).await;
+            let rollback = if failures.is_empty() {
+                Rollback::Complete
+            } else {
+                Rollback::Incomplete(
+                    failures
+                        .into_iter()
+                        .map(|(what, e)| format!("{what} ({e})"))
+                        .collect(),
+                )
+            };
+            return Err(Error::Apply {
+                step: step.to_string(),
+                step_index: i + 1,
+                source: Box::new(e),
+                rollback,
+            });
+        }
+    }
+    Ok(Router {
+        spec: spec.clone(),
+        ns: c.ns,
+        journal,
+    })
+}
+
+async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>) -> Result<Pre> {
+    let netns = c.ns.label().to_string();
+    // One router per namespace: it owns the default route.
+    for t in c.nft.tables()? {
+        if let Some(other) = router_of_table(&t.name) {
+            let hint = if other == spec.name {
+                "use ensure to converge it, or tear it down first".to_string()
+            } else {
+                format!("one router per namespace: router `{other}` is configured here")
+            };
+            return Err(Error::AlreadyExists {
+                object: "router",
+                value: other,
+                netns,
+                hint: Some(hint),
+            });
+        }
+    }
+    let links = link::list(&c.rt).await?;
+    let find = |name: &str| links.iter().find(|l| l.name == name).cloned();
+    let internal = find(&spec.internal).ok_or_else(|| Error::NotFound {
+        field: "internal".into(),
+        object: "link",
+        value: spec.internal.clone(),
+        netns: netns.clone(),
+    })?;
+    let link_name = spec.external.link_name();
+    let mut external = None;
+    let mut parent = None;
+    match &spec.external {
+        External::Adopt(name) => {
+            external = Some(find(name).ok_or_else(|| Error::NotFound {
+                field: "external.adopt".into(),
+                object: "link",
+                value: name.clone(),
+                netns: netns.clone(),
+            })?);
+        }
+        External::Macvlan(m) => {
+            if find(&m.name).is_some() {
+                return Err(Error::AlreadyExists {
+                    object: "link",
+                    value: m.name.clone(),
+                    netns,
+                    hint: Some("choose another external.macvlan.name, or adopt it".into()),
+                });
+            }
+            let pns = parent_ns.expect("a macvlan spec opens its parent namespace");
+            let prt = if pns.same_as(&c.ns) {
+                c.rt.clone()
+            } else {
+                pns.route_connection()?
+            };
+            let p = link::get(&prt, &m.parent).await?.ok_or_else(|| Error::NotFound {
+                field: "external.macvlan.parent".into(),
+                object: "link",
+                value: m.parent.clone(),
+                netns: pns.label().to_string(),
+            })?;
+            if let Some(mtu) = m.mtu {
+                if mtu > p.mtu {
+                    return Err(Error::Conflict {
+                        field: "external.macvlan.mtu".into(),
+                        value: mtu.to_string(),
+                        reason: format!(
+                            "larger than the MTU {} of parent {}; at most {} is valid",
+                            p.mtu, m.parent, p.mtu
+                        ),
+                    });
+                }
+            }
+            parent = Some((prt, p, pns));
+        }
+    }
+
+    let has4 = spec.gateway4.is_some();
+    let has6 = spec.gateway6.is_some();
+    let mut routes = Vec::new();
+    if has4 {
+        routes.extend(route::list(&c.rt, false).await?);
+    }
+    if has6 {
+        routes.extend(route::list(&c.rt, true).await?);
+    }
+
+    let forwarding4 = if has4 {
+        forwarding_restore(&c.ns, "ipv4")?
+    } else {
+        None
+    };
+    let forwarding6 = if has6 {
+        forwarding_restore(&c.ns, "ipv6")?
+    } else {
+        None
+    };
+    let mut link_sysctls = Vec::new();
+    if let Some(ext) = &external {
+        let mut keys = Vec::new();
+        if has4 {
+            keys.push(format!("net/ipv4/conf/{}/arp_notify", ext.name));
+        }
+        if has6 {
+            keys.push(format!("net/ipv6/conf/{}/ndisc_notify", ext.name));
+        }
+        let old = sysctl::read_many(&c.ns, &keys)?;
+        link_sysctls = keys.into_iter().zip(old).collect();
+    }
+
+    let mut restore: Vec<(String, String)> = Vec::new();
+    restore.extend(forwarding4.iter().flatten().cloned());
+    restore.extend(forwarding6.iter().flatten().cloned());
+    restore.extend(
+        link_sysctls
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+            .filter(|(_, v)| v != "1"),
+    );
+    let record = Record {
+        link: link_name.to_string(),
+        created: matches!(spec.external, External::Macvlan(_)),
+        was_up: external.as_ref().is_some_and(|l| l.up),
+        restore,
+    };
+    record.encode()?;
+
+    Ok(Pre {
+        internal,
+        external,
+        parent,
+        names: names(&links),
+        routes,
+        record,
+        forwarding4,
+        forwarding6,
+        link_sysctls,
+    })
+}
+
+/// The writes that restore a family's forwarding after the router turned it on, or `None` when
+/// it is on already (nothing to change).
+///
+/// Writing `all.forwarding` (or `ip_forward`) resets `default` and every link's `forwarding`
+/// (and, for IPv4, `all.accept_redirects`): restoring means writing `all` back first, then every
+/// entry whose value differed.
+fn forwarding_restore(ns: &NsHandle, family: &str) -> Result<Option<Vec<(String, String)>>> {
+    let entries = sysctl::conf_entries(ns, family)?;
+    let key = |e: &str| format!("net/{family}/conf/{e}/forwarding");
+    let mut keys: Vec<String> = entries.iter().map(|e| key(e)).collect();
+    let redirects = format!("net/{family}/conf/all/accept_redirects");
+    keys.push(redirects.clone());
+    let values = sysctl::read_many(ns, &keys)?;
+    let all = key("all");
+    let old_all = keys
+        .iter()
+        .zip(&values)
+        .find(|(k, _)| **k == all)
+        .and_then(|(_, v)| v.clone())
+        .unwrap_or_else(|| "0".into());
+    if old_all == "1" {
+        return Ok(None);
+    }
+    let mut writes = vec![(all.clone(), old_all.clone())];
+    for (k, v) in keys.iter().zip(&values) {
+        if let Some(v) = v {
+            if *k != all && *k != redirects && *v != old_all {
+                writes.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    if family == "ipv4" {
+        let after = if old_all == "0" { "1" } else { "0" };
+        if let Some(Some(v)) = values.last() {
+            if v != after {
+                writes.push((redirects, v.clone()));
+            }
+        }
+    }
+    Ok(Some(writes))
+}
+
+async fn exec(
+    spec: &RouterSpec,
+    step: &Step,
+    c: &mut Conn,
+    pre: &mut Pre,
+    journal: &mut Journal,
+) -> Result<()> {
+    match step {
+        Step::CreateTable { table } => {
+            let comment = pre.record.encode()?;
+            c.nft.create_table(table, &comment).map_err(|e| {
+                if e.errno() == Some(libc::EEXIST) {
+                    Error::AlreadyExists {
+                        object: "router",
+                        value: spec.name.clone(),
+                        netns: c.ns.label().to_string(),
+                        hint: Some("another apply of the same router won the race".into()),
+                    }
+                } else {
+                    e
+                }
+            })?;
+            journal.push(Undo::DeleteTable {
+                table: table.clone(),
+            });
+        }
+        Step::SaveDefaultRoutes { ipv6 } => {
+            for r in route::foreign_defaults(&pre.routes) {
+                if r.dst.is_ipv6() != *ipv6 {
+                    continue;
+                }
+                let copy = route::in_table(&r, route::JOURNAL_TABLE);
+                let what = copy.describe(&pre.names);
+                route::add(&c.rt, &copy, &what).await?;
+                journal.push(Undo::DeleteRoute { route: copy, what });
+            }
+        }
+        Step::CreateMacvlan { macvlan, group, .. } => {
+            let (prt, parent, _) = pre.parent.as_ref().expect("preflight found the parent");
+            link::create_macvlan(prt, macvlan, parent.index, c.ns.raw_fd(), *group).await?;
+            let created = link::get(&c.rt, &macvlan.name).await?.ok_or_else(|| {
+                Error::kernel(format!("ip link show dev {}", macvlan.name), libc::ENODEV)
+            })?;
+            journal.push(Undo::DeleteLink {
+                index: created.index,
+                name: created.name.clone(),
+            });
+            pre.names.insert(created.index, created.name.clone());
+            pre.external = Some(created);
+        }
+        Step::SetLinkUp { link: name } => {
+            let ext = external(pre);
+            if !ext.up {
+                link::set_up(&c.rt, ext.index, name, true).await?;
+                journal.push(Undo::SetLinkDown {
+                    index: ext.index,
+                    name: name.clone(),
+                });
+            }
+        }
+        Step::SetSysctl { key, value } => {
+            let old = pre
+                .link_sysctls
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.clone());
+            if old.as_deref() != Some(value.as_str()) {
+                let writes = [(key.clone(), value.clone())];
+                if let (_, Some(e)) = sysctl::write_many(&c.ns, &writes)? {
+                    return Err(e);
+                }
+                // A created link's sysctls vanish with it; an adopted link's are restored.
+                if let Some(old) = old {
+                    journal.push(Undo::RestoreSysctls {
+                        writes: vec![(key.clone(), old)],
+                    });
+                }
+            }
+        }
+        Step::AddAddress { link: name, address } => {
+            let index = external(pre).index;
+            crate::ops::addr::add(&c.rt, index, name, *address).await?;
+            journal.push(Undo::DeleteAddress {
+                index,
+                link: name.clone(),
+                net: *address,
+            });
+        }
+        Step::AddRoute { dst, via, link: name } => {
+            let oif = if *name == spec.internal {
+                pre.internal.index
+            } else {
+                external(pre).index
+            };
+            let r = route::ours(*dst, *via, oif);
+            let what = r.describe(&pre.names);
+            route::add(&c.rt, &r, &what).await?;
+            journal.push(Undo::DeleteRoute { route: r, what });
+        }
+        Step::ReplaceDefaultRoute { via, .. } => {
+            for old in route::foreign_defaults(&pre.routes) {
+                if old.dst.is_ipv6() != via.is_ipv6() {
+                    continue;
+                }
+                let what = old.describe(&pre.names);
+                route::delete(&c.rt, &old, &what).await?;
+                let restore = route::in_table(&old, route::main_table());
+                journal.push(Undo::RestoreRoute {
+                    route: restore,
+                    what,
+                });
+            }
+            let zero: IpAddr = if via.is_ipv6() {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            let dst = IpNetwork::new(zero, 0).expect("prefix 0 is valid");
+            let r = route::ours(dst, Some(*via), external(pre).index);
+            let what = r.describe(&pre.names);
+            route::add(&c.rt, &r, &what).await?;
+            journal.push(Undo::DeleteRoute { route: r, what });
+        }
+        Step::EnableForwarding { ipv6 } => {
+            let restore = if *ipv6 {
+                &pre.forwarding6
+            } else {
+                &pre.forwarding4
+            };
+            if let Some(restore) = restore {
+                let key = if *ipv6 {
+                    "net/ipv6/conf/all/forwarding"
+                } else {
+                    "net/ipv4/ip_forward"
+                };
+                if let (_, Some(e)) = sysctl::write_many(&c.ns, &[(key.into(), "1".into())])? {
+                    return Err(e);
+                }
+                journal.push(Undo::RestoreSysctls {
+                    writes: restore.clone(),
+                });
+            }
+        }
+        Step::InstallNat { .. } => {
+            // The table's deletion (journaled first) removes everything installed here.
+            c.nft.install(&nat_rules(spec))?;
+        }
+        Step::Announce {
+            link: name,
+            addresses,
+            count,
+        } => {
+            let ext = external(pre);
+            let mac: [u8; 6] = ext.mac.as_slice().try_into().map_err(|_| Error::Conflict {
+                field: "external".into(),
+                value: name.clone(),
+                reason: "the link has no Ethernet address to announce".into(),
+            })?;
+            announce::send(&c.ns, ext.index, name, mac, addresses, *count)?;
+        }
+    }
+    Ok(())
+}
+
+fn external(pre: &Pre) -> &Link {
+    pre.external
+        .as_ref()
+        .expect("the external link exists once it was created or adopted")
+}

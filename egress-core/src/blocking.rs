@@ -1,0 +1,83 @@
+//! The synchronous facade, for callers without an async runtime (the Python and C bindings,
+//! the binaries). Each call runs on a current-thread tokio runtime owned by the calling thread.
+//!
+//! ```no_run
+//! use egress_core::{blocking, MacvlanMode, RouterSpec};
+//!
+//! let spec = RouterSpec::builder("egress-1")
+//!     .netns_name("pod")
+//!     .macvlan("eth1", MacvlanMode::Private)
+//!     .source("203.0.113.99/24")
+//!     .gateway("203.0.113.1")
+//!     .fallback("198.51.100.9")
+//!     .build()?;
+//! let router = blocking::apply(&spec)?;
+//! blocking::teardown(router)?;
+//! # Ok::<(), egress_core::Error>(())
+//! ```
+
+use std::{cell::OnceCell, future::Future};
+
+use crate::{
+    error::{Error, Result},
+    EnsureOutcome, Drift, Netns, Router, RouterSpec, RouterState,
+};
+
+thread_local! {
+    static RUNTIME: OnceCell<tokio::runtime::Runtime> = const { OnceCell::new() };
+}
+
+fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::Kernel {
+            operation: "egress_core::blocking called from inside an async runtime (use the async API)"
+                .into(),
+            errno: libc::EDEADLK,
+        });
+    }
+    RUNTIME.with(|cell| {
+        let rt = match cell.get() {
+            Some(rt) => rt,
+            None => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|e| {
+                        Error::kernel("start the netlink runtime", e.raw_os_error().unwrap_or(0))
+                    })?;
+                cell.get_or_init(|| rt)
+            }
+        };
+        rt.block_on(f)
+    })
+}
+
+/// [`crate::apply`], blocking.
+pub fn apply(spec: &RouterSpec) -> Result<Router> {
+    block_on(crate::apply(spec))
+}
+
+/// [`Router::teardown`], blocking.
+pub fn teardown(router: Router) -> Result<Vec<String>> {
+    block_on(router.teardown())
+}
+
+/// [`crate::teardown_by_name`], blocking.
+pub fn teardown_by_name(netns: &Netns, name: &str) -> Result<Vec<String>> {
+    block_on(crate::teardown_by_name(netns, name))
+}
+
+/// [`crate::inspect`], blocking.
+pub fn inspect(netns: &Netns, name: &str) -> Result<Option<RouterState>> {
+    block_on(crate::inspect(netns, name))
+}
+
+/// [`crate::check`], blocking.
+pub fn check(spec: &RouterSpec) -> Result<Vec<Drift>> {
+    block_on(crate::check(spec))
+}
+
+/// [`crate::ensure`], blocking.
+pub fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
+    block_on(crate::ensure(spec))
+}

@@ -1,0 +1,264 @@
+//! The undo journal: one exact inverse per kernel change, run in reverse on rollback and
+//! teardown, and the crash record kept in the kernel (the nftables table's comment).
+
+use std::collections::HashMap;
+
+use ipnetwork::IpNetwork;
+use rtnetlink::Handle;
+
+use crate::{
+    error::{Error, Result},
+    netns::NsHandle,
+    ops::{addr, link, nat::NftSocket, route, sysctl},
+};
+
+/// Sockets of one namespace: route netlink (async) and nftables (blocking, sub-millisecond).
+pub(crate) struct Conn {
+    pub ns: NsHandle,
+    pub rt: Handle,
+    pub nft: NftSocket,
+}
+
+impl Conn {
+    pub(crate) fn open(ns: NsHandle) -> Result<Self> {
+        let rt = ns.route_connection()?;
+        let nft = ns.run(NftSocket::open)??;
+        Ok(Conn { ns, rt, nft })
+    }
+}
+
+/// The inverse of one kernel change.
+#[derive(Debug, Clone)]
+pub(crate) enum Undo {
+    DeleteTable { table: String },
+    DeleteLink { index: u32, name: String },
+    SetLinkDown { index: u32, name: String },
+    DeleteAddress { index: u32, link: String, net: IpNetwork },
+    DeleteRoute { route: route::Route, what: String },
+    /// Add a route back (a replaced default route); "already there" is success.
+    RestoreRoute { route: route::Route, what: String },
+    /// Write sysctls back, in order.
+    RestoreSysctls { writes: Vec<(String, String)> },
+}
+
+impl Undo {
+    /// What remains in the kernel if this undo fails.
+    pub(crate) fn remains(&self) -> String {
+        match self {
+            Undo::DeleteTable { table } => format!("nftables table inet {table}"),
+            Undo::DeleteLink { name, .. } => format!("link {name}"),
+            Undo::SetLinkDown { name, .. } => format!("link {name} left up"),
+            Undo::DeleteAddress { link, net, .. } => format!("address {net} on {link}"),
+            Undo::DeleteRoute { what, .. } => format!("route {what}"),
+            Undo::RestoreRoute { what, .. } => format!("route {what} not restored"),
+            Undo::RestoreSysctls { writes } => format!(
+                "sysctls not restored: {}",
+                writes
+                    .iter()
+                    .map(|(k, v)| format!("{}={v}", sysctl::dotted(k)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// Runs the undo; "already gone" is success.
+    pub(crate) async fn run(&self, c: &mut Conn) -> Result<()> {
+        match self {
+            Undo::DeleteTable { table } => c.nft.delete_table(table).map(drop),
+            Undo::DeleteLink { index, name } => link::delete(&c.rt, *index, name).await.map(drop),
+            Undo::SetLinkDown { index, name } => match link::set_up(&c.rt, *index, name, false).await {
+                Err(e) if e.errno().is_some_and(crate::error::is_gone) => Ok(()),
+                r => r,
+            },
+            Undo::DeleteAddress { index, link, net } => {
+                addr::delete(&c.rt, *index, link, *net).await.map(drop)
+            }
+            Undo::DeleteRoute { route, what } => route::delete(&c.rt, route, what).await.map(drop),
+            Undo::RestoreRoute { route, what } => match route::add(&c.rt, route, what).await {
+                Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+                r => r,
+            },
+            Undo::RestoreSysctls { writes } => match sysctl::write_many(&c.ns, writes)? {
+                (_, Some(e)) => Err(e),
+                (_, None) => Ok(()),
+            },
+        }
+    }
+}
+
+/// Undos in the order their changes were made.
+#[derive(Debug, Default)]
+pub(crate) struct Journal(pub Vec<Undo>);
+
+impl Journal {
+    pub(crate) fn push(&mut self, u: Undo) {
+        self.0.push(u);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Runs every undo in reverse, whatever fails; returns one error per failed undo, naming
+    /// what remains.
+    pub(crate) async fn unwind(self, c: &mut Conn) -> Vec<(String, Error)> {
+        let mut failures = Vec::new();
+        for u in self.0.into_iter().rev() {
+            if let Err(e) = u.run(c).await {
+                failures.push((u.remains(), e));
+            }
+        }
+        failures
+    }
+}
+
+/// What a router replaced, kept in the kernel as the comment of its nftables table, written by
+/// the first change of every apply: `egress/1 link=macvlan0 created=1 up=1 4all.f=0 …`.
+///
+/// Restore entries are `<4|6><conf entry>.<key>=<value>`, written back in order; keys are
+/// abbreviated (`f` forwarding, `ar` accept_redirects, `an` arp_notify, `nn` ndisc_notify) to fit
+/// the kernel's 256-byte limit on table userdata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub link: String,
+    pub created: bool,
+    /// Whether an adopted link was up before.
+    pub was_up: bool,
+    /// Sysctl writes that restore what the router changed, in order (path form).
+    pub restore: Vec<(String, String)>,
+}
+
+const MAGIC: &str = "egress/1";
+const KEYS: [(&str, &str); 4] = [
+    ("f", "forwarding"),
+    ("ar", "accept_redirects"),
+    ("an", "arp_notify"),
+    ("nn", "ndisc_notify"),
+];
+
+impl Record {
+    pub(crate) fn encode(&self) -> Result<String> {
+        let mut s = format!(
+            "{MAGIC} link={} created={} up={}",
+            self.link, self.created as u8, self.was_up as u8
+        );
+        for (path, value) in &self.restore {
+            let (fam, entry, key) = split_conf_path(path).ok_or_else(|| Error::Conflict {
+                field: "sysctl".into(),
+                value: path.clone(),
+                reason: "not a net/ipv4|ipv6/conf key the journal can record".into(),
+            })?;
+            let short = KEYS.iter().find(|(_, k)| *k == key).map(|(s, _)| *s);
+            let short = short.ok_or_else(|| Error::Conflict {
+                field: "sysctl".into(),
+                value: path.clone(),
+                reason: "a key the journal cannot record".into(),
+            })?;
+            s += &format!(" {fam}{entry}.{short}={value}");
+        }
+        // The kernel keeps at most 256 bytes of table userdata: a 2-byte TLV header, the
+        // comment and its NUL.
+        if s.len() > 253 {
+            return Err(Error::Conflict {
+                field: "netns".into(),
+                value: format!("{} sysctl values to restore", self.restore.len()),
+                reason: format!(
+                    "the crash journal would take {} bytes, more than the 253 a table comment holds (too many links with a forwarding value of their own)",
+                    s.len()
+                ),
+            });
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn decode(s: &str) -> Option<Record> {
+        let mut it = s.split(' ');
+        if it.next()? != MAGIC {
+            return None;
+        }
+        let mut r = Record::default();
+        for tok in it {
+            if let Some(v) = tok.strip_prefix("link=") {
+                r.link = v.to_string();
+            } else if let Some(v) = tok.strip_prefix("created=") {
+                r.created = v == "1";
+            } else if let Some(v) = tok.strip_prefix("up=") {
+                r.was_up = v == "1";
+            } else {
+                let fam = match tok.as_bytes().first()? {
+                    b'4' => "ipv4",
+                    b'6' => "ipv6",
+                    _ => return None,
+                };
+                let (lhs, value) = tok[1..].rsplit_once('=')?;
+                let (entry, short) = lhs.rsplit_once('.')?;
+                let key = KEYS.iter().find(|(s, _)| *s == short)?.1;
+                r.restore
+                    .push((format!("net/{fam}/conf/{entry}/{key}"), value.to_string()));
+            }
+        }
+        Some(r)
+    }
+}
+
+fn split_conf_path(path: &str) -> Option<(char, &str, &str)> {
+    let rest = path.strip_prefix("net/")?;
+    let (fam, rest) = rest.split_once("/conf/")?;
+    let fam = match fam {
+        "ipv4" => '4',
+        "ipv6" => '6',
+        _ => return None,
+    };
+    let (entry, key) = rest.rsplit_once('/')?;
+    Some((fam, entry, key))
+}
+
+/// Link names by index, for describing routes.
+pub(crate) fn names(links: &[link::Link]) -> HashMap<u32, String> {
+    links.iter().map(|l| (l.index, l.name.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips() {
+        let r = Record {
+            link: "macvlan0".into(),
+            created: false,
+            was_up: true,
+            restore: vec![
+                ("net/ipv4/conf/all/forwarding".into(), "0".into()),
+                ("net/ipv4/conf/eth0.100/forwarding".into(), "1".into()),
+                ("net/ipv6/conf/macvlan0/ndisc_notify".into(), "0".into()),
+            ],
+        };
+        let s = r.encode().unwrap();
+        assert_eq!(
+            s,
+            "egress/1 link=macvlan0 created=0 up=1 4all.f=0 4eth0.100.f=1 6macvlan0.nn=0"
+        );
+        assert_eq!(Record::decode(&s), Some(r));
+    }
+
+    #[test]
+    fn foreign_comments_are_not_records() {
+        assert_eq!(Record::decode("managed by someone else"), None);
+        assert_eq!(Record::decode("egress/1 link=x 9bad.f=1"), None);
+    }
+
+    #[test]
+    fn oversized_record_is_refused() {
+        let r = Record {
+            link: "macvlan0".into(),
+            restore: (0..20)
+                .map(|i| (format!("net/ipv4/conf/veth{i:08}/forwarding"), "1".into()))
+                .collect(),
+            ..Record::default()
+        };
+        let e = r.encode().unwrap_err();
+        assert!(e.to_string().contains("253"), "{e}");
+    }
+}

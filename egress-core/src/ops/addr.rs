@@ -1,0 +1,108 @@
+//! Addresses: add the egress sources, marked with our address protocol, and remove them.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use netlink_packet_route::{
+    address::{AddressAttribute, AddressFlags, AddressMessage, AddressProtocol},
+    AddressFamily,
+};
+use rtnetlink::Handle;
+
+use super::{dump, errno};
+use crate::error::{is_gone, Error, Result};
+
+/// `IFA_PROTO` of every address this library adds (kernel ≥ 6.3): the ownership marker that
+/// lets teardown remove our addresses from an adopted link and leave everything else.
+pub const ADDRESS_PROTOCOL: u8 = 158;
+
+/// An address on a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Addr {
+    pub index: u32,
+    pub net: IpNetwork,
+    pub ours: bool,
+}
+
+/// `ip addr add NET dev LINK proto 158 [nodad]`.
+///
+/// IPv6 addresses skip duplicate address detection: the egress IP is assigned statically by the
+/// network team, and a tentative address could neither be announced nor used for SNAT for the
+/// first second.
+pub(crate) async fn add(h: &Handle, index: u32, link: &str, net: IpNetwork) -> Result<()> {
+    let mut req = h.address().add(index, net.ip(), net.prefix());
+    let msg = req.message_mut();
+    msg.attributes
+        .push(AddressAttribute::Protocol(AddressProtocol::from(ADDRESS_PROTOCOL)));
+    if net.is_ipv6() {
+        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    req.execute().await.map_err(|e| match errno(&e) {
+        libc::EEXIST => Error::AlreadyExists {
+            object: "address",
+            value: format!("{net} on {link}"),
+            netns: "the router namespace".into(),
+            hint: None,
+        },
+        n => Error::kernel(add_command(link, net), n),
+    })
+}
+
+pub(crate) fn add_command(link: &str, net: IpNetwork) -> String {
+    let nodad = if net.is_ipv6() { " nodad" } else { "" };
+    format!("ip addr add {net} dev {link} proto {ADDRESS_PROTOCOL}{nodad}")
+}
+
+/// `ip addr del NET dev LINK`; Ok(false) when it was already gone.
+pub(crate) async fn delete(h: &Handle, index: u32, link: &str, net: IpNetwork) -> Result<bool> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = if net.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    msg.header.prefix_len = net.prefix();
+    msg.header.index = index;
+    msg.attributes.push(AddressAttribute::Local(net.ip()));
+    if net.is_ipv6() {
+        msg.attributes.push(AddressAttribute::Address(net.ip()));
+    }
+    match h.address().del(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_gone(errno(&e)) => Ok(false),
+        Err(e) => Err(Error::kernel(format!("ip addr del {net} dev {link}"), errno(&e))),
+    }
+}
+
+/// `ip addr show`: every address of the namespace (or of one link).
+pub(crate) async fn list(h: &Handle, index: Option<u32>) -> Result<Vec<Addr>> {
+    let msgs = dump("ip addr show", || {
+        let mut req = h.address().get();
+        if let Some(i) = index {
+            req = req.set_link_index_filter(i);
+        }
+        req.execute()
+    })
+    .await?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| {
+            let mut ip: Option<IpAddr> = None;
+            let mut ours = false;
+            for a in &m.attributes {
+                match a {
+                    AddressAttribute::Local(v) => ip = Some(*v),
+                    AddressAttribute::Address(v) if ip.is_none() => ip = Some(*v),
+                    AddressAttribute::Protocol(p) => ours = u8::from(*p) == ADDRESS_PROTOCOL,
+                    _ => {}
+                }
+            }
+            let net = IpNetwork::new(ip?, m.header.prefix_len).ok()?;
+            Some(Addr {
+                index: m.header.index,
+                net,
+                ours,
+            })
+        })
+        .collect())
+}

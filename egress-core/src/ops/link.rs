@@ -1,0 +1,197 @@
+//! Links: find, create the macvlan (directly inside the router namespace), set up/down, delete.
+
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
+};
+use rtnetlink::{Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
+
+use super::{dump, errno};
+use crate::{
+    error::{is_gone, Error, Result},
+    spec::{Macvlan, MacvlanMode},
+};
+
+/// What the library needs to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub up: bool,
+    pub kind: Option<String>,
+    pub macvlan_mode: Option<MacvlanMode>,
+    pub mac: Vec<u8>,
+    pub group: u32,
+}
+
+impl Link {
+    fn from_message(m: &LinkMessage) -> Self {
+        let mut link = Link {
+            index: m.header.index,
+            name: String::new(),
+            mtu: 0,
+            up: m.header.flags.contains(LinkFlags::Up),
+            kind: None,
+            macvlan_mode: None,
+            mac: Vec::new(),
+            group: 0,
+        };
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => link.name = n.clone(),
+                LinkAttribute::Mtu(v) => link.mtu = *v,
+                LinkAttribute::Address(mac) => link.mac = mac.clone(),
+                LinkAttribute::Group(g) => link.group = *g,
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        match i {
+                            LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
+                            LinkInfo::Data(InfoData::MacVlan(d)) => {
+                                for x in d {
+                                    if let InfoMacVlan::Mode(mode) = x {
+                                        link.macvlan_mode = from_kernel_mode(*mode);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// The group number that marks a link created for router `name`.
+///
+/// `IFLA_IFALIAS` is ignored in a create message but `IFLA_GROUP` is applied, so the group is
+/// the one marker that exists from the link's first instant: a crash right after the create
+/// still leaves a link that teardown-by-name recognises as its own.
+pub fn group_marker(name: &str) -> u32 {
+    // FNV-1a, folded to 16 bits, under a fixed prefix ("eg").
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    0x6567_0000 | ((h >> 16) ^ (h & 0xffff))
+}
+
+fn to_kernel_mode(mode: MacvlanMode) -> MacVlanMode {
+    match mode {
+        MacvlanMode::Bridge => MacVlanMode::Bridge,
+        MacvlanMode::Private => MacVlanMode::Private,
+        MacvlanMode::Vepa => MacVlanMode::Vepa,
+        MacvlanMode::Passthru => MacVlanMode::Passthrough,
+    }
+}
+
+fn from_kernel_mode(mode: MacVlanMode) -> Option<MacvlanMode> {
+    match mode {
+        MacVlanMode::Bridge => Some(MacvlanMode::Bridge),
+        MacVlanMode::Private => Some(MacvlanMode::Private),
+        MacVlanMode::Vepa => Some(MacvlanMode::Vepa),
+        MacVlanMode::Passthrough => Some(MacvlanMode::Passthru),
+        _ => None,
+    }
+}
+
+/// `ip link show dev NAME`; `None` when there is no such link.
+pub(crate) async fn get(h: &Handle, name: &str) -> Result<Option<Link>> {
+    let mut req = h.link().get().match_name(name.to_string()).execute();
+    match futures::TryStreamExt::try_next(&mut req).await {
+        Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
+        Ok(None) => Ok(None),
+        Err(e) if matches!(errno(&e), libc::ENODEV | libc::ENOENT) => Ok(None),
+        Err(e) => Err(Error::kernel(format!("ip link show dev {name}"), errno(&e))),
+    }
+}
+
+/// `ip link show`: every link of the namespace.
+pub(crate) async fn list(h: &Handle) -> Result<Vec<Link>> {
+    let msgs = dump("ip link show", || h.link().get().execute()).await?;
+    Ok(msgs.iter().map(Link::from_message).collect())
+}
+
+/// `ip link add NAME link PARENT netns NS type macvlan mode MODE group G up [mtu] [address]`,
+/// sent on a socket of the parent's namespace: one message creates the macvlan, up, directly
+/// inside the router namespace, so nothing can be left in the parent's namespace.
+pub(crate) async fn create_macvlan(
+    parent_ns: &Handle,
+    m: &Macvlan,
+    parent_index: u32,
+    router_ns_fd: i32,
+    group: u32,
+) -> Result<()> {
+    let mut b = LinkMessageBuilder::<LinkMacVlan>::new(&m.name)
+        .link(parent_index)
+        .mode(to_kernel_mode(m.mode))
+        .setns_by_fd(router_ns_fd)
+        .link_group(group)
+        .up();
+    if let Some(mtu) = m.mtu {
+        b = b.mtu(mtu);
+    }
+    if let Some(mac) = m.mac {
+        b = b.address(mac.to_vec());
+    }
+    parent_ns
+        .link()
+        .add(b.build())
+        .execute()
+        .await
+        .map_err(|e| match errno(&e) {
+            libc::EEXIST => Error::AlreadyExists {
+                object: "link",
+                value: m.name.clone(),
+                netns: "the router namespace".into(),
+                hint: None,
+            },
+            n => Error::kernel(create_macvlan_command(m), n),
+        })
+}
+
+pub(crate) fn create_macvlan_command(m: &Macvlan) -> String {
+    let mut s = format!(
+        "ip link add {} link {} netns ROUTER type macvlan mode {}",
+        m.name,
+        m.parent,
+        m.mode.as_str()
+    );
+    if let Some(mtu) = m.mtu {
+        s += &format!(" mtu {mtu}");
+    }
+    if let Some(mac) = m.mac {
+        s += &format!(" address {}", crate::spec::format_mac(&mac));
+    }
+    s + " up"
+}
+
+/// `ip link set dev NAME up|down`.
+pub(crate) async fn set_up(h: &Handle, index: u32, name: &str, up: bool) -> Result<()> {
+    let b = LinkUnspec::new_with_index(index);
+    let msg = if up { b.up() } else { b.down() }.build();
+    h.link().set(msg).execute().await.map_err(|e| {
+        Error::kernel(
+            format!("ip link set dev {name} {}", if up { "up" } else { "down" }),
+            errno(&e),
+        )
+    })
+}
+
+/// `ip link del dev NAME`; Ok(false) when it was already gone.
+pub(crate) async fn delete(h: &Handle, index: u32, name: &str) -> Result<bool> {
+    match h.link().del(index).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if is_gone(errno(&e)) => Ok(false),
+        Err(e) => Err(Error::kernel(format!("ip link del dev {name}"), errno(&e))),
+    }
+}
+
+/// Whether `link` is a macvlan (used by inspect).
+pub(crate) fn is_macvlan(link: &Link) -> bool {
+    link.kind.as_deref() == Some(&InfoKind::MacVlan.to_string())
+}
