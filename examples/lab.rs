@@ -115,13 +115,15 @@ fn run() -> Result<usize, egress_core::Error> {
         let r = lab.client.http_get(ip(via), SERVICE_PORT, t);
         c.check(
             &format!("{label}: client -> router {via} port {SERVICE_PORT} reaches the web page"),
-            r.as_ref().is_ok_and(|b| b.contains(&format!("peer={source} port={WEB_PORT}"))),
+            r.as_ref()
+                .is_ok_and(|b| b.contains(&format!("peer={source} port={WEB_PORT}"))),
             format!("{r:?}"),
         );
         let r = lab.client.http_get(ip(via), WEB_PORT, t);
         c.check(
             &format!("{label}: client -> router {via} port {WEB_PORT} goes to the fallback"),
-            r.as_ref().is_ok_and(|b| b.contains(&format!("peer={source} port={WEB_PORT}"))),
+            r.as_ref()
+                .is_ok_and(|b| b.contains(&format!("peer={source} port={WEB_PORT}"))),
             format!("{r:?}"),
         );
     }

@@ -66,7 +66,8 @@ fn dual_stack(lab: &Lab, name: &str) -> RouterSpecBuilder {
 }
 
 fn nft_table(lab: &Lab, table: &str) -> Option<Value> {
-    let v: Value = serde_json::from_str(&lab.router.exec(&["nft", "-j", "list", "ruleset"])).unwrap();
+    let v: Value =
+        serde_json::from_str(&lab.router.exec(&["nft", "-j", "list", "ruleset"])).unwrap();
     v["nftables"]
         .as_array()
         .unwrap()
@@ -76,7 +77,8 @@ fn nft_table(lab: &Lab, table: &str) -> Option<Value> {
 }
 
 fn nft_objects(lab: &Lab, table: &str, kind: &str) -> Vec<Value> {
-    let v: Value = serde_json::from_str(&lab.router.exec(&["nft", "-j", "list", "ruleset"])).unwrap();
+    let v: Value =
+        serde_json::from_str(&lab.router.exec(&["nft", "-j", "list", "ruleset"])).unwrap();
     v["nftables"]
         .as_array()
         .unwrap()
@@ -99,13 +101,22 @@ fn dual_stack_router_forwards_real_tcp_and_tears_down_exactly() {
     let router = blocking::apply(&spec).unwrap();
 
     // Real TCP, both families, each redirect and the fallback.
-    let body = lab.client.http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, T).unwrap();
+    let body = lab
+        .client
+        .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, T)
+        .unwrap();
     assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
-    let body = lab.client.http_get(ip(ROUTER_ETH0_6), SERVICE_PORT, T).unwrap();
+    let body = lab
+        .client
+        .http_get(ip(ROUTER_ETH0_6), SERVICE_PORT, T)
+        .unwrap();
     assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source6()));
     let body = lab.client.http_get(ip(ROUTER_ETH0_4), WEB_PORT, T).unwrap();
     assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
-    assert!(web.peers().iter().all(|p| *p == source4() || *p == source6()));
+    assert!(web
+        .peers()
+        .iter()
+        .all(|p| *p == source4() || *p == source6()));
 
     // Second opinion on kernel state: ip -j.
     let links = lab.router.ip_json(&["-d", "link", "show", "macvlan0"]);
@@ -130,7 +141,10 @@ fn dual_stack_router_forwards_real_tcp_and_tears_down_exactly() {
     let defaults6 = lab.router.ip_json(&["-6", "route", "show", "default"]);
     assert_eq!(defaults6[0]["gateway"], GATEWAY6);
     // The macvlan was created in the router namespace directly: nothing named like it in node.
-    assert!(lab.node.try_exec(&["ip", "link", "show", "macvlan0"]).is_err());
+    assert!(lab
+        .node
+        .try_exec(&["ip", "link", "show", "macvlan0"])
+        .is_err());
     assert_eq!(lab.router.sysctl_get("net.ipv4.ip_forward"), "1");
 
     // Second opinion on NAT: nft -j.
@@ -146,15 +160,23 @@ fn dual_stack_router_forwards_real_tcp_and_tears_down_exactly() {
     let maps = nft_objects(&lab, &table, "map");
     assert_eq!(maps.len(), 2, "one map per family: {maps:?}");
 
-    let state = blocking::inspect(spec.netns(), spec.name()).unwrap().unwrap();
+    let state = blocking::inspect(spec.netns(), spec.name())
+        .unwrap()
+        .unwrap();
     assert!(state.link.as_ref().unwrap().created);
     assert_eq!(state.saved_routes.len(), 2, "{:?}", state.saved_routes);
 
     blocking::teardown(router).unwrap();
     snaps.assert_restored("after teardown");
-    assert!(blocking::inspect(spec.netns(), spec.name()).unwrap().is_none());
+    assert!(blocking::inspect(spec.netns(), spec.name())
+        .unwrap()
+        .is_none());
     drop(lab);
-    assert_eq!(egress_lab::root_links(), root_links_before, "the host namespace changed");
+    assert_eq!(
+        egress_lab::root_links(),
+        root_links_before,
+        "the host namespace changed"
+    );
 }
 
 #[test]
@@ -192,12 +214,13 @@ fn ensure_is_idempotent_and_check_names_drift() {
     assert!(blocking::check(&spec).unwrap().is_empty());
 
     lab.router.ip(&["route", "del", "192.0.2.128/25"]);
-    lab.router.exec(&["nft", "flush", "table", "inet", &spec.table_name()]);
+    lab.router
+        .exec(&["nft", "flush", "table", "inet", &spec.table_name()]);
     let drift = blocking::check(&spec).unwrap();
     assert!(
-        drift
-            .iter()
-            .any(|d| matches!(d, Drift::RouteMissing { route } if route.starts_with("192.0.2.128/25"))),
+        drift.iter().any(
+            |d| matches!(d, Drift::RouteMissing { route } if route.starts_with("192.0.2.128/25"))
+        ),
         "{drift:?}"
     );
     assert!(
@@ -210,6 +233,34 @@ fn ensure_is_idempotent_and_check_names_drift() {
     assert!(blocking::check(&spec).unwrap().is_empty());
     let body = lab.client.http_get(ip(ROUTER_ETH0_4), WEB_PORT, T).unwrap();
     assert!(body.contains(&format!("peer={}", source4())), "{body}");
+
+    // NAT-only drift is repaired in place: the ruleset is reinstalled, the journal kept.
+    let journal = blocking::inspect(spec.netns(), spec.name())
+        .unwrap()
+        .unwrap()
+        .journal;
+    lab.router.exec(&[
+        "nft",
+        "flush",
+        "chain",
+        "inet",
+        &spec.table_name(),
+        "forward",
+    ]);
+    let drift = blocking::check(&spec).unwrap();
+    assert!(
+        matches!(drift.as_slice(), [Drift::NatChanged { .. }]),
+        "{drift:?}"
+    );
+    assert_eq!(
+        blocking::ensure(&spec).unwrap().action,
+        EnsureAction::Repaired
+    );
+    assert!(blocking::check(&spec).unwrap().is_empty());
+    let state = blocking::inspect(spec.netns(), spec.name())
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.journal, journal);
 
     blocking::teardown_by_name(spec.netns(), spec.name()).unwrap();
     snaps.assert_restored("after ensure, drift, repair and teardown");
@@ -224,16 +275,31 @@ fn router_forwards_only_what_it_translated_and_announces_itself() {
 
     // The gateway learned the egress addresses from the announcements alone.
     let mac = lab.router.link_mac("macvlan0");
-    assert_eq!(lab.ext.neighbour_mac(source4()).as_deref(), Some(mac.as_str()));
-    assert_eq!(lab.ext.neighbour_mac(source6()).as_deref(), Some(mac.as_str()));
+    assert_eq!(
+        lab.ext.neighbour_mac(source4()).as_deref(),
+        Some(mac.as_str())
+    );
+    assert_eq!(
+        lab.ext.neighbour_mac(source6()).as_deref(),
+        Some(mac.as_str())
+    );
 
     // A client that routes other traffic through the router (no DNAT) is dropped.
-    lab.client.ip(&["route", "add", "198.51.100.0/24", "via", ROUTER_ETH0_4]);
-    let r = lab.client.http_get(ip(WEB4), WEB_PORT, Duration::from_secs(1));
+    lab.client
+        .ip(&["route", "add", "198.51.100.0/24", "via", ROUTER_ETH0_4]);
+    let r = lab
+        .client
+        .http_get(ip(WEB4), WEB_PORT, Duration::from_secs(1));
     assert!(r.is_err(), "routed traffic was forwarded: {r:?}");
 
     // An outside host cannot reach the cluster through the router.
-    lab.ext.ip(&["route", "add", "192.0.2.0/24", "via", &source4().to_string()]);
+    lab.ext.ip(&[
+        "route",
+        "add",
+        "192.0.2.0/24",
+        "via",
+        &source4().to_string(),
+    ]);
     assert!(!egress_lab::ping(&lab.ext, ip("192.0.2.3")));
 
     blocking::teardown(router).unwrap();
@@ -248,10 +314,16 @@ fn preflight_errors_change_nothing() {
         (e.kind(), e.to_string())
     };
 
-    let (kind, text) = kind_and_text(lab.router_spec("pre").macvlan("nope0", Default::default())
-        .parent_netns(ns(&lab.node)));
+    let (kind, text) = kind_and_text(
+        lab.router_spec("pre")
+            .macvlan("nope0", Default::default())
+            .parent_netns(ns(&lab.node)),
+    );
     assert_eq!(kind, ErrorKind::NotFound, "{text}");
-    assert!(text.contains("external.macvlan.parent") && text.contains("nope0"), "{text}");
+    assert!(
+        text.contains("external.macvlan.parent") && text.contains("nope0"),
+        "{text}"
+    );
 
     let (kind, text) = kind_and_text(lab.router_spec("pre").mtu(9000));
     assert_eq!(kind, ErrorKind::Conflict, "{text}");
@@ -267,8 +339,13 @@ fn preflight_errors_change_nothing() {
     snaps.assert_restored("after preflight errors");
 
     let first = blocking::apply(&lab.router_spec("first").build().unwrap()).unwrap();
-    let second = blocking::apply(&lab.router_spec("second").link_name("macvlan1").build().unwrap())
-        .unwrap_err();
+    let second = blocking::apply(
+        &lab.router_spec("second")
+            .link_name("macvlan1")
+            .build()
+            .unwrap(),
+    )
+    .unwrap_err();
     assert_eq!(second.kind(), ErrorKind::AlreadyExists, "{second}");
     assert!(second.to_string().contains("router `first`"), "{second}");
     blocking::teardown(first).unwrap();
@@ -289,9 +366,7 @@ fn failure_partway_rolls_back_everything_and_names_the_step() {
     let e = blocking::apply(&spec).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Apply, "{e}");
     match &e {
-        Error::Apply {
-            step, rollback, ..
-        } => {
+        Error::Apply { step, rollback, .. } => {
             assert!(step.contains("198.18.0.0/15"), "{step}");
             assert!(rollback.is_complete(), "{rollback}");
         }
@@ -313,13 +388,22 @@ fn adopted_link_keeps_existing_and_loses_only_what_the_router_added() {
         .unwrap();
     let router = blocking::apply(&spec).unwrap();
     let body = lab.client.http_get(ip(ROUTER_ETH0_4), 4242, T);
-    assert!(body.is_err(), "nothing listens on 4242 at the fallback: {body:?}");
+    assert!(
+        body.is_err(),
+        "nothing listens on 4242 at the fallback: {body:?}"
+    );
     let body = lab.client.http_get(ip(ROUTER_ETH0_4), WEB_PORT, T).unwrap();
     assert!(body.contains(&format!("peer={}", source4())), "{body}");
     // Announced explicitly: an adopted link was brought up, no arp_notify at link-up.
     let mac = lab.router.link_mac("macvlan0");
-    assert_eq!(lab.ext.neighbour_mac(source4()).as_deref(), Some(mac.as_str()));
+    assert_eq!(
+        lab.ext.neighbour_mac(source4()).as_deref(),
+        Some(mac.as_str())
+    );
     blocking::teardown(router).unwrap();
     snaps.assert_restored("after teardown of an adopted router");
-    assert!(lab.router.try_exec(&["ip", "link", "show", "macvlan0"]).is_ok());
+    assert!(lab
+        .router
+        .try_exec(&["ip", "link", "show", "macvlan0"])
+        .is_ok());
 }

@@ -200,12 +200,14 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
             } else {
                 pns.route_connection()?
             };
-            let p = link::get(&prt, &m.parent).await?.ok_or_else(|| Error::NotFound {
-                field: "external.macvlan.parent".into(),
-                object: "link",
-                value: m.parent.clone(),
-                netns: pns.label().to_string(),
-            })?;
+            let p = link::get(&prt, &m.parent)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    field: "external.macvlan.parent".into(),
+                    object: "link",
+                    value: m.parent.clone(),
+                    netns: pns.label().to_string(),
+                })?;
             if let Some(mtu) = m.mtu {
                 if mtu > p.mtu {
                     return Err(Error::Conflict {
@@ -406,7 +408,10 @@ async fn exec(
                 }
             }
         }
-        Step::AddAddress { link: name, address } => {
+        Step::AddAddress {
+            link: name,
+            address,
+        } => {
             let index = external(pre).index;
             crate::ops::addr::add(&c.rt, index, name, *address).await?;
             journal.push(Undo::DeleteAddress {
@@ -415,7 +420,11 @@ async fn exec(
                 net: *address,
             });
         }
-        Step::AddRoute { dst, via, link: name } => {
+        Step::AddRoute {
+            dst,
+            via,
+            link: name,
+        } => {
             let oif = if *name == spec.internal {
                 pre.internal.index
             } else {

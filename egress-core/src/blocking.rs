@@ -20,7 +20,7 @@ use std::{cell::OnceCell, future::Future};
 
 use crate::{
     error::{Error, Result},
-    EnsureOutcome, Drift, Netns, Router, RouterSpec, RouterState,
+    Drift, EnsureOutcome, Netns, Router, RouterSpec, RouterState,
 };
 
 thread_local! {
@@ -30,8 +30,9 @@ thread_local! {
 fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::Kernel {
-            operation: "egress_core::blocking called from inside an async runtime (use the async API)"
-                .into(),
+            operation:
+                "egress_core::blocking called from inside an async runtime (use the async API)"
+                    .into(),
             errno: libc::EDEADLK,
         });
     }

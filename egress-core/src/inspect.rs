@@ -372,11 +372,7 @@ pub async fn inspect(netns: &Netns, name: &str) -> Result<Option<RouterState>> {
         .zip(values)
         .filter_map(|(k, v)| Some((sysctl::dotted(k), v?)))
         .collect();
-    let nat = c
-        .nft
-        .read(&table)?
-        .map(|n| n.lines())
-        .unwrap_or_default();
+    let nat = c.nft.read(&table)?.map(|n| n.lines()).unwrap_or_default();
     Ok(Some(RouterState {
         name: name.to_string(),
         journal: s.record.as_ref().and_then(|r| r.encode().ok()),
@@ -563,15 +559,21 @@ async fn check_with(spec: &RouterSpec, c: &mut Conn) -> Result<Vec<Drift>> {
 }
 
 /// Converges the kernel to `spec` and says what it did: not configured → apply; configured
-/// exactly → nothing; drifted → teardown by name, then apply (ending in the same state as a
-/// fresh apply).
+/// exactly → nothing; only the NAT ruleset drifted → the ruleset is reinstalled in one batch
+/// (the journal in the table is kept); anything else drifted → teardown by name, then apply.
+/// Either way it ends in the same state as a fresh apply.
 ///
 /// The router is left in place (there is no handle to drop); remove it with
 /// [`teardown_by_name`].
 pub async fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
-    let drift = check(spec).await?;
+    require_net_admin("ensure an egress router")?;
+    let mut c = Conn::open(NsHandle::open(&spec.netns, "netns")?)?;
+    let drift = check_with(spec, &mut c).await?;
     let action = if drift.is_empty() {
         EnsureAction::Unchanged
+    } else if drift.iter().all(|d| matches!(d, Drift::NatChanged { .. })) {
+        c.nft.reinstall(&nat_rules(spec))?;
+        EnsureAction::Repaired
     } else if matches!(drift.as_slice(), [Drift::RouterMissing { .. }]) {
         apply(spec).await?;
         EnsureAction::Created

@@ -30,15 +30,35 @@ impl Conn {
 /// The inverse of one kernel change.
 #[derive(Debug, Clone)]
 pub(crate) enum Undo {
-    DeleteTable { table: String },
-    DeleteLink { index: u32, name: String },
-    SetLinkDown { index: u32, name: String },
-    DeleteAddress { index: u32, link: String, net: IpNetwork },
-    DeleteRoute { route: route::Route, what: String },
+    DeleteTable {
+        table: String,
+    },
+    DeleteLink {
+        index: u32,
+        name: String,
+    },
+    SetLinkDown {
+        index: u32,
+        name: String,
+    },
+    DeleteAddress {
+        index: u32,
+        link: String,
+        net: IpNetwork,
+    },
+    DeleteRoute {
+        route: route::Route,
+        what: String,
+    },
     /// Add a route back (a replaced default route); "already there" is success.
-    RestoreRoute { route: route::Route, what: String },
+    RestoreRoute {
+        route: route::Route,
+        what: String,
+    },
     /// Write sysctls back, in order.
-    RestoreSysctls { writes: Vec<(String, String)> },
+    RestoreSysctls {
+        writes: Vec<(String, String)>,
+    },
 }
 
 impl Undo {
@@ -67,10 +87,12 @@ impl Undo {
         match self {
             Undo::DeleteTable { table } => c.nft.delete_table(table).map(drop),
             Undo::DeleteLink { index, name } => link::delete(&c.rt, *index, name).await.map(drop),
-            Undo::SetLinkDown { index, name } => match link::set_up(&c.rt, *index, name, false).await {
-                Err(e) if e.errno().is_some_and(crate::error::is_gone) => Ok(()),
-                r => r,
-            },
+            Undo::SetLinkDown { index, name } => {
+                match link::set_up(&c.rt, *index, name, false).await {
+                    Err(e) if e.errno().is_some_and(crate::error::is_gone) => Ok(()),
+                    r => r,
+                }
+            }
             Undo::DeleteAddress { index, link, net } => {
                 addr::delete(&c.rt, *index, link, *net).await.map(drop)
             }

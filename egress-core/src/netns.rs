@@ -2,14 +2,18 @@
 //!
 //! A netlink socket belongs to the namespace of the thread that created it, and a write to
 //! `/proc/sys/net/...` applies to the namespace of the writing thread. So every socket is opened,
-//! and every sysctl read or written, on a short-lived OS thread that has `setns`-ed into the
-//! namespace; sockets are then used from anywhere. No thread of an async runtime ever switches.
+//! and every sysctl read or written, on a dedicated OS thread that has `setns`-ed into the
+//! namespace (one per open handle, started on first use, ended when the handle is dropped);
+//! sockets are then used from anywhere. No thread of an async runtime ever switches.
 
 use std::{
     fmt,
     fs::File,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
+    panic::{catch_unwind, resume_unwind, AssertUnwindSafe},
     path::PathBuf,
+    sync::{mpsc, Mutex},
+    thread,
 };
 
 use nix::sched::{setns, CloneFlags};
@@ -24,7 +28,11 @@ use crate::{
 pub(crate) struct NsHandle {
     fd: OwnedFd,
     label: String,
+    /// The worker thread inside the namespace, started on first use.
+    worker: Mutex<Option<mpsc::Sender<Job>>>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 impl NsHandle {
     /// Opens `ns`; [`Netns::Current`] is the namespace of the calling thread, captured now.
@@ -50,18 +58,7 @@ impl NsHandle {
         Ok(NsHandle {
             fd: file.into(),
             label: ns.to_string(),
-        })
-    }
-
-    /// Duplicates the handle (a second fd on the same namespace).
-    pub(crate) fn try_clone(&self) -> Result<Self> {
-        let fd = self
-            .fd
-            .try_clone()
-            .map_err(|e| Error::kernel("dup namespace fd", e.raw_os_error().unwrap_or(0)))?;
-        Ok(NsHandle {
-            fd,
-            label: self.label.clone(),
+            worker: Mutex::new(None),
         })
     }
 
@@ -81,19 +78,66 @@ impl NsHandle {
         matches!((a, b), (Ok(a), Ok(b)) if a.st_ino == b.st_ino && a.st_dev == b.st_dev)
     }
 
-    /// Runs `f` on a fresh OS thread that has entered this namespace, and returns its result.
-    ///
-    /// The thread restores its original namespace through a guard before it ends (even if `f`
-    /// panics), and a panic in `f` is propagated to the caller.
-    pub(crate) fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let _guard = NsGuard::enter(self)?;
-                Ok(f())
+    /// Runs `f` on this namespace's worker thread (started on first use, inside the namespace)
+    /// and returns its result; a panic in `f` is propagated to the caller.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let (reply, result) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move || {
+            let _ = reply.send(catch_unwind(AssertUnwindSafe(f)));
+        });
+        self.worker()?
+            .send(job)
+            .map_err(|_| Error::kernel(format!("run in namespace {}", self.label), libc::ESRCH))?;
+        match result.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(panic)) => resume_unwind(panic),
+            Err(_) => Err(Error::kernel(
+                format!("run in namespace {}", self.label),
+                libc::ESRCH,
+            )),
+        }
+    }
+
+    fn worker(&self) -> Result<mpsc::Sender<Job>> {
+        let mut slot = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = &*slot {
+            return Ok(tx.clone());
+        }
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| Error::kernel("dup namespace fd", e.raw_os_error().unwrap_or(0)))?;
+        let label = self.label.clone();
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready) = mpsc::sync_channel(1);
+        thread::Builder::new()
+            .name("egress-netns".into())
+            .spawn(move || {
+                let _guard = match NsGuard::enter(fd.as_fd(), &label) {
+                    Ok(g) => {
+                        let _ = ready_tx.send(Ok(()));
+                        g
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                drop(fd);
+                // Ends when the handle (every sender) is dropped.
+                while let Ok(job) = rx.recv() {
+                    job();
+                }
             })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        })
+            .map_err(|e| Error::kernel("spawn namespace thread", e.raw_os_error().unwrap_or(0)))?;
+        ready
+            .recv()
+            .unwrap_or_else(|_| Err(Error::kernel("spawn namespace thread", libc::ESRCH)))?;
+        *slot = Some(tx.clone());
+        Ok(tx)
     }
 
     /// Opens a route netlink connection inside this namespace, driven by the current tokio
@@ -103,11 +147,12 @@ impl NsHandle {
             operation: "open netlink socket (no tokio runtime: use egress_core::blocking)".into(),
             errno: libc::EINVAL,
         })?;
-        self.run(|| {
+        let label = self.label.clone();
+        self.run(move || {
             let _enter = rt.enter();
             let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| {
                 Error::kernel(
-                    format!("open route netlink socket in {}", self.label),
+                    format!("open route netlink socket in {label}"),
                     e.raw_os_error().unwrap_or(0),
                 )
             })?;
@@ -129,15 +174,15 @@ struct NsGuard {
 }
 
 impl NsGuard {
-    fn enter(ns: &NsHandle) -> Result<Self> {
+    fn enter(fd: std::os::fd::BorrowedFd<'_>, label: &str) -> Result<Self> {
         let original = File::open("/proc/thread-self/ns/net")
             .map_err(|e| Error::kernel("open own namespace", e.raw_os_error().unwrap_or(0)))?;
-        setns(ns.fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| match e {
+        setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
             nix::errno::Errno::EPERM => Error::PermissionDenied {
-                operation: format!("enter network namespace {}", ns.label),
+                operation: format!("enter network namespace {label}"),
                 capability: "CAP_SYS_ADMIN",
             },
-            e => Error::kernel(format!("setns into {}", ns.label), e as i32),
+            e => Error::kernel(format!("setns into {label}"), e as i32),
         })?;
         Ok(NsGuard { original })
     }

@@ -33,9 +33,12 @@ pub(crate) async fn add(h: &Handle, index: u32, link: &str, net: IpNetwork) -> R
     let mut req = h.address().add(index, net.ip(), net.prefix());
     let msg = req.message_mut();
     msg.attributes
-        .push(AddressAttribute::Protocol(AddressProtocol::from(ADDRESS_PROTOCOL)));
+        .push(AddressAttribute::Protocol(AddressProtocol::from(
+            ADDRESS_PROTOCOL,
+        )));
     if net.is_ipv6() {
-        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
     req.execute().await.map_err(|e| match errno(&e) {
         libc::EEXIST => Error::AlreadyExists {
@@ -70,7 +73,10 @@ pub(crate) async fn delete(h: &Handle, index: u32, link: &str, net: IpNetwork) -
     match h.address().del(msg).execute().await {
         Ok(()) => Ok(true),
         Err(e) if is_gone(errno(&e)) => Ok(false),
-        Err(e) => Err(Error::kernel(format!("ip addr del {net} dev {link}"), errno(&e))),
+        Err(e) => Err(Error::kernel(
+            format!("ip addr del {net} dev {link}"),
+            errno(&e),
+        )),
     }
 }
 

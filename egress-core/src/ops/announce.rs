@@ -24,20 +24,28 @@ pub(crate) fn send(
     if count == 0 || addrs.is_empty() {
         return Ok(());
     }
-    ns.run(|| {
-        let sock = PacketSocket::open(index)
+    let (link, addrs) = (link.to_string(), addrs.to_vec());
+    ns.run(move || {
+        let sock = PacketSocket::open()
             .map_err(|errno| Error::kernel(format!("open packet socket on {link}"), errno))?;
         for _ in 0..count {
-            for a in addrs {
+            for a in &addrs {
                 let (frame, proto) = match a {
                     IpAddr::V4(ip) => (garp(mac, *ip), 0x0806),
                     IpAddr::V6(ip) => (unsolicited_na(mac, *ip), 0x86dd),
                 };
-                sock.send(index, proto, &frame[..6], &frame).map_err(|errno| {
-                    Error::kernel(format!("announce {a} on {link} ({})", command(link, *a)), errno)
-                })?;
+                sock.send(index, proto, &frame[..6], &frame)
+                    .map_err(|errno| {
+                        Error::kernel(
+                            format!("announce {a} on {link} ({})", command(&link, *a)),
+                            errno,
+                        )
+                    })?;
             }
         }
+        // Closing a packet socket waits for an RCU grace period (synchronize_net, ~10 ms):
+        // close it off the caller's path.
+        std::thread::spawn(move || drop(sock));
         Ok(())
     })?
 }
@@ -53,18 +61,28 @@ pub(crate) fn command(link: &str, a: IpAddr) -> String {
 struct PacketSocket(std::os::fd::OwnedFd);
 
 impl PacketSocket {
-    fn open(_index: u32) -> std::result::Result<Self, i32> {
+    fn open() -> std::result::Result<Self, i32> {
         use std::os::fd::FromRawFd;
         // SAFETY: plain socket(2) call; the fd is owned by the returned value.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
-            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
         }
         // SAFETY: fd was just returned by socket(2) and is not owned elsewhere.
-        Ok(PacketSocket(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+        Ok(PacketSocket(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd)
+        }))
     }
 
-    fn send(&self, index: u32, proto: u16, dst: &[u8], frame: &[u8]) -> std::result::Result<(), i32> {
+    fn send(
+        &self,
+        index: u32,
+        proto: u16,
+        dst: &[u8],
+        frame: &[u8],
+    ) -> std::result::Result<(), i32> {
         use std::os::fd::AsRawFd;
         // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
         let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -85,7 +103,9 @@ impl PacketSocket {
             )
         };
         if n < 0 {
-            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO));
+            return Err(std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO));
         }
         Ok(())
     }

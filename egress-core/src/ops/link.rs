@@ -1,8 +1,7 @@
 //! Links: find, create the macvlan (directly inside the router namespace), set up/down, delete.
 
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-    MacVlanMode,
+    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::{Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 

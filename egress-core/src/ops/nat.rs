@@ -422,17 +422,10 @@ impl NftSocket {
     /// drift; a missing table is ENOENT.
     pub(crate) fn reinstall(&mut self, rules: &NatRules) -> Result<()> {
         let op = format!("nft -f (NAT repair batch for inet {})", rules.table);
-        match self.replace(&op, &rules.table, Some(rules))? {
+        match self.replace(&op, &rules.table, rules)? {
             true => Ok(()),
             false => Err(Error::kernel(op, libc::ENOENT)),
         }
-    }
-
-    /// Removes every chain and map of the table but keeps the table (and its comment), in one
-    /// batch. A missing table is `Ok(false)`.
-    pub(crate) fn flush_and_delete_chains(&mut self, table: &str) -> Result<bool> {
-        let op = format!("nft flush table inet {table}; delete its chains and maps");
-        self.replace(&op, table, None)
     }
 
     /// `nft delete table inet TABLE`: the table and everything in it. A missing table is
@@ -2139,17 +2132,17 @@ impl NftSocket {
         Ok(Some(NatState { chains, maps }))
     }
 
-    /// Deletes the table's chains and maps and, with `rules`, installs them anew — one batch,
-    /// guarded by the ruleset generation it was computed from (retried if another writer got
-    /// in between). `Ok(false)` when the table does not exist.
-    fn replace(&mut self, op: &str, table: &str, rules: Option<&NatRules>) -> Result<bool> {
-        let layout = rules.map(Layout::of);
+    /// Deletes the table's chains and maps and installs `rules` anew — one batch, guarded by the
+    /// ruleset generation it was computed from (retried if another writer got in between).
+    /// `Ok(false)` when the table does not exist.
+    fn replace(&mut self, op: &str, table: &str, rules: &NatRules) -> Result<bool> {
+        let layout = Layout::of(rules);
         for _ in 0..ATTEMPTS {
             let generation = self.generation(op)?;
             let Some(current) = self.read_once(op, table, false)? else {
                 return Ok(false);
             };
-            let wanted = layout.as_ref().map(Layout::state).unwrap_or_default();
+            let wanted = layout.state();
             let mut msgs = Vec::new();
             let mut keep = BTreeSet::new();
             let header =
@@ -2195,9 +2188,7 @@ impl NftSocket {
                     0,
                 ));
             }
-            if let Some(layout) = &layout {
-                msgs.extend(layout.messages(table, &keep));
-            }
+            msgs.extend(layout.messages(table, &keep));
             match self.batch(op, msgs, Some(generation)) {
                 Ok(()) => return Ok(true),
                 Err(e) if e.errno() == Some(libc::ERESTART) => continue,
@@ -3117,14 +3108,11 @@ table inet egress_x {
         nft.reinstall(&plain).unwrap();
         assert_eq!(nft.read("egress_fix").unwrap(), Some(plain.expected()));
 
-        assert!(nft.flush_and_delete_chains("egress_fix").unwrap());
-        assert_eq!(nft.read("egress_fix").unwrap(), Some(NatState::default()));
         assert!(nft
             .tables()
             .unwrap()
             .iter()
             .any(|t| t.name == "egress_fix" && t.comment.is_some()));
-        assert!(!nft.flush_and_delete_chains("egress_gone").unwrap());
         let e = nft.reinstall(&rules_v4("egress_gone")).unwrap_err();
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
     }

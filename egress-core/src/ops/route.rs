@@ -136,7 +136,8 @@ pub(crate) fn ours(dst: IpNetwork, via: Option<IpAddr>, oif: u32) -> Route {
             .push(RouteAttribute::Destination(RouteAddress::from(dst.ip())));
     }
     if let Some(v) = via {
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(v)));
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(v)));
     }
     m.attributes.push(RouteAttribute::Oif(oif));
     Route::from_message(m).expect("a well-formed route")

@@ -19,7 +19,8 @@ pub(crate) fn dotted(path: &str) -> String {
 
 /// Reads each key; `None` for a key that does not exist.
 pub(crate) fn read_many(ns: &NsHandle, keys: &[String]) -> Result<Vec<Option<String>>> {
-    ns.run(|| {
+    let keys = keys.to_vec();
+    ns.run(move || {
         keys.iter()
             .map(|k| {
                 std::fs::read_to_string(format!("/proc/sys/{k}"))
@@ -32,12 +33,19 @@ pub(crate) fn read_many(ns: &NsHandle, keys: &[String]) -> Result<Vec<Option<Str
 
 /// Writes each `(key, value)` in order, stopping at the first failure; returns how many were
 /// written and the failure.
-pub(crate) fn write_many(ns: &NsHandle, writes: &[(String, String)]) -> Result<(usize, Option<Error>)> {
-    ns.run(|| {
+pub(crate) fn write_many(
+    ns: &NsHandle,
+    writes: &[(String, String)],
+) -> Result<(usize, Option<Error>)> {
+    let writes = writes.to_vec();
+    ns.run(move || {
         for (i, (k, v)) in writes.iter().enumerate() {
             if let Err(e) = std::fs::write(format!("/proc/sys/{k}"), v) {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                return (i, Some(Error::kernel(format!("sysctl -w {}={v}", dotted(k)), errno)));
+                return (
+                    i,
+                    Some(Error::kernel(format!("sysctl -w {}={v}", dotted(k)), errno)),
+                );
             }
         }
         (writes.len(), None)
@@ -46,7 +54,8 @@ pub(crate) fn write_many(ns: &NsHandle, writes: &[(String, String)]) -> Result<(
 
 /// The links listed under `net/<family>/conf/` (`all` and `default` included).
 pub(crate) fn conf_entries(ns: &NsHandle, family: &str) -> Result<Vec<String>> {
-    ns.run(|| {
+    let family = family.to_string();
+    ns.run(move || {
         let mut v: Vec<String> = std::fs::read_dir(format!("/proc/sys/net/{family}/conf"))
             .map(|d| {
                 d.filter_map(|e| e.ok()?.file_name().into_string().ok())
