@@ -1,7 +1,7 @@
 //! Runs a plan as one transaction: preflight, then each step with its undo journaled only after
 //! the kernel accepted it; on any failure the journal is unwound in reverse.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnetwork::IpNetwork;
 use rtnetlink::Handle;
@@ -226,36 +226,45 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
 
     let has4 = spec.gateway4.is_some();
     let has6 = spec.gateway6.is_some();
-    let mut routes = Vec::new();
-    if has4 {
-        routes.extend(route::list(&c.rt, false).await?);
-    }
-    if has6 {
-        routes.extend(route::list(&c.rt, true).await?);
-    }
+    let (routes4, routes6) = futures::try_join!(
+        async {
+            match has4 {
+                true => route::list(&c.rt, false).await,
+                false => Ok(Vec::new()),
+            }
+        },
+        async {
+            match has6 {
+                true => route::list(&c.rt, true).await,
+                false => Ok(Vec::new()),
+            }
+        },
+    )?;
+    let routes = routes4.into_iter().chain(routes6).collect();
 
-    let forwarding4 = if has4 {
-        forwarding_restore(&c.ns, "ipv4")?
-    } else {
-        None
-    };
-    let forwarding6 = if has6 {
-        forwarding_restore(&c.ns, "ipv6")?
-    } else {
-        None
-    };
-    let mut link_sysctls = Vec::new();
+    let families: Vec<&'static str> = [(has4, "ipv4"), (has6, "ipv6")]
+        .into_iter()
+        .filter_map(|(on, f)| on.then_some(f))
+        .collect();
+    let mut link_keys = Vec::new();
     if let Some(ext) = &external {
-        let mut keys = Vec::new();
         if has4 {
-            keys.push(format!("net/ipv4/conf/{}/arp_notify", ext.name));
+            link_keys.push(format!("net/ipv4/conf/{}/arp_notify", ext.name));
         }
         if has6 {
-            keys.push(format!("net/ipv6/conf/{}/ndisc_notify", ext.name));
+            link_keys.push(format!("net/ipv6/conf/{}/ndisc_notify", ext.name));
         }
-        let old = sysctl::read_many(&c.ns, &keys)?;
-        link_sysctls = keys.into_iter().zip(old).collect();
     }
+    let values = sysctl::read_forwarding(&c.ns, &families, &link_keys)?;
+    let forwarding4 = has4.then(|| forwarding_restore(&values, "ipv4")).flatten();
+    let forwarding6 = has6.then(|| forwarding_restore(&values, "ipv6")).flatten();
+    let link_sysctls: Vec<(String, Option<String>)> = link_keys
+        .into_iter()
+        .map(|k| {
+            let v = values.get(&k).cloned();
+            (k, v)
+        })
+        .collect();
 
     let mut restore: Vec<(String, String)> = Vec::new();
     restore.extend(forwarding4.iter().flatten().cloned());
@@ -288,45 +297,38 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
 }
 
 /// The writes that restore a family's forwarding after the router turned it on, or `None` when
-/// it is on already (nothing to change).
+/// it is on already (nothing to change), from the values [`sysctl::read_forwarding`] read.
 ///
 /// Writing `all.forwarding` (or `ip_forward`) resets `default` and every link's `forwarding`
-/// (and, for IPv4, `all.accept_redirects`): restoring means writing `all` back first, then every
-/// entry whose value differed.
-fn forwarding_restore(ns: &NsHandle, family: &str) -> Result<Option<Vec<(String, String)>>> {
-    let entries = sysctl::conf_entries(ns, family)?;
-    let key = |e: &str| format!("net/{family}/conf/{e}/forwarding");
-    let mut keys: Vec<String> = entries.iter().map(|e| key(e)).collect();
-    let redirects = format!("net/{family}/conf/all/accept_redirects");
-    keys.push(redirects.clone());
-    let values = sysctl::read_many(ns, &keys)?;
-    let all = key("all");
-    let old_all = keys
-        .iter()
-        .zip(&values)
-        .find(|(k, _)| **k == all)
-        .and_then(|(_, v)| v.clone())
-        .unwrap_or_else(|| "0".into());
+/// (and, for IPv4, sets `all.accept_redirects` to the opposite): restoring means writing `all`
+/// back first, then every entry whose value differed.
+fn forwarding_restore(
+    values: &BTreeMap<String, String>,
+    family: &str,
+) -> Option<Vec<(String, String)>> {
+    let prefix = format!("net/{family}/conf/");
+    let all = format!("{prefix}all/forwarding");
+    let old_all = values.get(&all).cloned().unwrap_or_else(|| "0".into());
     if old_all == "1" {
-        return Ok(None);
+        return None;
     }
     let mut writes = vec![(all.clone(), old_all.clone())];
-    for (k, v) in keys.iter().zip(&values) {
-        if let Some(v) = v {
-            if *k != all && *k != redirects && *v != old_all {
-                writes.push((k.clone(), v.clone()));
-            }
+    for (k, v) in values.range(prefix.clone()..) {
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        if k.ends_with("/forwarding") && *k != all && *v != old_all {
+            writes.push((k.clone(), v.clone()));
         }
     }
     if family == "ipv4" {
+        let redirects = format!("{prefix}all/accept_redirects");
         let after = if old_all == "0" { "1" } else { "0" };
-        if let Some(Some(v)) = values.last() {
-            if v != after {
-                writes.push((redirects, v.clone()));
-            }
+        if let Some(v) = values.get(&redirects).filter(|v| *v != after) {
+            writes.push((redirects, v.clone()));
         }
     }
-    Ok(Some(writes))
+    Some(writes)
 }
 
 async fn exec(
@@ -337,9 +339,9 @@ async fn exec(
     journal: &mut Journal,
 ) -> Result<()> {
     match step {
-        Step::CreateTable { table } => {
+        Step::CreateTable { table, .. } => {
             let comment = pre.record.encode()?;
-            c.nft.create_table(table, &comment).map_err(|e| {
+            c.nft.create(&comment, &nat_rules(spec)).map_err(|e| {
                 if e.errno() == Some(libc::EEXIST) {
                     Error::AlreadyExists {
                         object: "router",
@@ -479,10 +481,6 @@ async fn exec(
                 });
             }
         }
-        Step::InstallNat { .. } => {
-            // The table's deletion (journaled first) removes everything installed here.
-            c.nft.install(&nat_rules(spec))?;
-        }
         Step::Announce {
             link: name,
             addresses,
@@ -504,4 +502,47 @@ fn external(pre: &Pre) -> &Link {
     pre.external
         .as_ref()
         .expect("the external link exists once it was created or adopted")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn forwarding_already_on_needs_no_restore() {
+        let v = values(&[("net/ipv4/conf/all/forwarding", "1")]);
+        assert_eq!(forwarding_restore(&v, "ipv4"), None);
+    }
+
+    #[test]
+    fn forwarding_restore_writes_all_first_then_what_differed() {
+        let v = values(&[
+            ("net/ipv4/conf/all/forwarding", "0"),
+            ("net/ipv4/conf/all/accept_redirects", "0"),
+            ("net/ipv4/conf/default/forwarding", "0"),
+            ("net/ipv4/conf/eth0/forwarding", "1"),
+            ("net/ipv4/conf/lo/forwarding", "0"),
+            ("net/ipv6/conf/all/forwarding", "0"),
+        ]);
+        assert_eq!(
+            forwarding_restore(&v, "ipv4").unwrap(),
+            vec![
+                ("net/ipv4/conf/all/forwarding".into(), "0".into()),
+                ("net/ipv4/conf/eth0/forwarding".into(), "1".into()),
+                // Writing forwarding=0 sets accept_redirects=1; it was 0.
+                ("net/ipv4/conf/all/accept_redirects".into(), "0".into()),
+            ]
+        );
+        assert_eq!(
+            forwarding_restore(&v, "ipv6").unwrap(),
+            vec![("net/ipv6/conf/all/forwarding".into(), "0".into())]
+        );
+    }
 }

@@ -124,10 +124,43 @@ impl Journal {
 
     /// Runs every undo in reverse, whatever fails; returns one error per failed undo, naming
     /// what remains.
+    ///
+    /// The two slow deletions — the macvlan and the nftables table, each of which waits for the
+    /// kernel (an RCU grace period) — depend on nothing that comes after them, so they run last
+    /// and side by side: the table on the namespace's worker thread, the link here.
     pub(crate) async fn unwind(self, c: &mut Conn) -> Vec<(String, Error)> {
         let mut failures = Vec::new();
+        let mut slow = Vec::new();
         for u in self.0.into_iter().rev() {
+            if matches!(u, Undo::DeleteLink { .. } | Undo::DeleteTable { .. }) {
+                slow.push(u);
+            } else if let Err(e) = u.run(c).await {
+                failures.push((u.remains(), e));
+            }
+        }
+        let mut tables = Vec::new();
+        for u in &slow {
+            if let Undo::DeleteTable { table } = u {
+                let t = table.clone();
+                let job = c
+                    .ns
+                    .spawn(move || NftSocket::open()?.delete_table(&t).map(drop));
+                tables.push((u, job));
+            }
+        }
+        for u in slow.iter().filter(|u| matches!(u, Undo::DeleteLink { .. })) {
             if let Err(e) = u.run(c).await {
+                failures.push((u.remains(), e));
+            }
+        }
+        for (u, job) in tables {
+            let result = match job {
+                Ok(rx) => rx.await.unwrap_or_else(|_| {
+                    Err(Error::kernel(u.remains(), libc::ECANCELED))
+                }),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 failures.push((u.remains(), e));
             }
         }

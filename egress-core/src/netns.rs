@@ -84,6 +84,10 @@ impl NsHandle {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
+        if self.is_current() {
+            // Already there (the OpenShift drop-in runs inside the pod): no thread needed.
+            return Ok(f());
+        }
         let (reply, result) = mpsc::sync_channel(1);
         let job: Job = Box::new(move || {
             let _ = reply.send(catch_unwind(AssertUnwindSafe(f)));
@@ -99,6 +103,31 @@ impl NsHandle {
                 libc::ESRCH,
             )),
         }
+    }
+
+    /// Runs `f` on this namespace's worker thread without waiting: the result arrives on the
+    /// returned channel (cancelled if `f` panics). Lets a slow kernel call run beside others.
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<futures::channel::oneshot::Receiver<T>> {
+        let (reply, result) = futures::channel::oneshot::channel();
+        let job: Job = Box::new(move || {
+            if let Ok(v) = catch_unwind(AssertUnwindSafe(f)) {
+                let _ = reply.send(v);
+            }
+        });
+        self.worker()?
+            .send(job)
+            .map_err(|_| Error::kernel(format!("run in namespace {}", self.label), libc::ESRCH))?;
+        Ok(result)
+    }
+
+    /// Whether the calling thread is in this namespace already.
+    fn is_current(&self) -> bool {
+        let mine = nix::sys::stat::stat("/proc/thread-self/ns/net");
+        let this = nix::sys::stat::fstat(self.fd.as_fd());
+        matches!((mine, this), (Ok(a), Ok(b)) if a.st_ino == b.st_ino && a.st_dev == b.st_dev)
     }
 
     fn worker(&self) -> Result<mpsc::Sender<Job>> {

@@ -14,12 +14,15 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Step {
-    /// Create the router's nftables table. Its comment is the crash journal: what the router
-    /// is about to replace (sysctl values, the adopted link's state), written before anything
-    /// is replaced.
+    /// Create the router's nftables table with its DNAT, SNAT and forward filter, in one atomic
+    /// batch. Its comment is the crash journal: what the router is about to replace (sysctl
+    /// values, the adopted link's state), written before anything is replaced. The rules name
+    /// links, not indexes, so they can exist before the macvlan does.
     CreateTable {
         /// The table (family `inet`).
         table: String,
+        /// One-line summary of the ruleset.
+        summary: String,
     },
     /// Copy the namespace's default routes of one family into the journal table, so that they
     /// can be restored even after a crash.
@@ -76,11 +79,6 @@ pub enum Step {
         /// IPv6 (else IPv4).
         ipv6: bool,
     },
-    /// Install DNAT, SNAT and the forward filter in one atomic nftables batch.
-    InstallNat {
-        /// One-line summary of the ruleset.
-        summary: String,
-    },
     /// Send gratuitous ARP / unsolicited NA for the egress addresses.
     Announce {
         /// The external link.
@@ -95,9 +93,10 @@ pub enum Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::CreateTable { table } => {
-                write!(f, "nft add table inet {table} {{ comment \"<journal>\" }}")
-            }
+            Step::CreateTable { table, summary } => write!(
+                f,
+                "nft add table inet {table} {{ comment \"<journal>\" }} with {summary} (one batch)"
+            ),
             Step::SaveDefaultRoutes { ipv6 } => write!(
                 f,
                 "ip {}route save: copy the default routes of table main to table {}",
@@ -136,7 +135,6 @@ impl fmt::Display for Step {
             } else {
                 "sysctl -w net.ipv4.ip_forward=1"
             }),
-            Step::InstallNat { summary } => f.write_str(summary),
             Step::Announce {
                 link,
                 addresses,
@@ -193,6 +191,7 @@ impl RouterSpec {
         let has6 = self.gateway6.is_some();
         let mut steps = vec![Step::CreateTable {
             table: self.table_name(),
+            summary: nat_rules(self).summary(),
         }];
         for (on, ipv6) in [(has4, false), (has6, true)] {
             if on {
@@ -256,9 +255,6 @@ impl RouterSpec {
                 steps.push(Step::EnableForwarding { ipv6 });
             }
         }
-        steps.push(Step::InstallNat {
-            summary: nat_rules(self).summary(),
-        });
         if self.announce > 0 {
             steps.push(Step::Announce {
                 link,

@@ -5,7 +5,11 @@
 //! already up, so the frames are sent explicitly on a packet socket of the router namespace
 //! (`arping -U -I macvlan0 ADDR`, `ndisc6`-style unsolicited NA to ff02::1).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::OwnedFd,
+    sync::{mpsc, Mutex, OnceLock},
+};
 
 use crate::{
     error::{Error, Result},
@@ -43,9 +47,7 @@ pub(crate) fn send(
                     })?;
             }
         }
-        // Closing a packet socket waits for an RCU grace period (synchronize_net, ~10 ms):
-        // close it off the caller's path.
-        std::thread::spawn(move || drop(sock));
+        close_later(sock.0);
         Ok(())
     })?
 }
@@ -58,7 +60,27 @@ pub(crate) fn command(link: &str, a: IpAddr) -> String {
     }
 }
 
-struct PacketSocket(std::os::fd::OwnedFd);
+/// Closing a packet socket waits for an RCU grace period (`synchronize_net`, ~10 ms): sockets
+/// are closed by one background thread, off the caller's path (inline if it cannot start).
+fn close_later(fd: OwnedFd) {
+    static CLOSER: OnceLock<Option<Mutex<mpsc::Sender<OwnedFd>>>> = OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<OwnedFd>();
+        std::thread::Builder::new()
+            .name("egress-close".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    if let Some(tx) = closer {
+        let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(mpsc::SendError(fd)) = tx.send(fd) {
+            drop(fd);
+        }
+    }
+}
+
+struct PacketSocket(OwnedFd);
 
 impl PacketSocket {
     fn open() -> std::result::Result<Self, i32> {

@@ -379,40 +379,16 @@ impl NftSocket {
         Ok(nft)
     }
 
-    /// `nft add table inet TABLE { comment "COMMENT" }`, refusing an existing table
+    /// `nft add table inet TABLE { comment "COMMENT"; maps; chains; rules }` in one batch:
+    /// the whole table appears at once, or nothing does. An existing table is refused
     /// (`NLM_F_EXCL`: [`Error::Kernel`] with errno EEXIST, which the caller maps).
     ///
     /// The comment is the table's userdata as libnftnl encodes it; a table's userdata is at
     /// most 256 bytes and cannot be changed later.
-    pub(crate) fn create_table(&mut self, table: &str, comment: &str) -> Result<()> {
-        let op = format!("nft add table inet {table}");
-        let userdata = table_userdata(comment).map_err(|errno| {
-            let why = match errno {
-                libc::E2BIG => format!(
-                    "a comment of {} bytes: a table comment holds at most {} bytes",
-                    comment.len(),
-                    USERDATA_MAX - 3
-                ),
-                _ => "a comment containing a NUL byte".to_string(),
-            };
-            Error::kernel(format!("{op} {{ comment \"…\" }} ({why})"), errno)
-        })?;
-        let msg = inet(NfTablesMessage::NewTable(TableMessage {
-            attributes: vec![
-                TableAttribute::Name(table.to_string()),
-                TableAttribute::Flags(TableFlags::empty()),
-                TableAttribute::UserData(userdata),
-            ],
-        }));
-        self.batch(&op, vec![(msg, NLM_F_CREATE | NLM_F_EXCL)], None)
-    }
-
-    /// Installs the maps, chains and rules of `rules` into the existing (empty) table, in one
-    /// batch: all of it or nothing. A chain or map that already exists fails the batch
-    /// (EEXIST); a missing table fails it with ENOENT.
-    pub(crate) fn install(&mut self, rules: &NatRules) -> Result<()> {
-        let op = format!("nft -f (NAT batch for inet {})", rules.table);
-        let msgs = Layout::of(rules).messages(&rules.table, &BTreeSet::new());
+    pub(crate) fn create(&mut self, comment: &str, rules: &NatRules) -> Result<()> {
+        let op = format!("nft add table inet {} (one batch with its NAT and filter)", rules.table);
+        let mut msgs = vec![new_table(&rules.table, comment)?];
+        msgs.extend(Layout::of(rules).messages(&rules.table, &BTreeSet::new()));
         self.batch(&op, msgs, None)
     }
 
@@ -2199,6 +2175,32 @@ impl NftSocket {
     }
 }
 
+/// The NEWTABLE message of `nft add table inet TABLE { comment "COMMENT" }`, with `NLM_F_EXCL`.
+fn new_table(table: &str, comment: &str) -> Result<(NetfilterMessage, u16)> {
+    let userdata = table_userdata(comment).map_err(|errno| {
+        let why = match errno {
+            libc::E2BIG => format!(
+                "a comment of {} bytes: a table comment holds at most {} bytes",
+                comment.len(),
+                USERDATA_MAX - 3
+            ),
+            _ => "a comment containing a NUL byte".to_string(),
+        };
+        Error::kernel(
+            format!("nft add table inet {table} {{ comment \"…\" }} ({why})"),
+            errno,
+        )
+    })?;
+    let msg = inet(NfTablesMessage::NewTable(TableMessage {
+        attributes: vec![
+            TableAttribute::Name(table.to_string()),
+            TableAttribute::Flags(TableFlags::empty()),
+            TableAttribute::UserData(userdata),
+        ],
+    }));
+    Ok((msg, NLM_F_CREATE | NLM_F_EXCL))
+}
+
 /// An nft datatype id as nft names it (concatenations split on `TYPE_BITS`).
 fn type_name(id: u32) -> String {
     let one = |id: u32| match id {
@@ -2233,6 +2235,19 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+
+    /// The table alone, as a batch of its own.
+    fn create_table(nft: &mut NftSocket, table: &str, comment: &str) -> Result<()> {
+        let msg = new_table(table, comment)?;
+        nft.batch(&format!("nft add table inet {table}"), vec![msg], None)
+    }
+
+    /// The NAT and filter objects alone, into an existing table.
+    fn install(nft: &mut NftSocket, rules: &NatRules) -> Result<()> {
+        let op = format!("nft -f (NAT batch for inet {})", rules.table);
+        let msgs = Layout::of(rules).messages(&rules.table, &BTreeSet::new());
+        nft.batch(&op, msgs, None)
+    }
     use crate::{netns::NsHandle, spec::Netns};
 
     fn redirect(protocol: Protocol, port: u16, to: &str, to_port: u16) -> Redirect {
@@ -2735,9 +2750,9 @@ mod tests {
     fn install_and_check(rules: &NatRules) -> (TestNs, NftSocket) {
         let ns = TestNs::new();
         let mut nft = ns.socket();
-        nft.create_table(&rules.table, "journal v1 {\"routes\":[]}")
+        create_table(&mut nft, &rules.table, "journal v1 {\"routes\":[]}")
             .unwrap();
-        nft.install(rules).unwrap();
+        install(&mut nft, rules).unwrap();
         let state = nft.read(&rules.table).unwrap().expect("table exists");
         assert_eq!(
             state,
@@ -2878,9 +2893,9 @@ mod tests {
         let ours = TestNs::new();
         let mut nft = ours.socket();
         // (nft's grammar has no way to write a comment that contains a double quote.)
-        nft.create_table("egress_x", "journal v1 {routes:[]}")
+        create_table(&mut nft, "egress_x", "journal v1 {routes:[]}")
             .unwrap();
-        nft.install(&rules).unwrap();
+        install(&mut nft, &rules).unwrap();
         let theirs = TestNs::new();
         let ruleset = r#"
 table inet egress_x {
@@ -2945,9 +2960,9 @@ table inet egress_x {
                 redirect(Protocol::Tcp, p, &to, p.wrapping_add(20_000))
             })
             .collect();
-        nft.create_table(&rules.table, "big").unwrap();
+        create_table(&mut nft, &rules.table, "big").unwrap();
         let start = Instant::now();
-        nft.install(&rules).unwrap();
+        install(&mut nft, &rules).unwrap();
         let took = start.elapsed();
         eprintln!("nat: install of 10,000 redirects took {took:?}");
         let start = Instant::now();
@@ -2974,18 +2989,18 @@ table inet egress_x {
     fn nat_privileged_table_lifecycle() {
         let ns = TestNs::new();
         let mut nft = ns.socket();
-        nft.create_table("egress_a", "first journal").unwrap();
-        nft.create_table("egress_b", "").unwrap();
-        let e = nft.create_table("egress_a", "again").unwrap_err();
+        create_table(&mut nft, "egress_a", "first journal").unwrap();
+        create_table(&mut nft, "egress_b", "").unwrap();
+        let e = create_table(&mut nft, "egress_a", "again").unwrap_err();
         assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
         assert!(e.to_string().contains("nft add table inet egress_a"), "{e}");
 
-        let e = nft.create_table("egress_c", &"x".repeat(254)).unwrap_err();
+        let e = create_table(&mut nft, "egress_c", &"x".repeat(254)).unwrap_err();
         assert_eq!(e.errno(), Some(libc::E2BIG), "{e}");
         assert!(e.to_string().contains("holds at most 253 bytes"), "{e}");
-        let e = nft.create_table("egress_c", "a\0b").unwrap_err();
+        let e = create_table(&mut nft, "egress_c", "a\0b").unwrap_err();
         assert_eq!(e.errno(), Some(libc::EINVAL), "{e}");
-        nft.create_table("egress_c", &"x".repeat(253)).unwrap();
+        create_table(&mut nft, "egress_c", &"x".repeat(253)).unwrap();
 
         let mut tables = nft.tables().unwrap();
         tables.sort_by(|a, b| a.name.cmp(&b.name));
@@ -3036,7 +3051,7 @@ table inet egress_x {
         again
             .redirects
             .push(redirect(Protocol::Udp, 5353, "198.51.100.53", 53));
-        let e = nft.install(&again).unwrap_err();
+        let e = install(&mut nft, &again).unwrap_err();
         assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
         assert!(
             e.to_string()
@@ -3045,7 +3060,7 @@ table inet egress_x {
         );
         assert_eq!(ns.nft(&["list", "ruleset"]), before);
         // Into a missing table.
-        let e = nft.install(&rules_v4("egress_nowhere")).unwrap_err();
+        let e = install(&mut nft, &rules_v4("egress_nowhere")).unwrap_err();
         assert_eq!(e.errno(), Some(libc::ENOENT), "{e}");
         // The socket is still in sync after errors.
         assert_eq!(nft.read("egress_atomic").unwrap(), Some(rules.expected()));

@@ -3,6 +3,8 @@
 //! A write to `/proc/sys/net/...` applies to the namespace of the writing thread, so every access
 //! runs on a thread that has entered the namespace ([`NsHandle::run`]).
 
+use std::collections::BTreeMap;
+
 use crate::{
     error::{Error, Result},
     netns::NsHandle,
@@ -52,18 +54,32 @@ pub(crate) fn write_many(
     })
 }
 
-/// The links listed under `net/<family>/conf/` (`all` and `default` included).
-pub(crate) fn conf_entries(ns: &NsHandle, family: &str) -> Result<Vec<String>> {
-    let family = family.to_string();
+/// Reads, in one trip into the namespace, the `forwarding` of every `net/<family>/conf/*` entry
+/// and `net/<family>/conf/all/accept_redirects` of each family, plus `extra` keys. Missing keys
+/// are left out.
+pub(crate) fn read_forwarding(
+    ns: &NsHandle,
+    families: &[&'static str],
+    extra: &[String],
+) -> Result<BTreeMap<String, String>> {
+    let (families, extra) = (families.to_vec(), extra.to_vec());
     ns.run(move || {
-        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/sys/net/{family}/conf"))
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .collect()
+        let mut keys = extra;
+        for family in families {
+            let dir = format!("/proc/sys/net/{family}/conf");
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    keys.push(format!("net/{family}/conf/{name}/forwarding"));
+                }
+            }
+            keys.push(format!("net/{family}/conf/all/accept_redirects"));
+        }
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = std::fs::read_to_string(format!("/proc/sys/{k}")).ok()?;
+                Some((k, v.trim().to_string()))
             })
-            .unwrap_or_default();
-        v.sort();
-        v
+            .collect()
     })
 }
 
