@@ -99,20 +99,63 @@ fn shell_apply(lab: &Lab, ruleset: &str) {
     ip(
         &lab.node,
         &[
-            "link", "add", "macvlan0", "link", MACVLAN_PARENT, "netns", r.name(), "type",
-            "macvlan", "mode", "private",
+            "link",
+            "add",
+            "macvlan0",
+            "link",
+            MACVLAN_PARENT,
+            "netns",
+            r.name(),
+            "type",
+            "macvlan",
+            "mode",
+            "private",
         ],
     );
     ip(r, &["link", "set", "macvlan0", "up"]);
     ip(r, &["addr", "add", s4, "dev", "macvlan0"]);
     ip(r, &["addr", "add", s6, "dev", "macvlan0", "nodad"]);
-    ip(r, &["route", "add", &format!("{GATEWAY4}/32"), "dev", "macvlan0"]);
-    ip(r, &["-6", "route", "add", &format!("{GATEWAY6}/128"), "dev", "macvlan0"]);
+    ip(
+        r,
+        &["route", "add", &format!("{GATEWAY4}/32"), "dev", "macvlan0"],
+    );
+    ip(
+        r,
+        &[
+            "-6",
+            "route",
+            "add",
+            &format!("{GATEWAY6}/128"),
+            "dev",
+            "macvlan0",
+        ],
+    );
     ip(r, &["route", "del", "default"]);
     ip(r, &["-6", "route", "del", "default"]);
-    ip(r, &["route", "add", "default", "via", GATEWAY4, "dev", "macvlan0"]);
-    ip(r, &["-6", "route", "add", "default", "via", GATEWAY6, "dev", "macvlan0"]);
-    ip(r, &["route", "add", "192.0.2.128/25", "via", NODE4, "dev", "eth0"]);
+    ip(
+        r,
+        &[
+            "route", "add", "default", "via", GATEWAY4, "dev", "macvlan0",
+        ],
+    );
+    ip(
+        r,
+        &[
+            "-6", "route", "add", "default", "via", GATEWAY6, "dev", "macvlan0",
+        ],
+    );
+    ip(
+        r,
+        &[
+            "route",
+            "add",
+            "192.0.2.128/25",
+            "via",
+            NODE4,
+            "dev",
+            "eth0",
+        ],
+    );
     for kv in [
         "net.ipv4.ip_forward=1",
         "net.ipv6.conf.all.forwarding=1",
@@ -130,7 +173,10 @@ fn shell_teardown(lab: &Lab) {
     ip(r, &["link", "del", "macvlan0"]);
     ip(r, &["route", "del", "192.0.2.128/25"]);
     ip(r, &["route", "add", "default", "via", NODE4, "dev", "eth0"]);
-    ip(r, &["-6", "route", "add", "default", "via", NODE6, "dev", "eth0"]);
+    ip(
+        r,
+        &["-6", "route", "add", "default", "via", NODE6, "dev", "eth0"],
+    );
     for kv in ["net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0"] {
         r.exec(&["sysctl", "-q", "-w", kv]);
     }

@@ -142,9 +142,8 @@ impl Journal {
         for u in &slow {
             if let Undo::DeleteTable { table } = u {
                 let t = table.clone();
-                let job = c
-                    .ns
-                    .spawn(move || NftSocket::open()?.delete_table(&t).map(drop));
+                let job =
+                    c.ns.spawn(move || NftSocket::open()?.delete_table(&t).map(drop));
                 tables.push((u, job));
             }
         }
@@ -155,9 +154,9 @@ impl Journal {
         }
         for (u, job) in tables {
             let result = match job {
-                Ok(rx) => rx.await.unwrap_or_else(|_| {
-                    Err(Error::kernel(u.remains(), libc::ECANCELED))
-                }),
+                Ok(rx) => rx
+                    .await
+                    .unwrap_or_else(|_| Err(Error::kernel(u.remains(), libc::ECANCELED))),
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

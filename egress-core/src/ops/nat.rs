@@ -386,7 +386,10 @@ impl NftSocket {
     /// The comment is the table's userdata as libnftnl encodes it; a table's userdata is at
     /// most 256 bytes and cannot be changed later.
     pub(crate) fn create(&mut self, comment: &str, rules: &NatRules) -> Result<()> {
-        let op = format!("nft add table inet {} (one batch with its NAT and filter)", rules.table);
+        let op = format!(
+            "nft add table inet {} (one batch with its NAT and filter)",
+            rules.table
+        );
         let mut msgs = vec![new_table(&rules.table, comment)?];
         msgs.extend(Layout::of(rules).messages(&rules.table, &BTreeSet::new()));
         self.batch(&op, msgs, None)
@@ -2750,8 +2753,7 @@ mod tests {
     fn install_and_check(rules: &NatRules) -> (TestNs, NftSocket) {
         let ns = TestNs::new();
         let mut nft = ns.socket();
-        create_table(&mut nft, &rules.table, "journal v1 {\"routes\":[]}")
-            .unwrap();
+        create_table(&mut nft, &rules.table, "journal v1 {\"routes\":[]}").unwrap();
         install(&mut nft, rules).unwrap();
         let state = nft.read(&rules.table).unwrap().expect("table exists");
         assert_eq!(
@@ -2893,8 +2895,7 @@ mod tests {
         let ours = TestNs::new();
         let mut nft = ours.socket();
         // (nft's grammar has no way to write a comment that contains a double quote.)
-        create_table(&mut nft, "egress_x", "journal v1 {routes:[]}")
-            .unwrap();
+        create_table(&mut nft, "egress_x", "journal v1 {routes:[]}").unwrap();
         install(&mut nft, &rules).unwrap();
         let theirs = TestNs::new();
         let ruleset = r#"
