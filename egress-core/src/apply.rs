@@ -36,7 +36,7 @@ impl Router {
     /// and sysctl values, deletes what it created. Runs every undo even when one fails;
     /// "already gone" is success. Returns what was undone.
     pub async fn teardown(self) -> Result<Vec<String>> {
-        let undone: Vec<String> = self.journal.0.iter().rev().map(Undo::remains).collect();
+        let undone: Vec<String> = self.journal.0.iter().rev().map(Undo::describe).collect();
         let mut c = Conn::open(self.ns)?;
         let failures = self.journal.unwind(&mut c).await;
         if failures.is_empty() {
@@ -117,7 +117,15 @@ pub async fn apply(spec: &RouterSpec) -> Result<Router> {
     let plan = spec.plan();
     let mut journal = Journal::default();
     for (i, step) in plan.steps().iter().enumerate() {
-        if let Err(e) = exec(spec, step, &mut c, &mut pre, &mut journal).await {
+        #[cfg(feature = "fault-injection")]
+        let injected = crate::fault::at_step(i + 1, &step.to_string());
+        #[cfg(not(feature = "fault-injection"))]
+        let injected = Ok(());
+        let result = match injected {
+            Ok(()) => exec(spec, step, &mut c, &mut pre, &mut journal).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             if journal.is_empty() {
                 return Err(e);
             }

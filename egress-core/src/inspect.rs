@@ -333,7 +333,7 @@ pub async fn teardown_by_name(netns: &Netns, name: &str) -> Result<Vec<String>> 
     let mut c = Conn::open(NsHandle::open(netns, "netns")?)?;
     let s = snapshot(&mut c, name).await?;
     let journal = rebuild(&s, name);
-    let undone: Vec<String> = journal.0.iter().rev().map(Undo::remains).collect();
+    let undone: Vec<String> = journal.0.iter().rev().map(Undo::describe).collect();
     let failures = journal.unwind(&mut c).await;
     if failures.is_empty() {
         Ok(undone)

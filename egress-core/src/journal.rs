@@ -17,13 +17,36 @@ pub(crate) struct Conn {
     pub ns: NsHandle,
     pub rt: Handle,
     pub nft: NftSocket,
+    /// Undos run through this connection, for fault injection.
+    #[cfg(feature = "fault-injection")]
+    pub undos_run: usize,
 }
 
 impl Conn {
     pub(crate) fn open(ns: NsHandle) -> Result<Self> {
         let rt = ns.route_connection()?;
         let nft = ns.run(NftSocket::open)??;
-        Ok(Conn { ns, rt, nft })
+        Ok(Conn {
+            ns,
+            rt,
+            nft,
+            #[cfg(feature = "fault-injection")]
+            undos_run: 0,
+        })
+    }
+}
+
+impl Conn {
+    /// Fails the undo if a test injected a fault for it (feature `fault-injection`).
+    fn injected_fault(&mut self, u: &Undo) -> Result<()> {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.undos_run += 1;
+            crate::fault::at_undo(self.undos_run, &u.remains())?;
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = u;
+        Ok(())
     }
 }
 
@@ -82,8 +105,43 @@ impl Undo {
         }
     }
 
+    /// Whether this undo puts back something the router replaced, which `teardown_by_name`
+    /// can only do from the crash journal.
+    fn restores(&self) -> bool {
+        matches!(
+            self,
+            Undo::RestoreSysctls { .. } | Undo::RestoreRoute { .. } | Undo::SetLinkDown { .. }
+        )
+    }
+
+    /// Whether this undo deletes a journal copy of a replaced default route.
+    fn is_journal_copy(&self) -> bool {
+        matches!(self, Undo::DeleteRoute { route, .. } if route.table == route::JOURNAL_TABLE)
+    }
+
+    /// What the undo does, close to its `ip`/`nft`/`sysctl` equivalent.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Undo::DeleteTable { table } => format!("nft delete table inet {table}"),
+            Undo::DeleteLink { name, .. } => format!("ip link del dev {name}"),
+            Undo::SetLinkDown { name, .. } => format!("ip link set dev {name} down"),
+            Undo::DeleteAddress { link, net, .. } => format!("ip addr del {net} dev {link}"),
+            Undo::DeleteRoute { what, .. } => format!("ip route del {what}"),
+            Undo::RestoreRoute { what, .. } => format!("ip route add {what}"),
+            Undo::RestoreSysctls { writes } => format!(
+                "sysctl -w {}",
+                writes
+                    .iter()
+                    .map(|(k, v)| format!("{}={v}", sysctl::dotted(k)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        }
+    }
+
     /// Runs the undo; "already gone" is success.
     pub(crate) async fn run(&self, c: &mut Conn) -> Result<()> {
+        c.injected_fault(self)?;
         match self {
             Undo::DeleteTable { table } => c.nft.delete_table(table).map(drop),
             Undo::DeleteLink { index, name } => link::delete(&c.rt, *index, name).await.map(drop),
@@ -97,8 +155,16 @@ impl Undo {
                 addr::delete(&c.rt, *index, link, *net).await.map(drop)
             }
             Undo::DeleteRoute { route, what } => route::delete(&c.rt, route, what).await.map(drop),
+            // "Already there" is success only if it is this route, not another one in its
+            // place (the router's own default route, when deleting it failed).
             Undo::RestoreRoute { route, what } => match route::add(&c.rt, route, what).await {
-                Err(e) if e.errno() == Some(libc::EEXIST) => Ok(()),
+                Err(e) if e.errno() == Some(libc::EEXIST) => {
+                    let routes = route::list(&c.rt, route.dst.is_ipv6()).await?;
+                    match routes.iter().any(|r| r.same_as(route)) {
+                        true => Ok(()),
+                        false => Err(e),
+                    }
+                }
                 r => r,
             },
             Undo::RestoreSysctls { writes } => match sysctl::write_many(&c.ns, writes)? {
@@ -128,28 +194,42 @@ impl Journal {
     /// The two slow deletions — the macvlan and the nftables table, each of which waits for the
     /// kernel (an RCU grace period) — depend on nothing that comes after them, so they run last
     /// and side by side: the table on the namespace's worker thread, the link here.
+    ///
+    /// When an undo that restores something fails (sysctls, a replaced route, an adopted link's
+    /// state), the crash journal — the table's record and the copies of the replaced routes —
+    /// is kept and listed as remaining, so that `teardown_by_name` can finish the job later.
     pub(crate) async fn unwind(self, c: &mut Conn) -> Vec<(String, Error)> {
-        let mut failures = Vec::new();
+        let mut failures: Vec<(Undo, Error)> = Vec::new();
+        let mut keep_journal = false;
         let mut slow = Vec::new();
         for u in self.0.into_iter().rev() {
             if matches!(u, Undo::DeleteLink { .. } | Undo::DeleteTable { .. }) {
                 slow.push(u);
+            } else if keep_journal && u.is_journal_copy() {
+                let e = kept(&u);
+                failures.push((u, e));
             } else if let Err(e) = u.run(c).await {
-                failures.push((u.remains(), e));
+                keep_journal |= u.restores();
+                failures.push((u, e));
             }
         }
         let mut tables = Vec::new();
         for u in &slow {
             if let Undo::DeleteTable { table } = u {
+                if keep_journal {
+                    failures.push((u.clone(), kept(u)));
+                    continue;
+                }
                 let t = table.clone();
-                let job =
-                    c.ns.spawn(move || NftSocket::open()?.delete_table(&t).map(drop));
+                let job = c.injected_fault(u).and_then(|()| {
+                    c.ns.spawn(move || NftSocket::open()?.delete_table(&t).map(drop))
+                });
                 tables.push((u, job));
             }
         }
         for u in slow.iter().filter(|u| matches!(u, Undo::DeleteLink { .. })) {
             if let Err(e) = u.run(c).await {
-                failures.push((u.remains(), e));
+                failures.push((u.clone(), e));
             }
         }
         for (u, job) in tables {
@@ -160,11 +240,56 @@ impl Journal {
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
-                failures.push((u.remains(), e));
+                failures.push((u.clone(), e));
             }
         }
-        failures
+        still_there(failures, c).await
     }
+}
+
+/// The failures whose object is still in the kernel, with what remains: a route or address
+/// whose deletion failed may have gone with its link all the same (deleting a link, or setting
+/// it down, takes its routes and IPv6 addresses with it). When the kernel cannot be read back,
+/// every failure is kept.
+async fn still_there(failures: Vec<(Undo, Error)>, c: &Conn) -> Vec<(String, Error)> {
+    let deletion = |u: &Undo| matches!(u, Undo::DeleteRoute { .. } | Undo::DeleteAddress { .. });
+    let now = match failures.iter().any(|(u, _)| deletion(u)) {
+        false => None,
+        true => {
+            let read = async {
+                let mut routes = route::list(&c.rt, false).await?;
+                routes.extend(route::list(&c.rt, true).await?);
+                Ok::<_, Error>((routes, addr::list(&c.rt, None).await?))
+            };
+            read.await.ok()
+        }
+    };
+    failures
+        .into_iter()
+        .filter(|(u, _)| match (u, &now) {
+            (Undo::DeleteRoute { route, .. }, Some((routes, _))) => {
+                routes.iter().any(|r| r.same_as(route))
+            }
+            (Undo::DeleteAddress { index, net, .. }, Some((_, addrs))) => {
+                addrs.iter().any(|a| a.index == *index && a.net == *net)
+            }
+            _ => true,
+        })
+        .map(|(u, e)| (u.remains(), e))
+        .collect()
+}
+
+/// The "failure" of a journal object kept on purpose (see [`Journal::unwind`]).
+fn kept(u: &Undo) -> Error {
+    let command = match u {
+        Undo::DeleteTable { table } => format!("nft delete table inet {table}"),
+        Undo::DeleteRoute { what, .. } => format!("ip route del {what}"),
+        _ => u.remains(),
+    };
+    Error::kernel(
+        format!("{command} (skipped: kept as the journal teardown_by_name needs to restore what failed)"),
+        libc::ECANCELED,
+    )
 }
 
 /// What a router replaced, kept in the kernel as the comment of its nftables table, written by

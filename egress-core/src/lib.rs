@@ -39,7 +39,10 @@
 
 mod apply;
 pub mod blocking;
+pub mod compat;
 mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 mod inspect;
 mod journal;
 mod netns;

@@ -1,0 +1,714 @@
+//! `egress-router`: a drop-in for the OpenShift egress router image's entrypoint (the `EGRESS_*`
+//! environment contract of [`egress_core::compat`]), plus operator subcommands (`inspect`,
+//! `check`, `teardown`) over the same core. A thin front end: it builds a `RouterSpec` and calls
+//! `egress_core::blocking`; `egress-router --help` documents it for users.
+
+use std::{env, ffi::OsString, io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use egress_core::{
+    blocking,
+    compat::{self, Config, Mode},
+    EnsureAction, Error, ErrorKind, Netns, RouterSpec, RouterState,
+};
+use nix::sys::signal::{SigSet, Signal};
+
+const HELP: &str = "\
+egress-router - the OpenShift egress router, as one binary (no shell, no iptables)
+
+It turns the network namespace it runs in (the router pod's) into an egress router: connections
+that reach the pod on eth0 are redirected to external destinations and leave through macvlan0
+with one known source IP. Every input is checked before the first change, the change is one
+transaction (any failure undoes all of it), and teardown restores the namespace exactly.
+
+USAGE
+  egress-router                      configure from the EGRESS_* variables (container entrypoint)
+  egress-router inspect  [OPTIONS]   show what a router owns in a namespace
+  egress-router check    [OPTIONS]   compare a namespace with its configuration (changes nothing)
+  egress-router teardown [OPTIONS]   remove a router and restore its namespace
+  egress-router --help | --version
+
+CONTAINER ENTRYPOINT (no arguments): the OpenShift variables, unchanged
+  EGRESS_SOURCE        the egress IP: N.N.N.N or N.N.N.N/M (bare = /32), or IPv6 (bare = /128)
+  EGRESS_GATEWAY       the external gateway, of the same family
+  EGRESS_DESTINATION   one IP (everything goes there), or one rule per line:
+                         LPORT PROTO IP         80 tcp 198.51.100.25
+                         LPORT PROTO IP RPORT   8080 tcp 198.51.100.25 80
+                         IP                     198.51.100.9  (fallback for the rest; last line)
+                       PROTO is tcp, udp or sctp; blank lines and # comments are skipped
+  EGRESS_ROUTER_MODE   legacy      configure, stay running; SIGTERM/SIGINT tears it down (default)
+                       init        configure and exit 0 (an init container); running it again on
+                                   a configured namespace succeeds and changes nothing
+                       http-proxy, dns-proxy
+                                   network only, no redirects (a proxy container forwards)
+                       unit-test   print the plan (every kernel change, in order), change nothing
+  EGRESS_ROUTER_DEBUG  non-empty: log every step on stderr
+  The SDN has already moved macvlan0 into the pod (it is adopted, not created); eth0 is the
+  cluster link. Optional extensions:
+  EGRESS_ROUTER_NAME           router name, [a-z0-9-] (default egress-router)
+  EGRESS_MACVLAN_PARENT        no SDN: create macvlan0 on this link instead of adopting it
+  EGRESS_MACVLAN_MODE          private (default), bridge, vepa or passthru
+  EGRESS_MACVLAN_PARENT_NETNS  the parent's namespace: a path such as /proc/1/ns/net, or a name
+                               under /run/netns (default: the pod's own namespace)
+
+OPTIONS (inspect, check, teardown)
+  --netns PATH        the router's namespace file: /run/netns/NAME, /proc/PID/ns/net
+                      (default: the namespace egress-router runs in)
+  --netns-name NAME   the same, by name, as `ip netns list` shows it
+  --name NAME         the router (default: $EGRESS_ROUTER_NAME, else egress-router)
+  --spec FILE         check only: compare with this JSON spec (`-` = stdin) instead of the
+                      EGRESS_* variables
+  --json              print the result as JSON on stdout
+
+EXIT CODES
+  0  done: configured, torn down (also when there was nothing to remove), router found
+     (inspect), namespace matches its configuration (check)
+  1  invalid input (EGRESS_* variables or --spec); the message is on stderr; nothing changed
+  2  usage error (unknown subcommand or option)
+  3  failed, and nothing is left changed: missing link, no permission (run as root), the
+     kernel refused a change and everything was rolled back
+  4  failed, and something is left behind: rollback or teardown incomplete (the message lists
+     what remains; `egress-router teardown` removes it)
+  5  inspect: no such router; check: the namespace differs from the configuration
+
+EXAMPLES
+  # What would this pod's router do? (needs no privileges)
+  EGRESS_ROUTER_MODE=unit-test EGRESS_SOURCE=203.0.113.99/24 EGRESS_GATEWAY=203.0.113.1 \\
+    EGRESS_DESTINATION='80 tcp 198.51.100.25 8080' egress-router
+
+  # In a legacy-mode router pod: is it still configured as its environment says?
+  kubectl exec egress-1 -- egress-router check
+
+  # On the node, as root: look at a pod's router (PID: any process of the pod), remove it
+  egress-router inspect --netns /proc/$PID/ns/net --name egress-router
+  egress-router teardown --netns-name pod-ns --json
+";
+
+/// Exit codes, as `--help` documents them.
+mod code {
+    pub const OK: u8 = 0;
+    pub const INVALID: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const FAILED: u8 = 3;
+    pub const LEFT_BEHIND: u8 = 4;
+    pub const NOT_AS_EXPECTED: u8 = 5;
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Command {
+    Contract,
+    Help,
+    Version,
+    Inspect(Target),
+    Check(Target),
+    Teardown(Target),
+}
+
+#[derive(Debug, PartialEq, Eq, Default)]
+struct Target {
+    netns: Option<Netns>,
+    name: Option<String>,
+    spec: Option<PathBuf>,
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = env::args_os().skip(1).collect();
+    let command = match parse_args(&args) {
+        Ok(c) => c,
+        Err(usage) => {
+            eprintln!("egress-router: {usage}\nTry 'egress-router --help'.");
+            return ExitCode::from(code::USAGE);
+        }
+    };
+    ExitCode::from(match command {
+        Command::Help => {
+            print!("{HELP}");
+            code::OK
+        }
+        Command::Version => {
+            println!("egress-router {}", env!("CARGO_PKG_VERSION"));
+            code::OK
+        }
+        Command::Contract => contract(),
+        Command::Inspect(t) => inspect(t),
+        Command::Check(t) => check(t),
+        Command::Teardown(t) => teardown(t),
+    })
+}
+
+fn parse_args(args: &[OsString]) -> Result<Command, String> {
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| {
+            a.to_str()
+                .ok_or_else(|| format!("argument {a:?} is not UTF-8"))
+        })
+        .collect::<Result<_, _>>()?;
+    if args.iter().any(|a| *a == "-h" || *a == "--help") {
+        return Ok(Command::Help);
+    }
+    let Some((sub, rest)) = args.split_first() else {
+        return Ok(Command::Contract);
+    };
+    let make: fn(Target) -> Command = match *sub {
+        "help" => return Ok(Command::Help),
+        "-V" | "--version" => return Ok(Command::Version),
+        "inspect" => Command::Inspect,
+        "check" => Command::Check,
+        "teardown" => Command::Teardown,
+        other => return Err(format!("unknown subcommand or option '{other}'")),
+    };
+    let mut t = Target::default();
+    let mut rest = rest.iter();
+    while let Some(arg) = rest.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v)),
+            _ => (*arg, None),
+        };
+        let mut value = || {
+            inline
+                .or_else(|| rest.next().copied())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--netns" | "--netns-name" => {
+                if t.netns.is_some() {
+                    return Err("give one of --netns and --netns-name".into());
+                }
+                let v = value()?;
+                t.netns = Some(if flag == "--netns" {
+                    Netns::Path(v.into())
+                } else {
+                    Netns::Name(v)
+                });
+            }
+            "--name" => t.name = Some(value()?),
+            "--spec" if *sub == "check" => t.spec = Some(value()?.into()),
+            "--json" if inline.is_none() => t.json = true,
+            _ => return Err(format!("unknown option '{arg}' for {sub}")),
+        }
+    }
+    Ok(make(t))
+}
+
+/// The `EGRESS_*` variables of this process (others are none of our business).
+fn egress_vars() -> Vec<(String, String)> {
+    env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            k.starts_with("EGRESS_")
+                .then(|| (k, v.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+struct Log {
+    debug: bool,
+}
+
+impl Log {
+    fn info(&self, msg: impl std::fmt::Display) {
+        println!("egress-router: {msg}");
+    }
+    fn debug(&self, msg: impl std::fmt::Display) {
+        if self.debug {
+            eprintln!("egress-router: debug: {msg}");
+        }
+    }
+}
+
+/// Exit code for an error of the core, printed on stderr.
+fn fail(e: &Error) -> u8 {
+    eprintln!("egress-router: {e}");
+    match e.kind() {
+        ErrorKind::InvalidSpec => code::INVALID,
+        ErrorKind::RollbackIncomplete | ErrorKind::Teardown => code::LEFT_BEHIND,
+        _ => code::FAILED,
+    }
+}
+
+/// The container entrypoint: the OpenShift contract.
+fn contract() -> u8 {
+    // Block SIGTERM/SIGINT before anything else, so that the threads the core starts inherit
+    // the mask: a signal that arrives while the router is being configured waits until the
+    // transaction is done instead of killing it halfway; legacy mode then takes it with
+    // sigwait. (Blocked signals are also delivered to a container's PID 1, which ignores
+    // signals it has no handler for.)
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("egress-router: cannot block SIGTERM/SIGINT: {e}");
+        return code::FAILED;
+    }
+    let vars = egress_vars();
+    let Config { spec, mode, debug } = match compat::from_env(vars.iter().cloned()) {
+        Ok(c) => c,
+        Err(e) => {
+            // The OpenShift script's message, alone on its line.
+            eprintln!("{e}");
+            return code::INVALID;
+        }
+    };
+    let log = Log { debug };
+    log.debug(format_args!(
+        "EGRESS_ROUTER_MODE={mode}, router {} in {}",
+        spec.name(),
+        where_(spec.netns())
+    ));
+    log.debug(format_args!("spec {}", spec.to_json_value()));
+    if !mode.redirects()
+        && vars
+            .iter()
+            .any(|(k, v)| k == "EGRESS_DESTINATION" && !v.is_empty())
+    {
+        eprintln!(
+            "egress-router: EGRESS_DESTINATION is not used in {mode} mode (the proxy in the pod forwards)"
+        );
+    }
+    if mode == Mode::UnitTest {
+        print!("{}", spec.plan());
+        println!("redirects of router {}:", spec.name());
+        for r in redirects(&spec) {
+            println!("    {r}");
+        }
+        return code::OK;
+    }
+    for (i, step) in spec.plan().steps().iter().enumerate() {
+        log.debug(format_args!("plan step {:>2}: {step}", i + 1));
+    }
+    let outcome = match blocking::ensure(&spec) {
+        Ok(o) => o,
+        Err(e) => return fail(&e),
+    };
+    for d in &outcome.drift {
+        log.debug(format_args!("found: {d}"));
+    }
+    let what = match outcome.action {
+        EnsureAction::Created => "configured",
+        EnsureAction::Unchanged => "already configured, nothing changed",
+        EnsureAction::Repaired => "repaired (it had drifted, see above with EGRESS_ROUTER_DEBUG)",
+    };
+    log.info(format_args!(
+        "{mode}: router {} {what}: {}",
+        spec.name(),
+        summary(&spec)
+    ));
+    if mode != Mode::Legacy {
+        return code::OK;
+    }
+
+    log.info("waiting for SIGTERM or SIGINT to tear the router down");
+    let signal = match signals.wait() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "egress-router: waiting for a signal failed: {e}; the router stays configured"
+            );
+            return code::FAILED;
+        }
+    };
+    log.info(format_args!(
+        "{signal}: tearing router {} down",
+        spec.name()
+    ));
+    match blocking::teardown_by_name(spec.netns(), spec.name()) {
+        Ok(undone) => {
+            log.info(format_args!(
+                "torn down ({} changes undone), the namespace is as it was",
+                undone.len()
+            ));
+            code::OK
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// One line: link, source, gateway, redirects, fallback.
+fn summary(spec: &RouterSpec) -> String {
+    let sources: Vec<String> = spec.sources().iter().map(ToString::to_string).collect();
+    let gateways: Vec<String> = spec
+        .gateway4()
+        .map(|g| g.to_string())
+        .into_iter()
+        .chain(spec.gateway6().map(|g| g.to_string()))
+        .collect();
+    format!(
+        "{} {} via {}; {}",
+        spec.external().link_name(),
+        sources.join(" "),
+        gateways.join(" "),
+        redirects(spec).join(", ")
+    )
+}
+
+/// The redirects and the fallback, one entry each (`tcp/80 -> 198.51.100.25:8080`).
+fn redirects(spec: &RouterSpec) -> Vec<String> {
+    let mut out: Vec<String> = spec
+        .redirects()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{} -> {}",
+                r.protocol,
+                r.port,
+                SocketAddr::new(r.to, r.to_port)
+            )
+        })
+        .collect();
+    let fallbacks: Vec<String> = spec
+        .fallback4()
+        .map(|f| f.to_string())
+        .into_iter()
+        .chain(spec.fallback6().map(|f| f.to_string()))
+        .collect();
+    if !fallbacks.is_empty() {
+        out.push(format!("everything else -> {}", fallbacks.join(", ")));
+    }
+    if out.is_empty() {
+        out.push("no redirects".into());
+    }
+    out
+}
+
+fn where_(ns: &Netns) -> String {
+    match ns {
+        Netns::Current => "this network namespace".into(),
+        Netns::Path(p) => format!("namespace {}", p.display()),
+        Netns::Name(n) => format!("namespace {n}"),
+        Netns::Pid(p) => format!("the namespace of process {p}"),
+    }
+}
+
+fn target_name(t: &Target) -> String {
+    t.name
+        .clone()
+        .or_else(|| {
+            env::var("EGRESS_ROUTER_NAME")
+                .ok()
+                .filter(|n| !n.is_empty())
+        })
+        .unwrap_or_else(|| compat::DEFAULT_NAME.to_string())
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("the output types always serialize")
+    );
+}
+
+fn inspect(t: Target) -> u8 {
+    let netns = t.netns.clone().unwrap_or_default();
+    let name = target_name(&t);
+    match blocking::inspect(&netns, &name) {
+        Err(e) => fail(&e),
+        Ok(None) => {
+            if t.json {
+                println!("null");
+            } else {
+                println!("no router {name} in {}", where_(&netns));
+            }
+            code::NOT_AS_EXPECTED
+        }
+        Ok(Some(state)) => {
+            if t.json {
+                print_json(&state);
+            } else {
+                print!("{}", render_state(&state, &netns));
+            }
+            code::OK
+        }
+    }
+}
+
+fn render_state(s: &RouterState, netns: &Netns) -> String {
+    let mut out = format!("router {} in {}\n", s.name, where_(netns));
+    let mut row = |label: &str, values: Vec<String>| {
+        let values = if values.is_empty() {
+            vec!["(none)".to_string()]
+        } else {
+            values
+        };
+        for (i, v) in values.iter().enumerate() {
+            let label = if i == 0 { label } else { "" };
+            out += &format!("  {label:<16} {v}\n");
+        }
+    };
+    row("nftables table", vec![format!("inet {}", s.table)]);
+    row(
+        "external link",
+        s.link
+            .iter()
+            .map(|l| {
+                format!(
+                    "{} ({}, {}, {}mtu {}, {})",
+                    l.name,
+                    if l.created { "created" } else { "adopted" },
+                    if l.up { "up" } else { "DOWN" },
+                    l.mode
+                        .map(|m| format!("macvlan {}, ", m.as_str()))
+                        .unwrap_or_default(),
+                    l.mtu,
+                    l.mac
+                )
+            })
+            .collect(),
+    );
+    row(
+        "addresses",
+        s.addresses.iter().map(ToString::to_string).collect(),
+    );
+    row("routes", s.routes.clone());
+    row("replaced routes", s.saved_routes.clone());
+    row(
+        "sysctls",
+        s.sysctls
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect(),
+    );
+    row("nat and filter", s.nat.clone());
+    out
+}
+
+/// The spec `check` compares with: `--spec FILE`, else the `EGRESS_*` variables; `--netns` and
+/// `--name` override its namespace and name.
+fn check_spec(t: &Target) -> Result<RouterSpec, u8> {
+    let spec = match &t.spec {
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .map(|_| s)
+                    .map_err(|e| format!("reading the spec from stdin: {e}"))
+            } else {
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))
+            };
+            let text = text.map_err(|e| {
+                eprintln!("egress-router: {e}");
+                code::INVALID
+            })?;
+            RouterSpec::from_json(&text).map_err(|e| fail(&e))?
+        }
+        None => match compat::from_env(egress_vars()) {
+            Ok(c) => c.spec,
+            Err(e) => {
+                eprintln!("{e}");
+                return Err(code::INVALID);
+            }
+        },
+    };
+    if t.netns.is_none() && t.name.is_none() {
+        return Ok(spec);
+    }
+    let mut json = spec.to_json_value();
+    if let Some(ns) = &t.netns {
+        json["netns"] = match ns {
+            Netns::Path(p) => serde_json::json!({ "path": p }),
+            Netns::Name(n) => serde_json::json!({ "name": n }),
+            other => unreachable!("the command line names no {other:?}"),
+        };
+    }
+    if let Some(name) = &t.name {
+        json["name"] = name.clone().into();
+    }
+    RouterSpec::from_json_value(json).map_err(|e| fail(&e))
+}
+
+fn check(t: Target) -> u8 {
+    let spec = match check_spec(&t) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let drift = match blocking::check(&spec) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    if t.json {
+        print_json(&serde_json::json!({ "name": spec.name(), "drift": drift }));
+    } else if drift.is_empty() {
+        println!(
+            "router {} in {} matches its configuration",
+            spec.name(),
+            where_(spec.netns())
+        );
+    } else {
+        println!(
+            "router {} in {} differs from its configuration:",
+            spec.name(),
+            where_(spec.netns())
+        );
+        for d in &drift {
+            println!("  {d}");
+        }
+    }
+    if drift.is_empty() {
+        code::OK
+    } else {
+        code::NOT_AS_EXPECTED
+    }
+}
+
+fn teardown(t: Target) -> u8 {
+    let netns = t.netns.clone().unwrap_or_default();
+    let name = target_name(&t);
+    let undone = match blocking::teardown_by_name(&netns, &name) {
+        Ok(u) => u,
+        Err(e) => return fail(&e),
+    };
+    if t.json {
+        print_json(&serde_json::json!({ "name": name, "undone": undone }));
+    } else if undone.is_empty() {
+        println!("no router {name} in {}: nothing to do", where_(&netns));
+    } else {
+        // The core names each undone change by what would have remained had it failed
+        // ("link macvlan0 left up"): listed with --json, counted here.
+        println!(
+            "router {name} removed from {}: {} changes undone, the namespace is as it was",
+            where_(&netns),
+            undone.len()
+        );
+    }
+    code::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, String> {
+        parse_args(&args.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn no_arguments_is_the_container_entrypoint() {
+        assert_eq!(parse(&[]), Ok(Command::Contract));
+    }
+
+    #[test]
+    fn help_and_version() {
+        for args in [&["--help"][..], &["-h"], &["help"], &["teardown", "--help"]] {
+            assert_eq!(parse(args), Ok(Command::Help), "{args:?}");
+        }
+        assert_eq!(parse(&["--version"]), Ok(Command::Version));
+    }
+
+    #[test]
+    fn subcommands_take_a_namespace_a_name_and_json() {
+        assert_eq!(
+            parse(&[
+                "inspect",
+                "--netns",
+                "/run/netns/pod",
+                "--name",
+                "r1",
+                "--json"
+            ]),
+            Ok(Command::Inspect(Target {
+                netns: Some(Netns::Path("/run/netns/pod".into())),
+                name: Some("r1".into()),
+                spec: None,
+                json: true,
+            }))
+        );
+        assert_eq!(
+            parse(&["teardown", "--netns-name=pod"]),
+            Ok(Command::Teardown(Target {
+                netns: Some(Netns::Name("pod".into())),
+                ..Target::default()
+            }))
+        );
+        assert_eq!(
+            parse(&["check", "--spec", "-"]),
+            Ok(Command::Check(Target {
+                spec: Some("-".into()),
+                ..Target::default()
+            }))
+        );
+    }
+
+    #[test]
+    fn usage_errors_say_what_is_wrong() {
+        for (args, says) in [
+            (
+                &["frobnicate"][..],
+                "unknown subcommand or option 'frobnicate'",
+            ),
+            (&["inspect", "--netns"], "--netns needs a value"),
+            (&["inspect", "--name="], "--name needs a value"),
+            (
+                &["inspect", "--spec", "x.json"],
+                "unknown option '--spec' for inspect",
+            ),
+            (
+                &["check", "--json=yes"],
+                "unknown option '--json=yes' for check",
+            ),
+            (
+                &["teardown", "--netns", "/run/netns/a", "--netns-name", "b"],
+                "give one of --netns and --netns-name",
+            ),
+        ] {
+            assert_eq!(parse(args), Err(says.to_string()), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_summary_names_link_source_redirects_and_fallback() {
+        let spec = compat::from_env([
+            ("EGRESS_SOURCE", "2001:db8:2::99/64"),
+            ("EGRESS_GATEWAY", "2001:db8:2::1"),
+            (
+                "EGRESS_DESTINATION",
+                "80 tcp 2001:db8:3::25 8080\n2001:db8:3::9",
+            ),
+        ])
+        .unwrap()
+        .spec;
+        assert_eq!(
+            summary(&spec),
+            "macvlan0 2001:db8:2::99/64 via 2001:db8:2::1; tcp/80 -> [2001:db8:3::25]:8080, \
+             everything else -> 2001:db8:3::9"
+        );
+    }
+
+    #[test]
+    fn help_documents_every_variable_mode_and_exit_code() {
+        for word in [
+            "EGRESS_SOURCE",
+            "EGRESS_GATEWAY",
+            "EGRESS_DESTINATION",
+            "EGRESS_ROUTER_MODE",
+            "EGRESS_ROUTER_DEBUG",
+            "EGRESS_ROUTER_NAME",
+            "EGRESS_MACVLAN_PARENT",
+            "EGRESS_MACVLAN_MODE",
+            "EGRESS_MACVLAN_PARENT_NETNS",
+            "--netns",
+            "--netns-name",
+            "--name",
+            "--spec",
+            "--json",
+        ] {
+            assert!(HELP.contains(word), "{word}");
+        }
+        for m in Mode::ALL {
+            assert!(HELP.contains(m.as_str()), "{m}");
+        }
+        for c in [
+            code::OK,
+            code::INVALID,
+            code::USAGE,
+            code::FAILED,
+            code::LEFT_BEHIND,
+            code::NOT_AS_EXPECTED,
+        ] {
+            assert!(HELP.contains(&format!("\n  {c}  ")), "exit code {c}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Test-only fault injection (feature `fault-injection`, never in release builds): makes a
+//! chosen apply step or undo fail on the calling thread, to prove that rollback and teardown
+//! leave the kernel exactly as it was, whichever step fails.
+//!
+//! ```no_run
+//! # #[cfg(feature = "fault-injection")] {
+//! use egress_core::{blocking, fault, RouterSpec};
+//! # let spec: RouterSpec = unimplemented!();
+//! for k in 1..=spec.plan().steps().len() {
+//!     fault::fail_step(k);
+//!     let e = blocking::apply(&spec).unwrap_err(); // rolled back
+//!     # let _ = e;
+//! }
+//! # }
+//! ```
+
+use std::cell::Cell;
+
+use crate::error::Error;
+
+thread_local! {
+    static STEP: Cell<Option<usize>> = const { Cell::new(None) };
+    static UNDO: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The errno an injected fault reports.
+pub const INJECTED_ERRNO: i32 = libc::EIO;
+
+/// The next apply on this thread fails at step `k` (counting from 1), before the step runs.
+pub fn fail_step(k: usize) {
+    STEP.with(|s| s.set(Some(k)));
+}
+
+/// The `k`-th undo (counting from 1, in the order they run) of the next rollback or teardown on
+/// this thread fails, and only that one.
+pub fn fail_undo(k: usize) {
+    UNDO.with(|s| s.set(Some(k)));
+}
+
+/// Clears every pending fault of this thread.
+pub fn clear() {
+    STEP.with(|s| s.set(None));
+    UNDO.with(|s| s.set(None));
+}
+
+/// Called before step `k` runs; consumes the fault when it fires.
+pub(crate) fn at_step(k: usize, what: &str) -> Result<(), Error> {
+    fire(&STEP, k, what)
+}
+
+/// Called before the `k`-th undo runs; consumes the fault when it fires.
+pub(crate) fn at_undo(k: usize, what: &str) -> Result<(), Error> {
+    fire(&UNDO, k, what)
+}
+
+fn fire(
+    cell: &'static std::thread::LocalKey<Cell<Option<usize>>>,
+    k: usize,
+    what: &str,
+) -> Result<(), Error> {
+    cell.with(|c| match c.get() {
+        Some(n) if n == k => {
+            c.set(None);
+            Err(Error::Kernel {
+                operation: format!("{what} (injected fault)"),
+                errno: INJECTED_ERRNO,
+            })
+        }
+        _ => Ok(()),
+    })
+}

@@ -1,0 +1,268 @@
+//! Applying, converging, checking, inspecting and tearing down routers, through
+//! [`egress_core::blocking`]. All of these need `CAP_NET_ADMIN` (and `CAP_SYS_ADMIN` to enter
+//! another namespace) and block until the kernel has answered.
+
+use std::ffi::c_char;
+
+use egress_core::{blocking, EnsureAction, Netns, Router};
+
+use crate::{
+    error::{arg_out, arg_ref, arg_str, call, egress_result, put_string, Failure},
+    spec::egress_spec,
+};
+
+/// A live router (opaque): what `egress_apply` built, with the journal that undoes it.
+/// Consumed by `egress_router_teardown`; `egress_router_free` releases the handle and
+/// leaves the router configured. It may be passed between threads, used by one at a time.
+pub struct egress_router(Router);
+
+// The thread safety the header promises: a router may move between threads, a spec may be
+// shared by several.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<egress_router>();
+    sync::<egress_spec>();
+};
+
+/// What `egress_ensure` did.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum egress_ensure_action {
+    /// Nothing was configured: the router was applied.
+    Created = 1,
+    /// The kernel already matched the spec: nothing changed.
+    Unchanged = 2,
+    /// The kernel had drifted: the router was repaired to match the spec.
+    Repaired = 3,
+}
+
+/// Applies `spec` as one transaction and stores the live router in `*router_out`.
+///
+/// On failure the kernel is as it was (the message names the failed plan step, its errno and
+/// says the rollback was complete), except with `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose
+/// message lists what remains.
+///
+/// # Safety
+/// `spec` must be NULL or a live spec; `router_out` must be NULL or point to writable storage
+/// for a pointer. On success `*router_out` owns the router, to be passed to
+/// `egress_router_teardown` or `egress_router_free`.
+#[no_mangle]
+pub unsafe extern "C" fn egress_apply(
+    spec: *const egress_spec,
+    router_out: *mut *mut egress_router,
+) -> egress_result {
+    call("egress_apply", || {
+        // SAFETY (both): as documented for the caller.
+        let out = unsafe { arg_out(router_out, "router_out") }?;
+        let spec = unsafe { arg_ref(spec, "spec") }?;
+        let router = blocking::apply(&spec.0)?;
+        *out = Box::into_raw(Box::new(egress_router(router)));
+        Ok(())
+    })
+}
+
+/// Tears the router down: undoes everything its apply did, in reverse order (restores the
+/// previous default routes and sysctl values, deletes what it created). Runs every undo even
+/// when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains.
+///
+/// Consumes `router` whatever the result (unless it is NULL): it must not be used or freed
+/// afterwards. What remains after a failure can be retried with `egress_teardown_by_name`.
+///
+/// # Safety
+/// `router` must be NULL or a live router used by no other thread.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_teardown(router: *mut egress_router) -> egress_result {
+    call("egress_router_teardown", || {
+        if router.is_null() {
+            return Err(Failure::new(
+                egress_result::NullParameter,
+                "argument `router` is NULL",
+            ));
+        }
+        // SAFETY: made by `Box::into_raw` and not released yet, as the caller promises.
+        let router = unsafe { Box::from_raw(router) };
+        blocking::teardown(router.0)?;
+        Ok(())
+    })
+}
+
+/// Releases the router handle and leaves the router configured in the kernel (it is kernel
+/// state, not a process); remove it later with `egress_teardown_by_name`. `NULL` is a no-op.
+///
+/// # Safety
+/// `router` must be NULL or a live router used by no other thread.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_free(router: *mut egress_router) {
+    crate::error::boundary((), || {
+        if !router.is_null() {
+            // SAFETY: made by `Box::into_raw` and not released yet, as the caller promises.
+            drop(unsafe { Box::from_raw(router) });
+        }
+    })
+}
+
+/// Converges the kernel to `spec` and stores what it did in `*action_out` (on success only):
+/// applies it when the router is not configured, does nothing when it matches, repairs it when
+/// it drifted. The router is left in place either way (there is no handle); remove it with
+/// `egress_teardown_by_name`.
+///
+/// # Safety
+/// `spec` must be NULL or a live spec; `action_out` must be NULL or point to a writable
+/// `egress_ensure_action`.
+#[no_mangle]
+pub unsafe extern "C" fn egress_ensure(
+    spec: *const egress_spec,
+    action_out: *mut egress_ensure_action,
+) -> egress_result {
+    call("egress_ensure", || {
+        if action_out.is_null() {
+            return Err(Failure::new(
+                egress_result::NullParameter,
+                "argument `action_out` is NULL",
+            ));
+        }
+        // SAFETY: as documented for the caller.
+        let spec = unsafe { arg_ref(spec, "spec") }?;
+        let action = match blocking::ensure(&spec.0)?.action {
+            EnsureAction::Created => egress_ensure_action::Created,
+            EnsureAction::Unchanged => egress_ensure_action::Unchanged,
+            EnsureAction::Repaired => egress_ensure_action::Repaired,
+        };
+        // SAFETY: non-NULL and writable, as the caller promises; written without reading (or
+        // referencing) what the caller's storage held.
+        unsafe { action_out.write(action) };
+        Ok(())
+    })
+}
+
+/// Compares the kernel with `spec`; changes nothing. Stores the differences in `*drift_out` as
+/// a JSON array (`[]` when there are none; each element an object with a `"kind"` such as
+/// `"link_down"` or `"route_missing"` and its details; free it with `egress_string_free`).
+///
+/// Returns `EGRESS_RESULT_OK` when the kernel matches, `EGRESS_RESULT_DRIFT_FOUND` when it
+/// differs (then `*drift_out` is set too, and the message lists each difference).
+///
+/// # Safety
+/// `spec` must be NULL or a live spec; `drift_out` must be NULL or point to writable storage for
+/// a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn egress_check(
+    spec: *const egress_spec,
+    drift_out: *mut *mut c_char,
+) -> egress_result {
+    call("egress_check", || {
+        // SAFETY (both): as documented for the caller.
+        let out = unsafe { arg_out(drift_out, "drift_out") }?;
+        let spec = unsafe { arg_ref(spec, "spec") }?;
+        let drift = blocking::check(&spec.0)?;
+        let json = serde_json::to_string(&drift).expect("drift always serializes");
+        put_string(out, json)?;
+        if drift.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = drift.iter().map(ToString::to_string).collect();
+        Err(Failure::new(
+            egress_result::DriftFound,
+            format!("drift found: {}", list.join("; ")),
+        ))
+    })
+}
+
+/// Tears down router `name` in the namespace at `netns_path` from what the kernel holds, after
+/// the process that applied it is gone (`/run/netns/NAME` for a named namespace,
+/// `/proc/PID/ns/net` for a process's, `/proc/thread-self/ns/net` for the caller's). Idempotent:
+/// a router that is not there is success. Never touches objects without the router's markers.
+///
+/// # Safety
+/// `netns_path` and `name` must each be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn egress_teardown_by_name(
+    netns_path: *const c_char,
+    name: *const c_char,
+) -> egress_result {
+    call("egress_teardown_by_name", || {
+        // SAFETY (both): as documented for the caller.
+        let netns = unsafe { arg_str(netns_path, "netns_path") }?;
+        let name = unsafe { arg_str(name, "name") }?;
+        blocking::teardown_by_name(&Netns::Path(netns.into()), name)?;
+        Ok(())
+    })
+}
+
+/// What router `name` owns in the namespace at `netns_path` (see `egress_teardown_by_name` for
+/// the path), as a JSON object in `*json_out` (free it with `egress_string_free`): `name`,
+/// `table`, `link` (name, kind, mode, mtu, mac, up, created), `addresses`, `routes`,
+/// `saved_routes`, `sysctls`, `nat`. `EGRESS_RESULT_NOT_FOUND` when no such router is
+/// configured there.
+///
+/// # Safety
+/// `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be NULL
+/// or point to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn egress_inspect_json(
+    netns_path: *const c_char,
+    name: *const c_char,
+    json_out: *mut *mut c_char,
+) -> egress_result {
+    call("egress_inspect_json", || {
+        // SAFETY (all): as documented for the caller.
+        let out = unsafe { arg_out(json_out, "json_out") }?;
+        let netns = unsafe { arg_str(netns_path, "netns_path") }?;
+        let name = unsafe { arg_str(name, "name") }?;
+        match blocking::inspect(&Netns::Path(netns.into()), name)? {
+            Some(state) => put_string(
+                out,
+                serde_json::to_string(&state).expect("router state always serializes"),
+            ),
+            None => Err(Failure::new(
+                egress_result::NotFound,
+                format!("no router `{name}` is configured in namespace {netns}"),
+            )),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ptr::{null, null_mut};
+
+    use super::*;
+    use crate::error::tests::last_error;
+
+    #[test]
+    fn null_arguments_fail_before_any_kernel_call() {
+        let mut router = std::ptr::dangling_mut::<egress_router>();
+        let r = unsafe { egress_apply(null(), &mut router) };
+        assert_eq!((r, router.is_null()), (egress_result::NullParameter, true));
+        assert_eq!(last_error(), "egress_apply: argument `spec` is NULL");
+        assert_eq!(
+            unsafe { egress_router_teardown(null_mut()) },
+            egress_result::NullParameter
+        );
+        let mut action = egress_ensure_action::Unchanged;
+        assert_eq!(
+            unsafe { egress_ensure(null(), &mut action) },
+            egress_result::NullParameter
+        );
+        let mut drift = null_mut();
+        assert_eq!(
+            unsafe { egress_check(null(), &mut drift) },
+            egress_result::NullParameter
+        );
+        assert_eq!(
+            unsafe { egress_teardown_by_name(c"/run/netns/x".as_ptr(), null()) },
+            egress_result::NullParameter
+        );
+        assert_eq!(
+            last_error(),
+            "egress_teardown_by_name: argument `name` is NULL"
+        );
+        let mut json = null_mut();
+        assert_eq!(
+            unsafe { egress_inspect_json(null(), c"r".as_ptr(), &mut json) },
+            egress_result::NullParameter
+        );
+        unsafe { egress_router_free(null_mut()) };
+    }
+}

@@ -1,0 +1,657 @@
+//! The `egress-router` binary as OpenShift runs it, as root, in throwaway namespaces: `macvlan0`
+//! made by "the SDN" (in the node namespace, on the parent, moved into the pod), the binary run
+//! inside the pod namespace (`ip netns exec`) with the `EGRESS_*` variables, real TCP from a
+//! client through each redirect and the fallback, and the namespaces compared with their
+//! snapshots after bad input, after teardown and after SIGTERM/SIGINT.
+//!
+//! The binary is the one `cargo build --bin egress-router` puts next to this test's directory
+//! (`target/<profile>/egress-router`; `scripts/test.sh` builds it first, and `cargo test
+//! --workspace` builds it for egress-core's own tests). Set `EGRESS_ROUTER_BIN` to test another
+//! one. A missing or stale binary fails the test.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{mpsc, OnceLock},
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use egress_core::{blocking, Netns as CoreNetns};
+use egress_lab::{
+    ip, Lab, Netns, Snapshot, EGRESS_SOURCE4, FALLBACK4, GATEWAY4, NODE4, ROUTER_ETH0_4,
+    SERVICE_PORT, WEB4, WEB_PORT,
+};
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(2);
+/// A port nothing redirects: only the fallback makes it reachable.
+const OTHER_PORT: u16 = 9090;
+
+fn source4() -> IpAddr {
+    ip(EGRESS_SOURCE4.split('/').next().unwrap())
+}
+
+fn router_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("EGRESS_ROUTER_BIN") {
+            let bin = PathBuf::from(p);
+            assert!(
+                bin.is_file(),
+                "EGRESS_ROUTER_BIN={}: no such file",
+                bin.display()
+            );
+            return bin;
+        }
+        // This test runs from target/<profile>/deps/; cargo puts binaries in target/<profile>/.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+        let release = if profile_dir.ends_with("release") {
+            "--release "
+        } else {
+            ""
+        };
+        let bin = profile_dir.join("egress-router");
+        let built = std::fs::metadata(&bin)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e}. Build it first: `cargo build {release}--bin egress-router` \
+                     (scripts/test.sh does)",
+                    bin.display()
+                )
+            });
+        let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("egress-core");
+        let (newest, when) = newest_file(&core.join("src"))
+            .into_iter()
+            .chain(std::iter::once(modified(&core.join("Cargo.toml"))))
+            .max_by_key(|(_, t)| *t)
+            .unwrap();
+        assert!(
+            built >= when,
+            "{} is older than {}: rebuild it with `cargo build {release}--bin egress-router`",
+            bin.display(),
+            newest.display()
+        );
+        bin
+    })
+}
+
+fn modified(p: &Path) -> (PathBuf, SystemTime) {
+    (
+        p.to_path_buf(),
+        std::fs::metadata(p).and_then(|m| m.modified()).unwrap(),
+    )
+}
+
+fn newest_file(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(newest_file(&path));
+        } else {
+            out.push(modified(&path));
+        }
+    }
+    out
+}
+
+/// `ip netns exec NS egress-router ARGS` with exactly `vars` in its environment (plus PATH).
+fn command(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns.name()])
+        .arg(router_binary())
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(vars.iter().copied());
+    c
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command(ns, args, vars).output().unwrap();
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+impl Run {
+    #[track_caller]
+    fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code; stdout:\n{}stderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// The router and node namespaces, before and after.
+struct Snapshots<'a> {
+    lab: &'a Lab,
+    router: Snapshot,
+    node: Snapshot,
+}
+
+impl<'a> Snapshots<'a> {
+    fn take(lab: &'a Lab) -> Self {
+        Snapshots {
+            lab,
+            router: Snapshot::take(&lab.router),
+            node: Snapshot::take(&lab.node),
+        }
+    }
+    #[track_caller]
+    fn assert_restored(&self, when: &str) {
+        let router = Snapshot::take(&self.lab.router);
+        assert!(
+            self.router == router,
+            "{when}: router namespace differs:\n{}",
+            self.router.diff(&router)
+        );
+        let node = Snapshot::take(&self.lab.node);
+        assert!(
+            self.node == node,
+            "{when}: node namespace differs:\n{}",
+            self.node.diff(&node)
+        );
+    }
+}
+
+/// Two port redirects (one to a remote port) and a fallback, with the leniency the contract
+/// allows: comments, blank lines, tabs and runs of spaces.
+fn destination() -> String {
+    format!(
+        "# the web server, behind the external gateway\n\
+         {SERVICE_PORT}  tcp {WEB4} {WEB_PORT}\n\
+         \n\
+         {WEB_PORT}\ttcp\t{WEB4}\n\
+         # everything else\n\
+         {FALLBACK4}\n"
+    )
+}
+
+fn env_vars<'a>(destination: &'a str, mode: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("EGRESS_SOURCE", EGRESS_SOURCE4),
+        ("EGRESS_GATEWAY", GATEWAY4),
+        ("EGRESS_DESTINATION", destination),
+        ("EGRESS_ROUTER_MODE", mode),
+    ]
+}
+
+/// Whether connections to `port` on the router were translated to `to` (conntrack's reply
+/// direction), read in the router namespace.
+fn translated_to(lab: &Lab, port: u16, to: &str) -> bool {
+    let port = port.to_string();
+    let flows = lab
+        .router
+        .exec(&["conntrack", "-L", "-p", "tcp", "--orig-port-dst", &port]);
+    flows.lines().any(|l| {
+        l.split_whitespace()
+            .filter(|f| f.starts_with("src="))
+            .nth(1)
+            == Some(&format!("src={to}"))
+    })
+}
+
+#[test]
+fn init_mode_in_an_sdn_pod_routes_real_tcp_and_is_idempotent() {
+    let lab = Lab::with_adopted_macvlan();
+    let web = lab.ext.serve_http(&[WEB_PORT, OTHER_PORT]);
+    let node_web = lab.node.serve_http(&[0]);
+    let snaps = Snapshots::take(&lab);
+    assert!(lab.client.http_get(ip(WEB4), WEB_PORT, T).is_err());
+
+    let dest = destination();
+    let mut vars = env_vars(&dest, "init");
+    vars.push(("EGRESS_ROUTER_DEBUG", "1"));
+    let first = run(&lab.router, &[], &vars).expect(0);
+    assert_eq!(
+        first.stdout,
+        format!(
+            "egress-router: init: router egress-router configured: macvlan0 {EGRESS_SOURCE4} via \
+             {GATEWAY4}; tcp/{SERVICE_PORT} -> {WEB4}:{WEB_PORT}, tcp/{WEB_PORT} -> \
+             {WEB4}:{WEB_PORT}, everything else -> {FALLBACK4}\n"
+        )
+    );
+    // Debug: every step of the plan, then what ensure found.
+    assert!(
+        first.stderr.contains(
+            "egress-router: debug: plan step  1: nft add table inet egress_egress_router"
+        ),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        first.stderr.contains("found: router not configured"),
+        "{}",
+        first.stderr
+    );
+
+    // Real TCP through each redirect and the fallback; the web server sees the egress source.
+    for port in [SERVICE_PORT, WEB_PORT] {
+        let body = lab.client.http_get(ip(ROUTER_ETH0_4), port, T).unwrap();
+        assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
+        assert!(translated_to(&lab, port, WEB4), "port {port}");
+    }
+    let body = lab
+        .client
+        .http_get(ip(ROUTER_ETH0_4), OTHER_PORT, T)
+        .unwrap();
+    assert_eq!(body.trim(), format!("peer={} port={OTHER_PORT}", source4()));
+    assert!(translated_to(&lab, OTHER_PORT, FALLBACK4));
+    assert!(!translated_to(&lab, OTHER_PORT, WEB4));
+    assert!(web.peers().iter().all(|p| *p == source4()));
+    assert_eq!(web.peers().len(), 3);
+
+    // The router still reaches its node, from its own cluster address (SNAT only on macvlan0).
+    let body = lab
+        .router
+        .http_get(ip(NODE4), node_web.ports()[0], T)
+        .unwrap();
+    assert!(
+        body.starts_with(&format!("peer={ROUTER_ETH0_4} ")),
+        "{body}"
+    );
+
+    // The adopted macvlan0 is up with the egress source; the default route goes out of it.
+    let addrs = lab.router.ip_json(&["addr", "show", "macvlan0"]);
+    let have: Vec<String> = addrs[0]["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .filter(|a| !a.starts_with("fe80"))
+        .collect();
+    assert_eq!(have, [EGRESS_SOURCE4]);
+    let defaults = lab.router.ip_json(&["route", "show", "default"]);
+    assert_eq!(defaults[0]["dev"], "macvlan0", "{defaults}");
+    assert_eq!(defaults[0]["gateway"], GATEWAY4, "{defaults}");
+
+    // Idempotent: init again succeeds and changes nothing.
+    let configured = Snapshot::take(&lab.router);
+    let again = run(&lab.router, &[], &env_vars(&dest, "init")).expect(0);
+    assert!(
+        again
+            .stdout
+            .contains("router egress-router already configured, nothing changed"),
+        "{}",
+        again.stdout
+    );
+    let after = Snapshot::take(&lab.router);
+    assert!(configured == after, "{}", configured.diff(&after));
+
+    // Operator subcommands, from the node's side (outside the pod).
+    let netns_name = ["--netns-name", lab.router.name()];
+    let check = run(&lab.node, &["check", netns_name[0], netns_name[1]], &vars).expect(0);
+    assert!(
+        check.stdout.contains("matches its configuration"),
+        "{}",
+        check.stdout
+    );
+    let inspect = run(
+        &lab.node,
+        &["inspect", netns_name[0], netns_name[1], "--json"],
+        &[],
+    )
+    .expect(0);
+    let state: Value = serde_json::from_str(&inspect.stdout).unwrap();
+    assert_eq!(state["name"], "egress-router");
+    assert_eq!(state["link"]["name"], "macvlan0");
+    assert_eq!(state["link"]["created"], false);
+    assert_eq!(state["addresses"][0], EGRESS_SOURCE4);
+    let human = run(&lab.node, &["inspect", netns_name[0], netns_name[1]], &[]).expect(0);
+    assert!(
+        human.stdout.contains("macvlan0 (adopted, up,"),
+        "{}",
+        human.stdout
+    );
+    // Drift is reported with exit code 5 (a redirect removed by hand).
+    lab.router.exec(&[
+        "nft",
+        "flush",
+        "chain",
+        "inet",
+        "egress_egress_router",
+        "forward",
+    ]);
+    let drift = run(
+        &lab.node,
+        &["check", netns_name[0], netns_name[1], "--json"],
+        &vars,
+    )
+    .expect(5);
+    let drift: Value = serde_json::from_str(&drift.stdout).unwrap();
+    assert_eq!(drift["drift"][0]["kind"], "nat_changed", "{drift}");
+    // init repairs it.
+    let repaired = run(&lab.router, &[], &env_vars(&dest, "init")).expect(0);
+    assert!(repaired.stdout.contains("repaired"), "{}", repaired.stdout);
+    run(&lab.node, &["check", netns_name[0], netns_name[1]], &vars).expect(0);
+
+    let teardown = run(&lab.node, &["teardown", netns_name[0], netns_name[1]], &[]).expect(0);
+    assert!(
+        teardown
+            .stdout
+            .starts_with("router egress-router removed from namespace"),
+        "{}",
+        teardown.stdout
+    );
+    snaps.assert_restored("after teardown");
+    // The SDN's link stays (down, no address: as the SDN left it).
+    assert!(lab
+        .router
+        .try_exec(&["ip", "link", "show", "macvlan0"])
+        .is_ok());
+    let gone = run(&lab.node, &["inspect", netns_name[0], netns_name[1]], &[]).expect(5);
+    assert!(
+        gone.stdout.starts_with("no router egress-router"),
+        "{}",
+        gone.stdout
+    );
+    run(&lab.node, &["teardown", netns_name[0], netns_name[1]], &[]).expect(0);
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let lab = Lab::with_adopted_macvlan();
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let cases: Vec<(Vec<(&str, &str)>, String)> =
+        vec![
+        (vec![], "EGRESS_SOURCE unspecified or invalid".into()),
+        (
+            vec![("EGRESS_SOURCE", "999.1.1.1")],
+            "EGRESS_SOURCE '999.1.1.1' is invalid: octet 999 is over 255".into(),
+        ),
+        (
+            vec![("EGRESS_SOURCE", "203.0.113.99/33")],
+            "EGRESS_SOURCE '203.0.113.99/33' is invalid: prefix length 33 is over 32".into(),
+        ),
+        (
+            vec![("EGRESS_SOURCE", EGRESS_SOURCE4), ("EGRESS_GATEWAY", "gw")],
+            "EGRESS_GATEWAY unspecified or invalid".into(),
+        ),
+        (
+            vec![
+                ("EGRESS_SOURCE", EGRESS_SOURCE4),
+                ("EGRESS_GATEWAY", "2001:db8:2::1"),
+            ],
+            "EGRESS_GATEWAY '2001:db8:2::1' is invalid: an IPv6 gateway, but EGRESS_SOURCE is \
+             IPv4"
+                .into(),
+        ),
+        (
+            vec![("EGRESS_SOURCE", EGRESS_SOURCE4), ("EGRESS_GATEWAY", GATEWAY4)],
+            "EGRESS_DESTINATION unspecified".into(),
+        ),
+        (
+            env_vars("80 tcp 198.51.100.25\n80 icmp 198.51.100.25", "legacy"),
+            "EGRESS_DESTINATION value '80 icmp 198.51.100.25' is invalid".into(),
+        ),
+        (
+            env_vars("198.51.100.9\n80 tcp 198.51.100.25", "legacy"),
+            "EGRESS_DESTINATION fallback IP must be the last line".into(),
+        ),
+        (
+            env_vars("80 tcp 198.51.100.25 65536", "legacy"),
+            "Invalid port: 65536, must be in the range 1 to 65535".into(),
+        ),
+        (
+            env_vars("80 tcp 198.51.100.25\n80 tcp 198.51.100.26", "legacy"),
+            "EGRESS_DESTINATION localport 80 is already used, must be unique for each \
+             destination"
+                .into(),
+        ),
+        (
+            // The script would flush the NAT table, then fail in iptables-restore.
+            env_vars("80 tcp 198.51.100.25\n8080 tcp 198.51.100.256", "legacy"),
+            "EGRESS_DESTINATION value '8080 tcp 198.51.100.256' is invalid: octet 256 is over 255"
+                .into(),
+        ),
+        (
+            env_vars(&dest, "router"),
+            "Unrecognized EGRESS_ROUTER_MODE 'router'".into(),
+        ),
+    ];
+    for (vars, message) in &cases {
+        for mode in ["init", "legacy"] {
+            let mut vars = vars.clone();
+            if !vars.iter().any(|(k, _)| *k == "EGRESS_ROUTER_MODE") {
+                vars.push(("EGRESS_ROUTER_MODE", mode));
+            }
+            let r = run(&lab.router, &[], &vars).expect(1);
+            assert_eq!(r.stderr, format!("{message}\n"), "{vars:?}");
+            assert_eq!(r.stdout, "", "{vars:?}");
+        }
+    }
+    snaps.assert_restored("after bad input");
+
+    // Valid input the kernel state rules out (create a macvlan0 beside the SDN's): exit 3,
+    // nothing changed.
+    let mut vars = env_vars(&dest, "init");
+    vars.push(("EGRESS_MACVLAN_PARENT", "ext0"));
+    let r = run(&lab.router, &[], &vars).expect(3);
+    assert!(
+        r.stderr
+            .starts_with("egress-router: link `macvlan0` already exists"),
+        "{}",
+        r.stderr
+    );
+    snaps.assert_restored("after a refused apply");
+}
+
+/// A spawned legacy router and its stdout, line by line.
+struct Legacy {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Legacy {
+    fn start(ns: &Netns, vars: &[(&str, &str)]) -> Legacy {
+        let mut child = command(ns, &[], vars)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        Legacy {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    #[track_caller]
+    fn wait_for_line(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.seen.iter().any(|l| l.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(e) => panic!("no line with {needle:?} ({e}); got {:?}", self.seen),
+            }
+        }
+    }
+
+    fn signal(&mut self, signal: i32) -> ExitStatus {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) has no memory-safety preconditions. `ip netns exec` execs the
+        // binary in place, so this pid is egress-router's (and our unreaped child's).
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "egress-router ignored the signal"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Legacy {
+    fn drop(&mut self) {
+        // Only after a failed assertion: do not leave the process behind.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn legacy_mode_stays_up_and_tears_down_on_sigterm_and_sigint() {
+    let lab = Lab::with_adopted_macvlan();
+    let _web = lab.ext.serve_http(&[WEB_PORT]);
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        // EGRESS_ROUTER_MODE unset: legacy is the default.
+        let mut router = Legacy::start(&lab.router, &env_vars(&dest, "")[..3]);
+        router.wait_for_line("waiting for SIGTERM or SIGINT");
+        let body = lab
+            .client
+            .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, T)
+            .unwrap();
+        assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
+        assert!(
+            blocking::inspect(&CoreNetns::Path(lab.router.path().into()), "egress-router")
+                .unwrap()
+                .is_some()
+        );
+
+        let status = router.signal(signal);
+        assert_eq!(status.code(), Some(0), "{name}: {:?}", router.seen);
+        router.wait_for_line(&format!("{name}: tearing router egress-router down"));
+        router.wait_for_line("changes undone), the namespace is as it was");
+        snaps.assert_restored(&format!("after {name}"));
+        assert!(lab
+            .client
+            .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, Duration::from_millis(500))
+            .is_err());
+    }
+}
+
+#[test]
+fn without_the_sdn_the_router_creates_its_macvlan() {
+    let lab = Lab::new();
+    let _web = lab.ext.serve_http(&[WEB_PORT]);
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let node_path = lab.node.path().to_str().unwrap().to_string();
+    let mut vars = env_vars(&dest, "init");
+    vars.extend([
+        ("EGRESS_ROUTER_NAME", "no-sdn"),
+        ("EGRESS_MACVLAN_PARENT", "ext0"),
+        ("EGRESS_MACVLAN_PARENT_NETNS", node_path.as_str()),
+    ]);
+    run(&lab.router, &[], &vars).expect(0);
+    let body = lab
+        .client
+        .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, T)
+        .unwrap();
+    assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
+    let link = lab.router.ip_json(&["-d", "link", "show", "macvlan0"]);
+    assert_eq!(link[0]["linkinfo"]["info_kind"], "macvlan");
+    assert_eq!(link[0]["linkinfo"]["info_data"]["mode"], "private");
+
+    let router_path = lab.router.path().to_str().unwrap();
+    let r = run(
+        &lab.node,
+        &[
+            "teardown",
+            "--netns",
+            router_path,
+            "--name",
+            "no-sdn",
+            "--json",
+        ],
+        &[],
+    )
+    .expect(0);
+    let out: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(out["name"], "no-sdn");
+    assert!(
+        out["undone"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u.as_str().unwrap().contains("macvlan0")),
+        "{out}"
+    );
+    snaps.assert_restored("after teardown of a created macvlan");
+}
+
+#[test]
+fn proxy_modes_set_up_the_network_without_redirects() {
+    let lab = Lab::with_adopted_macvlan();
+    let web = lab.ext.serve_http(&[WEB_PORT]);
+    let snaps = Snapshots::take(&lab);
+    for mode in ["http-proxy", "dns-proxy"] {
+        // As OpenShift's proxy pods configure their init container: no EGRESS_DESTINATION.
+        let vars = [
+            ("EGRESS_SOURCE", EGRESS_SOURCE4),
+            ("EGRESS_GATEWAY", GATEWAY4),
+            ("EGRESS_ROUTER_MODE", mode),
+        ];
+        let r = run(&lab.router, &[], &vars).expect(0);
+        assert!(r.stdout.contains("no redirects"), "{}", r.stdout);
+        // The proxy, in the pod, reaches the outside from the egress source ...
+        let body = lab.router.http_get(ip(WEB4), WEB_PORT, T).unwrap();
+        assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
+        // ... and nothing is forwarded for clients: neither redirected ...
+        assert!(lab
+            .client
+            .http_get(ip(ROUTER_ETH0_4), WEB_PORT, Duration::from_millis(500))
+            .is_err());
+        // ... nor routed through the pod.
+        lab.client
+            .ip(&["route", "add", "198.51.100.0/24", "via", ROUTER_ETH0_4]);
+        assert!(lab
+            .client
+            .http_get(ip(WEB4), WEB_PORT, Duration::from_millis(500))
+            .is_err());
+        lab.client
+            .ip(&["route", "del", "198.51.100.0/24", "via", ROUTER_ETH0_4]);
+        run(
+            &lab.node,
+            &["teardown", "--netns-name", lab.router.name()],
+            &[],
+        )
+        .expect(0);
+        snaps.assert_restored(&format!("after {mode}"));
+    }
+    assert!(web.peers().iter().all(|p| *p == source4()));
+}
