@@ -233,6 +233,7 @@ impl RouterSpec {
                 name: name.into(),
                 ..RawSpec::default()
             },
+            misplaced: None,
         }
     }
 
@@ -429,6 +430,8 @@ pub(crate) fn router_of_table(table: &str) -> Option<String> {
 #[must_use]
 pub struct RouterSpecBuilder {
     raw: RawSpec,
+    /// A macvlan option set before `macvlan()` (reported by `build`, never ignored).
+    misplaced: Option<(&'static str, String)>,
 }
 
 impl RouterSpecBuilder {
@@ -468,32 +471,44 @@ impl RouterSpecBuilder {
     }
     /// The namespace of the macvlan's parent (default: the calling thread's namespace).
     pub fn parent_netns(mut self, ns: Netns) -> Self {
-        if let Some(RawExternal::Macvlan(m)) = &mut self.raw.external {
-            m.parent_netns = match ns {
-                Netns::Current => None,
-                ns => Some(RawNetns::from(&ns)),
-            };
+        match &mut self.raw.external {
+            Some(RawExternal::Macvlan(m)) => {
+                m.parent_netns = match ns {
+                    Netns::Current => None,
+                    ns => Some(RawNetns::from(&ns)),
+                };
+            }
+            _ => self.misplace("external.macvlan.parent_netns", ns.to_string()),
         }
         self
     }
     /// The macvlan's MTU (`ip link add … mtu N`); at most the parent's.
     pub fn mtu(mut self, mtu: u32) -> Self {
-        if let Some(RawExternal::Macvlan(m)) = &mut self.raw.external {
-            m.mtu = Some(mtu);
+        match &mut self.raw.external {
+            Some(RawExternal::Macvlan(m)) => {
+                m.mtu = Some(mtu);
+            }
+            _ => self.misplace("external.macvlan.mtu", mtu.to_string()),
         }
         self
     }
     /// The macvlan's MAC address (`ip link add … address 02:00:00:00:00:99`).
     pub fn mac(mut self, mac: impl Into<String>) -> Self {
-        if let Some(RawExternal::Macvlan(m)) = &mut self.raw.external {
-            m.mac = Some(mac.into());
+        match &mut self.raw.external {
+            Some(RawExternal::Macvlan(m)) => {
+                m.mac = Some(mac.into());
+            }
+            _ => self.misplace("external.macvlan.mac", mac.into()),
         }
         self
     }
     /// The macvlan's name in the router namespace (default `macvlan0`).
     pub fn link_name(mut self, name: impl Into<String>) -> Self {
-        if let Some(RawExternal::Macvlan(m)) = &mut self.raw.external {
-            m.name = Some(name.into());
+        match &mut self.raw.external {
+            Some(RawExternal::Macvlan(m)) => {
+                m.name = Some(name.into());
+            }
+            _ => self.misplace("external.macvlan.name", name.into()),
         }
         self
     }
@@ -554,7 +569,18 @@ impl RouterSpecBuilder {
 
     /// Validates everything that needs no kernel and returns the spec.
     pub fn build(self) -> Result<RouterSpec> {
+        if let Some((field, value)) = self.misplaced {
+            return Err(Error::invalid(
+                field,
+                value,
+                "a macvlan option: call macvlan(parent, mode) first",
+            ));
+        }
         self.raw.validate()
+    }
+
+    fn misplace(&mut self, field: &'static str, value: String) {
+        self.misplaced.get_or_insert((field, value));
     }
 }
 
@@ -896,21 +922,21 @@ fn validate_netns(field: &str, ns: Option<RawNetns>) -> Result<Netns> {
     Ok(match ns {
         None => Netns::Current,
         Some(RawNetns::Path(p)) => {
-            if !p.is_absolute() {
+            if !p.is_absolute() || p.as_os_str().as_encoded_bytes().contains(&0) {
                 return Err(Error::invalid(
                     format!("{field}.path"),
                     p.display(),
-                    "an absolute path such as /run/netns/pod or /proc/PID/ns/net",
+                    "an absolute path such as /run/netns/pod or /proc/PID/ns/net (no NUL)",
                 ));
             }
             Netns::Path(p)
         }
         Some(RawNetns::Name(n)) => {
-            if n.is_empty() || n.contains('/') || n == "." || n == ".." {
+            if n.is_empty() || n.contains(['/', '\0']) || n == "." || n == ".." {
                 return Err(Error::invalid(
                     format!("{field}.name"),
                     &n,
-                    "a namespace name under /run/netns (no `/`)",
+                    "a namespace name under /run/netns (no `/` or NUL)",
                 ));
             }
             Netns::Name(n)
