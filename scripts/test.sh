@@ -10,6 +10,7 @@ echo "== docs";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --
 echo "== binary";  cargo build --quiet --bin egress-router   # run by tests/openshift_compat.rs
 scripts/test-c.sh                   # C header, ASan C tests; builds the agent tests/c_agent.rs runs
 echo "== tests";   cargo test --workspace
+scripts/test-py.sh                  # the wheel (manylinux2014), stubtest, pytest, ansible-playbook
 echo "== lab";     cargo run --quiet --example lab
 
 left=$(ip netns list | awk '{print $1}' | grep '^egt-' || true)

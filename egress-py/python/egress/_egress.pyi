@@ -1,0 +1,159 @@
+"""Type stubs of the native module egress._egress (re-exported by the egress package)."""
+
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from types import TracebackType
+from typing import Any, Optional, Union, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "AlreadyExistsError",
+    "ApplyError",
+    "ConflictError",
+    "Drift",
+    "EgressError",
+    "EnsureResult",
+    "KernelError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RollbackIncompleteError",
+    "Router",
+    "RouterSpec",
+    "Step",
+    "TeardownError",
+    "__version__",
+    "inspect",
+    "teardown",
+]
+
+__version__: str
+
+_Netns = Union[str, PathLike[str], int]
+"""A namespace: a path (str starting with "/", or os.PathLike), a name under /run/netns
+(any other str), or a process id (int)."""
+
+@final
+class RouterSpec:
+    """What an egress router should look like, built with keyword arguments and chained
+    methods; each method returns a new RouterSpec."""
+
+    def __new__(
+        cls,
+        name: str,
+        *,
+        netns: Optional[_Netns] = None,
+        internal: Optional[str] = None,
+        sources: Optional[Sequence[str]] = None,
+        gateways: Optional[Sequence[str]] = None,
+        fallback: Optional[Sequence[str]] = None,
+        announce: Optional[int] = None,
+    ) -> Self: ...
+    @staticmethod
+    def from_dict(spec: dict[str, Any]) -> RouterSpec: ...
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> RouterSpec: ...
+    def to_dict(self) -> dict[str, Any]: ...
+    def validate(self) -> Self: ...
+    @property
+    def name(self) -> str: ...
+    def netns(self, netns: Optional[_Netns]) -> RouterSpec: ...
+    def macvlan(
+        self,
+        parent: str,
+        mode: str = "bridge",
+        *,
+        parent_netns: Optional[_Netns] = None,
+        mtu: Optional[int] = None,
+        mac: Optional[str] = None,
+        name: Optional[str] = None,
+    ) -> RouterSpec: ...
+    def adopt(self, link: str) -> RouterSpec: ...
+    def internal(self, link: str) -> RouterSpec: ...
+    def source(self, cidr: str) -> RouterSpec: ...
+    def gateway(self, ip: str) -> RouterSpec: ...
+    def redirect(
+        self, port: int, protocol: str, to: str, to_port: Optional[int] = None
+    ) -> RouterSpec: ...
+    def fallback(self, ip: str) -> RouterSpec: ...
+    def keep_route(self, to: str, via: Optional[str] = None) -> RouterSpec: ...
+    def announce(self, count: int) -> RouterSpec: ...
+    def plan(self) -> list[Step]: ...
+    def apply(self) -> Router: ...
+    def check(self) -> list[Drift]: ...
+    def ensure(self) -> EnsureResult: ...
+
+@final
+class Router:
+    """A configured egress router (a context manager that tears it down on exit)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> RouterSpec: ...
+    @property
+    def active(self) -> bool: ...
+    def teardown(self) -> list[str]: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+        /,
+    ) -> bool: ...
+
+@final
+class Step:
+    """One kernel change of a plan; str() renders it."""
+
+    @property
+    def index(self) -> int: ...
+
+@final
+class Drift:
+    """One way the kernel differs from a spec; str() says it in a sentence."""
+
+    @property
+    def kind(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class EnsureResult:
+    """What RouterSpec.ensure() did."""
+
+    @property
+    def changed(self) -> bool: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def drift(self) -> list[Drift]: ...
+
+def teardown(name: str, *, netns: Optional[_Netns] = None) -> list[str]: ...
+def inspect(name: str, *, netns: Optional[_Netns] = None) -> Optional[dict[str, Any]]: ...
+
+class EgressError(Exception): ...
+
+class PermissionDeniedError(EgressError):
+    operation: str
+    capability: str
+
+class NotFoundError(EgressError): ...
+class AlreadyExistsError(EgressError): ...
+class ConflictError(EgressError): ...
+
+class KernelError(EgressError):
+    operation: str
+    errno: int
+
+class ApplyError(EgressError):
+    step: str
+    step_index: int
+    rolled_back: bool
+    remaining: list[str]
+    errno: Optional[int]
+
+class RollbackIncompleteError(ApplyError): ...
+
+class TeardownError(EgressError):
+    failures: list[str]

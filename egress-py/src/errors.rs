@@ -1,0 +1,200 @@
+//! The exception hierarchy, and the one place core errors become Python exceptions.
+//!
+//! Every core [`ErrorKind`] has its own class under `egress.EgressError`. `InvalidSpecError`
+//! must also be a `ValueError`, so it is declared in the Python package (`egress/__init__.py`)
+//! and looked up from here; the others are created here.
+
+use std::fmt::Display;
+
+use egress_core::{Error, ErrorKind, Rollback};
+use pyo3::{
+    create_exception, exceptions::PyException, prelude::*, sync::PyOnceLock, types::PyType,
+};
+
+create_exception!(
+    egress,
+    EgressError,
+    PyException,
+    "Base class of every error egress raises (except TypeError for arguments of the wrong type)."
+);
+create_exception!(
+    egress,
+    PermissionDeniedError,
+    EgressError,
+    "The caller lacks a capability: CAP_NET_ADMIN, or CAP_SYS_ADMIN to enter another namespace.\n\n\
+     Attributes: operation (what was about to be done), capability (the one missing)."
+);
+create_exception!(
+    egress,
+    NotFoundError,
+    EgressError,
+    "Something the spec names (a link, a namespace) does not exist in the kernel."
+);
+create_exception!(
+    egress,
+    AlreadyExistsError,
+    EgressError,
+    "Something the router would create already exists (another router, a link of that name)."
+);
+create_exception!(
+    egress,
+    ConflictError,
+    EgressError,
+    "A spec value the kernel refuses given what it holds (an MTU above the parent's, ...)."
+);
+create_exception!(
+    egress,
+    KernelError,
+    EgressError,
+    "A kernel call failed.\n\nAttributes: operation (close to its ip/nft/sysctl equivalent), \
+     errno (the positive errno)."
+);
+create_exception!(
+    egress,
+    ApplyError,
+    EgressError,
+    "An apply failed at one step and was rolled back.\n\n\
+     Attributes: step (the failed step, as the plan prints it), step_index (counting from 1), \
+     rolled_back (True when every change was undone), remaining (what rollback could not \
+     remove), errno (the kernel's errno, or None)."
+);
+create_exception!(
+    egress,
+    RollbackIncompleteError,
+    ApplyError,
+    "An apply failed and its rollback left something behind (listed in .remaining; \
+     .rolled_back is False)."
+);
+create_exception!(
+    egress,
+    TeardownError,
+    EgressError,
+    "A teardown ran every undo and some failed.\n\n\
+     Attributes: failures (one message per undo that failed; what it names remains)."
+);
+
+/// Registers the classes created here on the native module.
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("EgressError", py.get_type::<EgressError>())?;
+    m.add(
+        "PermissionDeniedError",
+        py.get_type::<PermissionDeniedError>(),
+    )?;
+    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
+    m.add("AlreadyExistsError", py.get_type::<AlreadyExistsError>())?;
+    m.add("ConflictError", py.get_type::<ConflictError>())?;
+    m.add("KernelError", py.get_type::<KernelError>())?;
+    m.add("ApplyError", py.get_type::<ApplyError>())?;
+    m.add(
+        "RollbackIncompleteError",
+        py.get_type::<RollbackIncompleteError>(),
+    )?;
+    m.add("TeardownError", py.get_type::<TeardownError>())?;
+    Ok(())
+}
+
+/// A core error on its way to Python: `?` on a `Result<_, CoreError>` raises the right class.
+pub(crate) struct CoreError(pub(crate) Error);
+
+impl From<Error> for CoreError {
+    fn from(e: Error) -> Self {
+        CoreError(e)
+    }
+}
+
+/// The Python package's `InvalidSpecError(EgressError, ValueError)`.
+fn invalid_spec_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    TYPE.get_or_try_init(py, || {
+        let ty = py.import("egress")?.getattr("InvalidSpecError")?;
+        Ok::<_, PyErr>(ty.cast_into::<PyType>()?.unbind())
+    })
+    .map(|t| t.bind(py).clone())
+}
+
+impl From<CoreError> for PyErr {
+    fn from(CoreError(e): CoreError) -> PyErr {
+        Python::attach(|py| match exception(py, &e) {
+            Ok(exc) => PyErr::from_value(exc),
+            // Only reachable if the `egress` package itself is broken; keep the original message.
+            Err(lookup) => {
+                let err = EgressError::new_err(e.to_string());
+                err.set_cause(py, Some(lookup));
+                err
+            }
+        })
+    }
+}
+
+fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
+    let ty = match e.kind() {
+        ErrorKind::InvalidSpec => invalid_spec_type(py)?,
+        ErrorKind::PermissionDenied => py.get_type::<PermissionDeniedError>(),
+        ErrorKind::NotFound => py.get_type::<NotFoundError>(),
+        ErrorKind::AlreadyExists => py.get_type::<AlreadyExistsError>(),
+        ErrorKind::Conflict => py.get_type::<ConflictError>(),
+        ErrorKind::Kernel => py.get_type::<KernelError>(),
+        ErrorKind::Apply => py.get_type::<ApplyError>(),
+        ErrorKind::RollbackIncomplete => py.get_type::<RollbackIncompleteError>(),
+        ErrorKind::Teardown => py.get_type::<TeardownError>(),
+        // The core may grow kinds: they still arrive as egress errors, with their message.
+        _ => py.get_type::<EgressError>(),
+    };
+    let exc = ty.call1((e.to_string(),))?;
+    match e {
+        Error::InvalidSpec {
+            field,
+            value,
+            expected,
+        } => {
+            exc.setattr("field", field)?;
+            exc.setattr("value", value)?;
+            exc.setattr("expected", expected)?;
+        }
+        Error::PermissionDenied {
+            operation,
+            capability,
+        } => {
+            exc.setattr("operation", operation)?;
+            exc.setattr("capability", *capability)?;
+        }
+        Error::Kernel { operation, errno } => {
+            exc.setattr("operation", operation)?;
+            exc.setattr("errno", *errno)?;
+        }
+        Error::Apply {
+            step,
+            step_index,
+            rollback,
+            ..
+        } => {
+            exc.setattr("step", step)?;
+            exc.setattr("step_index", *step_index)?;
+            exc.setattr("rolled_back", rollback.is_complete())?;
+            let remaining = match rollback {
+                Rollback::Complete => Vec::new(),
+                Rollback::Incomplete(left) => left.clone(),
+            };
+            exc.setattr("remaining", remaining)?;
+            exc.setattr("errno", e.errno())?;
+        }
+        Error::Teardown { failures } => {
+            let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
+            exc.setattr("failures", failures)?;
+        }
+        _ => {}
+    }
+    Ok(exc)
+}
+
+/// An `InvalidSpecError` for a value the binding rejects before the core sees it (a negative
+/// port cannot even be written in the JSON form's unsigned fields).
+pub(crate) fn invalid(field: impl Into<String>, value: impl Display, expected: &str) -> PyErr {
+    CoreError(Error::InvalidSpec {
+        field: field.into(),
+        value: value.to_string(),
+        expected: expected.to_owned(),
+    })
+    .into()
+}

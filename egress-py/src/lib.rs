@@ -1,0 +1,28 @@
+//! Python bindings for [`egress_core`]: the native module `egress._egress`, re-exported by the
+//! Python package `egress` (see `python/egress/__init__.py`).
+//!
+//! The module holds no networking logic: it builds the same `RouterSpec` (through its JSON
+//! form) and calls [`egress_core::blocking`], releasing the GIL for each whole call. Core
+//! errors become the exception classes of the `errors` module, mapped in one place.
+
+mod convert;
+mod errors;
+mod router;
+mod spec;
+
+use pyo3::prelude::*;
+
+/// The native part of the egress package; import `egress` instead.
+#[pymodule]
+fn _egress(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<spec::RouterSpec>()?;
+    m.add_class::<router::Router>()?;
+    m.add_class::<router::Step>()?;
+    m.add_class::<router::Drift>()?;
+    m.add_class::<router::EnsureResult>()?;
+    m.add_function(wrap_pyfunction!(router::teardown, m)?)?;
+    m.add_function(wrap_pyfunction!(router::inspect, m)?)?;
+    errors::register(m)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! What the operations return (Router, Step, Drift, EnsureResult) and the operations by name
+//! (teardown, inspect).
+
+use std::sync::{Mutex, PoisonError};
+
+use egress_core::blocking;
+use pyo3::{prelude::*, types::PyType};
+use serde_json::Value;
+
+use crate::{
+    convert::{json_to_py, netns_arg, to_py},
+    errors::CoreError,
+    spec::RouterSpec,
+};
+
+/// A configured egress router: the handle RouterSpec.apply() returns.
+///
+/// teardown() undoes everything the apply did, in reverse order, and restores what it
+/// replaced. As a context manager (`with spec.apply() as router:`) it tears down when the
+/// block ends, also on an exception. Dropping the handle leaves the router configured.
+#[pyclass(module = "egress", frozen)]
+pub(crate) struct Router {
+    name: String,
+    spec: RouterSpec,
+    handle: Mutex<Option<egress_core::Router>>,
+}
+
+impl Router {
+    pub(crate) fn new(router: egress_core::Router, spec: RouterSpec) -> Self {
+        Router {
+            name: router.spec().name().to_owned(),
+            spec,
+            handle: Mutex::new(Some(router)),
+        }
+    }
+}
+
+#[pymethods]
+impl Router {
+    /// The router's name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The spec it was applied from (validated, in its canonical form).
+    #[getter]
+    fn spec(&self) -> RouterSpec {
+        self.spec.clone()
+    }
+
+    /// True until teardown() has run.
+    #[getter]
+    fn active(&self) -> bool {
+        self.handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Undoes everything the apply did, in reverse order; returns what was undone.
+    ///
+    /// Runs every undo even when one fails ("already gone" counts as done) and then raises
+    /// TeardownError listing the failures. A second call does nothing and returns [].
+    /// The GIL is released while the kernel is programmed.
+    fn teardown(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let handle = self
+            .handle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match handle {
+            None => Ok(Vec::new()),
+            Some(router) => Ok(py
+                .detach(|| blocking::teardown(router))
+                .map_err(CoreError)?),
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Tears the router down; an exception raised in the block propagates.
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<&Bound<'_, PyType>>,
+        _exc: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        self.teardown(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.active() { "active" } else { "torn down" };
+        format!("<egress.Router {:?} ({state})>", self.name)
+    }
+}
+
+/// One kernel change of a plan. str() renders it close to its ip/nft/sysctl equivalent.
+#[pyclass(module = "egress", frozen)]
+pub(crate) struct Step {
+    index: usize,
+    text: String,
+}
+
+impl Step {
+    pub(crate) fn new(index: usize, text: String) -> Self {
+        Step { index, text }
+    }
+}
+
+#[pymethods]
+impl Step {
+    /// Its position in the plan, counting from 1.
+    #[getter]
+    fn index(&self) -> usize {
+        self.index
+    }
+
+    fn __str__(&self) -> &str {
+        &self.text
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<egress.Step {}: {}>", self.index, self.text)
+    }
+}
+
+/// One way the kernel differs from a spec. str() says it in a sentence; kind names it
+/// (router_missing, link_missing, link_down, link_changed, address_missing, route_missing,
+/// foreign_default_route, sysctl_changed, nat_changed); to_dict() has every detail.
+#[pyclass(module = "egress", frozen)]
+#[derive(Clone)]
+pub(crate) struct Drift {
+    kind: String,
+    message: String,
+    fields: Value,
+}
+
+impl Drift {
+    pub(crate) fn new(drift: &egress_core::Drift) -> PyResult<Self> {
+        let fields = serde_json::to_value(drift).map_err(|e| {
+            pyo3::exceptions::PyTypeError::new_err(format!("egress: cannot convert a drift: {e}"))
+        })?;
+        Ok(Drift {
+            kind: fields["kind"].as_str().unwrap_or_default().to_owned(),
+            message: drift.to_string(),
+            fields,
+        })
+    }
+}
+
+#[pymethods]
+impl Drift {
+    /// What drifted, in snake_case (see the class docs).
+    #[getter]
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// Every detail as a dict: "kind" plus the fields of that kind (link, expected, actual, ...).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.fields)
+    }
+
+    fn __str__(&self) -> &str {
+        &self.message
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<egress.Drift {}: {}>", self.kind, self.message)
+    }
+}
+
+/// What RouterSpec.ensure() did.
+///
+/// changed is False only when the kernel already matched the spec; action is "created",
+/// "unchanged" or "repaired"; drift lists what differed before (RouterMissing when created).
+#[pyclass(module = "egress", frozen)]
+pub(crate) struct EnsureResult {
+    changed: bool,
+    action: String,
+    drift: Vec<Drift>,
+}
+
+impl EnsureResult {
+    pub(crate) fn new(py: Python<'_>, outcome: &egress_core::EnsureOutcome) -> PyResult<Self> {
+        Ok(EnsureResult {
+            changed: outcome.changed(),
+            action: to_py(py, &outcome.action)?.extract()?,
+            drift: outcome
+                .drift
+                .iter()
+                .map(Drift::new)
+                .collect::<PyResult<_>>()?,
+        })
+    }
+}
+
+#[pymethods]
+impl EnsureResult {
+    /// Whether the kernel was changed.
+    #[getter]
+    fn changed(&self) -> bool {
+        self.changed
+    }
+
+    /// "created", "unchanged" or "repaired".
+    #[getter]
+    fn action(&self) -> &str {
+        &self.action
+    }
+
+    /// What differed from the spec before ensure() ran.
+    #[getter]
+    fn drift(&self) -> Vec<Drift> {
+        self.drift.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<egress.EnsureResult action={:?} changed={} drift={}>",
+            self.action,
+            if self.changed { "True" } else { "False" },
+            self.drift.len()
+        )
+    }
+}
+
+/// Tears down router `name` in namespace `netns` from what the kernel holds (after the process
+/// that applied it is gone). A router that is not there is success: returns []. Otherwise
+/// returns what was undone. Never touches anything the router does not own.
+///
+/// netns takes the same forms as RouterSpec's (None = the calling thread's namespace).
+/// The GIL is released meanwhile.
+#[pyfunction]
+#[pyo3(signature = (name, *, netns=None))]
+pub(crate) fn teardown(
+    py: Python<'_>,
+    name: String,
+    netns: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<String>> {
+    let ns = netns_arg(netns, "netns")?;
+    Ok(py
+        .detach(|| blocking::teardown_by_name(&ns, &name))
+        .map_err(CoreError)?)
+}
+
+/// What router `name` owns in namespace `netns` now, as plain dicts (link, addresses, routes,
+/// saved_routes, sysctls, nat, ...), or None when it is not configured there.
+///
+/// The GIL is released while the kernel is read.
+#[pyfunction]
+#[pyo3(signature = (name, *, netns=None))]
+pub(crate) fn inspect<'py>(
+    py: Python<'py>,
+    name: String,
+    netns: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ns = netns_arg(netns, "netns")?;
+    let state = py
+        .detach(|| blocking::inspect(&ns, &name))
+        .map_err(CoreError)?;
+    to_py(py, &state)
+}

@@ -1,0 +1,164 @@
+"""The Ansible module (examples/ansible) run by a real ansible-playbook against the lab (root):
+check mode changes nothing, apply reports changed, re-apply reports unchanged, drift is
+repaired, absent removes everything, and a library error comes back as `failed`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import egress
+from conftest import Lab, assert_same
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ansible"
+CALLBACKS = Path(__file__).resolve().parent / "ansible_callback"
+
+
+def tool(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.fail(f"{name} is not installed next to {sys.executable} (pip install ansible-core)")
+    return str(path)
+
+
+class Playbook:
+    def __init__(self, lab: Lab, tmp: Path) -> None:
+        self.tmp = tmp
+        c = lab.c
+        self.vars: dict[str, Any] = {
+            "egress_name": "py-ansible",
+            "egress_netns": lab.path("router"),
+            "egress_parent": c["MACVLAN_PARENT"],
+            "egress_parent_netns": lab.path("node"),
+            "egress_sources": [c["EGRESS_SOURCE4"]],
+            "egress_gateways": [c["GATEWAY4"]],
+            "egress_redirects": [
+                {"port": c["SERVICE_PORT"], "protocol": "tcp", "to": c["WEB4"], "to_port": c["WEB_PORT"]}
+            ],
+            "egress_fallback": [c["FALLBACK4"]],
+        }
+        self.runs = 0
+
+    def run(self, *args: str, **overrides: Any) -> dict[str, Any]:
+        """Runs the playbook; returns the egress_router task's result (with "status")."""
+        self.runs += 1
+        record = self.tmp / f"run{self.runs}.jsonl"
+        extra = self.tmp / f"vars{self.runs}.json"
+        extra.write_text(json.dumps({**self.vars, **overrides}))
+        env = {
+            **os.environ,
+            "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS),
+            "ANSIBLE_CALLBACKS_ENABLED": "egress_record",
+            "EGRESS_ANSIBLE_RECORD": str(record),
+            "ANSIBLE_LOCALHOST_WARNING": "false",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_HOME": str(self.tmp / "ansible-home"),
+        }
+        proc = subprocess.run(
+            [tool("ansible-playbook"), "-i", "inventory.ini", "playbook.yml", "-e", f"@{extra}", *args],
+            cwd=EXAMPLE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        results = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+        mine = [r for r in results if r["action"] == "egress_router"]
+        assert len(mine) == 1, f"ansible-playbook {args}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        result: dict[str, Any] = mine[0]["result"]
+        result["status"] = mine[0]["status"]
+        expected_rc = 2 if result["status"] == "failed" else 0
+        assert proc.returncode == expected_rc, f"{proc.stdout}\n{proc.stderr}"
+        return result
+
+
+def test_module_documentation_parses(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [tool("ansible-doc"), "-M", str(EXAMPLE / "library"), "egress_router"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1"},
+    ).stdout
+    assert "MODULE egress_router" in out and "Turns a network namespace into an" in out
+    assert "redirects" in out and "to_port" in out
+
+
+def test_playbook_check_apply_reapply_repair_absent(lab: Lab, tmp_path: Path) -> None:
+    c = lab.c
+    lab.ask("serve")
+    before = lab.snapshot()
+    book = Playbook(lab, tmp_path)
+    router_ns = lab.path("router")
+
+    # Check mode: reports the plan and the drift, changes nothing.
+    r = book.run("--check", "--diff")
+    assert (r["status"], r["changed"], r["action"]) == ("ok", True, "created")
+    assert r["plan"][0].startswith("nft add table inet egress_py_ansible")
+    assert r["drift"] == ["router not configured (no nftables table inet egress_py_ansible)"]
+    assert r["diff"]["before"] == {"state": "absent"}
+    assert r["diff"]["after"]["plan"] == r["plan"]
+    assert_same(before, lab.snapshot())
+
+    # Apply: changed, and real TCP goes through the router.
+    r = book.run("--diff")
+    assert (r["status"], r["changed"], r["action"]) == ("ok", True, "created")
+    assert r["router"]["name"] == "py-ansible" and r["router"]["link"]["mode"] == "private"
+    assert r["diff"]["after"]["state"] == "present"
+    body = lab.get(c["ROUTER_ETH0_4"], c["SERVICE_PORT"])
+    assert body.strip() == f"peer={lab.source4()} port={c['WEB_PORT']}"
+
+    # The same run again: nothing to do.
+    r = book.run("--diff")
+    assert (r["status"], r["changed"], r["action"]) == ("ok", False, "unchanged")
+    assert r["diff"]["before"] == r["diff"]["after"]
+
+    # Drift behind Ansible's back: check mode sees it, a run repairs it.
+    lab.ip("router", "link", "set", "macvlan0", "down")
+    r = book.run("--check")
+    assert (r["changed"], r["action"]) == (True, "repaired")
+    assert "link macvlan0 is down" in r["drift"]
+    assert egress.inspect("py-ansible", netns=router_ns)["link"]["up"] is False  # type: ignore[index]
+    r = book.run()
+    assert (r["changed"], r["action"]) == (True, "repaired")
+    assert lab.get(c["ROUTER_ETH0_4"], c["SERVICE_PORT"]).startswith(f"peer={lab.source4()}")
+    assert book.run()["changed"] is False
+
+    # A changed spec (another fallback) is drift too.
+    r = book.run(egress_fallback=[c["WEB4"]])
+    assert (r["changed"], r["action"]) == (True, "repaired")
+
+    # Absent, in check mode: would remove, removes nothing.
+    r = book.run("--check", "--diff", egress_state="absent")
+    assert (r["changed"], r["action"]) == (True, "removed")
+    assert r["diff"]["after"] == {"state": "absent"}
+    assert egress.inspect("py-ansible", netns=router_ns) is not None
+
+    # Absent: everything removed, both namespaces exactly as before; then nothing to do.
+    r = book.run("--diff", egress_state="absent")
+    assert (r["changed"], r["action"]) == (True, "removed")
+    assert any("macvlan0" in step for step in r["removed"])
+    assert_same(before, lab.snapshot())
+    r = book.run(egress_state="absent")
+    assert (r["changed"], r["action"]) == (False, "unchanged")
+
+
+def test_library_errors_come_back_as_failed(lab: Lab, tmp_path: Path) -> None:
+    before = lab.snapshot()
+    book = Playbook(lab, tmp_path)
+    r = book.run(egress_sources=["203.0.113.300/24"])
+    assert r["status"] == "failed"
+    assert r["msg"] == (
+        "invalid sources[0] `203.0.113.300/24`: an IPv4 or IPv6 address with an optional /prefix"
+    )
+    assert (r["error"], r["field"]) == ("InvalidSpecError", "sources[0]")
+    r = book.run(egress_parent="eth9")
+    assert r["status"] == "failed" and r["error"] == "NotFoundError"
+    assert "eth9" in r["msg"]
+    assert_same(before, lab.snapshot())

@@ -1,0 +1,255 @@
+"""Routers in real namespaces (root): real TCP through them, kernel state read back, and both
+namespaces restored exactly afterwards."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import egress
+from conftest import Lab, assert_same
+
+
+def test_apply_forwards_real_tcp_and_teardown_restores(lab: Lab) -> None:
+    c = lab.c
+    lab.ask("serve")
+    before = lab.snapshot()
+    assert lab.get_fails(c["WEB4"], c["WEB_PORT"]), "the client reaches the web server directly"
+    assert lab.get_fails(c["ROUTER_ETH0_4"], c["SERVICE_PORT"])
+
+    router = lab.spec("py-e2e").fallback(c["FALLBACK4"]).apply()
+    assert router.active and router.name == "py-e2e"
+    assert router.spec.to_dict()["fallback"] == [c["FALLBACK4"]]
+    assert "py-e2e" in repr(router) and "active" in repr(router)
+
+    # Redirect SERVICE_PORT -> WEB4:WEB_PORT, seen from the web server as the egress source.
+    body = lab.get(c["ROUTER_ETH0_4"], c["SERVICE_PORT"])
+    assert body.strip() == f"peer={lab.source4()} port={c['WEB_PORT']}"
+    body = lab.get(c["ROUTER_ETH0_4"], c["WEB_PORT"])
+    assert body.strip() == f"peer={lab.source4()} port={c['WEB_PORT']}"
+    assert set(lab.ask("peers")["peers"]) == {lab.source4()}
+
+    state = egress.inspect("py-e2e", netns=lab.path("router"))
+    assert state is not None
+    assert state["name"] == "py-e2e" and state["table"] == "egress_py_e2e"
+    assert state["link"]["name"] == "macvlan0" and state["link"]["created"] is True
+    assert state["link"]["mode"] == "private" and state["link"]["up"] is True
+    assert state["addresses"] == [c["EGRESS_SOURCE4"]]
+    assert state["sysctls"]["net.ipv4.ip_forward"] == "1"
+    assert state["routes"] == [
+        f"default via {c['GATEWAY4']} dev macvlan0 proto 158",
+        f"{c['GATEWAY4']}/32 dev macvlan0 proto 158",
+    ]
+    assert f"  tcp . {c['SERVICE_PORT']} : {c['WEB4']} . {c['WEB_PORT']}" in state["nat"]
+    assert any('comment "egress dnat4 fallback"' in rule for rule in state["nat"])
+    assert lab.spec("py-e2e").fallback(c["FALLBACK4"]).check() == []
+
+    undone = router.teardown()
+    assert undone and all(isinstance(u, str) for u in undone)
+    assert not router.active and "torn down" in repr(router)
+    assert router.teardown() == []
+    assert_same(before, lab.snapshot())
+    assert egress.inspect("py-e2e", netns=lab.path("router")) is None
+    assert lab.get_fails(c["ROUTER_ETH0_4"], c["SERVICE_PORT"])
+
+
+def test_context_manager_tears_down_on_an_exception(lab: Lab) -> None:
+    before = lab.snapshot()
+    with pytest.raises(RuntimeError, match="boom"):
+        with lab.spec("py-ctx").apply() as router:
+            assert egress.inspect("py-ctx", netns=lab.path("router")) is not None
+            raise RuntimeError("boom")
+    assert not router.active
+    assert_same(before, lab.snapshot())
+
+
+def test_teardown_by_name_from_a_second_process(lab: Lab) -> None:
+    before = lab.snapshot()
+    spec = lab.spec("py-other")
+    router = spec.apply()
+    del router  # dropping the handle leaves the router configured
+    assert spec.check() == []
+    code = (
+        "import egress, sys; "
+        "print('\\n'.join(egress.teardown('py-other', netns=sys.argv[1])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, lab.path("router")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "macvlan0" in out, out
+    assert_same(before, lab.snapshot())
+    assert egress.teardown("py-other", netns=lab.path("router")) == []
+
+
+def test_check_and_ensure_converge(lab: Lab) -> None:
+    before = lab.snapshot()
+    spec = lab.spec("py-ensure")
+    drift = spec.check()
+    assert [d.kind for d in drift] == ["router_missing"]
+    assert str(drift[0]) == "router not configured (no nftables table inet egress_py_ensure)"
+    assert drift[0].to_dict() == {"kind": "router_missing", "table": "egress_py_ensure"}
+
+    created = spec.ensure()
+    assert (created.changed, created.action) == (True, "created")
+    assert [d.kind for d in created.drift] == ["router_missing"]
+    unchanged = spec.ensure()
+    assert (unchanged.changed, unchanged.action, unchanged.drift) == (False, "unchanged", [])
+    assert "unchanged" in repr(unchanged)
+
+    lab.ip("router", "link", "set", "macvlan0", "down")
+    drift = spec.check()  # the kernel drops the link's routes with it
+    assert [d.kind for d in drift] == ["link_down", "route_missing", "route_missing"]
+    assert str(drift[0]) == "link macvlan0 is down"
+    assert drift[1].to_dict()["route"] == f"{lab.c['GATEWAY4']}/32 dev macvlan0 proto 158"
+    repaired = spec.ensure()
+    assert (repaired.changed, repaired.action) == (True, "repaired")
+    assert spec.check() == []
+    lab.ask("serve")
+    assert lab.get(lab.c["ROUTER_ETH0_4"], lab.c["SERVICE_PORT"]).startswith(f"peer={lab.source4()}")
+
+    assert egress.teardown("py-ensure", netns=lab.path("router"))
+    assert_same(before, lab.snapshot())
+
+
+def test_kernel_errors_map_to_their_classes(lab: Lab) -> None:
+    before = lab.snapshot()
+    with pytest.raises(egress.NotFoundError, match="eth9"):
+        lab.spec("py-err").macvlan("eth9", "private", parent_netns=lab.path("node")).apply()
+    with pytest.raises(egress.NotFoundError):
+        egress.inspect("py-err", netns="/run/netns/egt-no-such-namespace")
+    with pytest.raises(egress.ConflictError, match="larger than the MTU 1500 of parent ext0"):
+        lab.spec("py-err").macvlan("ext0", "private", parent_netns=lab.path("node"), mtu=9000).apply()
+    with lab.spec("py-one").apply():
+        with pytest.raises(egress.AlreadyExistsError) as e:
+            lab.spec("py-two").apply()
+        assert isinstance(e.value, egress.EgressError)
+    assert_same(before, lab.snapshot())
+
+
+def test_a_failed_apply_is_rolled_back_and_says_where(lab: Lab) -> None:
+    before = lab.snapshot()
+    # A kept route whose next hop is not on the internal link: the kernel refuses that step,
+    # after the macvlan, its address and the default route were made.
+    spec = lab.spec("py-fail").keep_route("10.128.0.0/14", "10.129.0.1")
+    failing = "ip route add 10.128.0.0/14 via 10.129.0.1 dev eth0 proto 158"
+    with pytest.raises(egress.ApplyError) as e:
+        spec.apply()
+    err = e.value
+    assert not isinstance(err, egress.RollbackIncompleteError)
+    assert (err.step, err.rolled_back, err.remaining, err.errno) == (failing, True, [], errno.ENETUNREACH)
+    assert str(spec.plan()[err.step_index - 1]) == failing
+    assert str(err) == (
+        f"apply failed at step {err.step_index} ({failing}): {failing} failed: "
+        "Network is unreachable (errno 101); rolled back completely"
+    )
+    assert_same(before, lab.snapshot())
+
+
+def test_permission_denied_without_cap_net_admin(root: None) -> None:
+    # The same interpreter, root but without CAP_NET_ADMIN / CAP_SYS_ADMIN in its bounding set.
+    code = (
+        "import egress\n"
+        "try:\n"
+        "    egress.inspect('py-perm')\n"
+        "except egress.PermissionDeniedError as e:\n"
+        "    print(e.capability, '|', e)\n"
+    )
+    out = subprocess.run(
+        ["setpriv", "--bounding-set", "-net_admin,-sys_admin", sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert out.strip() == (
+        "CAP_NET_ADMIN | permission denied: inspect an egress router needs CAP_NET_ADMIN "
+        "(run as root or grant it)"
+    )
+
+
+def test_threads_apply_different_routers_concurrently(root: None) -> None:
+    labs = [Lab() for _ in range(3)]
+    try:
+        for lab in labs:
+            lab.ask("serve")
+        befores = [lab.snapshot() for lab in labs]
+        routers: list[egress.Router] = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def apply(lab: Lab, name: str) -> None:
+            try:
+                router = lab.spec(name).apply()
+                with lock:
+                    routers.append(router)
+            except BaseException as e:  # re-raised by the main thread below
+                errors.append(e)
+
+        def teardown(router: egress.Router) -> None:
+            try:
+                router.teardown()
+            except BaseException as e:  # re-raised by the main thread below
+                errors.append(e)
+
+        run_all([threading.Thread(target=apply, args=(lab, f"py-thread-{i}")) for i, lab in enumerate(labs)])
+        if errors:
+            raise errors[0]
+        assert sorted(r.name for r in routers) == ["py-thread-0", "py-thread-1", "py-thread-2"]
+        for lab in labs:
+            body = lab.get(lab.c["ROUTER_ETH0_4"], lab.c["SERVICE_PORT"])
+            assert body.startswith(f"peer={lab.source4()}")
+        run_all([threading.Thread(target=teardown, args=(r,)) for r in routers])
+        if errors:
+            raise errors[0]
+        for lab, before in zip(labs, befores):
+            assert_same(before, lab.snapshot())
+    finally:
+        for lab in labs:
+            lab.close()
+
+
+def run_all(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_the_gil_is_released_for_the_whole_apply(lab: Lab) -> None:
+    # An apply with many redirects (one nftables batch) in a thread, while this thread keeps
+    # running Python: had the apply held the GIL, this thread would stall for all of it.
+    before = lab.snapshot()
+    d = lab.spec("py-gil").to_dict()
+    d["redirects"] += [
+        {"protocol": "tcp", "port": port, "to": lab.c["WEB4"], "to_port": lab.c["WEB_PORT"]}
+        for port in range(10000, 16000)
+    ]
+    spec = egress.RouterSpec.from_dict(d)
+    for call in (spec.apply, lambda: egress.teardown("py-gil", netns=lab.path("router"))):
+        ticks: list[float] = []
+        thread = threading.Thread(target=call)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0002)
+        try:
+            ticks.append(time.monotonic())
+            thread.start()  # returns only once this thread gets the GIL back
+            while thread.is_alive():
+                ticks.append(time.monotonic())
+                time.sleep(0.0002)
+            ticks.append(time.monotonic())
+            took = ticks[-1] - ticks[0]
+        finally:
+            thread.join()
+            sys.setswitchinterval(switch_interval)
+        longest_pause = max(b - a for a, b in zip(ticks, ticks[1:]))
+        print(f"GILCHECK {call} took {took * 1000:.1f} ms, longest pause {longest_pause * 1000:.1f} ms")
+        assert took > 0.004, "too quick to tell: make the spec larger"
+        assert longest_pause < took / 3, (longest_pause, took)
+    assert_same(before, lab.snapshot())

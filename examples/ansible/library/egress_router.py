@@ -1,0 +1,316 @@
+#!/usr/bin/python
+# Copyright: the egress authors. MIT OR Apache-2.0.
+"""Ansible module egress_router: an egress router in a network namespace, via the egress library."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: egress_router
+short_description: Configure an egress router in a Linux network namespace
+description:
+  - Turns a network namespace into an egress router with the C(egress) Python library
+    (macvlan, addresses, routes, sysctls and one nftables table, applied as one netlink
+    transaction with rollback).
+  - With I(state=present) the router is converged with C(RouterSpec.ensure()) - created when
+    missing, left alone when it matches, repaired when it drifted - so a second identical run
+    reports C(changed=false).
+  - With I(state=absent) everything the router owns is removed and what it replaced is restored.
+  - Check mode reports the plan (and the drift) and changes nothing. Diff mode shows the
+    router's kernel state before and after.
+  - The options are the fields of the library's JSON form of a router spec.
+requirements:
+  - the C(egress) Python package on the managed host
+  - root (CAP_NET_ADMIN and CAP_SYS_ADMIN) on the managed host
+options:
+  name:
+    description: The router's name, C([a-z0-9-]), at most 32 characters.
+    type: str
+    required: true
+  state:
+    description: Whether the router should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  netns:
+    description:
+      - The router's namespace, a path (C(/run/netns/pod), C(/proc/PID/ns/net)) or a name
+        under C(/run/netns). Default is the namespace the module runs in.
+    type: str
+  internal:
+    description: The internal (cluster) link; connections arriving on it are redirected.
+    type: str
+    default: eth0
+  macvlan:
+    description: Create a macvlan as the external link, directly inside I(netns).
+    type: dict
+    suboptions:
+      parent:
+        description: The parent link.
+        type: str
+        required: true
+      parent_netns:
+        description: The parent's namespace (path or name); default is the module's.
+        type: str
+      mode:
+        description: The macvlan mode.
+        type: str
+        choices: [bridge, private, vepa, passthru]
+        default: bridge
+      mtu:
+        description: The MTU (default the parent's).
+        type: int
+      mac:
+        description: The MAC address (default random).
+        type: str
+      name:
+        description: The link's name in I(netns).
+        type: str
+        default: macvlan0
+  adopt:
+    description: Adopt this existing link of I(netns) as the external link instead of I(macvlan).
+    type: str
+  sources:
+    description: Egress addresses C(ADDR[/PREFIX]); the first of each family is the SNAT source.
+    type: list
+    elements: str
+  gateways:
+    description: The external gateway of each address family in use.
+    type: list
+    elements: str
+  redirects:
+    description: Connections to I(port)/I(protocol) on the router go to I(to):I(to_port).
+    type: list
+    elements: dict
+    suboptions:
+      port:
+        description: Local port on the router.
+        type: int
+        required: true
+      protocol:
+        description: Transport protocol.
+        type: str
+        choices: [tcp, udp, sctp]
+        default: tcp
+      to:
+        description: Destination address.
+        type: str
+        required: true
+      to_port:
+        description: Destination port (default I(port)).
+        type: int
+  fallback:
+    description: Where everything that is not redirected goes, one address per family.
+    type: list
+    elements: str
+  kept_routes:
+    description: Networks kept reachable through the internal link.
+    type: list
+    elements: dict
+    suboptions:
+      to:
+        description: The network.
+        type: str
+        required: true
+      via:
+        description: The next hop (default directly connected).
+        type: str
+  announce:
+    description: Gratuitous ARPs / unsolicited NAs per address (0 to 16).
+    type: int
+    default: 1
+author:
+  - the egress authors
+"""
+
+EXAMPLES = r"""
+- name: Egress router in the pod's namespace
+  egress_router:
+    name: egress-1
+    netns: /run/netns/pod
+    macvlan:
+      parent: eth1
+      mode: private
+    sources: [203.0.113.99/24]
+    gateways: [203.0.113.1]
+    redirects:
+      - {port: 80, protocol: tcp, to: 198.51.100.25, to_port: 8080}
+    fallback: [198.51.100.9]
+
+- name: Remove it
+  egress_router:
+    name: egress-1
+    netns: /run/netns/pod
+    state: absent
+"""
+
+RETURN = r"""
+action:
+  description: What was (or in check mode would be) done - created, unchanged, repaired, removed.
+  returned: always
+  type: str
+drift:
+  description: How the kernel differed from the spec before the run.
+  returned: when state is present
+  type: list
+  elements: str
+plan:
+  description: The steps of an apply, as the library prints them.
+  returned: when state is present
+  type: list
+  elements: str
+removed:
+  description: What teardown undid.
+  returned: when state is absent and the router existed (not in check mode)
+  type: list
+  elements: str
+router:
+  description: The router's kernel state after the run (C(egress.inspect)), or null.
+  returned: always
+  type: dict
+"""
+
+import traceback
+from typing import Any, Optional
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # type: ignore[import-untyped]
+
+try:
+    import egress
+
+    EGRESS_IMPORT_ERROR: Optional[str] = None
+except ImportError:
+    EGRESS_IMPORT_ERROR = traceback.format_exc()
+
+
+def build_spec(p: dict[str, Any]) -> "egress.RouterSpec":
+    """The module's options as an egress.RouterSpec (the library validates it)."""
+    spec = egress.RouterSpec(
+        p["name"],
+        netns=p["netns"],
+        internal=p["internal"],
+        sources=p["sources"],
+        gateways=p["gateways"],
+        fallback=p["fallback"],
+        announce=p["announce"],
+    )
+    m = p["macvlan"]
+    if m is not None:
+        spec = spec.macvlan(
+            m["parent"],
+            m["mode"],
+            parent_netns=m["parent_netns"],
+            mtu=m["mtu"],
+            mac=m["mac"],
+            name=m["name"],
+        )
+    elif p["adopt"] is not None:
+        spec = spec.adopt(p["adopt"])
+    for r in p["redirects"] or []:
+        spec = spec.redirect(r["port"], r["protocol"], r["to"], r["to_port"])
+    for k in p["kept_routes"] or []:
+        spec = spec.keep_route(k["to"], k["via"])
+    return spec
+
+
+def view(router: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The router's kernel state as diff mode shows it."""
+    if router is None:
+        return {"state": "absent"}
+    return {"state": "present", **router}
+
+
+def present(module: AnsibleModule) -> dict[str, Any]:
+    p = module.params
+    spec = build_spec(p)
+    plan = [str(step) for step in spec.plan()]
+    before = egress.inspect(p["name"], netns=p["netns"])
+    drift = spec.check()
+    if not drift:
+        return dict(changed=False, action="unchanged", drift=[], plan=plan, router=before,
+                    diff=dict(before=view(before), after=view(before)))
+    if module.check_mode:
+        action = "created" if before is None else "repaired"
+        planned = {"state": "present", "drift": [str(d) for d in drift], "plan": plan}
+        return dict(changed=True, action=action, drift=[str(d) for d in drift], plan=plan,
+                    router=before, diff=dict(before=view(before), after=planned))
+    outcome = spec.ensure()
+    after = egress.inspect(p["name"], netns=p["netns"])
+    return dict(changed=outcome.changed, action=outcome.action,
+                drift=[str(d) for d in outcome.drift], plan=plan, router=after,
+                diff=dict(before=view(before), after=view(after)))
+
+
+def absent(module: AnsibleModule) -> dict[str, Any]:
+    p = module.params
+    before = egress.inspect(p["name"], netns=p["netns"])
+    if before is None:
+        return dict(changed=False, action="unchanged", router=None,
+                    diff=dict(before=view(None), after=view(None)))
+    diff = dict(before=view(before), after=view(None))
+    if module.check_mode:
+        return dict(changed=True, action="removed", router=before, diff=diff)
+    removed = egress.teardown(p["name"], netns=p["netns"])
+    return dict(changed=True, action="removed", removed=removed, router=None, diff=diff)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type="str", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            netns=dict(type="str"),
+            internal=dict(type="str", default="eth0"),
+            macvlan=dict(
+                type="dict",
+                options=dict(
+                    parent=dict(type="str", required=True),
+                    parent_netns=dict(type="str"),
+                    mode=dict(type="str", choices=["bridge", "private", "vepa", "passthru"],
+                              default="bridge"),
+                    mtu=dict(type="int"),
+                    mac=dict(type="str"),
+                    name=dict(type="str", default="macvlan0"),
+                ),
+            ),
+            adopt=dict(type="str"),
+            sources=dict(type="list", elements="str"),
+            gateways=dict(type="list", elements="str"),
+            redirects=dict(
+                type="list",
+                elements="dict",
+                options=dict(
+                    port=dict(type="int", required=True),
+                    protocol=dict(type="str", choices=["tcp", "udp", "sctp"], default="tcp"),
+                    to=dict(type="str", required=True),
+                    to_port=dict(type="int"),
+                ),
+            ),
+            fallback=dict(type="list", elements="str"),
+            kept_routes=dict(
+                type="list",
+                elements="dict",
+                options=dict(to=dict(type="str", required=True), via=dict(type="str")),
+            ),
+            announce=dict(type="int", default=1),
+        ),
+        mutually_exclusive=[("macvlan", "adopt")],
+        supports_check_mode=True,
+    )
+    if EGRESS_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("egress"), exception=EGRESS_IMPORT_ERROR)
+    try:
+        if module.params["state"] == "present":
+            result = present(module)
+        else:
+            result = absent(module)
+    except egress.EgressError as e:
+        extra = {"field": e.field} if isinstance(e, egress.InvalidSpecError) else {}
+        module.fail_json(msg=str(e), error=type(e).__name__, **extra)
+    except TypeError as e:
+        module.fail_json(msg=str(e), error="TypeError")
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
