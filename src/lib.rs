@@ -571,8 +571,8 @@ pub fn ping(ns: &Netns, addr: IpAddr) -> bool {
 
 /// How long the web server waits for a request once a client has connected.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the accept loop sleeps when no listener had a connection.
-const ACCEPT_IDLE: Duration = Duration::from_millis(5);
+/// How long the accept loop waits for a connection before it looks at the stop flag again.
+const ACCEPT_IDLE: Duration = Duration::from_millis(50);
 
 fn dual_stack_listener(port: u16) -> nix::Result<TcpListener> {
     let fd = socket(
@@ -616,21 +616,19 @@ impl WebServer {
             let (peers, stop) = (Arc::clone(&peers), Arc::clone(&stop));
             thread::spawn(move || {
                 while !stop.load(Ordering::Acquire) {
-                    let mut idle = true;
+                    if !wait_readable(&listeners, ACCEPT_IDLE) {
+                        continue;
+                    }
                     for listener in &listeners {
                         // Transient accept errors (a client that already gave up) are not the
                         // server's failure; WouldBlock is the normal "nobody there".
                         if let Ok((stream, peer)) = listener.accept() {
-                            idle = false;
                             let peer = peer.ip().to_canonical();
                             peers.lock().unwrap().push(peer);
                             // A client that vanishes or times out gets no answer; that is its
                             // problem, not a failure of the server.
                             let _ = answer(stream, peer);
                         }
-                    }
-                    if idle {
-                        thread::sleep(ACCEPT_IDLE);
                     }
                 }
             })
@@ -667,6 +665,29 @@ impl Drop for WebServer {
 }
 
 /// Reads one request (bounded by [`REQUEST_TIMEOUT`] and 8 KiB) and answers it.
+/// Waits up to `timeout` for a connection on any of `listeners` (poll(2), so a connection is
+/// accepted at once, however fast a benchmark's client opens them).
+fn wait_readable(listeners: &[TcpListener], timeout: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fds: Vec<libc::pollfd> = listeners
+        .iter()
+        .map(|l| libc::pollfd {
+            fd: l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call's duration.
+    let n = unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timeout.as_millis() as libc::c_int,
+        )
+    };
+    n > 0
+}
+
 fn answer(mut stream: TcpStream, peer: IpAddr) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
