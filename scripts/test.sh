@@ -8,6 +8,7 @@ echo "== format";  cargo fmt --all -- --check
 echo "== clippy";  cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== docs";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== binary";  cargo build --quiet --bin egress-router   # run by tests/openshift_compat.rs
+cargo build --quiet --bin egress-cni                         # run by tests/cni.rs
 scripts/test-c.sh                   # C header, ASan C tests; builds the agent tests/c_agent.rs runs
 echo "== tests";   cargo test --workspace
 scripts/test-py.sh                  # the wheel (manylinux2014), stubtest, pytest, ansible-playbook

@@ -27,7 +27,7 @@ thread_local! {
     static RUNTIME: OnceCell<tokio::runtime::Runtime> = const { OnceCell::new() };
 }
 
-fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::Kernel {
             operation:

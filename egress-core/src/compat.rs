@@ -256,6 +256,12 @@ impl CompatError {
         &self.value
     }
 
+    /// Why this value is invalid where the script would have let it through (`octet 999 is
+    /// over 255`); `None` where the script's own message says it all.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
     /// What would be valid, and why this value is not.
     pub fn expected(&self) -> String {
         let valid = match self.kind {
@@ -453,8 +459,9 @@ fn from_spec_error(e: Error, vars: &HashMap<String, String>) -> CompatError {
 /// - `LPORT PROTO IP`: connections to LPORT go to IP, same port;
 /// - `LPORT PROTO IP RPORT`: connections to LPORT go to IP:RPORT.
 ///
-/// PROTO is `tcp`, `udp` or `sctp` (any case); IPs are IPv4 or IPv6. Local ports are unique
-/// per protocol. A value with no line to act on is `EGRESS_DESTINATION unspecified`.
+/// PROTO is `tcp`, `udp` or `sctp` (any case); IPs are IPv4 or IPv6, optionally written with
+/// their host prefix (`/32`, `/128`) as OpenShift's EgressRouter resource does. Local ports are
+/// unique per protocol. A value with no line to act on is `EGRESS_DESTINATION unspecified`.
 ///
 /// ```
 /// use egress_core::{compat::parse_destination, Protocol};
@@ -568,7 +575,7 @@ fn redirect(
 ) -> Result<Redirect, CompatError> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let protocol: Option<Protocol> = proto.parse().ok();
-    let address = classify_ip(ip);
+    let address = classify_destination(ip);
     let (Some(protocol), true, true, false) = (
         protocol,
         digits(lport),
@@ -612,7 +619,7 @@ fn port(text: &str) -> Result<u16, CompatError> {
 }
 
 fn destination_ip(line: &str, text: &str) -> Result<IpAddr, CompatError> {
-    match classify_ip(text) {
+    match classify_destination(text) {
         Ip::Malformed => Err(invalid_line(line, None)),
         ip => checked_destination(line, ip),
     }
@@ -713,6 +720,28 @@ fn parse_gateway(text: &str, source: IpAddr) -> Result<IpAddr, CompatError> {
         return Err(bad("it is EGRESS_SOURCE itself".into()));
     }
     Ok(ip)
+}
+
+/// A destination address: as [`classify_ip`] sees it, optionally followed by the host prefix
+/// of its family (`/32`, `/128`), as OpenShift's EgressRouter resource writes its `CIDR` fields
+/// (`destinationIP: 198.51.100.25/32`). Any other prefix is not one address.
+fn classify_destination(text: &str) -> Ip {
+    let Some((addr, prefix)) = text.split_once('/') else {
+        return classify_ip(text);
+    };
+    let ip = match classify_ip(addr) {
+        Ip::Ok(ip) if !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()) => ip,
+        Ip::Ok(_) => return Ip::Malformed,
+        other => return other,
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u32>() {
+        Ok(p) if p == max => Ip::Ok(ip),
+        Ok(p) if p < max => Ip::Bad(format!(
+            "/{p} is a network; a destination is one address (/{max} or no prefix)"
+        )),
+        _ => Ip::Bad(format!("prefix length {prefix} is over {max}")),
+    }
 }
 
 /// An address as the script's `N.N.N.N` pattern (and our IPv6 extension) sees it.
@@ -986,6 +1015,43 @@ mod tests {
             );
             assert_eq!(e.kind(), CompatErrorKind::InvalidDestination);
             assert_eq!(e.value(), line);
+        }
+    }
+
+    #[test]
+    fn a_destination_may_carry_its_host_prefix_and_nothing_wider() {
+        let d = parse_destination("80 TCP 198.51.100.25/32 8080\n2001:db8:3::9/128").unwrap();
+        assert_eq!(
+            d.redirects[0].to,
+            "198.51.100.25".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(d.fallback, Some("2001:db8:3::9".parse().unwrap()));
+        for (dest, reason) in [
+            (
+                "198.51.100.0/24",
+                "/24 is a network; a destination is one address (/32 or no prefix)",
+            ),
+            (
+                "80 tcp 2001:db8:3::/64",
+                "/64 is a network; a destination is one address (/128 or no prefix)",
+            ),
+            ("198.51.100.9/128", "prefix length 128 is over 32"),
+        ] {
+            let e = parse_destination(dest).unwrap_err();
+            assert_eq!(e.kind(), CompatErrorKind::InvalidDestination, "{dest}");
+            assert_eq!(e.reason(), Some(reason), "{dest}");
+        }
+        for dest in [
+            "198.51.100.9/",
+            "198.51.100.9/x",
+            "80 tcp 198.51.100.9/32/32",
+        ] {
+            let e = parse_destination(dest).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("EGRESS_DESTINATION value '{dest}' is invalid")
+            );
+            assert_eq!(e.reason(), None);
         }
     }
 

@@ -39,6 +39,7 @@
 
 mod apply;
 pub mod blocking;
+pub mod cni;
 pub mod compat;
 mod error;
 #[cfg(feature = "fault-injection")]
