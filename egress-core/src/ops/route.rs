@@ -79,6 +79,21 @@ impl Route {
         self.protocol == ROUTE_PROTOCOL
     }
 
+    /// Whether `other` is the same route: table, destination, next hop, output link,
+    /// protocol and metric (absent: the kernel's default, 0 for IPv4 and 1024 for IPv6).
+    pub(crate) fn same_as(&self, other: &Route) -> bool {
+        let metric = |r: &Route| {
+            let given = r.message.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Priority(p) => Some(*p),
+                _ => None,
+            });
+            given.unwrap_or(if r.dst.is_ipv6() { 1024 } else { 0 })
+        };
+        (self.table, self.dst, self.via, self.oif, self.protocol)
+            == (other.table, other.dst, other.via, other.oif, other.protocol)
+            && metric(self) == metric(other)
+    }
+
     /// `default via 192.0.2.1 dev eth0 proto 158 table 1701278323`, close to `ip route`.
     pub(crate) fn describe(&self, names: &HashMap<u32, String>) -> String {
         let dst = if self.dst.prefix() == 0 {
