@@ -118,7 +118,7 @@ pub async fn apply(spec: &RouterSpec) -> Result<Router> {
     let mut journal = Journal::default();
     for (i, step) in plan.steps().iter().enumerate() {
         #[cfg(feature = "fault-injection")]
-        let injected = crate::fault::at_step(i + 1, &step.to_string());
+        let injected = crate::fault::at_step(i + 1, || step.to_string());
         #[cfg(not(feature = "fault-injection"))]
         let injected = Ok(());
         let result = match injected {

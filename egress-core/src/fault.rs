@@ -43,26 +43,27 @@ pub fn clear() {
     UNDO.with(|s| s.set(None));
 }
 
-/// Called before step `k` runs; consumes the fault when it fires.
-pub(crate) fn at_step(k: usize, what: &str) -> Result<(), Error> {
+/// Called before step `k` runs; consumes the fault when it fires. `what` is only rendered
+/// then, so an unarmed hook costs nothing.
+pub(crate) fn at_step(k: usize, what: impl FnOnce() -> String) -> Result<(), Error> {
     fire(&STEP, k, what)
 }
 
 /// Called before the `k`-th undo runs; consumes the fault when it fires.
-pub(crate) fn at_undo(k: usize, what: &str) -> Result<(), Error> {
+pub(crate) fn at_undo(k: usize, what: impl FnOnce() -> String) -> Result<(), Error> {
     fire(&UNDO, k, what)
 }
 
 fn fire(
     cell: &'static std::thread::LocalKey<Cell<Option<usize>>>,
     k: usize,
-    what: &str,
+    what: impl FnOnce() -> String,
 ) -> Result<(), Error> {
     cell.with(|c| match c.get() {
         Some(n) if n == k => {
             c.set(None);
             Err(Error::Kernel {
-                operation: format!("{what} (injected fault)"),
+                operation: format!("{} (injected fault)", what()),
                 errno: INJECTED_ERRNO,
             })
         }

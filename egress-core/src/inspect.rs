@@ -558,7 +558,8 @@ async fn check_with(spec: &RouterSpec, c: &mut Conn) -> Result<Vec<Drift>> {
     Ok(drift)
 }
 
-/// Converges the kernel to `spec` and says what it did: not configured → apply; configured
+/// Converges the kernel to `spec` and says what it did: not configured → apply (after sweeping
+/// whatever its markers still find, e.g. when only its table was deleted); configured
 /// exactly → nothing; only the NAT ruleset drifted → the ruleset is reinstalled in one batch
 /// (the journal in the table is kept); anything else drifted → teardown by name, then apply.
 /// Either way it ends in the same state as a fresh apply.
@@ -575,8 +576,14 @@ pub async fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
         c.nft.reinstall(&nat_rules(spec))?;
         EnsureAction::Repaired
     } else if matches!(drift.as_slice(), [Drift::RouterMissing { .. }]) {
+        // No table, yet what else carries the router's markers may be left (a flushed
+        // ruleset): swept first, or apply would find it in the way.
+        let swept = teardown_by_name(&spec.netns, &spec.name).await?;
         apply(spec).await?;
-        EnsureAction::Created
+        match swept.is_empty() {
+            true => EnsureAction::Created,
+            false => EnsureAction::Repaired,
+        }
     } else {
         teardown_by_name(&spec.netns, &spec.name).await?;
         apply(spec).await?;

@@ -42,7 +42,7 @@ impl Conn {
         #[cfg(feature = "fault-injection")]
         {
             self.undos_run += 1;
-            crate::fault::at_undo(self.undos_run, &u.remains())?;
+            crate::fault::at_undo(self.undos_run, || u.remains())?;
         }
         #[cfg(not(feature = "fault-injection"))]
         let _ = u;
@@ -146,10 +146,29 @@ impl Undo {
             Undo::DeleteTable { table } => c.nft.delete_table(table).map(drop),
             Undo::DeleteLink { index, name } => link::delete(&c.rt, *index, name).await.map(drop),
             Undo::SetLinkDown { index, name } => {
-                match link::set_up(&c.rt, *index, name, false).await {
+                // Down, the kernel deletes every IPv6 address of the link, foreign ones too,
+                // unless keep_addr_on_down is set: set it for the moment of the change.
+                let key = format!("net/ipv6/conf/{name}/keep_addr_on_down");
+                let old = sysctl::read_many(&c.ns, std::slice::from_ref(&key))?;
+                let toggle = old.first().is_some_and(|v| v.as_deref() == Some("0"));
+                if toggle {
+                    if let (_, Some(e)) = sysctl::write_many(&c.ns, &[(key.clone(), "1".into())])? {
+                        return Err(e);
+                    }
+                }
+                let down = match link::set_up(&c.rt, *index, name, false).await {
                     Err(e) if e.errno().is_some_and(crate::error::is_gone) => Ok(()),
                     r => r,
+                };
+                if toggle {
+                    match sysctl::write_many(&c.ns, &[(key, "0".into())])? {
+                        (_, Some(e)) if !e.errno().is_some_and(crate::error::is_gone) => {
+                            return down.and(Err(e))
+                        }
+                        _ => {}
+                    }
                 }
+                down
             }
             Undo::DeleteAddress { index, link, net } => {
                 addr::delete(&c.rt, *index, link, *net).await.map(drop)
