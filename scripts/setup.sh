@@ -4,7 +4,9 @@
 set -euo pipefail
 
 need=()
-for pair in nft:nftables ip:iproute2 ping:iputils-ping conntrack:conntrack curl:curl; do
+# setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it.
+for pair in nft:nftables ip:iproute2 ping:iputils-ping conntrack:conntrack curl:curl \
+            setpriv:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then

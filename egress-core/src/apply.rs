@@ -34,7 +34,10 @@ impl Router {
 
     /// Undoes everything the apply did, in reverse order: restores the previous default routes
     /// and sysctl values, deletes what it created. Runs every undo even when one fails;
-    /// "already gone" is success. Returns what was undone.
+    /// "already gone" is success. Returns what was undone. When something could not be
+    /// restored, the crash journal (the table, the copies of the replaced routes) is kept and
+    /// listed with the failures, so that [`teardown_by_name`](crate::teardown_by_name) can
+    /// finish the job later.
     pub async fn teardown(self) -> Result<Vec<String>> {
         let undone: Vec<String> = self.journal.0.iter().rev().map(Undo::describe).collect();
         let mut c = Conn::open(self.ns)?;

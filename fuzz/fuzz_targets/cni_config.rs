@@ -1,0 +1,73 @@
+//! `cni::parse_config` on any bytes (a CNI network configuration on stdin), and a configuration
+//! that parses mapped onto the router of an attachment: a spec that prints and parses back to
+//! itself and plans, and an ADD result with every address on the macvlan; anything else is a
+//! CNI error with the spec's code and a message. Never a panic.
+
+#![no_main]
+
+use egress_core::{
+    cni::{self, code, CniVersion, Invocation},
+    LinkState, RouterSpec,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let conf = match cni::parse_config(data) {
+        Ok(conf) => conf,
+        Err(e) => {
+            assert!(
+                matches!(
+                    e.code,
+                    code::INCOMPATIBLE_VERSION
+                        | code::UNSUPPORTED_FIELD
+                        | code::DECODING_FAILURE
+                        | code::INVALID_CONFIG
+                ),
+                "{e:?}"
+            );
+            assert!(!e.msg.is_empty());
+            assert_eq!(e.to_json(CniVersion::LATEST)["code"], e.code);
+            return;
+        }
+    };
+    let inv = Invocation::from_env([
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "0123456789abcdef"),
+        ("CNI_NETNS", "/run/netns/fuzz"),
+        ("CNI_IFNAME", "net1"),
+    ])
+    .expect("a valid environment");
+    let master = conf.master().unwrap_or("eth1").to_string();
+    match conf.router_spec(&inv, &master) {
+        Ok(spec) => {
+            let again = RouterSpec::from_json(&spec.to_json()).expect("a printed spec parses");
+            assert_eq!(again, spec);
+            assert!(!spec.plan().to_string().is_empty());
+            let link = LinkState {
+                name: "net1".into(),
+                index: 2,
+                kind: Some("macvlan".into()),
+                mode: None,
+                mtu: 1500,
+                mac: "02:00:00:00:00:01".into(),
+                up: true,
+                created: true,
+            };
+            let result = cni::add_result(
+                conf.cni_version(),
+                &spec,
+                std::path::Path::new("/run/netns/fuzz"),
+                Some(&link),
+            )
+            .expect("a result");
+            assert_eq!(
+                result["ips"].as_array().map(Vec::len),
+                Some(spec.sources().len())
+            );
+        }
+        Err(e) => {
+            assert_eq!(e.code, code::INVALID_CONFIG, "{e:?}");
+            assert!(e.field.is_some(), "{e:?}");
+        }
+    }
+});
