@@ -1208,3 +1208,111 @@ fn sysctl_lines(ns: &Netns, links: &[&str]) -> Vec<String> {
         .map(|(key, value)| format!("sysctl {} = {value}", key.replace('/', ".")))
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared by the end-to-end tests
+// ---------------------------------------------------------------------------------------------
+
+/// The two namespaces a router touches (its own and its parent's), before and after.
+pub struct Snapshots<'a> {
+    lab: &'a Lab,
+    router: Snapshot,
+    node: Snapshot,
+}
+
+impl<'a> Snapshots<'a> {
+    /// Snapshots `lab.router` and `lab.node` now.
+    pub fn take(lab: &'a Lab) -> Self {
+        Snapshots {
+            lab,
+            router: Snapshot::take(&lab.router),
+            node: Snapshot::take(&lab.node),
+        }
+    }
+
+    /// Panics, showing the difference, unless both namespaces are exactly as when taken.
+    #[track_caller]
+    pub fn assert_restored(&self, when: &str) {
+        let router = Snapshot::take(&self.lab.router);
+        assert!(
+            self.router == router,
+            "{when}: router namespace differs:\n{}",
+            self.router.diff(&router)
+        );
+        let node = Snapshot::take(&self.lab.node);
+        assert!(
+            self.node == node,
+            "{when}: node namespace differs:\n{}",
+            self.node.diff(&node)
+        );
+    }
+}
+
+/// The path of binary `name` of this workspace (`egress-router`, `egress-cni`), as a test that
+/// drives it like a user needs it: `$OVERRIDE_VAR` if set, else `target/<profile>/NAME` next to
+/// the running test. Panics with the command to run if it is missing or older than any source
+/// file of egress-core, so a test never runs a stale binary.
+pub fn workspace_binary(name: &str, override_var: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(override_var) {
+        let bin = PathBuf::from(p);
+        assert!(
+            bin.is_file(),
+            "{override_var}={}: no such file",
+            bin.display()
+        );
+        return bin;
+    }
+    // A test runs from target/<profile>/deps/; cargo puts binaries in target/<profile>/.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let release = if profile_dir.ends_with("release") {
+        "--release "
+    } else {
+        ""
+    };
+    let bin = profile_dir.join(name);
+    let built = fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}. Build it first: `cargo build {release}--bin {name}` (scripts/test.sh does)",
+                bin.display()
+            )
+        });
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("egress-core");
+    let (newest, when) = newest_file(&core.join("src"))
+        .into_iter()
+        .chain(std::iter::once(modified(&core.join("Cargo.toml"))))
+        .max_by_key(|(_, t)| *t)
+        .expect("egress-core has sources");
+    assert!(
+        built >= when,
+        "{} is older than {}: rebuild it with `cargo build {release}--bin {name}`",
+        bin.display(),
+        newest.display()
+    );
+    bin
+}
+
+fn modified(p: &Path) -> (PathBuf, std::time::SystemTime) {
+    let when = fs::metadata(p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (p.to_path_buf(), when)
+}
+
+fn newest_file(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            out.extend(newest_file(&path));
+        } else {
+            out.push(modified(&path));
+        }
+    }
+    out
+}

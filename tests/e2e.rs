@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use egress_core::{blocking, Drift, EnsureAction, Error, ErrorKind, Netns, RouterSpecBuilder};
 use egress_lab::{
-    ip, Lab, Snapshot, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4, GATEWAY4, GATEWAY6, NODE4,
+    ip, Lab, Snapshots, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4, GATEWAY4, GATEWAY6, NODE4,
     ROUTER_ETH0_4, ROUTER_ETH0_6, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
 };
 use serde_json::Value;
@@ -20,37 +20,6 @@ fn source6() -> IpAddr {
 }
 fn ns(n: &egress_lab::Netns) -> Netns {
     Netns::Path(n.path().into())
-}
-
-/// Both namespaces a router touches, before and after.
-struct Snapshots<'a> {
-    lab: &'a Lab,
-    router: Snapshot,
-    node: Snapshot,
-}
-
-impl<'a> Snapshots<'a> {
-    fn take(lab: &'a Lab) -> Self {
-        Snapshots {
-            lab,
-            router: Snapshot::take(&lab.router),
-            node: Snapshot::take(&lab.node),
-        }
-    }
-    fn assert_restored(&self, when: &str) {
-        let router = Snapshot::take(&self.lab.router);
-        assert!(
-            self.router == router,
-            "{when}: router namespace differs:\n{}",
-            self.router.diff(&router)
-        );
-        let node = Snapshot::take(&self.lab.node);
-        assert!(
-            self.node == node,
-            "{when}: node namespace differs:\n{}",
-            self.node.diff(&node)
-        );
-    }
 }
 
 fn dual_stack(lab: &Lab, name: &str) -> RouterSpecBuilder {

@@ -16,13 +16,13 @@ use std::{
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{mpsc, OnceLock},
     thread,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use egress_core::{blocking, Netns as CoreNetns};
 use egress_lab::{
-    ip, Lab, Netns, Snapshot, EGRESS_SOURCE4, FALLBACK4, GATEWAY4, NODE4, ROUTER_ETH0_4,
-    SERVICE_PORT, WEB4, WEB_PORT,
+    ip, workspace_binary, Lab, Netns, Snapshot, Snapshots, EGRESS_SOURCE4, FALLBACK4, GATEWAY4,
+    NODE4, ROUTER_ETH0_4, SERVICE_PORT, WEB4, WEB_PORT,
 };
 use serde_json::Value;
 
@@ -36,68 +36,7 @@ fn source4() -> IpAddr {
 
 fn router_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("EGRESS_ROUTER_BIN") {
-            let bin = PathBuf::from(p);
-            assert!(
-                bin.is_file(),
-                "EGRESS_ROUTER_BIN={}: no such file",
-                bin.display()
-            );
-            return bin;
-        }
-        // This test runs from target/<profile>/deps/; cargo puts binaries in target/<profile>/.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-        let release = if profile_dir.ends_with("release") {
-            "--release "
-        } else {
-            ""
-        };
-        let bin = profile_dir.join("egress-router");
-        let built = std::fs::metadata(&bin)
-            .and_then(|m| m.modified())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}. Build it first: `cargo build {release}--bin egress-router` \
-                     (scripts/test.sh does)",
-                    bin.display()
-                )
-            });
-        let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("egress-core");
-        let (newest, when) = newest_file(&core.join("src"))
-            .into_iter()
-            .chain(std::iter::once(modified(&core.join("Cargo.toml"))))
-            .max_by_key(|(_, t)| *t)
-            .unwrap();
-        assert!(
-            built >= when,
-            "{} is older than {}: rebuild it with `cargo build {release}--bin egress-router`",
-            bin.display(),
-            newest.display()
-        );
-        bin
-    })
-}
-
-fn modified(p: &Path) -> (PathBuf, SystemTime) {
-    (
-        p.to_path_buf(),
-        std::fs::metadata(p).and_then(|m| m.modified()).unwrap(),
-    )
-}
-
-fn newest_file(dir: &Path) -> Vec<(PathBuf, SystemTime)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(newest_file(&path));
-        } else {
-            out.push(modified(&path));
-        }
-    }
-    out
+    BIN.get_or_init(|| workspace_binary("egress-router", "EGRESS_ROUTER_BIN"))
 }
 
 /// `ip netns exec NS egress-router ARGS` with exactly `vars` in its environment (plus PATH).
@@ -142,38 +81,6 @@ impl Run {
             self.stderr
         );
         self
-    }
-}
-
-/// The router and node namespaces, before and after.
-struct Snapshots<'a> {
-    lab: &'a Lab,
-    router: Snapshot,
-    node: Snapshot,
-}
-
-impl<'a> Snapshots<'a> {
-    fn take(lab: &'a Lab) -> Self {
-        Snapshots {
-            lab,
-            router: Snapshot::take(&lab.router),
-            node: Snapshot::take(&lab.node),
-        }
-    }
-    #[track_caller]
-    fn assert_restored(&self, when: &str) {
-        let router = Snapshot::take(&self.lab.router);
-        assert!(
-            self.router == router,
-            "{when}: router namespace differs:\n{}",
-            self.router.diff(&router)
-        );
-        let node = Snapshot::take(&self.lab.node);
-        assert!(
-            self.node == node,
-            "{when}: node namespace differs:\n{}",
-            self.node.diff(&node)
-        );
     }
 }
 
