@@ -74,11 +74,12 @@ use std::{
 
 use egress_core::{MacvlanMode, Protocol, RouterSpecBuilder};
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::{
-    address::{AddressAttribute, AddressMessage},
-    RouteNetlinkMessage,
+    address::{AddressAttribute, AddressFlags, AddressMessage, AddressProtocol},
+    AddressFamily as RtAddressFamily, RouteNetlinkMessage,
 };
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 use nix::{
@@ -472,6 +473,57 @@ impl Netns {
                     }
                 }
             }
+        })
+    }
+
+    /// `ip addr add CIDR dev LINK proto PROTOCOL [nodad]` — the address protocol (`IFA_PROTO`)
+    /// is what iproute2 6.1 cannot set. Panics if the kernel refuses.
+    pub fn add_address(&self, link: &str, cidr: &str, protocol: u8) {
+        let (a, prefix) = cidr
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{cidr:?}: expected ADDR/PREFIX"));
+        let addr = ip(a);
+        let index = self.ip_json(&["link", "show", "dev", link])[0]["ifindex"]
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or_else(|| panic!("no link {link} in {}", self.name));
+        let mut message = AddressMessage::default();
+        message.header.family = if addr.is_ipv4() {
+            RtAddressFamily::Inet
+        } else {
+            RtAddressFamily::Inet6
+        };
+        message.header.prefix_len = prefix.parse().unwrap_or_else(|e| panic!("{cidr:?}: {e}"));
+        message.header.index = index;
+        message.attributes = vec![
+            AddressAttribute::Local(addr),
+            AddressAttribute::Address(addr),
+            AddressAttribute::Protocol(AddressProtocol::from(protocol)),
+        ];
+        if addr.is_ipv6() {
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        let replies = self
+            .rtnetlink(
+                RouteNetlinkMessage::NewAddress(message),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .unwrap_or_else(|e| panic!("ip addr add {cidr} dev {link} proto {protocol}: {e}"));
+        assert!(replies.is_empty(), "{replies:?}");
+    }
+
+    /// Whether conntrack in this namespace holds a TCP connection to local port `port` that was
+    /// translated to `to` (the reply's source): proof that a router's DNAT took that path.
+    pub fn dnat_seen(&self, port: u16, to: &str) -> bool {
+        let port = port.to_string();
+        let flows = self.exec(&["conntrack", "-L", "-p", "tcp", "--orig-port-dst", &port]);
+        flows.lines().any(|l| {
+            l.split_whitespace()
+                .filter(|f| f.starts_with("src="))
+                .nth(1)
+                == Some(&format!("src={to}"))
         })
     }
 

@@ -195,22 +195,6 @@ fn dual_stack_config(version: &str) -> Value {
 fn source4() -> IpAddr {
     ip(EGRESS_SOURCE4)
 }
-
-/// Whether connections to `port` on the router were translated to `to` (conntrack's reply
-/// direction), read in the router namespace.
-fn translated_to(lab: &Lab, port: u16, to: &str) -> bool {
-    let port = port.to_string();
-    let flows = lab
-        .router
-        .exec(&["conntrack", "-L", "-p", "tcp", "--orig-port-dst", &port]);
-    flows.lines().any(|l| {
-        l.split_whitespace()
-            .filter(|f| f.starts_with("src="))
-            .nth(1)
-            == Some(&format!("src={to}"))
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // The spec's schemas, as code
 // ---------------------------------------------------------------------------------------------
@@ -519,15 +503,15 @@ fn add_then_real_tcp_through_every_redirect_and_the_fallback() {
     for port in [SERVICE_PORT, WEB_PORT] {
         let body = lab.client.http_get(ip(ROUTER_ETH0_4), port, T).unwrap();
         assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
-        assert!(translated_to(&lab, port, WEB4), "port {port}");
+        assert!(lab.router.dnat_seen(port, WEB4), "port {port}");
     }
     let body = lab
         .client
         .http_get(ip(ROUTER_ETH0_4), OTHER_PORT, T)
         .unwrap();
     assert_eq!(body.trim(), format!("peer={} port={OTHER_PORT}", source4()));
-    assert!(translated_to(&lab, OTHER_PORT, FALLBACK4));
-    assert!(!translated_to(&lab, OTHER_PORT, WEB4));
+    assert!(lab.router.dnat_seen(OTHER_PORT, FALLBACK4));
+    assert!(!lab.router.dnat_seen(OTHER_PORT, WEB4));
     assert_eq!(web.peers().len(), 3);
     assert!(web.peers().iter().all(|p| *p == source4()));
 
@@ -604,7 +588,7 @@ fn dual_stack_in_every_cni_version_matches_the_spec_schema() {
                 "{version}"
             );
         }
-        assert!(translated_to(&lab, OTHER_PORT, FALLBACK4), "{version}");
+        assert!(lab.router.dnat_seen(OTHER_PORT, FALLBACK4), "{version}");
         let mut check = config.clone();
         check["prevResult"] = result;
         cni(&lab, &env("CHECK"), &check.to_string()).quiet();

@@ -13,9 +13,9 @@ use egress_lab::{
     FALLBACK4, GATEWAY4, GATEWAY6, ROUTER_ETH0_4, ROUTER_ETH0_6, SDN_MACVLAN, WEB4, WEB6, WEB_NET4,
     WEB_NET6, WEB_PORT,
 };
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::NLM_F_CREATE;
 use netlink_packet_route::{
-    address::{AddressAttribute, AddressMessage, AddressProtocol},
+    address::{AddressAttribute, AddressMessage},
     AddressFamily, RouteNetlinkMessage,
 };
 
@@ -249,7 +249,7 @@ fn snapshot_sees_every_change_and_its_undo() {
 
     // The address protocol (a marker iproute2 6.1 can neither set nor show).
     let marked = "192.0.2.50/24";
-    add_address_with_protocol(ns, "eth0", ip(marked), 24, 158);
+    ns.add_address("eth0", marked, 158);
     let diff = before.diff(&Snapshot::take(ns));
     assert!(
         diff.contains(marked) && diff.contains(r#""protocol":158"#),
@@ -269,34 +269,6 @@ fn snapshot_sees_every_change_and_its_undo() {
     ns.ip(&["link", "del", SDN_MACVLAN]);
     assert_eq!(before, Snapshot::take(ns));
 }
-
-/// `ip addr add ADDR/PREFIX dev LINK proto PROTOCOL`, which needs iproute2 ≥ 6.3.
-fn add_address_with_protocol(ns: &Netns, link: &str, addr: IpAddr, prefix: u8, protocol: u8) {
-    let index = ns.ip_json(&["link", "show", "dev", link])[0]["ifindex"]
-        .as_u64()
-        .unwrap();
-    let mut message = AddressMessage::default();
-    message.header.family = if addr.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    message.header.prefix_len = prefix;
-    message.header.index = u32::try_from(index).unwrap();
-    message.attributes = vec![
-        AddressAttribute::Local(addr),
-        AddressAttribute::Address(addr),
-        AddressAttribute::Protocol(AddressProtocol::from(protocol)),
-    ];
-    let replies = ns
-        .rtnetlink(
-            RouteNetlinkMessage::NewAddress(message),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .unwrap();
-    assert!(replies.is_empty(), "{replies:?}");
-}
-
 #[test]
 fn netns_helpers() {
     let _lock = shared();

@@ -105,22 +105,6 @@ fn env_vars<'a>(destination: &'a str, mode: &'a str) -> Vec<(&'a str, &'a str)> 
         ("EGRESS_ROUTER_MODE", mode),
     ]
 }
-
-/// Whether connections to `port` on the router were translated to `to` (conntrack's reply
-/// direction), read in the router namespace.
-fn translated_to(lab: &Lab, port: u16, to: &str) -> bool {
-    let port = port.to_string();
-    let flows = lab
-        .router
-        .exec(&["conntrack", "-L", "-p", "tcp", "--orig-port-dst", &port]);
-    flows.lines().any(|l| {
-        l.split_whitespace()
-            .filter(|f| f.starts_with("src="))
-            .nth(1)
-            == Some(&format!("src={to}"))
-    })
-}
-
 #[test]
 fn init_mode_in_an_sdn_pod_routes_real_tcp_and_is_idempotent() {
     let lab = Lab::with_adopted_macvlan();
@@ -159,15 +143,15 @@ fn init_mode_in_an_sdn_pod_routes_real_tcp_and_is_idempotent() {
     for port in [SERVICE_PORT, WEB_PORT] {
         let body = lab.client.http_get(ip(ROUTER_ETH0_4), port, T).unwrap();
         assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
-        assert!(translated_to(&lab, port, WEB4), "port {port}");
+        assert!(lab.router.dnat_seen(port, WEB4), "port {port}");
     }
     let body = lab
         .client
         .http_get(ip(ROUTER_ETH0_4), OTHER_PORT, T)
         .unwrap();
     assert_eq!(body.trim(), format!("peer={} port={OTHER_PORT}", source4()));
-    assert!(translated_to(&lab, OTHER_PORT, FALLBACK4));
-    assert!(!translated_to(&lab, OTHER_PORT, WEB4));
+    assert!(lab.router.dnat_seen(OTHER_PORT, FALLBACK4));
+    assert!(!lab.router.dnat_seen(OTHER_PORT, WEB4));
     assert!(web.peers().iter().all(|p| *p == source4()));
     assert_eq!(web.peers().len(), 3);
 

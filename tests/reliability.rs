@@ -30,13 +30,8 @@ use egress_core::{
     Protocol, Rollback, Router, RouterSpec, Step,
 };
 use egress_lab::{
-    ip, leftover_namespaces, Lab, Netns, Snapshot, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4,
+    leftover_namespaces, Lab, Netns, Snapshot, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4,
     FALLBACK6, GATEWAY4, GATEWAY6, NODE4, NODE6, SDN_MACVLAN, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
-};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::{
-    address::{AddressAttribute, AddressMessage, AddressProtocol},
-    AddressFamily, RouteNetlinkMessage,
 };
 use proptest::prelude::*;
 
@@ -864,39 +859,6 @@ fn drift_of_every_kind_is_named_and_repaired() {
 // ---------------------------------------------------------------------------------------------
 // 4. Ownership
 // ---------------------------------------------------------------------------------------------
-
-/// `ip addr add ADDR/PREFIX dev LINK proto PROTOCOL` (iproute2 ≥ 6.3 can say it).
-fn add_address(ns: &Netns, link: &str, addr: &str, protocol: u8) {
-    let (a, prefix) = addr.split_once('/').unwrap();
-    let addr = ip(a);
-    let index = ns.ip_json(&["link", "show", "dev", link])[0]["ifindex"]
-        .as_u64()
-        .unwrap();
-    let mut message = AddressMessage::default();
-    message.header.family = if addr.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    message.header.prefix_len = prefix.parse().unwrap();
-    message.header.index = u32::try_from(index).unwrap();
-    message.attributes = vec![
-        AddressAttribute::Local(addr),
-        AddressAttribute::Address(addr),
-        AddressAttribute::Protocol(AddressProtocol::from(protocol)),
-    ];
-    if addr.is_ipv6() {
-        message.attributes.push(AddressAttribute::Flags(
-            netlink_packet_route::address::AddressFlags::Nodad,
-        ));
-    }
-    ns.rtnetlink(
-        RouteNetlinkMessage::NewAddress(message),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
-    .unwrap();
-}
-
 /// Objects that look like a router's but are not: other nft tables, routes with other
 /// protocols in main and other tables, a policy rule, a macvlan named like ours without our
 /// marker, a bridge with our group number that is not a macvlan, addresses with other
@@ -998,15 +960,15 @@ fn add_foreign_objects(lab: &Lab, spec: &RouterSpec, adopted: bool) {
     let marker = link_group_marker(spec.name()).to_string();
     r.ip(&["link", "add", "egress0", "type", "bridge"]);
     r.ip(&["link", "set", "egress0", "group", &marker]);
-    add_address(r, "macvlan1", "203.0.113.60/24", 157);
-    add_address(r, "macvlan1", "2001:db8:2::60/64", 0);
-    add_address(r, "eth0", "192.0.2.60/24", 159);
+    r.add_address("macvlan1", "203.0.113.60/24", 157);
+    r.add_address("macvlan1", "2001:db8:2::60/64", 0);
+    r.add_address("eth0", "192.0.2.60/24", 159);
     r.sysctl_set("net.ipv4.conf.macvlan1.forwarding", "1");
     r.sysctl_set("net.ipv6.conf.macvlan1.forwarding", "1");
     if adopted {
-        add_address(r, SDN_MACVLAN, "203.0.113.50/24", 157);
-        add_address(r, SDN_MACVLAN, "203.0.113.51/24", 0);
-        add_address(r, SDN_MACVLAN, "2001:db8:2::50/64", 4);
+        r.add_address(SDN_MACVLAN, "203.0.113.50/24", 157);
+        r.add_address(SDN_MACVLAN, "203.0.113.51/24", 0);
+        r.add_address(SDN_MACVLAN, "2001:db8:2::50/64", 4);
     }
     lab.node.ip(&[
         "link", "add", "macvlan0", "link", "ext0", "type", "macvlan", "mode", "private",
