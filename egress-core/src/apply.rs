@@ -40,8 +40,11 @@ impl Router {
     /// finish the job later.
     pub async fn teardown(self) -> Result<Vec<String>> {
         let undone: Vec<String> = self.journal.0.iter().rev().map(Undo::describe).collect();
-        let mut c = Conn::open(self.ns)?;
-        let failures = self.journal.unwind(&mut c).await;
+        let journal = self.journal;
+        let failures = self
+            .ns
+            .within(move |ns| async move { Ok(journal.unwind(&mut Conn::open(ns)?).await) })
+            .await?;
         if failures.is_empty() {
             Ok(undone)
         } else {
@@ -107,55 +110,222 @@ struct Pre {
 pub async fn apply(spec: &RouterSpec) -> Result<Router> {
     require_net_admin("apply an egress router")?;
     let ns = NsHandle::open(&spec.netns, "netns")?;
-    let parent_ns = match &spec.external {
-        External::Macvlan(m) => Some(NsHandle::open(
+    let parent_ns = open_parent(spec)?;
+    let spec = spec.clone();
+    ns.within(move |ns| transaction(spec, ns, parent_ns)).await
+}
+
+/// Opens the macvlan's parent namespace, if the spec creates one: on the caller's thread, where
+/// [`Netns::Current`](crate::Netns::Current) means what the caller means.
+pub(crate) fn open_parent(spec: &RouterSpec) -> Result<Option<NsHandle>> {
+    match &spec.external {
+        External::Macvlan(m) => Ok(Some(NsHandle::open(
             &m.parent_netns,
             "external.macvlan.parent_netns",
-        )?),
-        External::Adopt(_) => None,
-    };
+        )?)),
+        External::Adopt(_) => Ok(None),
+    }
+}
+
+/// The transaction itself, on a pool thread inside the router namespace.
+pub(crate) async fn transaction(
+    spec: RouterSpec,
+    ns: NsHandle,
+    parent_ns: Option<NsHandle>,
+) -> Result<Router> {
+    let spec = &spec;
     let mut c = Conn::open(ns)?;
     let mut pre = preflight(spec, &mut c, parent_ns).await?;
 
     let plan = spec.plan();
     let mut journal = Journal::default();
+    // Route and address changes go out together (pipelined: sent one after the other without
+    // waiting, acknowledged together) and the kernel applies them in order: they are held
+    // until a step that depends on them (forwarding on, the announcement) or the end. The
+    // steps in between (the table, the macvlan, its sysctls) do not depend on them.
+    let mut batch: Vec<(usize, Change)> = Vec::new();
     for (i, step) in plan.steps().iter().enumerate() {
         #[cfg(feature = "fault-injection")]
         let injected = crate::fault::at_step(i + 1, || step.to_string());
         #[cfg(not(feature = "fault-injection"))]
-        let injected = Ok(());
-        let result = match injected {
-            Ok(()) => exec(spec, step, &mut c, &mut pre, &mut journal).await,
-            Err(e) => Err(e),
+        let injected: Result<()> = Ok(());
+        let pipelined = match injected {
+            Ok(()) => changes(step, &pre),
+            Err(_) => None,
+        };
+        let depends = matches!(step, Step::EnableForwarding { .. } | Step::Announce { .. });
+        if injected.is_err() || (pipelined.is_none() && depends) {
+            if let Err((k, e)) = flush(&c, &mut batch, &mut journal).await {
+                return Err(roll_back(&mut c, journal, &plan.steps()[k], k, e).await);
+            }
+        }
+        let result = match (injected, pipelined) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(changes)) => {
+                batch.extend(changes.into_iter().map(|ch| (i, ch)));
+                Ok(())
+            }
+            (Ok(()), None) => exec(spec, step, &mut c, &mut pre, &mut journal).await,
         };
         if let Err(e) = result {
-            if journal.is_empty() {
-                return Err(e);
-            }
-            let failures = journal.unwind(&mut c).await;
-            let rollback = if failures.is_empty() {
-                Rollback::Complete
-            } else {
-                Rollback::Incomplete(
-                    failures
-                        .into_iter()
-                        .map(|(what, e)| format!("{what} ({e})"))
-                        .collect(),
-                )
-            };
-            return Err(Error::Apply {
-                step: step.to_string(),
-                step_index: i + 1,
-                source: Box::new(e),
-                rollback,
-            });
+            return Err(roll_back(&mut c, journal, step, i, e).await);
         }
+    }
+    if let Err((k, e)) = flush(&c, &mut batch, &mut journal).await {
+        return Err(roll_back(&mut c, journal, &plan.steps()[k], k, e).await);
     }
     Ok(Router {
         spec: spec.clone(),
         ns: c.ns,
         journal,
     })
+}
+
+/// Step `index` (from 0) failed with `e`: undoes everything done so far and says so. When
+/// nothing had been changed yet, the cause is returned as it is.
+async fn roll_back(c: &mut Conn, journal: Journal, step: &Step, index: usize, e: Error) -> Error {
+    if journal.is_empty() {
+        return e;
+    }
+    let failures = journal.unwind(c).await;
+    let rollback = if failures.is_empty() {
+        Rollback::Complete
+    } else {
+        Rollback::Incomplete(
+            failures
+                .into_iter()
+                .map(|(what, e)| format!("{what} ({e})"))
+                .collect(),
+        )
+    };
+    Error::Apply {
+        step: step.to_string(),
+        step_index: index + 1,
+        source: Box::new(e),
+        rollback,
+    }
+}
+
+/// One route netlink request of a step; its undo is journaled once the kernel accepted it.
+enum Change {
+    AddRoute {
+        route: Route,
+        what: String,
+    },
+    /// A default route the router replaces.
+    DeleteRoute {
+        route: Route,
+        what: String,
+    },
+    AddAddress {
+        index: u32,
+        link: String,
+        net: IpNetwork,
+    },
+}
+
+impl Change {
+    async fn send(&self, h: &Handle) -> Result<()> {
+        match self {
+            Change::AddRoute { route, what } => route::add(h, route, what).await,
+            Change::DeleteRoute { route, what } => route::delete(h, route, what).await.map(drop),
+            Change::AddAddress { index, link, net } => {
+                crate::ops::addr::add(h, *index, link, *net).await
+            }
+        }
+    }
+
+    fn undo(self) -> Undo {
+        match self {
+            Change::AddRoute { route, what } => Undo::DeleteRoute { route, what },
+            Change::DeleteRoute { route, what } => Undo::RestoreRoute {
+                route: route::in_table(&route, route::main_table()),
+                what,
+            },
+            Change::AddAddress { index, link, net } => Undo::DeleteAddress { index, link, net },
+        }
+    }
+}
+
+/// The route netlink changes of `step`, or `None` for a step that is not made of them.
+fn changes(step: &Step, pre: &Pre) -> Option<Vec<Change>> {
+    let add = |route: Route| {
+        let what = route.describe(&pre.names);
+        Change::AddRoute { route, what }
+    };
+    let defaults = |ipv6: bool| {
+        route::foreign_defaults(&pre.routes)
+            .into_iter()
+            .filter(move |r| r.dst.is_ipv6() == ipv6)
+    };
+    Some(match step {
+        Step::SaveDefaultRoutes { ipv6 } => defaults(*ipv6)
+            .map(|r| add(route::in_table(&r, route::JOURNAL_TABLE)))
+            .collect(),
+        Step::AddAddress {
+            link: name,
+            address,
+        } => vec![Change::AddAddress {
+            index: external(pre).index,
+            link: name.clone(),
+            net: *address,
+        }],
+        Step::AddRoute {
+            dst,
+            via,
+            link: name,
+        } => {
+            let oif = if *name == pre.internal.name {
+                pre.internal.index
+            } else {
+                external(pre).index
+            };
+            vec![add(route::ours(*dst, *via, oif))]
+        }
+        Step::ReplaceDefaultRoute { via, .. } => {
+            let mut changes: Vec<Change> = defaults(via.is_ipv6())
+                .map(|route| {
+                    let what = route.describe(&pre.names);
+                    Change::DeleteRoute { route, what }
+                })
+                .collect();
+            let zero: IpAddr = if via.is_ipv6() {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            };
+            let dst = IpNetwork::new(zero, 0).expect("prefix 0 is valid");
+            changes.push(add(route::ours(dst, Some(*via), external(pre).index)));
+            changes
+        }
+        Step::CreateTable { .. }
+        | Step::CreateMacvlan { .. }
+        | Step::SetLinkUp { .. }
+        | Step::SetSysctl { .. }
+        | Step::EnableForwarding { .. }
+        | Step::Announce { .. } => return None,
+    })
+}
+
+/// Sends the pending changes together and journals each one the kernel accepted; on failure,
+/// the step (index) of the first change that failed, and why.
+async fn flush(
+    c: &Conn,
+    batch: &mut Vec<(usize, Change)>,
+    journal: &mut Journal,
+) -> std::result::Result<(), (usize, Error)> {
+    let sent = std::mem::take(batch);
+    let results = futures::future::join_all(sent.iter().map(|(_, ch)| ch.send(&c.rt))).await;
+    let mut failed = None;
+    for ((i, ch), result) in sent.into_iter().zip(results) {
+        match result {
+            Ok(()) => journal.push(ch.undo()),
+            Err(e) => {
+                failed.get_or_insert((i, e));
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>) -> Result<Pre> {
@@ -368,17 +538,6 @@ async fn exec(
                 table: table.clone(),
             });
         }
-        Step::SaveDefaultRoutes { ipv6 } => {
-            for r in route::foreign_defaults(&pre.routes) {
-                if r.dst.is_ipv6() != *ipv6 {
-                    continue;
-                }
-                let copy = route::in_table(&r, route::JOURNAL_TABLE);
-                let what = copy.describe(&pre.names);
-                route::add(&c.rt, &copy, &what).await?;
-                journal.push(Undo::DeleteRoute { route: copy, what });
-            }
-        }
         Step::CreateMacvlan { macvlan, group, .. } => {
             let (prt, parent, _) = pre.parent.as_ref().expect("preflight found the parent");
             link::create_macvlan(prt, macvlan, parent.index, c.ns.raw_fd(), *group).await?;
@@ -421,57 +580,6 @@ async fn exec(
                 }
             }
         }
-        Step::AddAddress {
-            link: name,
-            address,
-        } => {
-            let index = external(pre).index;
-            crate::ops::addr::add(&c.rt, index, name, *address).await?;
-            journal.push(Undo::DeleteAddress {
-                index,
-                link: name.clone(),
-                net: *address,
-            });
-        }
-        Step::AddRoute {
-            dst,
-            via,
-            link: name,
-        } => {
-            let oif = if *name == spec.internal {
-                pre.internal.index
-            } else {
-                external(pre).index
-            };
-            let r = route::ours(*dst, *via, oif);
-            let what = r.describe(&pre.names);
-            route::add(&c.rt, &r, &what).await?;
-            journal.push(Undo::DeleteRoute { route: r, what });
-        }
-        Step::ReplaceDefaultRoute { via, .. } => {
-            for old in route::foreign_defaults(&pre.routes) {
-                if old.dst.is_ipv6() != via.is_ipv6() {
-                    continue;
-                }
-                let what = old.describe(&pre.names);
-                route::delete(&c.rt, &old, &what).await?;
-                let restore = route::in_table(&old, route::main_table());
-                journal.push(Undo::RestoreRoute {
-                    route: restore,
-                    what,
-                });
-            }
-            let zero: IpAddr = if via.is_ipv6() {
-                std::net::Ipv6Addr::UNSPECIFIED.into()
-            } else {
-                std::net::Ipv4Addr::UNSPECIFIED.into()
-            };
-            let dst = IpNetwork::new(zero, 0).expect("prefix 0 is valid");
-            let r = route::ours(dst, Some(*via), external(pre).index);
-            let what = r.describe(&pre.names);
-            route::add(&c.rt, &r, &what).await?;
-            journal.push(Undo::DeleteRoute { route: r, what });
-        }
         Step::EnableForwarding { ipv6 } => {
             let restore = if *ipv6 {
                 &pre.forwarding6
@@ -484,7 +592,8 @@ async fn exec(
                 } else {
                     "net/ipv4/ip_forward"
                 };
-                if let (_, Some(e)) = sysctl::write_many(&c.ns, &[(key.into(), "1".into())])? {
+                let writes = [(key.into(), "1".into())];
+                if let (_, Some(e)) = sysctl::write_gated(&c.ns, &writes).await? {
                     return Err(e);
                 }
                 journal.push(Undo::RestoreSysctls {
@@ -504,6 +613,12 @@ async fn exec(
                 reason: "the link has no Ethernet address to announce".into(),
             })?;
             announce::send(&c.ns, ext.index, name, mac, addresses, *count)?;
+        }
+        Step::SaveDefaultRoutes { .. }
+        | Step::AddAddress { .. }
+        | Step::AddRoute { .. }
+        | Step::ReplaceDefaultRoute { .. } => {
+            unreachable!("route and address steps are sent by flush")
         }
     }
     Ok(())

@@ -43,6 +43,28 @@ pub fn clear() {
     UNDO.with(|s| s.set(None));
 }
 
+/// The faults armed on a thread: carried by each call to the pool thread that runs it, and the
+/// ones it did not consume carried back.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Armed {
+    step: Option<usize>,
+    undo: Option<usize>,
+}
+
+/// Takes the faults armed on this thread.
+pub(crate) fn take() -> Armed {
+    Armed {
+        step: STEP.with(|s| s.take()),
+        undo: UNDO.with(|s| s.take()),
+    }
+}
+
+/// Arms `a` on this thread (after [`take`] elsewhere).
+pub(crate) fn arm(a: Armed) {
+    STEP.with(|s| s.set(a.step));
+    UNDO.with(|s| s.set(a.undo));
+}
+
 /// Called before step `k` runs; consumes the fault when it fires. `what` is only rendered
 /// then, so an unarmed hook costs nothing.
 pub(crate) fn at_step(k: usize, what: impl FnOnce() -> String) -> Result<(), Error> {

@@ -7,7 +7,7 @@ use ipnetwork::IpNetwork;
 use serde::Serialize;
 
 use crate::{
-    apply::{apply, require_net_admin},
+    apply::{open_parent, require_net_admin, transaction},
     error::{Error, Result},
     journal::{names, Conn, Journal, Record, Undo},
     netns::NsHandle,
@@ -330,7 +330,15 @@ fn rebuild(s: &Snapshot, name: &str) -> Journal {
 /// ```
 pub async fn teardown_by_name(netns: &Netns, name: &str) -> Result<Vec<String>> {
     require_net_admin("tear down an egress router")?;
-    let mut c = Conn::open(NsHandle::open(netns, "netns")?)?;
+    let name = name.to_string();
+    NsHandle::open(netns, "netns")?
+        .within(move |ns| teardown_by_name_in(ns, name))
+        .await
+}
+
+async fn teardown_by_name_in(ns: NsHandle, name: String) -> Result<Vec<String>> {
+    let name = name.as_str();
+    let mut c = Conn::open(ns)?;
     let s = snapshot(&mut c, name).await?;
     let journal = rebuild(&s, name);
     let undone: Vec<String> = journal.0.iter().rev().map(Undo::describe).collect();
@@ -347,7 +355,15 @@ pub async fn teardown_by_name(netns: &Netns, name: &str) -> Result<Vec<String>> 
 /// What router `name` owns in `netns` now, or `None` when it is not configured there.
 pub async fn inspect(netns: &Netns, name: &str) -> Result<Option<RouterState>> {
     require_net_admin("inspect an egress router")?;
-    let mut c = Conn::open(NsHandle::open(netns, "netns")?)?;
+    let name = name.to_string();
+    NsHandle::open(netns, "netns")?
+        .within(move |ns| inspect_in(ns, name))
+        .await
+}
+
+async fn inspect_in(ns: NsHandle, name: String) -> Result<Option<RouterState>> {
+    let name = name.as_str();
+    let mut c = Conn::open(ns)?;
     let s = snapshot(&mut c, name).await?;
     if !s.table_found {
         return Ok(None);
@@ -406,8 +422,10 @@ fn sysctl_keys(link: Option<&str>) -> Vec<String> {
 /// How the kernel differs from `spec`; changes nothing. Empty = configured exactly.
 pub async fn check(spec: &RouterSpec) -> Result<Vec<Drift>> {
     require_net_admin("check an egress router")?;
-    let mut c = Conn::open(NsHandle::open(&spec.netns, "netns")?)?;
-    check_with(spec, &mut c).await
+    let spec = spec.clone();
+    NsHandle::open(&spec.netns, "netns")?
+        .within(move |ns| async move { check_with(&spec, &mut Conn::open(ns)?).await })
+        .await
 }
 
 async fn check_with(spec: &RouterSpec, c: &mut Conn) -> Result<Vec<Drift>> {
@@ -568,7 +586,24 @@ async fn check_with(spec: &RouterSpec, c: &mut Conn) -> Result<Vec<Drift>> {
 /// [`teardown_by_name`].
 pub async fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
     require_net_admin("ensure an egress router")?;
-    let mut c = Conn::open(NsHandle::open(&spec.netns, "netns")?)?;
+    let parent = open_parent(spec)?;
+    let spec = spec.clone();
+    NsHandle::open(&spec.netns, "netns")?
+        .within(move |ns| ensure_in(ns, spec, parent))
+        .await
+}
+
+async fn ensure_in(
+    ns: NsHandle,
+    spec: RouterSpec,
+    parent: Option<NsHandle>,
+) -> Result<EnsureOutcome> {
+    let spec = &spec;
+    let mut c = Conn::open(ns.clone())?;
+    // Converges by tearing down and applying right here (this thread is inside the router's
+    // namespace), with the namespaces the caller's thread opened.
+    let teardown = || teardown_by_name_in(ns.clone(), spec.name.clone());
+    let apply = || transaction(spec.clone(), ns.clone(), parent.clone());
     let drift = check_with(spec, &mut c).await?;
     let action = if drift.is_empty() {
         EnsureAction::Unchanged
@@ -578,15 +613,15 @@ pub async fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
     } else if matches!(drift.as_slice(), [Drift::RouterMissing { .. }]) {
         // No table, yet what else carries the router's markers may be left (a flushed
         // ruleset): swept first, or apply would find it in the way.
-        let swept = teardown_by_name(&spec.netns, &spec.name).await?;
-        apply(spec).await?;
+        let swept = teardown().await?;
+        apply().await?;
         match swept.is_empty() {
             true => EnsureAction::Created,
             false => EnsureAction::Repaired,
         }
     } else {
-        teardown_by_name(&spec.netns, &spec.name).await?;
-        apply(spec).await?;
+        teardown().await?;
+        apply().await?;
         EnsureAction::Repaired
     };
     Ok(EnsureOutcome { action, drift })

@@ -144,7 +144,10 @@ impl Undo {
         c.injected_fault(self)?;
         match self {
             Undo::DeleteTable { table } => c.nft.delete_table(table).map(drop),
-            Undo::DeleteLink { index, name } => link::delete(&c.rt, *index, name).await.map(drop),
+            Undo::DeleteLink { index, name } => {
+                let _deleting = sysctl::RTNL_GATE.read().await;
+                link::delete(&c.rt, *index, name).await.map(drop)
+            }
             Undo::SetLinkDown { index, name } => {
                 // Down, the kernel deletes every IPv6 address of the link, foreign ones too,
                 // unless keep_addr_on_down is set: set it for the moment of the change.
@@ -186,7 +189,7 @@ impl Undo {
                 }
                 r => r,
             },
-            Undo::RestoreSysctls { writes } => match sysctl::write_many(&c.ns, writes)? {
+            Undo::RestoreSysctls { writes } => match sysctl::write_gated(&c.ns, writes).await? {
                 (_, Some(e)) => Err(e),
                 (_, None) => Ok(()),
             },
@@ -207,12 +210,41 @@ impl Journal {
         self.0.is_empty()
     }
 
+    /// Which undos the deletion of a created link does by itself: the kernel removes a link's
+    /// addresses and the routes through it with it, so they need no request of their own
+    /// (each one would wait for the RTNL lock, which link deletions elsewhere hold for
+    /// milliseconds). Not a default route when a replaced one of its family comes back: that
+    /// needs the place free first.
+    fn goes_with_link(&self) -> impl Fn(&Undo) -> bool {
+        let link = self.0.iter().find_map(|u| match u {
+            Undo::DeleteLink { index, .. } => Some(*index),
+            _ => None,
+        });
+        let restored: Vec<bool> = self
+            .0
+            .iter()
+            .filter_map(|u| match u {
+                Undo::RestoreRoute { route, .. } => Some(route.dst.is_ipv6()),
+                _ => None,
+            })
+            .collect();
+        move |u| match (u, link) {
+            (Undo::DeleteAddress { index, .. }, Some(link)) => *index == link,
+            (Undo::DeleteRoute { route, .. }, Some(link)) => {
+                route.oif == Some(link)
+                    && route.table != route::JOURNAL_TABLE
+                    && !(route.is_default() && restored.contains(&route.dst.is_ipv6()))
+            }
+            _ => false,
+        }
+    }
+
     /// Runs every undo in reverse, whatever fails; returns one error per failed undo, naming
     /// what remains.
     ///
     /// The two slow deletions — the macvlan and the nftables table, each of which waits for the
     /// kernel (an RCU grace period) — depend on nothing that comes after them, so they run last
-    /// and side by side: the table on the namespace's worker thread, the link here.
+    /// and side by side: the table on another pool thread, the link here.
     ///
     /// When an undo that restores something fails (sysctls, a replaced route, an adopted link's
     /// state), the crash journal — the table's record and the copies of the replaced routes —
@@ -221,9 +253,13 @@ impl Journal {
         let mut failures: Vec<(Undo, Error)> = Vec::new();
         let mut keep_journal = false;
         let mut slow = Vec::new();
+        let goes_with_link = self.goes_with_link();
+        let mut with_link = Vec::new();
         for u in self.0.into_iter().rev() {
             if matches!(u, Undo::DeleteLink { .. } | Undo::DeleteTable { .. }) {
                 slow.push(u);
+            } else if goes_with_link(&u) {
+                with_link.push(u);
             } else if keep_journal && u.is_journal_copy() {
                 let e = kept(&u);
                 failures.push((u, e));
@@ -249,13 +285,21 @@ impl Journal {
         for u in slow.iter().filter(|u| matches!(u, Undo::DeleteLink { .. })) {
             if let Err(e) = u.run(c).await {
                 failures.push((u.clone(), e));
+                // The link stays: what would have gone with it is removed one by one.
+                for u in std::mem::take(&mut with_link) {
+                    if let Err(e) = u.run(c).await {
+                        failures.push((u, e));
+                    }
+                }
             }
         }
         for (u, job) in tables {
+            // Whether the job ran (its reply), then whether the deletion worked.
             let result = match job {
                 Ok(rx) => rx
                     .await
-                    .unwrap_or_else(|_| Err(Error::kernel(u.remains(), libc::ECANCELED))),
+                    .unwrap_or_else(|_| Err(Error::kernel(u.remains(), libc::ECANCELED)))
+                    .and_then(|deleted| deleted),
                 Err(e) => Err(e),
             };
             if let Err(e) = result {

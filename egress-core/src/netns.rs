@@ -3,17 +3,25 @@
 //! A netlink socket belongs to the namespace of the thread that created it, and a write to
 //! `/proc/sys/net/...` applies to the namespace of the writing thread. So every socket is opened,
 //! and every sysctl read or written, on a dedicated OS thread that has `setns`-ed into the
-//! namespace (one per open handle, started on first use, ended when the handle is dropped);
-//! sockets are then used from anywhere. No thread of an async runtime ever switches.
+//! namespace; sockets are then used from anywhere. No thread of an async runtime ever switches.
+//!
+//! The dedicated threads are a small pool (see [`pool`]): a job enters its namespace, runs, and
+//! the thread goes back to the process's namespace (so that no namespace is kept alive by an
+//! idle thread) and waits for the next job; a thread idle for [`pool::IDLE`] ends. A whole
+//! transaction runs as one job ([`NsHandle::within`]) on the thread's own current-thread tokio
+//! runtime: its netlink connections, sysctl writes and packet sockets then need no thread
+//! hand-off at all, and a socket in another namespace (the macvlan's parent) is opened by
+//! switching that thread there and back.
 
 use std::{
+    cell::{Cell, OnceCell, RefCell},
     fmt,
     fs::File,
+    future::Future,
     os::fd::{AsFd, AsRawFd, OwnedFd, RawFd},
     panic::{catch_unwind, resume_unwind, AssertUnwindSafe},
     path::PathBuf,
-    sync::{mpsc, Mutex},
-    thread,
+    sync::{mpsc, Arc},
 };
 
 use nix::sched::{setns, CloneFlags};
@@ -23,16 +31,31 @@ use crate::{
     spec::Netns,
 };
 
-/// An open network namespace: holding the fd keeps it alive even if its name is removed.
-#[derive(Debug)]
-pub(crate) struct NsHandle {
-    fd: OwnedFd,
-    label: String,
-    /// The worker thread inside the namespace, started on first use.
-    worker: Mutex<Option<mpsc::Sender<Job>>>,
+/// A namespace's identity: the device and inode of its nsfs file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NsId {
+    dev: u64,
+    ino: u64,
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+impl NsId {
+    fn of(fd: std::os::fd::BorrowedFd<'_>) -> Option<NsId> {
+        let st = nix::sys::stat::fstat(fd).ok()?;
+        Some(NsId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
+
+/// An open network namespace: holding the fd keeps it alive even if its name is removed.
+/// Clones share the fd.
+#[derive(Debug, Clone)]
+pub(crate) struct NsHandle {
+    fd: Arc<OwnedFd>,
+    id: Option<NsId>,
+    label: Arc<str>,
+}
 
 impl NsHandle {
     /// Opens `ns`; [`Netns::Current`] is the namespace of the calling thread, captured now.
@@ -55,10 +78,11 @@ impl NsHandle {
                 netns: path.display().to_string(),
             },
         })?;
+        let fd = OwnedFd::from(file);
         Ok(NsHandle {
-            fd: file.into(),
-            label: ns.to_string(),
-            worker: Mutex::new(None),
+            id: NsId::of(fd.as_fd()),
+            fd: Arc::new(fd),
+            label: ns.to_string().into(),
         })
     }
 
@@ -73,100 +97,121 @@ impl NsHandle {
 
     /// Whether two handles name the same namespace (same inode).
     pub(crate) fn same_as(&self, other: &NsHandle) -> bool {
-        let a = nix::sys::stat::fstat(self.fd.as_fd());
-        let b = nix::sys::stat::fstat(other.fd.as_fd());
-        matches!((a, b), (Ok(a), Ok(b)) if a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+        self.id.is_some() && self.id == other.id
     }
 
-    /// Runs `f` on this namespace's worker thread (started on first use, inside the namespace)
-    /// and returns its result; a panic in `f` is propagated to the caller.
+    /// Runs `f` inside this namespace and returns its result; a panic in `f` is propagated.
+    ///
+    /// On a pool thread (inside [`NsHandle::within`]) the thread switches here and back in
+    /// place; on a thread that is in this namespace already (the OpenShift drop-in runs inside
+    /// the pod) `f` just runs; otherwise `f` runs on a pool thread and the caller waits.
     pub(crate) fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
+        if worker::on_pool_thread() {
+            return worker::visit(self, f);
+        }
         if self.is_current() {
-            // Already there (the OpenShift drop-in runs inside the pod): no thread needed.
             return Ok(f());
         }
         let (reply, result) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move || {
-            let _ = reply.send(catch_unwind(AssertUnwindSafe(f)));
-        });
-        self.worker()?
-            .send(job)
-            .map_err(|_| Error::kernel(format!("run in namespace {}", self.label), libc::ESRCH))?;
-        match result.recv() {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(panic)) => resume_unwind(panic),
-            Err(_) => Err(Error::kernel(
+        self.submit(f, move |r| {
+            let _ = reply.send(r);
+        })?;
+        self.settle(result.recv().ok())
+    }
+
+    /// Runs `f` inside this namespace on a pool thread without waiting: the result arrives on
+    /// the returned channel. Lets a slow kernel call run beside others.
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<futures::channel::oneshot::Receiver<Result<T>>> {
+        let (reply, result) = futures::channel::oneshot::channel();
+        let label = self.label.clone();
+        self.submit(f, move |r| {
+            let _ = reply.send(match r {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(_panic)) => Err(Error::kernel(
+                    format!("run in namespace {label} (the job panicked)"),
+                    libc::ECANCELED,
+                )),
+                Err(e) => Err(e),
+            });
+        })?;
+        Ok(result)
+    }
+
+    /// Runs the future `f` makes, from start to end, on a pool thread inside this namespace,
+    /// driven by that thread's current-thread runtime; the caller awaits the result. Already
+    /// on a pool thread in this namespace, it simply runs here.
+    pub(crate) async fn within<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(NsHandle) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>>,
+    {
+        if worker::is_in(self) {
+            return f(self.clone()).await;
+        }
+        let (reply, result) = futures::channel::oneshot::channel();
+        let ns = self.clone();
+        // Faults armed by a test on the calling thread go with the call, and come back.
+        #[cfg(feature = "fault-injection")]
+        let armed = crate::fault::take();
+        let job = move || {
+            #[cfg(feature = "fault-injection")]
+            crate::fault::arm(armed);
+            let out = worker::block_on(f(ns));
+            #[cfg(feature = "fault-injection")]
+            let out = (out, crate::fault::take());
+            out
+        };
+        self.submit(job, move |r| {
+            let _ = reply.send(r);
+        })?;
+        let out = self.settle(result.await.ok())?;
+        #[cfg(feature = "fault-injection")]
+        let out = {
+            crate::fault::arm(out.1);
+            out.0
+        };
+        out
+    }
+
+    /// Queues `f` for a pool thread, which enters this namespace, runs it and hands the
+    /// outcome (or the failure to enter) to `reply`.
+    fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+        reply: impl FnOnce(Result<std::thread::Result<T>>) + Send + 'static,
+    ) -> Result<()> {
+        let ns = self.clone();
+        pool::submit(Box::new(move || {
+            let outcome = worker::enter(&ns).map(|()| catch_unwind(AssertUnwindSafe(f)));
+            worker::leave();
+            reply(outcome);
+        }))
+    }
+
+    /// The value of a job that ran on a pool thread; its panic is resumed here.
+    fn settle<T>(&self, outcome: Option<Result<std::thread::Result<T>>>) -> Result<T> {
+        match outcome {
+            Some(Ok(Ok(v))) => Ok(v),
+            Some(Ok(Err(panic))) => resume_unwind(panic),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::kernel(
                 format!("run in namespace {}", self.label),
                 libc::ESRCH,
             )),
         }
     }
 
-    /// Runs `f` on this namespace's worker thread without waiting: the result arrives on the
-    /// returned channel (cancelled if `f` panics). Lets a slow kernel call run beside others.
-    pub(crate) fn spawn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<futures::channel::oneshot::Receiver<T>> {
-        let (reply, result) = futures::channel::oneshot::channel();
-        let job: Job = Box::new(move || {
-            if let Ok(v) = catch_unwind(AssertUnwindSafe(f)) {
-                let _ = reply.send(v);
-            }
-        });
-        self.worker()?
-            .send(job)
-            .map_err(|_| Error::kernel(format!("run in namespace {}", self.label), libc::ESRCH))?;
-        Ok(result)
-    }
-
     /// Whether the calling thread is in this namespace already.
     fn is_current(&self) -> bool {
         let mine = nix::sys::stat::stat("/proc/thread-self/ns/net");
-        let this = nix::sys::stat::fstat(self.fd.as_fd());
-        matches!((mine, this), (Ok(a), Ok(b)) if a.st_ino == b.st_ino && a.st_dev == b.st_dev)
-    }
-
-    fn worker(&self) -> Result<mpsc::Sender<Job>> {
-        let mut slot = self.worker.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = &*slot {
-            return Ok(tx.clone());
-        }
-        let fd = self
-            .fd
-            .try_clone()
-            .map_err(|e| Error::kernel("dup namespace fd", e.raw_os_error().unwrap_or(0)))?;
-        let label = self.label.clone();
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready) = mpsc::sync_channel(1);
-        thread::Builder::new()
-            .name("egress-netns".into())
-            .spawn(move || {
-                let _guard = match NsGuard::enter(fd.as_fd(), &label) {
-                    Ok(g) => {
-                        let _ = ready_tx.send(Ok(()));
-                        g
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                drop(fd);
-                // Ends when the handle (every sender) is dropped.
-                while let Ok(job) = rx.recv() {
-                    job();
-                }
-            })
-            .map_err(|e| Error::kernel("spawn namespace thread", e.raw_os_error().unwrap_or(0)))?;
-        ready
-            .recv()
-            .unwrap_or_else(|_| Err(Error::kernel("spawn namespace thread", libc::ESRCH)))?;
-        *slot = Some(tx.clone());
-        Ok(tx)
+        matches!((mine, self.id), (Ok(a), Some(b)) if a.st_ino == b.ino && a.st_dev == b.dev)
     }
 
     /// Opens a route netlink connection inside this namespace, driven by the current tokio
@@ -197,32 +242,195 @@ impl fmt::Display for NsHandle {
     }
 }
 
-/// Switches the current thread into a namespace; `Drop` switches it back.
-struct NsGuard {
-    original: File,
-}
+/// What a pool thread knows about itself: where it is, where it came from, its runtime.
+mod worker {
+    use super::*;
 
-impl NsGuard {
-    fn enter(fd: std::os::fd::BorrowedFd<'_>, label: &str) -> Result<Self> {
-        let original = File::open("/proc/thread-self/ns/net")
-            .map_err(|e| Error::kernel("open own namespace", e.raw_os_error().unwrap_or(0)))?;
-        setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
+    thread_local! {
+        static POOL_THREAD: Cell<bool> = const { Cell::new(false) };
+        /// The namespace the thread is in for its current job; `None`: its home.
+        static HERE: RefCell<Option<NsHandle>> = const { RefCell::new(None) };
+        /// The process's namespace (the main thread's), where the thread waits between jobs.
+        static HOME: OnceCell<Option<NsHandle>> = const { OnceCell::new() };
+        static RUNTIME: OnceCell<tokio::runtime::Runtime> = const { OnceCell::new() };
+    }
+
+    pub(super) fn on_pool_thread() -> bool {
+        POOL_THREAD.with(Cell::get)
+    }
+
+    /// Called once by each pool thread when it starts.
+    pub(super) fn init() {
+        POOL_THREAD.with(|p| p.set(true));
+        HOME.with(|h| {
+            h.get_or_init(|| NsHandle::open(&Netns::Path("/proc/self/ns/net".into()), "home").ok());
+        });
+    }
+
+    /// Whether the calling thread is a pool thread inside `ns` for its current job.
+    pub(super) fn is_in(ns: &NsHandle) -> bool {
+        on_pool_thread() && HERE.with(|h| h.borrow().as_ref().is_some_and(|h| h.same_as(ns)))
+    }
+
+    fn switch(to: &NsHandle) -> Result<()> {
+        setns(to.fd.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| match e {
             nix::errno::Errno::EPERM => Error::PermissionDenied {
-                operation: format!("enter network namespace {label}"),
+                operation: format!("enter network namespace {}", to.label),
                 capability: "CAP_SYS_ADMIN",
             },
-            e => Error::kernel(format!("setns into {label}"), e as i32),
-        })?;
-        Ok(NsGuard { original })
+            e => Error::kernel(format!("setns into {}", to.label), e as i32),
+        })
+    }
+
+    /// Enters `ns` for a job.
+    pub(super) fn enter(ns: &NsHandle) -> Result<()> {
+        switch(ns)?;
+        HERE.with(|h| *h.borrow_mut() = Some(ns.clone()));
+        Ok(())
+    }
+
+    /// Back home after a job, so that an idle thread keeps no namespace alive.
+    pub(super) fn leave() {
+        if HERE.with(|h| h.borrow_mut().take()).is_none() {
+            return;
+        }
+        HOME.with(|home| match home.get().and_then(Option::as_ref) {
+            Some(home) => {
+                // Unreachable in practice (the process's own namespace); never silent.
+                if let Err(e) = switch(home) {
+                    panic!("egress: cannot switch a pool thread back home: {e}");
+                }
+            }
+            None => panic!("egress: a pool thread has no home namespace to go back to"),
+        });
+    }
+
+    /// Runs `f` inside `ns` on this pool thread: switches there and back.
+    pub(super) fn visit<T>(ns: &NsHandle, f: impl FnOnce() -> T) -> Result<T> {
+        let back = HERE.with(|h| h.borrow().clone());
+        if back.as_ref().is_some_and(|b| b.same_as(ns)) {
+            return Ok(f());
+        }
+        switch(ns)?;
+        let result = catch_unwind(AssertUnwindSafe(f));
+        let home = HOME.with(|h| h.get().cloned().flatten());
+        match back.as_ref().or(home.as_ref()).map(switch) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => panic!("egress: cannot switch a pool thread back: {e}"),
+            None => panic!("egress: a pool thread has no namespace to go back to"),
+        }
+        match result {
+            Ok(v) => Ok(v),
+            Err(panic) => resume_unwind(panic),
+        }
+    }
+
+    /// Drives `fut` to completion on this thread's runtime, then lets the tasks it leaves
+    /// behind (netlink connections whose handles were dropped) finish, closing their sockets.
+    pub(super) fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
+        RUNTIME.with(|cell| {
+            let rt = match cell.get() {
+                Some(rt) => rt,
+                None => {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_io()
+                        .build()
+                        .map_err(|e| {
+                            Error::kernel(
+                                "start the netlink runtime",
+                                e.raw_os_error().unwrap_or(0),
+                            )
+                        })?;
+                    cell.get_or_init(|| rt)
+                }
+            };
+            let out = rt.block_on(fut);
+            rt.block_on(async {
+                for _ in 0..2 {
+                    tokio::task::yield_now().await;
+                }
+            });
+            out
+        })
     }
 }
 
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        // Failing to switch back would leave this thread in the wrong namespace; the thread ends
-        // right after, so this is belt and braces, but never let it pass silently.
-        if let Err(e) = setns(self.original.as_fd(), CloneFlags::CLONE_NEWNET) {
-            panic!("egress: cannot switch thread back to its namespace: {e}");
+/// The pool of namespace threads: a job goes to an idle thread, or to a new one.
+pub(crate) mod pool {
+    use std::{
+        sync::{
+            atomic::{AtomicU64, Ordering},
+            Mutex,
+        },
+        thread,
+        time::Duration,
+    };
+
+    use super::*;
+
+    /// How long a thread waits for a job before it ends.
+    pub(crate) const IDLE: Duration = Duration::from_secs(2);
+
+    pub(super) type Job = Box<dyn FnOnce() + Send>;
+
+    struct Idle {
+        id: u64,
+        jobs: mpsc::Sender<Job>,
+    }
+
+    static IDLE_THREADS: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+    fn idle() -> std::sync::MutexGuard<'static, Vec<Idle>> {
+        IDLE_THREADS.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn submit(mut job: Job) -> Result<()> {
+        loop {
+            let Some(thread) = idle().pop() else {
+                return start(job);
+            };
+            match thread.jobs.send(job) {
+                Ok(()) => return Ok(()),
+                // It ended meanwhile; try the next one.
+                Err(mpsc::SendError(j)) => job = j,
+            }
         }
+    }
+
+    fn start(first: Job) -> Result<()> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let (jobs, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("egress-netns".into())
+            .spawn(move || {
+                worker::init();
+                let mut job = Some(first);
+                loop {
+                    if let Some(j) = job.take() {
+                        j();
+                        idle().push(Idle {
+                            id,
+                            jobs: jobs.clone(),
+                        });
+                    }
+                    match rx.recv_timeout(IDLE) {
+                        Ok(j) => job = Some(j),
+                        Err(_) => {
+                            let mut idle = idle();
+                            match idle.iter().position(|t| t.id == id) {
+                                Some(i) => {
+                                    idle.swap_remove(i);
+                                    return;
+                                }
+                                // Taken by a submitter: its job is on the way.
+                                None => continue,
+                            }
+                        }
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(|e| Error::kernel("spawn namespace thread", e.raw_os_error().unwrap_or(0)))
     }
 }

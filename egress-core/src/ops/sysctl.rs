@@ -54,6 +54,37 @@ pub(crate) fn write_many(
     })
 }
 
+/// Link deletions of this process take this gate shared; writes of `forwarding` take it
+/// exclusively.
+///
+/// The kernel changes `forwarding` only when it gets the RTNL lock with a trylock; when the
+/// lock is taken it restarts the write (`restart_syscall`) in a busy loop, and a trylock
+/// keeps losing against the link deletions queued on the lock, each of which holds it while
+/// it waits for RCU grace periods. With 16 routers torn down side by side, a write took 73 ms
+/// at the median and 256 ms at p90 (300 routers: 3.2 s); with the gate the write itself takes
+/// 0.1 ms, and more teardowns can run side by side, sharing grace periods, instead of
+/// spinning (300 routers, 128 at a time: 0.6 s; without the gate more at a time is slower).
+/// The gate orders this process's own calls only: another process deleting links still makes
+/// the kernel retry the write, as before.
+pub(crate) static RTNL_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Whether writing `key` takes the RTNL lock with a trylock (see [`RTNL_GATE`]).
+fn takes_rtnl(key: &str) -> bool {
+    key == "net/ipv4/ip_forward" || key.ends_with("/forwarding")
+}
+
+/// [`write_many`], holding [`RTNL_GATE`] exclusively when a key needs it.
+pub(crate) async fn write_gated(
+    ns: &NsHandle,
+    writes: &[(String, String)],
+) -> Result<(usize, Option<Error>)> {
+    let _writing = match writes.iter().any(|(k, _)| takes_rtnl(k)) {
+        true => Some(RTNL_GATE.write().await),
+        false => None,
+    };
+    write_many(ns, writes)
+}
+
 /// Reads, in one trip into the namespace, the `forwarding` of every `net/<family>/conf/*` entry
 /// and `net/<family>/conf/all/accept_redirects` of each family, plus `extra` keys. Missing keys
 /// are left out.
@@ -86,6 +117,15 @@ pub(crate) fn read_forwarding(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarding_keys_are_gated() {
+        assert!(takes_rtnl("net/ipv4/ip_forward"));
+        assert!(takes_rtnl("net/ipv4/conf/all/forwarding"));
+        assert!(takes_rtnl("net/ipv6/conf/eth0.100/forwarding"));
+        assert!(!takes_rtnl("net/ipv4/conf/macvlan0/arp_notify"));
+        assert!(!takes_rtnl("net/ipv6/conf/macvlan0/keep_addr_on_down"));
+    }
 
     #[test]
     fn dotted_form_escapes_dots_in_link_names() {
