@@ -1,8 +1,9 @@
 //! nftables over netlink: the router's NAT and forward filter, installed as one atomic batch.
 //!
 //! A small blocking client for `NETLINK_NETFILTER` (calls are sub-millisecond; the async core
-//! calls it directly). It writes exactly what `nft -f` (1.0.6) writes for this ruleset, message
-//! by message, so `nft list ruleset` prints it back as written:
+//! calls it directly). It writes exactly the messages `nft -f` (1.0.6) writes for this ruleset
+//! (only the map elements come last, see `Layout::messages`), so `nft list ruleset` prints it
+//! back as written:
 //!
 //! ```text
 //! table inet egress_x {
@@ -37,16 +38,16 @@ use std::{
 };
 
 use netlink_packet_core::{
-    DefaultNla, NetlinkMessage, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
+    DefaultNla, NetlinkMessage, NLA_F_NESTED, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::{
     nftables::{
         Bitwise, ChainAttribute, ChainMessage, Cmp, DataAttribute, ExpressionAttribute,
         Expressions, GenMessage, Hook, HookNumber, Immediate, InetHookNumber, ListAttribute,
         Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
-        RuleMessage, SetAttribute, SetElementAttribute, SetElementList, SetElementMessage,
-        SetFlags, SetMessage, TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
+        RuleMessage, SetAttribute, SetDescription, SetElementList, SetElementMessage, SetFlags,
+        SetMessage, TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
     },
     none::ControlMessage,
     NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
@@ -917,8 +918,12 @@ impl Layout {
         Layout { maps, chains }
     }
 
-    /// The batch messages, in nft's order: chains, maps, elements, rules. Chains named in
+    /// The batch messages: chains, maps, rules, then the maps' elements. Chains named in
     /// `keep` already exist with the right hook and are not created again.
+    ///
+    /// nft sends the elements before the rules; but binding a map to a rule's lookup walks
+    /// every element the map already holds, so the maps are filled after the rules (the
+    /// kernel checks each element against the binding as it is added instead).
     fn messages(&self, table: &str, keep: &BTreeSet<String>) -> Vec<(NetfilterMessage, u16)> {
         let mut out = Vec::new();
         for chain in self.chains.iter().filter(|c| !keep.contains(c.name)) {
@@ -940,9 +945,16 @@ impl Layout {
         }
         for map in &self.maps {
             let data_len = if map.v6 { 20 } else { 8 };
+            // The map holds exactly the spec's redirects and is only ever replaced whole, so
+            // its size is known: given it, the kernel sizes the hash table once, instead of
+            // growing it element by element while the batch runs (10,000 elements: 26 -> 15 ms
+            // in the kernel). `nft list` shows it as `size N`.
+            let size = (!map.elements.is_empty()).then(|| {
+                SetAttribute::Description(vec![SetDescription::Size(map.elements.len() as u32)])
+            });
             out.push((
                 inet(NfTablesMessage::NewSet(SetMessage {
-                    attributes: vec![
+                    attributes: [
                         SetAttribute::Table(table.to_string()),
                         SetAttribute::Name(map.name.to_string()),
                         SetAttribute::Flags(SetFlags::Map),
@@ -956,32 +968,13 @@ impl Layout {
                         SetAttribute::DataLen(data_len),
                         SetAttribute::Id(map.id),
                         SetAttribute::UserData(map_userdata()),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(size)
+                    .collect(),
                 })),
                 NLM_F_CREATE | NLM_F_EXCL,
             ));
-            for chunk in map.elements.chunks(ELEMENTS_PER_MESSAGE) {
-                let elements = chunk
-                    .iter()
-                    .map(|e| {
-                        ListAttribute::Element(vec![
-                            SetElementAttribute::Key(DataAttribute::Value(element_key(e))),
-                            SetElementAttribute::Data(DataAttribute::Value(element_data(e))),
-                        ])
-                    })
-                    .collect();
-                out.push((
-                    inet(NfTablesMessage::NewSetElement(SetElementMessage {
-                        attributes: vec![
-                            SetElementList::Table(table.to_string()),
-                            SetElementList::Set(map.name.to_string()),
-                            SetElementList::SetId(map.id),
-                            SetElementList::Elements(elements),
-                        ],
-                    })),
-                    NLM_F_CREATE | NLM_F_EXCL,
-                ));
-            }
         }
         for chain in &self.chains {
             for rule in &chain.rules {
@@ -997,6 +990,21 @@ impl Layout {
                         ],
                     })),
                     NLM_F_CREATE | NLM_F_APPEND,
+                ));
+            }
+        }
+        for map in &self.maps {
+            for chunk in map.elements.chunks(ELEMENTS_PER_MESSAGE) {
+                out.push((
+                    inet(NfTablesMessage::NewSetElement(SetElementMessage {
+                        attributes: vec![
+                            SetElementList::Table(table.to_string()),
+                            SetElementList::Set(map.name.to_string()),
+                            SetElementList::SetId(map.id),
+                            SetElementList::Other(element_list(chunk)),
+                        ],
+                    })),
+                    NLM_F_CREATE | NLM_F_EXCL,
                 ));
             }
         }
@@ -1080,17 +1088,57 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 }
 
 /// `protocol . port`: each field padded to 4 bytes, the port big endian.
-fn element_key(e: &MapElement) -> Vec<u8> {
+fn element_key(e: &MapElement) -> [u8; MAP_KEY_LEN] {
     let [hi, lo] = e.1.to_be_bytes();
-    vec![e.0.number(), 0, 0, 0, hi, lo, 0, 0]
+    [e.0.number(), 0, 0, 0, hi, lo, 0, 0]
 }
 
 /// `address . port`: the port padded to 4 bytes, big endian.
 fn element_data(e: &MapElement) -> Vec<u8> {
-    let mut data = ip_bytes(e.2);
+    let mut data = Vec::with_capacity(20);
+    match e.2 {
+        IpAddr::V4(a) => data.extend_from_slice(&a.octets()),
+        IpAddr::V6(a) => data.extend_from_slice(&a.octets()),
+    }
     let [hi, lo] = e.3.to_be_bytes();
-    data.extend([hi, lo, 0, 0]);
+    data.extend_from_slice(&[hi, lo, 0, 0]);
     data
+}
+
+/// `NFTA_SET_ELEM_LIST_ELEMENTS` holding `elements`, encoded straight into one buffer: the
+/// same bytes as `SetElementList::Elements`, whose nested `Vec`s per element (each level
+/// summing its children's lengths again) took ~10 ms for 10,000 elements; this takes ~0.3.
+fn element_list(elements: &[MapElement]) -> DefaultNla {
+    let mut buf = Vec::with_capacity(elements.len() * 48);
+    for e in elements {
+        put_nested(&mut buf, NFTA_LIST_ELEM, |buf| {
+            put_nested(buf, NFTA_SET_ELEM_KEY, |buf| {
+                put_attr(buf, NFTA_DATA_VALUE, &element_key(e));
+            });
+            put_nested(buf, NFTA_SET_ELEM_DATA, |buf| {
+                put_attr(buf, NFTA_DATA_VALUE, &element_data(e));
+            });
+        });
+    }
+    DefaultNla::new(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, buf)
+}
+
+/// Appends a netlink attribute: header, `value`, padding to 4 bytes.
+fn put_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    buf.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(value);
+    buf.resize(align4(buf.len()), 0);
+}
+
+/// Appends a nested attribute whose value `fill` appends.
+fn put_nested(buf: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    fill(buf);
+    let len = (buf.len() - start) as u16;
+    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+    buf[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
 }
 
 fn decode_element(key: &[u8], data: &[u8]) -> Option<MapElement> {
@@ -2360,7 +2408,7 @@ mod tests {
     fn nat_element_encoding() {
         let e: MapElement = (Protocol::Tcp, 80, "198.51.100.25".parse().unwrap(), 8080);
         // `element 00000006 00005000 : 196433c6 0000901f` in nft's (host u32) notation.
-        assert_eq!(element_key(&e), vec![6, 0, 0, 0, 0, 80, 0, 0]);
+        assert_eq!(element_key(&e), [6, 0, 0, 0, 0, 80, 0, 0]);
         assert_eq!(element_data(&e), vec![198, 51, 100, 25, 0x1f, 0x90, 0, 0]);
         assert_eq!(decode_element(&element_key(&e), &element_data(&e)), Some(e));
         let e6: MapElement = (Protocol::Udp, 53, "2001:db8::25".parse().unwrap(), 5353);
@@ -2374,6 +2422,37 @@ mod tests {
             None
         );
         assert_eq!(decode_element(&element_key(&e), &[1, 2, 3]), None);
+    }
+
+    /// The directly encoded element list is byte for byte what netlink-packet-netfilter's
+    /// nested types encode (and what `nat_privileged_same_as_nft` checks against nft).
+    #[test]
+    fn nat_element_list_encoding() {
+        use netlink_packet_core::Emitable;
+        use netlink_packet_netfilter::nftables::SetElementAttribute;
+
+        let elements: [MapElement; 3] = [
+            (Protocol::Tcp, 80, "198.51.100.25".parse().unwrap(), 8080),
+            (Protocol::Udp, 53, "2001:db8::25".parse().unwrap(), 5353),
+            (Protocol::Sctp, 9000, "198.51.100.26".parse().unwrap(), 9000),
+        ];
+        let nested = SetElementList::Elements(
+            elements
+                .iter()
+                .map(|e| {
+                    ListAttribute::Element(vec![
+                        SetElementAttribute::Key(DataAttribute::Value(element_key(e).to_vec())),
+                        SetElementAttribute::Data(DataAttribute::Value(element_data(e))),
+                    ])
+                })
+                .collect(),
+        );
+        let bytes = |nla: &dyn Emitable| {
+            let mut buf = vec![0; nla.buffer_len()];
+            nla.emit(&mut buf);
+            buf
+        };
+        assert_eq!(bytes(&element_list(&elements)), bytes(&nested));
     }
 
     #[test]
@@ -2901,8 +2980,8 @@ mod tests {
         let ruleset = r#"
 table inet egress_x {
   comment "journal v1 {routes:[]}"
-  map redirect4 { type inet_proto . inet_service : ipv4_addr . inet_service; elements = { tcp . 80 : 198.51.100.25 . 8080 } }
-  map redirect6 { type inet_proto . inet_service : ipv6_addr . inet_service; elements = { tcp . 443 : 2001:db8:2::25 . 8443, sctp . 9000 : 2001:db8:2::26 . 9000 } }
+  map redirect4 { type inet_proto . inet_service : ipv4_addr . inet_service; size 1; elements = { tcp . 80 : 198.51.100.25 . 8080 } }
+  map redirect6 { type inet_proto . inet_service : ipv6_addr . inet_service; size 2; elements = { tcp . 443 : 2001:db8:2::25 . 8443, sctp . 9000 : 2001:db8:2::26 . 9000 } }
   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
     iifname "eth0" fib daddr type local meta nfproto ipv4 dnat ip to meta l4proto . th dport map @redirect4 comment "egress dnat4 map"
     iifname "eth0" fib daddr type local meta nfproto ipv4 dnat ip to 198.51.100.9 comment "egress dnat4 fallback"
@@ -3079,6 +3158,16 @@ table inet egress_x {
             "egress_fix",
             "redirect4",
             "{ tcp . 80 }",
+        ]);
+        // The maps are sized to the spec's redirects: a foreign element takes a deleted one's
+        // place.
+        ns.nft(&[
+            "delete",
+            "element",
+            "inet",
+            "egress_fix",
+            "redirect6",
+            "{ sctp . 9000 }",
         ]);
         ns.nft(&[
             "add",
