@@ -4,7 +4,9 @@
 //! kernel changes the way the OpenShift script makes them — one `ip`/`sysctl` process per change
 //! and one `nft -f` for the table, no arping (its 1 s wait would make the ratio meaningless).
 //! Both run in the lab's throwaway namespaces, interleaved, and the bench prints medians and the
-//! ratio baseline / ours.
+//! ratio baseline / ours. A third row times the slowest kernel deletion a teardown needs alone:
+//! one `RTM_DELLINK` of the same macvlan in the same state (made by `ip`, untimed), which waits
+//! for RCU grace periods in the kernel; a teardown runs its other deletions beside it.
 //!
 //! Run as root: `cargo bench --bench apply_teardown` (`EGRESS_BENCH_ITERS`, default 40).
 
@@ -15,6 +17,7 @@ use egress_lab::{
     Lab, Netns, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4, GATEWAY4, GATEWAY6, MACVLAN_PARENT,
     NODE4, NODE6, WEB4,
 };
+use netlink_packet_route::{link::LinkMessage, RouteNetlinkMessage};
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
@@ -37,8 +40,8 @@ fn main() {
         text.replace(&spec.table_name(), "egress_shell")
     };
 
-    let (mut ours_apply, mut ours_down, mut sh_apply, mut sh_down) =
-        (vec![], vec![], vec![], vec![]);
+    let (mut ours_apply, mut ours_down, mut sh_apply, mut sh_down, mut link_down) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..iters {
         let t = Instant::now();
         let r = blocking::apply(&spec).expect("apply");
@@ -53,10 +56,71 @@ fn main() {
         let t = Instant::now();
         shell_teardown(&lab);
         sh_down.push(t.elapsed());
+
+        link_down.push(macvlan_deletion(&lab));
     }
     println!("one full router (macvlan, v4+v6, 3 redirects + fallback, kept route, forward filter), {iters} iterations, medians:");
     report("apply", &mut ours_apply, &mut sh_apply);
     report("teardown", &mut ours_down, &mut sh_down);
+    let (down, link) = (median(&mut ours_down), median(&mut link_down));
+    println!(
+        "  the macvlan deletion alone (one RTM_DELLINK, same state) {:>8.3} ms   teardown / it {:>5.2}x",
+        ms(link),
+        down.as_secs_f64() / link.as_secs_f64()
+    );
+}
+
+/// Times the deletion of the bench's macvlan alone: one netlink request, in the state a router
+/// leaves it in, made with `ip`/`sysctl` and untimed: up, with the egress addresses, routes
+/// through it, and forwarding on (a link of a forwarding namespace takes about twice as long
+/// to delete: IPv6 router state).
+fn macvlan_deletion(lab: &Lab) -> Duration {
+    let r = &lab.router;
+    ip(
+        &lab.node,
+        &[
+            "link",
+            "add",
+            "macvlan0",
+            "link",
+            MACVLAN_PARENT,
+            "netns",
+            r.name(),
+            "type",
+            "macvlan",
+            "mode",
+            "private",
+        ],
+    );
+    ip(r, &["link", "set", "macvlan0", "up"]);
+    ip(r, &["addr", "add", EGRESS_SOURCE4, "dev", "macvlan0"]);
+    ip(
+        r,
+        &["addr", "add", EGRESS_SOURCE6, "dev", "macvlan0", "nodad"],
+    );
+    ip(
+        r,
+        &["route", "add", &format!("{GATEWAY4}/32"), "dev", "macvlan0"],
+    );
+    let gw6 = format!("{GATEWAY6}/128");
+    ip(r, &["-6", "route", "add", &gw6, "dev", "macvlan0"]);
+    let forwarding = |v: &str| {
+        for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
+            r.exec(&["sysctl", "-q", "-w", &format!("{key}={v}")]);
+        }
+    };
+    forwarding("1");
+    let index = r.ip_json(&["link", "show", "macvlan0"])[0]["ifindex"]
+        .as_u64()
+        .expect("an ifindex") as u32;
+    let mut del = LinkMessage::default();
+    del.header.index = index;
+    let t = Instant::now();
+    r.rtnetlink(RouteNetlinkMessage::DelLink(del), 0)
+        .expect("RTM_DELLINK");
+    let took = t.elapsed();
+    forwarding("0");
+    took
 }
 
 fn full_router(lab: &Lab) -> RouterSpec {

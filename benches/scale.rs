@@ -5,8 +5,13 @@
 //! this measures the control plane, not traffic (the throughput benches do that), and spares the
 //! setup 1,000 veth pairs. Namespaces are created and deleted with `ip -batch` (not timed).
 //!
+//! Concurrency is bounded separately for the two phases. An apply is CPU work (kernel and ours):
+//! 16 at a time keep both cores busy. A teardown mostly waits, in the kernel, for the RCU grace
+//! periods that deleting a link needs; grace periods are shared by every deletion waiting at the
+//! time, so 256 at a time share them (16 at a time: about 3× slower on the same machine).
+//!
 //! Run as root: `cargo bench --bench scale` (`EGRESS_SCALE_N`, default 1000;
-//! `EGRESS_SCALE_CONCURRENCY`, default 16).
+//! `EGRESS_SCALE_APPLY_CONCURRENCY`, default 16; `EGRESS_SCALE_TEARDOWN_CONCURRENCY`, default 256).
 
 use std::{
     process::{Command, Stdio},
@@ -106,9 +111,11 @@ impl Drop for Fleet {
     }
 }
 
-/// Runs `work(i)` for every i in 0..n on `threads` threads; returns the wall time.
-fn run(n: usize, threads: usize, work: impl Fn(usize) + Sync) -> Duration {
+/// Runs `work(i)` for every i in 0..n on `threads` threads; returns the wall time and the
+/// time of each call, sorted.
+fn run(n: usize, threads: usize, work: impl Fn(usize) + Sync) -> (Duration, Vec<Duration>) {
     let next = AtomicUsize::new(0);
+    let each = Mutex::new(Vec::with_capacity(n));
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -117,11 +124,27 @@ fn run(n: usize, threads: usize, work: impl Fn(usize) + Sync) -> Duration {
                 if i >= n {
                     break;
                 }
+                let t = Instant::now();
                 work(i);
+                each.lock().unwrap().push(t.elapsed());
             });
         }
     });
-    start.elapsed()
+    let wall = start.elapsed();
+    let mut each = each.into_inner().unwrap();
+    each.sort();
+    (wall, each)
+}
+
+/// `p50 … p99 … max` of sorted call times, in ms.
+fn spread(each: &[Duration]) -> String {
+    let at = |q: f64| each[((each.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    format!(
+        "each call: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    )
 }
 
 fn main() {
@@ -130,7 +153,8 @@ fn main() {
         std::process::exit(2);
     }
     let n = env("EGRESS_SCALE_N", 1000);
-    let threads = env("EGRESS_SCALE_CONCURRENCY", 16);
+    let apply_threads = env("EGRESS_SCALE_APPLY_CONCURRENCY", 16);
+    let teardown_threads = env("EGRESS_SCALE_TEARDOWN_CONCURRENCY", 256);
     let setup = Instant::now();
     let fleet = Fleet::new(n);
     let specs: Vec<RouterSpec> = (0..n).map(|i| fleet.spec(i)).collect();
@@ -140,19 +164,24 @@ fn main() {
     );
 
     let routers: Vec<Mutex<Option<Router>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let applied = run(n, threads, |i| {
+    let applied = run(n, apply_threads, |i| {
         let r = blocking::apply(&specs[i]).unwrap_or_else(|e| panic!("router {i}: {e}"));
         *routers[i].lock().unwrap() = Some(r);
     });
-    let torn_down = run(n, threads, |i| {
+    let torn_down = run(n, teardown_threads, |i| {
         let r = routers[i].lock().unwrap().take().expect("applied");
         blocking::teardown(r).unwrap_or_else(|e| panic!("router {i}: {e}"));
     });
+    let ((applied, apply_each), (torn_down, teardown_each)) = (applied, torn_down);
+    println!("{n} routers (targets on 2 cores: apply all 1 s, teardown all 5 s):");
     println!(
-        "{n} routers, {threads} at a time: apply all {:.3} s ({:.2} ms each on average), \
-         teardown all {:.3} s (targets on 2 cores: 1 s and 5 s)",
+        "  apply all     {:>7.3} s, {apply_threads:>3} at a time; {}",
         applied.as_secs_f64(),
-        applied.as_secs_f64() * 1e3 / n as f64,
-        torn_down.as_secs_f64()
+        spread(&apply_each)
+    );
+    println!(
+        "  teardown all  {:>7.3} s, {teardown_threads:>3} at a time; {}",
+        torn_down.as_secs_f64(),
+        spread(&teardown_each)
     );
 }
