@@ -12,7 +12,8 @@ use crate::{
     ops::{addr, link, nat::NftSocket, route, sysctl},
 };
 
-/// Sockets of one namespace: route netlink (async) and nftables (blocking, sub-millisecond).
+/// Sockets of one namespace: route netlink (async) and nftables (blocking: a call takes about
+/// a millisecond).
 pub(crate) struct Conn {
     pub ns: NsHandle,
     pub rt: Handle,
