@@ -76,34 +76,7 @@ fn main() {
 /// to delete: IPv6 router state).
 fn macvlan_deletion(lab: &Lab) -> Duration {
     let r = &lab.router;
-    ip(
-        &lab.node,
-        &[
-            "link",
-            "add",
-            "macvlan0",
-            "link",
-            MACVLAN_PARENT,
-            "netns",
-            r.name(),
-            "type",
-            "macvlan",
-            "mode",
-            "private",
-        ],
-    );
-    ip(r, &["link", "set", "macvlan0", "up"]);
-    ip(r, &["addr", "add", EGRESS_SOURCE4, "dev", "macvlan0"]);
-    ip(
-        r,
-        &["addr", "add", EGRESS_SOURCE6, "dev", "macvlan0", "nodad"],
-    );
-    ip(
-        r,
-        &["route", "add", &format!("{GATEWAY4}/32"), "dev", "macvlan0"],
-    );
-    let gw6 = format!("{GATEWAY6}/128");
-    ip(r, &["-6", "route", "add", &gw6, "dev", "macvlan0"]);
+    macvlan_with_addresses_and_gateways(lab);
     let forwarding = |v: &str| {
         for key in ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"] {
             r.exec(&["sysctl", "-q", "-w", &format!("{key}={v}")]);
@@ -159,41 +132,7 @@ fn ip(ns: &Netns, args: &[&str]) {
 
 fn shell_apply(lab: &Lab, ruleset: &str) {
     let r = &lab.router;
-    let (s4, s6) = (EGRESS_SOURCE4, EGRESS_SOURCE6);
-    ip(
-        &lab.node,
-        &[
-            "link",
-            "add",
-            "macvlan0",
-            "link",
-            MACVLAN_PARENT,
-            "netns",
-            r.name(),
-            "type",
-            "macvlan",
-            "mode",
-            "private",
-        ],
-    );
-    ip(r, &["link", "set", "macvlan0", "up"]);
-    ip(r, &["addr", "add", s4, "dev", "macvlan0"]);
-    ip(r, &["addr", "add", s6, "dev", "macvlan0", "nodad"]);
-    ip(
-        r,
-        &["route", "add", &format!("{GATEWAY4}/32"), "dev", "macvlan0"],
-    );
-    ip(
-        r,
-        &[
-            "-6",
-            "route",
-            "add",
-            &format!("{GATEWAY6}/128"),
-            "dev",
-            "macvlan0",
-        ],
-    );
+    macvlan_with_addresses_and_gateways(lab);
     ip(r, &["route", "del", "default"]);
     ip(r, &["-6", "route", "del", "default"]);
     ip(
@@ -229,6 +168,40 @@ fn shell_apply(lab: &Lab, ruleset: &str) {
         r.exec(&["sysctl", "-q", "-w", kv]);
     }
     r.nft(ruleset);
+}
+
+/// The shell's first changes: `ip link add … type macvlan`, up, the egress addresses and the
+/// routes to the gateways, one process each.
+fn macvlan_with_addresses_and_gateways(lab: &Lab) {
+    let r = &lab.router;
+    ip(
+        &lab.node,
+        &[
+            "link",
+            "add",
+            "macvlan0",
+            "link",
+            MACVLAN_PARENT,
+            "netns",
+            r.name(),
+            "type",
+            "macvlan",
+            "mode",
+            "private",
+        ],
+    );
+    ip(r, &["link", "set", "macvlan0", "up"]);
+    ip(r, &["addr", "add", EGRESS_SOURCE4, "dev", "macvlan0"]);
+    ip(
+        r,
+        &["addr", "add", EGRESS_SOURCE6, "dev", "macvlan0", "nodad"],
+    );
+    ip(
+        r,
+        &["route", "add", &format!("{GATEWAY4}/32"), "dev", "macvlan0"],
+    );
+    let gw6 = format!("{GATEWAY6}/128");
+    ip(r, &["-6", "route", "add", &gw6, "dev", "macvlan0"]);
 }
 
 fn shell_teardown(lab: &Lab) {

@@ -36,21 +36,21 @@ pub(crate) fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
             errno: libc::EDEADLK,
         });
     }
-    RUNTIME.with(|cell| {
-        let rt = match cell.get() {
-            Some(rt) => rt,
-            None => {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()
-                    .map_err(|e| {
-                        Error::kernel("start the netlink runtime", e.raw_os_error().unwrap_or(0))
-                    })?;
-                cell.get_or_init(|| rt)
-            }
-        };
-        rt.block_on(f)
-    })
+    RUNTIME.with(|cell| runtime_in(cell)?.block_on(f))
+}
+
+/// The current-thread runtime kept in `cell` (a thread's own), made on first use.
+pub(crate) fn runtime_in(
+    cell: &OnceCell<tokio::runtime::Runtime>,
+) -> Result<&tokio::runtime::Runtime> {
+    if let Some(rt) = cell.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Error::kernel("start the netlink runtime", e.raw_os_error().unwrap_or(0)))?;
+    Ok(cell.get_or_init(|| rt))
 }
 
 /// [`crate::apply`], blocking.

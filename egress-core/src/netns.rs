@@ -329,21 +329,7 @@ mod worker {
     /// behind (netlink connections whose handles were dropped) finish, closing their sockets.
     pub(super) fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
         RUNTIME.with(|cell| {
-            let rt = match cell.get() {
-                Some(rt) => rt,
-                None => {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .build()
-                        .map_err(|e| {
-                            Error::kernel(
-                                "start the netlink runtime",
-                                e.raw_os_error().unwrap_or(0),
-                            )
-                        })?;
-                    cell.get_or_init(|| rt)
-                }
-            };
+            let rt = crate::blocking::runtime_in(cell)?;
             let out = rt.block_on(fut);
             rt.block_on(async {
                 for _ in 0..2 {
