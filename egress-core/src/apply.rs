@@ -330,29 +330,6 @@ async fn flush(
 
 async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>) -> Result<Pre> {
     let netns = c.ns.label().to_string();
-    let has4 = spec.gateway4.is_some();
-    let has6 = spec.gateway6.is_some();
-    let families: Vec<&'static str> = [(has4, "ipv4"), (has6, "ipv6")]
-        .into_iter()
-        .filter_map(|(on, f)| on.then_some(f))
-        .collect();
-    // An adopted link's sysctls the router sets (a created link's are new).
-    let mut link_keys = Vec::new();
-    if let External::Adopt(name) = &spec.external {
-        if has4 {
-            link_keys.push(format!("net/ipv4/conf/{name}/arp_notify"));
-        }
-        if has6 {
-            link_keys.push(format!("net/ipv6/conf/{name}/ndisc_notify"));
-        }
-    }
-    // The sysctls are read on another pool thread while this one reads netlink: about a dozen
-    // files, each a path lookup in /proc/sys (~0.15 ms).
-    let values = {
-        let keys = link_keys.clone();
-        let families = families.clone();
-        c.ns.spawn(move || sysctl::read_forwarding_here(&families, &keys))?
-    };
     // One router per namespace: it owns the default route.
     for t in c.nft.tables()? {
         if let Some(other) = router_of_table(&t.name) {
@@ -369,26 +346,7 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
             });
         }
     }
-    // The macvlan's parent is looked up beside the router namespace's links.
-    let parent_conn = match (&spec.external, parent_ns) {
-        (External::Macvlan(_), Some(pns)) => {
-            let prt = if pns.same_as(&c.ns) {
-                c.rt.clone()
-            } else {
-                pns.route_connection()?
-            };
-            Some((prt, pns))
-        }
-        _ => None,
-    };
-    let parent_link = async {
-        match (&spec.external, &parent_conn) {
-            (External::Macvlan(m), Some((prt, _))) => link::get(prt, &m.parent).await,
-            _ => Ok(None),
-        }
-    };
-    let (links, parent_link) = futures::join!(link::list(&c.rt), parent_link);
-    let links = links?;
+    let links = link::list(&c.rt).await?;
     let find = |name: &str| links.iter().find(|l| l.name == name).cloned();
     let internal = find(&spec.internal).ok_or_else(|| Error::NotFound {
         field: "internal".into(),
@@ -417,13 +375,20 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
                     hint: Some("choose another external.macvlan.name, or adopt it".into()),
                 });
             }
-            let (prt, pns) = parent_conn.expect("a macvlan spec opens its parent namespace");
-            let p = parent_link?.ok_or_else(|| Error::NotFound {
-                field: "external.macvlan.parent".into(),
-                object: "link",
-                value: m.parent.clone(),
-                netns: pns.label().to_string(),
-            })?;
+            let pns = parent_ns.expect("a macvlan spec opens its parent namespace");
+            let prt = if pns.same_as(&c.ns) {
+                c.rt.clone()
+            } else {
+                pns.route_connection()?
+            };
+            let p = link::get(&prt, &m.parent)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    field: "external.macvlan.parent".into(),
+                    object: "link",
+                    value: m.parent.clone(),
+                    netns: pns.label().to_string(),
+                })?;
             if let Some(mtu) = m.mtu {
                 if mtu > p.mtu {
                     return Err(Error::Conflict {
@@ -440,6 +405,8 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
         }
     }
 
+    let has4 = spec.gateway4.is_some();
+    let has6 = spec.gateway6.is_some();
     let (routes4, routes6) = futures::try_join!(
         async {
             match has4 {
@@ -456,12 +423,20 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
     )?;
     let routes = routes4.into_iter().chain(routes6).collect();
 
-    let values = values.await.unwrap_or_else(|_| {
-        Err(Error::kernel(
-            format!("read sysctls in {}", c.ns.label()),
-            libc::ECANCELED,
-        ))
-    })?;
+    let families: Vec<&'static str> = [(has4, "ipv4"), (has6, "ipv6")]
+        .into_iter()
+        .filter_map(|(on, f)| on.then_some(f))
+        .collect();
+    let mut link_keys = Vec::new();
+    if let Some(ext) = &external {
+        if has4 {
+            link_keys.push(format!("net/ipv4/conf/{}/arp_notify", ext.name));
+        }
+        if has6 {
+            link_keys.push(format!("net/ipv6/conf/{}/ndisc_notify", ext.name));
+        }
+    }
+    let values = sysctl::read_forwarding(&c.ns, &families, &link_keys)?;
     let forwarding4 = has4.then(|| forwarding_restore(&values, "ipv4")).flatten();
     let forwarding6 = has6.then(|| forwarding_restore(&values, "ipv6")).flatten();
     let link_sysctls: Vec<(String, Option<String>)> = link_keys
@@ -503,7 +478,7 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
 }
 
 /// The writes that restore a family's forwarding after the router turned it on, or `None` when
-/// it is on already (nothing to change), from the values [`sysctl::read_forwarding_here`] read.
+/// it is on already (nothing to change), from the values [`sysctl::read_forwarding`] read.
 ///
 /// Writing `all.forwarding` (or `ip_forward`) resets `default` and every link's `forwarding`
 /// (and, for IPv4, sets `all.accept_redirects` to the opposite): restoring means writing `all`

@@ -85,29 +85,33 @@ pub(crate) async fn write_gated(
     write_many(ns, writes)
 }
 
-/// Reads, in the calling thread's namespace, the `forwarding` of every `net/<family>/conf/*`
-/// entry and `net/<family>/conf/all/accept_redirects` of each family, plus `extra` keys.
-/// Missing keys are left out.
-pub(crate) fn read_forwarding_here(
+/// Reads, in one trip into the namespace, the `forwarding` of every `net/<family>/conf/*` entry
+/// and `net/<family>/conf/all/accept_redirects` of each family, plus `extra` keys. Missing keys
+/// are left out.
+pub(crate) fn read_forwarding(
+    ns: &NsHandle,
     families: &[&'static str],
     extra: &[String],
-) -> BTreeMap<String, String> {
-    let mut keys = extra.to_vec();
-    for family in families {
-        let dir = format!("/proc/sys/net/{family}/conf");
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if let Ok(name) = entry.file_name().into_string() {
-                keys.push(format!("net/{family}/conf/{name}/forwarding"));
+) -> Result<BTreeMap<String, String>> {
+    let (families, extra) = (families.to_vec(), extra.to_vec());
+    ns.run(move || {
+        let mut keys = extra;
+        for family in families {
+            let dir = format!("/proc/sys/net/{family}/conf");
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    keys.push(format!("net/{family}/conf/{name}/forwarding"));
+                }
             }
+            keys.push(format!("net/{family}/conf/all/accept_redirects"));
         }
-        keys.push(format!("net/{family}/conf/all/accept_redirects"));
-    }
-    keys.into_iter()
-        .filter_map(|k| {
-            let v = std::fs::read_to_string(format!("/proc/sys/{k}")).ok()?;
-            Some((k, v.trim().to_string()))
-        })
-        .collect()
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = std::fs::read_to_string(format!("/proc/sys/{k}")).ok()?;
+                Some((k, v.trim().to_string()))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
