@@ -861,6 +861,34 @@ impl Lab {
             .redirect(Protocol::Tcp, WEB_PORT, WEB4, None)
     }
 
+    /// Proves with real TCP, from the client to the router's eth0, that the redirects of
+    /// [`Lab::router_spec`] ([`SERVICE_PORT`] and [`WEB_PORT`]) reach the web server's
+    /// [`WEB_PORT`] and that `fallback_port`, which nothing redirects, reaches [`FALLBACK4`];
+    /// that the router DNAT-ed each one (its conntrack table) and the server saw only
+    /// [`EGRESS_SOURCE4`], on exactly these three connections. `web` serves [`WEB_PORT`] and
+    /// `fallback_port` and has served nothing yet; panics otherwise.
+    pub fn assert_redirects_and_fallback4(&self, web: &WebServer, fallback_port: u16) {
+        let timeout = Duration::from_secs(2);
+        let source = ip(EGRESS_SOURCE4);
+        for port in [SERVICE_PORT, WEB_PORT] {
+            let body = self
+                .client
+                .http_get(ip(ROUTER_ETH0_4), port, timeout)
+                .unwrap();
+            assert_eq!(body.trim(), format!("peer={source} port={WEB_PORT}"));
+            assert!(self.router.dnat_seen(port, WEB4), "port {port}");
+        }
+        let body = self
+            .client
+            .http_get(ip(ROUTER_ETH0_4), fallback_port, timeout)
+            .unwrap();
+        assert_eq!(body.trim(), format!("peer={source} port={fallback_port}"));
+        assert!(self.router.dnat_seen(fallback_port, FALLBACK4));
+        assert!(!self.router.dnat_seen(fallback_port, WEB4));
+        assert_eq!(web.peers().len(), 3);
+        assert!(web.peers().iter().all(|p| *p == source));
+    }
+
     /// The names of the four namespaces (node, router, client, ext).
     pub fn ns_names(&self) -> Vec<String> {
         self.namespaces()

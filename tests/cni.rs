@@ -500,20 +500,7 @@ fn add_then_real_tcp_through_every_redirect_and_the_fallback() {
     assert_eq!(link[0]["linkinfo"]["info_data"]["mode"], "private");
 
     // Real TCP through each redirect and the fallback; the web server sees the egress source.
-    for port in [SERVICE_PORT, WEB_PORT] {
-        let body = lab.client.http_get(ip(ROUTER_ETH0_4), port, T).unwrap();
-        assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
-        assert!(lab.router.dnat_seen(port, WEB4), "port {port}");
-    }
-    let body = lab
-        .client
-        .http_get(ip(ROUTER_ETH0_4), OTHER_PORT, T)
-        .unwrap();
-    assert_eq!(body.trim(), format!("peer={} port={OTHER_PORT}", source4()));
-    assert!(lab.router.dnat_seen(OTHER_PORT, FALLBACK4));
-    assert!(!lab.router.dnat_seen(OTHER_PORT, WEB4));
-    assert_eq!(web.peers().len(), 3);
-    assert!(web.peers().iter().all(|p| *p == source4()));
+    lab.assert_redirects_and_fallback4(&web, OTHER_PORT);
 
     // CHECK, with the ADD's result as prevResult, as the runtime passes it.
     let mut check = config.clone();

@@ -140,20 +140,7 @@ fn init_mode_in_an_sdn_pod_routes_real_tcp_and_is_idempotent() {
     );
 
     // Real TCP through each redirect and the fallback; the web server sees the egress source.
-    for port in [SERVICE_PORT, WEB_PORT] {
-        let body = lab.client.http_get(ip(ROUTER_ETH0_4), port, T).unwrap();
-        assert_eq!(body.trim(), format!("peer={} port={WEB_PORT}", source4()));
-        assert!(lab.router.dnat_seen(port, WEB4), "port {port}");
-    }
-    let body = lab
-        .client
-        .http_get(ip(ROUTER_ETH0_4), OTHER_PORT, T)
-        .unwrap();
-    assert_eq!(body.trim(), format!("peer={} port={OTHER_PORT}", source4()));
-    assert!(lab.router.dnat_seen(OTHER_PORT, FALLBACK4));
-    assert!(!lab.router.dnat_seen(OTHER_PORT, WEB4));
-    assert!(web.peers().iter().all(|p| *p == source4()));
-    assert_eq!(web.peers().len(), 3);
+    lab.assert_redirects_and_fallback4(&web, OTHER_PORT);
 
     // The router still reaches its node, from its own cluster address (SNAT only on macvlan0).
     let body = lab

@@ -825,15 +825,6 @@ mod tests {
         message(OK_SOURCE, OK_GATEWAY, dest)
     }
 
-    fn redirect(protocol: Protocol, port: u16, to: &str, to_port: u16) -> Redirect {
-        Redirect {
-            protocol,
-            port,
-            to: to.parse().unwrap(),
-            to_port,
-        }
-    }
-
     // -- every line form ------------------------------------------------------------------
 
     #[test]
@@ -850,7 +841,7 @@ mod tests {
         let d = parse_destination("80 tcp 198.51.100.25").unwrap();
         assert_eq!(
             d.redirects,
-            [redirect(Protocol::Tcp, 80, "198.51.100.25", 80)]
+            [Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 80)]
         );
         assert_eq!(d.fallback, None);
     }
@@ -860,7 +851,7 @@ mod tests {
         let d = parse_destination("8080 tcp 198.51.100.25 80").unwrap();
         assert_eq!(
             d.redirects,
-            [redirect(Protocol::Tcp, 8080, "198.51.100.25", 80)]
+            [Redirect::of(Protocol::Tcp, 8080, "198.51.100.25", 80)]
         );
     }
 
@@ -873,9 +864,9 @@ mod tests {
         assert_eq!(
             d.redirects,
             [
-                redirect(Protocol::Udp, 53, "198.51.100.53", 53),
-                redirect(Protocol::Sctp, 9, "198.51.100.7", 7),
-                redirect(Protocol::Tcp, 443, "2001:db8:3::25", 8443),
+                Redirect::of(Protocol::Udp, 53, "198.51.100.53", 53),
+                Redirect::of(Protocol::Sctp, 9, "198.51.100.7", 7),
+                Redirect::of(Protocol::Tcp, 443, "2001:db8:3::25", 8443),
             ]
         );
         assert_eq!(
@@ -889,7 +880,7 @@ mod tests {
         let d = parse_destination("  80 \t tcp\t\t198.51.100.25   8080  \r\n").unwrap();
         assert_eq!(
             d.redirects,
-            [redirect(Protocol::Tcp, 80, "198.51.100.25", 8080)]
+            [Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080)]
         );
     }
 
@@ -920,8 +911,8 @@ mod tests {
         assert_eq!(
             d.redirects,
             [
-                redirect(Protocol::Tcp, 80, "10.4.5.6", 80),
-                redirect(Protocol::Tcp, 8080, "10.7.8.9", 80),
+                Redirect::of(Protocol::Tcp, 80, "10.4.5.6", 80),
+                Redirect::of(Protocol::Tcp, 8080, "10.7.8.9", 80),
             ]
         );
         assert_eq!(d.fallback, Some("10.1.2.3".parse().unwrap()));
@@ -1293,8 +1284,8 @@ mod tests {
         assert_eq!(
             s.redirects(),
             [
-                redirect(Protocol::Tcp, 80, "198.51.100.25", 8080),
-                redirect(Protocol::Tcp, 8080, "198.51.100.25", 8080),
+                Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
+                Redirect::of(Protocol::Tcp, 8080, "198.51.100.25", 8080),
             ]
         );
         assert_eq!(s.fallback4(), Some("198.51.100.9".parse().unwrap()));

@@ -196,6 +196,19 @@ pub struct Redirect {
     pub to_port: u16,
 }
 
+#[cfg(test)]
+impl Redirect {
+    /// A redirect from literals, for unit tests.
+    pub(crate) fn of(protocol: Protocol, port: u16, to: &str, to_port: u16) -> Redirect {
+        Redirect {
+            protocol,
+            port,
+            to: to.parse().unwrap(),
+            to_port,
+        }
+    }
+}
+
 /// A route that must stay reachable through the internal link (cluster and node networks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeptRoute {

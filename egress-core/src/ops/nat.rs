@@ -2301,15 +2301,6 @@ mod tests {
     }
     use crate::{netns::NsHandle, spec::Netns};
 
-    fn redirect(protocol: Protocol, port: u16, to: &str, to_port: u16) -> Redirect {
-        Redirect {
-            protocol,
-            port,
-            to: to.parse().unwrap(),
-            to_port,
-        }
-    }
-
     fn rules_v4(table: &str) -> NatRules {
         NatRules {
             table: table.into(),
@@ -2318,8 +2309,8 @@ mod tests {
             snat4: Some("203.0.113.99".parse().unwrap()),
             snat6: None,
             redirects: vec![
-                redirect(Protocol::Tcp, 80, "198.51.100.25", 8080),
-                redirect(Protocol::Udp, 53, "198.51.100.26", 53),
+                Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
+                Redirect::of(Protocol::Udp, 53, "198.51.100.26", 53),
             ],
             fallback4: Some("198.51.100.9".parse().unwrap()),
             fallback6: None,
@@ -2334,9 +2325,9 @@ mod tests {
             snat4: Some("203.0.113.99".parse().unwrap()),
             snat6: Some("2001:db8:1::99".parse().unwrap()),
             redirects: vec![
-                redirect(Protocol::Tcp, 80, "198.51.100.25", 8080),
-                redirect(Protocol::Tcp, 443, "2001:db8:2::25", 8443),
-                redirect(Protocol::Sctp, 9000, "2001:db8:2::26", 9000),
+                Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
+                Redirect::of(Protocol::Tcp, 443, "2001:db8:2::25", 8443),
+                Redirect::of(Protocol::Sctp, 9000, "2001:db8:2::26", 9000),
             ],
             fallback4: Some("198.51.100.9".parse().unwrap()),
             fallback6: Some("2001:db8:2::9".parse().unwrap()),
@@ -2575,7 +2566,7 @@ mod tests {
     fn nat_summary() {
         let mut r = rules_v4("egress_x");
         r.redirects
-            .push(redirect(Protocol::Tcp, 443, "198.51.100.25", 443));
+            .push(Redirect::of(Protocol::Tcp, 443, "198.51.100.25", 443));
         assert_eq!(
             r.summary(),
             "nft add rules to inet egress_x: dnat 3 redirects via map + fallback 198.51.100.9, \
@@ -3037,7 +3028,7 @@ table inet egress_x {
         rules.redirects = (1..=10_000u16)
             .map(|p| {
                 let to = format!("198.51.100.{}", p % 250 + 1);
-                redirect(Protocol::Tcp, p, &to, p.wrapping_add(20_000))
+                Redirect::of(Protocol::Tcp, p, &to, p.wrapping_add(20_000))
             })
             .collect();
         create_table(&mut nft, &rules.table, "big").unwrap();
@@ -3130,7 +3121,7 @@ table inet egress_x {
         let mut again = rules_dual("egress_atomic");
         again
             .redirects
-            .push(redirect(Protocol::Udp, 5353, "198.51.100.53", 53));
+            .push(Redirect::of(Protocol::Udp, 5353, "198.51.100.53", 53));
         let e = install(&mut nft, &again).unwrap_err();
         assert_eq!(e.errno(), Some(libc::EEXIST), "{e}");
         assert!(
