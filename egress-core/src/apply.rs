@@ -460,7 +460,8 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
             link_keys.push(format!("net/ipv6/conf/{}/ndisc_notify", ext.name));
         }
     }
-    let values = sysctl::read_forwarding(&c.ns, &families, &link_keys)?;
+    let mut values = sysctl::read_forwarding(&c.ns, &families)?;
+    values.extend(links.iter().flat_map(|l| l.conf.sysctls(&l.name)));
     let forwarding4 = has4.then(|| forwarding_restore(&values, "ipv4")).flatten();
     let forwarding6 = has6.then(|| forwarding_restore(&values, "ipv6")).flatten();
     let link_sysctls: Vec<(String, Option<String>)> = link_keys

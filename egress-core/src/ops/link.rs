@@ -1,9 +1,11 @@
 //! Links: find, create the macvlan (directly inside the router namespace), set up/down, delete.
 
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoMacVlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
-use rtnetlink::{Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
+use netlink_packet_route::{link::LinkExtentMask, AddressFamily};
+use rtnetlink::{Handle, LinkGetRequest, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 
 use super::{dump, errno};
 use crate::{
@@ -22,6 +24,60 @@ pub(crate) struct Link {
     pub macvlan_mode: Option<MacvlanMode>,
     pub mac: Vec<u8>,
     pub group: u32,
+    /// The link's own sysctls the router reads, as the link dump reports them
+    /// (`IFLA_AF_SPEC`); `None` when the link has no such family.
+    pub conf: LinkConf,
+}
+
+/// A link's values of `net/ipv4/conf/<link>/…` and `net/ipv6/conf/<link>/…` that the router
+/// changes: the same numbers as the files under `/proc/sys`, read without opening them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LinkConf {
+    pub forwarding4: Option<i32>,
+    pub arp_notify: Option<i32>,
+    pub forwarding6: Option<i32>,
+    pub ndisc_notify: Option<i32>,
+}
+
+impl LinkConf {
+    /// `(key, value)` of the sysctls of link `name` this holds, in `/proc/sys` path form.
+    pub(crate) fn sysctls(&self, name: &str) -> Vec<(String, String)> {
+        [
+            ("ipv4", "forwarding", self.forwarding4),
+            ("ipv4", "arp_notify", self.arp_notify),
+            ("ipv6", "forwarding", self.forwarding6),
+            ("ipv6", "ndisc_notify", self.ndisc_notify),
+        ]
+        .into_iter()
+        .filter_map(|(family, key, v)| {
+            Some((format!("net/{family}/conf/{name}/{key}"), v?.to_string()))
+        })
+        .collect()
+    }
+
+    fn read(&mut self, specs: &[AfSpecUnspec]) {
+        for spec in specs {
+            match spec {
+                AfSpecUnspec::Inet(inet) => {
+                    for a in inet {
+                        if let AfSpecInet::DevConf(c) = a {
+                            self.forwarding4 = Some(c.forwarding);
+                            self.arp_notify = Some(c.arp_notify);
+                        }
+                    }
+                }
+                AfSpecUnspec::Inet6(inet6) => {
+                    for a in inet6 {
+                        if let AfSpecInet6::DevConf(c) = a {
+                            self.forwarding6 = Some(c.forwarding);
+                            self.ndisc_notify = Some(c.ndisc_notify);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 impl Link {
@@ -35,6 +91,7 @@ impl Link {
             macvlan_mode: None,
             mac: Vec::new(),
             group: 0,
+            conf: LinkConf::default(),
         };
         for a in &m.attributes {
             match a {
@@ -42,6 +99,7 @@ impl Link {
                 LinkAttribute::Mtu(v) => link.mtu = *v,
                 LinkAttribute::Address(mac) => link.mac = mac.clone(),
                 LinkAttribute::Group(g) => link.group = *g,
+                LinkAttribute::AfSpecUnspec(specs) => link.conf.read(specs),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         match i {
@@ -98,9 +156,15 @@ fn from_kernel_mode(mode: MacVlanMode) -> Option<MacvlanMode> {
     }
 }
 
+/// A link request whose answer leaves out the packet counters (`RTEXT_FILTER_SKIP_STATS`):
+/// nothing here reads them, and they are most of a link message (about 1 kB with IPv6).
+fn without_stats(req: LinkGetRequest) -> LinkGetRequest {
+    req.set_filter_mask(AddressFamily::Unspec, vec![LinkExtentMask::SkipStats])
+}
+
 /// `ip link show dev NAME`; `None` when there is no such link.
 pub(crate) async fn get(h: &Handle, name: &str) -> Result<Option<Link>> {
-    let mut req = h.link().get().match_name(name.to_string()).execute();
+    let mut req = without_stats(h.link().get().match_name(name.to_string())).execute();
     match futures::TryStreamExt::try_next(&mut req).await {
         Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
         Ok(None) => Ok(None),
@@ -111,7 +175,7 @@ pub(crate) async fn get(h: &Handle, name: &str) -> Result<Option<Link>> {
 
 /// `ip link show`: every link of the namespace.
 pub(crate) async fn list(h: &Handle) -> Result<Vec<Link>> {
-    let msgs = dump("ip link show", || h.link().get().execute()).await?;
+    let msgs = dump("ip link show", || without_stats(h.link().get()).execute()).await?;
     Ok(msgs.iter().map(Link::from_message).collect())
 }
 

@@ -85,33 +85,30 @@ pub(crate) async fn write_gated(
     write_many(ns, writes)
 }
 
-/// Reads, in one trip into the namespace, the `forwarding` of every `net/<family>/conf/*` entry
-/// and `net/<family>/conf/all/accept_redirects` of each family, plus `extra` keys. Missing keys
-/// are left out.
+/// Reads, in one trip into the namespace, `net/<family>/conf/{all,default}/forwarding` of each
+/// family and, for IPv4, `net/ipv4/conf/all/accept_redirects` (writing `forwarding` changes
+/// it). Each link's own values come with the link dump instead ([`LinkConf`]), which spares
+/// a file per link and family. Missing keys are left out.
+///
+/// [`LinkConf`]: crate::ops::link::LinkConf
 pub(crate) fn read_forwarding(
     ns: &NsHandle,
     families: &[&'static str],
-    extra: &[String],
 ) -> Result<BTreeMap<String, String>> {
-    let (families, extra) = (families.to_vec(), extra.to_vec());
-    ns.run(move || {
-        let mut keys = extra;
-        for family in families {
-            let dir = format!("/proc/sys/net/{family}/conf");
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                if let Ok(name) = entry.file_name().into_string() {
-                    keys.push(format!("net/{family}/conf/{name}/forwarding"));
-                }
-            }
+    let mut keys = Vec::new();
+    for family in families {
+        keys.push(format!("net/{family}/conf/all/forwarding"));
+        keys.push(format!("net/{family}/conf/default/forwarding"));
+        if *family == "ipv4" {
             keys.push(format!("net/{family}/conf/all/accept_redirects"));
         }
-        keys.into_iter()
-            .filter_map(|k| {
-                let v = std::fs::read_to_string(format!("/proc/sys/{k}")).ok()?;
-                Some((k, v.trim().to_string()))
-            })
-            .collect()
-    })
+    }
+    let values = read_many(ns, &keys)?;
+    Ok(keys
+        .into_iter()
+        .zip(values)
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect())
 }
 
 #[cfg(test)]
