@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Duration};
 use egress_core::{blocking, Drift, EnsureAction, Error, ErrorKind, Netns, RouterSpecBuilder};
 use egress_lab::{
     ip, Lab, Snapshots, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4, GATEWAY4, GATEWAY6, NODE4,
-    ROUTER_ETH0_4, ROUTER_ETH0_6, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
+    ROUTER_ETH0_4, ROUTER_ETH0_6, ROUTER_INTERNAL, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
 };
 use serde_json::Value;
 
@@ -272,6 +272,53 @@ fn router_forwards_only_what_it_translated_and_announces_itself() {
     assert!(!egress_lab::ping(&lab.ext, ip("192.0.2.3")));
 
     blocking::teardown(router).unwrap();
+}
+
+/// The macvlan is created with an ifindex and a MAC chosen up front, so that it need not be
+/// read back; when the kernel refuses the index (taken meanwhile), it is created again without
+/// one and read back. Either way the router knows the link the kernel made: its announcements
+/// carry that link's MAC, and teardown deletes exactly it.
+#[test]
+fn router_knows_its_macvlan_with_or_without_the_chosen_index() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = dual_stack(&lab, "ifindex").build().unwrap();
+    let index = |link: &str| lab.router.ip_json(&["link", "show", link])[0]["ifindex"].as_u64();
+    for taken in [false, true] {
+        let highest = lab
+            .router
+            .ip_json(&["link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l["ifindex"].as_u64())
+            .max()
+            .unwrap();
+        if taken {
+            egress_core::fault::take_ifindex();
+        }
+        let router = blocking::apply(&spec).unwrap();
+        let created = index("macvlan0").unwrap();
+        if taken {
+            assert_ne!(Some(created), index(ROUTER_INTERNAL), "taken: {taken}");
+        } else {
+            assert_eq!(created, highest + 1, "the chosen index");
+        }
+        let mac = lab.router.link_mac("macvlan0");
+        assert_eq!(
+            lab.ext.neighbour_mac(source4()).as_deref(),
+            Some(mac.as_str()),
+            "taken: {taken}"
+        );
+        assert_eq!(
+            lab.ext.neighbour_mac(source6()).as_deref(),
+            Some(mac.as_str()),
+            "taken: {taken}"
+        );
+        blocking::teardown(router).unwrap();
+        snaps.assert_restored(&format!("teardown (index taken: {taken})"));
+        lab.ext.ip(&["neigh", "flush", "all"]);
+    }
 }
 
 #[test]

@@ -103,6 +103,8 @@ struct Pre {
     external: Option<Link>,
     parent: Option<(Handle, Link, NsHandle)>,
     names: std::collections::HashMap<u32, String>,
+    /// An ifindex no link of the router namespace has, for the macvlan.
+    free_index: Option<u32>,
     routes: Vec<Route>,
     record: Record,
     /// Restore writes for each family whose forwarding the router turns on.
@@ -489,11 +491,23 @@ async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>)
     };
     record.encode()?;
 
+    let free_index = links
+        .iter()
+        .map(|l| l.index)
+        .max()
+        .and_then(|i| i.checked_add(1))
+        .filter(|i| *i <= i32::MAX as u32);
+    #[cfg(feature = "fault-injection")]
+    let free_index = match crate::fault::index_taken() {
+        true => Some(internal.index),
+        false => free_index,
+    };
     Ok(Pre {
         internal,
         external,
         parent,
         names: names(&links),
+        free_index,
         routes,
         record,
         forwarding4,
@@ -565,10 +579,16 @@ async fn exec(
         }
         Step::CreateMacvlan { macvlan, group, .. } => {
             let (prt, parent, _) = pre.parent.as_ref().expect("preflight found the parent");
-            link::create_macvlan(prt, macvlan, parent.index, c.ns.raw_fd(), *group).await?;
-            let created = link::get(&c.rt, &macvlan.name).await?.ok_or_else(|| {
-                Error::kernel(format!("ip link show dev {}", macvlan.name), libc::ENODEV)
-            })?;
+            let created = link::create_macvlan(
+                prt,
+                &c.rt,
+                macvlan,
+                parent,
+                c.ns.raw_fd(),
+                *group,
+                pre.free_index,
+            )
+            .await?;
             journal.push(Undo::DeleteLink {
                 index: created.index,
                 name: created.name.clone(),

@@ -21,6 +21,7 @@ use crate::error::Error;
 thread_local! {
     static STEP: Cell<Option<usize>> = const { Cell::new(None) };
     static UNDO: Cell<Option<usize>> = const { Cell::new(None) };
+    static INDEX_TAKEN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The errno an injected fault reports.
@@ -37,10 +38,19 @@ pub fn fail_undo(k: usize) {
     UNDO.with(|s| s.set(Some(k)));
 }
 
+/// The next apply on this thread that creates a macvlan asks the kernel for an ifindex that
+/// its namespace already uses (the internal link's), as if another link had taken the chosen
+/// one meanwhile: the kernel refuses it, and the apply creates the macvlan without one and
+/// reads it back.
+pub fn take_ifindex() {
+    INDEX_TAKEN.with(|s| s.set(true));
+}
+
 /// Clears every pending fault of this thread.
 pub fn clear() {
     STEP.with(|s| s.set(None));
     UNDO.with(|s| s.set(None));
+    INDEX_TAKEN.with(|s| s.set(false));
 }
 
 /// The faults armed on a thread: carried by each call to the pool thread that runs it, and the
@@ -49,6 +59,7 @@ pub fn clear() {
 pub(crate) struct Armed {
     step: Option<usize>,
     undo: Option<usize>,
+    index_taken: bool,
 }
 
 /// Takes the faults armed on this thread.
@@ -56,6 +67,7 @@ pub(crate) fn take() -> Armed {
     Armed {
         step: STEP.with(|s| s.take()),
         undo: UNDO.with(|s| s.take()),
+        index_taken: INDEX_TAKEN.with(|s| s.take()),
     }
 }
 
@@ -63,6 +75,12 @@ pub(crate) fn take() -> Armed {
 pub(crate) fn arm(a: Armed) {
     STEP.with(|s| s.set(a.step));
     UNDO.with(|s| s.set(a.undo));
+    INDEX_TAKEN.with(|s| s.set(a.index_taken));
+}
+
+/// Whether [`take_ifindex`] is armed; consumes it.
+pub(crate) fn index_taken() -> bool {
+    INDEX_TAKEN.with(|s| s.take())
 }
 
 /// Called before step `k` runs; consumes the fault when it fires. `what` is only rendered

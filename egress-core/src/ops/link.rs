@@ -7,6 +7,8 @@ use netlink_packet_route::link::{
 use netlink_packet_route::{link::LinkExtentMask, AddressFamily};
 use rtnetlink::{Handle, LinkGetRequest, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 
+use futures::TryFutureExt;
+
 use super::{dump, errno};
 use crate::{
     error::{is_gone, Error, Result},
@@ -180,41 +182,103 @@ pub(crate) async fn list(h: &Handle) -> Result<Vec<Link>> {
 }
 
 /// `ip link add NAME link PARENT netns NS type macvlan mode MODE group G up [mtu] [address]`,
-/// sent on a socket of the parent's namespace: one message creates the macvlan, up, directly
-/// inside the router namespace, so nothing can be left in the parent's namespace.
+/// sent on `parent_ns`, a socket of the parent's namespace: one message creates the macvlan,
+/// up, directly inside the router namespace, so nothing can be left in the parent's namespace.
+/// Returns the created link.
+///
+/// The kernel does not answer a create with the link it made, and asking (`ip link show`) is
+/// a round trip of its own, so the message fixes what the router needs to know: the MAC (the
+/// spec's, or a random locally administered one, as the kernel would pick) and the ifindex
+/// (`free_index`, one the router namespace does not use). A kernel that cannot take that
+/// index (EEXIST: the index is taken, or an older kernel looked it up in the parent's
+/// namespace) gets the message again without it, and the link is then read back on
+/// `router_ns`; so is one in passthru mode, which takes its parent's MAC whatever it is given.
 pub(crate) async fn create_macvlan(
     parent_ns: &Handle,
+    router_ns: &Handle,
     m: &Macvlan,
-    parent_index: u32,
+    parent: &Link,
     router_ns_fd: i32,
     group: u32,
-) -> Result<()> {
-    let mut b = LinkMessageBuilder::<LinkMacVlan>::new(&m.name)
-        .link(parent_index)
-        .mode(to_kernel_mode(m.mode))
-        .setns_by_fd(router_ns_fd)
-        .link_group(group)
-        .up();
-    if let Some(mtu) = m.mtu {
-        b = b.mtu(mtu);
-    }
-    if let Some(mac) = m.mac {
-        b = b.address(mac.to_vec());
-    }
-    parent_ns
-        .link()
-        .add(b.build())
-        .execute()
-        .await
-        .map_err(|e| match errno(&e) {
-            libc::EEXIST => Error::AlreadyExists {
-                object: "link",
-                value: m.name.clone(),
-                netns: "the router namespace".into(),
-                hint: None,
-            },
-            n => Error::kernel(create_macvlan_command(m), n),
-        })
+    free_index: Option<u32>,
+) -> Result<Link> {
+    let passthru = m.mode == MacvlanMode::Passthru;
+    let mac = match (m.mac, passthru) {
+        (Some(mac), _) => Some(mac),
+        (None, false) => random_mac(),
+        (None, true) => None,
+    };
+    let message = |index: Option<u32>| {
+        let mut b = LinkMessageBuilder::<LinkMacVlan>::new(&m.name)
+            .link(parent.index)
+            .mode(to_kernel_mode(m.mode))
+            .setns_by_fd(router_ns_fd)
+            .link_group(group)
+            .up();
+        if let Some(mtu) = m.mtu {
+            b = b.mtu(mtu);
+        }
+        if let Some(mac) = mac {
+            b = b.address(mac.to_vec());
+        }
+        let mut msg = b.build();
+        msg.header.index = index.unwrap_or(0);
+        msg
+    };
+    let create = |index: Option<u32>| {
+        parent_ns
+            .link()
+            .add(message(index))
+            .execute()
+            .map_err(|e| match errno(&e) {
+                libc::EEXIST => Error::AlreadyExists {
+                    object: "link",
+                    value: m.name.clone(),
+                    netns: "the router namespace".into(),
+                    hint: None,
+                },
+                n => Error::kernel(create_macvlan_command(m), n),
+            })
+    };
+    let chosen = match free_index {
+        Some(index) => match create(Some(index)).await {
+            Ok(()) => Some(index),
+            Err(Error::AlreadyExists { .. }) => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let (Some(index), Some(mac), false) = (chosen, mac, passthru) else {
+        if chosen.is_none() {
+            create(None).await?;
+        }
+        return get(router_ns, &m.name)
+            .await?
+            .ok_or_else(|| Error::kernel(format!("ip link show dev {}", m.name), libc::ENODEV));
+    };
+    Ok(Link {
+        index,
+        name: m.name.clone(),
+        mtu: m.mtu.unwrap_or(parent.mtu),
+        up: true,
+        kind: Some(InfoKind::MacVlan.to_string()),
+        macvlan_mode: Some(m.mode),
+        mac: mac.to_vec(),
+        group,
+        conf: LinkConf::default(),
+    })
+}
+
+/// A random locally administered unicast MAC (what the kernel gives a macvlan created
+/// without one); `None` when the kernel has no random bytes to give.
+fn random_mac() -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom(2) writes at most `mac.len()` bytes into `mac`.
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    (n == mac.len() as isize).then(|| {
+        mac[0] = (mac[0] & 0xfe) | 0x02;
+        mac
+    })
 }
 
 pub(crate) fn create_macvlan_command(m: &Macvlan) -> String {
