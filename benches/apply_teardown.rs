@@ -8,6 +8,11 @@
 //! one `RTM_DELLINK` of the same macvlan in the same state (made by `ip`, untimed), which waits
 //! for RCU grace periods in the kernel; a teardown runs its other deletions beside it.
 //!
+//! Every round runs twice, in the two states a machine can be in: another namespace already uses
+//! netfilter (an nftables table in the lab's node namespace, as every Kubernetes node has
+//! kube-proxy's), or nothing else does and the router's hooks are the machine's first, which
+//! makes the kernel rewrite its code on every CPU to switch them on (and off at teardown).
+//!
 //! Run as root: `cargo bench --bench apply_teardown` (`EGRESS_BENCH_ITERS`, default 40).
 
 use std::time::{Duration, Instant};
@@ -40,34 +45,82 @@ fn main() {
         text.replace(&spec.table_name(), "egress_shell")
     };
 
-    let (mut ours_apply, mut ours_down, mut sh_apply, mut sh_down, mut link_down) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    // Both states of the machine, interleaved: another namespace using netfilter (the node's
+    // table) or the router's hooks being the kernel's first.
+    let mut rows = [Timings::default(), Timings::default()];
     for _ in 0..iters {
-        let t = Instant::now();
-        let r = blocking::apply(&spec).expect("apply");
-        ours_apply.push(t.elapsed());
-        let t = Instant::now();
-        blocking::teardown(r).expect("teardown");
-        ours_down.push(t.elapsed());
-
-        let t = Instant::now();
-        shell_apply(&lab, &ruleset);
-        sh_apply.push(t.elapsed());
-        let t = Instant::now();
-        shell_teardown(&lab);
-        sh_down.push(t.elapsed());
-
-        link_down.push(macvlan_deletion(&lab));
+        for (node_netfilter, t) in [true, false].into_iter().zip(rows.iter_mut()) {
+            if node_netfilter {
+                lab.node.nft(NODE_NETFILTER);
+            }
+            t.measure(&lab, &spec, &ruleset);
+            if node_netfilter {
+                lab.node
+                    .exec(&["nft", "delete", "table", "inet", "bench_node"]);
+            }
+        }
     }
     println!("one full router (macvlan, v4+v6, 3 redirects + fallback, kept route, forward filter), {iters} iterations, medians:");
-    report("apply", &mut ours_apply, &mut sh_apply);
-    report("teardown", &mut ours_down, &mut sh_down);
-    let (down, link) = (median(&mut ours_down), median(&mut link_down));
-    println!(
-        "  the macvlan deletion alone (one RTM_DELLINK, same state) {:>8.3} ms   teardown / it {:>5.2}x",
-        ms(link),
-        down.as_secs_f64() / link.as_secs_f64()
-    );
+    let [with_node, alone] = &mut rows;
+    println!(" another namespace uses netfilter (the node's table, as kube-proxy's on a Kubernetes node):");
+    with_node.report();
+    println!(" no other netfilter user (the router's hooks are the machine's first):");
+    alone.report();
+}
+
+/// An nftables table in the lab's node namespace standing for what every Kubernetes node
+/// has (kube-proxy's and the CNI's rules): base chains on the hooks a router uses, and
+/// conntrack. The kernel switches each netfilter hook on machine-wide (a static key: it
+/// rewrites its code on every CPU) when the first namespace registers it and off when the
+/// last one goes; with a table like this in place, a router's apply and teardown skip that.
+const NODE_NETFILTER: &str = "table inet bench_node {
+    chain prerouting { type nat hook prerouting priority dstnat; }
+    chain postrouting { type nat hook postrouting priority srcnat; }
+    chain output { type nat hook output priority -100; }
+    chain input { type nat hook input priority 100; }
+    chain forward { type filter hook forward priority filter; ct state established accept; }
+}";
+
+/// The timings of one state of the machine.
+#[derive(Default)]
+struct Timings {
+    ours_apply: Vec<Duration>,
+    ours_down: Vec<Duration>,
+    sh_apply: Vec<Duration>,
+    sh_down: Vec<Duration>,
+    link_down: Vec<Duration>,
+}
+
+impl Timings {
+    /// One round: our apply and teardown, the shell's, and the macvlan deletion alone.
+    fn measure(&mut self, lab: &Lab, spec: &RouterSpec, ruleset: &str) {
+        let t = Instant::now();
+        let r = blocking::apply(spec).expect("apply");
+        self.ours_apply.push(t.elapsed());
+        let t = Instant::now();
+        blocking::teardown(r).expect("teardown");
+        self.ours_down.push(t.elapsed());
+
+        let t = Instant::now();
+        shell_apply(lab, ruleset);
+        self.sh_apply.push(t.elapsed());
+        let t = Instant::now();
+        shell_teardown(lab);
+        self.sh_down.push(t.elapsed());
+
+        self.link_down.push(macvlan_deletion(lab));
+    }
+
+    fn report(&mut self) {
+        report("apply", &mut self.ours_apply, &mut self.sh_apply);
+        report("teardown", &mut self.ours_down, &mut self.sh_down);
+        let (down, link) = (median(&mut self.ours_down), median(&mut self.link_down));
+        println!(
+            "  the macvlan deletion alone (one RTM_DELLINK, same state) {:>8.3} ms   teardown / it {:>5.2}x",
+            ms(link),
+            down.as_secs_f64() / link.as_secs_f64()
+        );
+    }
 }
 
 /// Times the deletion of the bench's macvlan alone: one netlink request, in the state a router
