@@ -1,13 +1,14 @@
 //! Links: find, create the macvlan (directly inside the router namespace), set up/down, delete.
 
-use netlink_packet_route::link::{
-    AfSpecInet, AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoMacVlan, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
-};
-use netlink_packet_route::{link::LinkExtentMask, AddressFamily};
-use rtnetlink::{Handle, LinkGetRequest, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
-
 use futures::TryFutureExt;
+use netlink_packet_route::{
+    link::{
+        AfSpecInet, AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoMacVlan, LinkAttribute,
+        LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    },
+    AddressFamily,
+};
+use rtnetlink::{Handle, LinkGetRequest, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 
 use super::{dump, errno};
 use crate::{
@@ -27,7 +28,7 @@ pub(crate) struct Link {
     pub mac: Vec<u8>,
     pub group: u32,
     /// The link's own sysctls the router reads, as the link dump reports them
-    /// (`IFLA_AF_SPEC`); `None` when the link has no such family.
+    /// (`IFLA_AF_SPEC`); each is `None` when the link has no such family.
     pub conf: LinkConf,
 }
 
