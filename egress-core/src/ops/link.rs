@@ -323,3 +323,49 @@ pub(crate) async fn delete(h: &Handle, index: u32, name: &str) -> Result<bool> {
 pub(crate) fn is_macvlan(link: &Link) -> bool {
     link.kind.as_deref() == Some(&InfoKind::MacVlan.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_mac_is_unicast_and_locally_administered() {
+        let macs: Vec<[u8; 6]> = (0..64)
+            .map(|_| random_mac().expect("random bytes"))
+            .collect();
+        for mac in &macs {
+            assert_eq!(mac[0] & 0x01, 0, "multicast bit set: {mac:02x?}");
+            assert_eq!(mac[0] & 0x02, 0x02, "not locally administered: {mac:02x?}");
+        }
+        // Random, not one fixed address: 64 draws of 46 random bits do not all agree.
+        assert!(macs.iter().any(|m| m != &macs[0]));
+    }
+
+    #[test]
+    fn link_conf_names_the_sysctls_it_holds_and_only_those() {
+        let conf = LinkConf {
+            forwarding4: Some(1),
+            arp_notify: None,
+            forwarding6: Some(0),
+            ndisc_notify: Some(1),
+        };
+        assert_eq!(
+            conf.sysctls("eth0.100"),
+            vec![
+                (
+                    "net/ipv4/conf/eth0.100/forwarding".to_string(),
+                    "1".to_string()
+                ),
+                (
+                    "net/ipv6/conf/eth0.100/forwarding".to_string(),
+                    "0".to_string()
+                ),
+                (
+                    "net/ipv6/conf/eth0.100/ndisc_notify".to_string(),
+                    "1".to_string()
+                ),
+            ]
+        );
+        assert!(LinkConf::default().sysctls("lo").is_empty());
+    }
+}
