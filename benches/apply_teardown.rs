@@ -136,11 +136,8 @@ fn macvlan_deletion(lab: &Lab) -> Duration {
         }
     };
     forwarding("1");
-    let index = r.ip_json(&["link", "show", "macvlan0"])[0]["ifindex"]
-        .as_u64()
-        .expect("an ifindex") as u32;
     let mut del = LinkMessage::default();
-    del.header.index = index;
+    del.header.index = r.link_index("macvlan0");
     let t = Instant::now();
     r.rtnetlink(RouteNetlinkMessage::DelLink(del), 0)
         .expect("RTM_DELLINK");

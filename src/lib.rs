@@ -406,6 +406,16 @@ impl Netns {
         self.run(|| path.exists())
     }
 
+    /// The ifindex of `link` in this namespace (`ip -j link show LINK`); panics if the link
+    /// does not exist.
+    pub fn link_index(&self, link: &str) -> u32 {
+        let links = self.ip_json(&["link", "show", "dev", link]);
+        links[0]["ifindex"]
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok())
+            .unwrap_or_else(|| panic!("no link {link} in {}: {links}", self.name))
+    }
+
     /// The MAC address of `link` in this namespace (`ip -j link show LINK`); panics if the link
     /// does not exist.
     pub fn link_mac(&self, link: &str) -> String {
@@ -483,10 +493,7 @@ impl Netns {
             .split_once('/')
             .unwrap_or_else(|| panic!("{cidr:?}: expected ADDR/PREFIX"));
         let addr = ip(a);
-        let index = self.ip_json(&["link", "show", "dev", link])[0]["ifindex"]
-            .as_u64()
-            .and_then(|i| u32::try_from(i).ok())
-            .unwrap_or_else(|| panic!("no link {link} in {}", self.name));
+        let index = self.link_index(link);
         let mut message = AddressMessage::default();
         message.header.family = if addr.is_ipv4() {
             RtAddressFamily::Inet

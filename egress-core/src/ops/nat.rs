@@ -1095,11 +1095,7 @@ fn element_key(e: &MapElement) -> [u8; MAP_KEY_LEN] {
 
 /// `address . port`: the port padded to 4 bytes, big endian.
 fn element_data(e: &MapElement) -> Vec<u8> {
-    let mut data = Vec::with_capacity(20);
-    match e.2 {
-        IpAddr::V4(a) => data.extend_from_slice(&a.octets()),
-        IpAddr::V6(a) => data.extend_from_slice(&a.octets()),
-    }
+    let mut data = ip_bytes(e.2);
     let [hi, lo] = e.3.to_be_bytes();
     data.extend_from_slice(&[hi, lo, 0, 0]);
     data
