@@ -92,6 +92,46 @@ impl<'a> Snapshots<'a> {
             .collect()
     }
 
+    /// As [`assert_restored`](Self::assert_restored), for two different applies of one router:
+    /// their crash records differ by the random apply id (in the table's comment and in the
+    /// notes' addresses), and nothing else may.
+    fn assert_restored_but_record(&self, when: &str) {
+        let record = |l: &String| {
+            l.starts_with("route -6 ")
+                && l.contains(r#""table":"1701278323""#)
+                && l.contains(r#""type":"blackhole""#)
+        };
+        let id = |l: &str| {
+            l.split(" id=")
+                .enumerate()
+                .map(|(i, part)| match i {
+                    0 => part.to_string(),
+                    _ => format!(" id=…{}", &part[8..]),
+                })
+                .collect::<String>()
+        };
+        for (ns, before) in &self.taken {
+            let now = Snapshot::take(ns);
+            let strip = |s: &Snapshot| -> Vec<String> {
+                let notes = s.lines().iter().filter(|l| record(l)).count();
+                let mut v: Vec<String> = s
+                    .lines()
+                    .iter()
+                    .filter(|l| !record(l))
+                    .map(|l| id(l))
+                    .collect();
+                v.push(format!("{notes} notes"));
+                v
+            };
+            assert_eq!(
+                strip(before),
+                strip(&now),
+                "{when}: namespace {} differs",
+                ns.name()
+            );
+        }
+    }
+
     fn assert_restored(&self, when: &str) {
         for (ns, before) in &self.taken {
             let now = Snapshot::take(ns);
@@ -246,23 +286,36 @@ fn fault_at_every_step_adopted_link() {
 /// Whether a snapshot diff line is explained by `remains` (an [`egress_core::Error`] entry of
 /// what a teardown or rollback left behind).
 ///
-/// A teardown's errors name the failed operation; a journal object kept on purpose is named by
-/// the command that would have deleted it.
+/// A teardown's errors name the failed operation; the crash record kept on purpose (because
+/// something could not be restored) is named by the undo that was skipped.
 fn explains(remains: &str, line: &str) -> bool {
     let (sign, body) = line.split_at(2);
+    let remains = remains
+        .split(" skipped: ")
+        .next()
+        .unwrap()
+        .split(" failed: ")
+        .next()
+        .unwrap();
     let remains = if let Some(t) = remains.strip_prefix("nft delete table inet ") {
         format!("nftables table inet {t}")
     } else if let Some(r) = remains.strip_prefix("ip route del ") {
         format!("route {r}")
     } else if let Some(r) = remains.strip_prefix("ip route add ") {
-        format!(
-            "route {} not restored",
-            r.split(" failed: ").next().unwrap()
-        )
+        format!("route {r} not restored")
+    } else if remains.starts_with("ip -6 route del blackhole") {
+        "crash record".to_string()
     } else {
         remains.to_string()
     };
     let remains = remains.as_str();
+    if remains.starts_with("crash record") {
+        // Its notes: blackhole routes of ours in the journal table.
+        return sign == "+ "
+            && body.starts_with("route -6 ")
+            && body.contains(r#""table":"1701278323""#)
+            && body.contains(r#""type":"blackhole""#);
+    }
     if let Some(table) = remains.strip_prefix("nftables table inet ") {
         let table = table.split(' ').next().unwrap();
         return sign == "+ "
@@ -713,8 +766,13 @@ fn drift_of_every_kind_is_named_and_repaired() {
                 r.ip(&["addr", "del", EGRESS_SOURCE4, "dev", "macvlan0"]);
                 r.ip(&["addr", "add", "203.0.113.98/24", "dev", "macvlan0"]);
             }),
-            // With the link's last IPv4 address, the kernel drops its IPv4 routes too.
+            // With the link's last IPv4 address, the kernel drops its IPv4 routes too; the new
+            // address is not the router's.
             vec![
+                Drift::ForeignAddress {
+                    link: link.clone(),
+                    address: "203.0.113.98/24".parse().unwrap(),
+                },
                 Drift::AddressMissing {
                     link: link.clone(),
                     address: EGRESS_SOURCE4.parse().unwrap(),
@@ -734,8 +792,8 @@ fn drift_of_every_kind_is_named_and_repaired() {
                     address: EGRESS_SOURCE6.parse().unwrap(),
                 },
                 route("203.0.113.1/32 dev macvlan0 proto 158"),
-                route("default via 203.0.113.1 dev macvlan0 proto 158"),
                 route("2001:db8:2::1/128 dev macvlan0 proto 158"),
+                route("default via 203.0.113.1 dev macvlan0 proto 158"),
                 route("default via 2001:db8:2::1 dev macvlan0 proto 158"),
             ],
         ),
@@ -809,12 +867,23 @@ fn drift_of_every_kind_is_named_and_repaired() {
     assert_eq!(outcome.action, EnsureAction::Repaired);
     assert_eq!(outcome.drift, [foreign]);
     assert!(blocking::check(&spec).unwrap().is_empty());
-    let saved = fresh.diff_lines();
-    assert!(
-        matches!(saved.as_slice(), [l] if l.starts_with("+ route -4 ")
-            && l.contains(r#""metric":50"#) && l.contains(r#""table":"1701278323""#)),
-        "{saved:#?}"
-    );
+    // Saved in both copy tables; the crash record (its notes and the table's comment) grew by
+    // its fingerprint; nothing else changed.
+    let diff = fresh.diff_lines();
+    for table in ["1701278323", "1701278317"] {
+        assert!(
+            diff.iter().any(|l| l.starts_with("+ route -4 ")
+                && l.contains(r#""metric":50"#)
+                && l.contains(&format!(r#""table":"{table}""#))),
+            "{diff:#?}"
+        );
+    }
+    let record = |l: &String| {
+        (l.contains(r#""type":"blackhole""#) && l.contains(r#""table":"1701278323""#))
+            || (l.starts_with("+ nft table ") || l.starts_with("- nft table "))
+    };
+    let copies = |l: &String| l.contains(r#""metric":50"#);
+    assert!(diff.iter().all(|l| record(l) || copies(l)), "{diff:#?}");
     blocking::teardown_by_name(spec.netns(), spec.name()).unwrap();
     r.ip(&[
         "route", "del", "default", "via", NODE4, "dev", "eth0", "metric", "50",
@@ -822,14 +891,27 @@ fn drift_of_every_kind_is_named_and_repaired() {
     snaps.assert_restored("after the drift tests and teardown_by_name");
 
     // The whole ruleset flushed (a firewall reload): the router's table is gone, and with it
-    // the record of the sysctl values it replaced; everything else is still there.
-    assert_eq!(
-        blocking::ensure(&spec).unwrap().action,
-        EnsureAction::Created
-    );
+    // one of the two places of its crash record. The other (its notes in the journal routing
+    // table) survives: the table is written again from it — never from the current values —
+    // and teardown restores the namespace exactly, forwarding included.
+    let fresh = {
+        let outcome = blocking::ensure(&spec).unwrap();
+        assert_eq!(outcome.action, EnsureAction::Created);
+        Snapshots::lab(&lab)
+    };
+    let journal = |spec: &RouterSpec| {
+        blocking::inspect(spec.netns(), spec.name())
+            .unwrap()
+            .unwrap()
+            .journal
+            .unwrap()
+    };
+    let recorded = journal(&spec);
+    assert!(recorded.contains(" 4all.f=0"), "{recorded}");
     r.nft("flush ruleset");
-    let missing = Drift::RouterMissing {
+    let missing = Drift::NatChanged {
         table: table.clone(),
+        detail: "the table is missing (and with it the crash record in its comment)".into(),
     };
     assert_eq!(
         blocking::check(&spec).unwrap(),
@@ -839,20 +921,9 @@ fn drift_of_every_kind_is_named_and_repaired() {
     assert_eq!(outcome.action, EnsureAction::Repaired);
     assert_eq!(outcome.drift, [missing]);
     assert!(blocking::check(&spec).unwrap().is_empty());
-    fresh.assert_restored("a flushed ruleset, then ensure: not as a fresh apply");
-    // Only the journal differs: forwarding was on when it was written again, so the values
-    // from before the router are lost with the flushed table.
-    let journal = |spec: &RouterSpec| {
-        blocking::inspect(spec.netns(), spec.name())
-            .unwrap()
-            .unwrap()
-            .journal
-            .unwrap()
-    };
-    assert!(!journal(&spec).contains("all.f="), "{}", journal(&spec));
+    fresh.assert_restored("a flushed ruleset, then ensure: not as before");
+    assert_eq!(journal(&spec), recorded);
     blocking::teardown_by_name(spec.netns(), spec.name()).unwrap();
-    r.sysctl_set("net.ipv4.ip_forward", "0");
-    r.sysctl_set("net.ipv6.conf.all.forwarding", "0");
     snaps.assert_restored("after a flushed ruleset, ensure and teardown_by_name");
 }
 
@@ -1233,12 +1304,22 @@ fn two_appliers_of_one_router_exactly_one_wins() {
         });
         let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
         assert_eq!(won.len(), 1, "round {round}: {lost:?}");
+        // The loser finds the winner's router before its first change, or when it creates the
+        // table (then after writing its crash record, which it takes back completely).
         let e = lost.into_iter().next().unwrap().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "round {round}: {e}");
+        let cause = match &e {
+            Error::Apply {
+                source,
+                rollback: Rollback::Complete,
+                ..
+            } => source.as_ref(),
+            e => e,
+        };
+        assert_eq!(cause.kind(), ErrorKind::AlreadyExists, "round {round}: {e}");
         if !e.to_string().contains("won the race") {
             preflight += 1;
         }
-        applied.assert_restored(&format!("round {round}: not as one apply leaves it"));
+        applied.assert_restored_but_record(&format!("round {round}: not as one apply leaves it"));
         assert!(blocking::check(&spec).unwrap().is_empty());
         let router = won.into_iter().next().unwrap().unwrap();
         blocking::teardown(router).unwrap();
@@ -1405,26 +1486,35 @@ fn spec_strategy() -> impl Strategy<Value = RouterSpec> {
                 families.truncate(addrs.len()); // a family needs a source
                 let (has4, has6) = (families.contains(&false), families.contains(&true));
                 let family = |i: usize| families[i % families.len()];
+                let mut sources = std::collections::HashSet::new();
                 for (i, a) in addrs.iter().enumerate() {
                     let prefix = if family(i) { 64 + a % 65 } else { 8 + a % 25 };
+                    sources.insert(address(family(i), *a));
                     b = b.source(format!("{}/{prefix}", address(family(i), *a)));
                 }
+                // The egress source is never a destination.
+                let not_source = |a: String| (!sources.contains(&a)).then_some(a);
                 for &v6 in &families {
                     b = b.gateway(address(v6, 700)); // sources use 0..700
                 }
                 let mut seen = std::collections::HashSet::new();
                 for (i, (proto, port, to, to_port)) in redirects.into_iter().enumerate() {
+                    let Some(to) = not_source(address(family(i), 701 + to)) else {
+                        continue;
+                    };
                     if seen.insert((proto, port, family(i))) {
-                        b = b.redirect(proto, port, address(family(i), 701 + to), to_port);
+                        b = b.redirect(proto, port, to, to_port);
                     }
                 }
                 let (f4, f6, a4, a6) = fallbacks;
-                if f4 && has4 {
-                    b = b.fallback(address(false, 1400 + a4 % 300));
+                if let Some(f) = not_source(address(false, 1400 + a4 % 300)).filter(|_| f4 && has4)
+                {
+                    b = b.fallback(f);
                 }
-                if f6 && has6 {
-                    b = b.fallback(address(true, 1400 + a6 % 300));
+                if let Some(f) = not_source(address(true, 1400 + a6 % 300)).filter(|_| f6 && has6) {
+                    b = b.fallback(f);
                 }
+                let mut kept_to = std::collections::HashSet::new();
                 for (v6, extra, bits, via) in kept {
                     let v6 = (v6 && has6) || !has4;
                     let (to, via) = if v6 {
@@ -1437,7 +1527,10 @@ fn spec_strategy() -> impl Strategy<Value = RouterSpec> {
                         let net = format!("{}/{prefix}", std::net::Ipv4Addr::from(net));
                         (net, via.map(|v| address(false, v)))
                     };
-                    b = b.keep_route(to, via.as_deref());
+                    // One route per network.
+                    if kept_to.insert(to.clone()) {
+                        b = b.keep_route(to, via.as_deref());
+                    }
                 }
                 b.build()
                     .unwrap_or_else(|e| panic!("the strategy made an invalid spec: {e}"))

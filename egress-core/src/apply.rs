@@ -1,21 +1,29 @@
-//! Runs a plan as one transaction: preflight, then each step with its undo journaled only after
-//! the kernel accepted it; on any failure the journal is unwound in reverse.
+//! Runs a plan as one transaction: each step's undo is journaled only after the kernel accepted
+//! it; then the namespace is read again and compared with the desired state (verify); on any
+//! failure the journal is unwound. `apply`, `ensure` and the role changes all run here.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::time::Instant;
 
 use ipnetwork::IpNetwork;
 use rtnetlink::Handle;
+use tracing::{debug, info_span, warn, Instrument};
 
 use crate::{
+    desired::{nat_rules, Desired},
     error::{Error, Result, Rollback},
-    journal::{names, Conn, Journal, Record, Undo},
-    netns::NsHandle,
-    ops::{announce, link, link::Link, route, route::Route, sysctl},
-    plan::{nat_rules, Step},
+    journal::{Journal, Undo},
+    netns::{require_net_admin, Conn, NsHandle},
+    ops::{
+        link::{self, Link},
+        record::{self, Record, Stores, JOURNAL_TABLE, MIRROR_TABLE},
+        route::{self, Route},
+        sysctl, Current, Step,
+    },
+    plan::Plan,
     spec::{router_of_table, External, RouterSpec},
 };
 
-/// A live router: what [`apply`] built, with the journal to undo it.
+/// A live router: what [`apply`] built.
 ///
 /// Dropping it leaves the router in place (it is a kernel configuration, not a process); call
 /// [`Router::teardown`], or [`teardown_by_name`](crate::teardown_by_name) from anywhere later.
@@ -23,7 +31,14 @@ use crate::{
 pub struct Router {
     spec: RouterSpec,
     ns: NsHandle,
-    journal: Journal,
+    identity: Identity,
+}
+
+/// What tells the router a handle applied from one applied again later: the random apply id
+/// its crash record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub id: u32,
 }
 
 impl Router {
@@ -32,92 +47,28 @@ impl Router {
         &self.spec
     }
 
-    /// Undoes everything the apply did, in reverse order: restores the previous default routes
-    /// and sysctl values, deletes what it created. Runs every undo even when one fails;
-    /// "already gone" is success. Returns what was undone. When something could not be
-    /// restored, the crash journal (the table, the copies of the replaced routes) is kept and
-    /// listed with the failures, so that [`teardown_by_name`](crate::teardown_by_name) can
-    /// finish the job later.
+    /// Undoes everything the apply did and what the router replaced since (a default route
+    /// that `ensure` replaced): restores the previous default routes and sysctl values,
+    /// deletes what it created. Runs every undo even when one fails; "already gone" is
+    /// success. Returns what was undone.
+    ///
+    /// The handle first checks that the router in the kernel is still the one it applied (its
+    /// apply id and its link): one torn down and applied again by someone else is not touched
+    /// ([`Error::StaleHandle`]); one that is gone is success with nothing undone.
     pub async fn teardown(self) -> Result<Vec<String>> {
-        let undone: Vec<String> = self.journal.0.iter().rev().map(Undo::describe).collect();
-        let journal = self.journal;
-        let failures = self
-            .ns
-            .within(move |ns| async move { Ok(journal.unwind(&mut Conn::open(ns)?).await) })
-            .await?;
-        if failures.is_empty() {
-            Ok(undone)
-        } else {
-            Err(Error::Teardown {
-                failures: failures.into_iter().map(|(_, e)| e).collect(),
-            })
-        }
+        let name = self.spec.name.clone();
+        let identity = self.identity;
+        self.ns
+            .within(move |ns| crate::reconcile::teardown_in(ns, name, Some(identity)))
+            .instrument(info_span!("teardown", router = %self.spec.name))
+            .await
     }
 }
 
-/// Fails up front without CAP_NET_ADMIN, before any namespace is opened.
-///
-/// Asks `capget(2)` for the calling thread's effective set (reading
-/// `/proc/thread-self/status` instead took 0.1 ms, a twentieth of an apply). When the kernel
-/// does not answer, the call goes on and the kernel's own EPERM speaks later.
-pub(crate) fn require_net_admin(operation: &str) -> Result<()> {
-    const CAP_NET_ADMIN: u32 = 12;
-    match effective_capabilities() {
-        Some(caps) if caps & (1 << CAP_NET_ADMIN) == 0 => Err(Error::PermissionDenied {
-            operation: operation.to_string(),
-            capability: "CAP_NET_ADMIN",
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The calling thread's effective capabilities (`capget(2)`, version 3: two 32-bit words).
-fn effective_capabilities() -> Option<u64> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget(2) with a version-3 header writes two `Data` records, which `data` holds.
-    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
-    (rc == 0).then(|| u64::from(data[1].effective) << 32 | u64::from(data[0].effective))
-}
-
-/// What preflight learned from the kernel, before the first change.
-struct Pre {
-    internal: Link,
-    /// The adopted link (or, after the create step, the created one).
-    external: Option<Link>,
-    parent: Option<(Handle, Link, NsHandle)>,
-    names: std::collections::HashMap<u32, String>,
-    /// An ifindex no link of the router namespace has, for the macvlan.
-    free_index: Option<u32>,
-    routes: Vec<Route>,
-    record: Record,
-    /// Restore writes for each family whose forwarding the router turns on.
-    forwarding4: Option<Vec<(String, String)>>,
-    forwarding6: Option<Vec<(String, String)>>,
-    /// Previous values of the adopted link's sysctls the router sets.
-    link_sysctls: Vec<(String, Option<String>)>,
-}
-
-/// Applies `spec`: preflight (every check that needs the kernel), then each step of
-/// [`RouterSpec::plan`] in order. On failure everything done so far is undone and the error
-/// names the failed step and the rollback outcome; when nothing had been changed yet, the
-/// cause is returned as it is.
+/// Applies `spec`: reads the namespace, checks everything that needs the kernel, runs each step
+/// of the plan, then verifies that the namespace holds the router's desired state. On failure
+/// everything done so far is undone and the error names the failed step (or "verify") and the
+/// rollback outcome; when nothing had been changed yet, the cause is returned as it is.
 ///
 /// ```no_run
 /// # async fn demo() -> egress_core::Result<()> {
@@ -136,9 +87,16 @@ struct Pre {
 pub async fn apply(spec: &RouterSpec) -> Result<Router> {
     require_net_admin("apply an egress router")?;
     let ns = NsHandle::open(&spec.netns, "netns")?;
-    let parent_ns = open_parent(spec)?;
+    let parent = open_parent(spec)?;
+    let span = info_span!("apply", router = %spec.name, netns = %spec.netns);
     let spec = spec.clone();
-    ns.within(move |ns| transaction(spec, ns, parent_ns)).await
+    ns.within(move |ns| async move {
+        let mut c = Conn::open(ns)?;
+        let now = Current::read(&mut c, &spec.name).await?;
+        fresh(spec, c, now, parent).await
+    })
+    .instrument(span)
+    .await
 }
 
 /// Opens the macvlan's parent namespace, if the spec creates one: on the caller's thread, where
@@ -153,83 +111,572 @@ pub(crate) fn open_parent(spec: &RouterSpec) -> Result<Option<NsHandle>> {
     }
 }
 
-/// The transaction itself, on a pool thread inside the router namespace.
-pub(crate) async fn transaction(
+/// A new router in a namespace that has none: the checks only an apply makes (one router per
+/// namespace, the links it needs), then the whole plan.
+pub(crate) async fn fresh(
     spec: RouterSpec,
-    ns: NsHandle,
-    parent_ns: Option<NsHandle>,
+    c: Conn,
+    now: Current,
+    parent: Option<NsHandle>,
 ) -> Result<Router> {
-    let spec = &spec;
-    let mut c = Conn::open(ns)?;
-    let mut pre = preflight(spec, &mut c, parent_ns).await?;
-
-    let plan = spec.plan();
-    let mut journal = Journal::default();
-    // Route and address changes go out together (pipelined: sent one after the other without
-    // waiting, acknowledged together) and the kernel applies them in order: they are held
-    // until a step that depends on them (forwarding on, the announcement) or the end. The
-    // steps in between (the table, the macvlan, its sysctls) do not depend on them.
-    let mut batch: Vec<(usize, Change)> = Vec::new();
-    for (i, step) in plan.steps().iter().enumerate() {
-        #[cfg(feature = "fault-injection")]
-        let injected = crate::fault::at_step(i + 1, || step.to_string());
-        #[cfg(not(feature = "fault-injection"))]
-        let injected: Result<()> = Ok(());
-        let pipelined = match injected {
-            Ok(()) => changes(step, &pre),
-            Err(_) => None,
-        };
-        let depends = matches!(step, Step::EnableForwarding { .. } | Step::Announce { .. });
-        if injected.is_err() || (pipelined.is_none() && depends) {
-            if let Err((k, e)) = flush(&c, &mut batch, &mut journal).await {
-                return Err(roll_back(&mut c, journal, &plan.steps()[k], k, e).await);
-            }
-        }
-        let result = match (injected, pipelined) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(changes)) => {
-                batch.extend(changes.into_iter().map(|ch| (i, ch)));
-                Ok(())
-            }
-            (Ok(()), None) => exec(spec, step, &mut c, &mut pre, &mut journal).await,
-        };
-        if let Err(e) = result {
-            return Err(roll_back(&mut c, journal, step, i, e).await);
-        }
-    }
-    if let Err((k, e)) = flush(&c, &mut batch, &mut journal).await {
-        return Err(roll_back(&mut c, journal, &plan.steps()[k], k, e).await);
-    }
+    let desired = Desired::new(&spec);
+    preflight(&spec, &desired, &now)?;
+    let plan = desired.plan(&now)?;
+    let (c, done) = Tx::new(spec.clone(), c, now, parent, random_id())
+        .run(&desired, &plan)
+        .await?;
     Ok(Router {
-        spec: spec.clone(),
+        spec,
         ns: c.ns,
-        journal,
+        identity: done,
     })
 }
 
-/// Step `index` (from 0) failed with `e`: undoes everything done so far and says so. When
-/// nothing had been changed yet, the cause is returned as it is.
-async fn roll_back(c: &mut Conn, journal: Journal, step: &Step, index: usize, e: Error) -> Error {
-    if journal.is_empty() {
-        return e;
+/// The checks of a new router that need the kernel and change nothing.
+fn preflight(spec: &RouterSpec, desired: &Desired, now: &Current) -> Result<()> {
+    let netns = now.netns.clone();
+    let stores = Stores::of(now, &spec.name);
+    let other = now
+        .tables
+        .iter()
+        .filter_map(|t| router_of_table(&t.name))
+        .find(|r| *r != spec.name)
+        .or(stores.other_router);
+    if let Some(other) = other {
+        return Err(Error::AlreadyExists {
+            object: "router",
+            value: other.clone(),
+            netns,
+            hint: Some(format!(
+                "one router per namespace: router `{other}` is configured here"
+            )),
+        });
     }
-    let failures = journal.unwind(c).await;
-    let rollback = if failures.is_empty() {
-        Rollback::Complete
-    } else {
-        Rollback::Incomplete(
-            failures
-                .into_iter()
-                .map(|(what, e)| format!("{what} ({e})"))
-                .collect(),
-        )
-    };
-    Error::Apply {
-        step: step.to_string(),
-        step_index: index + 1,
-        source: Box::new(e),
-        rollback,
+    if desired.exists_in(now) {
+        return Err(Error::AlreadyExists {
+            object: "router",
+            value: spec.name.clone(),
+            netns,
+            hint: Some("use ensure to converge it, or tear it down first".into()),
+        });
     }
+    if now.link(&spec.internal).is_none() {
+        return Err(Error::NotFound {
+            field: "internal".into(),
+            object: "link",
+            value: spec.internal.clone(),
+            netns,
+        });
+    }
+    match &spec.external {
+        External::Adopt(name) if now.link(name).is_none() => Err(Error::NotFound {
+            field: "external.adopt".into(),
+            object: "link",
+            value: name.clone(),
+            netns,
+        }),
+        External::Macvlan(m) if now.link(&m.name).is_some() => Err(Error::AlreadyExists {
+            object: "link",
+            value: m.name.clone(),
+            netns,
+            hint: Some("choose another external.macvlan.name, or adopt it".into()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A random apply id (what tells two applies of the same router apart).
+fn random_id() -> u32 {
+    let mut id = [0u8; 4];
+    // SAFETY: getrandom(2) writes at most `id.len()` bytes into `id`.
+    let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
+    match n {
+        4 => u32::from_ne_bytes(id),
+        // No random bytes: the clock still tells applies apart.
+        _ => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.subsec_nanos() | 1),
+    }
+}
+
+/// One transaction: a plan's steps against what the namespace held when it began.
+pub(crate) struct Tx {
+    spec: RouterSpec,
+    c: Conn,
+    /// The namespace when the transaction began.
+    now: Current,
+    parent: Option<NsHandle>,
+    /// The crash record the transaction writes (or keeps).
+    record: Record,
+    journal: Journal,
+    /// The macvlan, once this transaction created it.
+    created: Option<Link>,
+    /// Route and address requests held to be sent together (step index, request).
+    batch: Vec<(usize, Change)>,
+    /// The macvlan's parent link and a socket of its namespace, looked up before the first
+    /// change when the plan creates the macvlan.
+    parent_link: Option<(Handle, Link)>,
+    /// The MAC address this transaction gave the external link, if it changed it.
+    mac_set: Option<[u8; 6]>,
+}
+
+impl Tx {
+    pub(crate) fn new(
+        spec: RouterSpec,
+        c: Conn,
+        now: Current,
+        parent: Option<NsHandle>,
+        id: u32,
+    ) -> Tx {
+        let record = record_spec(&spec).wanted(&now, id);
+        Tx {
+            spec,
+            c,
+            now,
+            parent,
+            record,
+            journal: Journal::default(),
+            created: None,
+            batch: Vec::new(),
+            parent_link: None,
+            mac_set: None,
+        }
+    }
+
+    /// Runs `plan`, then verifies the result against `desired`; on failure rolls back. Returns
+    /// the connection and the router's identity.
+    pub(crate) async fn run(mut self, desired: &Desired, plan: &Plan) -> Result<(Conn, Identity)> {
+        // Everything that can be known before the first change is checked first.
+        self.record.encode()?;
+        if plan
+            .steps()
+            .iter()
+            .any(|s| matches!(s, Step::CreateMacvlan { .. }))
+        {
+            let parent_ns = self
+                .parent
+                .clone()
+                .expect("a spec that creates a macvlan opens its parent namespace");
+            self.parent_link = Some(self.find_parent(&parent_ns).await?);
+        }
+        for (i, step) in plan.steps().iter().enumerate() {
+            #[cfg(feature = "fault-injection")]
+            if let Err(e) = crate::fault::at_step(i + 1, || step.to_string()) {
+                // The steps before this one were done, pipelined requests included.
+                let (k, e) = self.flush().await.err().unwrap_or((i, e));
+                return Err(self.fail_at(plan, k, e).await);
+            }
+            let started = Instant::now();
+            let result = match self.changes(step) {
+                Ok(Some(changes)) => {
+                    self.batch.extend(changes.into_iter().map(|ch| (i, ch)));
+                    Ok(())
+                }
+                Ok(None) => match self.flush().await {
+                    Err((k, e)) => return Err(self.fail_at(plan, k, e).await),
+                    Ok(()) => self.exec(step).await,
+                },
+                Err(e) => Err(e),
+            };
+            match &result {
+                Ok(()) => {
+                    debug!(step = %step, us = started.elapsed().as_micros() as u64, "step done")
+                }
+                Err(e) => warn!(step = %step, error = %e, "step failed"),
+            }
+            if let Err(e) = result {
+                return Err(self.fail_at(plan, i, e).await);
+            }
+        }
+        if let Err((k, e)) = self.flush().await {
+            return Err(self.fail_at(plan, k, e).await);
+        }
+        if let Err(e) = self.verify(desired).await {
+            return Err(self
+                .fail(VERIFY.to_string(), plan.steps().len() + 1, e)
+                .await);
+        }
+        let id = self.record.id;
+        Ok((self.c, Identity { id }))
+    }
+
+    /// Reads the namespace again: it must hold `desired` exactly.
+    async fn verify(&mut self, desired: &Desired) -> Result<()> {
+        #[cfg(feature = "fault-injection")]
+        crate::fault::at_verify()?;
+        let now = Current::read(&mut self.c, &self.spec.name).await?;
+        let drift = desired.compare(&now);
+        match drift.is_empty() {
+            true => Ok(()),
+            false => Err(Error::Verify { drift }),
+        }
+    }
+
+    async fn fail_at(self, plan: &Plan, index: usize, e: Error) -> Error {
+        let step = plan.steps()[index].to_string();
+        self.fail(step, index + 1, e).await
+    }
+
+    /// Step `index` (from 1) failed with `e`: undoes everything done so far and says so. When
+    /// nothing had been changed yet, the cause is returned as it is.
+    async fn fail(mut self, step: String, step_index: usize, e: Error) -> Error {
+        if self.journal.is_empty() {
+            return e;
+        }
+        let failures = {
+            let span = info_span!("rollback", router = %self.spec.name, step = %step);
+            let journal = std::mem::take(&mut self.journal);
+            journal.unwind(&mut self.c).instrument(span).await
+        };
+        let rollback = match failures.is_empty() {
+            true => Rollback::Complete,
+            false => Rollback::Incomplete(
+                failures
+                    .into_iter()
+                    .map(|(what, e)| format!("{what} ({e})"))
+                    .collect(),
+            ),
+        };
+        Error::Apply {
+            step,
+            step_index,
+            source: Box::new(e),
+            rollback,
+        }
+    }
+
+    /// The index of link `name`: the one this transaction created, or one the namespace had.
+    fn index_of(&self, name: &str) -> Result<u32> {
+        if let Some(l) = self.created.as_ref().filter(|l| l.name == name) {
+            return Ok(l.index);
+        }
+        self.now
+            .link(name)
+            .map(|l| l.index)
+            .ok_or_else(|| Error::NotFound {
+                field: if name == self.spec.internal {
+                    "internal"
+                } else {
+                    "external"
+                }
+                .into(),
+                object: "link",
+                value: name.to_string(),
+                netns: self.now.netns.clone(),
+            })
+    }
+
+    /// The route netlink requests of `step`, or `None` for a step that is not made of them.
+    fn changes(&self, step: &Step) -> Result<Option<Vec<Change>>> {
+        let names = self.now.names();
+        let add = |route: Route| {
+            let what = route.describe(&names);
+            Change::AddRoute { route, what }
+        };
+        let ext_ref = record_spec(&self.spec).link;
+        Ok(Some(match step {
+            // Each note is a request of its own, so that exactly what the kernel took is
+            // undone.
+            Step::WriteJournal { .. } => {
+                let stores = Stores::of(&self.now, &self.spec.name);
+                let mut out: Vec<Change> = stores
+                    .note_routes
+                    .into_iter()
+                    .chain(stores.orphans)
+                    .map(|r| Change::DeleteRoute {
+                        route: r.clone(),
+                        what: NOTE.into(),
+                    })
+                    .collect();
+                out.extend(
+                    self.record
+                        .notes()?
+                        .into_iter()
+                        .map(|route| Change::AddRoute {
+                            route,
+                            what: NOTE.into(),
+                        }),
+                );
+                out
+            }
+            Step::RestoreSavedRoutes { table } => {
+                let from = record::other_copy_table(*table);
+                Stores::copies(&self.now, &self.record, from)
+                    .into_iter()
+                    .map(|r| add(route::in_table(r, *table)))
+                    .collect()
+            }
+            Step::SaveDefaultRoutes { ipv6 } => {
+                let mut out = Vec::new();
+                for r in route::to_save(&self.now, &ext_ref, *ipv6) {
+                    for table in [JOURNAL_TABLE, MIRROR_TABLE] {
+                        let copy = route::in_table(r, table);
+                        if !self.now.routes.iter().any(|o| o.same_as(&copy)) {
+                            out.push(add(copy));
+                        }
+                    }
+                }
+                out
+            }
+            Step::AddAddress { link, address } => vec![Change::AddAddress {
+                index: self.index_of(link)?,
+                link: link.clone(),
+                net: *address,
+            }],
+            Step::DeleteAddress { link, address } => vec![Change::DeleteAddress {
+                index: self.index_of(link)?,
+                link: link.clone(),
+                net: *address,
+            }],
+            Step::AddRoute { dst, via, link } => {
+                let oif = self.index_of(link)?;
+                vec![add(route::ours(*dst, *via, oif))]
+            }
+            Step::ReplaceDefaultRoute { via, link } => {
+                let oif = self.index_of(link)?;
+                let dst = route::default_dst(via.is_ipv6());
+                let mut changes: Vec<Change> = self
+                    .now
+                    .routes
+                    .iter()
+                    .filter(|r| r.table == route::main_table() && r.is_default())
+                    .filter(|r| !r.is_ours() && r.dst.is_ipv6() == via.is_ipv6())
+                    .map(|r| Change::DeleteRoute {
+                        route: r.clone(),
+                        what: r.describe(&names),
+                    })
+                    .collect();
+                let ours = route::ours(dst, Some(*via), oif);
+                if !self.now.routes.iter().any(|r| r.same_as(&ours)) {
+                    changes.push(add(ours));
+                }
+                changes
+            }
+            Step::CreateTable { .. }
+            | Step::RewriteJournal { .. }
+            | Step::ReplaceRuleset { .. }
+            | Step::CreateMacvlan { .. }
+            | Step::SetLinkUp { .. }
+            | Step::SetLink { .. }
+            | Step::SetSysctl { .. }
+            | Step::EnableForwarding { .. }
+            | Step::Announce { .. } => return Ok(None),
+        }))
+    }
+
+    /// Sends the held requests together and journals each one the kernel accepted; on failure,
+    /// the step (index) of the first request that failed, and why.
+    async fn flush(&mut self) -> std::result::Result<(), (usize, Error)> {
+        let sent = std::mem::take(&mut self.batch);
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let rt = &self.c.rt;
+        let results = futures::future::join_all(sent.iter().map(|(_, ch)| ch.send(rt))).await;
+        let mut failed = None;
+        for ((i, ch), result) in sent.into_iter().zip(results) {
+            match result {
+                Ok(()) => self.journal.push(ch.undo()),
+                Err(e) => {
+                    failed.get_or_insert((i, e));
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Runs a step that is not made of route netlink requests.
+    async fn exec(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::CreateTable { table, .. } => {
+                let comment = self.record.encode()?;
+                self.c
+                    .nft
+                    .create(&comment, &nat_rules(&self.spec))
+                    .map_err(|e| match e.errno() {
+                        Some(libc::EEXIST) => Error::AlreadyExists {
+                            object: "router",
+                            value: self.spec.name.clone(),
+                            netns: self.now.netns.clone(),
+                            hint: Some("another apply of the same router won the race".into()),
+                        },
+                        _ => e,
+                    })?;
+                self.journal.push(Undo::DeleteTable {
+                    table: table.clone(),
+                });
+            }
+            Step::RewriteJournal { table } => {
+                let old = self.now.comment_of(table).unwrap_or_default().to_string();
+                let rules = nat_rules(&self.spec);
+                self.c.nft.rewrite(&self.record.encode()?, &rules)?;
+                self.journal.push(Undo::RewriteTable {
+                    comment: old,
+                    rules,
+                });
+            }
+            // The previous ruleset was drift: a failed repair leaves the repaired one.
+            Step::ReplaceRuleset { .. } => self.c.nft.reinstall(&nat_rules(&self.spec))?,
+            Step::CreateMacvlan { macvlan, group, .. } => {
+                let (prt, parent) = self
+                    .parent_link
+                    .clone()
+                    .expect("the parent is looked up before the first change");
+                let free_index = self
+                    .now
+                    .links
+                    .iter()
+                    .map(|l| l.index)
+                    .max()
+                    .and_then(|i| i.checked_add(1))
+                    .filter(|i| *i <= i32::MAX as u32);
+                #[cfg(feature = "fault-injection")]
+                let free_index = match crate::fault::index_taken() {
+                    true => self.now.link(&self.spec.internal).map(|l| l.index),
+                    false => free_index,
+                };
+                let router = link::RouterNs {
+                    rt: &self.c.rt,
+                    fd: self.c.ns.raw_fd(),
+                    label: self.c.ns.label(),
+                };
+                let created =
+                    link::create_macvlan(&prt, &router, macvlan, &parent, *group, free_index)
+                        .await?;
+                self.journal.push(Undo::DeleteLink {
+                    index: created.index,
+                    name: created.name.clone(),
+                });
+                self.created = Some(created);
+            }
+            Step::SetLinkUp { link: name } => {
+                let index = self.index_of(name)?;
+                link::set_up(&self.c.rt, index, name, true).await?;
+                self.journal.push(Undo::SetLinkDown {
+                    index,
+                    name: name.clone(),
+                });
+            }
+            Step::SetLink {
+                link: name,
+                mtu,
+                mac,
+                mode,
+            } => {
+                let index = self.index_of(name)?;
+                let old = self.now.link(name).cloned();
+                link::set_props(&self.c.rt, index, name, *mtu, *mac, *mode).await?;
+                self.mac_set = mac.or(self.mac_set);
+                if let Some(old) = old {
+                    self.journal.push(Undo::SetLink {
+                        index,
+                        name: name.clone(),
+                        mtu: mtu.map(|_| old.mtu),
+                        mac: mac.and_then(|_| old.mac.as_slice().try_into().ok()),
+                        mode: mode.and(old.macvlan_mode),
+                    });
+                }
+            }
+            Step::SetSysctl { key, value } => {
+                let old = self.now.sysctl(key).map(str::to_string);
+                if old.as_deref() != Some(value.as_str()) {
+                    let writes = [(key.clone(), value.clone())];
+                    if let (_, Some(e)) = sysctl::write_gated(&self.c.ns, &writes).await? {
+                        return Err(e);
+                    }
+                    // A created link's sysctls vanish with it; a link that was there gets its
+                    // value back.
+                    if let Some(old) = old {
+                        self.journal.push(Undo::RestoreSysctls {
+                            writes: vec![(key.clone(), old)],
+                        });
+                    }
+                }
+            }
+            Step::EnableForwarding { ipv6 } => {
+                let family = if *ipv6 { "ipv6" } else { "ipv4" };
+                if let Some(restore) = sysctl::forwarding_restore(&self.now.sysctls, family) {
+                    let writes = [(sysctl::forwarding_key(*ipv6).to_string(), "1".to_string())];
+                    if let (_, Some(e)) = sysctl::write_gated(&self.c.ns, &writes).await? {
+                        return Err(e);
+                    }
+                    self.journal.push(Undo::RestoreSysctls { writes: restore });
+                }
+            }
+            Step::Announce {
+                link: name, count, ..
+            } => {
+                let (index, mac) = match self.created.as_ref().filter(|l| l.name == *name) {
+                    Some(l) => (l.index, l.mac.clone()),
+                    None => {
+                        let l = self.now.link(name).ok_or_else(|| Error::NotFound {
+                            field: "external".into(),
+                            object: "link",
+                            value: name.clone(),
+                            netns: self.now.netns.clone(),
+                        })?;
+                        // The MAC the link has now: this transaction may have set it.
+                        let mac = self.mac_set.map_or_else(|| l.mac.clone(), |m| m.to_vec());
+                        (l.index, mac)
+                    }
+                };
+                for _ in 0..*count {
+                    link::announce(&self.c.rt, index, name, &mac).await?;
+                }
+            }
+            Step::WriteJournal { .. }
+            | Step::RestoreSavedRoutes { .. }
+            | Step::SaveDefaultRoutes { .. }
+            | Step::AddAddress { .. }
+            | Step::DeleteAddress { .. }
+            | Step::AddRoute { .. }
+            | Step::ReplaceDefaultRoute { .. } => {
+                unreachable!("route and address steps are sent by flush")
+            }
+        }
+        Ok(())
+    }
+
+    /// The macvlan's parent link and a socket of its namespace; checks the spec's MTU.
+    async fn find_parent(&self, parent_ns: &NsHandle) -> Result<(Handle, Link)> {
+        let External::Macvlan(m) = &self.spec.external else {
+            unreachable!("only a created macvlan has a parent")
+        };
+        let prt = match parent_ns.same_as(&self.c.ns) {
+            true => self.c.rt.clone(),
+            false => parent_ns.route_connection()?,
+        };
+        let p = link::get(&prt, &m.parent)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                field: "external.macvlan.parent".into(),
+                object: "link",
+                value: m.parent.clone(),
+                netns: parent_ns.label().to_string(),
+            })?;
+        if let Some(mtu) = m.mtu.filter(|mtu| *mtu > p.mtu) {
+            return Err(Error::Conflict {
+                field: "external.macvlan.mtu".into(),
+                value: mtu.to_string(),
+                reason: format!(
+                    "larger than the MTU {} of parent {}; at most {} is valid",
+                    p.mtu, m.parent, p.mtu
+                ),
+            });
+        }
+        Ok((prt, p))
+    }
+}
+
+/// How a note of the crash record is named in errors.
+const NOTE: &str = "a note of the crash record (ip -6 route … table 1701278323 proto 158)";
+
+/// The step name of the verification, in errors.
+const VERIFY: &str =
+    "verify: read the namespace again and compare it with the router's desired state";
+
+fn record_spec(spec: &RouterSpec) -> record::RecordSpec {
+    Desired::record_spec(spec)
 }
 
 /// One route netlink request of a step; its undo is journaled once the kernel accepted it.
@@ -238,12 +685,18 @@ enum Change {
         route: Route,
         what: String,
     },
-    /// A default route the router replaces.
+    /// A default route the router replaces, or a note of an older crash record.
     DeleteRoute {
         route: Route,
         what: String,
     },
     AddAddress {
+        index: u32,
+        link: String,
+        net: IpNetwork,
+    },
+    /// An address that is not the router's, on the link it created.
+    DeleteAddress {
         index: u32,
         link: String,
         net: IpNetwork,
@@ -258,6 +711,11 @@ impl Change {
             Change::AddAddress { index, link, net } => {
                 crate::ops::addr::add(h, *index, link, *net).await
             }
+            Change::DeleteAddress { index, link, net } => {
+                crate::ops::addr::delete(h, *index, link, *net)
+                    .await
+                    .map(drop)
+            }
         }
     }
 
@@ -265,455 +723,11 @@ impl Change {
         match self {
             Change::AddRoute { route, what } => Undo::DeleteRoute { route, what },
             Change::DeleteRoute { route, what } => Undo::RestoreRoute {
-                route: route::in_table(&route, route::main_table()),
+                route: route::in_table(&route, route.table),
                 what,
             },
             Change::AddAddress { index, link, net } => Undo::DeleteAddress { index, link, net },
+            Change::DeleteAddress { index, link, net } => Undo::AddAddress { index, link, net },
         }
-    }
-}
-
-/// The route netlink changes of `step`, or `None` for a step that is not made of them.
-fn changes(step: &Step, pre: &Pre) -> Option<Vec<Change>> {
-    let add = |route: Route| {
-        let what = route.describe(&pre.names);
-        Change::AddRoute { route, what }
-    };
-    let defaults = |ipv6: bool| {
-        route::foreign_defaults(&pre.routes)
-            .into_iter()
-            .filter(move |r| r.dst.is_ipv6() == ipv6)
-    };
-    Some(match step {
-        Step::SaveDefaultRoutes { ipv6 } => defaults(*ipv6)
-            .map(|r| add(route::in_table(&r, route::JOURNAL_TABLE)))
-            .collect(),
-        Step::AddAddress {
-            link: name,
-            address,
-        } => vec![Change::AddAddress {
-            index: external(pre).index,
-            link: name.clone(),
-            net: *address,
-        }],
-        Step::AddRoute {
-            dst,
-            via,
-            link: name,
-        } => {
-            let oif = if *name == pre.internal.name {
-                pre.internal.index
-            } else {
-                external(pre).index
-            };
-            vec![add(route::ours(*dst, *via, oif))]
-        }
-        Step::ReplaceDefaultRoute { via, .. } => {
-            let mut changes: Vec<Change> = defaults(via.is_ipv6())
-                .map(|route| {
-                    let what = route.describe(&pre.names);
-                    Change::DeleteRoute { route, what }
-                })
-                .collect();
-            let zero: IpAddr = if via.is_ipv6() {
-                std::net::Ipv6Addr::UNSPECIFIED.into()
-            } else {
-                std::net::Ipv4Addr::UNSPECIFIED.into()
-            };
-            let dst = IpNetwork::new(zero, 0).expect("prefix 0 is valid");
-            changes.push(add(route::ours(dst, Some(*via), external(pre).index)));
-            changes
-        }
-        Step::CreateTable { .. }
-        | Step::CreateMacvlan { .. }
-        | Step::SetLinkUp { .. }
-        | Step::SetSysctl { .. }
-        | Step::EnableForwarding { .. }
-        | Step::Announce { .. } => return None,
-    })
-}
-
-/// Sends the pending changes together and journals each one the kernel accepted; on failure,
-/// the step (index) of the first change that failed, and why.
-async fn flush(
-    c: &Conn,
-    batch: &mut Vec<(usize, Change)>,
-    journal: &mut Journal,
-) -> std::result::Result<(), (usize, Error)> {
-    let sent = std::mem::take(batch);
-    let results = futures::future::join_all(sent.iter().map(|(_, ch)| ch.send(&c.rt))).await;
-    let mut failed = None;
-    for ((i, ch), result) in sent.into_iter().zip(results) {
-        match result {
-            Ok(()) => journal.push(ch.undo()),
-            Err(e) => {
-                failed.get_or_insert((i, e));
-            }
-        }
-    }
-    failed.map_or(Ok(()), Err)
-}
-
-async fn preflight(spec: &RouterSpec, c: &mut Conn, parent_ns: Option<NsHandle>) -> Result<Pre> {
-    let netns = c.ns.label().to_string();
-    // One router per namespace: it owns the default route.
-    for t in c.nft.tables()? {
-        if let Some(other) = router_of_table(&t.name) {
-            let hint = if other == spec.name {
-                "use ensure to converge it, or tear it down first".to_string()
-            } else {
-                format!("one router per namespace: router `{other}` is configured here")
-            };
-            return Err(Error::AlreadyExists {
-                object: "router",
-                value: other,
-                netns,
-                hint: Some(hint),
-            });
-        }
-    }
-    let links = link::list(&c.rt).await?;
-    let find = |name: &str| links.iter().find(|l| l.name == name).cloned();
-    let internal = find(&spec.internal).ok_or_else(|| Error::NotFound {
-        field: "internal".into(),
-        object: "link",
-        value: spec.internal.clone(),
-        netns: netns.clone(),
-    })?;
-    let link_name = spec.external.link_name();
-    let mut external = None;
-    let mut parent = None;
-    match &spec.external {
-        External::Adopt(name) => {
-            external = Some(find(name).ok_or_else(|| Error::NotFound {
-                field: "external.adopt".into(),
-                object: "link",
-                value: name.clone(),
-                netns: netns.clone(),
-            })?);
-        }
-        External::Macvlan(m) => {
-            if find(&m.name).is_some() {
-                return Err(Error::AlreadyExists {
-                    object: "link",
-                    value: m.name.clone(),
-                    netns,
-                    hint: Some("choose another external.macvlan.name, or adopt it".into()),
-                });
-            }
-            let pns = parent_ns.expect("a macvlan spec opens its parent namespace");
-            let prt = if pns.same_as(&c.ns) {
-                c.rt.clone()
-            } else {
-                pns.route_connection()?
-            };
-            let p = link::get(&prt, &m.parent)
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    field: "external.macvlan.parent".into(),
-                    object: "link",
-                    value: m.parent.clone(),
-                    netns: pns.label().to_string(),
-                })?;
-            if let Some(mtu) = m.mtu {
-                if mtu > p.mtu {
-                    return Err(Error::Conflict {
-                        field: "external.macvlan.mtu".into(),
-                        value: mtu.to_string(),
-                        reason: format!(
-                            "larger than the MTU {} of parent {}; at most {} is valid",
-                            p.mtu, m.parent, p.mtu
-                        ),
-                    });
-                }
-            }
-            parent = Some((prt, p, pns));
-        }
-    }
-
-    let has4 = spec.gateway4.is_some();
-    let has6 = spec.gateway6.is_some();
-    let (routes4, routes6) = futures::try_join!(
-        async {
-            match has4 {
-                true => route::list(&c.rt, false).await,
-                false => Ok(Vec::new()),
-            }
-        },
-        async {
-            match has6 {
-                true => route::list(&c.rt, true).await,
-                false => Ok(Vec::new()),
-            }
-        },
-    )?;
-    let routes = routes4.into_iter().chain(routes6).collect();
-
-    let families: Vec<&'static str> = [(has4, "ipv4"), (has6, "ipv6")]
-        .into_iter()
-        .filter_map(|(on, f)| on.then_some(f))
-        .collect();
-    let mut link_keys = Vec::new();
-    if let Some(ext) = &external {
-        if has4 {
-            link_keys.push(format!("net/ipv4/conf/{}/arp_notify", ext.name));
-        }
-        if has6 {
-            link_keys.push(format!("net/ipv6/conf/{}/ndisc_notify", ext.name));
-        }
-    }
-    let mut values = sysctl::read_forwarding(&c.ns, &families)?;
-    values.extend(links.iter().flat_map(|l| l.conf.sysctls(&l.name)));
-    let forwarding4 = has4.then(|| forwarding_restore(&values, "ipv4")).flatten();
-    let forwarding6 = has6.then(|| forwarding_restore(&values, "ipv6")).flatten();
-    let link_sysctls: Vec<(String, Option<String>)> = link_keys
-        .into_iter()
-        .map(|k| {
-            let v = values.get(&k).cloned();
-            (k, v)
-        })
-        .collect();
-
-    let mut restore: Vec<(String, String)> = Vec::new();
-    restore.extend(forwarding4.iter().flatten().cloned());
-    restore.extend(forwarding6.iter().flatten().cloned());
-    restore.extend(
-        link_sysctls
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-            .filter(|(_, v)| v != "1"),
-    );
-    let record = Record {
-        link: link_name.to_string(),
-        created: matches!(spec.external, External::Macvlan(_)),
-        was_up: external.as_ref().is_some_and(|l| l.up),
-        restore,
-    };
-    record.encode()?;
-
-    let free_index = links
-        .iter()
-        .map(|l| l.index)
-        .max()
-        .and_then(|i| i.checked_add(1))
-        .filter(|i| *i <= i32::MAX as u32);
-    #[cfg(feature = "fault-injection")]
-    let free_index = match crate::fault::index_taken() {
-        true => Some(internal.index),
-        false => free_index,
-    };
-    Ok(Pre {
-        internal,
-        external,
-        parent,
-        names: names(&links),
-        free_index,
-        routes,
-        record,
-        forwarding4,
-        forwarding6,
-        link_sysctls,
-    })
-}
-
-/// The writes that restore a family's forwarding after the router turned it on, or `None` when
-/// it is on already (nothing to change), from the values [`sysctl::read_forwarding`] read.
-///
-/// Writing `all.forwarding` (or `ip_forward`) resets `default` and every link's `forwarding`
-/// (and, for IPv4, sets `all.accept_redirects` to the opposite): restoring means writing `all`
-/// back first, then every entry whose value differed.
-fn forwarding_restore(
-    values: &BTreeMap<String, String>,
-    family: &str,
-) -> Option<Vec<(String, String)>> {
-    let prefix = format!("net/{family}/conf/");
-    let all = format!("{prefix}all/forwarding");
-    let old_all = values.get(&all).cloned().unwrap_or_else(|| "0".into());
-    if old_all == "1" {
-        return None;
-    }
-    let mut writes = vec![(all.clone(), old_all.clone())];
-    for (k, v) in values.range(prefix.clone()..) {
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        if k.ends_with("/forwarding") && *k != all && *v != old_all {
-            writes.push((k.clone(), v.clone()));
-        }
-    }
-    if family == "ipv4" {
-        let redirects = format!("{prefix}all/accept_redirects");
-        let after = if old_all == "0" { "1" } else { "0" };
-        if let Some(v) = values.get(&redirects).filter(|v| *v != after) {
-            writes.push((redirects, v.clone()));
-        }
-    }
-    Some(writes)
-}
-
-async fn exec(
-    spec: &RouterSpec,
-    step: &Step,
-    c: &mut Conn,
-    pre: &mut Pre,
-    journal: &mut Journal,
-) -> Result<()> {
-    match step {
-        Step::CreateTable { table, .. } => {
-            let comment = pre.record.encode()?;
-            c.nft.create(&comment, &nat_rules(spec)).map_err(|e| {
-                if e.errno() == Some(libc::EEXIST) {
-                    Error::AlreadyExists {
-                        object: "router",
-                        value: spec.name.clone(),
-                        netns: c.ns.label().to_string(),
-                        hint: Some("another apply of the same router won the race".into()),
-                    }
-                } else {
-                    e
-                }
-            })?;
-            journal.push(Undo::DeleteTable {
-                table: table.clone(),
-            });
-        }
-        Step::CreateMacvlan { macvlan, group, .. } => {
-            let (prt, parent, _) = pre.parent.as_ref().expect("preflight found the parent");
-            let created = link::create_macvlan(
-                prt,
-                &c.rt,
-                macvlan,
-                parent,
-                c.ns.raw_fd(),
-                *group,
-                pre.free_index,
-            )
-            .await?;
-            journal.push(Undo::DeleteLink {
-                index: created.index,
-                name: created.name.clone(),
-            });
-            pre.names.insert(created.index, created.name.clone());
-            pre.external = Some(created);
-        }
-        Step::SetLinkUp { link: name } => {
-            let ext = external(pre);
-            if !ext.up {
-                link::set_up(&c.rt, ext.index, name, true).await?;
-                journal.push(Undo::SetLinkDown {
-                    index: ext.index,
-                    name: name.clone(),
-                });
-            }
-        }
-        Step::SetSysctl { key, value } => {
-            let old = pre
-                .link_sysctls
-                .iter()
-                .find(|(k, _)| k == key)
-                .and_then(|(_, v)| v.clone());
-            if old.as_deref() != Some(value.as_str()) {
-                let writes = [(key.clone(), value.clone())];
-                if let (_, Some(e)) = sysctl::write_many(&c.ns, &writes)? {
-                    return Err(e);
-                }
-                // A created link's sysctls vanish with it; an adopted link's are restored.
-                if let Some(old) = old {
-                    journal.push(Undo::RestoreSysctls {
-                        writes: vec![(key.clone(), old)],
-                    });
-                }
-            }
-        }
-        Step::EnableForwarding { ipv6 } => {
-            let restore = if *ipv6 {
-                &pre.forwarding6
-            } else {
-                &pre.forwarding4
-            };
-            if let Some(restore) = restore {
-                let key = if *ipv6 {
-                    "net/ipv6/conf/all/forwarding"
-                } else {
-                    "net/ipv4/ip_forward"
-                };
-                let writes = [(key.into(), "1".into())];
-                if let (_, Some(e)) = sysctl::write_gated(&c.ns, &writes).await? {
-                    return Err(e);
-                }
-                journal.push(Undo::RestoreSysctls {
-                    writes: restore.clone(),
-                });
-            }
-        }
-        Step::Announce {
-            link: name,
-            addresses,
-            count,
-        } => {
-            let ext = external(pre);
-            let mac: [u8; 6] = ext.mac.as_slice().try_into().map_err(|_| Error::Conflict {
-                field: "external".into(),
-                value: name.clone(),
-                reason: "the link has no Ethernet address to announce".into(),
-            })?;
-            announce::send(&c.ns, ext.index, name, mac, addresses, *count)?;
-        }
-        Step::SaveDefaultRoutes { .. }
-        | Step::AddAddress { .. }
-        | Step::AddRoute { .. }
-        | Step::ReplaceDefaultRoute { .. } => {
-            unreachable!("route and address steps are sent by flush")
-        }
-    }
-    Ok(())
-}
-
-fn external(pre: &Pre) -> &Link {
-    pre.external
-        .as_ref()
-        .expect("the external link exists once it was created or adopted")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn forwarding_already_on_needs_no_restore() {
-        let v = values(&[("net/ipv4/conf/all/forwarding", "1")]);
-        assert_eq!(forwarding_restore(&v, "ipv4"), None);
-    }
-
-    #[test]
-    fn forwarding_restore_writes_all_first_then_what_differed() {
-        let v = values(&[
-            ("net/ipv4/conf/all/forwarding", "0"),
-            ("net/ipv4/conf/all/accept_redirects", "0"),
-            ("net/ipv4/conf/default/forwarding", "0"),
-            ("net/ipv4/conf/eth0/forwarding", "1"),
-            ("net/ipv4/conf/lo/forwarding", "0"),
-            ("net/ipv6/conf/all/forwarding", "0"),
-        ]);
-        assert_eq!(
-            forwarding_restore(&v, "ipv4").unwrap(),
-            vec![
-                ("net/ipv4/conf/all/forwarding".into(), "0".into()),
-                ("net/ipv4/conf/eth0/forwarding".into(), "1".into()),
-                // Writing forwarding=0 sets accept_redirects=1; it was 0.
-                ("net/ipv4/conf/all/accept_redirects".into(), "0".into()),
-            ]
-        );
-        assert_eq!(
-            forwarding_restore(&v, "ipv6").unwrap(),
-            vec![("net/ipv6/conf/all/forwarding".into(), "0".into())]
-        );
     }
 }

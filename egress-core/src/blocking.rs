@@ -1,5 +1,6 @@
 //! The synchronous facade, for callers without an async runtime (the Python and C bindings,
-//! the binaries). Each call runs on a current-thread tokio runtime owned by the calling thread.
+//! the binaries). Each call runs on a current-thread tokio runtime owned by the calling thread;
+//! calling one from a thread that runs an async runtime is [`Error::BlockingInAsync`].
 //!
 //! ```no_run
 //! use egress_core::{blocking, MacvlanMode, RouterSpec};
@@ -20,21 +21,18 @@ use std::{cell::OnceCell, future::Future};
 
 use crate::{
     error::{Error, Result},
-    Drift, EnsureOutcome, Netns, Router, RouterSpec, RouterState,
+    Drift, EnsureOutcome, Netns, Plan, Router, RouterSpec, RouterState,
 };
 
 thread_local! {
     static RUNTIME: OnceCell<tokio::runtime::Runtime> = const { OnceCell::new() };
 }
 
-pub(crate) fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
+/// Runs `f` to completion on this thread's runtime; `call` names the blocking function, for
+/// the error when this thread runs an async runtime already.
+pub(crate) fn block_on<T>(call: &'static str, f: impl Future<Output = Result<T>>) -> Result<T> {
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Error::Kernel {
-            operation:
-                "egress_core::blocking called from inside an async runtime (use the async API)"
-                    .into(),
-            errno: libc::EDEADLK,
-        });
+        return Err(Error::BlockingInAsync { call });
     }
     RUNTIME.with(|cell| runtime_in(cell)?.block_on(f))
 }
@@ -55,30 +53,35 @@ pub(crate) fn runtime_in(
 
 /// [`crate::apply`], blocking.
 pub fn apply(spec: &RouterSpec) -> Result<Router> {
-    block_on(crate::apply(spec))
+    block_on("apply", crate::apply(spec))
 }
 
 /// [`Router::teardown`], blocking.
 pub fn teardown(router: Router) -> Result<Vec<String>> {
-    block_on(router.teardown())
+    block_on("teardown", router.teardown())
 }
 
 /// [`crate::teardown_by_name`], blocking.
 pub fn teardown_by_name(netns: &Netns, name: &str) -> Result<Vec<String>> {
-    block_on(crate::teardown_by_name(netns, name))
+    block_on("teardown_by_name", crate::teardown_by_name(netns, name))
 }
 
 /// [`crate::inspect`], blocking.
 pub fn inspect(netns: &Netns, name: &str) -> Result<Option<RouterState>> {
-    block_on(crate::inspect(netns, name))
+    block_on("inspect", crate::inspect(netns, name))
 }
 
 /// [`crate::check`], blocking.
 pub fn check(spec: &RouterSpec) -> Result<Vec<Drift>> {
-    block_on(crate::check(spec))
+    block_on("check", crate::check(spec))
+}
+
+/// [`crate::plan()`], blocking.
+pub fn plan(spec: &RouterSpec) -> Result<Plan> {
+    block_on("plan", crate::plan(spec))
 }
 
 /// [`crate::ensure`], blocking.
 pub fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
-    block_on(crate::ensure(spec))
+    block_on("ensure", crate::ensure(spec))
 }

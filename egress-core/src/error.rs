@@ -2,8 +2,45 @@
 
 use std::fmt;
 
+use crate::drift::Drift;
+
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One invalid field of a spec: where, what was given, what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidField {
+    /// The field, as a JSON path (`redirects[1].port`).
+    pub field: String,
+    /// The value given, as the user wrote it.
+    pub value: String,
+    /// What would be valid.
+    pub expected: String,
+}
+
+impl InvalidField {
+    pub(crate) fn new(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        InvalidField {
+            field: field.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
+impl fmt::Display for InvalidField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} `{}`: {}",
+            self.field, self.value, self.expected
+        )
+    }
+}
 
 /// Everything that can go wrong, with the field, value, step or errno a user needs.
 ///
@@ -12,8 +49,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A spec field holds a value that can never work, whatever the kernel holds.
-    #[error("invalid {field} `{value}`: {expected}")]
+    /// Spec fields hold values that can never work, whatever the kernel holds. The first
+    /// invalid field is named in `field`, `value` and `expected`; `others` lists the rest, so
+    /// that every mistake is reported at once ([`Error::invalid_fields`] gives them all).
+    #[error("invalid {field} `{value}`: {expected}{}", others_suffix(.others))]
     InvalidSpec {
         /// The field, as a JSON path (`redirects[1].port`).
         field: String,
@@ -21,6 +60,8 @@ pub enum Error {
         value: String,
         /// What would be valid.
         expected: String,
+        /// Every other invalid field, in the order the spec lists them.
+        others: Vec<InvalidField>,
     },
     /// The caller lacks a capability (CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces).
     #[error("permission denied: {operation} needs {capability} (run as root or grant it)")]
@@ -64,13 +105,54 @@ pub enum Error {
         /// Why the kernel state rules it out.
         reason: String,
     },
-    /// A kernel call failed.
+    /// A kernel call failed: the kernel returned this errno.
     #[error("{operation} failed: {} (errno {errno})", errno_text(*.errno))]
     Kernel {
         /// The operation, close to its `ip`/`nft`/`sysctl` equivalent.
         operation: String,
         /// The positive errno the kernel returned.
         errno: i32,
+    },
+    /// A call of [`crate::blocking`] was made on a thread that runs an async runtime: it would
+    /// block that runtime's thread. Use the async API there.
+    #[error("egress_core::blocking::{call} called from inside an async runtime: await egress_core::{call} instead")]
+    BlockingInAsync {
+        /// The blocking function called.
+        call: &'static str,
+    },
+    /// An async function of the crate was polled outside a tokio runtime (it drives netlink
+    /// sockets on one). Run it inside a tokio runtime, or use [`crate::blocking`].
+    #[error("{operation} needs a tokio runtime (none is running on this thread): use egress_core::blocking, or call it inside a tokio runtime")]
+    NoRuntime {
+        /// What needed the runtime.
+        operation: String,
+    },
+    /// An undo was skipped on purpose: what it would have removed is kept because something
+    /// else could not be restored, and is needed to finish later (the router's crash record).
+    #[error("{undo} skipped: {reason}")]
+    UndoSkipped {
+        /// The undo, close to its `ip`/`nft` equivalent.
+        undo: String,
+        /// Why it was skipped.
+        reason: String,
+    },
+    /// After an apply, the kernel did not hold what the spec describes (something changed
+    /// the namespace meanwhile, or the kernel did not take a change as sent).
+    #[error("the namespace differs from the spec after the change: {}", drift_list(.drift))]
+    Verify {
+        /// How the kernel differs.
+        drift: Vec<Drift>,
+    },
+    /// A [`Router`](crate::Router) handle no longer names the router it applied: the router
+    /// was torn down and applied again by someone else. Nothing was changed.
+    #[error("router `{name}` in namespace {netns} is not the one this handle applied ({reason}); nothing was changed")]
+    StaleHandle {
+        /// The router's name.
+        name: String,
+        /// Its namespace.
+        netns: String,
+        /// What differs.
+        reason: String,
     },
     /// An apply failed at one step and was rolled back.
     #[error("apply failed at step {step_index} ({step}): {source}; {rollback}")]
@@ -142,6 +224,16 @@ pub enum ErrorKind {
     RollbackIncomplete,
     /// [`Error::Teardown`].
     Teardown,
+    /// [`Error::BlockingInAsync`].
+    BlockingInAsync,
+    /// [`Error::NoRuntime`].
+    NoRuntime,
+    /// [`Error::UndoSkipped`].
+    UndoSkipped,
+    /// [`Error::Verify`].
+    Verify,
+    /// [`Error::StaleHandle`].
+    StaleHandle,
 }
 
 impl Error {
@@ -154,6 +246,11 @@ impl Error {
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Kernel { .. } => ErrorKind::Kernel,
+            Error::BlockingInAsync { .. } => ErrorKind::BlockingInAsync,
+            Error::NoRuntime { .. } => ErrorKind::NoRuntime,
+            Error::UndoSkipped { .. } => ErrorKind::UndoSkipped,
+            Error::Verify { .. } => ErrorKind::Verify,
+            Error::StaleHandle { .. } => ErrorKind::StaleHandle,
             Error::Apply { rollback, .. } if rollback.is_complete() => ErrorKind::Apply,
             Error::Apply { .. } => ErrorKind::RollbackIncomplete,
             Error::Teardown { .. } => ErrorKind::Teardown,
@@ -169,18 +266,58 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidSpec`] of one field, for front ends that validate their own input
+    /// format (an environment variable, a CNI configuration key).
+    pub fn invalid_spec(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
+        Self::from_invalid(vec![InvalidField::new(field, value, expected)])
+            .expect("one field is given")
+    }
+
+    /// Every invalid field of an [`Error::InvalidSpec`] (the first one first); empty for other
+    /// errors.
+    pub fn invalid_fields(&self) -> Vec<InvalidField> {
+        match self {
+            Error::InvalidSpec {
+                field,
+                value,
+                expected,
+                others,
+            } => std::iter::once(InvalidField {
+                field: field.clone(),
+                value: value.clone(),
+                expected: expected.clone(),
+            })
+            .chain(others.iter().cloned())
+            .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One [`Error::InvalidSpec`] holding all of `fields`, or `None` when there are none.
+    pub(crate) fn from_invalid(fields: Vec<InvalidField>) -> Option<Self> {
+        let mut fields = fields.into_iter();
+        let first = fields.next()?;
+        Some(Error::InvalidSpec {
+            field: first.field,
+            value: first.value,
+            expected: first.expected,
+            others: fields.collect(),
+        })
+    }
+
     pub(crate) fn invalid(
         field: impl Into<String>,
         value: impl fmt::Display,
         expected: impl Into<String>,
     ) -> Self {
-        Error::InvalidSpec {
-            field: field.into(),
-            value: value.to_string(),
-            expected: expected.into(),
-        }
+        Self::invalid_spec(field, value, expected)
     }
 
+    /// A failed kernel call; EPERM and EACCES are [`Error::PermissionDenied`].
     pub(crate) fn kernel(operation: impl Into<String>, errno: i32) -> Self {
         let operation = operation.into();
         if errno == libc::EPERM || errno == libc::EACCES {
@@ -209,6 +346,28 @@ fn hint_suffix(hint: &Option<String>) -> String {
     hint.as_deref()
         .map(|h| format!(" ({h})"))
         .unwrap_or_default()
+}
+
+fn others_suffix(others: &[InvalidField]) -> String {
+    match others.len() {
+        0 => String::new(),
+        n => format!(
+            "; and {n} more: {}",
+            others
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+fn drift_list(drift: &[Drift]) -> String {
+    drift
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn list(errors: &[Error]) -> String {
@@ -251,5 +410,28 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::RollbackIncomplete);
         assert_eq!(e.errno(), Some(libc::ENODEV));
         assert!(e.to_string().contains("remaining: link macvlan0"), "{e}");
+    }
+
+    #[test]
+    fn every_invalid_field_is_kept_and_shown() {
+        let e = Error::from_invalid(vec![
+            InvalidField::new("name", "A", "[a-z0-9-]"),
+            InvalidField::new("sources[0]", "x", "an address"),
+            InvalidField::new("gateways", "[]", "a gateway"),
+        ])
+        .unwrap();
+        assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+        assert_eq!(
+            e.to_string(),
+            "invalid name `A`: [a-z0-9-]; and 2 more: invalid sources[0] `x`: an address; \
+             invalid gateways `[]`: a gateway"
+        );
+        let fields: Vec<String> = e.invalid_fields().into_iter().map(|f| f.field).collect();
+        assert_eq!(fields, ["name", "sources[0]", "gateways"]);
+        assert!(Error::from_invalid(Vec::new()).is_none());
+        assert_eq!(
+            Error::invalid_spec("f", 1, "two").to_string(),
+            "invalid f `1`: two"
+        );
     }
 }

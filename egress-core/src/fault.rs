@@ -22,6 +22,7 @@ thread_local! {
     static STEP: Cell<Option<usize>> = const { Cell::new(None) };
     static UNDO: Cell<Option<usize>> = const { Cell::new(None) };
     static INDEX_TAKEN: Cell<bool> = const { Cell::new(false) };
+    static VERIFY: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The errno an injected fault reports.
@@ -46,11 +47,18 @@ pub fn take_ifindex() {
     INDEX_TAKEN.with(|s| s.set(true));
 }
 
+/// The verification after the next apply or ensure on this thread fails, as if the kernel
+/// did not hold what was applied: the transaction rolls back.
+pub fn fail_verify() {
+    VERIFY.with(|s| s.set(true));
+}
+
 /// Clears every pending fault of this thread.
 pub fn clear() {
     STEP.with(|s| s.set(None));
     UNDO.with(|s| s.set(None));
     INDEX_TAKEN.with(|s| s.set(false));
+    VERIFY.with(|s| s.set(false));
 }
 
 /// The faults armed on a thread: carried by each call to the pool thread that runs it, and the
@@ -60,6 +68,7 @@ pub(crate) struct Armed {
     step: Option<usize>,
     undo: Option<usize>,
     index_taken: bool,
+    verify: bool,
 }
 
 /// Takes the faults armed on this thread.
@@ -68,6 +77,7 @@ pub(crate) fn take() -> Armed {
         step: STEP.with(|s| s.take()),
         undo: UNDO.with(|s| s.take()),
         index_taken: INDEX_TAKEN.with(|s| s.take()),
+        verify: VERIFY.with(|s| s.take()),
     }
 }
 
@@ -76,6 +86,7 @@ pub(crate) fn arm(a: Armed) {
     STEP.with(|s| s.set(a.step));
     UNDO.with(|s| s.set(a.undo));
     INDEX_TAKEN.with(|s| s.set(a.index_taken));
+    VERIFY.with(|s| s.set(a.verify));
 }
 
 /// Whether [`take_ifindex`] is armed; consumes it.
@@ -87,6 +98,18 @@ pub(crate) fn index_taken() -> bool {
 /// then, so an unarmed hook costs nothing.
 pub(crate) fn at_step(k: usize, what: impl FnOnce() -> String) -> Result<(), Error> {
     fire(&STEP, k, what)
+}
+
+/// Called before the verification; consumes the fault when it fires.
+pub(crate) fn at_verify() -> Result<(), Error> {
+    match VERIFY.with(|s| s.take()) {
+        true => Err(Error::Verify {
+            drift: vec![crate::Drift::RouterMissing {
+                table: "(injected fault)".into(),
+            }],
+        }),
+        false => Ok(()),
+    }
 }
 
 /// Called before the `k`-th undo runs; consumes the fault when it fires.

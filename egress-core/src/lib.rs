@@ -5,11 +5,17 @@
 //! macvlan on the external network, SNAT-ed to one known egress IP, via the external gateway.
 //! Nothing else is forwarded.
 //!
-//! A [`RouterSpec`] (built, or parsed from JSON) is validated up front, rendered as a dry-run
-//! [`Plan`], and applied over netlink as one transaction: every change journals its undo, any
-//! failure rolls back everything, and [`Router::teardown`] / [`teardown_by_name`] return the
-//! namespace to exactly what it was. [`inspect`], [`check`] and [`ensure`] read the router back,
-//! report drift and converge.
+//! A [`RouterSpec`] (built, or parsed from JSON) is validated up front. What the router *is* —
+//! every kernel object it consists of — is computed from it once, as its [`Desired`] state,
+//! without touching the kernel; everything else is derived from that one model:
+//! - [`RouterSpec::plan`]: the dry run, every change an apply makes;
+//! - [`apply`]: the plan run as one transaction (every change journals its undo, any failure
+//!   rolls back everything), then verified by reading the namespace again;
+//! - [`check`]: how a namespace differs ([`Drift`]); [`plan()`]: what it still needs;
+//! - [`ensure`]: only the difference, repaired in place;
+//! - [`Router::teardown`] / [`teardown_by_name`]: the namespace returned to exactly what it was,
+//!   from the kernel's markers and the router's crash record;
+//! - [`inspect`]: what the router owns, read back.
 //!
 //! ```no_run
 //! use egress_core::{blocking, MacvlanMode, Protocol, RouterSpec};
@@ -30,17 +36,23 @@
 //!
 //! ## What it owns, and how it finds it again
 //! - the nftables table `inet egress_<name>` (NAT, forward filter, and in its comment the crash
-//!   journal: the sysctl values it replaced);
+//!   record: the sysctl values and default routes it replaced, and its apply id);
+//! - the same crash record as `blackhole` routes with protocol [`ROUTE_PROTOCOL`] in routing
+//!   table [`JOURNAL_TABLE`], where no nftables flush reaches it;
+//! - copies of the default routes it replaced, in routing tables [`JOURNAL_TABLE`] and
+//!   [`MIRROR_TABLE`];
 //! - the macvlan, marked by its link group ([`link_group_marker`]);
-//! - addresses with protocol [`ADDRESS_PROTOCOL`] and routes with protocol [`ROUTE_PROTOCOL`];
-//! - copies of the default routes it replaced, in routing table [`JOURNAL_TABLE`].
+//! - addresses with protocol [`ADDRESS_PROTOCOL`] and routes with protocol [`ROUTE_PROTOCOL`].
+//!
+//! Nothing is touched that is not proven the router's: a table whose comment looks like a
+//! router's is trusted only when a marked object vouches for it.
 //!
 //! All calls need `CAP_NET_ADMIN` (and `CAP_SYS_ADMIN` to enter other namespaces).
 
 mod apply;
 pub mod blocking;
-pub mod cni;
-pub mod compat;
+mod desired;
+mod drift;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -49,20 +61,23 @@ mod journal;
 mod netns;
 mod ops;
 mod plan;
+mod reconcile;
 mod spec;
 
 pub use apply::{apply, Router};
-pub use error::{Error, ErrorKind, Result, Rollback};
-pub use inspect::{
-    check, ensure, inspect, teardown_by_name, Drift, EnsureAction, EnsureOutcome, LinkState,
-    RouterState,
-};
+pub use desired::Desired;
+pub use drift::Drift;
+pub use error::{Error, ErrorKind, InvalidField, Result, Rollback};
+pub use inspect::{inspect, LinkState, RouterState};
 pub use ops::{
     addr::ADDRESS_PROTOCOL,
     link::group_marker as link_group_marker,
-    route::{JOURNAL_TABLE, ROUTE_PROTOCOL},
+    record::{JOURNAL_TABLE, MIRROR_TABLE},
+    route::ROUTE_PROTOCOL,
+    Step,
 };
-pub use plan::{Plan, Step};
+pub use plan::Plan;
+pub use reconcile::{check, ensure, plan, teardown_by_name, EnsureAction, EnsureOutcome};
 pub use spec::{
     External, KeptRoute, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
     RouterSpecBuilder, MAX_ANNOUNCE, MAX_IFNAME_LEN, MAX_NAME_LEN,

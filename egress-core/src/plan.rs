@@ -1,165 +1,33 @@
-//! A spec as an ordered list of kernel changes: the dry run, and the order `apply` follows.
+//! [`Plan`]: the steps that take a namespace to a router's desired state — the dry run, and the
+//! order a transaction follows.
 
-use std::{fmt, net::IpAddr};
-
-use ipnetwork::IpNetwork;
+use std::fmt;
 
 use crate::{
-    ops::{addr, announce, link, nat::NatRules, route},
-    spec::{External, Macvlan, RouterSpec},
+    ops::{Current, Step},
+    spec::RouterSpec,
 };
 
-/// One kernel change of an apply. `Display` renders it close to its `ip`/`nft`/`sysctl`
-/// equivalent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Step {
-    /// Create the router's nftables table with its DNAT, SNAT and forward filter, in one atomic
-    /// batch. Its comment is the crash journal: what the router is about to replace (sysctl
-    /// values, the adopted link's state), written before anything is replaced. The rules name
-    /// links, not indexes, so they can exist before the macvlan does.
-    CreateTable {
-        /// The table (family `inet`).
-        table: String,
-        /// One-line summary of the ruleset.
-        summary: String,
-    },
-    /// Copy the namespace's default routes of one family into the journal table, so that they
-    /// can be restored even after a crash.
-    SaveDefaultRoutes {
-        /// IPv6 (else IPv4).
-        ipv6: bool,
-    },
-    /// Create the macvlan on its parent, directly inside the router namespace, up.
-    CreateMacvlan {
-        /// What to create.
-        macvlan: Macvlan,
-        /// The router namespace, as named in the spec.
-        netns: String,
-        /// The ownership marker put in the link's group.
-        group: u32,
-    },
-    /// Bring an adopted link up (no change when it already is).
-    SetLinkUp {
-        /// The link.
-        link: String,
-    },
-    /// Set a per-link sysctl.
-    SetSysctl {
-        /// The key in path form (`net/ipv4/conf/macvlan0/arp_notify`).
-        key: String,
-        /// The value.
-        value: String,
-    },
-    /// Add an egress source address to the external link.
-    AddAddress {
-        /// The link.
-        link: String,
-        /// The address with its prefix.
-        address: IpNetwork,
-    },
-    /// Add a route of ours.
-    AddRoute {
-        /// Destination.
-        dst: IpNetwork,
-        /// Next hop, if any.
-        via: Option<IpAddr>,
-        /// Output link.
-        link: String,
-    },
-    /// Delete the namespace's default routes of one family and add the router's.
-    ReplaceDefaultRoute {
-        /// The gateway.
-        via: IpAddr,
-        /// The external link.
-        link: String,
-    },
-    /// Turn on forwarding for one family.
-    EnableForwarding {
-        /// IPv6 (else IPv4).
-        ipv6: bool,
-    },
-    /// Send gratuitous ARP / unsolicited NA for the egress addresses.
-    Announce {
-        /// The external link.
-        link: String,
-        /// The addresses.
-        addresses: Vec<IpAddr>,
-        /// Announcements per address.
-        count: u8,
-    },
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::CreateTable { table, summary } => write!(
-                f,
-                "nft add table inet {table} {{ comment \"<journal>\" }} with {summary} (one batch)"
-            ),
-            Step::SaveDefaultRoutes { ipv6 } => write!(
-                f,
-                "ip {}route save: copy the default routes of table main to table {}",
-                if *ipv6 { "-6 " } else { "" },
-                route::JOURNAL_TABLE
-            ),
-            Step::CreateMacvlan {
-                macvlan,
-                netns,
-                group,
-            } => write!(
-                f,
-                "{} group {group:#x}",
-                link::create_macvlan_command(macvlan).replace("ROUTER", netns)
-            ),
-            Step::SetLinkUp { link } => write!(f, "ip link set dev {link} up"),
-            Step::SetSysctl { key, value } => {
-                write!(f, "sysctl -w {}={value}", crate::ops::sysctl::dotted(key))
-            }
-            Step::AddAddress { link, address } => f.write_str(&addr::add_command(link, *address)),
-            Step::AddRoute { dst, via, link } => {
-                write!(f, "ip route add {dst}")?;
-                if let Some(v) = via {
-                    write!(f, " via {v}")?;
-                }
-                write!(f, " dev {link} proto {}", route::ROUTE_PROTOCOL)
-            }
-            Step::ReplaceDefaultRoute { via, link } => write!(
-                f,
-                "ip {}route replace default via {via} dev {link} proto {} (previous default routes removed)",
-                if via.is_ipv6() { "-6 " } else { "" },
-                route::ROUTE_PROTOCOL
-            ),
-            Step::EnableForwarding { ipv6 } => f.write_str(if *ipv6 {
-                "sysctl -w net.ipv6.conf.all.forwarding=1"
-            } else {
-                "sysctl -w net.ipv4.ip_forward=1"
-            }),
-            Step::Announce {
-                link,
-                addresses,
-                count,
-            } => {
-                let cmds: Vec<String> = addresses
-                    .iter()
-                    .map(|a| announce::command(link, *a))
-                    .collect();
-                write!(f, "{} (x{count})", cmds.join("; "))
-            }
-        }
-    }
-}
-
-/// The ordered steps of an apply; `Display` is the dry run, one numbered line per change.
+/// The ordered steps of an apply (or an ensure, a promotion…); `Display` is the dry run, one
+/// numbered line per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     steps: Vec<Step>,
 }
 
 impl Plan {
-    /// The steps, in the order `apply` runs them.
+    pub(crate) fn new(steps: Vec<Step>) -> Plan {
+        Plan { steps }
+    }
+
+    /// The steps, in the order they run.
     pub fn steps(&self) -> &[Step] {
         &self.steps
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
     }
 }
 
@@ -173,7 +41,9 @@ impl fmt::Display for Plan {
 }
 
 impl RouterSpec {
-    /// The dry run: every kernel change `apply` makes, in order. Changes nothing.
+    /// The dry run: every kernel change `apply` makes in a namespace without the router, in
+    /// order. Changes nothing and needs no kernel. (What a live namespace still needs is
+    /// [`crate::plan`].)
     ///
     /// ```
     /// # use egress_core::{MacvlanMode, RouterSpec};
@@ -186,96 +56,66 @@ impl RouterSpec {
     /// # Ok::<(), egress_core::Error>(())
     /// ```
     pub fn plan(&self) -> Plan {
-        let link = self.external.link_name().to_string();
-        let has4 = self.gateway4.is_some();
-        let has6 = self.gateway6.is_some();
-        let mut steps = vec![Step::CreateTable {
-            table: self.table_name(),
-            summary: nat_rules(self).summary(),
-        }];
-        for (on, ipv6) in [(has4, false), (has6, true)] {
-            if on {
-                steps.push(Step::SaveDefaultRoutes { ipv6 });
-            }
-        }
-        steps.push(match &self.external {
-            External::Macvlan(m) => Step::CreateMacvlan {
-                macvlan: m.clone(),
-                netns: self.netns.to_string(),
-                group: link::group_marker(&self.name),
-            },
-            External::Adopt(_) => Step::SetLinkUp { link: link.clone() },
-        });
-        if has4 {
-            steps.push(Step::SetSysctl {
-                key: format!("net/ipv4/conf/{link}/arp_notify"),
-                value: "1".into(),
-            });
-        }
-        if has6 {
-            steps.push(Step::SetSysctl {
-                key: format!("net/ipv6/conf/{link}/ndisc_notify"),
-                value: "1".into(),
-            });
-        }
-        for s in &self.sources {
-            steps.push(Step::AddAddress {
-                link: link.clone(),
-                address: *s,
-            });
-        }
-        let gateways: Vec<IpAddr> = self
-            .gateway4
-            .map(IpAddr::from)
-            .into_iter()
-            .chain(self.gateway6.map(IpAddr::from))
-            .collect();
-        for g in &gateways {
-            steps.push(Step::AddRoute {
-                dst: IpNetwork::from(*g),
-                via: None,
-                link: link.clone(),
-            });
-        }
-        for g in &gateways {
-            steps.push(Step::ReplaceDefaultRoute {
-                via: *g,
-                link: link.clone(),
-            });
-        }
-        for k in &self.kept_routes {
-            steps.push(Step::AddRoute {
-                dst: k.to,
-                via: k.via,
-                link: self.internal.clone(),
-            });
-        }
-        for (on, ipv6) in [(has4, false), (has6, true)] {
-            if on {
-                steps.push(Step::EnableForwarding { ipv6 });
-            }
-        }
-        if self.announce > 0 {
-            steps.push(Step::Announce {
-                link,
-                addresses: self.sources.iter().map(IpNetwork::ip).collect(),
-                count: self.announce,
-            });
-        }
-        Plan { steps }
+        self.desired()
+            .plan(&Current::assumed(self))
+            .expect("a namespace without the router can always be brought to it")
     }
 }
 
-/// The NAT ruleset of a spec.
-pub(crate) fn nat_rules(spec: &RouterSpec) -> NatRules {
-    NatRules {
-        table: spec.table_name(),
-        internal: spec.internal.clone(),
-        external: spec.external.link_name().to_string(),
-        snat4: spec.snat4(),
-        snat6: spec.snat6(),
-        redirects: spec.redirects.clone(),
-        fallback4: spec.fallback4,
-        fallback6: spec.fallback6,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MacvlanMode;
+
+    #[test]
+    fn the_pure_plan_is_every_change_of_an_apply_in_order() {
+        let spec = RouterSpec::builder("egress-1")
+            .netns_name("pod")
+            .macvlan("eth1", MacvlanMode::Private)
+            .source("203.0.113.99/24")
+            .gateway("203.0.113.1")
+            .redirect(crate::Protocol::Tcp, 80, "198.51.100.25", Some(8080))
+            .keep_route("10.128.0.0/14", Some("192.0.2.1"))
+            .build()
+            .unwrap();
+        let text = spec.plan().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        let expected = [
+            " 1. ip -6 route add blackhole 6567:… table 1701278323 proto 158 (the crash record",
+            " 2. nft add table inet egress_egress_1 { comment \"<crash record>\" } with nft add rules",
+            " 3. ip link add macvlan0 link eth1 netns pod type macvlan mode private up group 0x6567",
+            " 4. sysctl -w net.ipv4.conf.macvlan0.arp_notify=1",
+            " 5. ip addr add 203.0.113.99/24 dev macvlan0 proto 158",
+            " 6. ip route add 203.0.113.1/32 dev macvlan0 proto 158",
+            " 7. ip route save: copy the default routes of table main to tables 1701278323 and",
+            " 8. ip route replace default via 203.0.113.1 dev macvlan0 proto 158",
+            " 9. ip route add 10.128.0.0/14 via 192.0.2.1 dev eth0 proto 158",
+            "10. sysctl -w net.ipv4.ip_forward=1",
+            "11. ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x1)",
+        ];
+        assert_eq!(lines.len(), expected.len(), "{text}");
+        for (line, want) in lines.iter().zip(expected) {
+            assert!(
+                line.starts_with(want),
+                "{line:?} does not start with {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_link_named_like_a_placeholder_is_rendered_as_it_is() {
+        let spec = RouterSpec::builder("r")
+            .netns_name("ROUTER")
+            .macvlan("ROUTERx", MacvlanMode::Bridge)
+            .link_name("ROUTER")
+            .source("203.0.113.99")
+            .gateway("203.0.113.1")
+            .build()
+            .unwrap();
+        let plan = spec.plan().to_string();
+        assert!(
+            plan.contains("ip link add ROUTER link ROUTERx netns ROUTER type macvlan"),
+            "{plan}"
+        );
     }
 }

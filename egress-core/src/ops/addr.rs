@@ -1,4 +1,6 @@
-//! Addresses: add the egress sources, marked with our address protocol, and remove them.
+//! Addresses: add the egress sources, marked with our address protocol, and remove them; the
+//! [`Address`] object (an egress source on the external link) and [`OnlyOurAddresses`] (the
+//! macvlan the router created carries nothing else).
 
 use std::net::IpAddr;
 
@@ -9,8 +11,11 @@ use netlink_packet_route::{
 };
 use rtnetlink::Handle;
 
-use super::{dump, errno};
-use crate::error::{is_gone, Error, Result};
+use super::{dump, errno, link::LinkRef, Current, KernelObject, Step};
+use crate::{
+    drift::Drift,
+    error::{is_gone, Error, Result},
+};
 
 /// `IFA_PROTO` of every address this library adds (kernel ≥ 6.3): the ownership marker that
 /// lets teardown remove our addresses from an adopted link and leave everything else.
@@ -51,6 +56,16 @@ pub(crate) async fn add(h: &Handle, index: u32, link: &str, net: IpNetwork) -> R
     })
 }
 
+/// `ip addr add NET dev LINK`, without our marker: puts back an address that was not ours.
+pub(crate) async fn add_foreign(h: &Handle, index: u32, link: &str, net: IpNetwork) -> Result<()> {
+    h.address()
+        .add(index, net.ip(), net.prefix())
+        .execute()
+        .await
+        .map_err(|e| Error::kernel(format!("ip addr add {net} dev {link}"), errno(&e)))
+}
+
+/// The command of [`add`].
 pub(crate) fn add_command(link: &str, net: IpNetwork) -> String {
     let nodad = if net.is_ipv6() { " nodad" } else { "" };
     format!("ip addr add {net} dev {link} proto {ADDRESS_PROTOCOL}{nodad}")
@@ -111,4 +126,101 @@ pub(crate) async fn list(h: &Handle, index: Option<u32>) -> Result<Vec<Addr>> {
             })
         })
         .collect())
+}
+
+/// An egress source address on the external link.
+#[derive(Debug, Clone)]
+pub(crate) struct Address {
+    /// The external link.
+    pub link: LinkRef,
+    /// The address with its prefix.
+    pub net: IpNetwork,
+}
+
+impl Address {
+    fn present(&self, now: &Current) -> Option<bool> {
+        let l = self.link.find(now)?;
+        Some(
+            now.addrs
+                .iter()
+                .any(|a| a.index == l.index && a.net == self.net),
+        )
+    }
+}
+
+impl KernelObject for Address {
+    fn render(&self) -> String {
+        add_command(&self.link.name, self.net)
+    }
+
+    fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
+        // A missing link is the link's drift.
+        if self.present(now) == Some(false) {
+            drift.push(Drift::AddressMissing {
+                link: self.link.name.clone(),
+                address: self.net,
+            });
+        }
+    }
+
+    fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
+        if self.present(now) != Some(true) {
+            steps.push(Step::AddAddress {
+                link: self.link.name.clone(),
+                address: self.net,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The macvlan the router created holds no address but its egress sources (and the IPv6
+/// link-local address the kernel gives every link).
+#[derive(Debug, Clone)]
+pub(crate) struct OnlyOurAddresses {
+    /// The created macvlan.
+    pub link: LinkRef,
+    /// The addresses it should hold.
+    pub ours: Vec<IpNetwork>,
+}
+
+impl OnlyOurAddresses {
+    fn foreign<'a>(&self, now: &'a Current) -> Vec<&'a Addr> {
+        let Some(l) = self.link.find(now) else {
+            return Vec::new();
+        };
+        now.addrs
+            .iter()
+            .filter(|a| a.index == l.index && !self.ours.contains(&a.net))
+            .filter(|a| !matches!(a.net.ip(), IpAddr::V6(v6) if v6.is_unicast_link_local()))
+            .collect()
+    }
+}
+
+impl KernelObject for OnlyOurAddresses {
+    fn render(&self) -> String {
+        format!(
+            "(no other address on {}: ip addr flush dev {} except the egress sources)",
+            self.link.name, self.link.name
+        )
+    }
+
+    fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
+        for a in self.foreign(now) {
+            drift.push(Drift::ForeignAddress {
+                link: self.link.name.clone(),
+                address: a.net,
+            });
+        }
+    }
+
+    fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
+        for a in self.foreign(now) {
+            steps.push(Step::DeleteAddress {
+                link: self.link.name.clone(),
+                address: a.net,
+            });
+        }
+        Ok(())
+    }
 }

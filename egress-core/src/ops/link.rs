@@ -1,4 +1,6 @@
-//! Links: find, create the macvlan (directly inside the router namespace), set up/down, delete.
+//! Links: find, create the macvlan (directly inside the router namespace), change it, set it
+//! up or down, delete it, and have the kernel announce its addresses; the [`ExternalLink`]
+//! object (the macvlan a router creates, or the link it adopts).
 
 use futures::TryFutureExt;
 use netlink_packet_route::{
@@ -10,10 +12,11 @@ use netlink_packet_route::{
 };
 use rtnetlink::{Handle, LinkGetRequest, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 
-use super::{dump, errno};
+use super::{dump, errno, Current, KernelObject, Step};
 use crate::{
+    drift::Drift,
     error::{is_gone, Error, Result},
-    spec::{Macvlan, MacvlanMode},
+    spec::{format_mac, Macvlan, MacvlanMode},
 };
 
 /// What the library needs to know about a link.
@@ -182,6 +185,18 @@ pub(crate) async fn list(h: &Handle) -> Result<Vec<Link>> {
     Ok(msgs.iter().map(Link::from_message).collect())
 }
 
+/// The router namespace a macvlan is created in: a socket of it, its fd, and its name for
+/// messages.
+#[derive(Clone, Copy)]
+pub(crate) struct RouterNs<'a> {
+    /// A route netlink socket inside it.
+    pub rt: &'a Handle,
+    /// Its namespace file.
+    pub fd: i32,
+    /// How the caller named it.
+    pub label: &'a str,
+}
+
 /// `ip link add NAME link PARENT netns NS type macvlan mode MODE group G up [mtu] [address]`,
 /// sent on `parent_ns`, a socket of the parent's namespace: one message creates the macvlan,
 /// up, directly inside the router namespace, so nothing can be left in the parent's namespace.
@@ -196,13 +211,17 @@ pub(crate) async fn list(h: &Handle) -> Result<Vec<Link>> {
 /// `router_ns`; so is one in passthru mode, which takes its parent's MAC whatever it is given.
 pub(crate) async fn create_macvlan(
     parent_ns: &Handle,
-    router_ns: &Handle,
+    router: &RouterNs<'_>,
     m: &Macvlan,
     parent: &Link,
-    router_ns_fd: i32,
     group: u32,
     free_index: Option<u32>,
 ) -> Result<Link> {
+    let RouterNs {
+        rt: router_ns,
+        fd: router_ns_fd,
+        label: netns,
+    } = *router;
     let passthru = m.mode == MacvlanMode::Passthru;
     let mac = match (m.mac, passthru) {
         (Some(mac), _) => Some(mac),
@@ -235,10 +254,10 @@ pub(crate) async fn create_macvlan(
                 libc::EEXIST => Error::AlreadyExists {
                     object: "link",
                     value: m.name.clone(),
-                    netns: "the router namespace".into(),
+                    netns: netns.to_string(),
                     hint: None,
                 },
-                n => Error::kernel(create_macvlan_command(m), n),
+                n => Error::kernel(create_macvlan_command(m, netns), n),
             })
     };
     let chosen = match free_index {
@@ -282,9 +301,10 @@ fn random_mac() -> Option<[u8; 6]> {
     })
 }
 
-pub(crate) fn create_macvlan_command(m: &Macvlan) -> String {
+/// `ip link add NAME link PARENT netns NETNS type macvlan mode MODE [mtu N] [address MAC] up`.
+pub(crate) fn create_macvlan_command(m: &Macvlan, netns: &str) -> String {
     let mut s = format!(
-        "ip link add {} link {} netns ROUTER type macvlan mode {}",
+        "ip link add {} link {} netns {netns} type macvlan mode {}",
         m.name,
         m.parent,
         m.mode.as_str()
@@ -293,7 +313,7 @@ pub(crate) fn create_macvlan_command(m: &Macvlan) -> String {
         s += &format!(" mtu {mtu}");
     }
     if let Some(mac) = m.mac {
-        s += &format!(" address {}", crate::spec::format_mac(&mac));
+        s += &format!(" address {}", format_mac(&mac));
     }
     s + " up"
 }
@@ -319,9 +339,211 @@ pub(crate) async fn delete(h: &Handle, index: u32, name: &str) -> Result<bool> {
     }
 }
 
-/// Whether `link` is a macvlan (used by inspect).
+/// Whether `link` is a macvlan.
 pub(crate) fn is_macvlan(link: &Link) -> bool {
     link.kind.as_deref() == Some(&InfoKind::MacVlan.to_string())
+}
+
+/// `ip link set dev NAME [mtu N] [address MAC] [type macvlan mode MODE]`: puts the created
+/// macvlan's properties back in place, in one message.
+pub(crate) async fn set_props(
+    h: &Handle,
+    index: u32,
+    name: &str,
+    mtu: Option<u32>,
+    mac: Option<[u8; 6]>,
+    mode: Option<MacvlanMode>,
+) -> Result<()> {
+    let mut b =
+        LinkMessageBuilder::<LinkMacVlan>::new_with_info_kind(InfoKind::MacVlan).index(index);
+    if let Some(mode) = mode {
+        b = b.mode(to_kernel_mode(mode));
+    }
+    if let Some(mtu) = mtu {
+        b = b.mtu(mtu);
+    }
+    if let Some(mac) = mac {
+        b = b.address(mac.to_vec());
+    }
+    // RTM_NEWLINK on the existing link, as `ip link set … type macvlan` sends it: the kernel
+    // applies IFLA_LINKINFO (the mode) only there, never in RTM_SETLINK.
+    h.link()
+        .change(b.build())
+        .execute()
+        .await
+        .map_err(|e| Error::kernel(set_command(name, mtu, mac, mode), errno(&e)))
+}
+
+/// The command of [`set_props`].
+pub(crate) fn set_command(
+    name: &str,
+    mtu: Option<u32>,
+    mac: Option<[u8; 6]>,
+    mode: Option<MacvlanMode>,
+) -> String {
+    let mut s = format!("ip link set dev {name}");
+    if let Some(mtu) = mtu {
+        s += &format!(" mtu {mtu}");
+    }
+    if let Some(mac) = mac {
+        s += &format!(" address {}", format_mac(&mac));
+    }
+    if let Some(mode) = mode {
+        s += &format!(" type macvlan mode {}", mode.as_str());
+    }
+    s
+}
+
+/// Has the kernel announce every address of link `index`: setting a link's MAC address (to
+/// the one it has) raises `NETDEV_CHANGEADDR`, on which the kernel sends a gratuitous ARP for
+/// each IPv4 address (with `arp_notify` on) and an unsolicited neighbour advertisement for
+/// each IPv6 address (with `ndisc_notify` on). No packet socket is opened: closing one waits
+/// for an RCU grace period (10-20 ms, at the exit of a short-lived process). It also flushes
+/// the link's neighbour entries, which the next packet learns again.
+pub(crate) async fn announce(h: &Handle, index: u32, name: &str, mac: &[u8]) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index)
+        .address(mac.to_vec())
+        .build();
+    h.link()
+        .set(msg)
+        .execute()
+        .await
+        .map_err(|e| Error::kernel(announce_command(name), errno(&e)))
+}
+
+/// The command of [`announce`].
+pub(crate) fn announce_command(name: &str) -> String {
+    format!("ip link set dev {name} address <its own>")
+}
+
+/// Which link of the namespace an object is on: by name and, for the macvlan the router
+/// creates, its ownership marker (a link of that name without the marker is not it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LinkRef {
+    /// The link's name.
+    pub name: String,
+    /// The group marker of a created macvlan; `None` for a link the router only uses.
+    pub marker: Option<u32>,
+}
+
+impl LinkRef {
+    /// A link found by name only (the internal link, an adopted link).
+    pub(crate) fn named(name: &str) -> LinkRef {
+        LinkRef {
+            name: name.to_string(),
+            marker: None,
+        }
+    }
+
+    /// The link in `now`, if it is there (with its marker, for a created one).
+    pub(crate) fn find<'a>(&self, now: &'a Current) -> Option<&'a Link> {
+        now.links.iter().find(|l| {
+            l.name == self.name && self.marker.is_none_or(|m| l.group == m && is_macvlan(l))
+        })
+    }
+
+    /// Whether the router creates this link.
+    pub(crate) fn created(&self) -> bool {
+        self.marker.is_some()
+    }
+}
+
+/// The router's external link: the macvlan it creates (properties as the spec sets them, up),
+/// or the link it adopts (up).
+#[derive(Debug, Clone)]
+pub(crate) struct ExternalLink {
+    /// Which link.
+    pub link: LinkRef,
+    /// What to create; `None` for an adopted link.
+    pub macvlan: Option<Macvlan>,
+    /// The router namespace, as the spec names it (for the plan).
+    pub netns: String,
+}
+
+impl KernelObject for ExternalLink {
+    fn render(&self) -> String {
+        match (&self.macvlan, self.link.marker) {
+            (Some(m), Some(group)) => format!(
+                "{} group {group:#x}",
+                create_macvlan_command(m, &self.netns)
+            ),
+            _ => format!("ip link set dev {} up (adopted)", self.link.name),
+        }
+    }
+
+    fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
+        let name = &self.link.name;
+        let Some(l) = self.link.find(now) else {
+            drift.push(Drift::LinkMissing { link: name.clone() });
+            return;
+        };
+        if !l.up {
+            drift.push(Drift::LinkDown { link: name.clone() });
+        }
+        if let Some(m) = &self.macvlan {
+            for (field, expected, actual) in changed(m, l) {
+                drift.push(Drift::LinkChanged {
+                    link: name.clone(),
+                    field,
+                    expected,
+                    actual,
+                });
+            }
+        }
+    }
+
+    fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
+        let name = &self.link.name;
+        match (self.link.find(now), &self.macvlan, self.link.marker) {
+            (None, Some(m), Some(group)) => steps.push(Step::CreateMacvlan {
+                macvlan: m.clone(),
+                netns: self.netns.clone(),
+                group,
+            }),
+            (None, _, _) => {
+                return Err(Error::NotFound {
+                    field: "external.adopt".into(),
+                    object: "link",
+                    value: name.clone(),
+                    netns: now.netns.clone(),
+                })
+            }
+            (Some(l), macvlan, _) => {
+                if let Some(m) = macvlan {
+                    let wrong = changed(m, l);
+                    let is = |f: &str| wrong.iter().any(|(field, ..)| *field == f);
+                    if !wrong.is_empty() {
+                        steps.push(Step::SetLink {
+                            link: name.clone(),
+                            mtu: m.mtu.filter(|_| is("mtu")),
+                            mac: m.mac.filter(|_| is("mac")),
+                            mode: is("mode").then_some(m.mode),
+                        });
+                    }
+                }
+                if !l.up {
+                    steps.push(Step::SetLinkUp { link: name.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The properties of created macvlan `l` that differ from `m`: (field, expected, actual).
+fn changed(m: &Macvlan, l: &Link) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    let actual_mode = l.macvlan_mode.map_or("?", MacvlanMode::as_str);
+    if m.mode.as_str() != actual_mode {
+        out.push(("mode", m.mode.as_str().to_string(), actual_mode.to_string()));
+    }
+    if let Some(mtu) = m.mtu.filter(|mtu| *mtu != l.mtu) {
+        out.push(("mtu", mtu.to_string(), l.mtu.to_string()));
+    }
+    if let Some(mac) = m.mac.filter(|mac| mac[..] != l.mac[..]) {
+        out.push(("mac", format_mac(&mac), format_mac(&l.mac)));
+    }
+    out
 }
 
 #[cfg(test)]

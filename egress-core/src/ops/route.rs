@@ -1,5 +1,6 @@
-//! Routes: the router's own (marked with our route protocol), and the journal copies of the
-//! default routes it replaced.
+//! Routes: the router's own (marked with our route protocol) and the copies of the default
+//! routes it replaced; the [`OurRoute`] object (a gateway host route, a kept route) and
+//! [`DefaultRoute`] (the router's default route, and no other in the main table).
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -13,16 +14,15 @@ use netlink_packet_route::{
 };
 use rtnetlink::Handle;
 
-use super::{dump, errno};
-use crate::error::{is_gone, Error, Result};
+use super::{dump, errno, link::LinkRef, Current, KernelObject, Step};
+use crate::{
+    drift::Drift,
+    error::{is_gone, Error, Result},
+};
 
 /// Route protocol of every route this library adds (`ip route … proto 158`); not listed in
 /// iproute2's `rt_protos`, so no routing daemon claims it.
 pub const ROUTE_PROTOCOL: u8 = 158;
-
-/// The routing table that keeps copies of the default routes a router replaced, so that a
-/// teardown after a crash can restore them (`ip route show table 1701278323`: "egrs").
-pub const JOURNAL_TABLE: u32 = 0x6567_7273;
 
 const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 
@@ -82,16 +82,18 @@ impl Route {
     /// Whether `other` is the same route: table, destination, next hop, output link,
     /// protocol and metric (absent: the kernel's default, 0 for IPv4 and 1024 for IPv6).
     pub(crate) fn same_as(&self, other: &Route) -> bool {
-        let metric = |r: &Route| {
-            let given = r.message.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Priority(p) => Some(*p),
-                _ => None,
-            });
-            given.unwrap_or(if r.dst.is_ipv6() { 1024 } else { 0 })
-        };
         (self.table, self.dst, self.via, self.oif, self.protocol)
             == (other.table, other.dst, other.via, other.oif, other.protocol)
-            && metric(self) == metric(other)
+            && self.metric() == other.metric()
+    }
+
+    /// The metric (absent: the kernel's default, 0 for IPv4 and 1024 for IPv6).
+    pub(crate) fn metric(&self) -> u32 {
+        let given = self.message.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Priority(p) => Some(*p),
+            _ => None,
+        });
+        given.unwrap_or(if self.dst.is_ipv6() { 1024 } else { 0 })
     }
 
     /// `default via 192.0.2.1 dev eth0 proto 158 table 1701278323`, close to `ip route`.
@@ -218,15 +220,6 @@ pub(crate) async fn list(h: &Handle, v6: bool) -> Result<Vec<Route>> {
     Ok(msgs.into_iter().filter_map(Route::from_message).collect())
 }
 
-/// Default routes of the main table that are not ours: what a router replaces.
-pub(crate) fn foreign_defaults(routes: &[Route]) -> Vec<Route> {
-    routes
-        .iter()
-        .filter(|r| r.table == MAIN_TABLE && r.is_default() && !r.is_ours())
-        .cloned()
-        .collect()
-}
-
 /// `ip route add …`: fails with EEXIST when the same route is there.
 pub(crate) async fn add(h: &Handle, r: &Route, what: &str) -> Result<()> {
     h.route()
@@ -249,4 +242,181 @@ pub(crate) async fn delete(h: &Handle, r: &Route, what: &str) -> Result<bool> {
 
 pub(crate) fn main_table() -> u32 {
     MAIN_TABLE
+}
+
+/// `ip route add DST [via VIA] dev LINK proto 158`.
+pub(crate) fn add_command(dst: IpNetwork, via: Option<IpAddr>, link: &str) -> String {
+    let mut s = format!("ip route add {dst}");
+    if let Some(v) = via {
+        s += &format!(" via {v}");
+    }
+    s + &format!(" dev {link} proto {ROUTE_PROTOCOL}")
+}
+
+/// The default destination of a family.
+pub(crate) fn default_dst(ipv6: bool) -> IpNetwork {
+    let zero: IpAddr = if ipv6 {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    IpNetwork::new(zero, 0).expect("prefix 0 is valid")
+}
+
+/// Whether `now` holds route `dst [via VIA]` of ours in the main table through link `oif`.
+fn present(now: &Current, dst: IpNetwork, via: Option<IpAddr>, oif: u32) -> bool {
+    now.routes.iter().any(|r| {
+        r.is_ours() && r.table == MAIN_TABLE && r.dst == dst && r.via == via && r.oif == Some(oif)
+    })
+}
+
+/// A route of the router in the main table: a gateway's host route on the external link, or a
+/// route kept through the internal link.
+#[derive(Debug, Clone)]
+pub(crate) struct OurRoute {
+    /// Destination.
+    pub dst: IpNetwork,
+    /// Next hop, if any.
+    pub via: Option<IpAddr>,
+    /// Output link.
+    pub link: LinkRef,
+}
+
+impl KernelObject for OurRoute {
+    fn render(&self) -> String {
+        add_command(self.dst, self.via, &self.link.name)
+    }
+
+    fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
+        // A missing created link is the link's drift; a missing internal link leaves the route
+        // missing.
+        let missing = match self.link.find(now) {
+            Some(l) => !present(now, self.dst, self.via, l.index),
+            None => !self.link.created(),
+        };
+        if missing {
+            drift.push(Drift::RouteMissing {
+                route: describe_ours(self.dst, self.via, &self.link.name),
+            });
+        }
+    }
+
+    fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
+        let here = self
+            .link
+            .find(now)
+            .is_some_and(|l| present(now, self.dst, self.via, l.index));
+        if !here {
+            steps.push(Step::AddRoute {
+                dst: self.dst,
+                via: self.via,
+                link: self.link.name.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The router's default route of one family through the gateway, and no other default route
+/// of that family in the main table: the ones found are saved (to be restored at teardown)
+/// and replaced.
+#[derive(Debug, Clone)]
+pub(crate) struct DefaultRoute {
+    /// The gateway.
+    pub via: IpAddr,
+    /// The external link.
+    pub link: LinkRef,
+}
+
+impl DefaultRoute {
+    fn ours_present(&self, now: &Current) -> Option<bool> {
+        let l = self.link.find(now)?;
+        Some(present(
+            now,
+            default_dst(self.via.is_ipv6()),
+            Some(self.via),
+            l.index,
+        ))
+    }
+
+    fn foreign<'a>(&self, now: &'a Current) -> impl Iterator<Item = &'a Route> + 'a {
+        let v6 = self.via.is_ipv6();
+        now.routes
+            .iter()
+            .filter(move |r| r.table == MAIN_TABLE && r.is_default() && !r.is_ours())
+            .filter(move |r| r.dst.is_ipv6() == v6)
+    }
+}
+
+impl KernelObject for DefaultRoute {
+    fn render(&self) -> String {
+        Step::ReplaceDefaultRoute {
+            via: self.via,
+            link: self.link.name.clone(),
+        }
+        .to_string()
+    }
+
+    fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
+        if self.ours_present(now) == Some(false) {
+            drift.push(Drift::RouteMissing {
+                route: describe_ours(
+                    default_dst(self.via.is_ipv6()),
+                    Some(self.via),
+                    &self.link.name,
+                ),
+            });
+        }
+        let names = now.names();
+        for r in self.foreign(now) {
+            drift.push(Drift::ForeignDefaultRoute {
+                route: r.describe(&names),
+            });
+        }
+    }
+
+    fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
+        let ipv6 = self.via.is_ipv6();
+        if to_save(now, &self.link, ipv6).next().is_some() {
+            steps.push(Step::SaveDefaultRoutes { ipv6 });
+        }
+        if self.ours_present(now) != Some(true) || self.foreign(now).next().is_some() {
+            steps.push(Step::ReplaceDefaultRoute {
+                via: self.via,
+                link: self.link.name.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The default routes of a family that replacing them would lose: in the main table, not the
+/// router's, and not through the router's external link `ext` (a route through the router's
+/// own link is a copy of the router's route, and could not come back without it).
+pub(crate) fn to_save<'a>(
+    now: &'a Current,
+    ext: &LinkRef,
+    ipv6: bool,
+) -> impl Iterator<Item = &'a Route> + 'a {
+    let ext = ext.find(now).map(|l| l.index);
+    now.routes.iter().filter(move |r| {
+        r.table == MAIN_TABLE
+            && r.is_default()
+            && !r.is_ours()
+            && r.dst.is_ipv6() == ipv6
+            && (ext.is_none() || r.oif != ext)
+    })
+}
+
+/// A route of ours as `ip route` prints it.
+fn describe_ours(dst: IpNetwork, via: Option<IpAddr>, link: &str) -> String {
+    let mut s = if dst.prefix() == 0 {
+        "default".to_string()
+    } else {
+        dst.to_string()
+    };
+    if let Some(v) = via {
+        s += &format!(" via {v}");
+    }
+    s + &format!(" dev {link} proto {ROUTE_PROTOCOL}")
 }

@@ -1,16 +1,22 @@
-//! Sysctls under `/proc/sys`, read and written inside the router namespace.
+//! Sysctls under `/proc/sys`, read and written inside the router namespace; the [`Sysctl`]
+//! object (a link's `arp_notify` / `ndisc_notify`) and [`Forwarding`] (one family forwards,
+//! on the router's links too).
 //!
 //! A write to `/proc/sys/net/...` applies to the namespace of the writing thread, so every access
 //! runs on a thread that has entered the namespace ([`NsHandle::run`]).
 
 use std::collections::BTreeMap;
 
+use super::{link::LinkRef, Current, KernelObject, Step};
 use crate::{
+    drift::Drift,
     error::{Error, Result},
     netns::NsHandle,
 };
 
-/// A sysctl key in path form (`net/ipv4/ip_forward`): unambiguous even for link names with dots.
+/// The dotted form of a key given in path form (`net/ipv4/conf/eth0.100/forwarding` →
+/// `net.ipv4.conf.eth0/100.forwarding`), as `sysctl` prints it: path components are joined
+/// with dots, and a dot inside a component (a link name such as `eth0.100`) becomes `/`.
 pub(crate) fn dotted(path: &str) -> String {
     // `sysctl` writes a `.` inside a component (a link name such as eth0.100) as `/`.
     path.split('/')
@@ -69,7 +75,7 @@ pub(crate) fn write_many(
 pub(crate) static RTNL_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Whether writing `key` takes the RTNL lock with a trylock (see [`RTNL_GATE`]).
-fn takes_rtnl(key: &str) -> bool {
+pub(crate) fn takes_rtnl(key: &str) -> bool {
     key == "net/ipv4/ip_forward" || key.ends_with("/forwarding")
 }
 
@@ -111,6 +117,182 @@ pub(crate) fn read_forwarding(
         .collect())
 }
 
+/// The writes that restore a family's forwarding after the router turned it on, or `None` when
+/// it is on already (nothing to change), from the values [`read_forwarding`] and the link dump
+/// read.
+///
+/// Writing `all.forwarding` (or `ip_forward`) resets `default` and every link's `forwarding`
+/// (and, for IPv4, sets `all.accept_redirects` to the opposite): restoring means writing `all`
+/// back first, then every entry whose value differed.
+pub(crate) fn forwarding_restore(
+    values: &BTreeMap<String, String>,
+    family: &str,
+) -> Option<Vec<(String, String)>> {
+    let prefix = format!("net/{family}/conf/");
+    let all = format!("{prefix}all/forwarding");
+    let old_all = values.get(&all).cloned().unwrap_or_else(|| "0".into());
+    if old_all == "1" {
+        return None;
+    }
+    let mut writes = vec![(all.clone(), old_all.clone())];
+    for (k, v) in values.range(prefix.clone()..) {
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        if k.ends_with("/forwarding") && *k != all && *v != old_all {
+            writes.push((k.clone(), v.clone()));
+        }
+    }
+    if family == "ipv4" {
+        let redirects = format!("{prefix}all/accept_redirects");
+        let after = if old_all == "0" { "1" } else { "0" };
+        if let Some(v) = values.get(&redirects).filter(|v| *v != after) {
+            writes.push((redirects, v.clone()));
+        }
+    }
+    Some(writes)
+}
+
+/// The key that turns a family's forwarding on: `ip_forward` for IPv4 (the same value as
+/// `conf/all/forwarding`), `conf/all/forwarding` for IPv6.
+pub(crate) fn forwarding_key(ipv6: bool) -> &'static str {
+    if ipv6 {
+        "net/ipv6/conf/all/forwarding"
+    } else {
+        "net/ipv4/ip_forward"
+    }
+}
+
+/// `sysctl -w net.ipv4.ip_forward=1` (or IPv6's).
+pub(crate) fn forwarding_command(ipv6: bool) -> &'static str {
+    if ipv6 {
+        "sysctl -w net.ipv6.conf.all.forwarding=1"
+    } else {
+        "sysctl -w net.ipv4.ip_forward=1"
+    }
+}
+
+/// A sysctl of one of the router's links, with the value it must hold.
+#[derive(Debug, Clone)]
+pub(crate) struct Sysctl {
+    /// The link.
+    pub link: LinkRef,
+    /// The key in path form.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+impl KernelObject for Sysctl {
+    fn render(&self) -> String {
+        format!("sysctl -w {}={}", dotted(&self.key), self.value)
+    }
+
+    fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
+        // A missing link is the link's drift.
+        if self.link.find(now).is_none() {
+            return;
+        }
+        let actual = now.sysctl(&self.key).unwrap_or("(missing)");
+        if actual != self.value {
+            drift.push(Drift::SysctlChanged {
+                key: dotted(&self.key),
+                expected: self.value.clone(),
+                actual: actual.to_string(),
+            });
+        }
+    }
+
+    fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
+        let right = self.link.find(now).is_some() && now.sysctl(&self.key) == Some(&self.value);
+        if !right {
+            steps.push(Step::SetSysctl {
+                key: self.key.clone(),
+                value: self.value.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One family forwards: `all` on and, for IPv4 (where the link a packet arrives on decides),
+/// the router's links too.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarding {
+    /// IPv6 (else IPv4).
+    pub ipv6: bool,
+    /// The links that must forward (IPv4 only: the internal and the external link).
+    pub links: Vec<LinkRef>,
+}
+
+impl Forwarding {
+    fn family(&self) -> &'static str {
+        if self.ipv6 {
+            "ipv6"
+        } else {
+            "ipv4"
+        }
+    }
+
+    /// `(key as reported, value)` of `all`.
+    fn all(&self, now: &Current) -> (String, String) {
+        let value = now
+            .sysctl(&format!("net/{}/conf/all/forwarding", self.family()))
+            .unwrap_or("(missing)");
+        (dotted(forwarding_key(self.ipv6)), value.to_string())
+    }
+
+    /// The keys of present links whose forwarding is off.
+    fn links_off(&self, now: &Current) -> Vec<String> {
+        self.links
+            .iter()
+            .filter_map(|l| l.find(now))
+            .map(|l| format!("net/{}/conf/{}/forwarding", self.family(), l.name))
+            .filter(|k| now.sysctl(k).is_some_and(|v| v != "1"))
+            .collect()
+    }
+}
+
+impl KernelObject for Forwarding {
+    fn render(&self) -> String {
+        forwarding_command(self.ipv6).to_string()
+    }
+
+    fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
+        let (key, actual) = self.all(now);
+        if actual != "1" {
+            drift.push(Drift::SysctlChanged {
+                key,
+                expected: "1".into(),
+                actual,
+            });
+            return;
+        }
+        for k in self.links_off(now) {
+            drift.push(Drift::SysctlChanged {
+                key: dotted(&k),
+                expected: "1".into(),
+                actual: now.sysctl(&k).unwrap_or_default().to_string(),
+            });
+        }
+    }
+
+    fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
+        // Turning `all` on turns every link's on as well.
+        if self.all(now).1 != "1" {
+            steps.push(Step::EnableForwarding { ipv6: self.ipv6 });
+            return Ok(());
+        }
+        for key in self.links_off(now) {
+            steps.push(Step::SetSysctl {
+                key,
+                value: "1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +304,44 @@ mod tests {
         assert!(takes_rtnl("net/ipv6/conf/eth0.100/forwarding"));
         assert!(!takes_rtnl("net/ipv4/conf/macvlan0/arp_notify"));
         assert!(!takes_rtnl("net/ipv6/conf/macvlan0/keep_addr_on_down"));
+    }
+
+    fn values(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn forwarding_already_on_needs_no_restore() {
+        let v = values(&[("net/ipv4/conf/all/forwarding", "1")]);
+        assert_eq!(forwarding_restore(&v, "ipv4"), None);
+    }
+
+    #[test]
+    fn forwarding_restore_writes_all_first_then_what_differed() {
+        let v = values(&[
+            ("net/ipv4/conf/all/forwarding", "0"),
+            ("net/ipv4/conf/all/accept_redirects", "0"),
+            ("net/ipv4/conf/default/forwarding", "0"),
+            ("net/ipv4/conf/eth0/forwarding", "1"),
+            ("net/ipv4/conf/lo/forwarding", "0"),
+            ("net/ipv6/conf/all/forwarding", "0"),
+        ]);
+        assert_eq!(
+            forwarding_restore(&v, "ipv4").unwrap(),
+            vec![
+                ("net/ipv4/conf/all/forwarding".into(), "0".into()),
+                ("net/ipv4/conf/eth0/forwarding".into(), "1".into()),
+                // Writing forwarding=0 sets accept_redirects=1; it was 0.
+                ("net/ipv4/conf/all/accept_redirects".into(), "0".into()),
+            ]
+        );
+        assert_eq!(
+            forwarding_restore(&v, "ipv6").unwrap(),
+            vec![("net/ipv6/conf/all/forwarding".into(), "0".into())]
+        );
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! Kernel and nft constants. Values from include/uapi/linux/netfilter/nf_tables.h, nfnetlink.h,
+//! nf_nat.h and libnftnl's udata.h; the ones written on the wire were checked against
+//! `nft --debug=netlink,mnl` on this kernel.
+
+use std::time::Duration;
+
+/// `NFNL_SUBSYS_NFTABLES`: the `res_id` of a batch's begin/end messages.
+pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// `NFNL_MSG_BATCH_BEGIN`.
+pub(super) const NFNL_MSG_BATCH_BEGIN: u8 = 16;
+/// `NFNL_BATCH_GENID`: batch attribute; the kernel refuses the batch (ERESTART) if the ruleset
+/// generation moved on since it was read.
+pub(super) const NFNL_BATCH_GENID: u16 = 1;
+/// `NFNETLINK_V0`.
+pub(super) const NFNETLINK_V0: u8 = 0;
+/// `NFPROTO_INET` in the nfgenmsg header.
+pub(super) const NFPROTO_INET: u8 = 1;
+
+// Netlink message types (nfnetlink subsystem in the high byte).
+pub(super) const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_DONE: u16 = 3;
+
+// Attributes read back from dumps.
+pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
+pub(super) const NFTA_SET_ELEM_DATA: u16 = 2;
+pub(super) const NFTA_LIST_ELEM: u16 = 1;
+pub(super) const NFTA_DATA_VALUE: u16 = 1;
+
+// Expression attributes.
+pub(super) const NFTA_FIB_DREG: u16 = 1;
+pub(super) const NFTA_FIB_RESULT: u16 = 2;
+pub(super) const NFTA_FIB_FLAGS: u16 = 3;
+pub(super) const NFTA_CT_DREG: u16 = 1;
+pub(super) const NFTA_CT_KEY: u16 = 2;
+pub(super) const NFTA_NAT_TYPE: u16 = 1;
+pub(super) const NFTA_NAT_FAMILY: u16 = 2;
+pub(super) const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
+pub(super) const NFTA_NAT_REG_ADDR_MAX: u16 = 4;
+pub(super) const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
+pub(super) const NFTA_NAT_REG_PROTO_MAX: u16 = 6;
+pub(super) const NFTA_NAT_FLAGS: u16 = 7;
+
+// Expression values.
+pub(super) const NFT_REG_VERDICT: u32 = 0;
+pub(super) const NFT_REG_1: u32 = 1;
+pub(super) const NFT_REG_2: u32 = 2;
+pub(super) const NFT_REG32_01: u32 = 9;
+pub(super) const NFT_META_IIFNAME: u32 = 6;
+pub(super) const NFT_META_OIFNAME: u32 = 7;
+pub(super) const NFT_META_NFPROTO: u32 = 15;
+pub(super) const NFT_META_L4PROTO: u32 = 16;
+pub(super) const NFT_CMP_EQ: u32 = 0;
+pub(super) const NFT_CMP_NEQ: u32 = 1;
+pub(super) const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+pub(super) const NFTA_FIB_F_DADDR: u32 = 2;
+pub(super) const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+/// `RTN_LOCAL`, host byte order in the register.
+pub(super) const RTN_LOCAL: u32 = 2;
+pub(super) const NFT_CT_STATE: u32 = 0;
+pub(super) const NFT_CT_STATUS: u32 = 2;
+/// `NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED)`.
+pub(super) const CT_STATE_ESTABLISHED_RELATED: u32 = 0x2 | 0x4;
+/// `IPS_DST_NAT`.
+pub(super) const IPS_DST_NAT: u32 = 0x20;
+pub(super) const NFT_NAT_SNAT: u32 = 0;
+pub(super) const NFT_NAT_DNAT: u32 = 1;
+/// `NF_NAT_RANGE_MAP_IPS` / `NF_NAT_RANGE_PROTO_SPECIFIED`: the kernel derives them from the
+/// registers present and reports them back.
+pub(super) const NF_NAT_RANGE_MAP_IPS: u32 = 0x1;
+pub(super) const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
+pub(super) const NFPROTO_IPV4: u8 = 2;
+pub(super) const NFPROTO_IPV6: u8 = 10;
+pub(super) const NF_DROP: u32 = 0;
+pub(super) const NF_ACCEPT: u32 = 1;
+pub(super) const NF_INET_PRE_ROUTING: u32 = 0;
+pub(super) const NF_INET_FORWARD: u32 = 2;
+pub(super) const NF_INET_POST_ROUTING: u32 = 4;
+pub(super) const NF_IP_PRI_NAT_DST: i32 = -100;
+pub(super) const NF_IP_PRI_FILTER: i32 = 0;
+pub(super) const NF_IP_PRI_NAT_SRC: i32 = 100;
+/// `NFT_SET_MAP`.
+pub(super) const NFT_SET_MAP: u32 = 0x8;
+/// nft's datatype ids (`TYPE_*` in nft's datatype.h); a concatenation is
+/// `(a << TYPE_BITS) | b` with `TYPE_BITS` = 6.
+pub(super) const TYPE_IPADDR: u32 = 7;
+pub(super) const TYPE_IP6ADDR: u32 = 8;
+pub(super) const TYPE_INET_PROTOCOL: u32 = 12;
+pub(super) const TYPE_INET_SERVICE: u32 = 13;
+pub(super) const TYPE_BITS: u32 = 6;
+/// `inet_proto . inet_service`.
+pub(super) const MAP_KEY_TYPE: u32 = (TYPE_INET_PROTOCOL << TYPE_BITS) | TYPE_INET_SERVICE;
+/// `ipv4_addr . inet_service`.
+pub(super) const MAP_DATA_TYPE4: u32 = (TYPE_IPADDR << TYPE_BITS) | TYPE_INET_SERVICE;
+/// `ipv6_addr . inet_service`.
+pub(super) const MAP_DATA_TYPE6: u32 = (TYPE_IP6ADDR << TYPE_BITS) | TYPE_INET_SERVICE;
+/// Key: protocol (1 byte, padded to 4) . port (2 bytes big endian, padded to 4).
+pub(super) const MAP_KEY_LEN: usize = 8;
+
+/// `NFT_USERDATA_MAXLEN`: the most userdata a table, chain or rule can carry.
+pub(super) const USERDATA_MAX: usize = 256;
+/// `NFTNL_UDATA_TABLE_COMMENT` / `NFTNL_UDATA_RULE_COMMENT`.
+pub(super) const UDATA_COMMENT: u8 = 0;
+/// libnftnl's set udata types (`NFTNL_UDATA_SET_*`).
+pub(super) const UDATA_SET_KEYBYTEORDER: u8 = 0;
+pub(super) const UDATA_SET_DATABYTEORDER: u8 = 1;
+pub(super) const UDATA_SET_KEY_TYPEOF: u8 = 3;
+pub(super) const UDATA_SET_DATA_TYPEOF: u8 = 4;
+pub(super) const UDATA_SET_DATA_INTERVAL: u8 = 6;
+/// nft's `EXPR_CONCAT` tag in a typeof record.
+pub(super) const UDATA_TYPEOF_CONCAT: u32 = 13;
+
+/// Map elements per NEWSETELEM message: an element is at most 48 bytes (IPv6), and the
+/// element list is one attribute with a 16-bit length.
+pub(super) const ELEMENTS_PER_MESSAGE: usize = 1000;
+const _: () = assert!(ELEMENTS_PER_MESSAGE * 48 + 64 < u16::MAX as usize);
+/// What the send buffer is raised to when the socket is opened (a batch of 10,000 IPv6 map
+/// elements is about 0.5 MB; larger batches raise it again before sending).
+pub(super) const SEND_BUFFER: usize = 4 << 20;
+/// Receive buffer for one datagram (dumps come in ≤ 32 KiB datagrams).
+pub(super) const RECV_BUFFER: usize = 256 << 10;
+/// How long to wait for the kernel's answer (it answers synchronously; this only guards
+/// against a lost reply).
+pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts for reads and repairs that race with another writer.
+pub(super) const ATTEMPTS: usize = 5;
+
+/// Chain and map names, and the rule comments that identify each rule.
+pub(super) const CHAIN_PREROUTING: &str = "prerouting";
+pub(super) const CHAIN_POSTROUTING: &str = "postrouting";
+pub(super) const CHAIN_FORWARD: &str = "forward";
+pub(super) const MAP4: &str = "redirect4";
+pub(super) const MAP6: &str = "redirect6";

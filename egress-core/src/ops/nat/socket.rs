@@ -1,0 +1,760 @@
+//! A small blocking client for `NETLINK_NETFILTER`: atomic batches, dumps, single requests.
+//! Messages are built with netlink-packet-netfilter's types and every reply is decoded by its
+//! parsers.
+
+use std::{collections::BTreeSet, os::raw::c_int};
+
+use netlink_packet_core::{
+    NetlinkMessage, ParseableParametrized, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_EXCL, NLM_F_REQUEST,
+};
+use netlink_packet_netfilter::{
+    nftables::{
+        ChainAttribute, ChainMessage, DataAttribute, GenAttribute, GenMessage, Hook, ListAttribute,
+        NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute,
+        SetElementList, SetElementMessage, SetMessage, TableAttribute, TableFlags, TableMessage,
+    },
+    none::ControlMessage,
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+use nix::sys::{
+    socket::{getsockopt, setsockopt, sockopt},
+    time::TimeVal,
+};
+
+use super::{
+    consts::*,
+    expr::{be32, hex, render_raw, Expr},
+    layout::{
+        align4, decode_comment, decode_element, hook_name, policy_name, table_userdata, Layout,
+    },
+    ChainState, MapState, NatRules, NatState, RuleState, TableInfo,
+};
+use crate::error::{Error, Result};
+
+/// A blocking nftables netlink socket, bound to the namespace it was opened in.
+#[derive(Debug)]
+pub(crate) struct NftSocket {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl NftSocket {
+    /// Opens the socket. Must be called on a thread inside the target namespace (the caller
+    /// uses `NsHandle::run(NftSocket::open)`); the socket is then usable from any thread.
+    ///
+    /// The send buffer is raised (SO_SNDBUFFORCE, else SO_SNDBUF) so that a batch of 10,000
+    /// map elements fits in one `sendmsg`.
+    pub(crate) fn open() -> Result<Self> {
+        const OP: &str = "open nftables netlink socket";
+        let io = |e: std::io::Error| Error::kernel(OP, e.raw_os_error().unwrap_or(libc::EIO));
+        let mut socket = Socket::new(NETLINK_NETFILTER).map_err(io)?;
+        socket.bind_auto().map_err(io)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+        // Errors echo only the header of the failed message, not a 50 kB element list.
+        socket.set_cap_ack(true).map_err(io)?;
+        let nix = |e: nix::errno::Errno| Error::kernel(OP, e as i32);
+        let timeout = TimeVal::new(REPLY_TIMEOUT.as_secs() as _, 0);
+        setsockopt(&socket, sockopt::ReceiveTimeout, &timeout).map_err(nix)?;
+        // A larger receive buffer is a nicety (dumps are paced by the reader anyway).
+        if setsockopt(&socket, sockopt::RcvBufForce, &(1 << 20)).is_err() {
+            let _ = setsockopt(&socket, sockopt::RcvBuf, &(1 << 20));
+        }
+        let mut nft = NftSocket {
+            socket,
+            // Any start will do (replies are matched per socket); a non-zero one is easier to
+            // tell apart from kernel notifications in a trace.
+            seq: std::process::id().wrapping_mul(0x9e37_79b9) | 1,
+            buf: Vec::with_capacity(RECV_BUFFER),
+        };
+        nft.raise_send_buffer(SEND_BUFFER);
+        Ok(nft)
+    }
+
+    /// `nft add table inet TABLE { comment "COMMENT"; maps; chains; rules }` in one batch:
+    /// the whole table appears at once, or nothing does. An existing table is refused
+    /// (`NLM_F_EXCL`: [`Error::Kernel`] with errno EEXIST, which the caller maps).
+    ///
+    /// The comment is the table's userdata as libnftnl encodes it; a table's userdata is at
+    /// most 256 bytes and cannot be changed later.
+    pub(crate) fn create(&mut self, comment: &str, rules: &NatRules) -> Result<()> {
+        let op = format!(
+            "nft add table inet {} (one batch with its NAT and filter)",
+            rules.table
+        );
+        let mut msgs = vec![new_table(&rules.table, comment)?];
+        msgs.extend(Layout::of(rules).messages(&rules.table, &BTreeSet::new()));
+        self.batch(&op, msgs, None)
+    }
+
+    /// Replaces whatever chains and maps the table holds with `rules`, in one batch, keeping
+    /// the table (and its comment). Chains whose type, hook, priority and policy are right are
+    /// flushed and refilled rather than recreated, so traffic never sees a gap. Used to repair
+    /// drift; a missing table is ENOENT.
+    pub(crate) fn reinstall(&mut self, rules: &NatRules) -> Result<()> {
+        let op = format!("nft -f (NAT repair batch for inet {})", rules.table);
+        match self.replace(&op, &rules.table, rules)? {
+            true => Ok(()),
+            false => Err(Error::kernel(op, libc::ENOENT)),
+        }
+    }
+
+    /// `nft delete table inet TABLE`: the table and everything in it. A missing table is
+    /// `Ok(false)`, a deleted one `Ok(true)`.
+    pub(crate) fn delete_table(&mut self, table: &str) -> Result<bool> {
+        let op = format!("nft delete table inet {table}");
+        let msg = inet(NfTablesMessage::DeleteTable(TableMessage {
+            attributes: vec![TableAttribute::Name(table.to_string())],
+        }));
+        match self.batch(&op, vec![(msg, 0)], None) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All tables of family `inet`, with their decoded comments.
+    pub(crate) fn tables(&mut self) -> Result<Vec<TableInfo>> {
+        let op = "nft list tables inet";
+        let replies = self.dump(op, || {
+            inet(NfTablesMessage::GetTable(TableMessage {
+                attributes: vec![],
+            }))
+        })?;
+        Ok(replies
+            .iter()
+            .filter_map(Reply::inet)
+            .filter_map(|m| match m {
+                NfTablesMessage::NewTable(t) => {
+                    let mut info = TableInfo {
+                        name: String::new(),
+                        comment: None,
+                    };
+                    for a in t.attributes {
+                        match a {
+                            TableAttribute::Name(n) => info.name = n,
+                            TableAttribute::UserData(u) => info.comment = decode_comment(&u),
+                            _ => {}
+                        }
+                    }
+                    (!info.name.is_empty()).then_some(info)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// What the table holds now (`None` if it does not exist) and the ruleset generation it
+    /// was read at, read consistently: the reads are retried if the ruleset changed while they
+    /// ran.
+    pub(crate) fn read(&mut self, table: &str) -> Result<(u32, Option<NatState>)> {
+        let op = format!("nft list table inet {table}");
+        for _ in 0..ATTEMPTS {
+            let before = self.generation()?;
+            let state = self.read_once(&op, table, true)?;
+            if self.generation()? == before {
+                return Ok((before, state));
+            }
+        }
+        Err(Error::kernel(op, libc::EAGAIN))
+    }
+
+    /// Deletes table `TABLE` (if it exists) and creates it again with `comment` and `rules`, in
+    /// one batch: the ruleset never misses it, and the comment (which the kernel never
+    /// changes on an existing table) is the new one.
+    pub(crate) fn rewrite(&mut self, comment: &str, rules: &NatRules) -> Result<()> {
+        let op = format!(
+            "nft delete table inet {} + add it again with its comment (one batch)",
+            rules.table
+        );
+        let exists = self.tables()?.iter().any(|t| t.name == rules.table);
+        let mut msgs = Vec::new();
+        if exists {
+            msgs.push((
+                inet(NfTablesMessage::DeleteTable(TableMessage {
+                    attributes: vec![TableAttribute::Name(rules.table.clone())],
+                })),
+                0,
+            ));
+        }
+        msgs.push(new_table(&rules.table, comment)?);
+        msgs.extend(Layout::of(rules).messages(&rules.table, &BTreeSet::new()));
+        self.batch(&op, msgs, None)
+    }
+
+    /// The ruleset generation (`NFT_MSG_GETGEN`): it changes with every committed batch.
+    pub(crate) fn generation(&mut self) -> Result<u32> {
+        const OP: &str = "nft list ruleset (its generation)";
+        let msg = NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::Unspec, NFNETLINK_V0, 0),
+            NfTablesMessage::GetGen(GenMessage { attributes: vec![] }),
+        );
+        let reply = self.request(OP, msg)?;
+        match reply.nftables() {
+            Some(NfTablesMessage::NewGen(g)) => g
+                .attributes
+                .into_iter()
+                .find_map(|a| match a {
+                    GenAttribute::Id(id) => Some(id),
+                    _ => None,
+                })
+                .ok_or_else(|| Error::kernel(OP, libc::EBADMSG)),
+            _ => Err(Error::kernel(OP, libc::EBADMSG)),
+        }
+    }
+}
+
+/// One netlink message from the kernel.
+#[derive(Debug)]
+struct Reply {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    /// For NLMSG_ERROR: the positive errno, 0 for an ack.
+    fn errno(&self) -> i32 {
+        self.body.get(..4).map_or(libc::EBADMSG, |b| {
+            -i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+        })
+    }
+
+    /// The nftables message in the reply, as netlink-packet-netfilter parses it.
+    fn nftables(&self) -> Option<NfTablesMessage> {
+        match NetfilterMessage::parse_with_param(&self.body[..], self.kind) {
+            Ok(NetfilterMessage {
+                inner: NetfilterMessageInner::NfTables(m),
+                ..
+            }) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The nftables message in the reply, when it is about family `inet`.
+    fn inet(&self) -> Option<NfTablesMessage> {
+        (self.body.first() == Some(&NFPROTO_INET))
+            .then(|| self.nftables())
+            .flatten()
+    }
+}
+
+pub(super) fn inet(msg: NfTablesMessage) -> NetfilterMessage {
+    NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Inet, NFNETLINK_V0, 0),
+        msg,
+    )
+}
+
+fn emit(buf: &mut Vec<u8>, msg: NetfilterMessage, flags: u16, seq: u32) {
+    let mut msg = NetlinkMessage::from(msg);
+    msg.header.flags = flags;
+    msg.header.sequence_number = seq;
+    msg.finalize();
+    let start = buf.len();
+    buf.resize(start + msg.buffer_len(), 0);
+    msg.serialize(&mut buf[start..]);
+}
+
+impl NftSocket {
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn raise_send_buffer(&mut self, bytes: usize) {
+        if setsockopt(&self.socket, sockopt::SndBufForce, &bytes).is_err() {
+            // Without CAP_NET_ADMIN the kernel caps this at net.core.wmem_max; a batch that
+            // still does not fit fails with EMSGSIZE, named in the error.
+            let _ = setsockopt(&self.socket, sockopt::SndBuf, &bytes);
+        }
+    }
+
+    fn send(&mut self, op: &str, buf: &[u8]) -> Result<()> {
+        // The kernel reports the effective (doubled) size; keep room for its bookkeeping.
+        let have = getsockopt(&self.socket, sockopt::SndBuf).unwrap_or(0);
+        if buf.len() + 4096 > have {
+            self.raise_send_buffer(buf.len() + 4096);
+        }
+        loop {
+            match self.socket.send(buf, 0) {
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(_) => return Err(Error::kernel(op, libc::EMSGSIZE)),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::kernel(op, e.raw_os_error().unwrap_or(libc::EIO))),
+            }
+        }
+    }
+
+    /// Receives one datagram; `None` when `nonblocking` and nothing is queued. A blocking
+    /// receive that times out is ETIMEDOUT.
+    fn recv(&mut self, op: &str, nonblocking: bool) -> Result<Option<Vec<Reply>>> {
+        let flags: c_int = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+        let n = loop {
+            self.buf.clear();
+            match self.socket.recv(&mut self.buf, flags) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return match nonblocking {
+                        true => Ok(None),
+                        false => Err(Error::kernel(
+                            format!("{op} (no answer from the kernel)"),
+                            libc::ETIMEDOUT,
+                        )),
+                    };
+                }
+                Err(e) => return Err(Error::kernel(op, e.raw_os_error().unwrap_or(libc::EIO))),
+            }
+        };
+        if n > self.buf.len() {
+            return Err(Error::kernel(
+                format!("{op} (reply of {n} bytes truncated)"),
+                libc::EMSGSIZE,
+            ));
+        }
+        let mut out = Vec::new();
+        let mut rest = &self.buf[..n];
+        while rest.len() >= 16 {
+            let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            if len < 16 || len > rest.len() {
+                break;
+            }
+            out.push(Reply {
+                kind: u16::from_ne_bytes([rest[4], rest[5]]),
+                flags: u16::from_ne_bytes([rest[6], rest[7]]),
+                seq: u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]),
+                body: rest[16..len].to_vec(),
+            });
+            rest = &rest[align4(len).min(rest.len())..];
+        }
+        Ok(Some(out))
+    }
+
+    /// Discards whatever is queued (replies to an earlier request that ended on an error).
+    fn drain(&mut self, op: &str) {
+        while let Ok(Some(_)) = self.recv(op, true) {}
+    }
+
+    /// Sends `msgs` as one batch and waits for the kernel's verdict on each. The kernel
+    /// applies all of the batch or none of it; the first error is reported.
+    fn batch(
+        &mut self,
+        op: &str,
+        msgs: Vec<(NetfilterMessage, u16)>,
+        genid: Option<u32>,
+    ) -> Result<()> {
+        self.drain(op);
+        let control = |msg| {
+            NetfilterMessage::new(
+                NetfilterHeader::new(
+                    NetfilterProtoFamily::Unspec,
+                    NFNETLINK_V0,
+                    NFNL_SUBSYS_NFTABLES,
+                ),
+                msg,
+            )
+        };
+        let mut buf = Vec::new();
+        let begin = self.next_seq();
+        let begin_msg = match genid {
+            None => ControlMessage::BatchBegin,
+            Some(id) => ControlMessage::Other {
+                message_type: NFNL_MSG_BATCH_BEGIN,
+                attributes: vec![be32(NFNL_BATCH_GENID, id)],
+            },
+        };
+        emit(&mut buf, control(begin_msg), NLM_F_REQUEST, begin);
+        let mut pending = BTreeSet::new();
+        for (msg, flags) in msgs {
+            let seq = self.next_seq();
+            emit(&mut buf, msg, NLM_F_REQUEST | NLM_F_ACK | flags, seq);
+            pending.insert(seq);
+        }
+        let end = self.next_seq();
+        emit(
+            &mut buf,
+            control(ControlMessage::BatchEnd),
+            NLM_F_REQUEST,
+            end,
+        );
+        self.send(op, &buf)?;
+
+        // The kernel processes the batch inside sendmsg and queues one ack or error per
+        // message (errors on the begin message concern the whole batch and end it).
+        let mut failure = None;
+        while !pending.is_empty() && failure.is_none() {
+            let Some(replies) = self.recv(op, false)? else {
+                continue;
+            };
+            for r in replies {
+                let in_batch = r.seq.wrapping_sub(begin) <= end.wrapping_sub(begin);
+                if r.kind != NLMSG_ERROR || !in_batch {
+                    continue;
+                }
+                pending.remove(&r.seq);
+                let errno = r.errno();
+                if errno != 0 {
+                    failure.get_or_insert(errno);
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(errno) => {
+                self.drain(op);
+                Err(Error::kernel(op, errno))
+            }
+        }
+    }
+
+    /// A dump (`NLM_F_DUMP`), retried when the kernel flags it as interrupted by a change.
+    fn dump(&mut self, op: &str, request: impl Fn() -> NetfilterMessage) -> Result<Vec<Reply>> {
+        for _ in 0..ATTEMPTS {
+            self.drain(op);
+            let seq = self.next_seq();
+            let mut buf = Vec::new();
+            emit(&mut buf, request(), NLM_F_REQUEST | NLM_F_DUMP, seq);
+            self.send(op, &buf)?;
+            let mut out = Vec::new();
+            let mut interrupted = false;
+            'dump: loop {
+                let Some(replies) = self.recv(op, false)? else {
+                    continue;
+                };
+                for r in replies {
+                    if r.seq != seq {
+                        continue;
+                    }
+                    interrupted |= r.flags & NLM_F_DUMP_INTR != 0;
+                    match r.kind {
+                        NLMSG_DONE => break 'dump,
+                        NLMSG_ERROR if r.errno() != 0 => {
+                            let errno = r.errno();
+                            self.drain(op);
+                            return Err(Error::kernel(op, errno));
+                        }
+                        NLMSG_ERROR => {}
+                        _ => out.push(r),
+                    }
+                }
+            }
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(Error::kernel(op, libc::EINTR))
+    }
+
+    /// A single request (no dump): the kernel's reply message, or its error.
+    fn request(&mut self, op: &str, msg: NetfilterMessage) -> Result<Reply> {
+        self.drain(op);
+        let seq = self.next_seq();
+        let mut buf = Vec::new();
+        emit(&mut buf, msg, NLM_F_REQUEST, seq);
+        self.send(op, &buf)?;
+        loop {
+            let Some(replies) = self.recv(op, false)? else {
+                continue;
+            };
+            for r in replies {
+                if r.seq != seq {
+                    continue;
+                }
+                match r.kind {
+                    NLMSG_ERROR if r.errno() != 0 => return Err(Error::kernel(op, r.errno())),
+                    NLMSG_ERROR | NLMSG_DONE => {}
+                    _ => return Ok(r),
+                }
+            }
+        }
+    }
+
+    /// One pass of [`read`](Self::read), without the consistency check.
+    fn read_once(
+        &mut self,
+        op: &str,
+        table: &str,
+        with_elements: bool,
+    ) -> Result<Option<NatState>> {
+        let get = inet(NfTablesMessage::GetTable(TableMessage {
+            attributes: vec![TableAttribute::Name(table.to_string())],
+        }));
+        match self.request(op, get) {
+            Ok(_) => {}
+            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+
+        let replies = self.dump(op, || {
+            inet(NfTablesMessage::GetChain(ChainMessage {
+                attributes: vec![ChainAttribute::Table(table.to_string())],
+            }))
+        })?;
+        let mut chains: Vec<ChainState> = Vec::new();
+        for m in replies.iter().filter_map(Reply::inet) {
+            let NfTablesMessage::NewChain(c) = m else {
+                continue;
+            };
+            let mut chain = ChainState {
+                name: String::new(),
+                kind: None,
+                hook: None,
+                priority: None,
+                policy: None,
+                rules: Vec::new(),
+            };
+            let mut in_table = false;
+            for a in c.attributes {
+                match a {
+                    ChainAttribute::Table(t) => in_table = t == table,
+                    ChainAttribute::Name(n) => chain.name = n,
+                    ChainAttribute::Type(t) => chain.kind = Some(t),
+                    ChainAttribute::Policy(p) => chain.policy = Some(policy_name(p)),
+                    ChainAttribute::Hook(hooks) => {
+                        for h in hooks {
+                            match h {
+                                Hook::Number(n) => chain.hook = Some(hook_name(u32::from(n))),
+                                Hook::Priority(p) => chain.priority = Some(p as i32),
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if in_table && !chain.name.is_empty() {
+                chains.push(chain);
+            }
+        }
+
+        let replies = self.dump(op, || {
+            inet(NfTablesMessage::GetRule(RuleMessage {
+                attributes: vec![RuleAttribute::Table(table.to_string())],
+            }))
+        })?;
+        for m in replies.iter().filter_map(Reply::inet) {
+            let NfTablesMessage::NewRule(r) = m else {
+                continue;
+            };
+            let (mut in_table, mut chain_name) = (false, None);
+            let mut rule = RuleState {
+                comment: None,
+                exprs: Vec::new(),
+            };
+            for a in r.attributes {
+                match a {
+                    RuleAttribute::Table(t) => in_table = t == table,
+                    RuleAttribute::Chain(c) => chain_name = Some(c),
+                    RuleAttribute::UserData(u) => rule.comment = decode_comment(&u),
+                    RuleAttribute::Expressions(list) => {
+                        rule.exprs = list
+                            .iter()
+                            .map(|e| match e {
+                                ListAttribute::Element(attrs) => Expr::decode(attrs)
+                                    .map_or_else(|| render_raw(attrs), |x| x.render()),
+                                other => format!("(foreign list entry {other:?})"),
+                            })
+                            .collect();
+                    }
+                    _ => {}
+                }
+            }
+            let chain = chains
+                .iter_mut()
+                .find(|c| in_table && Some(&c.name) == chain_name.as_ref());
+            if let Some(chain) = chain {
+                chain.rules.push(rule);
+            }
+        }
+        chains.sort_by(|a, b| a.name.cmp(&b.name));
+
+        let replies = self.dump(op, || {
+            inet(NfTablesMessage::GetSet(SetMessage {
+                attributes: vec![SetAttribute::Table(table.to_string())],
+            }))
+        })?;
+        let mut maps: Vec<MapState> = Vec::new();
+        for m in replies.iter().filter_map(Reply::inet) {
+            let NfTablesMessage::NewSet(s) = m else {
+                continue;
+            };
+            let mut map = MapState {
+                name: String::new(),
+                key_type: 0,
+                data_type: 0,
+                flags: 0,
+                elements: Vec::new(),
+                other_elements: Vec::new(),
+            };
+            let mut in_table = false;
+            for a in s.attributes {
+                match a {
+                    SetAttribute::Table(t) => in_table = t == table,
+                    SetAttribute::Name(n) => map.name = n,
+                    SetAttribute::KeyType(t) => map.key_type = t,
+                    SetAttribute::DataType(t) => map.data_type = t,
+                    SetAttribute::Flags(f) => map.flags = f.bits(),
+                    _ => {}
+                }
+            }
+            if in_table && !map.name.is_empty() {
+                maps.push(map);
+            }
+        }
+        maps.sort_by(|a, b| a.name.cmp(&b.name));
+
+        if with_elements {
+            for map in &mut maps {
+                let replies = self.dump(op, || {
+                    inet(NfTablesMessage::GetSetElement(SetElementMessage {
+                        attributes: vec![
+                            SetElementList::Table(table.to_string()),
+                            SetElementList::Set(map.name.clone()),
+                        ],
+                    }))
+                })?;
+                for m in replies.iter().filter_map(Reply::inet) {
+                    if let NfTablesMessage::NewSetElement(e) = m {
+                        read_elements(e, table, map);
+                    }
+                }
+                map.elements.sort();
+                map.other_elements.sort();
+            }
+        }
+        Ok(Some(NatState { chains, maps }))
+    }
+
+    /// Deletes the table's chains and maps and installs `rules` anew — one batch, guarded by the
+    /// ruleset generation it was computed from (retried if another writer got in between).
+    /// `Ok(false)` when the table does not exist.
+    fn replace(&mut self, op: &str, table: &str, rules: &NatRules) -> Result<bool> {
+        let layout = Layout::of(rules);
+        for _ in 0..ATTEMPTS {
+            let generation = self.generation()?;
+            let Some(current) = self.read_once(op, table, false)? else {
+                return Ok(false);
+            };
+            let wanted = layout.state();
+            let mut msgs = Vec::new();
+            let mut keep = BTreeSet::new();
+            let header =
+                |c: &ChainState| (c.kind.clone(), c.hook.clone(), c.priority, c.policy.clone());
+            for chain in &current.chains {
+                // Flush: a DELRULE naming only the chain.
+                msgs.push((
+                    inet(NfTablesMessage::DeleteRule(RuleMessage {
+                        attributes: vec![
+                            RuleAttribute::Table(table.to_string()),
+                            RuleAttribute::Chain(chain.name.clone()),
+                        ],
+                    })),
+                    0,
+                ));
+                let same = wanted
+                    .chains
+                    .iter()
+                    .any(|w| w.name == chain.name && header(w) == header(chain));
+                if same {
+                    keep.insert(chain.name.clone());
+                }
+            }
+            for chain in current.chains.iter().filter(|c| !keep.contains(&c.name)) {
+                msgs.push((
+                    inet(NfTablesMessage::DeleteChain(ChainMessage {
+                        attributes: vec![
+                            ChainAttribute::Table(table.to_string()),
+                            ChainAttribute::Name(chain.name.clone()),
+                        ],
+                    })),
+                    0,
+                ));
+            }
+            for map in &current.maps {
+                msgs.push((
+                    inet(NfTablesMessage::DeleteSet(SetMessage {
+                        attributes: vec![
+                            SetAttribute::Table(table.to_string()),
+                            SetAttribute::Name(map.name.clone()),
+                        ],
+                    })),
+                    0,
+                ));
+            }
+            msgs.extend(layout.messages(table, &keep));
+            match self.batch(op, msgs, Some(generation)) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.errno() == Some(libc::ERESTART) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::kernel(op, libc::EAGAIN))
+    }
+}
+
+/// The NEWTABLE message of `nft add table inet TABLE { comment "COMMENT" }`, with `NLM_F_EXCL`.
+fn new_table(table: &str, comment: &str) -> Result<(NetfilterMessage, u16)> {
+    let userdata = table_userdata(comment).map_err(|errno| {
+        let why = match errno {
+            libc::E2BIG => format!(
+                "a comment of {} bytes: a table comment holds at most {} bytes",
+                comment.len(),
+                USERDATA_MAX - 3
+            ),
+            _ => "a comment containing a NUL byte".to_string(),
+        };
+        Error::kernel(
+            format!("nft add table inet {table} {{ comment \"…\" }} ({why})"),
+            errno,
+        )
+    })?;
+    let msg = inet(NfTablesMessage::NewTable(TableMessage {
+        attributes: vec![
+            TableAttribute::Name(table.to_string()),
+            TableAttribute::Flags(TableFlags::empty()),
+            TableAttribute::UserData(userdata),
+        ],
+    }));
+    Ok((msg, NLM_F_CREATE | NLM_F_EXCL))
+}
+
+/// Adds the elements of map `map` in one dump message to `map`.
+fn read_elements(e: SetElementMessage, table: &str, map: &mut MapState) {
+    let mut in_table = false;
+    let mut in_set = false;
+    let mut lists = Vec::new();
+    for a in e.attributes {
+        match a {
+            SetElementList::Table(t) => in_table = t == table,
+            SetElementList::Set(s) => in_set = s == map.name,
+            SetElementList::Elements(l) => lists = l,
+            _ => {}
+        }
+    }
+    if !(in_table && in_set) {
+        return;
+    }
+    for elem in lists {
+        let ListAttribute::Element(attrs) = elem else {
+            continue;
+        };
+        let (mut key, mut data) = (Vec::new(), Vec::new());
+        for a in attrs {
+            match a {
+                SetElementAttribute::Key(DataAttribute::Value(v)) => key = v,
+                SetElementAttribute::Data(DataAttribute::Value(v)) => data = v,
+                _ => {}
+            }
+        }
+        match decode_element(&key, &data) {
+            Some(el) => map.elements.push(el),
+            None => map
+                .other_elements
+                .push(format!("0x{} : 0x{}", hex(&key), hex(&data))),
+        }
+    }
+}

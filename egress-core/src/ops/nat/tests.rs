@@ -1,0 +1,392 @@
+//! Unit tests of the ruleset model, its encoding and decoding (no kernel needed; the
+//! privileged tests are in tests/nat.rs).
+
+use netlink_packet_core::{DefaultNla, Emitable, NlaBuffer, Parseable};
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, ExpressionAttribute, Expressions, ListAttribute, SetElementList,
+};
+
+use super::{
+    consts::*,
+    expr::{render_raw, Expr},
+    layout::*,
+    *,
+};
+use crate::spec::{Protocol, Redirect};
+
+fn rules_v4(table: &str) -> NatRules {
+    NatRules {
+        table: table.into(),
+        internal: "eth0".into(),
+        external: "macvlan0".into(),
+        snat4: Some("203.0.113.99".parse().unwrap()),
+        snat6: None,
+        redirects: vec![
+            Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
+            Redirect::of(Protocol::Udp, 53, "198.51.100.26", 53),
+        ],
+        fallback4: Some("198.51.100.9".parse().unwrap()),
+        fallback6: None,
+    }
+}
+
+fn rules_dual(table: &str) -> NatRules {
+    NatRules {
+        table: table.into(),
+        internal: "eth0".into(),
+        external: "macvlan0".into(),
+        snat4: Some("203.0.113.99".parse().unwrap()),
+        snat6: Some("2001:db8:1::99".parse().unwrap()),
+        redirects: vec![
+            Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
+            Redirect::of(Protocol::Tcp, 443, "2001:db8:2::25", 8443),
+            Redirect::of(Protocol::Sctp, 9000, "2001:db8:2::26", 9000),
+        ],
+        fallback4: Some("198.51.100.9".parse().unwrap()),
+        fallback6: Some("2001:db8:2::9".parse().unwrap()),
+    }
+}
+
+fn rules_plain(table: &str) -> NatRules {
+    NatRules {
+        redirects: vec![],
+        fallback4: None,
+        ..rules_v4(table)
+    }
+}
+
+#[test]
+fn nat_udata_comment_roundtrip() {
+    let u = udata_comment("egress dnat4 map");
+    assert_eq!(&u[..2], &[0, 17]);
+    assert_eq!(u.last(), Some(&0));
+    assert_eq!(decode_comment(&u).as_deref(), Some("egress dnat4 map"));
+    // What nft wrote for `comment "hello journal"` (from `nft --debug=mnl`).
+    let nft = b"\x00\x0ehello journal\x00";
+    assert_eq!(udata_comment("hello journal"), nft.to_vec());
+    assert_eq!(decode_comment(nft).as_deref(), Some("hello journal"));
+    // Not a comment TLV / garbage: None, never a panic.
+    assert_eq!(decode_comment(b"\x05\x02ab"), None);
+    assert_eq!(decode_comment(b"\x00\x09short"), None);
+    assert_eq!(decode_comment(b"\x00\x03ab"), None); // no NUL
+    assert_eq!(decode_comment(&[]), None);
+    // A comment after another TLV is found.
+    assert_eq!(
+        decode_comment(b"\x07\x01x\x00\x03ok\x00").as_deref(),
+        Some("ok")
+    );
+}
+
+#[test]
+fn nat_table_userdata_limits() {
+    assert_eq!(table_userdata(&"x".repeat(253)).unwrap().len(), 256);
+    assert_eq!(table_userdata(&"x".repeat(254)), Err(libc::E2BIG));
+    assert_eq!(table_userdata("a\0b"), Err(libc::EINVAL));
+    assert_eq!(table_userdata("").unwrap(), vec![0, 1, 0]);
+}
+
+#[test]
+fn nat_map_userdata_is_what_nft_writes() {
+    // The NFTA_SET_USERDATA nft 1.0.6 sent for both maps (little-endian host).
+    #[cfg(target_endian = "little")]
+    assert_eq!(
+        map_userdata(),
+        vec![
+            0x00, 0x04, 0, 0, 0, 0, 0x01, 0x04, 0, 0, 0, 0, 0x03, 0x08, 0x00, 0x04, 0x0d, 0, 0, 0,
+            0x01, 0x00, 0x04, 0x08, 0x00, 0x04, 0x0d, 0, 0, 0, 0x01, 0x00, 0x06, 0x04, 0, 0, 0, 0
+        ]
+    );
+    assert_eq!(MAP_KEY_TYPE, 0x30d);
+    assert_eq!(MAP_DATA_TYPE4, 0x1cd);
+    assert_eq!(MAP_DATA_TYPE6, 0x20d);
+    assert_eq!(
+        type_name(MAP_DATA_TYPE6),
+        "ipv6_addr . inet_service".to_string()
+    );
+}
+
+#[test]
+fn nat_element_encoding() {
+    let e: MapElement = (Protocol::Tcp, 80, "198.51.100.25".parse().unwrap(), 8080);
+    // `element 00000006 00005000 : 196433c6 0000901f` in nft's (host u32) notation.
+    assert_eq!(element_key(&e), [6, 0, 0, 0, 0, 80, 0, 0]);
+    assert_eq!(element_data(&e), vec![198, 51, 100, 25, 0x1f, 0x90, 0, 0]);
+    assert_eq!(decode_element(&element_key(&e), &element_data(&e)), Some(e));
+    let e6: MapElement = (Protocol::Udp, 53, "2001:db8::25".parse().unwrap(), 5353);
+    assert_eq!(element_data(&e6).len(), 20);
+    assert_eq!(
+        decode_element(&element_key(&e6), &element_data(&e6)),
+        Some(e6)
+    );
+    assert_eq!(
+        decode_element(&[1, 0, 0, 0, 0, 1, 0, 0], &element_data(&e)),
+        None
+    );
+    assert_eq!(decode_element(&element_key(&e), &[1, 2, 3]), None);
+}
+
+/// The directly encoded element list is byte for byte what netlink-packet-netfilter's
+/// nested types encode (and what `nat_privileged_same_as_nft` checks against nft).
+#[test]
+fn nat_element_list_encoding() {
+    use netlink_packet_core::Emitable;
+    use netlink_packet_netfilter::nftables::SetElementAttribute;
+
+    let elements: [MapElement; 3] = [
+        (Protocol::Tcp, 80, "198.51.100.25".parse().unwrap(), 8080),
+        (Protocol::Udp, 53, "2001:db8::25".parse().unwrap(), 5353),
+        (Protocol::Sctp, 9000, "198.51.100.26".parse().unwrap(), 9000),
+    ];
+    let nested = SetElementList::Elements(
+        elements
+            .iter()
+            .map(|e| {
+                ListAttribute::Element(vec![
+                    SetElementAttribute::Key(DataAttribute::Value(element_key(e).to_vec())),
+                    SetElementAttribute::Data(DataAttribute::Value(element_data(e))),
+                ])
+            })
+            .collect(),
+    );
+    let bytes = |nla: &dyn Emitable| {
+        let mut buf = vec![0; nla.buffer_len()];
+        nla.emit(&mut buf);
+        buf
+    };
+    assert_eq!(bytes(&element_list(&elements)), bytes(&nested));
+}
+
+#[test]
+fn nat_expected_v4() {
+    let s = rules_v4("egress_x").expected();
+    let names: Vec<&str> = s.chains.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["forward", "postrouting", "prerouting"]);
+    let pre = &s.chains[2];
+    assert_eq!(pre.kind.as_deref(), Some("nat"));
+    assert_eq!(pre.hook.as_deref(), Some("prerouting"));
+    assert_eq!(pre.priority, Some(-100));
+    assert_eq!(pre.policy.as_deref(), Some("accept"));
+    let comments: Vec<_> = pre
+        .rules
+        .iter()
+        .map(|r| r.comment.clone().unwrap())
+        .collect();
+    assert_eq!(comments, ["egress dnat4 map", "egress dnat4 fallback"]);
+    assert_eq!(
+        pre.rules[0].exprs,
+        [
+            "meta load iifname => reg 1",
+            "cmp eq reg 1 0x65746830000000000000000000000000",
+            "fib daddr type => reg 1",
+            "cmp eq reg 1 0x02000000",
+            "meta load nfproto => reg 1",
+            "cmp eq reg 1 0x02",
+            "meta load l4proto => reg 1",
+            "payload load 2b @ transport header + 2 => reg 9",
+            "lookup reg 1 set redirect4 dreg 1",
+            "nat dnat ip addr_min reg 1 proto_min reg 9",
+        ]
+    );
+    assert_eq!(
+        pre.rules[1].exprs[6..],
+        ["immediate reg 1 0xc6336409", "nat dnat ip addr_min reg 1"]
+    );
+    let fwd = &s.chains[0];
+    assert_eq!(fwd.policy.as_deref(), Some("drop"));
+    assert_eq!(fwd.priority, Some(0));
+    assert_eq!(
+        fwd.rules[0].exprs,
+        [
+            "ct load state => reg 1",
+            "bitwise reg 1 = ( reg 1 & 0x06000000 ) ^ 0x00000000",
+            "cmp neq reg 1 0x00000000",
+            "immediate reg 0 accept",
+        ]
+        .map(|s| if cfg!(target_endian = "little") {
+            s.to_string()
+        } else {
+            s.replace("0x06000000", "0x00000006")
+        })
+    );
+    assert_eq!(fwd.rules[1].comment.as_deref(), Some("egress dnat-ed"));
+    assert_eq!(s.chains[1].rules.len(), 1);
+    assert_eq!(s.maps.len(), 1);
+    assert_eq!(s.maps[0].name, "redirect4");
+    assert_eq!(s.maps[0].flags, NFT_SET_MAP);
+    assert_eq!(
+        s.maps[0].elements,
+        vec![
+            (Protocol::Tcp, 80, "198.51.100.25".parse().unwrap(), 8080),
+            (Protocol::Udp, 53, "198.51.100.26".parse().unwrap(), 53),
+        ]
+    );
+}
+
+#[test]
+fn nat_expected_dual_and_plain() {
+    let s = rules_dual("egress_x").expected();
+    let pre = s.chains.iter().find(|c| c.name == "prerouting").unwrap();
+    let comments: Vec<_> = pre
+        .rules
+        .iter()
+        .map(|r| r.comment.clone().unwrap())
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            "egress dnat4 map",
+            "egress dnat4 fallback",
+            "egress dnat6 map",
+            "egress dnat6 fallback"
+        ]
+    );
+    // IPv6: the port follows a 16-byte address, in register 2.
+    assert_eq!(
+        pre.rules[2].exprs.last().unwrap(),
+        "nat dnat ip6 addr_min reg 1 proto_min reg 2"
+    );
+    let maps: Vec<_> = s
+        .maps
+        .iter()
+        .map(|m| (m.name.as_str(), m.elements.len()))
+        .collect();
+    assert_eq!(maps, [("redirect4", 1), ("redirect6", 2)]);
+    let post = s.chains.iter().find(|c| c.name == "postrouting").unwrap();
+    assert_eq!(post.rules.len(), 2);
+
+    let s = rules_plain("egress_x").expected();
+    let names: Vec<&str> = s.chains.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["forward", "postrouting"]);
+    assert!(s.maps.is_empty());
+
+    let only_filter = NatRules {
+        snat4: None,
+        ..rules_plain("egress_x")
+    };
+    let names: Vec<String> = only_filter
+        .expected()
+        .chains
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["forward"]);
+}
+
+#[test]
+fn nat_summary() {
+    let mut r = rules_v4("egress_x");
+    r.redirects
+        .push(Redirect::of(Protocol::Tcp, 443, "198.51.100.25", 443));
+    assert_eq!(
+        r.summary(),
+        "nft add rules to inet egress_x: dnat 3 redirects via map + fallback 198.51.100.9, \
+         snat to 203.0.113.99 on macvlan0, forward filter (policy drop)"
+    );
+    assert_eq!(
+        rules_dual("egress_y").summary(),
+        "nft add rules to inet egress_y: dnat 3 redirects via map + fallback 198.51.100.9 \
+         and 2001:db8:2::9, snat to 203.0.113.99 and 2001:db8:1::99 on macvlan0, forward \
+         filter (policy drop)"
+    );
+    assert_eq!(
+        rules_plain("egress_z").summary(),
+        "nft add rules to inet egress_z: snat to 203.0.113.99 on macvlan0, forward filter \
+         (policy drop)"
+    );
+    let fallback_only = NatRules {
+        redirects: vec![],
+        ..rules_v4("egress_z")
+    };
+    assert!(fallback_only
+        .summary()
+        .contains(": dnat to fallback 198.51.100.9, snat"));
+}
+
+/// What the kernel reports back for our expressions decodes to what we wrote.
+#[test]
+fn nat_decode_normalizes_kernel_form() {
+    let nla = |kind: u16, v: u32| DefaultNla::new(kind, v.to_be_bytes().to_vec());
+    let nat = |attributes: Vec<DefaultNla>| {
+        vec![
+            ExpressionAttribute::Name("nat".into()),
+            ExpressionAttribute::Data(Expressions::Other {
+                expression_type: "nat".into(),
+                attributes,
+            }),
+        ]
+    };
+    // [ nat dnat ip addr_min reg 1 addr_max reg 1 proto_min reg 9 proto_max reg 9 flags 0x3 ]
+    let kernel = nat(vec![
+        nla(NFTA_NAT_TYPE, NFT_NAT_DNAT),
+        nla(NFTA_NAT_FAMILY, 2),
+        nla(NFTA_NAT_REG_ADDR_MIN, 1),
+        nla(NFTA_NAT_REG_ADDR_MAX, 1),
+        nla(NFTA_NAT_REG_PROTO_MIN, 9),
+        nla(NFTA_NAT_REG_PROTO_MAX, 9),
+        nla(NFTA_NAT_FLAGS, 3),
+    ]);
+    let ours = Expr::Nat {
+        nat_type: NFT_NAT_DNAT,
+        family: 2,
+        addr: Some(1),
+        proto: Some(9),
+    };
+    assert_eq!(Expr::decode(&kernel), Some(ours));
+    // A range (max != min) or extra flags is not ours.
+    let range = nat(vec![
+        nla(NFTA_NAT_TYPE, NFT_NAT_DNAT),
+        nla(NFTA_NAT_FAMILY, 2),
+        nla(NFTA_NAT_REG_ADDR_MIN, 1),
+        nla(NFTA_NAT_REG_ADDR_MAX, 2),
+    ]);
+    assert_eq!(Expr::decode(&range), None);
+    assert!(
+        render_raw(&range).starts_with("nat (foreign)"),
+        "{}",
+        render_raw(&range)
+    );
+    // Every expression we write, emitted and parsed back by netlink-packet-netfilter, decodes
+    // to itself (minus the set id).
+    for rules in [rules_v4("t"), rules_dual("t")] {
+        for chain in Layout::of(&rules).chains {
+            for rule in chain.rules {
+                for expr in rule.exprs {
+                    let encoded = expr.encode();
+                    let mut buf = vec![0; encoded.buffer_len()];
+                    encoded.emit(&mut buf);
+                    let parsed =
+                        ListAttribute::<ExpressionAttribute>::parse(&NlaBuffer::new(&buf[..]))
+                            .unwrap();
+                    let ListAttribute::Element(attrs) = parsed else {
+                        panic!("not an element: {parsed:?}")
+                    };
+                    let decoded = Expr::decode(&attrs)
+                        .unwrap_or_else(|| panic!("{expr:?} does not decode from {attrs:?}"));
+                    assert_eq!(decoded.render(), expr.render());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn nat_describe_difference() {
+    let want = rules_v4("t").expected();
+    assert_eq!(describe_difference(&want, None), "the table is missing");
+    assert_eq!(describe_difference(&want, Some(&want)), "no difference");
+    let mut have = want.clone();
+    have.maps[0].elements.pop();
+    have.chains[0].policy = Some("accept".into());
+    have.chains.retain(|c| c.name != "postrouting");
+    let d = describe_difference(&want, Some(&have));
+    assert!(d.contains("chain postrouting is missing"), "{d}");
+    assert!(
+        d.contains("chain forward: type filter hook forward priority 0 policy accept"),
+        "{d}"
+    );
+    assert!(
+        d.contains("map redirect4: missing udp . 53 : 198.51.100.26 . 53"),
+        "{d}"
+    );
+    assert!(want.lines().iter().any(|l| l.contains("egress dnat4 map")));
+}

@@ -1,0 +1,386 @@
+//! Unit tests of the spec: validation, the builder and the JSON form.
+
+use super::{raw::RawRedirect, *};
+use crate::ErrorKind;
+
+fn base() -> RouterSpecBuilder {
+    RouterSpec::builder("egress-1")
+        .netns_name("pod")
+        .macvlan("eth1", MacvlanMode::Private)
+        .source("203.0.113.99/24")
+        .gateway("203.0.113.1")
+}
+
+fn field_of(e: Error) -> String {
+    match e {
+        Error::InvalidSpec { field, .. } => field,
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_spec_builds_with_defaults() {
+    let spec = base().build().unwrap();
+    assert_eq!(spec.internal(), "eth0");
+    assert_eq!(spec.external().link_name(), "macvlan0");
+    assert_eq!(spec.announce(), 1);
+    assert_eq!(spec.sources()[0].prefix(), 24);
+    assert_eq!(spec.table_name(), "egress_egress_1");
+}
+
+#[test]
+fn bare_source_is_a_host_address() {
+    let spec = RouterSpec::builder("r")
+        .adopt("macvlan0")
+        .source("203.0.113.99")
+        .source("2001:db8::99")
+        .gateway("203.0.113.1")
+        .gateway("2001:db8::1")
+        .build()
+        .unwrap();
+    assert_eq!(spec.sources()[0].prefix(), 32);
+    assert_eq!(spec.sources()[1].prefix(), 128);
+    assert_eq!(spec.snat6().unwrap().to_string(), "2001:db8::99");
+}
+
+#[test]
+fn bad_names_are_rejected() {
+    for name in ["", "Egress", "egress_1", "a b", &"x".repeat(33)] {
+        let e = RouterSpec::builder(name)
+            .adopt("m")
+            .source("203.0.113.9")
+            .gateway("203.0.113.1")
+            .build()
+            .unwrap_err();
+        assert_eq!(field_of(e), "name", "{name}");
+    }
+}
+
+#[test]
+fn invalid_spec_display_names_field_value_and_expectation() {
+    let e = base().source("203.0.113.300/24").build().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid sources[1] `203.0.113.300/24`: an IPv4 or IPv6 address with an optional /prefix"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+}
+
+#[test]
+fn every_source_rule() {
+    let no_sources = RouterSpec::builder("r").adopt("m").build().unwrap_err();
+    assert_eq!(field_of(no_sources), "sources");
+    assert_eq!(
+        field_of(base().source("203.0.113.9/33").build().unwrap_err()),
+        "sources[1]"
+    );
+    assert_eq!(
+        field_of(base().source("2001:db8::1/129").build().unwrap_err()),
+        "sources[1]"
+    );
+    assert_eq!(
+        field_of(base().source("224.0.0.1").build().unwrap_err()),
+        "sources[1]"
+    );
+    assert_eq!(
+        field_of(base().source("127.0.0.1").build().unwrap_err()),
+        "sources[1]"
+    );
+    assert_eq!(
+        field_of(base().source("203.0.113.99/24").build().unwrap_err()),
+        "sources[1]"
+    );
+    assert_eq!(
+        field_of(base().source("999.1.1.1").build().unwrap_err()),
+        "sources[1]"
+    );
+}
+
+#[test]
+fn gateway_rules() {
+    let wrong_family = base().gateway("2001:db8::1").build().unwrap_err();
+    assert_eq!(field_of(wrong_family), "gateways[1]");
+    let two = base().gateway("203.0.113.2").build().unwrap_err();
+    assert_eq!(field_of(two), "gateways[1]");
+    let missing = RouterSpec::builder("r")
+        .adopt("m")
+        .source("203.0.113.9")
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(missing), "gateways");
+    let missing6 = base().source("2001:db8::9/64").build().unwrap_err();
+    assert!(missing6.to_string().contains("IPv6 gateway"), "{missing6}");
+}
+
+#[test]
+fn redirect_rules() {
+    let r = |p: u64, proto: &str, to: &str, to_port: Option<u64>| {
+        let mut b = base();
+        b.raw.redirects.push(RawRedirect {
+            protocol: proto.into(),
+            port: p,
+            to: to.into(),
+            to_port,
+        });
+        b
+    };
+    assert_eq!(
+        field_of(r(0, "tcp", "198.51.100.1", None).build().unwrap_err()),
+        "redirects[0].port"
+    );
+    assert_eq!(
+        field_of(r(65536, "tcp", "198.51.100.1", None).build().unwrap_err()),
+        "redirects[0].port"
+    );
+    assert_eq!(
+        field_of(r(80, "icmp", "198.51.100.1", None).build().unwrap_err()),
+        "redirects[0].protocol"
+    );
+    assert_eq!(
+        field_of(r(80, "tcp", "198.51.100.1", Some(0)).build().unwrap_err()),
+        "redirects[0].to_port"
+    );
+    assert_eq!(
+        field_of(r(80, "tcp", "2001:db8::1", None).build().unwrap_err()),
+        "redirects[0].to"
+    );
+    assert_eq!(
+        field_of(r(80, "tcp", "nope", None).build().unwrap_err()),
+        "redirects[0].to"
+    );
+    // Unique per protocol: 80/tcp twice is an error, 80/tcp beside 80/udp is fine.
+    let dup = r(80, "tcp", "198.51.100.1", None)
+        .redirect(Protocol::Tcp, 80, "198.51.100.2", None)
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(dup), "redirects[1].port");
+    let spec = r(80, "tcp", "198.51.100.1", None)
+        .redirect(Protocol::Udp, 80, "198.51.100.2", None)
+        .build()
+        .unwrap();
+    assert_eq!(spec.redirects()[0].to_port, 80);
+    // Protocols are case-insensitive, as the OpenShift operator renders `UDP`.
+    assert!(r(53, "UDP", "198.51.100.1", None).build().is_ok());
+}
+
+#[test]
+fn fallback_and_kept_route_rules() {
+    assert_eq!(
+        field_of(
+            base()
+                .fallback("198.51.100.9")
+                .fallback("198.51.100.8")
+                .build()
+                .unwrap_err()
+        ),
+        "fallback[1]"
+    );
+    assert_eq!(
+        field_of(base().fallback("2001:db8::9").build().unwrap_err()),
+        "fallback[0]"
+    );
+    assert_eq!(
+        field_of(
+            base()
+                .keep_route("10.128.0.1/14", None)
+                .build()
+                .unwrap_err()
+        ),
+        "kept_routes[0].to"
+    );
+    assert_eq!(
+        field_of(base().keep_route("0.0.0.0/0", None).build().unwrap_err()),
+        "kept_routes[0].to"
+    );
+    assert_eq!(
+        field_of(
+            base()
+                .keep_route("10.128.0.0/14", Some("2001:db8::1"))
+                .build()
+                .unwrap_err()
+        ),
+        "kept_routes[0].via"
+    );
+}
+
+#[test]
+fn link_rules() {
+    assert_eq!(
+        field_of(base().internal("macvlan0").build().unwrap_err()),
+        "internal"
+    );
+    assert_eq!(
+        field_of(
+            base()
+                .internal("a-very-long-link-name")
+                .build()
+                .unwrap_err()
+        ),
+        "internal"
+    );
+    assert_eq!(
+        field_of(base().mac("01:00:00:00:00:01").build().unwrap_err()),
+        "external.macvlan.mac"
+    );
+    assert_eq!(
+        field_of(base().mac("02:00:00:00:00").build().unwrap_err()),
+        "external.macvlan.mac"
+    );
+    assert_eq!(
+        field_of(base().mtu(67).build().unwrap_err()),
+        "external.macvlan.mtu"
+    );
+    let v6 = base()
+        .source("2001:db8::9/64")
+        .gateway("2001:db8::1")
+        .mtu(1000);
+    assert_eq!(field_of(v6.build().unwrap_err()), "external.macvlan.mtu");
+    assert_eq!(
+        field_of(base().announce(17).build().unwrap_err()),
+        "announce"
+    );
+    let no_external = RouterSpec::builder("r")
+        .source("203.0.113.9")
+        .gateway("203.0.113.1");
+    assert_eq!(field_of(no_external.build().unwrap_err()), "external");
+    assert_eq!(
+        field_of(base().netns_path("relative/ns").build().unwrap_err()),
+        "netns.path"
+    );
+}
+
+#[test]
+fn json_round_trip() {
+    let json = r#"{
+      "name": "egress-1",
+      "netns": {"path": "/run/netns/pod"},
+      "external": {"macvlan": {"parent": "eth1", "parent_netns": {"pid": 1}, "mode": "private",
+                               "mtu": 1500, "mac": "02:00:00:00:00:99", "name": "macvlan0"}},
+      "internal": "eth0",
+      "sources": ["203.0.113.99/24", "2001:db8:1::99/64"],
+      "gateways": ["203.0.113.1", "2001:db8:1::1"],
+      "redirects": [{"protocol": "tcp", "port": 80, "to": "198.51.100.25", "to_port": 8080}],
+      "fallback": ["198.51.100.9"],
+      "kept_routes": [{"to": "10.128.0.0/14", "via": "10.129.0.1"}],
+      "announce": 2
+    }"#;
+    let spec = RouterSpec::from_json(json).unwrap();
+    assert_eq!(spec.netns(), &Netns::Path("/run/netns/pod".into()));
+    let External::Macvlan(m) = spec.external() else {
+        panic!()
+    };
+    assert_eq!(m.parent_netns(), &Netns::Pid(1));
+    assert_eq!(m.mac(), Some([2, 0, 0, 0, 0, 0x99]));
+    assert_eq!(spec.redirects()[0].to_port, 8080);
+    assert_eq!(RouterSpec::from_json(&spec.to_json()).unwrap(), spec);
+    let built = base().build().unwrap();
+    assert_eq!(RouterSpec::from_json(&built.to_json()).unwrap(), built);
+}
+
+#[test]
+fn json_unknown_key_is_named() {
+    let e = RouterSpec::from_json(
+        r#"{"name": "r", "external": {"adopt": "m"}, "sources": ["203.0.113.9"],
+            "gateways": ["203.0.113.1"], "fallbackIP": "198.51.100.9"}"#,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("unknown field `fallbackIP`"), "{e}");
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+}
+
+#[test]
+fn table_names_map_back_to_router_names() {
+    assert_eq!(table_name("egress-1"), "egress_egress_1");
+    assert_eq!(
+        router_of_table("egress_egress_1").as_deref(),
+        Some("egress-1")
+    );
+    assert_eq!(router_of_table("filter"), None);
+}
+
+#[test]
+fn every_invalid_field_is_reported_at_once() {
+    let e = RouterSpec::from_json(
+        r#"{"name": "Egress_1", "external": {"macvlan": {"parent": "eth%d", "mac": "01:00:00:00:00:01"}},
+            "sources": ["203.0.113.99/24", "203.0.113.300"],
+            "gateways": ["203.0.113.99"],
+            "redirects": [{"protocol": "icmp", "port": 0, "to": "203.0.113.99"}],
+            "fallback": ["198.51.100.9"],
+            "kept_routes": [{"to": "10.0.0.0/8"}, {"to": "10.0.0.0/8", "via": "10.0.0.1"}],
+            "announce": 99}"#,
+    )
+    .unwrap_err();
+    let fields: Vec<String> = e.invalid_fields().into_iter().map(|f| f.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "name",
+            "external.macvlan.parent",
+            "external.macvlan.mac",
+            "sources[1]",
+            "gateways[0]",
+            "redirects[0].protocol",
+            "redirects[0].port",
+            "redirects[0].to",
+            "kept_routes[1].to",
+            "announce",
+        ],
+        "{e}"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+    assert!(e.to_string().starts_with("invalid name `Egress_1`"), "{e}");
+    assert!(e.to_string().contains("and 9 more"), "{e}");
+}
+
+#[test]
+fn the_egress_source_is_never_a_next_hop_or_a_destination() {
+    let own = "an address other than an egress source (the router's own address)";
+    for (builder, field) in [
+        (
+            RouterSpec::builder("r")
+                .adopt("m")
+                .source("203.0.113.9/24")
+                .gateway("203.0.113.9"),
+            "gateways[0]",
+        ),
+        (base().fallback("203.0.113.99"), "fallback[0]"),
+        (
+            base().redirect(Protocol::Tcp, 80, "203.0.113.99", None),
+            "redirects[0].to",
+        ),
+    ] {
+        let e = builder.build().unwrap_err();
+        let f = &e.invalid_fields()[0];
+        assert_eq!((f.field.as_str(), f.expected.as_str()), (field, own), "{e}");
+    }
+}
+
+#[test]
+fn kept_routes_are_unique_and_link_names_have_no_template() {
+    let dup = base()
+        .keep_route("10.128.0.0/14", None)
+        .keep_route("10.128.0.0/14", Some("192.0.2.1"))
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(dup), "kept_routes[1].to");
+    assert_eq!(
+        field_of(base().internal("eth%d").build().unwrap_err()),
+        "internal"
+    );
+    assert_eq!(
+        field_of(base().link_name("mv%d").build().unwrap_err()),
+        "external.macvlan.name"
+    );
+}
+
+#[test]
+fn a_misplaced_builder_option_is_reported_with_the_rest() {
+    let e = RouterSpec::builder("r")
+        .mtu(1400)
+        .adopt("m")
+        .source("nope")
+        .build()
+        .unwrap_err();
+    let fields: Vec<String> = e.invalid_fields().into_iter().map(|f| f.field).collect();
+    assert_eq!(fields, ["external.macvlan.mtu", "sources[0]"], "{e}");
+}
