@@ -308,7 +308,7 @@ enum Change {
     ForeignRouteInJournal,
     DeleteGatewayRoute,
     DeleteKeptRoute,
-    ChangeMtu,
+    LinkMtu,
 }
 
 const CHANGES: [Change; 18] = [
@@ -329,7 +329,7 @@ const CHANGES: [Change; 18] = [
     Change::ForeignRouteInJournal,
     Change::DeleteGatewayRoute,
     Change::DeleteKeptRoute,
-    Change::ChangeMtu,
+    Change::LinkMtu,
 ];
 
 /// The foreign route put into the journal table, which the router must never restore or
@@ -386,7 +386,7 @@ impl Change {
                 drop(r.try_exec(&["ip", "route", "del", GATEWAY4, "dev", "macvlan0"]))
             }
             Change::DeleteKeptRoute => drop(r.try_exec(&["ip", "route", "del", "192.0.2.128/25"])),
-            Change::ChangeMtu => {
+            Change::LinkMtu => {
                 drop(r.try_exec(&["ip", "link", "set", "macvlan0", "mtu", "1400"]))
             }
         }
