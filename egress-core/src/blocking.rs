@@ -82,3 +82,13 @@ pub fn check(spec: &RouterSpec) -> Result<Vec<Drift>> {
 pub fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
     block_on(crate::ensure(spec))
 }
+
+/// [`crate::default_route_link`], blocking.
+pub fn default_route_link(netns: &Netns, ipv6: bool) -> Result<Option<String>> {
+    block_on(crate::default_route_link(netns, ipv6))
+}
+
+/// [`crate::link_exists`], blocking.
+pub fn link_exists(netns: &Netns, name: &str) -> Result<bool> {
+    block_on(crate::link_exists(netns, name))
+}

@@ -88,12 +88,10 @@ use std::{
 use serde_json::{json, Map, Value};
 
 use crate::{
-    apply::require_net_admin,
+    blocking,
     compat::{parse_destination, CompatError, CompatErrorKind},
     error::{Error, Result},
     inspect::LinkState,
-    netns::NsHandle,
-    ops::{link, route},
     spec::{MacvlanMode, Netns, Protocol, Redirect, RouterSpec, MAX_IFNAME_LEN, MAX_NAME_LEN},
 };
 
@@ -1384,7 +1382,7 @@ impl NetConf {
             return Ok(m.clone());
         }
         let v6 = self.first_address_is_ipv6();
-        default_route_link(v6)?.ok_or_else(|| Error::NotFound {
+        blocking::default_route_link(&Netns::Current, v6)?.ok_or_else(|| Error::NotFound {
             field: "external.macvlan.parent".into(),
             object: "default route (to name the master link by)",
             value: if v6 { "::/0" } else { "0.0.0.0/0" }.into(),
@@ -1593,39 +1591,17 @@ pub fn prev_result_drift(
 // ---------------------------------------------------------------------------------------------
 // Kernel probes of the namespace the plugin runs in (the node's)
 
-/// The link of the main table's default route (IPv6 when `ipv6`) in the calling thread's
-/// namespace. Blocking (its own runtime, like [`crate::blocking`]).
-fn default_route_link(ipv6: bool) -> Result<Option<String>> {
-    crate::blocking::block_on(async move {
-        let ns = NsHandle::open(&Netns::Current, "interfaceArgs.master")?;
-        let h = ns.route_connection()?;
-        let routes = route::list(&h, ipv6).await?;
-        let links = link::list(&h).await?;
-        Ok(routes
-            .iter()
-            .filter(|r| r.table == route::main_table() && r.is_default())
-            .find_map(|r| r.oif)
-            .and_then(|oif| links.iter().find(|l| l.index == oif))
-            .map(|l| l.name.clone()))
-    })
-}
-
 /// STATUS: whether an ADD can work here: `CAP_NET_ADMIN`, and the master link present in the
 /// calling thread's namespace. Blocking.
 pub fn probe(master: &str) -> Result<()> {
-    require_net_admin("add an egress router")?;
-    crate::blocking::block_on(async move {
-        let ns = NsHandle::open(&Netns::Current, "interfaceArgs.master")?;
-        let h = ns.route_connection()?;
-        match link::get(&h, master).await? {
-            Some(_) => Ok(()),
-            None => Err(Error::NotFound {
-                field: "external.macvlan.parent".into(),
-                object: "link",
-                value: master.to_string(),
-                netns: "of the plugin (the node's)".into(),
-            }),
-        }
+    if blocking::link_exists(&Netns::Current, master)? {
+        return Ok(());
+    }
+    Err(Error::NotFound {
+        field: "external.macvlan.parent".into(),
+        object: "link",
+        value: master.to_string(),
+        netns: "of the plugin (the node's)".into(),
     })
 }
 

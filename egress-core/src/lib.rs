@@ -49,6 +49,7 @@ mod journal;
 mod netns;
 mod ops;
 mod plan;
+mod query;
 mod spec;
 
 pub use apply::{apply, Router};
@@ -63,6 +64,7 @@ pub use ops::{
     route::{JOURNAL_TABLE, ROUTE_PROTOCOL},
 };
 pub use plan::{Plan, Step};
+pub use query::{default_route_link, link_exists};
 pub use spec::{
     External, KeptRoute, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
     RouterSpecBuilder, MAX_ANNOUNCE, MAX_IFNAME_LEN, MAX_NAME_LEN,
