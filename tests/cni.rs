@@ -666,7 +666,7 @@ fn check_reports_drift_precisely() {
 
     // Drift: the egress address removed, the forward filter flushed, a foreign MAC in
     // prevResult. Each is named.
-    let name = egress_core::cni::router_name(id, IFNAME);
+    let name = egress_cni::router_name(id, IFNAME);
     let table = format!("egress_{}", name.replace('-', "_"));
     lab.router
         .ip(&["addr", "del", EGRESS_SOURCE4, "dev", IFNAME]);

@@ -39,8 +39,6 @@
 
 mod apply;
 pub mod blocking;
-pub mod cni;
-pub mod compat;
 mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

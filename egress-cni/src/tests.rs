@@ -1,9 +1,9 @@
 use std::path::Path;
 
+use egress_core::{External, KeptRoute, Rollback};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::{External, KeptRoute, Rollback};
 
 const NETNS: &str = "/var/run/netns/pod-1";
 

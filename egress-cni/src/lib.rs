@@ -1,14 +1,16 @@
-//! The CNI plugin's contract, mapped onto a [`RouterSpec`]: the `CNI_*` environment
-//! ([`Invocation`]), the network configuration on stdin ([`NetConf`]: OpenShift's egress-router
-//! CNI plugin format, plus what OpenShift's EgressRouter resource has that never reached that
-//! plugin), and the replies of CNI specification 1.1 — the ADD result ([`add_result`]), the
-//! VERSION reply ([`version_result`]) and the error object ([`CniError`], with the spec's error
-//! codes). The `egress-cni` binary is this module plus [`ensure`](crate::ensure),
-//! [`check`](crate::check), [`inspect`](crate::inspect) and
-//! [`teardown_by_name`](crate::teardown_by_name).
+//! # egress-cni
+//!
+//! The CNI plugin's contract, mapped onto a [`RouterSpec`] of [`egress_core`]: the `CNI_*`
+//! environment ([`Invocation`]), the network configuration on stdin ([`NetConf`]: OpenShift's
+//! egress-router CNI plugin format, plus what OpenShift's EgressRouter resource has that never
+//! reached that plugin), and the replies of CNI specification 1.1 — the ADD result
+//! ([`add_result`]), the VERSION reply ([`version_result`]) and the error object ([`CniError`],
+//! with the spec's error codes). The `egress-cni` binary is this crate plus
+//! [`ensure`](egress_core::ensure), [`check`](egress_core::check),
+//! [`inspect`](egress_core::inspect) and [`teardown_by_name`](egress_core::teardown_by_name).
 //!
 //! ```
-//! use egress_core::cni::{self, Invocation};
+//! use egress_cni::{self as cni, Invocation};
 //!
 //! let inv = Invocation::from_env([
 //!     ("CNI_COMMAND", "ADD"),
@@ -87,13 +89,11 @@ use std::{
 
 use serde_json::{json, Map, Value};
 
-use crate::{
-    blocking,
-    compat::{parse_destination, CompatError, CompatErrorKind},
-    error::{Error, Result},
-    inspect::LinkState,
-    spec::{MacvlanMode, Netns, Protocol, Redirect, RouterSpec, MAX_IFNAME_LEN, MAX_NAME_LEN},
+use egress_core::{
+    blocking, Error, LinkState, MacvlanMode, Netns, Protocol, Redirect, Result, RouterSpec,
+    MAX_IFNAME_LEN, MAX_NAME_LEN,
 };
+use egress_openshift::{parse_destination, CompatError, CompatErrorKind};
 
 /// The CNI specification versions this plugin speaks, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
@@ -314,6 +314,9 @@ impl CniError {
                 (true, _) => code::ROLLED_BACK,
             },
             Error::Teardown { .. } => code::LEFT_BEHIND,
+            // The core's error is non-exhaustive: a variant added after this mapping was
+            // written is a bug here until it gets its code, not a code to guess.
+            _ => code::INTERNAL,
         };
         let (msg, details) = match e {
             Error::NotFound {
@@ -595,7 +598,7 @@ fn check_ifname(name: &str) -> Result<(), CniError> {
 /// between attachments. `egress-router inspect --name NAME` finds it on the node.
 ///
 /// ```
-/// let name = egress_core::cni::router_name("3F6940ab5ab4_3bc522569d15b23f", "net1");
+/// let name = egress_cni::router_name("3F6940ab5ab4_3bc522569d15b23f", "net1");
 /// assert!(name.starts_with("cni-3f6940ab5ab4-"), "{name}");
 /// assert_eq!(name.len(), 29);
 /// ```
@@ -1481,7 +1484,7 @@ impl NetConf {
 /// egress address with its gateway (`ips`, on interface 0; 0.4.0 adds each one's `version`),
 /// and the default routes via the gateways (`routes`). 1.1.0 adds the interface's `mtu`.
 ///
-/// `link` is the macvlan as [`inspect`](crate::inspect) reads it back after the ADD; without
+/// `link` is the macvlan as [`inspect`](egress_core::inspect) reads it back after the ADD; without
 /// one (it vanished in between) the ADD fails with code 101.
 pub fn add_result(
     version: CniVersion,
