@@ -36,7 +36,13 @@ const IFNAME: &str = "net1";
 
 fn cni_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_binary("egress-cni", "EGRESS_CNI_BIN"))
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "egress-cni",
+            &["egress-cni", "egress-openshift", "egress-core"],
+            "EGRESS_CNI_BIN",
+        )
+    })
 }
 
 /// One invocation's environment: the runtime's variables, any of which a test may change

@@ -36,7 +36,13 @@ fn source4() -> IpAddr {
 
 fn router_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_binary("egress-router", "EGRESS_ROUTER_BIN"))
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "egress-router",
+            &["egress-openshift", "egress-core"],
+            "EGRESS_ROUTER_BIN",
+        )
+    })
 }
 
 /// `ip netns exec NS egress-router ARGS` with exactly `vars` in its environment (plus PATH).
