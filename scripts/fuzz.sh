@@ -7,10 +7,11 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]    # default: 600 s, every target
 #
 # Targets (fuzz/fuzz_targets/, `cargo fuzz list`): json_spec (RouterSpec::from_json),
-# egress_destination (compat::parse_destination), egress_env (compat::from_env), cni_config
-# (cni::parse_config and the spec of an attachment). The corpus grows in
-# $FUZZ_CORPUS (default target/fuzz-corpus), seeded from fuzz/seeds; a crash leaves its input in
-# fuzz/artifacts/TARGET/ and fails the script. Each target's last line is its execution count.
+# egress_destination (egress_openshift::parse_destination), egress_env
+# (egress_openshift::from_env), cni_config (egress_cni::parse_config and the spec of an
+# attachment). The corpus grows in $FUZZ_CORPUS (default target/fuzz-corpus), seeded from
+# fuzz/seeds; a crash leaves its input in fuzz/artifacts/TARGET/ and fails the script. Each
+# target's last line is its execution count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}

@@ -36,7 +36,13 @@ const IFNAME: &str = "net1";
 
 fn cni_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_binary("egress-cni", "EGRESS_CNI_BIN"))
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "egress-cni",
+            &["egress-cni", "egress-openshift", "egress-core"],
+            "EGRESS_CNI_BIN",
+        )
+    })
 }
 
 /// One invocation's environment: the runtime's variables, any of which a test may change
@@ -489,7 +495,7 @@ fn add_then_real_tcp_through_every_redirect_and_the_fallback() {
     // log_level debug: the plan, step by step, on stderr.
     assert!(
         add.stderr
-            .contains("plan step  1: nft add table inet egress_cni_"),
+            .contains("plan step  2: nft add table inet egress_cni_"),
         "{}",
         add.stderr
     );
@@ -666,7 +672,7 @@ fn check_reports_drift_precisely() {
 
     // Drift: the egress address removed, the forward filter flushed, a foreign MAC in
     // prevResult. Each is named.
-    let name = egress_core::cni::router_name(id, IFNAME);
+    let name = egress_cni::router_name(id, IFNAME);
     let table = format!("egress_{}", name.replace('-', "_"));
     lab.router
         .ip(&["addr", "del", EGRESS_SOURCE4, "dev", IFNAME]);

@@ -36,7 +36,13 @@ fn source4() -> IpAddr {
 
 fn router_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_binary("egress-router", "EGRESS_ROUTER_BIN"))
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "egress-router",
+            &["egress-openshift", "egress-core"],
+            "EGRESS_ROUTER_BIN",
+        )
+    })
 }
 
 /// `ip netns exec NS egress-router ARGS` with exactly `vars` in its environment (plus PATH).
@@ -128,7 +134,7 @@ fn init_mode_in_an_sdn_pod_routes_real_tcp_and_is_idempotent() {
     // Debug: every step of the plan, then what ensure found.
     assert!(
         first.stderr.contains(
-            "egress-router: debug: plan step  1: nft add table inet egress_egress_router"
+            "egress-router: debug: plan step  2: nft add table inet egress_egress_router"
         ),
         "{}",
         first.stderr

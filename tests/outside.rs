@@ -386,9 +386,7 @@ impl Change {
                 drop(r.try_exec(&["ip", "route", "del", GATEWAY4, "dev", "macvlan0"]))
             }
             Change::DeleteKeptRoute => drop(r.try_exec(&["ip", "route", "del", "192.0.2.128/25"])),
-            Change::LinkMtu => {
-                drop(r.try_exec(&["ip", "link", "set", "macvlan0", "mtu", "1400"]))
-            }
+            Change::LinkMtu => drop(r.try_exec(&["ip", "link", "set", "macvlan0", "mtu", "1400"])),
         }
     }
 }

@@ -382,7 +382,6 @@ impl Tx {
                 let mut out: Vec<Change> = stores
                     .note_routes
                     .into_iter()
-                    .chain(stores.orphans)
                     .map(|r| Change::DeleteRoute {
                         route: r.clone(),
                         what: NOTE.into(),

@@ -85,3 +85,13 @@ pub fn plan(spec: &RouterSpec) -> Result<Plan> {
 pub fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
     block_on("ensure", crate::ensure(spec))
 }
+
+/// [`crate::default_route_link`], blocking.
+pub fn default_route_link(netns: &Netns, ipv6: bool) -> Result<Option<String>> {
+    block_on("default_route_link", crate::default_route_link(netns, ipv6))
+}
+
+/// [`crate::link_exists`], blocking.
+pub fn link_exists(netns: &Netns, name: &str) -> Result<bool> {
+    block_on("link_exists", crate::link_exists(netns, name))
+}

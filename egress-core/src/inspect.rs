@@ -1,4 +1,5 @@
-//! Reading a router back from the kernel: [`inspect`]. Only reads.
+//! Reading from the kernel: a router ([`inspect`]), and the questions a front end asks about a
+//! namespace before it can build a spec ([`default_route_link`], [`link_exists`]). Only reads.
 
 use std::collections::BTreeMap;
 
@@ -11,9 +12,9 @@ use crate::{
     error::Result,
     netns::{require_net_admin, Conn, NsHandle},
     ops::{
-        link::{group_marker, is_macvlan},
+        link::{self, group_marker, is_macvlan},
         record::{fingerprint, Stores, JOURNAL_TABLE, MIRROR_TABLE},
-        sysctl, Current,
+        route, sysctl, Current,
     },
     spec::{format_mac, table_name, validate_name, MacvlanMode, Netns},
     Error,
@@ -107,17 +108,28 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
         up: l.up,
         created: l.group == marker && is_macvlan(l),
     });
+    // (key as shown, key as read): IPv4's `all/forwarding` is the value of `ip_forward`.
     let mut keys = vec![
-        "net/ipv4/conf/all/forwarding".to_string(),
-        "net/ipv6/conf/all/forwarding".to_string(),
+        (
+            sysctl::forwarding_key(false).to_string(),
+            "net/ipv4/conf/all/forwarding".to_string(),
+        ),
+        (
+            sysctl::forwarding_key(true).to_string(),
+            "net/ipv6/conf/all/forwarding".to_string(),
+        ),
     ];
     if let Some(l) = ext {
-        keys.push(format!("net/ipv4/conf/{}/arp_notify", l.name));
-        keys.push(format!("net/ipv6/conf/{}/ndisc_notify", l.name));
+        for key in [
+            format!("net/ipv4/conf/{}/arp_notify", l.name),
+            format!("net/ipv6/conf/{}/ndisc_notify", l.name),
+        ] {
+            keys.push((key.clone(), key));
+        }
     }
     let sysctls = keys
         .iter()
-        .filter_map(|k| Some((sysctl::dotted(k), now.sysctl(k)?.to_string())))
+        .filter_map(|(shown, read)| Some((sysctl::dotted(shown), now.sysctl(read)?.to_string())))
         .collect();
     // Each saved route once: its copy in the journal table, else in the mirror.
     let mut saved = BTreeMap::new();
@@ -152,4 +164,58 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
         nat: now.table.as_ref().map(|n| n.lines()).unwrap_or_default(),
         table,
     })
+}
+
+/// The name of the link the main table's default route goes out of in `netns` (IPv6 when
+/// `ipv6`), or `None` when that table has no default route with an outgoing link. Equivalent
+/// to `ip [-6] route show default table main`.
+///
+/// ```no_run
+/// use egress_core::{default_route_link, Netns};
+///
+/// # async fn uplink() -> egress_core::Result<()> {
+/// if let Some(link) = default_route_link(&Netns::Current, false).await? {
+///     println!("the default route goes out of {link}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub async fn default_route_link(netns: &Netns, ipv6: bool) -> Result<Option<String>> {
+    require_net_admin("read the default route")?;
+    NsHandle::open(netns, "netns")?
+        .within(move |ns| async move {
+            let h = ns.route_connection()?;
+            let routes = route::list(&h, ipv6).await?;
+            let links = link::list(&h).await?;
+            Ok(routes
+                .iter()
+                .filter(|r| r.table == route::main_table() && r.is_default())
+                .find_map(|r| r.oif)
+                .and_then(|oif| links.iter().find(|l| l.index == oif))
+                .map(|l| l.name.clone()))
+        })
+        .await
+}
+
+/// Whether `netns` has a link called `name`. Equivalent to `ip link show dev NAME`.
+///
+/// ```no_run
+/// use egress_core::{link_exists, Netns};
+///
+/// # async fn parent() -> egress_core::Result<()> {
+/// if !link_exists(&Netns::Current, "eth1").await? {
+///     eprintln!("no eth1 here to put a macvlan on");
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub async fn link_exists(netns: &Netns, name: &str) -> Result<bool> {
+    require_net_admin("look up a link")?;
+    let name = name.to_string();
+    NsHandle::open(netns, "netns")?
+        .within(move |ns| async move {
+            let h = ns.route_connection()?;
+            Ok(link::get(&h, &name).await?.is_some())
+        })
+        .await
 }

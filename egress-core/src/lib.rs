@@ -68,7 +68,7 @@ pub use apply::{apply, Router};
 pub use desired::Desired;
 pub use drift::Drift;
 pub use error::{Error, ErrorKind, InvalidField, Result, Rollback};
-pub use inspect::{inspect, LinkState, RouterState};
+pub use inspect::{default_route_link, inspect, link_exists, LinkState, RouterState};
 pub use ops::{
     addr::ADDRESS_PROTOCOL,
     link::group_marker as link_group_marker,

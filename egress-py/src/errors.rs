@@ -147,6 +147,7 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             field,
             value,
             expected,
+            ..
         } => {
             exc.setattr("field", field)?;
             exc.setattr("value", value)?;
@@ -191,10 +192,5 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
 /// An `InvalidSpecError` for a value the binding rejects before the core sees it (a negative
 /// port cannot even be written in the JSON form's unsigned fields).
 pub(crate) fn invalid(field: impl Into<String>, value: impl Display, expected: &str) -> PyErr {
-    CoreError(Error::InvalidSpec {
-        field: field.into(),
-        value: value.to_string(),
-        expected: expected.to_owned(),
-    })
-    .into()
+    CoreError(Error::invalid_spec(field, value, expected)).into()
 }

@@ -4,7 +4,7 @@
 //! built piece by piece; every operation validates it through `egress_core::RouterSpec`, the one
 //! validation every front end shares.
 
-use egress_core::{blocking, compat, MacvlanMode, RouterSpec as CoreSpec, MAX_ANNOUNCE};
+use egress_core::{blocking, MacvlanMode, RouterSpec as CoreSpec, MAX_ANNOUNCE};
 use pyo3::{
     exceptions::PyTypeError,
     prelude::*,
@@ -181,7 +181,7 @@ impl RouterSpec {
             };
             vars.push((as_str(&key)?, as_str(&value)?));
         }
-        let config = compat::from_env(vars).map_err(|e| CoreError(e.into()))?;
+        let config = egress_openshift::from_env(vars).map_err(|e| CoreError(e.into()))?;
         Ok(RouterSpec::from_core(&config.spec))
     }
 

@@ -273,7 +273,7 @@ INVALID: list[tuple[str, Callable[[], object], str, str]] = [
         "netns name",
         lambda: base().netns("pods/a").plan(),
         "netns.name",
-        "invalid netns.name `pods/a`: a namespace name under /run/netns (no `/` or NUL)",
+        "invalid netns.name `pods/a`: a namespace name under /run/netns (no `/` or NUL, not `.` or `..`)",
     ),
     (
         "negative pid",
@@ -343,16 +343,23 @@ def test_plan_steps_read_like_commands() -> None:
     steps = spec.plan()
     assert [s.index for s in steps] == list(range(1, len(steps) + 1))
     text = [str(s) for s in steps]
-    assert text[0].startswith('nft add table inet egress_egress_1 { comment "<journal>" }')
-    assert "dnat 1 redirect via map + fallback 198.51.100.9" in text[0]
-    assert text[1] == "ip route save: copy the default routes of table main to table 1701278323"
+    # The crash record first, then the table, then the link.
+    assert text[0].startswith("ip -6 route add blackhole 6567:… table 1701278323 proto 158")
+    assert text[1].startswith('nft add table inet egress_egress_1 { comment "<crash record>" }')
+    assert "dnat 1 redirect via map + fallback 198.51.100.9" in text[1]
     assert text[2].startswith(
         "ip link add macvlan0 link eth1 netns /run/netns/pod type macvlan mode private up group 0x"
+    )
+    assert (
+        "ip route save: copy the default routes of table main to tables 1701278323 and 1701278317"
+        in text
     )
     assert "ip addr add 203.0.113.99/24 dev macvlan0 proto 158" in text
     assert "ip route replace default via 203.0.113.1 dev macvlan0 proto 158 (previous default routes removed)" in text
     assert "sysctl -w net.ipv4.ip_forward=1" in text
-    assert text[-1] == "arping -U -I macvlan0 203.0.113.99 (x1)"
+    assert text[-1] == (
+        "ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x1)"
+    )
     assert repr(steps[1]) == f"<egress.Step 2: {text[1]}>"
 
 

@@ -1,14 +1,12 @@
-//! `cni::parse_config` on any bytes (a CNI network configuration on stdin), and a configuration
-//! that parses mapped onto the router of an attachment: a spec that prints and parses back to
-//! itself and plans, and an ADD result with every address on the macvlan; anything else is a
-//! CNI error with the spec's code and a message. Never a panic.
+//! `egress_cni::parse_config` on any bytes (a CNI network configuration on stdin), and a
+//! configuration that parses mapped onto the router of an attachment: a spec that prints and
+//! parses back to itself and plans, and an ADD result with every address on the macvlan;
+//! anything else is a CNI error with the spec's code and a message. Never a panic.
 
 #![no_main]
 
-use egress_core::{
-    cni::{self, code, CniVersion, Invocation},
-    LinkState, RouterSpec,
-};
+use egress_cni::{self as cni, code, CniVersion, Invocation};
+use egress_core::{LinkState, RouterSpec};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,16 +1,17 @@
-//! `compat::parse_destination` on any text: redirects with real ports, or an error that names
-//! `EGRESS_DESTINATION`. Never a panic.
+//! `egress_openshift::parse_destination` on any text: redirects with real ports, or an error
+//! that names `EGRESS_DESTINATION`. Never a panic.
 
 #![no_main]
 
-use egress_core::{compat, ErrorKind};
+use egress_core::ErrorKind;
+use egress_openshift as openshift;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match compat::parse_destination(text) {
+    match openshift::parse_destination(text) {
         Ok(d) => {
             assert!(!d.redirects.is_empty() || d.fallback.is_some(), "{d:?}");
             for r in &d.redirects {

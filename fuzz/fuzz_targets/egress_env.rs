@@ -1,11 +1,12 @@
-//! `compat::from_env` on any environment of `EGRESS_*` variables (and others): a config whose
-//! spec prints and parses back to itself and plans, or an error that names an `EGRESS_*`
-//! variable. Never a panic.
+//! `egress_openshift::from_env` on any environment of `EGRESS_*` variables (and others): a
+//! config whose spec prints and parses back to itself and plans, or an error that names an
+//! `EGRESS_*` variable. Never a panic.
 
 #![no_main]
 
 use arbitrary::Arbitrary;
-use egress_core::{compat, ErrorKind, RouterSpec};
+use egress_core::{ErrorKind, RouterSpec};
+use egress_openshift as openshift;
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -41,7 +42,7 @@ impl Var {
 
 fuzz_target!(|env: Vec<(Var, String)>| {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.name(), v.as_str())).collect();
-    match compat::from_env(pairs) {
+    match openshift::from_env(pairs) {
         Ok(config) => {
             let spec = &config.spec;
             let again = RouterSpec::from_json(&spec.to_json()).expect("a printed spec parses");

@@ -315,8 +315,9 @@ pub(crate) struct Stores<'a> {
     pub note_routes: Vec<&'a Route>,
     /// The note routes of another router, if any.
     pub other_router: Option<String>,
-    /// Notes that hold no whole record (a write interrupted by a crash), when no other router
-    /// has a record here: debris of this router's, marked as ours.
+    /// Notes that hold no whole record, when no other router has a record here: debris of a
+    /// write interrupted by a crash, marked as ours — or the write of an apply racing this
+    /// one, still in flight. Only teardown removes them; they change nothing meanwhile.
     pub orphans: Vec<&'a Route>,
 }
 
@@ -485,18 +486,6 @@ impl Journal {
     fn damage(&self, now: &Current, wanted: &Record) -> Vec<(String, String, Step)> {
         let stores = Stores::of(now, &self.spec.router);
         let mut out = Vec::new();
-        if !stores.orphans.is_empty() && stores.notes.is_some() {
-            out.push((
-                "journal notes".to_string(),
-                format!(
-                    "{} notes of an interrupted record in table {JOURNAL_TABLE}",
-                    stores.orphans.len()
-                ),
-                Step::WriteJournal {
-                    table: JOURNAL_TABLE,
-                },
-            ));
-        }
         match &stores.notes {
             None => out.push((
                 "journal notes".to_string(),

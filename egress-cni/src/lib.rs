@@ -1,14 +1,16 @@
-//! The CNI plugin's contract, mapped onto a [`RouterSpec`]: the `CNI_*` environment
-//! ([`Invocation`]), the network configuration on stdin ([`NetConf`]: OpenShift's egress-router
-//! CNI plugin format, plus what OpenShift's EgressRouter resource has that never reached that
-//! plugin), and the replies of CNI specification 1.1 — the ADD result ([`add_result`]), the
-//! VERSION reply ([`version_result`]) and the error object ([`CniError`], with the spec's error
-//! codes). The `egress-cni` binary is this module plus [`ensure`](crate::ensure),
-//! [`check`](crate::check), [`inspect`](crate::inspect) and
-//! [`teardown_by_name`](crate::teardown_by_name).
+//! # egress-cni
+//!
+//! The CNI plugin's contract, mapped onto a [`RouterSpec`] of [`egress_core`]: the `CNI_*`
+//! environment ([`Invocation`]), the network configuration on stdin ([`NetConf`]: OpenShift's
+//! egress-router CNI plugin format, plus what OpenShift's EgressRouter resource has that never
+//! reached that plugin), and the replies of CNI specification 1.1 — the ADD result
+//! ([`add_result`]), the VERSION reply ([`version_result`]) and the error object ([`CniError`],
+//! with the spec's error codes). The `egress-cni` binary is this crate plus
+//! [`ensure`](egress_core::ensure), [`check`](egress_core::check),
+//! [`inspect`](egress_core::inspect) and [`teardown_by_name`](egress_core::teardown_by_name).
 //!
 //! ```
-//! use egress_core::cni::{self, Invocation};
+//! use egress_cni::{self as cni, Invocation};
 //!
 //! let inv = Invocation::from_env([
 //!     ("CNI_COMMAND", "ADD"),
@@ -87,15 +89,11 @@ use std::{
 
 use serde_json::{json, Map, Value};
 
-use crate::{
-    apply::require_net_admin,
-    compat::{parse_destination, CompatError, CompatErrorKind},
-    error::{Error, Result},
-    inspect::LinkState,
-    netns::NsHandle,
-    ops::{link, route},
-    spec::{MacvlanMode, Netns, Protocol, Redirect, RouterSpec, MAX_IFNAME_LEN, MAX_NAME_LEN},
+use egress_core::{
+    blocking, Error, LinkState, MacvlanMode, Netns, Protocol, Redirect, Result, RouterSpec,
+    MAX_IFNAME_LEN, MAX_NAME_LEN,
 };
+use egress_openshift::{parse_destination, CompatError, CompatErrorKind};
 
 /// The CNI specification versions this plugin speaks, oldest first.
 pub const SUPPORTED_VERSIONS: [&str; 3] = ["0.4.0", "1.0.0", "1.1.0"];
@@ -296,9 +294,10 @@ impl CniError {
                 field,
                 value,
                 expected,
+                others,
             } => {
                 let (code, field) = config_field(field);
-                return CniError::invalid(code, &field, value, expected.clone());
+                return CniError::invalid(code, &field, value, with_others(expected, others));
             }
             Error::NotFound { field, .. } if field == "netns" => code::UNKNOWN_CONTAINER,
             Error::NotFound { .. } | Error::AlreadyExists { .. } | Error::Conflict { .. } => {
@@ -315,7 +314,11 @@ impl CniError {
                 (true, s) if s.errno().is_some_and(transient) => code::TRY_AGAIN_LATER,
                 (true, _) => code::ROLLED_BACK,
             },
-            Error::Teardown { .. } => code::LEFT_BEHIND,
+            Error::Teardown { .. } | Error::UndoSkipped { .. } => code::LEFT_BEHIND,
+            Error::Verify { .. } => code::ROLLED_BACK,
+            // The core's error is non-exhaustive: a variant added after this mapping was
+            // written is a bug here until it gets its code, not a code to guess.
+            _ => code::INTERNAL,
         };
         let (msg, details) = match e {
             Error::NotFound {
@@ -597,7 +600,7 @@ fn check_ifname(name: &str) -> Result<(), CniError> {
 /// between attachments. `egress-router inspect --name NAME` finds it on the node.
 ///
 /// ```
-/// let name = egress_core::cni::router_name("3F6940ab5ab4_3bc522569d15b23f", "net1");
+/// let name = egress_cni::router_name("3F6940ab5ab4_3bc522569d15b23f", "net1");
 /// assert!(name.starts_with("cni-3f6940ab5ab4-"), "{name}");
 /// assert_eq!(name.len(), 29);
 /// ```
@@ -1384,7 +1387,7 @@ impl NetConf {
             return Ok(m.clone());
         }
         let v6 = self.first_address_is_ipv6();
-        default_route_link(v6)?.ok_or_else(|| Error::NotFound {
+        blocking::default_route_link(&Netns::Current, v6)?.ok_or_else(|| Error::NotFound {
             field: "external.macvlan.parent".into(),
             object: "default route (to name the master link by)",
             value: if v6 { "::/0" } else { "0.0.0.0/0" }.into(),
@@ -1431,10 +1434,12 @@ impl NetConf {
             field,
             value,
             expected,
+            others,
         } = e
         else {
             return CniError::from_core(&e);
         };
+        let expected = with_others(&expected, &others);
         let indexed = |prefix: &str| -> Option<(usize, String)> {
             let rest = field.strip_prefix(prefix)?.strip_prefix('[')?;
             let (i, rest) = rest.split_once(']')?;
@@ -1483,7 +1488,7 @@ impl NetConf {
 /// egress address with its gateway (`ips`, on interface 0; 0.4.0 adds each one's `version`),
 /// and the default routes via the gateways (`routes`). 1.1.0 adds the interface's `mtu`.
 ///
-/// `link` is the macvlan as [`inspect`](crate::inspect) reads it back after the ADD; without
+/// `link` is the macvlan as [`inspect`](egress_core::inspect) reads it back after the ADD; without
 /// one (it vanished in between) the ADD fails with code 101.
 pub fn add_result(
     version: CniVersion,
@@ -1593,43 +1598,37 @@ pub fn prev_result_drift(
 // ---------------------------------------------------------------------------------------------
 // Kernel probes of the namespace the plugin runs in (the node's)
 
-/// The link of the main table's default route (IPv6 when `ipv6`) in the calling thread's
-/// namespace. Blocking (its own runtime, like [`crate::blocking`]).
-fn default_route_link(ipv6: bool) -> Result<Option<String>> {
-    crate::blocking::block_on(async move {
-        let ns = NsHandle::open(&Netns::Current, "interfaceArgs.master")?;
-        let h = ns.route_connection()?;
-        let routes = route::list(&h, ipv6).await?;
-        let links = link::list(&h).await?;
-        Ok(routes
-            .iter()
-            .filter(|r| r.table == route::main_table() && r.is_default())
-            .find_map(|r| r.oif)
-            .and_then(|oif| links.iter().find(|l| l.index == oif))
-            .map(|l| l.name.clone()))
-    })
-}
-
 /// STATUS: whether an ADD can work here: `CAP_NET_ADMIN`, and the master link present in the
 /// calling thread's namespace. Blocking.
 pub fn probe(master: &str) -> Result<()> {
-    require_net_admin("add an egress router")?;
-    crate::blocking::block_on(async move {
-        let ns = NsHandle::open(&Netns::Current, "interfaceArgs.master")?;
-        let h = ns.route_connection()?;
-        match link::get(&h, master).await? {
-            Some(_) => Ok(()),
-            None => Err(Error::NotFound {
-                field: "external.macvlan.parent".into(),
-                object: "link",
-                value: master.to_string(),
-                netns: "of the plugin (the node's)".into(),
-            }),
-        }
+    if blocking::link_exists(&Netns::Current, master)? {
+        return Ok(());
+    }
+    Err(Error::NotFound {
+        field: "external.macvlan.parent".into(),
+        object: "link",
+        value: master.to_string(),
+        netns: "of the plugin (the node's)".into(),
     })
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/// What would be valid, followed by every other invalid field of the spec, so that one run
+/// reports every mistake.
+fn with_others(expected: &str, others: &[egress_core::InvalidField]) -> String {
+    match others.len() {
+        0 => expected.to_string(),
+        n => format!(
+            "{expected}; and {n} more: {}",
+            others
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
 
 /// A JSON value as a message shows it: strings bare, everything else as JSON.
 fn shown(v: &Value) -> String {

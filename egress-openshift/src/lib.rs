@@ -1,8 +1,11 @@
-//! The OpenShift egress router's environment contract, mapped onto a [`RouterSpec`].
+//! # egress-openshift
 //!
-//! OpenShift's egress router image is configured with environment variables; this module reads
+//! The OpenShift egress router's environment contract, mapped onto a [`RouterSpec`] of
+//! [`egress_core`].
+//!
+//! OpenShift's egress router image is configured with environment variables; this crate reads
 //! the same variables, with the same error messages, and produces the spec every other front end
-//! produces. The `egress-router` binary is this module plus `ensure`/`teardown`.
+//! produces. The `egress-router` binary is this crate plus `ensure`/`teardown`.
 //!
 //! | Variable | Meaning |
 //! |---|---|
@@ -39,9 +42,9 @@
 //! originates its connections itself.
 //!
 //! ```
-//! use egress_core::compat::{self, Mode};
+//! use egress_openshift::{self as openshift, Mode};
 //!
-//! let config = compat::from_env([
+//! let config = openshift::from_env([
 //!     ("EGRESS_SOURCE", "203.0.113.99/24"),
 //!     ("EGRESS_GATEWAY", "203.0.113.1"),
 //!     ("EGRESS_DESTINATION", "80 tcp 198.51.100.25 8080\n198.51.100.9"),
@@ -51,9 +54,9 @@
 //! assert_eq!(config.spec.external().link_name(), "macvlan0");
 //! print!("{}", config.spec.plan()); // what `EGRESS_ROUTER_MODE=unit-test` prints
 //!
-//! let e = compat::from_env([("EGRESS_SOURCE", "999.1.1.1")]).unwrap_err();
+//! let e = openshift::from_env([("EGRESS_SOURCE", "999.1.1.1")]).unwrap_err();
 //! assert_eq!(e.to_string(), "EGRESS_SOURCE '999.1.1.1' is invalid: octet 999 is over 255");
-//! # Ok::<(), compat::CompatError>(())
+//! # Ok::<(), openshift::CompatError>(())
 //! ```
 
 use std::{
@@ -64,10 +67,7 @@ use std::{
     str::FromStr,
 };
 
-use crate::{
-    error::Error,
-    spec::{MacvlanMode, Netns, Protocol, Redirect, RouterSpec},
-};
+use egress_core::{Error, MacvlanMode, Netns, Protocol, Redirect, RouterSpec};
 
 /// The router name when `EGRESS_ROUTER_NAME` is not set.
 pub const DEFAULT_NAME: &str = "egress-router";
@@ -281,7 +281,7 @@ impl CompatError {
             CompatErrorKind::UnrecognizedMode => {
                 "one of legacy, init, unit-test, http-proxy, dns-proxy"
             }
-            CompatErrorKind::InvalidExtension => "see the egress_core::compat docs",
+            CompatErrorKind::InvalidExtension => "see the egress_openshift docs",
         };
         match &self.reason {
             Some(r) => format!("{valid} ({r})"),
@@ -305,11 +305,7 @@ impl From<CompatError> for Error {
         } else {
             e.value.clone()
         };
-        Error::InvalidSpec {
-            field: e.variable.to_string(),
-            value,
-            expected: e.expected(),
-        }
+        Error::invalid_spec(e.variable, value, e.expected())
     }
 }
 
@@ -425,6 +421,7 @@ fn from_spec_error(e: Error, vars: &HashMap<String, String>) -> CompatError {
             field,
             value,
             expected,
+            ..
         } => (field, value, expected),
         other => (String::new(), String::new(), other.to_string()),
     };
@@ -464,13 +461,14 @@ fn from_spec_error(e: Error, vars: &HashMap<String, String>) -> CompatError {
 /// unique per protocol. A value with no line to act on is `EGRESS_DESTINATION unspecified`.
 ///
 /// ```
-/// use egress_core::{compat::parse_destination, Protocol};
+/// use egress_core::Protocol;
+/// use egress_openshift::parse_destination;
 ///
 /// let d = parse_destination("# web\n80\ttcp  198.51.100.25 8080\n53 udp 198.51.100.53\n198.51.100.9")?;
 /// assert_eq!(d.redirects.len(), 2);
 /// assert_eq!((d.redirects[0].protocol, d.redirects[0].to_port), (Protocol::Tcp, 8080));
 /// assert_eq!(d.fallback, Some("198.51.100.9".parse().unwrap()));
-/// # Ok::<(), egress_core::compat::CompatError>(())
+/// # Ok::<(), egress_openshift::CompatError>(())
 /// ```
 pub fn parse_destination(text: &str) -> Result<Destinations, CompatError> {
     parse_lines(text).map(collect)
@@ -799,11 +797,22 @@ fn family(ip: IpAddr) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use egress_core::{ErrorKind, External};
+
     use super::*;
-    use crate::{ErrorKind, External};
 
     const OK_SOURCE: &str = "203.0.113.99";
     const OK_GATEWAY: &str = "203.0.113.1";
+
+    /// A redirect from literals.
+    fn redirect(protocol: Protocol, port: u16, to: &str, to_port: u16) -> Redirect {
+        Redirect {
+            protocol,
+            port,
+            to: to.parse().unwrap(),
+            to_port,
+        }
+    }
 
     fn env<'a>(source: &'a str, gateway: &'a str, dest: &'a str) -> Vec<(&'static str, &'a str)> {
         vec![
@@ -841,7 +850,7 @@ mod tests {
         let d = parse_destination("80 tcp 198.51.100.25").unwrap();
         assert_eq!(
             d.redirects,
-            [Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 80)]
+            [redirect(Protocol::Tcp, 80, "198.51.100.25", 80)]
         );
         assert_eq!(d.fallback, None);
     }
@@ -851,7 +860,7 @@ mod tests {
         let d = parse_destination("8080 tcp 198.51.100.25 80").unwrap();
         assert_eq!(
             d.redirects,
-            [Redirect::of(Protocol::Tcp, 8080, "198.51.100.25", 80)]
+            [redirect(Protocol::Tcp, 8080, "198.51.100.25", 80)]
         );
     }
 
@@ -864,9 +873,9 @@ mod tests {
         assert_eq!(
             d.redirects,
             [
-                Redirect::of(Protocol::Udp, 53, "198.51.100.53", 53),
-                Redirect::of(Protocol::Sctp, 9, "198.51.100.7", 7),
-                Redirect::of(Protocol::Tcp, 443, "2001:db8:3::25", 8443),
+                redirect(Protocol::Udp, 53, "198.51.100.53", 53),
+                redirect(Protocol::Sctp, 9, "198.51.100.7", 7),
+                redirect(Protocol::Tcp, 443, "2001:db8:3::25", 8443),
             ]
         );
         assert_eq!(
@@ -880,7 +889,7 @@ mod tests {
         let d = parse_destination("  80 \t tcp\t\t198.51.100.25   8080  \r\n").unwrap();
         assert_eq!(
             d.redirects,
-            [Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080)]
+            [redirect(Protocol::Tcp, 80, "198.51.100.25", 8080)]
         );
     }
 
@@ -911,8 +920,8 @@ mod tests {
         assert_eq!(
             d.redirects,
             [
-                Redirect::of(Protocol::Tcp, 80, "10.4.5.6", 80),
-                Redirect::of(Protocol::Tcp, 8080, "10.7.8.9", 80),
+                redirect(Protocol::Tcp, 80, "10.4.5.6", 80),
+                redirect(Protocol::Tcp, 8080, "10.7.8.9", 80),
             ]
         );
         assert_eq!(d.fallback, Some("10.1.2.3".parse().unwrap()));
@@ -1284,8 +1293,8 @@ mod tests {
         assert_eq!(
             s.redirects(),
             [
-                Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
-                Redirect::of(Protocol::Tcp, 8080, "198.51.100.25", 8080),
+                redirect(Protocol::Tcp, 80, "198.51.100.25", 8080),
+                redirect(Protocol::Tcp, 8080, "198.51.100.25", 8080),
             ]
         );
         assert_eq!(s.fallback4(), Some("198.51.100.9".parse().unwrap()));

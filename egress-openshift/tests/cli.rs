@@ -36,7 +36,8 @@ fn unit_test_mode_prints_the_plan_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
-        stdout.starts_with(" 1. nft add table inet egress_egress_router"),
+        stdout.starts_with(" 1. ip -6 route add blackhole 6567:")
+            && stdout.contains("\n 2. nft add table inet egress_egress_router"),
         "{stdout}"
     );
     assert!(

@@ -1338,8 +1338,9 @@ impl<'a> Snapshots<'a> {
 /// The path of binary `name` of this workspace (`egress-router`, `egress-cni`), as a test that
 /// drives it like a user needs it: `$OVERRIDE_VAR` if set, else `target/<profile>/NAME` next to
 /// the running test. Panics with the command to run if it is missing or older than any source
-/// file of egress-core, so a test never runs a stale binary.
-pub fn workspace_binary(name: &str, override_var: &str) -> PathBuf {
+/// file of the workspace `crates` it is built from (its own and the ones it depends on, such as
+/// `["egress-openshift", "egress-core"]`), so a test never runs a stale binary.
+pub fn workspace_binary(name: &str, crates: &[&str], override_var: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(override_var) {
         let bin = PathBuf::from(p);
         assert!(
@@ -1369,12 +1370,19 @@ pub fn workspace_binary(name: &str, override_var: &str) -> PathBuf {
                 bin.display()
             )
         });
-    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("egress-core");
-    let (newest, when) = newest_file(&core.join("src"))
-        .into_iter()
-        .chain(std::iter::once(modified(&core.join("Cargo.toml"))))
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("egress-lab is a folder of the workspace");
+    let (newest, when) = crates
+        .iter()
+        .flat_map(|krate| {
+            let dir = workspace.join(krate);
+            newest_file(&dir.join("src"))
+                .into_iter()
+                .chain(std::iter::once(modified(&dir.join("Cargo.toml"))))
+        })
         .max_by_key(|(_, t)| *t)
-        .expect("egress-core has sources");
+        .expect("the crates have sources");
     assert!(
         built >= when,
         "{} is older than {}: rebuild it with `cargo build {release}--bin {name}`",

@@ -1,9 +1,9 @@
 use std::path::Path;
 
+use egress_core::{External, KeptRoute, Rollback};
 use serde_json::{json, Value};
 
 use super::*;
-use crate::{External, KeptRoute, Rollback};
 
 const NETNS: &str = "/var/run/netns/pod-1";
 
@@ -1072,14 +1072,7 @@ fn core_errors_map_to_the_spec_codes() {
             },
             102,
         ),
-        (
-            Error::InvalidSpec {
-                field: "external.macvlan.name".into(),
-                value: "x".into(),
-                expected: "y".into(),
-            },
-            4,
-        ),
+        (Error::invalid_spec("external.macvlan.name", "x", "y"), 4),
     ];
     for (e, code) in cases {
         let c = CniError::from_core(&e);

@@ -1,15 +1,12 @@
 //! `egress-router`: a drop-in for the OpenShift egress router image's entrypoint (the `EGRESS_*`
-//! environment contract of [`egress_core::compat`]), plus operator subcommands (`inspect`,
+//! environment contract of [`egress_openshift`]), plus operator subcommands (`inspect`,
 //! `check`, `teardown`) over the same core. A thin front end: it builds a `RouterSpec` and calls
 //! `egress_core::blocking`; `egress-router --help` documents it for users.
 
 use std::{env, ffi::OsString, io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use egress_core::{
-    blocking,
-    compat::{self, Config, Mode},
-    EnsureAction, Error, ErrorKind, Netns, RouterSpec, RouterState,
-};
+use egress_core::{blocking, EnsureAction, Error, ErrorKind, Netns, RouterSpec, RouterState};
+use egress_openshift::{self as openshift, Config, Mode};
 use nix::sys::signal::{SigSet, Signal};
 
 const HELP: &str = "\
@@ -244,7 +241,7 @@ fn contract() -> u8 {
         return code::FAILED;
     }
     let vars = egress_vars();
-    let Config { spec, mode, debug } = match compat::from_env(vars.iter().cloned()) {
+    let Config { spec, mode, debug } = match openshift::from_env(vars.iter().cloned()) {
         Ok(c) => c,
         Err(e) => {
             // The OpenShift script's message, alone on its line.
@@ -390,7 +387,7 @@ fn target_name(t: &Target) -> String {
                 .ok()
                 .filter(|n| !n.is_empty())
         })
-        .unwrap_or_else(|| compat::DEFAULT_NAME.to_string())
+        .unwrap_or_else(|| openshift::DEFAULT_NAME.to_string())
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -495,7 +492,7 @@ fn check_spec(t: &Target) -> Result<RouterSpec, u8> {
             })?;
             RouterSpec::from_json(&text).map_err(|e| fail(&e))?
         }
-        None => match compat::from_env(egress_vars()) {
+        None => match openshift::from_env(egress_vars()) {
             Ok(c) => c.spec,
             Err(e) => {
                 eprintln!("{e}");
@@ -660,7 +657,7 @@ mod tests {
 
     #[test]
     fn the_summary_names_link_source_redirects_and_fallback() {
-        let spec = compat::from_env([
+        let spec = openshift::from_env([
             ("EGRESS_SOURCE", "2001:db8:2::99/64"),
             ("EGRESS_GATEWAY", "2001:db8:2::1"),
             (

@@ -1,6 +1,6 @@
 //! `egress-cni`: the egress router as a CNI plugin (CNI specification 1.1; configurations in
 //! versions 0.4.0, 1.0.0 and 1.1.0), configured like OpenShift's egress-router CNI plugin. A
-//! thin front end: [`egress_core::cni`] reads the environment and the configuration into a
+//! thin front end: [`egress_cni`] reads the environment and the configuration into a
 //! `RouterSpec`, `egress_core::blocking` does the work, and this file prints the reply.
 //!
 //! The runtime (Multus, or any CNI runtime) runs it in the node's namespace with
@@ -18,11 +18,8 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use egress_core::{
-    blocking,
-    cni::{self, CniError, CniVersion, Command, Invocation, LogLevel, NetConf},
-    EnsureAction, ErrorKind, Netns,
-};
+use egress_cni::{self as cni, CniError, CniVersion, Command, Invocation, LogLevel, NetConf};
+use egress_core::{blocking, EnsureAction, ErrorKind, Netns};
 use serde_json::Value;
 
 fn main() -> ExitCode {
