@@ -344,7 +344,8 @@ fn bad_input_changes_nothing() {
     snaps.assert_restored("after a refused apply");
 }
 
-/// A spawned legacy router and its stdout, line by line.
+/// A spawned legacy router and what it writes (its results on stdout, its log on stderr),
+/// line by line.
 struct Legacy {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -355,18 +356,22 @@ impl Legacy {
     fn start(ns: &Netns, vars: &[(&str, &str)]) -> Legacy {
         let mut child = command(ns, &[], vars)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if tx.send(line.unwrap()).is_err() {
-                    break;
+        let out: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().unwrap());
+        let err: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().unwrap());
+        for stream in [out, err] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    if tx.send(line.unwrap()).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         Legacy {
             child,
             lines,
@@ -538,4 +543,41 @@ fn proxy_modes_set_up_the_network_without_redirects() {
         snaps.assert_restored(&format!("after {mode}"));
     }
     assert!(web.peers().iter().all(|p| *p == source4()));
+}
+
+/// With `EGRESS_LOG_FORMAT=json` every log line is one JSON object, and the library's events
+/// carry their fields (each step of the transaction, with its duration).
+#[test]
+fn json_log_lines_carry_the_library_events() {
+    let lab = Lab::with_adopted_macvlan();
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let mut vars = env_vars(&dest, "init");
+    vars.extend([("EGRESS_ROUTER_DEBUG", "1"), ("EGRESS_LOG_FORMAT", "json")]);
+    let r = run(&lab.router, &[], &vars).expect(0);
+    let events: Vec<Value> = r
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let message = |e: &Value| e["fields"]["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["level"] == "DEBUG" && message(e).starts_with("plan step  1: ")),
+        "{}",
+        r.stderr
+    );
+    let steps: Vec<&Value> = events
+        .iter()
+        .filter(|e| message(e) == "step done")
+        .collect();
+    assert!(!steps.is_empty(), "{}", r.stderr);
+    for s in &steps {
+        assert!(s["fields"]["step"].is_string(), "{s}");
+        assert!(s["fields"]["us"].is_u64(), "{s}");
+        assert_eq!(s["span"]["name"], "ensure", "{s}");
+    }
+    run(&lab.router, &["teardown"], &[]).expect(0);
+    snaps.assert_restored("after the JSON-logged init and a teardown");
 }

@@ -3,6 +3,7 @@
 //! record).
 
 use ipnetwork::IpNetwork;
+use tracing::{debug, warn};
 
 use crate::{
     error::{is_gone, Error, Result},
@@ -160,6 +161,18 @@ impl Undo {
                 routes.len()
             ),
         }
+    }
+
+    /// Runs the undo, and says how it went (a `tracing` event with its duration).
+    async fn run_logged(&self, c: &mut Conn) -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = self.run(c).await;
+        let us = started.elapsed().as_micros() as u64;
+        match &result {
+            Ok(()) => debug!(undo = %self.describe(), us, "undone"),
+            Err(e) => warn!(undo = %self.describe(), us, error = %e, "undo failed"),
+        }
+        result
     }
 
     /// Runs the undo; "already gone" is success.
@@ -371,7 +384,7 @@ impl Journal {
         };
         let mut failures: Vec<(Undo, Error)> = Vec::new();
         for u in first {
-            if let Err(e) = u.run(c).await {
+            if let Err(e) = u.run_logged(c).await {
                 failures.push((u, e));
             }
         }
@@ -390,11 +403,11 @@ impl Journal {
             tables.push((u, job));
         }
         for u in slow.iter().filter(|u| matches!(u, Undo::DeleteLink { .. })) {
-            if let Err(e) = u.run(c).await {
+            if let Err(e) = u.run_logged(c).await {
                 failures.push((u.clone(), e));
                 // The link stays: what would have gone with it is removed one by one.
                 for u in &with_link {
-                    if let Err(e) = u.run(c).await {
+                    if let Err(e) = u.run_logged(c).await {
                         failures.push((u.clone(), e));
                     }
                 }
@@ -414,7 +427,7 @@ impl Journal {
             }
         }
         for u in rest {
-            if let Err(e) = u.run(c).await {
+            if let Err(e) = u.run_logged(c).await {
                 failures.push((u, e));
             }
         }
@@ -427,7 +440,7 @@ impl Journal {
                         .into(),
                 };
                 failures.push((u, e));
-            } else if let Err(e) = u.run(c).await {
+            } else if let Err(e) = u.run_logged(c).await {
                 failures.push((u, e));
             }
         }

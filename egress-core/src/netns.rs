@@ -230,13 +230,16 @@ impl NsHandle {
         }
         let (reply, result) = futures::channel::oneshot::channel();
         let ns = self.clone();
+        // The caller's span (apply, ensure, …) goes with the call: the job's events belong to
+        // it.
+        let span = tracing::Span::current();
         // Faults armed by a test on the calling thread go with the call, and come back.
         #[cfg(feature = "fault-injection")]
         let armed = crate::fault::take();
         let job = move || {
             #[cfg(feature = "fault-injection")]
             crate::fault::arm(armed);
-            let out = worker::block_on(f(ns));
+            let out = worker::block_on(tracing::Instrument::instrument(f(ns), span));
             #[cfg(feature = "fault-injection")]
             let out = (out, crate::fault::take());
             out

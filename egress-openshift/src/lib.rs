@@ -69,6 +69,8 @@ use std::{
 
 use egress_core::{Error, MacvlanMode, Netns, Protocol, Redirect, RouterSpec};
 
+pub mod logging;
+
 /// The router name when `EGRESS_ROUTER_NAME` is not set.
 pub const DEFAULT_NAME: &str = "egress-router";
 /// The external link OpenShift's SDN moves into the router pod, adopted by default.

@@ -10,33 +10,33 @@
 
 use std::{
     env,
-    fmt::Display,
-    fs::{File, OpenOptions},
-    io::{Read, Write},
+    fs::OpenOptions,
+    io::Read,
     panic::{self, AssertUnwindSafe},
     process::ExitCode,
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use egress_cni::{self as cni, CniError, CniVersion, Command, Invocation, LogLevel, NetConf};
 use egress_core::{blocking, EnsureAction, ErrorKind, Netns};
+use egress_openshift::logging;
 use serde_json::Value;
+use tracing::{debug, error, info, info_span};
+use tracing_subscriber::filter::LevelFilter;
 
 fn main() -> ExitCode {
-    let mut log = Log {
-        level: LogLevel::default(),
-        file: None,
-        context: String::new(),
-    };
+    // Failures on stderr until the configuration says more (log_level, log_file).
+    let log = Log(logging::install("egress-cni", LevelFilter::ERROR, true));
     // A panic is a bug, but still an error object on stdout for the runtime.
-    let (version, outcome) = panic::catch_unwind(AssertUnwindSafe(|| run(&mut log)))
-        .unwrap_or_else(|p| {
+    let (version, outcome) =
+        panic::catch_unwind(AssertUnwindSafe(|| run(&log))).unwrap_or_else(|p| {
             let what = p
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| p.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".into());
-            (CniVersion::LATEST, Err(CniError::internal(what)))
+            let e = CniError::internal(what);
+            error!("{e}");
+            (CniVersion::LATEST, Err(e))
         });
     match outcome {
         Ok(reply) => {
@@ -46,15 +46,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            log.at(LogLevel::Error, &e);
             println!("{}", e.to_json(version));
             ExitCode::FAILURE
         }
     }
 }
 
-/// The reply's version, and the reply (`None`: success without output).
-fn run(log: &mut Log) -> (CniVersion, Result<Option<Value>, CniError>) {
+/// The reply's version, and the reply (`None`: success without output); a failure is logged.
+fn run(log: &Log) -> (CniVersion, Result<Option<Value>, CniError>) {
     let vars = env::vars_os().map(|(k, v)| {
         (
             k.to_string_lossy().into_owned(),
@@ -63,12 +62,27 @@ fn run(log: &mut Log) -> (CniVersion, Result<Option<Value>, CniError>) {
     });
     let inv = match Invocation::from_env(vars) {
         Ok(inv) => inv,
-        Err(e) => return (CniVersion::LATEST, Err(e)),
+        Err(e) => {
+            error!("{e}");
+            return (CniVersion::LATEST, Err(e));
+        }
     };
-    log.context = match (&inv.container_id, &inv.ifname) {
+    // Every line of this invocation names it: `ADD <container id> <ifname>`.
+    let context = match (&inv.container_id, &inv.ifname) {
         (Some(id), Some(ifname)) => format!("{} {id} {ifname}", inv.command),
         _ => inv.command.to_string(),
     };
+    let span = info_span!("cni", invocation = %context);
+    let _entered = span.enter();
+    let (version, result) = command(&inv, log);
+    if let Err(e) = &result {
+        error!("{e}");
+    }
+    (version, result)
+}
+
+/// The command of the invocation.
+fn command(inv: &Invocation, log: &Log) -> (CniVersion, Result<Option<Value>, CniError>) {
     if inv.command == Command::Version {
         return (CniVersion::LATEST, Ok(Some(cni::version_result())));
     }
@@ -85,16 +99,16 @@ fn run(log: &mut Log) -> (CniVersion, Result<Option<Value>, CniError>) {
     let version = cni::reply_version(&stdin);
     let conf = cni::parse_config(&stdin);
     if inv.command == Command::Del {
-        return (version, del(&inv, conf, log));
+        return (version, del(inv, conf, log));
     }
     let result = conf.and_then(|conf| {
         log.open(&conf)?;
         conf.require_version(inv.command)?;
         match inv.command {
-            Command::Add => add(&inv, &conf, log),
-            Command::Check => check(&inv, &conf, log).map(|()| None),
-            Command::Status => status(&conf, log).map(|()| None),
-            Command::Gc => gc(&conf, log).map(|()| None),
+            Command::Add => add(inv, &conf),
+            Command::Check => check(inv, &conf).map(|()| None),
+            Command::Status => status(&conf).map(|()| None),
+            Command::Gc => gc(&conf).map(|()| None),
             Command::Del | Command::Version => unreachable!("answered above"),
         }
     });
@@ -107,32 +121,23 @@ fn core(e: egress_core::Error) -> CniError {
 
 /// ADD: converge the pod to the configuration (a fresh pod: one transaction, rolled back
 /// completely on any failure), then describe the macvlan.
-fn add(inv: &Invocation, conf: &NetConf, log: &Log) -> Result<Option<Value>, CniError> {
+fn add(inv: &Invocation, conf: &NetConf) -> Result<Option<Value>, CniError> {
     let master = conf.resolve_master().map_err(core)?;
     let spec = conf.router_spec(inv, &master)?;
-    log.at(
-        LogLevel::Debug,
-        format_args!("spec {}", spec.to_json_value()),
-    );
+    debug!("spec {}", spec.to_json_value(),);
     for (i, step) in spec.plan().steps().iter().enumerate() {
-        log.at(
-            LogLevel::Debug,
-            format_args!("plan step {:>2}: {step}", i + 1),
-        );
+        debug!("{}", format_args!("plan step {:>2}: {step}", i + 1),);
     }
     let outcome = blocking::ensure(&spec).map_err(core)?;
     for d in &outcome.drift {
-        log.at(LogLevel::Debug, format_args!("found: {d}"));
+        debug!("found: {d}");
     }
     let what = match outcome.action {
         EnsureAction::Created => "configured",
         EnsureAction::Unchanged => "already configured, nothing changed",
         EnsureAction::Repaired => "repaired",
     };
-    log.at(
-        LogLevel::Verbose,
-        format_args!("router {} {what} on master {master}", spec.name()),
-    );
+    info!("router {} {what} on master {master}", spec.name(),);
     let netns = inv.netns.as_deref().expect("ADD has CNI_NETNS");
     let result = blocking::inspect(spec.netns(), spec.name())
         .map_err(core)
@@ -143,7 +148,7 @@ fn add(inv: &Invocation, conf: &NetConf, log: &Log) -> Result<Option<Value>, Cni
     if result.is_err() {
         // Configured, but no result to report: an ADD that fails leaves nothing behind.
         if let Err(e) = blocking::teardown_by_name(spec.netns(), spec.name()) {
-            log.at(LogLevel::Error, format_args!("undoing the ADD: {e}"));
+            error!("undoing the ADD: {e}");
         }
     }
     result.map(Some)
@@ -155,16 +160,16 @@ fn add(inv: &Invocation, conf: &NetConf, log: &Log) -> Result<Option<Value>, Cni
 fn del(
     inv: &Invocation,
     conf: Result<NetConf, CniError>,
-    log: &mut Log,
+    log: &Log,
 ) -> Result<Option<Value>, CniError> {
     match conf {
         Ok(conf) => {
             if let Err(e) = log.open(&conf) {
-                log.at(LogLevel::Error, format_args!("{e}; logging on stderr only"));
+                error!("{e}; logging on stderr only");
             }
         }
-        Err(e) => log.at(
-            LogLevel::Error,
+        Err(e) => error!(
+            "{}",
             format_args!("ignoring the configuration, which DEL does not need: {e}"),
         ),
     }
@@ -173,19 +178,15 @@ fn del(
     };
     let name = cni::router_name(id, ifname);
     let Some(netns) = &inv.netns else {
-        log.at(
-            LogLevel::Verbose,
-            "no CNI_NETNS: nothing to remove (the router lives in the pod's namespace only)",
-        );
+        info!("no CNI_NETNS: nothing to remove (the router lives in the pod's namespace only)",);
         return Ok(None);
     };
     match blocking::teardown_by_name(&Netns::Path(netns.clone()), &name) {
-        Ok(undone) if undone.is_empty() => log.at(
-            LogLevel::Verbose,
-            format_args!("no router {name} in {}: nothing to remove", netns.display()),
-        ),
-        Ok(undone) => log.at(
-            LogLevel::Verbose,
+        Ok(undone) if undone.is_empty() => {
+            info!("no router {name} in {}: nothing to remove", netns.display(),)
+        }
+        Ok(undone) => info!(
+            "{}",
             format_args!(
                 "router {name} removed from {} ({} changes undone)",
                 netns.display(),
@@ -193,7 +194,7 @@ fn del(
             ),
         ),
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            log.at(LogLevel::Verbose, format_args!("{e}: nothing to remove"))
+            info!("{e}: nothing to remove")
         }
         Err(e) => return Err(core(e)),
     }
@@ -202,7 +203,7 @@ fn del(
 
 /// CHECK: every difference between the pod and the configuration (and the ADD's result) is
 /// an error.
-fn check(inv: &Invocation, conf: &NetConf, log: &Log) -> Result<(), CniError> {
+fn check(inv: &Invocation, conf: &NetConf) -> Result<(), CniError> {
     let prev = conf.required_prev_result()?;
     let master = conf.resolve_master().map_err(core)?;
     let spec = conf.router_spec(inv, &master)?;
@@ -217,10 +218,7 @@ fn check(inv: &Invocation, conf: &NetConf, log: &Log) -> Result<(), CniError> {
     let netns = inv.netns.as_deref().expect("CHECK has CNI_NETNS");
     drift.extend(cni::prev_result_drift(prev, &spec, netns, link.as_ref()));
     if drift.is_empty() {
-        log.at(
-            LogLevel::Verbose,
-            format_args!("router {} matches its configuration", spec.name()),
-        );
+        info!("router {} matches its configuration", spec.name(),);
         Ok(())
     } else {
         Err(CniError::drift(&drift))
@@ -228,24 +226,21 @@ fn check(inv: &Invocation, conf: &NetConf, log: &Log) -> Result<(), CniError> {
 }
 
 /// STATUS: ready when an ADD can work: privileges, and the master link on the node.
-fn status(conf: &NetConf, log: &Log) -> Result<(), CniError> {
+fn status(conf: &NetConf) -> Result<(), CniError> {
     let master = conf
         .resolve_master()
         .map_err(|e| CniError::not_available(&e))?;
     cni::probe(&master).map_err(|e| CniError::not_available(&e))?;
-    log.at(
-        LogLevel::Verbose,
-        format_args!("ready: master {master} is present"),
-    );
+    info!("{}", format_args!("ready: master {master} is present"),);
     Ok(())
 }
 
 /// GC: there is nothing on the node to collect. Each router lives in its pod's namespace
 /// (the macvlan is created directly inside it), and goes with it.
-fn gc(conf: &NetConf, log: &Log) -> Result<(), CniError> {
+fn gc(conf: &NetConf) -> Result<(), CniError> {
     let valid = conf.valid_attachments().map_or(0, <[_]>::len);
-    log.at(
-        LogLevel::Verbose,
+    info!(
+        "{}",
         format_args!(
             "nothing to collect on the node ({valid} valid attachments): every router lives in \
              its pod's namespace"
@@ -254,18 +249,19 @@ fn gc(conf: &NetConf, log: &Log) -> Result<(), CniError> {
     Ok(())
 }
 
-/// The plugin's log: stderr, and `log_file` when configured; lines at or below `level`.
-struct Log {
-    level: LogLevel,
-    file: Option<File>,
-    /// `ADD <container id> <ifname>`.
-    context: String,
-}
+/// The plugin's log: stderr, and `log_file` when the configuration names one, at its
+/// `log_level`.
+struct Log(logging::Output);
 
 impl Log {
     /// Takes `log_level` and `log_file` from the configuration.
-    fn open(&mut self, conf: &NetConf) -> Result<(), CniError> {
-        self.level = conf.log_level();
+    fn open(&self, conf: &NetConf) -> Result<(), CniError> {
+        self.0.set_level(match conf.log_level() {
+            LogLevel::Panic => LevelFilter::OFF,
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Verbose => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+        });
         if let Some(path) = conf.log_file() {
             let file = OpenOptions::new()
                 .append(true)
@@ -274,62 +270,8 @@ impl Log {
                 .map_err(|e| {
                     CniError::io(format_args!("opening log_file {}", path.display()), &e)
                 })?;
-            self.file = Some(file);
+            self.0.also_to(file);
         }
         Ok(())
-    }
-
-    fn at(&self, level: LogLevel, msg: impl Display) {
-        if level > self.level {
-            return;
-        }
-        let line = format!(
-            "{} [{}] egress-cni {}: {msg}\n",
-            rfc3339(SystemTime::now()),
-            level.as_str(),
-            self.context
-        );
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        if let Some(mut f) = self.file.as_ref() {
-            let _ = f.write_all(line.as_bytes());
-        }
-    }
-}
-
-/// `2024-05-01T12:00:00Z`.
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let at = |s| rfc3339(UNIX_EPOCH + Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_714_564_800), "2024-05-01T12:00:00Z");
-        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
     }
 }

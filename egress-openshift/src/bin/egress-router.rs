@@ -6,8 +6,10 @@
 use std::{env, ffi::OsString, io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use egress_core::{blocking, EnsureAction, Error, ErrorKind, Netns, RouterSpec, RouterState};
-use egress_openshift::{self as openshift, Config, Mode};
+use egress_openshift::{self as openshift, logging, Config, Mode};
 use nix::sys::signal::{SigSet, Signal};
+use tracing::{debug, info};
+use tracing_subscriber::filter::LevelFilter;
 
 const HELP: &str = "\
 egress-router - the OpenShift egress router, as one binary (no shell, no iptables)
@@ -127,9 +129,9 @@ fn main() -> ExitCode {
             code::OK
         }
         Command::Contract => contract(),
-        Command::Inspect(t) => inspect(t),
-        Command::Check(t) => check(t),
-        Command::Teardown(t) => teardown(t),
+        Command::Inspect(t) => with_logging(|| inspect(t)),
+        Command::Check(t) => with_logging(|| check(t)),
+        Command::Teardown(t) => with_logging(|| teardown(t)),
     })
 }
 
@@ -190,6 +192,19 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
     Ok(make(t))
 }
 
+/// Runs an operator subcommand with the log on stderr: warnings (something left untouched, a
+/// repair) by default, every step with `EGRESS_ROUTER_DEBUG` set.
+fn with_logging(run: impl FnOnce() -> u8) -> u8 {
+    let debug = env::var_os("EGRESS_ROUTER_DEBUG").is_some_and(|v| !v.is_empty());
+    let level = if debug {
+        LevelFilter::DEBUG
+    } else {
+        LevelFilter::WARN
+    };
+    logging::install("egress-router", level, false);
+    run()
+}
+
 /// The `EGRESS_*` variables of this process (others are none of our business).
 fn egress_vars() -> Vec<(String, String)> {
     env::vars_os()
@@ -199,21 +214,6 @@ fn egress_vars() -> Vec<(String, String)> {
                 .then(|| (k, v.to_string_lossy().into_owned()))
         })
         .collect()
-}
-
-struct Log {
-    debug: bool,
-}
-
-impl Log {
-    fn info(&self, msg: impl std::fmt::Display) {
-        println!("egress-router: {msg}");
-    }
-    fn debug(&self, msg: impl std::fmt::Display) {
-        if self.debug {
-            eprintln!("egress-router: debug: {msg}");
-        }
-    }
 }
 
 /// Exit code for an error of the core, printed on stderr.
@@ -249,13 +249,21 @@ fn contract() -> u8 {
             return code::INVALID;
         }
     };
-    let log = Log { debug };
-    log.debug(format_args!(
+    logging::install(
+        "egress-router",
+        if debug {
+            LevelFilter::DEBUG
+        } else {
+            LevelFilter::INFO
+        },
+        false,
+    );
+    debug!(
         "EGRESS_ROUTER_MODE={mode}, router {} in {}",
         spec.name(),
         where_(spec.netns())
-    ));
-    log.debug(format_args!("spec {}", spec.to_json_value()));
+    );
+    debug!("spec {}", spec.to_json_value());
     if !mode.redirects()
         && vars
             .iter()
@@ -274,30 +282,31 @@ fn contract() -> u8 {
         return code::OK;
     }
     for (i, step) in spec.plan().steps().iter().enumerate() {
-        log.debug(format_args!("plan step {:>2}: {step}", i + 1));
+        debug!("plan step {:>2}: {step}", i + 1);
     }
     let outcome = match blocking::ensure(&spec) {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
     for d in &outcome.drift {
-        log.debug(format_args!("found: {d}"));
+        debug!("found: {d}");
     }
     let what = match outcome.action {
         EnsureAction::Created => "configured",
         EnsureAction::Unchanged => "already configured, nothing changed",
         EnsureAction::Repaired => "repaired (it had drifted, see above with EGRESS_ROUTER_DEBUG)",
     };
-    log.info(format_args!(
-        "{mode}: router {} {what}: {}",
+    // The result, on stdout.
+    println!(
+        "egress-router: {mode}: router {} {what}: {}",
         spec.name(),
         summary(&spec)
-    ));
+    );
     if mode != Mode::Legacy {
         return code::OK;
     }
 
-    log.info("waiting for SIGTERM or SIGINT to tear the router down");
+    info!("waiting for SIGTERM or SIGINT to tear the router down");
     let signal = match signals.wait() {
         Ok(s) => s,
         Err(e) => {
@@ -307,16 +316,13 @@ fn contract() -> u8 {
             return code::FAILED;
         }
     };
-    log.info(format_args!(
-        "{signal}: tearing router {} down",
-        spec.name()
-    ));
+    info!("{signal}: tearing router {} down", spec.name());
     match blocking::teardown_by_name(spec.netns(), spec.name()) {
         Ok(undone) => {
-            log.info(format_args!(
-                "torn down ({} changes undone), the namespace is as it was",
+            println!(
+                "egress-router: torn down ({} changes undone), the namespace is as it was",
                 undone.len()
-            ));
+            );
             code::OK
         }
         Err(e) => fail(&e),
@@ -556,7 +562,23 @@ fn teardown(t: Target) -> u8 {
     let name = target_name(&t);
     let undone = match blocking::teardown_by_name(&netns, &name) {
         Ok(u) => u,
-        Err(e) => return fail(&e),
+        Err(e) => {
+            if t.json {
+                // What remains, for the caller that reads stdout (a CNI runtime, a script).
+                let failures: Vec<String> = match &e {
+                    Error::Teardown { failures } => {
+                        failures.iter().map(ToString::to_string).collect()
+                    }
+                    other => vec![other.to_string()],
+                };
+                print_json(&serde_json::json!({
+                    "name": name,
+                    "error": e.to_string(),
+                    "failures": failures,
+                }));
+            }
+            return fail(&e);
+        }
     };
     if t.json {
         print_json(&serde_json::json!({ "name": name, "undone": undone }));
