@@ -425,3 +425,59 @@ fn adopted_link_keeps_existing_and_loses_only_what_the_router_added() {
         .try_exec(&["ip", "link", "show", "macvlan0"])
         .is_ok());
 }
+
+/// The ruleset's counters count exactly the connections made through each redirect and to the
+/// fallback, and the traffic of both directions.
+#[test]
+fn stats_count_each_redirect_and_the_fallback() {
+    let lab = Lab::new();
+    let fallback_port = 9090;
+    let _web = lab.ext.serve_http(&[WEB_PORT, fallback_port]);
+    let spec = lab
+        .router_spec("stats")
+        .fallback(FALLBACK4)
+        .build()
+        .unwrap();
+    let router = blocking::apply(&spec).unwrap();
+    let (service, other) = (3u64, 2u64);
+    let get = |port: u16| {
+        lab.client
+            .http_get(ip(ROUTER_ETH0_4), port, Duration::from_secs(2))
+            .unwrap()
+    };
+    for _ in 0..service {
+        get(SERVICE_PORT);
+    }
+    for _ in 0..other {
+        get(fallback_port);
+    }
+    let stats = blocking::stats(spec.netns(), spec.name()).unwrap().unwrap();
+    let redirect = |port: u16| {
+        stats
+            .redirects
+            .iter()
+            .find(|r| r.port == port)
+            .unwrap_or_else(|| panic!("no redirect {port}: {stats:?}"))
+    };
+    assert_eq!(redirect(SERVICE_PORT).connections, service, "{stats:?}");
+    assert_eq!(redirect(WEB_PORT).connections, 0, "{stats:?}");
+    assert_eq!(redirect(WEB_PORT).packets, 0, "{stats:?}");
+    // An HTTP exchange is at least a handshake, a request, a reply and a close each way.
+    assert!(redirect(SERVICE_PORT).packets >= 6 * service, "{stats:?}");
+    assert!(
+        redirect(SERVICE_PORT).bytes > redirect(SERVICE_PORT).packets * 40,
+        "{stats:?}"
+    );
+    assert_eq!(stats.fallback.len(), 1, "{stats:?}");
+    let f = &stats.fallback[0];
+    assert_eq!((f.to, f.connections), (ip(FALLBACK4), other), "{stats:?}");
+    assert!(f.packets >= 6 * other, "{stats:?}");
+    let s = &stats.snat[0];
+    assert_eq!(s.source, ip("203.0.113.99"));
+    // What left through the macvlan: the client's half of every exchange.
+    assert!(s.packets >= 3 * (service + other), "{stats:?}");
+    blocking::teardown(router).unwrap();
+    assert!(blocking::stats(spec.netns(), spec.name())
+        .unwrap()
+        .is_none());
+}

@@ -21,7 +21,7 @@ use std::{cell::OnceCell, future::Future};
 
 use crate::{
     error::{Error, Result},
-    Drift, EnsureOutcome, Netns, Plan, Router, RouterSpec, RouterState,
+    Drift, EnsureOutcome, Netns, Plan, Router, RouterSpec, RouterState, Stats,
 };
 
 thread_local! {
@@ -94,4 +94,9 @@ pub fn default_route_link(netns: &Netns, ipv6: bool) -> Result<Option<String>> {
 /// [`crate::link_exists`], blocking.
 pub fn link_exists(netns: &Netns, name: &str) -> Result<bool> {
     block_on("link_exists", crate::link_exists(netns, name))
+}
+
+/// [`crate::stats`], blocking.
+pub fn stats(netns: &Netns, name: &str) -> Result<Option<Stats>> {
+    block_on("stats", crate::stats(netns, name))
 }

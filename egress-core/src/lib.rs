@@ -63,6 +63,7 @@ mod ops;
 mod plan;
 mod reconcile;
 mod spec;
+mod stats;
 
 pub use apply::{apply, Router};
 pub use desired::Desired;
@@ -82,3 +83,4 @@ pub use spec::{
     External, KeptRoute, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
     RouterSpecBuilder, MAX_ANNOUNCE, MAX_IFNAME_LEN, MAX_NAME_LEN,
 };
+pub use stats::{stats, FallbackStats, RedirectStats, SnatStats, Stats};

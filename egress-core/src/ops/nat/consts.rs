@@ -129,5 +129,25 @@ pub(super) const ATTEMPTS: usize = 5;
 pub(super) const CHAIN_PREROUTING: &str = "prerouting";
 pub(super) const CHAIN_POSTROUTING: &str = "postrouting";
 pub(super) const CHAIN_FORWARD: &str = "forward";
-pub(super) const MAP4: &str = "redirect4";
-pub(super) const MAP6: &str = "redirect6";
+
+// Traffic counters.
+/// `NFTA_CT_DIRECTION` (a u8): which tuple of the connection a `ct` key reads.
+pub(super) const NFTA_CT_DIRECTION: u16 = 3;
+/// `IP_CT_DIR_ORIGINAL`: the tuple of the connection's first packet (client → router).
+pub(super) const IP_CT_DIR_ORIGINAL: u8 = 0;
+/// `NFT_CT_PROTO_DST`: the destination port of a connection's tuple.
+pub(super) const NFT_CT_PROTO_DST: u32 = 12;
+/// `NFTA_SET_EXPR`: the stateful expression every element of a set gets (its counter).
+pub(super) const NFTA_SET_EXPR: u16 = 17;
+/// `NFTA_SET_ELEM_EXPR`: an element's stateful expression, as the kernel dumps it.
+pub(super) const NFTA_SET_ELEM_EXPR: u16 = 7;
+/// `NFTA_EXPR_NAME` / `NFTA_EXPR_DATA`: an expression's name and its attributes.
+pub(super) const NFTA_EXPR_NAME: u16 = 1;
+pub(super) const NFTA_EXPR_DATA: u16 = 2;
+/// `NFTA_COUNTER_BYTES` / `NFTA_COUNTER_PACKETS` (u64, big endian).
+pub(super) const NFTA_COUNTER_BYTES: u16 = 1;
+pub(super) const NFTA_COUNTER_PACKETS: u16 = 2;
+/// The nft datatype of a port set's key: `inet_service`, two bytes, big endian.
+pub(super) const PORT_KEY_LEN: u32 = 2;
+/// libnftnl's `BYTEORDER_BIG_ENDIAN`, in a port set's userdata.
+pub(super) const BYTEORDER_BIG_ENDIAN: u32 = 2;

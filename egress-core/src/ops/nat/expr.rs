@@ -58,7 +58,11 @@ pub(super) enum Expr {
     Ct {
         key: u32,
         dreg: u32,
+        /// The tuple the key is read from (`IP_CT_DIR_ORIGINAL`), for keys that have one.
+        dir: Option<u8>,
     },
+    /// `counter`: its values are the kernel's, not part of the rule.
+    Counter,
     Nat {
         nat_type: u32,
         family: u32,
@@ -141,9 +145,17 @@ impl Expr {
                     be32(NFTA_FIB_DREG, *dreg),
                 ],
             },
-            Expr::Ct { key, dreg } => Expressions::Other {
+            Expr::Ct { key, dreg, dir } => Expressions::Other {
                 expression_type: "ct".into(),
-                attributes: vec![be32(NFTA_CT_KEY, *key), be32(NFTA_CT_DREG, *dreg)],
+                attributes: [be32(NFTA_CT_KEY, *key), be32(NFTA_CT_DREG, *dreg)]
+                    .into_iter()
+                    .chain(dir.map(|d| DefaultNla::new(NFTA_CT_DIRECTION, vec![d])))
+                    .collect(),
+            },
+            // As nft writes it: no values (the kernel starts at zero).
+            Expr::Counter => Expressions::Other {
+                expression_type: "counter".into(),
+                attributes: vec![],
             },
             Expr::Nat {
                 nat_type,
@@ -227,14 +239,22 @@ impl Expr {
                 };
                 format!("fib {flags} {result} => reg {dreg}")
             }
-            Expr::Ct { key, dreg } => {
+            Expr::Ct { key, dreg, dir } => {
                 let key = match *key {
                     NFT_CT_STATE => "state".to_string(),
                     NFT_CT_STATUS => "status".to_string(),
+                    NFT_CT_PROTO_DST => "proto_dst".to_string(),
                     n => format!("key {n}"),
                 };
-                format!("ct load {key} => reg {dreg}")
+                match dir {
+                    None => format!("ct load {key} => reg {dreg}"),
+                    Some(IP_CT_DIR_ORIGINAL) => {
+                        format!("ct load {key} => reg {dreg} , dir original")
+                    }
+                    Some(d) => format!("ct load {key} => reg {dreg} , dir {d}"),
+                }
             }
+            Expr::Counter => "counter".to_string(),
             Expr::Nat {
                 nat_type,
                 family,
@@ -430,11 +450,28 @@ impl Expr {
                     }),
                 }
             }
+            // A counter's values are the kernel's: any counter is this one.
+            Expressions::Other {
+                expression_type, ..
+            } if expression_type == "counter" => Some(Expr::Counter),
             Expressions::Other {
                 expression_type,
                 attributes,
             } => {
-                let attrs = numbers(attributes)?;
+                // `ct`'s direction is the one attribute that is a byte.
+                let (dirs, attributes): (Vec<_>, Vec<_>) =
+                    attributes.iter().cloned().partition(|a| {
+                        expression_type == "ct" && a.kind() & NLA_TYPE_MASK == NFTA_CT_DIRECTION
+                    });
+                let dir = match dirs.as_slice() {
+                    [] => None,
+                    [d] => Some(*value(d).first()?).filter(|_| value(d).len() == 1),
+                    _ => return None,
+                };
+                if dir.is_none() && !dirs.is_empty() {
+                    return None;
+                }
+                let attrs = numbers(&attributes)?;
                 match expression_type.as_str() {
                     "fib" => {
                         let v = exactly(
@@ -453,6 +490,7 @@ impl Expr {
                         Some(Expr::Ct {
                             key: v[0]?,
                             dreg: v[1]?,
+                            dir,
                         })
                     }
                     "nat" => {

@@ -22,7 +22,17 @@ use crate::spec::Protocol;
 /// What install writes, in a form both the encoder and [`NatRules::expected`] use.
 pub(super) struct Layout {
     maps: Vec<MapPlan>,
+    /// The traffic sets: one per family and protocol with redirects, of their local ports.
+    port_sets: Vec<PortSetPlan>,
     pub(super) chains: Vec<ChainPlan>,
+}
+
+/// A set of local ports whose elements count the packets and bytes of the connections
+/// redirected from them (`type inet_service; counter`).
+struct PortSetPlan {
+    name: String,
+    id: u32,
+    ports: Vec<u16>,
 }
 
 struct MapPlan {
@@ -42,7 +52,7 @@ pub(super) struct ChainPlan {
 }
 
 pub(super) struct RulePlan {
-    comment: &'static str,
+    comment: String,
     pub(super) exprs: Vec<Expr>,
 }
 
@@ -68,9 +78,9 @@ impl Layout {
         ];
         for (v6, elements, fallback) in families {
             let (nfproto, map, id) = if v6 {
-                (NFPROTO_IPV6, MAP6, 2)
+                (NFPROTO_IPV6, super::redirect_map(true), 2)
             } else {
-                (NFPROTO_IPV4, MAP4, 1)
+                (NFPROTO_IPV4, super::redirect_map(false), 1)
             };
             let family = u32::from(nfproto);
             let head = || {
@@ -123,7 +133,8 @@ impl Layout {
                         "egress dnat6 map"
                     } else {
                         "egress dnat4 map"
-                    },
+                    }
+                    .into(),
                     exprs,
                 });
                 maps.push(MapPlan {
@@ -135,7 +146,10 @@ impl Layout {
             }
             if let Some(to) = fallback {
                 let mut exprs = head();
+                // Counts the connections sent to the fallback (a NAT chain sees only the
+                // first packet of each).
                 exprs.extend([
+                    Expr::Counter,
                     Expr::Immediate {
                         dreg: NFT_REG_1,
                         data: ip_bytes(to),
@@ -148,11 +162,7 @@ impl Layout {
                     },
                 ]);
                 prerouting.push(RulePlan {
-                    comment: if v6 {
-                        "egress dnat6 fallback"
-                    } else {
-                        "egress dnat4 fallback"
-                    },
+                    comment: super::fallback_rule(v6),
                     exprs,
                 });
             }
@@ -160,8 +170,16 @@ impl Layout {
 
         let mut postrouting = Vec::new();
         let sources = [
-            (NFPROTO_IPV4, rules.snat4.map(IpAddr::V4), "egress snat4"),
-            (NFPROTO_IPV6, rules.snat6.map(IpAddr::V6), "egress snat6"),
+            (
+                NFPROTO_IPV4,
+                rules.snat4.map(IpAddr::V4),
+                super::snat_rule(false),
+            ),
+            (
+                NFPROTO_IPV6,
+                rules.snat6.map(IpAddr::V6),
+                super::snat_rule(true),
+            ),
         ];
         for (nfproto, source, comment) in sources {
             let Some(source) = source else { continue };
@@ -182,11 +200,13 @@ impl Layout {
             postrouting.push(RulePlan { comment, exprs });
         }
 
+        // `ct KEY & BITS != 0`.
         let ct_bits = |key: u32, bits: u32| {
             [
                 Expr::Ct {
                     key,
                     dreg: NFT_REG_1,
+                    dir: None,
                 },
                 Expr::Bitwise {
                     sreg: NFT_REG_1,
@@ -199,22 +219,106 @@ impl Layout {
                     sreg: NFT_REG_1,
                     data: 0u32.to_ne_bytes().to_vec(),
                 },
-                Expr::Accept,
             ]
         };
+        // Counting first (no verdict): every packet of every DNAT-ed connection, both
+        // directions, by the local port it was redirected from (its original destination port);
+        // all DNAT-ed traffic of a family (the fallback's is what the redirects' leave); what
+        // leaves through the external link, SNAT-ed.
+        let mut forward = Vec::new();
+        let mut port_sets = Vec::new();
+        for (v6, nfproto, fam) in [(false, NFPROTO_IPV4, 4), (true, NFPROTO_IPV6, 6)] {
+            for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                let mut ports: Vec<u16> = rules
+                    .redirects
+                    .iter()
+                    .filter(|r| r.protocol == protocol && r.to.is_ipv6() == v6)
+                    .map(|r| r.port)
+                    .collect();
+                if ports.is_empty() {
+                    continue;
+                }
+                ports.sort_unstable();
+                let name = super::traffic_set(protocol, v6);
+                let id = 3 + port_sets.len() as u32;
+                let mut exprs = nfproto_match(nfproto).to_vec();
+                exprs.extend([
+                    Expr::Meta {
+                        key: NFT_META_L4PROTO,
+                        dreg: NFT_REG_1,
+                    },
+                    Expr::Cmp {
+                        op: NFT_CMP_EQ,
+                        sreg: NFT_REG_1,
+                        data: vec![protocol.number()],
+                    },
+                ]);
+                exprs.extend(ct_bits(NFT_CT_STATUS, IPS_DST_NAT));
+                exprs.extend([
+                    Expr::Ct {
+                        key: NFT_CT_PROTO_DST,
+                        dreg: NFT_REG_1,
+                        dir: Some(IP_CT_DIR_ORIGINAL),
+                    },
+                    Expr::Lookup {
+                        set: name.clone(),
+                        set_id: Some(id),
+                        sreg: NFT_REG_1,
+                        dreg: None,
+                    },
+                ]);
+                forward.push(RulePlan {
+                    comment: format!("egress traffic {protocol}{fam}"),
+                    exprs,
+                });
+                port_sets.push(PortSetPlan { name, id, ports });
+            }
+            let dnat = rules.redirects.iter().any(|r| r.to.is_ipv6() == v6)
+                || if v6 {
+                    rules.fallback6.is_some()
+                } else {
+                    rules.fallback4.is_some()
+                };
+            if dnat {
+                let mut exprs = nfproto_match(nfproto).to_vec();
+                exprs.extend(ct_bits(NFT_CT_STATUS, IPS_DST_NAT));
+                exprs.push(Expr::Counter);
+                forward.push(RulePlan {
+                    comment: super::dnat_traffic_rule(v6),
+                    exprs,
+                });
+            }
+            let snat = if v6 {
+                rules.snat6.is_some()
+            } else {
+                rules.snat4.is_some()
+            };
+            if snat {
+                let mut exprs = ifname_match(NFT_META_OIFNAME, &rules.external);
+                exprs.extend(nfproto_match(nfproto));
+                exprs.push(Expr::Counter);
+                forward.push(RulePlan {
+                    comment: super::snat_traffic_rule(v6),
+                    exprs,
+                });
+            }
+        }
+        let mut replies = ct_bits(NFT_CT_STATE, CT_STATE_ESTABLISHED_RELATED).to_vec();
+        replies.push(Expr::Accept);
         let mut dnated = ifname_match(NFT_META_IIFNAME, &rules.internal);
         dnated.extend(ifname_match(NFT_META_OIFNAME, &rules.external));
         dnated.extend(ct_bits(NFT_CT_STATUS, IPS_DST_NAT));
-        let forward = vec![
+        dnated.push(Expr::Accept);
+        forward.extend([
             RulePlan {
-                comment: "egress replies",
-                exprs: ct_bits(NFT_CT_STATE, CT_STATE_ESTABLISHED_RELATED).to_vec(),
+                comment: "egress replies".into(),
+                exprs: replies,
             },
             RulePlan {
-                comment: "egress dnat-ed",
+                comment: "egress dnat-ed".into(),
                 exprs: dnated,
             },
-        ];
+        ]);
 
         let mut chains = Vec::new();
         if !prerouting.is_empty() {
@@ -245,7 +349,11 @@ impl Layout {
             policy: NF_DROP,
             rules: forward,
         });
-        Layout { maps, chains }
+        Layout {
+            maps,
+            port_sets,
+            chains,
+        }
     }
 
     /// The batch messages: chains, maps, rules, then the maps' elements. Chains named in
@@ -302,10 +410,32 @@ impl Layout {
                         SetAttribute::DataLen(data_len),
                         SetAttribute::Id(map.id),
                         SetAttribute::UserData(map_userdata()),
+                        // Each element counts the connections redirected through it.
+                        counter_template(),
                     ]
                     .into_iter()
                     .chain(size)
                     .collect(),
+                })),
+                NLM_F_CREATE | NLM_F_EXCL,
+            ));
+        }
+        for set in &self.port_sets {
+            out.push((
+                inet(NfTablesMessage::NewSet(SetMessage {
+                    attributes: vec![
+                        SetAttribute::Table(table.to_string()),
+                        SetAttribute::Name(set.name.clone()),
+                        SetAttribute::Flags(SetFlags::empty()),
+                        SetAttribute::KeyType(TYPE_INET_SERVICE),
+                        SetAttribute::KeyLen(PORT_KEY_LEN),
+                        SetAttribute::Id(set.id),
+                        SetAttribute::Description(vec![SetDescription::Size(
+                            set.ports.len() as u32
+                        )]),
+                        SetAttribute::UserData(port_set_userdata()),
+                        counter_template(),
+                    ],
                 })),
                 NLM_F_CREATE | NLM_F_EXCL,
             ));
@@ -320,7 +450,7 @@ impl Layout {
                             RuleAttribute::Expressions(
                                 rule.exprs.iter().map(Expr::encode).collect(),
                             ),
-                            RuleAttribute::UserData(udata_comment(rule.comment)),
+                            RuleAttribute::UserData(udata_comment(&rule.comment)),
                         ],
                     })),
                     NLM_F_CREATE | NLM_F_APPEND,
@@ -336,6 +466,21 @@ impl Layout {
                             SetElementList::Set(map.name.to_string()),
                             SetElementList::SetId(map.id),
                             SetElementList::Other(element_list(chunk)),
+                        ],
+                    })),
+                    NLM_F_CREATE | NLM_F_EXCL,
+                ));
+            }
+        }
+        for set in &self.port_sets {
+            for chunk in set.ports.chunks(ELEMENTS_PER_MESSAGE) {
+                out.push((
+                    inet(NfTablesMessage::NewSetElement(SetElementMessage {
+                        attributes: vec![
+                            SetElementList::Table(table.to_string()),
+                            SetElementList::Set(set.name.clone()),
+                            SetElementList::SetId(set.id),
+                            SetElementList::Other(port_list(chunk)),
                         ],
                     })),
                     NLM_F_CREATE | NLM_F_EXCL,
@@ -359,7 +504,7 @@ impl Layout {
                     .rules
                     .iter()
                     .map(|r| RuleState {
-                        comment: Some(r.comment.to_string()),
+                        comment: Some(r.comment.clone()),
                         exprs: r.exprs.iter().map(Expr::render).collect(),
                     })
                     .collect(),
@@ -375,8 +520,18 @@ impl Layout {
                 data_type: if m.v6 { MAP_DATA_TYPE6 } else { MAP_DATA_TYPE4 },
                 flags: NFT_SET_MAP,
                 elements: m.elements.clone(),
+                ports: Vec::new(),
                 other_elements: Vec::new(),
             })
+            .chain(self.port_sets.iter().map(|p| MapState {
+                name: p.name.clone(),
+                key_type: TYPE_INET_SERVICE,
+                data_type: 0,
+                flags: 0,
+                elements: Vec::new(),
+                ports: p.ports.clone(),
+                other_elements: Vec::new(),
+            }))
             .collect();
         maps.sort_by(|a, b| a.name.cmp(&b.name));
         NatState { chains, maps }
@@ -451,6 +606,40 @@ pub(super) fn element_list(elements: &[MapElement]) -> DefaultNla {
         });
     }
     DefaultNla::new(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, buf)
+}
+
+/// `NFTA_SET_ELEM_LIST_ELEMENTS` holding the ports of a traffic set.
+pub(super) fn port_list(ports: &[u16]) -> DefaultNla {
+    let mut buf = Vec::with_capacity(ports.len() * 16);
+    for p in ports {
+        put_nested(&mut buf, NFTA_LIST_ELEM, |buf| {
+            put_nested(buf, NFTA_SET_ELEM_KEY, |buf| {
+                put_attr(buf, NFTA_DATA_VALUE, &p.to_be_bytes());
+            });
+        });
+    }
+    DefaultNla::new(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, buf)
+}
+
+/// `NFTA_SET_EXPR` holding a `counter`: every element of the set gets one (the kernel copies
+/// it into each element added without one). Written raw: the crate's `SetAttribute::Expression`
+/// holds one attribute of an expression, not its name and data together.
+fn counter_template() -> SetAttribute {
+    let mut buf = Vec::new();
+    put_attr(&mut buf, NFTA_EXPR_NAME, b"counter\0");
+    put_nested(&mut buf, NFTA_EXPR_DATA, |_| {});
+    SetAttribute::Other(DefaultNla::new(NFTA_SET_EXPR | NLA_F_NESTED, buf))
+}
+
+/// A traffic set's userdata, as nft writes it: the key (a port) is big endian.
+fn port_set_userdata() -> Vec<u8> {
+    let mut buf = Vec::new();
+    udata_put(
+        &mut buf,
+        UDATA_SET_KEYBYTEORDER,
+        &BYTEORDER_BIG_ENDIAN.to_ne_bytes(),
+    );
+    buf
 }
 
 /// Appends a netlink attribute: header, `value`, padding to 4 bytes.

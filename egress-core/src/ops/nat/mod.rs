@@ -49,7 +49,7 @@ use std::{
 };
 
 use self::layout::{type_name, Layout};
-pub(crate) use self::socket::NftSocket;
+pub(crate) use self::socket::{Count, Counters, NftSocket};
 use super::{Current, KernelObject, Step};
 use crate::{
     drift::Drift,
@@ -139,6 +139,8 @@ pub(crate) struct MapState {
     pub flags: u32,
     /// Elements decoded as redirects, sorted.
     pub elements: Vec<MapElement>,
+    /// Elements of a traffic set (local ports), sorted.
+    pub ports: Vec<u16>,
     /// Elements that do not decode as redirects, as `key-hex : data-hex`, sorted.
     pub other_elements: Vec<String>,
 }
@@ -215,10 +217,13 @@ impl NatState {
                 type_name(m.key_type),
                 type_name(m.data_type),
                 m.flags,
-                m.elements.len() + m.other_elements.len()
+                m.elements.len() + m.ports.len() + m.other_elements.len()
             ));
             for e in &m.elements {
                 out.push(format!("  {} . {} : {} . {}", e.0, e.1, e.2, e.3));
+            }
+            for p in &m.ports {
+                out.push(format!("  {p}"));
             }
             for e in &m.other_elements {
                 out.push(format!("  {e}"));
@@ -362,6 +367,12 @@ fn diff_map(want: &MapState, have: &MapState, out: &mut Vec<String>) {
         }
         s
     };
+    if want.ports != have.ports {
+        out.push(format!(
+            "set {}: ports {:?} instead of {:?}",
+            want.name, have.ports, want.ports
+        ));
+    }
     if !missing.is_empty() {
         out.push(format!("map {}: missing {}", want.name, sample(&missing)));
     }
@@ -373,6 +384,41 @@ fn diff_map(want: &MapState, have: &MapState, out: &mut Vec<String>) {
 // ---------------------------------------------------------------------------------------------
 // The ruleset, as data
 // ---------------------------------------------------------------------------------------------
+
+/// The traffic set of `protocol` in one family: its elements (local ports) count the packets
+/// and bytes of the connections redirected from them, both directions.
+pub(crate) fn traffic_set(protocol: Protocol, v6: bool) -> String {
+    format!("traffic_{protocol}{}", if v6 { 6 } else { 4 })
+}
+
+/// The rule that counts every DNAT-ed packet of a family.
+pub(crate) fn dnat_traffic_rule(v6: bool) -> String {
+    format!("egress dnat{} traffic", if v6 { 6 } else { 4 })
+}
+
+/// The rule that counts what leaves through the external link in a family (SNAT-ed).
+pub(crate) fn snat_traffic_rule(v6: bool) -> String {
+    format!("egress snat{} traffic", if v6 { 6 } else { 4 })
+}
+
+/// The fallback's DNAT rule of a family (it counts the connections it sends).
+pub(crate) fn fallback_rule(v6: bool) -> String {
+    format!("egress dnat{} fallback", if v6 { 6 } else { 4 })
+}
+
+/// The SNAT rule of a family (its address is the source).
+pub(crate) fn snat_rule(v6: bool) -> String {
+    format!("egress snat{}", if v6 { 6 } else { 4 })
+}
+
+/// The redirect map of a family.
+pub(crate) fn redirect_map(v6: bool) -> &'static str {
+    if v6 {
+        "redirect6"
+    } else {
+        "redirect4"
+    }
+}
 
 /// The router's table: its NAT and forward filter, and its comment, which holds the crash
 /// record ([`super::record`]).

@@ -2,17 +2,22 @@
 //! Messages are built with netlink-packet-netfilter's types and every reply is decoded by its
 //! parsers.
 
-use std::{collections::BTreeSet, os::raw::c_int};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    os::raw::c_int,
+};
 
 use netlink_packet_core::{
-    NetlinkMessage, ParseableParametrized, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkMessage, Nla, NlasIterator, ParseableParametrized, NLA_TYPE_MASK, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::{
     nftables::{
-        ChainAttribute, ChainMessage, DataAttribute, GenAttribute, GenMessage, Hook, ListAttribute,
-        NfTablesMessage, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute,
-        SetElementList, SetElementMessage, SetMessage, TableAttribute, TableFlags, TableMessage,
+        ChainAttribute, ChainMessage, DataAttribute, ExpressionAttribute, Expressions,
+        GenAttribute, GenMessage, Hook, Immediate, ListAttribute, NfTablesMessage, RuleAttribute,
+        RuleMessage, SetAttribute, SetElementAttribute, SetElementList, SetElementMessage,
+        SetMessage, TableAttribute, TableFlags, TableMessage,
     },
     none::ControlMessage,
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -588,6 +593,7 @@ impl NftSocket {
                 data_type: 0,
                 flags: 0,
                 elements: Vec::new(),
+                ports: Vec::new(),
                 other_elements: Vec::new(),
             };
             let mut in_table = false;
@@ -623,6 +629,7 @@ impl NftSocket {
                     }
                 }
                 map.elements.sort();
+                map.ports.sort_unstable();
                 map.other_elements.sort();
             }
         }
@@ -750,11 +757,179 @@ fn read_elements(e: SetElementMessage, table: &str, map: &mut MapState) {
                 _ => {}
             }
         }
-        match decode_element(&key, &data) {
-            Some(el) => map.elements.push(el),
-            None => map
+        match (decode_element(&key, &data), key.as_slice(), data.is_empty()) {
+            (Some(el), _, _) => map.elements.push(el),
+            // A traffic set's port.
+            (None, [hi, lo], true) => map.ports.push(u16::from_be_bytes([*hi, *lo])),
+            _ => map
                 .other_elements
                 .push(format!("0x{} : 0x{}", hex(&key), hex(&data))),
+        }
+    }
+}
+
+/// What the counters of a router's table hold: each rule's (by its comment), with the address
+/// the rule writes (a fallback's, a SNAT source), and each element's of the counting sets and
+/// maps (by set and key).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// `comment → (its counter, the address it writes)`.
+    pub rules: BTreeMap<String, (Option<Count>, Option<IpAddr>)>,
+    /// `(set, key bytes) → count`.
+    pub elements: BTreeMap<(String, Vec<u8>), Count>,
+}
+
+/// A counter's values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Count {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+impl NftSocket {
+    /// The counters of `table` (`None` when it does not exist): one dump of its rules, and one
+    /// of each set's elements.
+    pub(crate) fn counters(&mut self, table: &str) -> Result<Option<Counters>> {
+        let op = format!("nft list table inet {table} (its counters)");
+        let Some(state) = self.read_once(&op, table, false)? else {
+            return Ok(None);
+        };
+        let mut out = Counters::default();
+        let replies = self.dump(&op, || {
+            inet(NfTablesMessage::GetRule(RuleMessage {
+                attributes: vec![RuleAttribute::Table(table.to_string())],
+            }))
+        })?;
+        for m in replies.iter().filter_map(Reply::inet) {
+            let NfTablesMessage::NewRule(r) = m else {
+                continue;
+            };
+            let (mut comment, mut count, mut address) = (None, None, None);
+            for a in r.attributes {
+                match a {
+                    RuleAttribute::UserData(u) => comment = decode_comment(&u),
+                    RuleAttribute::Expressions(list) => {
+                        for e in list.iter().filter_map(|e| match e {
+                            ListAttribute::Element(attrs) => Some(attrs),
+                            _ => None,
+                        }) {
+                            count = count.or_else(|| rule_counter(e));
+                            address = address.or_else(|| immediate_address(e));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(comment) = comment {
+                out.rules.insert(comment, (count, address));
+            }
+        }
+        for set in &state.maps {
+            let replies = self.dump(&op, || {
+                inet(NfTablesMessage::GetSetElement(SetElementMessage {
+                    attributes: vec![
+                        SetElementList::Table(table.to_string()),
+                        SetElementList::Set(set.name.clone()),
+                    ],
+                }))
+            })?;
+            for r in &replies {
+                element_counters(&r.body, &set.name, &mut out.elements);
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The values of a rule's `counter` expression (as the crate parses it: raw attributes).
+fn rule_counter(attrs: &[ExpressionAttribute]) -> Option<Count> {
+    attrs.iter().find_map(|a| match a {
+        ExpressionAttribute::Data(Expressions::Other {
+            expression_type,
+            attributes,
+        }) if expression_type == "counter" => {
+            let u64_of = |kind: u16| {
+                attributes
+                    .iter()
+                    .find(|n| n.kind() & NLA_TYPE_MASK == kind)
+                    .and_then(|n| {
+                        let mut v = vec![0; n.value_len()];
+                        n.emit_value(&mut v);
+                        Some(u64::from_be_bytes(v.try_into().ok()?))
+                    })
+            };
+            Some(Count {
+                packets: u64_of(NFTA_COUNTER_PACKETS)?,
+                bytes: u64_of(NFTA_COUNTER_BYTES)?,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The address an `immediate` expression loads (a fallback's, a SNAT source), if it loads one.
+fn immediate_address(attrs: &[ExpressionAttribute]) -> Option<IpAddr> {
+    attrs.iter().find_map(|a| match a {
+        ExpressionAttribute::Data(Expressions::Immediate(i)) => i.iter().find_map(|x| match x {
+            Immediate::Data(DataAttribute::Value(v)) => match v.len() {
+                4 => Some(IpAddr::from(<[u8; 4]>::try_from(&v[..]).ok()?)),
+                16 => Some(IpAddr::from(<[u8; 16]>::try_from(&v[..]).ok()?)),
+                _ => None,
+            },
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// Adds the counters of the elements in one dump message of set `set`'s elements. Read with
+/// netlink-packet-core's attribute iterator: netlink-packet-netfilter 0.4 parses an element's
+/// `NFTA_SET_ELEM_EXPR` as a single attribute and loses the counter's values.
+fn element_counters(body: &[u8], set: &str, out: &mut BTreeMap<(String, Vec<u8>), Count>) {
+    let nested = |v: &[u8]| -> Vec<(u16, Vec<u8>)> {
+        NlasIterator::new(v)
+            .filter_map(|n| n.ok())
+            .map(|n| (n.kind() & NLA_TYPE_MASK, n.value().to_vec()))
+            .collect()
+    };
+    let find = |attrs: &[(u16, Vec<u8>)], kind: u16| {
+        attrs
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| v.clone())
+    };
+    let Some(top) = body.get(4..).map(nested) else {
+        return;
+    };
+    let named = find(&top, 2).and_then(|n| {
+        String::from_utf8(n.split(|b| *b == 0).next().unwrap_or_default().to_vec()).ok()
+    });
+    if named.as_deref() != Some(set) {
+        return;
+    }
+    let Some(list) = find(&top, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+        return;
+    };
+    for elem in nested(&list)
+        .into_iter()
+        .filter(|(k, _)| *k == NFTA_LIST_ELEM)
+    {
+        let attrs = nested(&elem.1);
+        let key = find(&attrs, NFTA_SET_ELEM_KEY).and_then(|k| find(&nested(&k), NFTA_DATA_VALUE));
+        let count = find(&attrs, NFTA_SET_ELEM_EXPR).and_then(|e| {
+            let e = nested(&e);
+            (find(&e, NFTA_EXPR_NAME)?.starts_with(b"counter\0")).then_some(())?;
+            let data = nested(&find(&e, NFTA_EXPR_DATA)?);
+            let u64_of = |kind| Some(u64::from_be_bytes(find(&data, kind)?.try_into().ok()?));
+            Some(Count {
+                packets: u64_of(NFTA_COUNTER_PACKETS)?,
+                bytes: u64_of(NFTA_COUNTER_BYTES)?,
+            })
+        });
+        if let (Some(key), Some(count)) = (key, count) {
+            out.insert((set.to_string(), key), count);
         }
     }
 }

@@ -187,15 +187,45 @@ fn nat_expected_v4() {
             "nat dnat ip addr_min reg 1 proto_min reg 9",
         ]
     );
+    // The fallback counts its connections.
     assert_eq!(
         pre.rules[1].exprs[6..],
-        ["immediate reg 1 0xc6336409", "nat dnat ip addr_min reg 1"]
+        [
+            "counter",
+            "immediate reg 1 0xc6336409",
+            "nat dnat ip addr_min reg 1"
+        ]
     );
     let fwd = &s.chains[0];
     assert_eq!(fwd.policy.as_deref(), Some("drop"));
     assert_eq!(fwd.priority, Some(0));
+    // Counting first (no verdict), then the filter.
+    let comments: Vec<_> = fwd
+        .rules
+        .iter()
+        .map(|r| r.comment.clone().unwrap())
+        .collect();
     assert_eq!(
-        fwd.rules[0].exprs,
+        comments,
+        [
+            "egress traffic tcp4",
+            "egress traffic udp4",
+            "egress dnat4 traffic",
+            "egress snat4 traffic",
+            "egress replies",
+            "egress dnat-ed"
+        ]
+    );
+    assert_eq!(
+        fwd.rules[0].exprs[7..],
+        [
+            "ct load proto_dst => reg 1 , dir original",
+            "lookup reg 1 set traffic_tcp4"
+        ]
+    );
+    assert_eq!(fwd.rules[2].exprs.last().unwrap(), "counter");
+    assert_eq!(
+        fwd.rules[4].exprs,
         [
             "ct load state => reg 1",
             "bitwise reg 1 = ( reg 1 & 0x06000000 ) ^ 0x00000000",
@@ -208,9 +238,20 @@ fn nat_expected_v4() {
             s.replace("0x06000000", "0x00000006")
         })
     );
-    assert_eq!(fwd.rules[1].comment.as_deref(), Some("egress dnat-ed"));
     assert_eq!(s.chains[1].rules.len(), 1);
-    assert_eq!(s.maps.len(), 1);
+    let sets: Vec<(&str, &[u16])> = s
+        .maps
+        .iter()
+        .map(|m| (m.name.as_str(), m.ports.as_slice()))
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            ("redirect4", &[][..]),
+            ("traffic_tcp4", &[80][..]),
+            ("traffic_udp4", &[53][..])
+        ]
+    );
     assert_eq!(s.maps[0].name, "redirect4");
     assert_eq!(s.maps[0].flags, NFT_SET_MAP);
     assert_eq!(
@@ -248,9 +289,18 @@ fn nat_expected_dual_and_plain() {
     let maps: Vec<_> = s
         .maps
         .iter()
-        .map(|m| (m.name.as_str(), m.elements.len()))
+        .map(|m| (m.name.as_str(), m.elements.len() + m.ports.len()))
         .collect();
-    assert_eq!(maps, [("redirect4", 1), ("redirect6", 2)]);
+    assert_eq!(
+        maps,
+        [
+            ("redirect4", 1),
+            ("redirect6", 2),
+            ("traffic_sctp6", 1),
+            ("traffic_tcp4", 1),
+            ("traffic_tcp6", 1)
+        ]
+    );
     let post = s.chains.iter().find(|c| c.name == "postrouting").unwrap();
     assert_eq!(post.rules.len(), 2);
 
