@@ -20,10 +20,10 @@
  - 1100–1199: the library itself (a caught panic);
  - 2000–2099: the spec is invalid, whatever the kernel holds;
  - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects);
- - 3100–3199: the kernel differs from the spec (`egress_check`);
+ - 3100–3199: the kernel differs from the spec (`egress_spec_check`);
  - 4000–4099: a kernel call failed.
 
- A failed `egress_apply` leaves the kernel as it was unless it returns
+ A failed `egress_spec_apply` leaves the kernel as it was unless it returns
  `EGRESS_RESULT_ROLLBACK_INCOMPLETE`; it returns the code of the cause (a failed step's
  errno as `EGRESS_RESULT_NETLINK_FAILURE`, ...), and the message names the step.
  */
@@ -111,7 +111,7 @@ typedef uint32_t egress_result;
 #endif // __cplusplus
 
 /*
- What `egress_ensure` did.
+ What `egress_spec_ensure` did.
  */
 enum egress_ensure_action
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -204,7 +204,7 @@ typedef uint32_t egress_protocol;
 #endif // __cplusplus
 
 /*
- A live router (opaque): what `egress_apply` built, with the journal that undoes it.
+ A live router (opaque): what `egress_spec_apply` built, with the journal that undoes it.
  Consumed by `egress_router_teardown`; `egress_router_free` releases the handle and
  leaves the router configured. It may be passed between threads, used by one at a time.
  */
@@ -343,7 +343,7 @@ egress_result egress_spec_builder_macvlan(struct egress_spec_builder *builder,
 
 /*
  The namespace of the macvlan's parent link, by path (default: the calling thread's
- namespace when `egress_apply` starts).
+ namespace when `egress_spec_apply` starts).
 
  Returns `EGRESS_RESULT_MACVLAN_NOT_SET` unless `egress_spec_builder_macvlan` was called
  before.
@@ -539,8 +539,9 @@ egress_result egress_spec_from_json(const char *json, struct egress_spec **spec_
 void egress_spec_free(struct egress_spec *spec);
 
 /*
- The dry run: every kernel change `egress_apply` would make, one numbered line each, into
- `*plan_out` (free it with `egress_string_free`). Changes nothing.
+ The dry run: every kernel change `egress_spec_apply` would make in a namespace without the
+ router, one numbered line each, into `*plan_out` (free it with `egress_string_free`). Needs
+ no kernel and changes nothing.
 
  # Safety
  `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for
@@ -559,7 +560,8 @@ egress_result egress_spec_plan(const struct egress_spec *spec, char **plan_out);
 egress_result egress_spec_to_json(const struct egress_spec *spec, char **json_out);
 
 /*
- Applies `spec` as one transaction and stores the live router in `*router_out`.
+ Applies `spec` as one transaction, verifies it by reading the namespace back, and stores the
+ live router in `*router_out`.
 
  On failure the kernel is as it was (the message names the failed plan step, its errno and
  says the rollback was complete), except with `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose
@@ -570,15 +572,27 @@ egress_result egress_spec_to_json(const struct egress_spec *spec, char **json_ou
  for a pointer. On success `*router_out` owns the router, to be passed to
  `egress_router_teardown` or `egress_router_free`.
  */
+egress_result egress_spec_apply(const struct egress_spec *spec, struct egress_router **router_out);
+
+/*
+ Deprecated alias of `egress_spec_apply` (its name before the functions followed the
+ `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+ exactly as `egress_spec_apply`; its error messages name `egress_apply`.
+
+ # Safety
+ As for `egress_spec_apply`.
+ */
 egress_result egress_apply(const struct egress_spec *spec, struct egress_router **router_out);
 
 /*
  Tears the router down: undoes everything its apply did, in reverse order (restores the
  previous default routes and sysctl values, deletes what it created). Runs every undo even
- when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains.
+ when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains. A router that is
+ gone already is success.
 
  Consumes `router` whatever the result (unless it is NULL): it must not be used or freed
- afterwards. What remains after a failure can be retried with `egress_teardown_by_name`.
+ afterwards. What remains after a failure can be retried with
+ `egress_router_teardown_by_name`.
 
  # Safety
  `router` must be NULL or a live router used by no other thread.
@@ -587,7 +601,8 @@ egress_result egress_router_teardown(struct egress_router *router);
 
 /*
  Releases the router handle and leaves the router configured in the kernel (it is kernel
- state, not a process); remove it later with `egress_teardown_by_name`. `NULL` is a no-op.
+ state, not a process); remove it later with `egress_router_teardown_by_name`. `NULL` is a
+ no-op.
 
  # Safety
  `router` must be NULL or a live router used by no other thread.
@@ -596,13 +611,24 @@ void egress_router_free(struct egress_router *router);
 
 /*
  Converges the kernel to `spec` and stores what it did in `*action_out` (on success only):
- applies it when the router is not configured, does nothing when it matches, repairs it when
- it drifted. The router is left in place either way (there is no handle); remove it with
- `egress_teardown_by_name`.
+ applies it when the router is not configured, does nothing when it matches, repairs what
+ drifted, in place, as one transaction that is verified and rolled back on failure (the
+ codes are those of `egress_spec_apply`). The router is left in place either way (there is
+ no handle); remove it with `egress_router_teardown_by_name`.
 
  # Safety
  `spec` must be NULL or a live spec; `action_out` must be NULL or point to a writable
  `egress_ensure_action`.
+ */
+egress_result egress_spec_ensure(const struct egress_spec *spec, egress_ensure_action *action_out);
+
+/*
+ Deprecated alias of `egress_spec_ensure` (its name before the functions followed the
+ `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+ exactly as `egress_spec_ensure`; its error messages name `egress_ensure`.
+
+ # Safety
+ As for `egress_spec_ensure`.
  */
 egress_result egress_ensure(const struct egress_spec *spec, egress_ensure_action *action_out);
 
@@ -618,29 +644,64 @@ egress_result egress_ensure(const struct egress_spec *spec, egress_ensure_action
  `spec` must be NULL or a live spec; `drift_out` must be NULL or point to writable storage for
  a pointer.
  */
+egress_result egress_spec_check(const struct egress_spec *spec, char **drift_out);
+
+/*
+ Deprecated alias of `egress_spec_check` (its name before the functions followed the
+ `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+ exactly as `egress_spec_check`; its error messages name `egress_check`.
+
+ # Safety
+ As for `egress_spec_check`.
+ */
 egress_result egress_check(const struct egress_spec *spec, char **drift_out);
 
 /*
- Tears down router `name` in the namespace at `netns_path` from what the kernel holds, after
- the process that applied it is gone (`/run/netns/NAME` for a named namespace,
- `/proc/PID/ns/net` for a process's, `/proc/thread-self/ns/net` for the caller's). Idempotent:
- a router that is not there is success. Never touches objects without the router's markers.
+ Tears down router `name` in the namespace at `netns_path` from what the kernel holds, without
+ a handle: after the process that applied it is gone, or after `egress_spec_ensure`
+ (`/run/netns/NAME` for a named namespace, `/proc/PID/ns/net` for a process's,
+ `/proc/thread-self/ns/net` for the caller's). Idempotent: a router that is not there is
+ success. Never touches objects without the router's markers.
 
  # Safety
  `netns_path` and `name` must each be NULL or a NUL-terminated string.
  */
+egress_result egress_router_teardown_by_name(const char *netns_path, const char *name);
+
+/*
+ Deprecated alias of `egress_router_teardown_by_name` (its name before the functions followed
+ the `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+ exactly as `egress_router_teardown_by_name`; its error messages name
+ `egress_teardown_by_name`.
+
+ # Safety
+ As for `egress_router_teardown_by_name`.
+ */
 egress_result egress_teardown_by_name(const char *netns_path, const char *name);
 
 /*
- What router `name` owns in the namespace at `netns_path` (see `egress_teardown_by_name` for
- the path), as a JSON object in `*json_out` (free it with `egress_string_free`): `name`,
- `table`, `link` (name, kind, mode, mtu, mac, up, created), `addresses`, `routes`,
- `saved_routes`, `sysctls`, `nat`. `EGRESS_RESULT_NOT_FOUND` when no such router is
- configured there.
+ What router `name` owns in the namespace at `netns_path` (see
+ `egress_router_teardown_by_name` for the path), read from the kernel without a handle, as a
+ JSON object in `*json_out` (free it with `egress_string_free`): `name`, `table`, `link`
+ (name, kind, mode, mtu, mac, up, created), `addresses`, `routes`, `saved_routes`, `sysctls`,
+ `nat`. `EGRESS_RESULT_NOT_FOUND` when no such router is configured there.
 
  # Safety
  `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be NULL
  or point to writable storage for a pointer.
+ */
+egress_result egress_router_inspect_json_by_name(const char *netns_path,
+                                                 const char *name,
+                                                 char **json_out);
+
+/*
+ Deprecated alias of `egress_router_inspect_json_by_name` (its name before the functions
+ followed the `egress_<object>_<verb>` rule), kept exported for programs built against it.
+ It behaves exactly as `egress_router_inspect_json_by_name`; its error messages name
+ `egress_inspect_json`.
+
+ # Safety
+ As for `egress_router_inspect_json_by_name`.
  */
 egress_result egress_inspect_json(const char *netns_path, const char *name, char **json_out);
 

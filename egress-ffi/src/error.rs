@@ -18,10 +18,10 @@ use egress_core::{Error, ErrorKind};
 /// - 1100–1199: the library itself (a caught panic);
 /// - 2000–2099: the spec is invalid, whatever the kernel holds;
 /// - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects);
-/// - 3100–3199: the kernel differs from the spec (`egress_check`);
+/// - 3100–3199: the kernel differs from the spec (`egress_spec_check`);
 /// - 4000–4099: a kernel call failed.
 ///
-/// A failed `egress_apply` leaves the kernel as it was unless it returns
+/// A failed `egress_spec_apply` leaves the kernel as it was unless it returns
 /// `EGRESS_RESULT_ROLLBACK_INCOMPLETE`; it returns the code of the cause (a failed step's
 /// errno as `EGRESS_RESULT_NETLINK_FAILURE`, ...), and the message names the step.
 #[repr(u32)]

@@ -1,7 +1,8 @@
 /* The C API's contract, under AddressSanitizer + UBSan + LeakSanitizer: every function with NULL
  * for each pointer argument, invalid UTF-8 in each string argument, enum and integer values out
  * of range, result names, the last error message; the pure calls (builder, JSON, plan) end to
- * end; and the kernel calls failing cleanly on a namespace that does not exist.
+ * end; and the kernel calls failing cleanly on a namespace that does not exist, under their
+ * names and under the deprecated aliases of 0.1.
  *
  * Needs root (the kernel calls check CAP_NET_ADMIN first) and creates nothing.
  * Usage: api_test EXPECTED_VERSION */
@@ -323,34 +324,100 @@ static void test_kernel_calls_on_a_missing_namespace(void) {
   CHECK_RESULT(egress_spec_builder_build(b, &spec), EGRESS_RESULT_OK);
 
   egress_router *router = NOT_NULL(egress_router);
+  CHECK_RESULT(egress_spec_apply(NULL, &router), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(router == NULL);
+  CHECK_RESULT(egress_spec_apply(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_spec_apply: argument `router_out` is NULL");
+  router = NOT_NULL(egress_router);
+  CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_NOT_FOUND);
+  CHECK(router == NULL);
+  CHECK_MESSAGE("egress_spec_apply: netns: network namespace");
+  CHECK_MESSAGE(missing_netns);
+
+  egress_ensure_action action = EGRESS_ENSURE_ACTION_UNCHANGED;
+  CHECK_RESULT(egress_spec_ensure(NULL, &action), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_spec_ensure(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_spec_ensure: argument `action_out` is NULL");
+  CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_NOT_FOUND);
+
+  char *text = NOT_NULL(char);
+  CHECK_RESULT(egress_spec_check(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(text == NULL);
+  CHECK_RESULT(egress_spec_check(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_spec_check: argument `drift_out` is NULL");
+  CHECK_RESULT(egress_spec_check(spec, &text), EGRESS_RESULT_NOT_FOUND);
+  CHECK(text == NULL);
+
+  CHECK_RESULT(egress_router_teardown(NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_router_teardown: argument `router` is NULL");
+  egress_router_free(NULL);
+
+  CHECK_RESULT(egress_router_teardown_by_name(NULL, "c-test"), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_router_teardown_by_name: argument `netns_path` is NULL");
+  CHECK_RESULT(egress_router_teardown_by_name(missing_netns, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("argument `name` is NULL");
+  CHECK_RESULT(egress_router_teardown_by_name(BAD_UTF8, "c-test"), EGRESS_RESULT_INVALID_UTF8);
+  CHECK_MESSAGE("argument `netns_path` is not valid UTF-8 (bad byte at offset 2)");
+  CHECK_RESULT(egress_router_teardown_by_name(missing_netns, BAD_UTF8),
+               EGRESS_RESULT_INVALID_UTF8);
+  CHECK_MESSAGE("argument `name` is not valid UTF-8 (bad byte at offset 2)");
+  CHECK_RESULT(egress_router_teardown_by_name(missing_netns, "c-test"), EGRESS_RESULT_NOT_FOUND);
+
+  text = NOT_NULL(char);
+  CHECK_RESULT(egress_router_inspect_json_by_name(NULL, "c-test", &text),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_router_inspect_json_by_name: argument `netns_path` is NULL");
+  CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, NULL, &text),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, "c-test", NULL),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("argument `json_out` is NULL");
+  CHECK_RESULT(egress_router_inspect_json_by_name(BAD_UTF8, "c-test", &text),
+               EGRESS_RESULT_INVALID_UTF8);
+  CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, BAD_UTF8, &text),
+               EGRESS_RESULT_INVALID_UTF8);
+  CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, "c-test", &text),
+               EGRESS_RESULT_NOT_FOUND);
+  CHECK(text == NULL);
+
+  egress_spec_free(spec);
+}
+
+/* The names of 0.1 are still exported, do what the new names do, and their messages name the
+ * function that was called. */
+static void test_deprecated_aliases(void) {
+  egress_spec_builder *b = valid_builder();
+  CHECK_RESULT(egress_spec_builder_netns_path(b, missing_netns), EGRESS_RESULT_OK);
+  egress_spec *spec = NULL;
+  CHECK_RESULT(egress_spec_builder_build(b, &spec), EGRESS_RESULT_OK);
+
+  egress_router *router = NOT_NULL(egress_router);
   CHECK_RESULT(egress_apply(NULL, &router), EGRESS_RESULT_NULL_PARAMETER);
   CHECK(router == NULL);
+  CHECK_MESSAGE("egress_apply: argument `spec` is NULL");
   CHECK_RESULT(egress_apply(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("egress_apply: argument `router_out` is NULL");
   router = NOT_NULL(egress_router);
   CHECK_RESULT(egress_apply(spec, &router), EGRESS_RESULT_NOT_FOUND);
   CHECK(router == NULL);
   CHECK_MESSAGE("egress_apply: netns: network namespace");
-  CHECK_MESSAGE(missing_netns);
 
   egress_ensure_action action = EGRESS_ENSURE_ACTION_UNCHANGED;
   CHECK_RESULT(egress_ensure(NULL, &action), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_RESULT(egress_ensure(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("argument `action_out` is NULL");
+  CHECK_MESSAGE("egress_ensure: argument `action_out` is NULL");
   CHECK_RESULT(egress_ensure(spec, &action), EGRESS_RESULT_NOT_FOUND);
 
   char *text = NOT_NULL(char);
   CHECK_RESULT(egress_check(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
   CHECK(text == NULL);
   CHECK_RESULT(egress_check(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_check: argument `drift_out` is NULL");
   CHECK_RESULT(egress_check(spec, &text), EGRESS_RESULT_NOT_FOUND);
   CHECK(text == NULL);
 
-  CHECK_RESULT(egress_router_teardown(NULL), EGRESS_RESULT_NULL_PARAMETER);
-  egress_router_free(NULL);
-
   CHECK_RESULT(egress_teardown_by_name(NULL, "c-test"), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("argument `netns_path` is NULL");
+  CHECK_MESSAGE("egress_teardown_by_name: argument `netns_path` is NULL");
   CHECK_RESULT(egress_teardown_by_name(missing_netns, NULL), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_RESULT(egress_teardown_by_name(BAD_UTF8, "c-test"), EGRESS_RESULT_INVALID_UTF8);
   CHECK_RESULT(egress_teardown_by_name(missing_netns, BAD_UTF8), EGRESS_RESULT_INVALID_UTF8);
@@ -359,6 +426,7 @@ static void test_kernel_calls_on_a_missing_namespace(void) {
   text = NOT_NULL(char);
   CHECK_RESULT(egress_inspect_json(NULL, "c-test", &text), EGRESS_RESULT_NULL_PARAMETER);
   CHECK(text == NULL);
+  CHECK_MESSAGE("egress_inspect_json: argument `netns_path` is NULL");
   CHECK_RESULT(egress_inspect_json(missing_netns, NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_RESULT(egress_inspect_json(missing_netns, "c-test", NULL), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_RESULT(egress_inspect_json(missing_netns, BAD_UTF8, &text), EGRESS_RESULT_INVALID_UTF8);
@@ -381,5 +449,6 @@ int main(int argc, char **argv) {
   test_values_checked_at_build();
   test_spec_calls();
   test_kernel_calls_on_a_missing_namespace();
+  test_deprecated_aliases();
   return report("api_test");
 }
