@@ -17,15 +17,20 @@
 
  Values come in ranges by cause and are never reused for another meaning:
  - 1000–1099: the arguments of the call (NULL, not UTF-8, out of range, buffer too small);
- - 1100–1199: the library itself (a caught panic);
+ - 1100–1199: the library itself, whatever the arguments and the kernel (a caught panic, an
+   error this version does not know, its async runtime entered the wrong way);
  - 2000–2099: the spec is invalid, whatever the kernel holds;
- - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects);
- - 3100–3199: the kernel differs from the spec (`egress_spec_check`);
- - 4000–4099: a kernel call failed.
+ - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects,
+   a router that is no longer the handle's);
+ - 3100–3199: the kernel differs from the spec (`egress_spec_check`; the read-back that ends
+   every apply and repair);
+ - 4000–4099: a kernel call failed, and what it left behind.
 
- A failed `egress_spec_apply` leaves the kernel as it was unless it returns
- `EGRESS_RESULT_ROLLBACK_INCOMPLETE`; it returns the code of the cause (a failed step's
- errno as `EGRESS_RESULT_NETLINK_FAILURE`, ...), and the message names the step.
+ A failed `egress_spec_apply` or `egress_spec_ensure` leaves the kernel as it was unless it
+ returns `EGRESS_RESULT_ROLLBACK_INCOMPLETE` (whatever the cause: what remains is what the
+ caller must act on). Otherwise it returns the code of the cause (a failed step's errno as
+ `EGRESS_RESULT_NETLINK_FAILURE`, a failed read-back as `EGRESS_RESULT_VERIFY_FAILED`, ...),
+ and the message names the step and says the rollback was complete.
  */
 enum egress_result
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -66,7 +71,22 @@ enum egress_result
    */
   EGRESS_RESULT_UNKNOWN_ERROR = 1101,
   /*
-   The spec is invalid: the message names the field, the value and what would be valid.
+   A call was made on a thread that was running one of the library's own async runtimes,
+   which it would have blocked. In the 1100 range because it concerns how the library runs,
+   not the arguments or the kernel. A C program cannot get it (every call runs to its end
+   on a runtime of the calling thread, and the library calls nothing back); it has its code
+   so that every error of the core has one.
+   */
+  EGRESS_RESULT_BLOCKING_IN_ASYNC = 1102,
+  /*
+   The library's netlink work ran outside an async runtime. In the 1100 range, as
+   `EGRESS_RESULT_BLOCKING_IN_ASYNC`: a bug if it ever reaches C, since every call brings
+   its runtime.
+   */
+  EGRESS_RESULT_NO_RUNTIME = 1103,
+  /*
+   The spec is invalid: the message names every invalid field (the first, then "; and N
+   more: ..."), each with its value and what would be valid.
    */
   EGRESS_RESULT_INVALID_SPEC = 2000,
   /*
@@ -86,9 +106,25 @@ enum egress_result
    */
   EGRESS_RESULT_CONFLICT = 3003,
   /*
+   `egress_router_teardown` found that the router of this name cannot be shown to be the
+   one the handle applied (it was torn down and applied again by someone else, or its
+   crash record is gone): nothing was changed, and the handle is consumed. In the 3000
+   range because what the kernel holds rules the call out before any change. Tear the
+   router down by name if it must go.
+   */
+  EGRESS_RESULT_STALE_HANDLE = 3004,
+  /*
    The kernel differs from the spec; the message lists how.
    */
   EGRESS_RESULT_DRIFT_FOUND = 3100,
+  /*
+   An apply or repair ran every step, then read the namespace back and found that it does
+   not hold the router (something changed it meanwhile, or the kernel did not take a change
+   as sent); the message lists the differences. Everything was rolled back: the kernel is
+   as it was before the call, and retrying, or `egress_spec_ensure`, may succeed. In the
+   3100 range because it is the comparison `egress_spec_check` makes, found by the apply.
+   */
+  EGRESS_RESULT_VERIFY_FAILED = 3101,
   /*
    A netlink (or sysctl) call failed; the message names the operation and the errno.
    */
@@ -101,6 +137,14 @@ enum egress_result
    A teardown ran every undo and some failed: the message lists what remains.
    */
   EGRESS_RESULT_TEARDOWN_INCOMPLETE = 4002,
+  /*
+   An undo was skipped on purpose because another could not be done: the router's crash
+   record was kept, for a later teardown by name to finish from. In the 4000 range because
+   it follows from a failed kernel call. No call of this version returns it: a teardown
+   or a rollback lists skipped undos in the message of `EGRESS_RESULT_TEARDOWN_INCOMPLETE`
+   or `EGRESS_RESULT_ROLLBACK_INCOMPLETE`.
+   */
+  EGRESS_RESULT_UNDO_SKIPPED = 4003,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -565,7 +609,9 @@ egress_result egress_spec_to_json(const struct egress_spec *spec, char **json_ou
 
  On failure the kernel is as it was (the message names the failed plan step, its errno and
  says the rollback was complete), except with `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose
- message lists what remains.
+ message lists what remains. `EGRESS_RESULT_VERIFY_FAILED`: every step ran, but the namespace
+ read back did not hold the router (something changed it meanwhile); it was rolled back,
+ and a retry may succeed.
 
  # Safety
  `spec` must be NULL or a live spec; `router_out` must be NULL or point to writable storage
@@ -589,6 +635,11 @@ egress_result egress_apply(const struct egress_spec *spec, struct egress_router 
  previous default routes and sysctl values, deletes what it created). Runs every undo even
  when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains. A router that is
  gone already is success.
+
+ `EGRESS_RESULT_STALE_HANDLE`: the router of this name in the namespace cannot be shown to be
+ the one this handle applied (it was torn down and applied again by someone else, or its
+ crash record is gone); nothing was changed. Use `egress_router_teardown_by_name` if that
+ router must go.
 
  Consumes `router` whatever the result (unless it is NULL): it must not be used or freed
  afterwards. What remains after a failure can be retried with

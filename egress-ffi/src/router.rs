@@ -42,7 +42,9 @@ pub enum egress_ensure_action {
 ///
 /// On failure the kernel is as it was (the message names the failed plan step, its errno and
 /// says the rollback was complete), except with `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose
-/// message lists what remains.
+/// message lists what remains. `EGRESS_RESULT_VERIFY_FAILED`: every step ran, but the namespace
+/// read back did not hold the router (something changed it meanwhile); it was rolled back,
+/// and a retry may succeed.
 ///
 /// # Safety
 /// `spec` must be NULL or a live spec; `router_out` must be NULL or point to writable storage
@@ -96,6 +98,11 @@ unsafe fn spec_apply(
 /// previous default routes and sysctl values, deletes what it created). Runs every undo even
 /// when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains. A router that is
 /// gone already is success.
+///
+/// `EGRESS_RESULT_STALE_HANDLE`: the router of this name in the namespace cannot be shown to be
+/// the one this handle applied (it was torn down and applied again by someone else, or its
+/// crash record is gone); nothing was changed. Use `egress_router_teardown_by_name` if that
+/// router must go.
 ///
 /// Consumes `router` whatever the result (unless it is NULL): it must not be used or freed
 /// afterwards. What remains after a failure can be retried with
@@ -387,7 +394,10 @@ unsafe fn router_inspect_json_by_name(
 
 #[cfg(test)]
 mod tests {
-    use std::ptr::{null, null_mut};
+    use std::{
+        ffi::CStr,
+        ptr::{null, null_mut},
+    };
 
     use super::*;
     use crate::error::tests::last_error;
@@ -470,5 +480,35 @@ mod tests {
             last_error(),
             "egress_inspect_json: argument `json_out` is NULL"
         );
+    }
+
+    /// A call from a thread that runs one of the library's runtimes is refused with its own
+    /// code, before anything else (and so without root).
+    #[test]
+    fn a_call_from_inside_an_async_runtime_is_refused() {
+        let json = cr#"{"name": "r", "external": {"adopt": "m"}, "sources": ["203.0.113.9"],
+                         "gateways": ["203.0.113.1"]}"#;
+        let mut spec = null_mut();
+        assert_eq!(
+            unsafe { crate::egress_spec_from_json(json.as_ptr(), &mut spec) },
+            egress_result::Ok
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut drift = std::ptr::dangling_mut::<c_char>();
+        let r = rt.block_on(async { unsafe { egress_spec_check(spec, &mut drift) } });
+        assert_eq!((r, drift.is_null()), (egress_result::BlockingInAsync, true));
+        assert!(
+            last_error().starts_with(
+                "egress_spec_check: egress_core::blocking::check called from inside an async \
+                 runtime"
+            ),
+            "{}",
+            last_error()
+        );
+        let name = unsafe { CStr::from_ptr(crate::egress_result_name(r as u32)) };
+        assert_eq!(name, c"EGRESS_RESULT_BLOCKING_IN_ASYNC");
+        unsafe { crate::egress_spec_free(spec) };
     }
 }

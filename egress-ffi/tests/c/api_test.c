@@ -1,8 +1,8 @@
 /* The C API's contract, under AddressSanitizer + UBSan + LeakSanitizer: every function with NULL
  * for each pointer argument, invalid UTF-8 in each string argument, enum and integer values out
- * of range, result names, the last error message; the pure calls (builder, JSON, plan) end to
- * end; and the kernel calls failing cleanly on a namespace that does not exist, under their
- * names and under the deprecated aliases of 0.1.
+ * of range, result numbers and names, the last error message; the pure calls (builder, JSON,
+ * plan) end to end; the kernel calls failing cleanly on a namespace that does not exist, under
+ * their names and under the deprecated aliases of 0.1.
  *
  * Needs root (the kernel calls check CAP_NET_ADMIN first) and creates nothing.
  * Usage: api_test EXPECTED_VERSION */
@@ -46,32 +46,42 @@ static void check_build_fails(egress_spec_builder *b, const char *needle) {
 
 static void test_names_and_version(const char *expected_version) {
   CHECK(strcmp(egress_version(), expected_version) == 0);
+  /* The numbers are the ABI: a compiled program holds them. */
   static const struct {
     egress_result code;
+    uint32_t number;
     const char *name;
   } names[] = {
-      {EGRESS_RESULT_OK, "EGRESS_RESULT_OK"},
-      {EGRESS_RESULT_NULL_PARAMETER, "EGRESS_RESULT_NULL_PARAMETER"},
-      {EGRESS_RESULT_INVALID_UTF8, "EGRESS_RESULT_INVALID_UTF8"},
-      {EGRESS_RESULT_OUT_OF_RANGE, "EGRESS_RESULT_OUT_OF_RANGE"},
-      {EGRESS_RESULT_INSUFFICIENT_SIZE, "EGRESS_RESULT_INSUFFICIENT_SIZE"},
-      {EGRESS_RESULT_MACVLAN_NOT_SET, "EGRESS_RESULT_MACVLAN_NOT_SET"},
-      {EGRESS_RESULT_PANIC, "EGRESS_RESULT_PANIC"},
-      {EGRESS_RESULT_UNKNOWN_ERROR, "EGRESS_RESULT_UNKNOWN_ERROR"},
-      {EGRESS_RESULT_INVALID_SPEC, "EGRESS_RESULT_INVALID_SPEC"},
-      {EGRESS_RESULT_PERMISSION_DENIED, "EGRESS_RESULT_PERMISSION_DENIED"},
-      {EGRESS_RESULT_NOT_FOUND, "EGRESS_RESULT_NOT_FOUND"},
-      {EGRESS_RESULT_ALREADY_EXISTS, "EGRESS_RESULT_ALREADY_EXISTS"},
-      {EGRESS_RESULT_CONFLICT, "EGRESS_RESULT_CONFLICT"},
-      {EGRESS_RESULT_DRIFT_FOUND, "EGRESS_RESULT_DRIFT_FOUND"},
-      {EGRESS_RESULT_NETLINK_FAILURE, "EGRESS_RESULT_NETLINK_FAILURE"},
-      {EGRESS_RESULT_ROLLBACK_INCOMPLETE, "EGRESS_RESULT_ROLLBACK_INCOMPLETE"},
-      {EGRESS_RESULT_TEARDOWN_INCOMPLETE, "EGRESS_RESULT_TEARDOWN_INCOMPLETE"},
+      {EGRESS_RESULT_OK, 0, "EGRESS_RESULT_OK"},
+      {EGRESS_RESULT_NULL_PARAMETER, 1000, "EGRESS_RESULT_NULL_PARAMETER"},
+      {EGRESS_RESULT_INVALID_UTF8, 1001, "EGRESS_RESULT_INVALID_UTF8"},
+      {EGRESS_RESULT_OUT_OF_RANGE, 1002, "EGRESS_RESULT_OUT_OF_RANGE"},
+      {EGRESS_RESULT_INSUFFICIENT_SIZE, 1003, "EGRESS_RESULT_INSUFFICIENT_SIZE"},
+      {EGRESS_RESULT_MACVLAN_NOT_SET, 1004, "EGRESS_RESULT_MACVLAN_NOT_SET"},
+      {EGRESS_RESULT_PANIC, 1100, "EGRESS_RESULT_PANIC"},
+      {EGRESS_RESULT_UNKNOWN_ERROR, 1101, "EGRESS_RESULT_UNKNOWN_ERROR"},
+      {EGRESS_RESULT_BLOCKING_IN_ASYNC, 1102, "EGRESS_RESULT_BLOCKING_IN_ASYNC"},
+      {EGRESS_RESULT_NO_RUNTIME, 1103, "EGRESS_RESULT_NO_RUNTIME"},
+      {EGRESS_RESULT_INVALID_SPEC, 2000, "EGRESS_RESULT_INVALID_SPEC"},
+      {EGRESS_RESULT_PERMISSION_DENIED, 3000, "EGRESS_RESULT_PERMISSION_DENIED"},
+      {EGRESS_RESULT_NOT_FOUND, 3001, "EGRESS_RESULT_NOT_FOUND"},
+      {EGRESS_RESULT_ALREADY_EXISTS, 3002, "EGRESS_RESULT_ALREADY_EXISTS"},
+      {EGRESS_RESULT_CONFLICT, 3003, "EGRESS_RESULT_CONFLICT"},
+      {EGRESS_RESULT_STALE_HANDLE, 3004, "EGRESS_RESULT_STALE_HANDLE"},
+      {EGRESS_RESULT_DRIFT_FOUND, 3100, "EGRESS_RESULT_DRIFT_FOUND"},
+      {EGRESS_RESULT_VERIFY_FAILED, 3101, "EGRESS_RESULT_VERIFY_FAILED"},
+      {EGRESS_RESULT_NETLINK_FAILURE, 4000, "EGRESS_RESULT_NETLINK_FAILURE"},
+      {EGRESS_RESULT_ROLLBACK_INCOMPLETE, 4001, "EGRESS_RESULT_ROLLBACK_INCOMPLETE"},
+      {EGRESS_RESULT_TEARDOWN_INCOMPLETE, 4002, "EGRESS_RESULT_TEARDOWN_INCOMPLETE"},
+      {EGRESS_RESULT_UNDO_SKIPPED, 4003, "EGRESS_RESULT_UNDO_SKIPPED"},
   };
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    CHECK(names[i].code == names[i].number);
     CHECK(strcmp(egress_result_name(names[i].code), names[i].name) == 0);
-  CHECK(EGRESS_RESULT_OK == 0);
+  }
   CHECK(strcmp(egress_result_name(1), "unknown egress_result") == 0);
+  CHECK(strcmp(egress_result_name(1104), "unknown egress_result") == 0);
+  CHECK(strcmp(egress_result_name(4004), "unknown egress_result") == 0);
   CHECK(strcmp(egress_result_name(UINT32_MAX), "unknown egress_result") == 0);
 }
 
@@ -262,6 +272,18 @@ static void test_values_checked_at_build(void) {
   b = NULL;
   CHECK_RESULT(egress_spec_builder_new("Not_A_Name", &b), EGRESS_RESULT_OK);
   check_build_fails(b, "invalid name `Not_A_Name`");
+
+  /* Every invalid field is in the one message, the first one first. */
+  b = NULL;
+  CHECK_RESULT(egress_spec_builder_new("Not_A_Name", &b), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_adopt(b, "macvlan0"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_add_source(b, "203.0.113.300/24"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_add_gateway(b, "203.0.113.1"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_announce(b, 17), EGRESS_RESULT_OK);
+  check_build_fails(b, "egress_spec_builder_build: invalid name `Not_A_Name`");
+  CHECK_MESSAGE("; and 2 more: ");
+  CHECK_MESSAGE("invalid sources[0] `203.0.113.300/24`");
+  CHECK_MESSAGE("invalid announce `17`");
 }
 
 static void test_spec_calls(void) {

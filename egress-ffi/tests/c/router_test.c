@@ -1,7 +1,7 @@
 /* A real router through the C API, under AddressSanitizer + UBSan + LeakSanitizer: apply, check,
- * ensure, inspect, drift and repair, teardown by handle and by name, and the deprecated names of
- * 0.1, in a throwaway namespace that scripts/test-c.sh makes (veth int0 on 192.0.2.2/24 with a
- * default route, veth ext0 down to adopt) and compares before and after.
+ * ensure, inspect, drift and repair, teardown by handle and by name, a stale handle, and the
+ * deprecated names of 0.1, in a throwaway namespace that scripts/test-c.sh makes (veth int0 on
+ * 192.0.2.2/24 with a default route, veth ext0 down to adopt) and compares before and after.
  *
  * Usage: router_test NETNS_NAME (as root) */
 #include <stdio.h>
@@ -96,6 +96,21 @@ int main(int argc, char **argv) {
   check_drift(spec, EGRESS_RESULT_OK, "[]");
   CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
   CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
+  check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
+
+  /* A handle whose router was torn down and applied again by someone else is stale: its
+   * teardown changes nothing; the new router's handle tears it down. */
+  egress_router *stale = NULL;
+  CHECK_RESULT(egress_spec_apply(spec, &stale), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
+  router = NULL;
+  CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_teardown(stale), EGRESS_RESULT_STALE_HANDLE);
+  CHECK_MESSAGE("egress_router_teardown: router `c-api` in namespace");
+  CHECK_MESSAGE("is not the one this handle applied");
+  CHECK_MESSAGE("nothing was changed");
+  check_drift(spec, EGRESS_RESULT_OK, "[]");
+  CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
 
   /* Freeing the handle leaves the router in place, for teardown by name later; the deprecated
