@@ -585,7 +585,8 @@ void egress_spec_free(struct egress_spec *spec);
 /*
  The dry run: every kernel change `egress_spec_apply` would make in a namespace without the
  router, one numbered line each, into `*plan_out` (free it with `egress_string_free`). Needs
- no kernel and changes nothing.
+ no kernel and changes nothing. (What a live namespace still needs is
+ `egress_spec_plan_live`.)
 
  # Safety
  `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for
@@ -706,6 +707,20 @@ egress_result egress_spec_check(const struct egress_spec *spec, char **drift_out
  As for `egress_spec_check`.
  */
 egress_result egress_check(const struct egress_spec *spec, char **drift_out);
+
+/*
+ What the namespace of `spec` still needs to hold the router, as it is now: only the steps
+ that add what is missing or change back what is wrong (what `egress_spec_ensure` would do),
+ the whole plan when the router is not there, an empty string when it matches. One numbered
+ line per step, as `egress_spec_plan`, into `*plan_out` (free it with `egress_string_free`).
+ Reads the kernel and changes nothing. `EGRESS_RESULT_NOT_FOUND` when the namespace is not
+ there, or the link the spec adopts (no step could make it).
+
+ # Safety
+ `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for
+ a pointer.
+ */
+egress_result egress_spec_plan_live(const struct egress_spec *spec, char **plan_out);
 
 /*
  Tears down router `name` in the namespace at `netns_path` from what the kernel holds, without

@@ -1,4 +1,4 @@
-//! Applying, converging, checking, inspecting and tearing down routers, through
+//! Applying, converging, checking, planning, inspecting and tearing down routers, through
 //! [`egress_core::blocking`]. All of these need `CAP_NET_ADMIN` (and `CAP_SYS_ADMIN` to enter
 //! another namespace) and block until the kernel has answered.
 
@@ -268,6 +268,29 @@ unsafe fn spec_check(
     })
 }
 
+/// What the namespace of `spec` still needs to hold the router, as it is now: only the steps
+/// that add what is missing or change back what is wrong (what `egress_spec_ensure` would do),
+/// the whole plan when the router is not there, an empty string when it matches. One numbered
+/// line per step, as `egress_spec_plan`, into `*plan_out` (free it with `egress_string_free`).
+/// Reads the kernel and changes nothing. `EGRESS_RESULT_NOT_FOUND` when the namespace is not
+/// there, or the link the spec adopts (no step could make it).
+///
+/// # Safety
+/// `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for
+/// a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn egress_spec_plan_live(
+    spec: *const egress_spec,
+    plan_out: *mut *mut c_char,
+) -> egress_result {
+    call("egress_spec_plan_live", || {
+        // SAFETY (both): as documented for the caller.
+        let out = unsafe { arg_out(plan_out, "plan_out") }?;
+        let spec = unsafe { arg_ref(spec, "spec") }?;
+        put_string(out, blocking::plan(&spec.0)?.to_string())
+    })
+}
+
 /// Tears down router `name` in the namespace at `netns_path` from what the kernel holds, without
 /// a handle: after the process that applied it is gone, or after `egress_spec_ensure`
 /// (`/run/netns/NAME` for a named namespace, `/proc/PID/ns/net` for a process's,
@@ -423,6 +446,16 @@ mod tests {
             egress_result::NullParameter
         );
         assert!(text.is_null());
+        text = std::ptr::dangling_mut();
+        assert_eq!(
+            unsafe { egress_spec_plan_live(null(), &mut text) },
+            egress_result::NullParameter
+        );
+        assert!(text.is_null());
+        assert_eq!(
+            last_error(),
+            "egress_spec_plan_live: argument `spec` is NULL"
+        );
         assert_eq!(
             unsafe { egress_router_teardown_by_name(c"/run/netns/x".as_ptr(), null()) },
             egress_result::NullParameter

@@ -599,7 +599,8 @@ pub unsafe extern "C" fn egress_spec_free(spec: *mut egress_spec) {
 
 /// The dry run: every kernel change `egress_spec_apply` would make in a namespace without the
 /// router, one numbered line each, into `*plan_out` (free it with `egress_string_free`). Needs
-/// no kernel and changes nothing.
+/// no kernel and changes nothing. (What a live namespace still needs is
+/// `egress_spec_plan_live`.)
 ///
 /// # Safety
 /// `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for

@@ -370,6 +370,18 @@ static void test_kernel_calls_on_a_missing_namespace(void) {
   CHECK_RESULT(egress_spec_check(spec, &text), EGRESS_RESULT_NOT_FOUND);
   CHECK(text == NULL);
 
+  text = NOT_NULL(char);
+  CHECK_RESULT(egress_spec_plan_live(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_spec_plan_live: argument `spec` is NULL");
+  CHECK_RESULT(egress_spec_plan_live(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_spec_plan_live: argument `plan_out` is NULL");
+  text = NOT_NULL(char);
+  CHECK_RESULT(egress_spec_plan_live(spec, &text), EGRESS_RESULT_NOT_FOUND);
+  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_spec_plan_live: netns: network namespace");
+  CHECK_MESSAGE(missing_netns);
+
   CHECK_RESULT(egress_router_teardown(NULL), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_MESSAGE("egress_router_teardown: argument `router` is NULL");
   egress_router_free(NULL);

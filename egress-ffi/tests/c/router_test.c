@@ -1,7 +1,8 @@
 /* A real router through the C API, under AddressSanitizer + UBSan + LeakSanitizer: apply, check,
- * ensure, inspect, drift and repair, teardown by handle and by name, a stale handle, and the
- * deprecated names of 0.1, in a throwaway namespace that scripts/test-c.sh makes (veth int0 on
- * 192.0.2.2/24 with a default route, veth ext0 down to adopt) and compares before and after.
+ * the live plan, ensure, inspect, drift and repair, teardown by handle and by name, a stale
+ * handle, and the deprecated names of 0.1, in a throwaway namespace that scripts/test-c.sh
+ * makes (veth int0 on 192.0.2.2/24 with a default route, veth ext0 down to adopt) and compares
+ * before and after.
  *
  * Usage: router_test NETNS_NAME (as root) */
 #include <stdio.h>
@@ -49,6 +50,28 @@ static void check_inspect(egress_result expected, const char *needle) {
   egress_string_free(json);
 }
 
+/* egress_spec_plan_live: what the namespace still needs. `expected` NULL: the whole plan, as
+ * egress_spec_plan gives it; "": nothing; otherwise the first lines of a plan that is not the
+ * whole plan (only what is missing or wrong). */
+static void check_plan_live(const egress_spec *spec, const char *expected) {
+  char *live = NULL, *whole = NULL;
+  CHECK_RESULT(egress_spec_plan_live(spec, &live), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_plan(spec, &whole), EGRESS_RESULT_OK);
+  int ok = live != NULL && whole != NULL;
+  if (ok && expected == NULL)
+    ok = strcmp(live, whole) == 0;
+  else if (ok && expected[0] == '\0')
+    ok = live[0] == '\0';
+  else if (ok)
+    ok = strncmp(live, expected, strlen(expected)) == 0 && strcmp(live, whole) != 0;
+  CHECK(ok);
+  if (!ok)
+    fprintf(stderr, "live plan:\n%s\nwhole plan:\n%s\n", live ? live : "(NULL)",
+            whole ? whole : "(NULL)");
+  egress_string_free(live);
+  egress_string_free(whole);
+}
+
 static void ip(const char *args) {
   char cmd[512];
   snprintf(cmd, sizeof cmd, "ip -n %s %s", netns_name, args);
@@ -71,9 +94,11 @@ int main(int argc, char **argv) {
   CHECK_MESSAGE("egress_router_inspect_json_by_name: no router `c-api` is configured in namespace");
   check_drift(spec, EGRESS_RESULT_DRIFT_FOUND, "\"kind\":\"router_missing\"");
   CHECK_MESSAGE("egress_spec_check: drift found: router not configured");
+  check_plan_live(spec, NULL);
   CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_OK);
   CHECK(router != NULL);
   check_drift(spec, EGRESS_RESULT_OK, "[]");
+  check_plan_live(spec, "");
   CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);
   CHECK(action == EGRESS_ENSURE_ACTION_UNCHANGED);
   check_inspect(EGRESS_RESULT_OK, "\"addresses\":[\"203.0.113.99/24\"]");
@@ -84,16 +109,19 @@ int main(int argc, char **argv) {
   CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
 
-  /* Without a handle: ensure creates, drift is found and repaired, teardown by name. */
+  /* Without a handle: ensure creates, drift is found, planned and repaired, teardown by name. */
   CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);
   CHECK(action == EGRESS_ENSURE_ACTION_CREATED);
   check_drift(spec, EGRESS_RESULT_OK, "[]");
   ip("link set ext0 down");
   check_drift(spec, EGRESS_RESULT_DRIFT_FOUND, "\"kind\":\"link_down\"");
   CHECK_MESSAGE("egress_spec_check: drift found: link ext0 is down");
+  check_plan_live(spec, " 1. ip link set dev ext0 up\n"
+                        " 2. ip route add 203.0.113.1/32 dev ext0 proto 158\n");
   CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);
   CHECK(action == EGRESS_ENSURE_ACTION_REPAIRED);
   check_drift(spec, EGRESS_RESULT_OK, "[]");
+  check_plan_live(spec, "");
   CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
   CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
