@@ -136,7 +136,7 @@ async fn ensure_in(
     }
     let plan = desired.plan(&now)?;
     for d in &drift {
-        info!(drift = %d, kind = d.kind(), "repairing");
+        info!(drift = %d, kind = %d.kind(), "repairing");
     }
     Tx::new(spec, c, now, parent, 0)
         .run(&desired, &plan)

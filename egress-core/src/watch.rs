@@ -228,7 +228,7 @@ async fn watch_in(
                     conn = Some(c);
                     let took = changed_at.elapsed();
                     for d in &drift {
-                        info!(drift = %d, kind = d.kind(), us = took.as_micros() as u64, "repaired");
+                        info!(drift = %d, kind = %d.kind(), us = took.as_micros() as u64, "repaired");
                     }
                     on_event(&WatchEvent::Repaired { drift, took });
                     retry = RETRY_FIRST;
