@@ -61,7 +61,11 @@ impl Router {
     /// Undoes everything the apply did, in reverse order; returns what was undone.
     ///
     /// Runs every undo even when one fails ("already gone" counts as done) and then raises
-    /// TeardownError listing the failures. A second call does nothing and returns [].
+    /// TeardownError listing the failures. A router that is gone already is success: [].
+    /// First the handle checks that the router in the kernel is still the one it applied:
+    /// one torn down and applied again by someone else (egress.teardown(), then another
+    /// apply or ensure) is left alone, and StaleHandleError says so. Either way the handle
+    /// is spent: active is False after the first call, and a second call returns [].
     /// The GIL is released while the kernel is programmed.
     fn teardown(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let handle = self
@@ -130,8 +134,9 @@ impl Step {
 }
 
 /// One way the kernel differs from a spec. str() says it in a sentence; kind names it
-/// (router_missing, link_missing, link_down, link_changed, address_missing, route_missing,
-/// foreign_default_route, sysctl_changed, nat_changed); to_dict() has every detail.
+/// (router_missing, link_missing, link_down, link_changed, address_missing, foreign_address,
+/// route_missing, foreign_default_route, sysctl_changed, nat_changed, journal_damaged);
+/// to_dict() has every detail.
 #[pyclass(module = "egress", frozen)]
 #[derive(Clone)]
 pub(crate) struct Drift {
@@ -146,7 +151,7 @@ impl Drift {
             pyo3::exceptions::PyTypeError::new_err(format!("egress: cannot convert a drift: {e}"))
         })?;
         Ok(Drift {
-            kind: fields["kind"].as_str().unwrap_or_default().to_owned(),
+            kind: drift.kind().to_owned(),
             message: drift.to_string(),
             fields,
         })

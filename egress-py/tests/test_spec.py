@@ -396,12 +396,21 @@ def test_exception_hierarchy() -> None:
         egress.ApplyError,
         egress.RollbackIncompleteError,
         egress.TeardownError,
+        egress.StaleHandleError,
+        egress.VerifyError,
+        egress.UndoSkippedError,
+        egress.BlockingInAsyncError,
+        egress.NoRuntimeError,
     ]
     for kind in kinds:
         assert issubclass(kind, egress.EgressError)
         assert kind.__module__ == "egress"
         assert kind.__doc__
     assert issubclass(egress.InvalidSpecError, ValueError)
+    assert issubclass(egress.BlockingInAsyncError, RuntimeError)
+    assert issubclass(egress.NoRuntimeError, RuntimeError)
+    for kind in (egress.StaleHandleError, egress.VerifyError, egress.UndoSkippedError):
+        assert not issubclass(kind, (ValueError, RuntimeError, egress.ApplyError))
     assert issubclass(egress.RollbackIncompleteError, egress.ApplyError)
     assert issubclass(egress.EgressError, Exception)
 

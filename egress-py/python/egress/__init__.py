@@ -25,6 +25,8 @@ Every error is an EgressError; InvalidSpecError is also a ValueError. Arguments 
 type raise TypeError. Everything needs CAP_NET_ADMIN (root) except building and planning.
 """
 
+from typing import TypedDict as _TypedDict
+
 from egress._egress import (
     AlreadyExistsError,
     ApplyError,
@@ -38,42 +40,81 @@ from egress._egress import (
     RollbackIncompleteError,
     Router,
     RouterSpec,
+    StaleHandleError,
     Step,
     TeardownError,
+    UndoSkippedError,
+    VerifyError,
     __version__,
     inspect,
     teardown,
 )
 
 
-class InvalidSpecError(EgressError, ValueError):
-    """A spec field holds a value that can never work, whatever the kernel holds.
+class InvalidField(_TypedDict):
+    """One invalid field of a spec, as InvalidSpecError.errors lists them."""
 
-    The message names the field, the value and what would be valid. Attributes: field (a JSON
-    path such as "redirects[1].port"), value (as given), expected (what would be valid).
+    field: str
+    """The field as a JSON path, such as "redirects[1].port"."""
+    value: str
+    """The value given, as text."""
+    expected: str
+    """What would be valid."""
+
+
+class InvalidSpecError(EgressError, ValueError):
+    """Spec fields hold values that can never work, whatever the kernel holds.
+
+    Validation reports every invalid field at once. The message names each field, its value
+    and what would be valid. Attributes: errors (every invalid field, as InvalidField dicts:
+    {"field", "value", "expected"}, in the order of the spec), and the first of them again as
+    field (a JSON path such as "redirects[1].port"), value (as given) and expected.
     """
 
     field: str
     value: str
     expected: str
+    errors: list[InvalidField]
+
+
+class BlockingInAsyncError(EgressError, RuntimeError):
+    """A call was made on one of the library's own threads, which runs its async runtime and
+    must not block: from a logging handler that runs for one of the library's log records.
+    Call the library from your own threads. Attributes: call (the function called)."""
+
+    call: str
+
+
+class NoRuntimeError(EgressError, RuntimeError):
+    """Part of the library ran outside its async runtime. The calls of this package always
+    run on that runtime: this would be a bug of the library; the class exists so that every
+    error of the library has one. Attributes: operation (what needed the runtime)."""
+
+    operation: str
 
 
 __all__ = [
     "AlreadyExistsError",
     "ApplyError",
+    "BlockingInAsyncError",
     "ConflictError",
     "Drift",
     "EgressError",
     "EnsureResult",
+    "InvalidField",
     "InvalidSpecError",
     "KernelError",
+    "NoRuntimeError",
     "NotFoundError",
     "PermissionDeniedError",
     "RollbackIncompleteError",
     "Router",
     "RouterSpec",
+    "StaleHandleError",
     "Step",
     "TeardownError",
+    "UndoSkippedError",
+    "VerifyError",
     "__version__",
     "inspect",
     "teardown",

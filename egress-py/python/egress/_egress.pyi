@@ -20,8 +20,11 @@ __all__ = [
     "RollbackIncompleteError",
     "Router",
     "RouterSpec",
+    "StaleHandleError",
     "Step",
     "TeardownError",
+    "UndoSkippedError",
+    "VerifyError",
     "__version__",
     "inspect",
     "teardown",
@@ -157,3 +160,16 @@ class RollbackIncompleteError(ApplyError): ...
 
 class TeardownError(EgressError):
     failures: list[str]
+    errors: list[EgressError]
+
+class StaleHandleError(EgressError):
+    name: str
+    netns: str
+    reason: str
+
+class VerifyError(EgressError):
+    drift: list[Drift]
+
+class UndoSkippedError(EgressError):
+    undo: str
+    reason: str
