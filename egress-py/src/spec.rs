@@ -4,11 +4,11 @@
 //! built piece by piece; every operation validates it through `egress_core::RouterSpec`, the one
 //! validation every front end shares.
 
-use egress_core::{blocking, MacvlanMode, RouterSpec as CoreSpec, MAX_ANNOUNCE};
+use egress_core::{blocking, MacvlanMode, Protocol, RouterSpec as CoreSpec, MAX_ANNOUNCE};
 use pyo3::{
-    exceptions::PyTypeError,
+    exceptions::{PyDeprecationWarning, PyTypeError},
     prelude::*,
-    types::{PyDict, PyString},
+    types::{PyDict, PyString, PyTuple},
 };
 use serde_json::{Map, Value};
 
@@ -30,7 +30,7 @@ const PORT: &str = "a port from 1 to 65535";
 ///             .macvlan(parent="eth1", mode="private")
 ///             .source("203.0.113.99/24")
 ///             .gateway("203.0.113.1")
-///             .redirect(80, "tcp", "198.51.100.25", 8080)
+///             .redirect(80, "198.51.100.25", 8080)
 ///             .fallback("198.51.100.9"))
 ///     for step in spec.plan():        # the dry run
 ///         print(step)
@@ -289,27 +289,75 @@ impl RouterSpec {
         self.push("gateways", Value::from(ip))
     }
 
-    /// Adds a redirect: connections to `port`/`protocol` (tcp, udp, sctp) on the router go to
-    /// `to`:`to_port` (default: `port`) — one element of the nftables DNAT map.
-    #[pyo3(signature = (port, protocol, to, to_port=None))]
+    /// Adds a redirect: connections to `port`/`protocol` (tcp, udp or sctp) on the router go
+    /// to `to`:`to_port` (default: `port`) — one element of the nftables DNAT map.
+    ///
+    ///     spec.redirect(80, "198.51.100.25", 8080)
+    ///     spec.redirect(53, "198.51.100.53", protocol="udp")
+    ///
+    /// The former order, redirect(port, protocol, to, to_port), still works and warns
+    /// DeprecationWarning: its second argument is a protocol name, which no address is.
+    #[pyo3(
+        signature = (port, *args, to=None, to_port=None, protocol=None),
+        text_signature = "($self, /, port, to, to_port=None, protocol='tcp')"
+    )]
     fn redirect(
         &self,
+        py: Python<'_>,
         port: &Bound<'_, PyAny>,
-        protocol: String,
-        to: String,
-        to_port: Option<&Bound<'_, PyAny>>,
+        args: &Bound<'_, PyTuple>,
+        to: Option<Bound<'_, PyAny>>,
+        to_port: Option<Bound<'_, PyAny>>,
+        protocol: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let old_order = match args.len() {
+            0 => false,
+            1..=3 => is_protocol_name(&args.get_item(0)?),
+            n => {
+                return Err(PyTypeError::new_err(format!(
+                    "redirect() takes at most 4 positional arguments ({} given)",
+                    n + 1
+                )))
+            }
+        };
+        let mut given = [("to", to), ("to_port", to_port), ("protocol", protocol)];
+        let order: [usize; 3] = if old_order { [2, 0, 1] } else { [0, 1, 2] };
+        for (slot, arg) in order.into_iter().zip(args.iter()) {
+            let (name, value) = &mut given[slot];
+            if value.is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "redirect() got multiple values for argument '{name}'"
+                )));
+            }
+            *value = Some(arg);
+        }
+        if old_order {
+            PyErr::warn(
+                py,
+                &py.get_type::<PyDeprecationWarning>(),
+                c"RouterSpec.redirect(port, protocol, to, to_port) is deprecated: \
+                  use redirect(port, to, to_port=None, protocol=\"tcp\")",
+                1,
+            )?;
+        }
+        let [(_, to), (_, to_port), (_, protocol)] = given;
+        let to =
+            to.ok_or_else(|| PyTypeError::new_err("redirect() missing required argument 'to'"))?;
         let i = self.len_of("redirects");
         let mut r = Map::new();
+        let protocol = match protocol {
+            Some(p) => str_arg(&p, "protocol")?,
+            None => Protocol::Tcp.as_str().to_owned(),
+        };
         r.insert("protocol".into(), Value::from(protocol));
         let port = int_arg(port, "port")?;
         r.insert(
             "port".into(),
             int_field(port, u64::MAX, &format!("redirects[{i}].port"), PORT)?,
         );
-        r.insert("to".into(), Value::from(to));
-        if let Some(to_port) = to_port {
-            let to_port = int_arg(to_port, "to_port")?;
+        r.insert("to".into(), Value::from(str_arg(&to, "to")?));
+        if let Some(to_port) = to_port.filter(|p| !p.is_none()) {
+            let to_port = int_arg(&to_port, "to_port")?;
             let field = format!("redirects[{i}].to_port");
             r.insert(
                 "to_port".into(),
@@ -392,5 +440,25 @@ impl RouterSpec {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let raw = json_to_py(py, &Value::Object(self.raw.clone()))?;
         Ok(format!("RouterSpec.from_dict({})", raw.repr()?))
+    }
+}
+
+/// Whether `arg` is a protocol name (as the core reads one): the second argument of the old
+/// order of `redirect`, which no address can be.
+fn is_protocol_name(arg: &Bound<'_, PyAny>) -> bool {
+    arg.cast::<PyString>()
+        .ok()
+        .and_then(|s| s.to_cow().ok().map(|s| s.parse::<Protocol>().is_ok()))
+        .unwrap_or(false)
+}
+
+/// A `str` argument taken by hand (`redirect` sorts its arguments itself).
+fn str_arg(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<String> {
+    match obj.cast::<PyString>() {
+        Ok(s) => Ok(s.to_cow()?.into_owned()),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{arg} must be a str, not {}",
+            type_name(obj)
+        ))),
     }
 }

@@ -11,7 +11,7 @@ egress-core does the work; this package builds its spec and calls it).
             .macvlan(parent="eth1", mode="private")
             .source("203.0.113.99/24")
             .gateway("203.0.113.1")
-            .redirect(80, "tcp", "198.51.100.25", 8080)
+            .redirect(80, "198.51.100.25", 8080)
             .fallback("198.51.100.9"))
     print("\\n".join(map(str, spec.plan())))   # dry run
     with spec.apply() as router:                  # torn down when the block ends

@@ -207,7 +207,7 @@ def build_spec(p: dict[str, Any]) -> "egress.RouterSpec":
     elif p["adopt"] is not None:
         spec = spec.adopt(p["adopt"])
     for r in p["redirects"] or []:
-        spec = spec.redirect(r["port"], r["protocol"], r["to"], r["to_port"])
+        spec = spec.redirect(r["port"], r["to"], to_port=r["to_port"], protocol=r["protocol"])
     for k in p["kept_routes"] or []:
         spec = spec.keep_route(k["to"], k["via"])
     return spec
