@@ -8,7 +8,7 @@ use pyo3::{prelude::*, types::PyType};
 use serde_json::Value;
 
 use crate::{
-    convert::{json_to_py, netns_arg, to_py},
+    convert::{json_to_py, netns_checked, to_py},
     errors::CoreError,
     spec::RouterSpec,
 };
@@ -239,8 +239,9 @@ impl EnsureResult {
 /// that applied it is gone). A router that is not there is success: returns []. Otherwise
 /// returns what was undone. Never touches anything the router does not own.
 ///
-/// netns takes the same forms as RouterSpec's (None = the calling thread's namespace).
-/// The GIL is released meanwhile.
+/// netns takes the same forms as RouterSpec's (None = the calling thread's namespace). An
+/// invalid name, or a namespace name with "/" or "..", raises InvalidSpecError (field
+/// "name", "netns.name") before the kernel is asked. The GIL is released meanwhile.
 #[pyfunction]
 #[pyo3(signature = (name, *, netns=None))]
 pub(crate) fn teardown(
@@ -248,7 +249,7 @@ pub(crate) fn teardown(
     name: String,
     netns: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<String>> {
-    let ns = netns_arg(netns, "netns")?;
+    let ns = netns_checked(netns)?;
     Ok(py
         .detach(|| blocking::teardown_by_name(&ns, &name))
         .map_err(CoreError)?)
@@ -257,7 +258,8 @@ pub(crate) fn teardown(
 /// What router `name` owns in namespace `netns` now, as plain dicts (link, addresses, routes,
 /// saved_routes, sysctls, nat, ...), or None when it is not configured there.
 ///
-/// The GIL is released while the kernel is read.
+/// Invalid names raise InvalidSpecError as teardown() does. The GIL is released while the
+/// kernel is read.
 #[pyfunction]
 #[pyo3(signature = (name, *, netns=None))]
 pub(crate) fn inspect<'py>(
@@ -265,7 +267,7 @@ pub(crate) fn inspect<'py>(
     name: String,
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ns = netns_arg(netns, "netns")?;
+    let ns = netns_checked(netns)?;
     let state = py
         .detach(|| blocking::inspect(&ns, &name))
         .map_err(CoreError)?;

@@ -13,7 +13,7 @@ use pyo3::{
 use serde_json::{Map, Value};
 
 use crate::{
-    convert::{int_arg, int_field, json_to_py, netns_arg, netns_json, py_to_json, type_name},
+    convert::{int_field, json_to_py, netns_arg, netns_json, parse_spec, py_to_json, type_name},
     errors::{invalid, CoreError},
     router::{Drift, EnsureResult, Router, Step},
 };
@@ -71,7 +71,7 @@ impl RouterSpec {
 
     /// The validated core spec.
     pub(crate) fn build(&self) -> Result<CoreSpec, CoreError> {
-        Ok(CoreSpec::from_json_value(Value::Object(self.raw.clone()))?)
+        parse_spec(Value::Object(self.raw.clone()))
     }
 
     /// A Python RouterSpec holding the canonical JSON form of a validated spec.
@@ -134,8 +134,10 @@ impl RouterSpec {
     /// gateways, redirects ([{"protocol", "port", "to", "to_port"}]), fallback, kept_routes
     /// ([{"to", "via"}]), announce.
     ///
-    /// Unknown keys are rejected by name (InvalidSpecError); values that are not JSON types
-    /// raise TypeError.
+    /// Every mistake raises InvalidSpecError naming the field as a JSON path
+    /// ("redirects[0].port"): unknown keys, values of the wrong JSON type, integers beyond
+    /// 64 bits, a dict or list that contains itself or nests deeper than 32 levels. Values
+    /// that are not JSON types at all (bytes, sets, objects) raise TypeError naming the field.
     #[staticmethod]
     fn from_dict(spec: &Bound<'_, PyAny>) -> PyResult<Self> {
         if !spec.is_instance_of::<PyDict>() {
@@ -144,8 +146,7 @@ impl RouterSpec {
                 type_name(spec)
             )));
         }
-        let value = py_to_json(spec, "spec")?;
-        let spec = CoreSpec::from_json_value(value).map_err(CoreError)?;
+        let spec = parse_spec(py_to_json(spec)?)?;
         Ok(RouterSpec::from_core(&spec))
     }
 
@@ -241,14 +242,13 @@ impl RouterSpec {
         );
         m.insert("mode".into(), Value::from(mode));
         if let Some(mtu) = mtu {
-            let mtu = int_arg(mtu, "mtu")?;
-            let mtu = int_field(
+            let mtu: u32 = int_field(
                 mtu,
-                u64::from(u32::MAX),
+                "mtu",
                 "external.macvlan.mtu",
                 "an MTU from 68 to 65535",
             )?;
-            m.insert("mtu".into(), mtu);
+            m.insert("mtu".into(), Value::from(mtu));
         }
         if let Some(mac) = mac {
             m.insert("mac".into(), Value::from(mac));
@@ -350,19 +350,13 @@ impl RouterSpec {
             None => Protocol::Tcp.as_str().to_owned(),
         };
         r.insert("protocol".into(), Value::from(protocol));
-        let port = int_arg(port, "port")?;
-        r.insert(
-            "port".into(),
-            int_field(port, u64::MAX, &format!("redirects[{i}].port"), PORT)?,
-        );
+        let port: u64 = int_field(port, "port", &format!("redirects[{i}].port"), PORT)?;
+        r.insert("port".into(), Value::from(port));
         r.insert("to".into(), Value::from(str_arg(&to, "to")?));
         if let Some(to_port) = to_port.filter(|p| !p.is_none()) {
-            let to_port = int_arg(&to_port, "to_port")?;
             let field = format!("redirects[{i}].to_port");
-            r.insert(
-                "to_port".into(),
-                int_field(to_port, u64::MAX, &field, PORT)?,
-            );
+            let to_port: u64 = int_field(&to_port, "to_port", &field, PORT)?;
+            r.insert("to_port".into(), Value::from(to_port));
         }
         Ok(self.push("redirects", Value::Object(r)))
     }
@@ -386,11 +380,10 @@ impl RouterSpec {
 
     /// How many gratuitous ARPs / unsolicited NAs to send per address (default 1, 0 = none).
     fn announce(&self, count: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let count = int_arg(count, "count")?;
         let expected = format!("a count from 0 to {MAX_ANNOUNCE}");
-        let count = int_field(count, u64::from(u8::MAX), "announce", &expected)?;
+        let count: u8 = int_field(count, "count", "announce", &expected)?;
         Ok(self.with(|raw| {
-            raw.insert("announce".into(), count);
+            raw.insert("announce".into(), Value::from(count));
         }))
     }
 

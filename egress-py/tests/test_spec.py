@@ -121,8 +121,9 @@ def test_dict_round_trip_and_repr() -> None:
 
 
 def test_from_dict_rejects_unknown_keys_by_name() -> None:
-    with pytest.raises(egress.InvalidSpecError, match="unknown field `fallbackIP`"):
+    with pytest.raises(egress.InvalidSpecError, match="unknown field `fallbackIP`") as e:
         RouterSpec.from_dict({**ISSUE_EXAMPLE, "fallbackIP": "198.51.100.9"})
+    assert (e.value.field, e.value.value) == ("fallbackIP", '"198.51.100.9"')
 
 
 def test_from_dict_validates_at_once() -> None:
@@ -134,9 +135,11 @@ def test_from_dict_validates_at_once() -> None:
 def test_from_dict_wrong_types_are_type_errors() -> None:
     with pytest.raises(TypeError, match="from_dict\\(\\) takes a dict, not list"):
         RouterSpec.from_dict([("name", "x")])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"spec\[\"netns\"\]\[\"path\"\] must be a JSON value"):
+    with pytest.raises(TypeError, match=r"^netns.path must be a JSON value .*, not PosixPath$"):
         RouterSpec.from_dict({**ISSUE_EXAMPLE, "netns": {"path": pathlib.Path("/x")}})
-    with pytest.raises(TypeError, match="keys must be str, not int"):
+    with pytest.raises(TypeError, match=r"^redirects\[0\]: keys must be str, not int$"):
+        RouterSpec.from_dict({**ISSUE_EXAMPLE, "redirects": [{1: "x"}]})
+    with pytest.raises(TypeError, match="^spec: keys must be str, not int$"):
         RouterSpec.from_dict({**ISSUE_EXAMPLE, 1: "x"})  # type: ignore[dict-item]
 
 
