@@ -111,8 +111,16 @@ pub(crate) struct Step {
 }
 
 impl Step {
-    pub(crate) fn new(index: usize, text: String) -> Self {
-        Step { index, text }
+    /// The steps of `plan`, numbered from 1.
+    pub(crate) fn all(plan: &egress_core::Plan) -> Vec<Step> {
+        plan.steps()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Step {
+                index: i + 1,
+                text: s.to_string(),
+            })
+            .collect()
     }
 }
 

@@ -387,16 +387,19 @@ impl RouterSpec {
         }))
     }
 
-    /// The dry run: every kernel change apply() would make, in order. Changes nothing.
+    /// The dry run: every kernel change apply() would make, in order, computed from the spec
+    /// alone (the kernel is not read; no privilege needed). Changes nothing.
     fn plan(&self) -> PyResult<Vec<Step>> {
-        let spec = self.build()?;
-        Ok(spec
-            .plan()
-            .steps()
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Step::new(i + 1, s.to_string()))
-            .collect())
+        Ok(Step::all(&self.build()?.plan()))
+    }
+
+    /// The dry run of ensure(): the steps the router's namespace still needs now, read from
+    /// the kernel — only what is missing or wrong, the whole plan when the router is not
+    /// there, [] when it matches. Changes nothing (Ansible's check mode). Needs
+    /// CAP_NET_ADMIN, like check(); the GIL is released while the kernel is read.
+    fn plan_live(&self, py: Python<'_>) -> PyResult<Vec<Step>> {
+        let plan = py.detach(|| Ok::<_, CoreError>(blocking::plan(&self.build()?)?))?;
+        Ok(Step::all(&plan))
     }
 
     /// Configures the router as one transaction and returns its handle.

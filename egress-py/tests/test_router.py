@@ -142,6 +142,27 @@ def test_a_stale_handle_leaves_the_new_router_alone(lab: Lab) -> None:
     assert_same(before, lab.snapshot())
 
 
+def test_plan_live_is_what_the_namespace_still_needs(lab: Lab) -> None:
+    before = lab.snapshot()
+    spec = lab.spec("py-live")
+    # Not there: the whole plan.
+    assert [str(s) for s in spec.plan_live()] == [str(s) for s in spec.plan()]
+    assert_same(before, lab.snapshot())
+    with spec.apply():
+        assert spec.plan_live() == []
+        lab.ip("router", "link", "set", "macvlan0", "down")
+        steps = [str(s) for s in spec.plan_live()]
+        assert steps and len(steps) < len(spec.plan())
+        assert steps[:2] == ["ip link set dev macvlan0 up", f"ip route add {lab.c['GATEWAY4']}/32 dev macvlan0 proto 158"]
+        assert [s.index for s in spec.plan_live()] == list(range(1, len(steps) + 1))
+        repaired = spec.ensure()
+        assert repaired.action == "repaired"
+        assert spec.plan_live() == []
+    assert_same(before, lab.snapshot())
+    with pytest.raises(egress.InvalidSpecError):
+        spec.announce(99).plan_live()
+
+
 def test_kernel_errors_map_to_their_classes(lab: Lab) -> None:
     before = lab.snapshot()
     with pytest.raises(egress.NotFoundError, match="eth9"):

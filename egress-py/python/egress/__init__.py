@@ -18,8 +18,9 @@ egress-core does the work; this package builds its spec and calls it).
         ...
 
 Also: RouterSpec.from_dict() / to_dict() (the JSON form), RouterSpec.from_env() (OpenShift's
-EGRESS_* variables), spec.check() (drift), spec.ensure() (idempotent apply),
-egress.inspect(name, netns=...) and egress.teardown(name, netns=...).
+EGRESS_* variables), spec.check() (drift), spec.plan_live() (what the namespace still needs),
+spec.ensure() (idempotent apply), egress.inspect(name, netns=...) and
+egress.teardown(name, netns=...).
 
 Every error is an EgressError; InvalidSpecError is also a ValueError. Arguments of the wrong
 type raise TypeError. Everything needs CAP_NET_ADMIN (root) except building and planning.
