@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::{
     convert::{json_to_py, netns_checked, to_py},
     errors::CoreError,
+    log,
     spec::RouterSpec,
 };
 
@@ -68,6 +69,7 @@ impl Router {
     /// is spent: active is False after the first call, and a second call returns [].
     /// The GIL is released while the kernel is programmed.
     fn teardown(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        log::refresh(py);
         let handle = self
             .handle
             .lock()
@@ -258,6 +260,7 @@ pub(crate) fn teardown(
     netns: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<String>> {
     let ns = netns_checked(netns)?;
+    log::refresh(py);
     Ok(py
         .detach(|| blocking::teardown_by_name(&ns, &name))
         .map_err(CoreError)?)
@@ -276,6 +279,7 @@ pub(crate) fn inspect<'py>(
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let ns = netns_checked(netns)?;
+    log::refresh(py);
     let state = py
         .detach(|| blocking::inspect(&ns, &name))
         .map_err(CoreError)?;

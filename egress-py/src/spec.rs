@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use crate::{
     convert::{int_field, json_to_py, netns_arg, netns_json, parse_spec, py_to_json, type_name},
     errors::{invalid, CoreError},
+    log,
     router::{Drift, EnsureResult, Router, Step},
 };
 
@@ -398,6 +399,7 @@ impl RouterSpec {
     /// there, [] when it matches. Changes nothing (Ansible's check mode). Needs
     /// CAP_NET_ADMIN, like check(); the GIL is released while the kernel is read.
     fn plan_live(&self, py: Python<'_>) -> PyResult<Vec<Step>> {
+        log::refresh(py);
         let plan = py.detach(|| Ok::<_, CoreError>(blocking::plan(&self.build()?)?))?;
         Ok(Step::all(&plan))
     }
@@ -410,6 +412,7 @@ impl RouterSpec {
     /// the router configured (egress.teardown(name, netns=...) removes it later).
     /// The GIL is released for the whole call (validation included).
     fn apply(&self, py: Python<'_>) -> PyResult<Router> {
+        log::refresh(py);
         let (router, spec) = py.detach(|| {
             let spec = self.build()?;
             let router = blocking::apply(&spec)?;
@@ -421,6 +424,7 @@ impl RouterSpec {
     /// How the kernel differs from this spec, as a list of Drift; empty when the router is
     /// configured exactly. Changes nothing. The GIL is released while the kernel is read.
     fn check(&self, py: Python<'_>) -> PyResult<Vec<Drift>> {
+        log::refresh(py);
         let drift = py.detach(|| Ok::<_, CoreError>(blocking::check(&self.build()?)?))?;
         drift.iter().map(Drift::new).collect()
     }
@@ -429,6 +433,7 @@ impl RouterSpec {
     /// does nothing when it matches, repairs it when it drifted. Returns an EnsureResult
     /// (changed, action, drift). The router is left in place. The GIL is released meanwhile.
     fn ensure(&self, py: Python<'_>) -> PyResult<EnsureResult> {
+        log::refresh(py);
         let outcome = py.detach(|| Ok::<_, CoreError>(blocking::ensure(&self.build()?)?))?;
         EnsureResult::new(py, &outcome)
     }
