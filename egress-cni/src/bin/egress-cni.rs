@@ -6,7 +6,8 @@
 //! The runtime (Multus, or any CNI runtime) runs it in the node's namespace with
 //! `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME` and the network configuration
 //! on stdin. Success: exit 0, and the result on stdout for ADD and VERSION. Failure: the spec's
-//! error object on stdout and exit 1, never a silent success.
+//! error object on stdout and exit 1, never a silent success. `egress-cni --version` prints the
+//! version.
 
 use std::{
     env,
@@ -23,6 +24,14 @@ use egress_core::{blocking, EnsureAction, ErrorKind, Netns};
 use serde_json::Value;
 
 fn main() -> ExitCode {
+    // Not a CNI call (a runtime passes no arguments): what an operator asks an installed plugin.
+    if matches!(
+        env::args_os().nth(1).as_deref().and_then(|a| a.to_str()),
+        Some("--version" | "-V")
+    ) {
+        println!("egress-cni {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let mut log = Log {
         level: LogLevel::default(),
         file: None,
