@@ -155,7 +155,9 @@ trap 'rm -rf "$sanity"' EXIT
 mkdir -p "$sanity/ansible_collections/egress"
 cp -R "$installed" "$sanity/ansible_collections/egress/router"
 log=$work/ansible-test-sanity.log
-(cd "$sanity/ansible_collections/egress/router" && HOME=$home "$tools/bin/ansible-test" sanity \
+# pip keeps using the machine's download cache, not one under the new HOME.
+(cd "$sanity/ansible_collections/egress/router" &&
+  PIP_CACHE_DIR=${PIP_CACHE_DIR:-$HOME/.cache/pip} HOME=$home "$tools/bin/ansible-test" sanity \
   --local --requirements --python 3.11 >"$log" 2>&1) || {
   grep -vE '^(Collecting|Downloading|Installing|Successfully|  |Requirement|Using cached)' "$log" >&2
   fail "ansible-test sanity failed (log: $log)"
