@@ -48,8 +48,10 @@ echo "== package egress $version ($revision) into $dist"
 rm -rf "$dist"
 mkdir -p "$dist" "$work"
 
-# The build tools, in a virtualenv of their own that later runs reuse.
-tools=$work/tools
+# The build tools, in scripts/test-py.sh's virtualenv (made if missing, added to if not): maturin
+# names its zig linker wrapper after the path of the Python that runs zig, and cargo rebuilds
+# every crate when the linker changes, so one virtualenv lets one wheel build serve both scripts.
+tools=$target/py-venv
 if [[ ! -x $tools/bin/python ]]; then
   "${PYTHON:-python3}" -m venv "$tools"
 fi
@@ -73,7 +75,8 @@ podman save --quiet --format oci-archive -o "$dist/egress-router-image-$version.
   "$image_name:$version"
 
 echo "== python wheel and sdist (maturin)"
-# The same command as scripts/test-py.sh, so the second of them finds the build done.
+# The same command and virtualenv as scripts/test-py.sh, so the second of them finds the build
+# done.
 (
   export VIRTUAL_ENV=$tools PATH=$tools/bin:$PATH
   maturin build --quiet --release --zig --compatibility manylinux2014 \

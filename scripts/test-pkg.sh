@@ -27,7 +27,7 @@ target=${CARGO_TARGET_DIR:-$root/target}
 [[ $target == /* ]] || target=$root/$target
 dist=$target/packages
 work=$target/pkg
-tools=$work/tools
+tools=$target/py-venv # made by package.sh (and test-py.sh)
 python=${PYTHON:-python3}
 version=$(cargo pkgid -p egress-core | sed 's/.*[#@]//')
 offline() { unshare --net -- "$@"; }

@@ -432,19 +432,13 @@ fn image_as_the_legacy_deployment_probes_repairs_and_restores_on_podman_stop() {
     }
     assert_manifest_routes(&lab);
 
-    // The pod deleted: SIGTERM, teardown, exit 0 well within the grace period, and the
-    // namespace exactly as before.
-    let started = Instant::now();
+    // The pod deleted: SIGTERM, teardown, exit 0 within the grace period (after it, SIGKILL:
+    // 137), and the namespace exactly as before.
     assert_eq!(
         router.stop(u32::try_from(grace).unwrap()),
         0,
         "{}",
         router.logs()
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
     );
     assert!(
         router.logs().contains("the namespace is as it was"),
