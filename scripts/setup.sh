@@ -15,10 +15,29 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# Packaging (scripts/package.sh, scripts/test-pkg.sh): podman with runc builds and runs the
+# container image; strip and pkg-config pack the C library and build against it; python3-venv makes
+# the virtualenvs. Without the recommends (no crun, slirp4netns, fuse-overlayfs, buildah).
+pkg=()
+for pair in podman:podman runc:runc pkg-config:pkg-config strip:binutils; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || pkg+=("${pair#*:}")
+done
+"${PYTHON:-python3}" -c 'import ensurepip, venv' >/dev/null 2>&1 || pkg+=(python3-venv)
+if ((${#pkg[@]})); then
+  echo "setup: installing ${pkg[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${pkg[@]}" >/dev/null
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2
   exit 1
 fi
 if command -v rustup >/dev/null 2>&1; then
   rustup component add clippy rustfmt >/dev/null 2>&1 || true
+  # The container image's static binaries.
+  if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    echo "setup: adding the Rust target x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl >/dev/null
+  fi
 fi

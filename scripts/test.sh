@@ -12,6 +12,7 @@ cargo build --quiet --bin egress-cni                         # run by tests/cni.
 scripts/test-c.sh                   # C header, ASan C tests; builds the agent tests/c_agent.rs runs
 echo "== tests";   cargo test --workspace
 scripts/test-py.sh                  # the wheel (manylinux2014), stubtest, pytest, ansible-playbook
+scripts/test-pkg.sh                 # every artefact of scripts/package.sh, used as users use them
 echo "== lab";     cargo run --quiet --example lab
 
 left=$(ip netns list | awk '{print $1}' | grep '^egt-' || true)

@@ -6,7 +6,8 @@
 //! The runtime (Multus, or any CNI runtime) runs it in the node's namespace with
 //! `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME` and the network configuration
 //! on stdin. Success: exit 0, and the result on stdout for ADD and VERSION. Failure: the spec's
-//! error object on stdout and exit 1, never a silent success.
+//! error object on stdout and exit 1, never a silent success. `egress-cni --version` prints the
+//! version.
 
 use std::{
     env,
@@ -24,6 +25,14 @@ use tracing::{debug, error, info, info_span};
 use tracing_subscriber::filter::LevelFilter;
 
 fn main() -> ExitCode {
+    // Not a CNI call (a runtime passes no arguments): what an operator asks an installed plugin.
+    if matches!(
+        env::args_os().nth(1).as_deref().and_then(|a| a.to_str()),
+        Some("--version" | "-V")
+    ) {
+        println!("egress-cni {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     // Failures on stderr until the configuration says more (log_level, log_file).
     let log = Log(logging::install("egress-cni", LevelFilter::ERROR, true));
     // A panic is a bug, but still an error object on stdout for the runtime.

@@ -123,12 +123,12 @@ options:
     type: int
     default: 1
 author:
-  - the egress authors
+  - the egress authors (!UNKNOWN)
 """
 
 EXAMPLES = r"""
 - name: Egress router in the pod's namespace
-  egress_router:
+  egress.router.egress_router:
     name: egress-1
     netns: /run/netns/pod
     macvlan:
@@ -141,7 +141,7 @@ EXAMPLES = r"""
     fallback: [198.51.100.9]
 
 - name: Remove it
-  egress_router:
+  egress.router.egress_router:
     name: egress-1
     netns: /run/netns/pod
     state: absent
