@@ -21,6 +21,7 @@
 //! waits the whole timeout for the answer that must not come.
 
 mod checks;
+mod claim;
 mod conntrack;
 mod frame;
 mod probe;
@@ -39,6 +40,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info_span, Instrument};
 
+pub(crate) use self::claim::before_claim;
 use self::{
     checks::Seen,
     reads::{find_parent, link_facts, ParentHint},
