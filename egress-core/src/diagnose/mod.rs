@@ -285,8 +285,18 @@ impl DiagnoseOptions {
 
 /// Diagnoses router `name` in `netns`, as the kernel holds it (no spec needed: its crash
 /// record names its link, its marked addresses and routes its sources and gateways, its
-/// ruleset its redirects and fallback). Changes nothing; see the [module docs](self) for what
-/// it sends.
+/// ruleset its redirects and fallback).
+///
+/// It changes nothing in the router. It probes, side by side and each bounded by the timeout:
+/// from the external link, an ARP request (IPv6: a neighbour solicitation) for each gateway,
+/// sent from the egress address, and an ARP probe (a DAD solicitation) for each egress
+/// address, which nobody else should answer; a TCP connection from the egress address to each
+/// TCP destination, closed with a reset. Only when a gateway does not answer, it asks again
+/// from the macvlan's parent link, in the parent's namespace, with the parent's own MAC and
+/// the unspecified sender: the parent getting an answer the macvlan does not get means frames
+/// from the macvlan's MAC are dropped between the node and the gateway. A healthy router's
+/// diagnosis takes one timeout and a few milliseconds (the duplicate address probe waits the
+/// whole timeout), at worst two timeouts. `docs/diagnose.md` describes every check.
 ///
 /// A router that is not there is not an error: its `state` check fails and says so.
 ///
