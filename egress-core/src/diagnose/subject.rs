@@ -12,13 +12,13 @@ use crate::{
     desired::Desired,
     drift::Drift,
     ops::{
-        link::{group_marker, is_macvlan, ExternalLink, LinkRef},
+        link::{group_marker, ExternalLink, LinkRef},
         record::{Journal, RecordSpec, Stores},
         route::{DefaultRoute, OurRoute},
         sysctl::{Forwarding, Sysctl},
         Current, KernelObject,
     },
-    spec::{table_name, Protocol, Redirect, RouterSpec},
+    spec::{table_name, External, Protocol, Redirect, RouterSpec},
     Stats,
 };
 
@@ -33,6 +33,8 @@ pub(super) struct Subject {
     pub exists: bool,
     /// The external link's name, if known.
     pub link: Option<String>,
+    /// Whether the router creates its external link (a macvlan), as opposed to adopting it.
+    pub created: bool,
     /// The egress addresses.
     pub sources: Vec<IpNetwork>,
     /// The gateways, IPv4 first.
@@ -53,6 +55,7 @@ impl Subject {
             name: spec.name().to_string(),
             exists: spec.desired().exists_in(now),
             link: Some(spec.external().link_name().to_string()),
+            created: matches!(spec.external(), External::Macvlan(_)),
             sources: spec.sources().to_vec(),
             gateways: spec
                 .gateway4()
@@ -139,6 +142,7 @@ impl Subject {
             name: name.to_string(),
             spec: None,
             exists: record.is_some(),
+            created: record.is_some_and(|r| r.created),
             link,
             sources,
             gateways,
@@ -259,10 +263,4 @@ pub(super) fn tcp_targets(redirects: &[Redirect]) -> Vec<(IpAddr, u16, Vec<u16>)
         }
     }
     out
-}
-
-/// Whether `link` is the macvlan router `name` created (its marker), as opposed to adopted.
-pub(super) fn created(now: &Current, name: &str, link: &str) -> bool {
-    now.link(link)
-        .is_some_and(|l| l.group == group_marker(name) && is_macvlan(l))
 }

@@ -43,6 +43,7 @@ fn subject() -> Subject {
         spec: None,
         exists: true,
         link: Some("macvlan0".into()),
+        created: true,
         sources: vec!["203.0.113.99/24".parse().unwrap()],
         gateways: vec![ip("203.0.113.1")],
         redirects: vec![

@@ -99,7 +99,7 @@ pub(super) fn destinations(s: &Seen) -> Vec<Check> {
             let mut evidence = json!({
                 "target": d.to,
                 "port": d.port,
-                "protocol": d.protocol,
+                "protocol": d.port.map(|_| d.protocol),
                 "redirects": d.from_ports.iter().map(|p| format!("{}/{p}", d.protocol)).collect::<Vec<_>>(),
                 "fallback": fallback,
                 "source": source,

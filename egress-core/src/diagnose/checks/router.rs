@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde_json::json;
 
 use super::{clients, destinations, fail, ok, parent_json, skipped, Seen};
-use crate::diagnose::{subject::created, Check};
+use crate::diagnose::Check;
 
 pub(super) fn state(s: &Seen) -> Check {
     let sub = s.subject;
@@ -62,10 +62,7 @@ pub(super) fn link(s: &Seen) -> Check {
             json!({}),
         );
     };
-    let created = s.subject.spec.as_ref().map_or_else(
-        || created(s.now, &s.subject.name, name),
-        |spec| matches!(spec.external(), crate::External::Macvlan(_)),
-    );
+    let created = s.subject.created;
     let mut evidence = json!({
         "link": name,
         "created": created,
@@ -85,6 +82,9 @@ pub(super) fn link(s: &Seen) -> Check {
             evidence,
         );
     };
+    // What the router's namespace says of the parent, found or not.
+    evidence["parent_index"] = l.parent_index.into();
+    evidence["parent_netnsid"] = l.parent_nsid.into();
     evidence["index"] = l.index.into();
     evidence["mac"] = l.mac_text().into();
     evidence["kind"] = l.kind.clone().into();
