@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The Python side of the test suite (as root): builds the `egress` wheel the way it is shipped
 # (maturin + zig, manylinux2014 / manylinux_2_17, abi3 for CPython >= 3.9), installs it into a
-# fresh virtualenv with pytest, mypy and ansible-core, checks the .pyi stubs against the module
-# with mypy.stubtest, and runs egress-py/tests: the builder and its errors, routers in throwaway
-# namespaces with real TCP, threads, a second process, and a real ansible-playbook run of
-# examples/ansible. Installs what it needs first. About 5 minutes on 2 cores from cold (pip
-# downloads ~1-2 min, the release build of the wheel ~2 min, the tests ~1 min), ~3 when the
-# pip cache and the build are warm.
+# fresh virtualenv with pytest, mypy, ansible-core and atheris, checks the .pyi stubs against the
+# module with mypy.stubtest, and runs egress-py/tests: the builder and its errors, bad input,
+# routers in throwaway namespaces with real TCP, threads, a second process, logging, and a real
+# ansible-playbook run of examples/ansible; then a short run of the atheris fuzzer of
+# RouterSpec.from_dict (egress-py/fuzz; scripts/fuzz.sh --python runs it longer). Installs
+# what it needs first. About 5 minutes on 2 cores from cold (pip downloads ~1-2 min, the
+# release build of the wheel ~2 min, the tests ~1 min), ~3 when the pip cache and the build
+# are warm.
+#
+#   scripts/test-py.sh           # everything
+#   scripts/test-py.sh --venv    # only the virtualenv with the wheel: target/py-venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -36,7 +41,7 @@ py=$venv/bin/python
 # maturin finds zig (pip's ziglang) and the interpreter through the active virtualenv.
 export VIRTUAL_ENV=$venv PATH=$venv/bin:$PATH
 "$py" -m pip install --quiet --disable-pip-version-check \
-  "maturin>=1.9.4,<2" ziglang pytest mypy ansible-core
+  "maturin>=1.9.4,<2" ziglang pytest mypy ansible-core atheris
 
 echo "== python wheel (maturin --zig, manylinux2014)"
 maturin build --quiet --release --zig --compatibility manylinux2014 \
@@ -47,12 +52,15 @@ case $(basename "$wheel") in
   *) echo "test-py: unexpected wheel tag: $wheel" >&2; exit 1 ;;
 esac
 "$py" -m pip install --quiet --disable-pip-version-check "$wheel"
+if [[ ${1:-} == --venv ]]; then
+  exit 0
+fi
 
 echo "== python stubs (mypy.stubtest)"
 # From outside the source tree, so that the installed wheel is what gets imported and checked.
 (cd "$venv" && "$py" -m mypy.stubtest egress)
 "$py" -m mypy --strict --no-incremental --cache-dir=/dev/null \
-  egress-py/tests examples/ansible/library/egress_router.py
+  egress-py/tests egress-py/fuzz examples/ansible/library/egress_router.py
 
 echo "== python tests (pytest, ansible-playbook)"
 helper=$(cargo build --quiet --example lab-topology --message-format=json |
@@ -62,3 +70,12 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "lab-topology":
         print(m["executable"])')
 (cd egress-py && EGRESS_LAB_TOPOLOGY=$helper "$py" -m pytest)
+
+echo "== python fuzz (atheris, RouterSpec.from_dict: 6000 inputs)"
+# A fixed seed and count: the same inputs every run, ~15 s. A finding fails the script and
+# leaves its input in target/py-fuzz/.
+mkdir -p "$target/py-fuzz"
+"$py" egress-py/fuzz/fuzz_from_dict.py -runs=6000 -seed=1 -print_final_stats=1 \
+  -artifact_prefix="$target/py-fuzz/" 2>"$target/py-fuzz/log" ||
+  { tail -n 40 "$target/py-fuzz/log" >&2; exit 1; }
+grep -E "^Done|stat::average_exec_per_sec" "$target/py-fuzz/log"

@@ -581,3 +581,74 @@ fn json_log_lines_carry_the_library_events() {
     run(&lab.router, &["teardown"], &[]).expect(0);
     snaps.assert_restored("after the JSON-logged init and a teardown");
 }
+
+/// Context switches of every thread of process `pid` so far.
+fn context_switches(pid: u32) -> u64 {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status =
+            std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        n += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    n
+}
+
+#[test]
+fn legacy_mode_repairs_what_others_change_and_sleeps_otherwise() {
+    let lab = Lab::with_adopted_macvlan();
+    let _web = lab.ext.serve_http(&[WEB_PORT]);
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let mut router = Legacy::start(&lab.router, &env_vars(&dest, "")[..3]);
+    router.wait_for_line("waiting for SIGTERM or SIGINT");
+    let get = || {
+        lab.client
+            .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, T)
+            .expect("a connection through the router after the repair")
+    };
+    get();
+    // Nothing changes: the process sleeps (its idle namespace threads end after 2 s first).
+    thread::sleep(Duration::from_secs(3));
+    let before = context_switches(router.child.id());
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        context_switches(router.child.id()),
+        before,
+        "the idle router woke up"
+    );
+    let changes: [(&[&str], &str); 4] = [
+        (&["ip", "route", "del", "default"], "route_missing"),
+        (
+            &["nft", "flush", "table", "inet", "egress_egress_router"],
+            "nat_changed",
+        ),
+        (&["ip", "link", "set", "macvlan0", "down"], "link_down"),
+        (
+            &["sysctl", "-qw", "net.ipv4.ip_forward=0"],
+            "sysctl_changed",
+        ),
+    ];
+    for (i, (cmd, kind)) in changes.into_iter().enumerate() {
+        lab.router.exec(cmd);
+        // The core's log line for the repair, one per drifted object.
+        router.wait_for_line(&format!("kind={kind}"));
+        let repaired = router
+            .seen
+            .iter()
+            .filter(|l| l.contains("repaired"))
+            .count();
+        assert!(repaired > i, "{:?}", router.seen);
+        get();
+    }
+    // SIGTERM right after a change: the repair (if it started) finishes, then the teardown
+    // restores the namespace exactly.
+    lab.router.exec(&["ip", "route", "del", "default"]);
+    let status = router.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{:?}", router.seen);
+    router.wait_for_line("changes undone), the namespace is as it was");
+    snaps.assert_restored("after repairs and SIGTERM");
+}

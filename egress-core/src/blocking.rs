@@ -47,6 +47,7 @@ pub(crate) fn runtime_in(
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .map_err(|e| Error::kernel("start the netlink runtime", e.raw_os_error().unwrap_or(0)))?;
     Ok(cell.get_or_init(|| rt))

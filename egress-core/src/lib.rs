@@ -66,6 +66,7 @@ mod plan;
 mod reconcile;
 mod spec;
 mod stats;
+mod watch;
 
 pub use apply::{apply, Router};
 pub use desired::Desired;
@@ -90,3 +91,4 @@ pub use spec::{
     RouterSpecBuilder, MAX_ANNOUNCE, MAX_IFNAME_LEN, MAX_NAME_LEN,
 };
 pub use stats::{stats, FallbackStats, RedirectStats, SnatStats, Stats};
+pub use watch::{watch, WatchEnd, WatchEvent, Watcher};

@@ -216,6 +216,23 @@ impl NsHandle {
         Ok(result)
     }
 
+    /// Runs the future `f` makes on a pool thread inside this namespace, like
+    /// [`NsHandle::within`], without waiting for it: for work that lasts (a watch). Its result
+    /// arrives on the returned channel.
+    pub(crate) fn spawn_within<T, F, Fut>(
+        &self,
+        f: F,
+    ) -> Result<futures::channel::oneshot::Receiver<Result<Result<T>>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(NsHandle) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>>,
+    {
+        let ns = self.clone();
+        let span = tracing::Span::current();
+        self.spawn(move || worker::block_on(tracing::Instrument::instrument(f(ns), span)))
+    }
+
     /// Runs the future `f` makes, from start to end, on a pool thread inside this namespace,
     /// driven by that thread's current-thread runtime; the caller awaits the result. Already
     /// on a pool thread in this namespace, it simply runs here.

@@ -16,7 +16,7 @@ use crate::{
     netns::{require_net_admin, Conn, NsHandle},
     ops::{
         link::{group_marker, is_macvlan},
-        record::{Record, Stores, JOURNAL_TABLE, MIRROR_TABLE},
+        record::{self, Record, Stores, JOURNAL_TABLE, MIRROR_TABLE},
         route::{self, Route},
         sysctl, Current,
     },
@@ -136,7 +136,7 @@ async fn ensure_in(
     }
     let plan = desired.plan(&now)?;
     for d in &drift {
-        info!(drift = %d, kind = d.kind(), "repairing");
+        info!(drift = %d, kind = %d.kind(), "repairing");
     }
     Tx::new(spec, c, now, parent, 0)
         .run(&desired, &plan)
@@ -204,7 +204,20 @@ pub(crate) async fn teardown_in(
     }
     let journal = owned.journal(&now);
     let undone = journal.described();
-    let failures = journal.unwind(&mut c).await;
+    // While it runs, a watcher of the router (another process's) must not repair it.
+    let marker = record::teardown_marker(&name);
+    let marked = owned.anything()
+        && match route::add(&c.rt, &marker, "the teardown marker").await {
+            Ok(()) => true,
+            Err(e) if e.errno() == Some(libc::EEXIST) => true,
+            Err(e) => return Err(e),
+        };
+    let mut failures = journal.unwind(&mut c).await;
+    if marked || record::tearing_down(&now, &name) {
+        if let Err(e) = route::delete(&c.rt, &marker, "the teardown marker").await {
+            failures.push((marker.describe(&now.names()), e));
+        }
+    }
     if failures.is_empty() {
         Ok(undone)
     } else {

@@ -17,15 +17,20 @@
 
  Values come in ranges by cause and are never reused for another meaning:
  - 1000–1099: the arguments of the call (NULL, not UTF-8, out of range, buffer too small);
- - 1100–1199: the library itself (a caught panic);
+ - 1100–1199: the library itself, whatever the arguments and the kernel (a caught panic, an
+   error this version does not know, its async runtime entered the wrong way);
  - 2000–2099: the spec is invalid, whatever the kernel holds;
- - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects);
- - 3100–3199: the kernel differs from the spec (`egress_check`);
- - 4000–4099: a kernel call failed.
+ - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects,
+   a router that is no longer the handle's);
+ - 3100–3199: the kernel differs from the spec (`egress_spec_check`; the read-back that ends
+   every apply and repair);
+ - 4000–4099: a kernel call failed, and what it left behind.
 
- A failed `egress_apply` leaves the kernel as it was unless it returns
- `EGRESS_RESULT_ROLLBACK_INCOMPLETE`; it returns the code of the cause (a failed step's
- errno as `EGRESS_RESULT_NETLINK_FAILURE`, ...), and the message names the step.
+ A failed `egress_spec_apply` or `egress_spec_ensure` leaves the kernel as it was unless it
+ returns `EGRESS_RESULT_ROLLBACK_INCOMPLETE` (whatever the cause: what remains is what the
+ caller must act on). Otherwise it returns the code of the cause (a failed step's errno as
+ `EGRESS_RESULT_NETLINK_FAILURE`, a failed read-back as `EGRESS_RESULT_VERIFY_FAILED`, ...),
+ and the message names the step and says the rollback was complete.
  */
 enum egress_result
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -66,7 +71,22 @@ enum egress_result
    */
   EGRESS_RESULT_UNKNOWN_ERROR = 1101,
   /*
-   The spec is invalid: the message names the field, the value and what would be valid.
+   A call was made on a thread that was running one of the library's own async runtimes,
+   which it would have blocked. In the 1100 range because it concerns how the library runs,
+   not the arguments or the kernel. A C program cannot get it (every call runs to its end
+   on a runtime of the calling thread, and the library calls nothing back); it has its code
+   so that every error of the core has one.
+   */
+  EGRESS_RESULT_BLOCKING_IN_ASYNC = 1102,
+  /*
+   The library's netlink work ran outside an async runtime. In the 1100 range, as
+   `EGRESS_RESULT_BLOCKING_IN_ASYNC`: a bug if it ever reaches C, since every call brings
+   its runtime.
+   */
+  EGRESS_RESULT_NO_RUNTIME = 1103,
+  /*
+   The spec is invalid: the message names every invalid field (the first, then "; and N
+   more: ..."), each with its value and what would be valid.
    */
   EGRESS_RESULT_INVALID_SPEC = 2000,
   /*
@@ -86,9 +106,25 @@ enum egress_result
    */
   EGRESS_RESULT_CONFLICT = 3003,
   /*
+   `egress_router_teardown` found that the router of this name cannot be shown to be the
+   one the handle applied (it was torn down and applied again by someone else, or its
+   crash record is gone): nothing was changed, and the handle is consumed. In the 3000
+   range because what the kernel holds rules the call out before any change. Tear the
+   router down by name if it must go.
+   */
+  EGRESS_RESULT_STALE_HANDLE = 3004,
+  /*
    The kernel differs from the spec; the message lists how.
    */
   EGRESS_RESULT_DRIFT_FOUND = 3100,
+  /*
+   An apply or repair ran every step, then read the namespace back and found that it does
+   not hold the router (something changed it meanwhile, or the kernel did not take a change
+   as sent); the message lists the differences. Everything was rolled back: the kernel is
+   as it was before the call, and retrying, or `egress_spec_ensure`, may succeed. In the
+   3100 range because it is the comparison `egress_spec_check` makes, found by the apply.
+   */
+  EGRESS_RESULT_VERIFY_FAILED = 3101,
   /*
    A netlink (or sysctl) call failed; the message names the operation and the errno.
    */
@@ -101,6 +137,14 @@ enum egress_result
    A teardown ran every undo and some failed: the message lists what remains.
    */
   EGRESS_RESULT_TEARDOWN_INCOMPLETE = 4002,
+  /*
+   An undo was skipped on purpose because another could not be done: the router's crash
+   record was kept, for a later teardown by name to finish from. In the 4000 range because
+   it follows from a failed kernel call. No call of this version returns it: a teardown
+   or a rollback lists skipped undos in the message of `EGRESS_RESULT_TEARDOWN_INCOMPLETE`
+   or `EGRESS_RESULT_ROLLBACK_INCOMPLETE`.
+   */
+  EGRESS_RESULT_UNDO_SKIPPED = 4003,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -111,7 +155,7 @@ typedef uint32_t egress_result;
 #endif // __cplusplus
 
 /*
- What `egress_ensure` did.
+ What `egress_spec_ensure` did.
  */
 enum egress_ensure_action
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -204,7 +248,7 @@ typedef uint32_t egress_protocol;
 #endif // __cplusplus
 
 /*
- A live router (opaque): what `egress_apply` built, with the journal that undoes it.
+ A live router (opaque): what `egress_spec_apply` built, with the journal that undoes it.
  Consumed by `egress_router_teardown`; `egress_router_free` releases the handle and
  leaves the router configured. It may be passed between threads, used by one at a time.
  */
@@ -343,7 +387,7 @@ egress_result egress_spec_builder_macvlan(struct egress_spec_builder *builder,
 
 /*
  The namespace of the macvlan's parent link, by path (default: the calling thread's
- namespace when `egress_apply` starts).
+ namespace when `egress_spec_apply` starts).
 
  Returns `EGRESS_RESULT_MACVLAN_NOT_SET` unless `egress_spec_builder_macvlan` was called
  before.
@@ -539,8 +583,10 @@ egress_result egress_spec_from_json(const char *json, struct egress_spec **spec_
 void egress_spec_free(struct egress_spec *spec);
 
 /*
- The dry run: every kernel change `egress_apply` would make, one numbered line each, into
- `*plan_out` (free it with `egress_string_free`). Changes nothing.
+ The dry run: every kernel change `egress_spec_apply` would make in a namespace without the
+ router, one numbered line each, into `*plan_out` (free it with `egress_string_free`). Needs
+ no kernel and changes nothing. (What a live namespace still needs is
+ `egress_spec_plan_live`.)
 
  # Safety
  `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for
@@ -559,26 +605,46 @@ egress_result egress_spec_plan(const struct egress_spec *spec, char **plan_out);
 egress_result egress_spec_to_json(const struct egress_spec *spec, char **json_out);
 
 /*
- Applies `spec` as one transaction and stores the live router in `*router_out`.
+ Applies `spec` as one transaction, verifies it by reading the namespace back, and stores the
+ live router in `*router_out`.
 
  On failure the kernel is as it was (the message names the failed plan step, its errno and
  says the rollback was complete), except with `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose
- message lists what remains.
+ message lists what remains. `EGRESS_RESULT_VERIFY_FAILED`: every step ran, but the namespace
+ read back did not hold the router (something changed it meanwhile); it was rolled back,
+ and a retry may succeed.
 
  # Safety
  `spec` must be NULL or a live spec; `router_out` must be NULL or point to writable storage
  for a pointer. On success `*router_out` owns the router, to be passed to
  `egress_router_teardown` or `egress_router_free`.
  */
+egress_result egress_spec_apply(const struct egress_spec *spec, struct egress_router **router_out);
+
+/*
+ Deprecated alias of `egress_spec_apply` (its name before the functions followed the
+ `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+ exactly as `egress_spec_apply`; its error messages name `egress_apply`.
+
+ # Safety
+ As for `egress_spec_apply`.
+ */
 egress_result egress_apply(const struct egress_spec *spec, struct egress_router **router_out);
 
 /*
  Tears the router down: undoes everything its apply did, in reverse order (restores the
  previous default routes and sysctl values, deletes what it created). Runs every undo even
- when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains.
+ when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains. A router that is
+ gone already is success.
+
+ `EGRESS_RESULT_STALE_HANDLE`: the router of this name in the namespace cannot be shown to be
+ the one this handle applied (it was torn down and applied again by someone else, or its
+ crash record is gone); nothing was changed. Use `egress_router_teardown_by_name` if that
+ router must go.
 
  Consumes `router` whatever the result (unless it is NULL): it must not be used or freed
- afterwards. What remains after a failure can be retried with `egress_teardown_by_name`.
+ afterwards. What remains after a failure can be retried with
+ `egress_router_teardown_by_name`.
 
  # Safety
  `router` must be NULL or a live router used by no other thread.
@@ -587,7 +653,8 @@ egress_result egress_router_teardown(struct egress_router *router);
 
 /*
  Releases the router handle and leaves the router configured in the kernel (it is kernel
- state, not a process); remove it later with `egress_teardown_by_name`. `NULL` is a no-op.
+ state, not a process); remove it later with `egress_router_teardown_by_name`. `NULL` is a
+ no-op.
 
  # Safety
  `router` must be NULL or a live router used by no other thread.
@@ -596,13 +663,24 @@ void egress_router_free(struct egress_router *router);
 
 /*
  Converges the kernel to `spec` and stores what it did in `*action_out` (on success only):
- applies it when the router is not configured, does nothing when it matches, repairs it when
- it drifted. The router is left in place either way (there is no handle); remove it with
- `egress_teardown_by_name`.
+ applies it when the router is not configured, does nothing when it matches, repairs what
+ drifted, in place, as one transaction that is verified and rolled back on failure (the
+ codes are those of `egress_spec_apply`). The router is left in place either way (there is
+ no handle); remove it with `egress_router_teardown_by_name`.
 
  # Safety
  `spec` must be NULL or a live spec; `action_out` must be NULL or point to a writable
  `egress_ensure_action`.
+ */
+egress_result egress_spec_ensure(const struct egress_spec *spec, egress_ensure_action *action_out);
+
+/*
+ Deprecated alias of `egress_spec_ensure` (its name before the functions followed the
+ `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+ exactly as `egress_spec_ensure`; its error messages name `egress_ensure`.
+
+ # Safety
+ As for `egress_spec_ensure`.
  */
 egress_result egress_ensure(const struct egress_spec *spec, egress_ensure_action *action_out);
 
@@ -618,29 +696,78 @@ egress_result egress_ensure(const struct egress_spec *spec, egress_ensure_action
  `spec` must be NULL or a live spec; `drift_out` must be NULL or point to writable storage for
  a pointer.
  */
+egress_result egress_spec_check(const struct egress_spec *spec, char **drift_out);
+
+/*
+ Deprecated alias of `egress_spec_check` (its name before the functions followed the
+ `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+ exactly as `egress_spec_check`; its error messages name `egress_check`.
+
+ # Safety
+ As for `egress_spec_check`.
+ */
 egress_result egress_check(const struct egress_spec *spec, char **drift_out);
 
 /*
- Tears down router `name` in the namespace at `netns_path` from what the kernel holds, after
- the process that applied it is gone (`/run/netns/NAME` for a named namespace,
- `/proc/PID/ns/net` for a process's, `/proc/thread-self/ns/net` for the caller's). Idempotent:
- a router that is not there is success. Never touches objects without the router's markers.
+ What the namespace of `spec` still needs to hold the router, as it is now: only the steps
+ that add what is missing or change back what is wrong (what `egress_spec_ensure` would do),
+ the whole plan when the router is not there, an empty string when it matches. One numbered
+ line per step, as `egress_spec_plan`, into `*plan_out` (free it with `egress_string_free`).
+ Reads the kernel and changes nothing. `EGRESS_RESULT_NOT_FOUND` when the namespace is not
+ there, or the link the spec adopts (no step could make it).
+
+ # Safety
+ `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for
+ a pointer.
+ */
+egress_result egress_spec_plan_live(const struct egress_spec *spec, char **plan_out);
+
+/*
+ Tears down router `name` in the namespace at `netns_path` from what the kernel holds, without
+ a handle: after the process that applied it is gone, or after `egress_spec_ensure`
+ (`/run/netns/NAME` for a named namespace, `/proc/PID/ns/net` for a process's,
+ `/proc/thread-self/ns/net` for the caller's). Idempotent: a router that is not there is
+ success. Never touches objects without the router's markers.
 
  # Safety
  `netns_path` and `name` must each be NULL or a NUL-terminated string.
  */
+egress_result egress_router_teardown_by_name(const char *netns_path, const char *name);
+
+/*
+ Deprecated alias of `egress_router_teardown_by_name` (its name before the functions followed
+ the `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+ exactly as `egress_router_teardown_by_name`; its error messages name
+ `egress_teardown_by_name`.
+
+ # Safety
+ As for `egress_router_teardown_by_name`.
+ */
 egress_result egress_teardown_by_name(const char *netns_path, const char *name);
 
 /*
- What router `name` owns in the namespace at `netns_path` (see `egress_teardown_by_name` for
- the path), as a JSON object in `*json_out` (free it with `egress_string_free`): `name`,
- `table`, `link` (name, kind, mode, mtu, mac, up, created), `addresses`, `routes`,
- `saved_routes`, `sysctls`, `nat`. `EGRESS_RESULT_NOT_FOUND` when no such router is
- configured there.
+ What router `name` owns in the namespace at `netns_path` (see
+ `egress_router_teardown_by_name` for the path), read from the kernel without a handle, as a
+ JSON object in `*json_out` (free it with `egress_string_free`): `name`, `table`, `link`
+ (name, kind, mode, mtu, mac, up, created), `addresses`, `routes`, `saved_routes`, `sysctls`,
+ `nat`. `EGRESS_RESULT_NOT_FOUND` when no such router is configured there.
 
  # Safety
  `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be NULL
  or point to writable storage for a pointer.
+ */
+egress_result egress_router_inspect_json_by_name(const char *netns_path,
+                                                 const char *name,
+                                                 char **json_out);
+
+/*
+ Deprecated alias of `egress_router_inspect_json_by_name` (its name before the functions
+ followed the `egress_<object>_<verb>` rule), kept exported for programs built against it.
+ It behaves exactly as `egress_router_inspect_json_by_name`; its error messages name
+ `egress_inspect_json`.
+
+ # Safety
+ As for `egress_router_inspect_json_by_name`.
  */
 egress_result egress_inspect_json(const char *netns_path, const char *name, char **json_out);
 

@@ -15,15 +15,20 @@ use egress_core::{Error, ErrorKind};
 ///
 /// Values come in ranges by cause and are never reused for another meaning:
 /// - 1000–1099: the arguments of the call (NULL, not UTF-8, out of range, buffer too small);
-/// - 1100–1199: the library itself (a caught panic);
+/// - 1100–1199: the library itself, whatever the arguments and the kernel (a caught panic, an
+///   error this version does not know, its async runtime entered the wrong way);
 /// - 2000–2099: the spec is invalid, whatever the kernel holds;
-/// - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects);
-/// - 3100–3199: the kernel differs from the spec (`egress_check`);
-/// - 4000–4099: a kernel call failed.
+/// - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects,
+///   a router that is no longer the handle's);
+/// - 3100–3199: the kernel differs from the spec (`egress_spec_check`; the read-back that ends
+///   every apply and repair);
+/// - 4000–4099: a kernel call failed, and what it left behind.
 ///
-/// A failed `egress_apply` leaves the kernel as it was unless it returns
-/// `EGRESS_RESULT_ROLLBACK_INCOMPLETE`; it returns the code of the cause (a failed step's
-/// errno as `EGRESS_RESULT_NETLINK_FAILURE`, ...), and the message names the step.
+/// A failed `egress_spec_apply` or `egress_spec_ensure` leaves the kernel as it was unless it
+/// returns `EGRESS_RESULT_ROLLBACK_INCOMPLETE` (whatever the cause: what remains is what the
+/// caller must act on). Otherwise it returns the code of the cause (a failed step's errno as
+/// `EGRESS_RESULT_NETLINK_FAILURE`, a failed read-back as `EGRESS_RESULT_VERIFY_FAILED`, ...),
+/// and the message names the step and says the rollback was complete.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum egress_result {
@@ -44,7 +49,18 @@ pub enum egress_result {
     Panic = 1100,
     /// An error of a kind this version of the C API does not know; the message says what.
     UnknownError = 1101,
-    /// The spec is invalid: the message names the field, the value and what would be valid.
+    /// A call was made on a thread that was running one of the library's own async runtimes,
+    /// which it would have blocked. In the 1100 range because it concerns how the library runs,
+    /// not the arguments or the kernel. A C program cannot get it (every call runs to its end
+    /// on a runtime of the calling thread, and the library calls nothing back); it has its code
+    /// so that every error of the core has one.
+    BlockingInAsync = 1102,
+    /// The library's netlink work ran outside an async runtime. In the 1100 range, as
+    /// `EGRESS_RESULT_BLOCKING_IN_ASYNC`: a bug if it ever reaches C, since every call brings
+    /// its runtime.
+    NoRuntime = 1103,
+    /// The spec is invalid: the message names every invalid field (the first, then "; and N
+    /// more: ..."), each with its value and what would be valid.
     InvalidSpec = 2000,
     /// The caller lacks a capability (`CAP_NET_ADMIN`, `CAP_SYS_ADMIN` for namespaces).
     PermissionDenied = 3000,
@@ -54,19 +70,37 @@ pub enum egress_result {
     AlreadyExists = 3002,
     /// A spec value the kernel refuses given what it holds (MTU above the parent's, ...).
     Conflict = 3003,
+    /// `egress_router_teardown` found that the router of this name cannot be shown to be the
+    /// one the handle applied (it was torn down and applied again by someone else, or its
+    /// crash record is gone): nothing was changed, and the handle is consumed. In the 3000
+    /// range because what the kernel holds rules the call out before any change. Tear the
+    /// router down by name if it must go.
+    StaleHandle = 3004,
     /// The kernel differs from the spec; the message lists how.
     DriftFound = 3100,
+    /// An apply or repair ran every step, then read the namespace back and found that it does
+    /// not hold the router (something changed it meanwhile, or the kernel did not take a change
+    /// as sent); the message lists the differences. Everything was rolled back: the kernel is
+    /// as it was before the call, and retrying, or `egress_spec_ensure`, may succeed. In the
+    /// 3100 range because it is the comparison `egress_spec_check` makes, found by the apply.
+    VerifyFailed = 3101,
     /// A netlink (or sysctl) call failed; the message names the operation and the errno.
     NetlinkFailure = 4000,
     /// An apply failed and could not undo everything: the message lists what remains.
     RollbackIncomplete = 4001,
     /// A teardown ran every undo and some failed: the message lists what remains.
     TeardownIncomplete = 4002,
+    /// An undo was skipped on purpose because another could not be done: the router's crash
+    /// record was kept, for a later teardown by name to finish from. In the 4000 range because
+    /// it follows from a failed kernel call. No call of this version returns it: a teardown
+    /// or a rollback lists skipped undos in the message of `EGRESS_RESULT_TEARDOWN_INCOMPLETE`
+    /// or `EGRESS_RESULT_ROLLBACK_INCOMPLETE`.
+    UndoSkipped = 4003,
 }
 
 impl egress_result {
     /// Every value, in numeric order.
-    pub(crate) const ALL: [egress_result; 17] = [
+    pub(crate) const ALL: [egress_result; 22] = [
         egress_result::Ok,
         egress_result::NullParameter,
         egress_result::InvalidUtf8,
@@ -75,15 +109,20 @@ impl egress_result {
         egress_result::MacvlanNotSet,
         egress_result::Panic,
         egress_result::UnknownError,
+        egress_result::BlockingInAsync,
+        egress_result::NoRuntime,
         egress_result::InvalidSpec,
         egress_result::PermissionDenied,
         egress_result::NotFound,
         egress_result::AlreadyExists,
         egress_result::Conflict,
+        egress_result::StaleHandle,
         egress_result::DriftFound,
+        egress_result::VerifyFailed,
         egress_result::NetlinkFailure,
         egress_result::RollbackIncomplete,
         egress_result::TeardownIncomplete,
+        egress_result::UndoSkipped,
     ];
 
     /// The name of the C constant.
@@ -97,20 +136,31 @@ impl egress_result {
             egress_result::MacvlanNotSet => c"EGRESS_RESULT_MACVLAN_NOT_SET",
             egress_result::Panic => c"EGRESS_RESULT_PANIC",
             egress_result::UnknownError => c"EGRESS_RESULT_UNKNOWN_ERROR",
+            egress_result::BlockingInAsync => c"EGRESS_RESULT_BLOCKING_IN_ASYNC",
+            egress_result::NoRuntime => c"EGRESS_RESULT_NO_RUNTIME",
             egress_result::InvalidSpec => c"EGRESS_RESULT_INVALID_SPEC",
             egress_result::PermissionDenied => c"EGRESS_RESULT_PERMISSION_DENIED",
             egress_result::NotFound => c"EGRESS_RESULT_NOT_FOUND",
             egress_result::AlreadyExists => c"EGRESS_RESULT_ALREADY_EXISTS",
             egress_result::Conflict => c"EGRESS_RESULT_CONFLICT",
+            egress_result::StaleHandle => c"EGRESS_RESULT_STALE_HANDLE",
             egress_result::DriftFound => c"EGRESS_RESULT_DRIFT_FOUND",
+            egress_result::VerifyFailed => c"EGRESS_RESULT_VERIFY_FAILED",
             egress_result::NetlinkFailure => c"EGRESS_RESULT_NETLINK_FAILURE",
             egress_result::RollbackIncomplete => c"EGRESS_RESULT_ROLLBACK_INCOMPLETE",
             egress_result::TeardownIncomplete => c"EGRESS_RESULT_TEARDOWN_INCOMPLETE",
+            egress_result::UndoSkipped => c"EGRESS_RESULT_UNDO_SKIPPED",
         }
     }
 
-    /// The code of a core error. An apply that failed and rolled back completely has the code of
-    /// its cause (the message names the step and says the rollback was complete).
+    /// The code of a core error.
+    ///
+    /// An apply (or an ensure's repair) that failed and rolled back completely left the kernel
+    /// as it was: it has the code of its cause, so that a C caller can branch on why (an errno,
+    /// a conflict, a read-back that found the namespace changed: `VerifyFailed`, for which a
+    /// retry is the remedy); its message names the step ("verify: ...") and says the rollback
+    /// was complete. One that left something behind is `RollbackIncomplete` whatever the
+    /// cause, because what remains is what the caller must deal with first.
     fn of(e: &Error) -> egress_result {
         match (e.kind(), e) {
             (ErrorKind::Apply, Error::Apply { source, .. }) => egress_result::of(source),
@@ -119,9 +169,14 @@ impl egress_result {
             (ErrorKind::NotFound, _) => egress_result::NotFound,
             (ErrorKind::AlreadyExists, _) => egress_result::AlreadyExists,
             (ErrorKind::Conflict, _) => egress_result::Conflict,
+            (ErrorKind::StaleHandle, _) => egress_result::StaleHandle,
+            (ErrorKind::Verify, _) => egress_result::VerifyFailed,
             (ErrorKind::Kernel, _) => egress_result::NetlinkFailure,
             (ErrorKind::RollbackIncomplete, _) => egress_result::RollbackIncomplete,
             (ErrorKind::Teardown, _) => egress_result::TeardownIncomplete,
+            (ErrorKind::UndoSkipped, _) => egress_result::UndoSkipped,
+            (ErrorKind::BlockingInAsync, _) => egress_result::BlockingInAsync,
+            (ErrorKind::NoRuntime, _) => egress_result::NoRuntime,
             _ => egress_result::UnknownError,
         }
     }
@@ -355,6 +410,8 @@ pub unsafe extern "C" fn egress_string_free(s: *mut c_char) {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use egress_core::{Drift, Rollback};
+
     use super::*;
 
     /// This thread's last error message.
@@ -369,8 +426,8 @@ pub(crate) mod tests {
         assert_eq!(
             numbers,
             [
-                0, 1000, 1001, 1002, 1003, 1004, 1100, 1101, 2000, 3000, 3001, 3002, 3003, 3100,
-                4000, 4001, 4002
+                0, 1000, 1001, 1002, 1003, 1004, 1100, 1101, 1102, 1103, 2000, 3000, 3001, 3002,
+                3003, 3004, 3100, 3101, 4000, 4001, 4002, 4003
             ]
         );
     }
@@ -455,6 +512,96 @@ pub(crate) mod tests {
         let f = Failure::from(e);
         assert_eq!(f.code, egress_result::InvalidSpec);
         assert!(f.message.starts_with("invalid spec `{`"), "{}", f.message);
+
+        let kernel = || Error::Kernel {
+            operation: "ip link set ext0 up".into(),
+            errno: 19, // ENODEV
+        };
+        let skipped = || Error::UndoSkipped {
+            undo: "ip -6 route del blackhole 6567:… table 1701278323".into(),
+            reason: "kept: it is the crash record".into(),
+        };
+        let verify = || Error::Verify {
+            drift: vec![Drift::LinkDown {
+                link: "ext0".into(),
+            }],
+        };
+        let apply = |source: Error, rollback: Rollback| Error::Apply {
+            step: "verify: read the namespace again".into(),
+            step_index: 12,
+            source: Box::new(source),
+            rollback,
+        };
+        let cases = [
+            (
+                Error::BlockingInAsync { call: "plan" },
+                egress_result::BlockingInAsync,
+            ),
+            (
+                Error::NoRuntime {
+                    operation: "open a route netlink socket".into(),
+                },
+                egress_result::NoRuntime,
+            ),
+            (
+                Error::StaleHandle {
+                    name: "r".into(),
+                    netns: "/run/netns/pod".into(),
+                    reason: "its crash record holds apply id 00000002".into(),
+                },
+                egress_result::StaleHandle,
+            ),
+            (verify(), egress_result::VerifyFailed),
+            (skipped(), egress_result::UndoSkipped),
+            (kernel(), egress_result::NetlinkFailure),
+            // A failed apply that rolled back completely has its cause's code...
+            (
+                apply(verify(), Rollback::Complete),
+                egress_result::VerifyFailed,
+            ),
+            (
+                apply(kernel(), Rollback::Complete),
+                egress_result::NetlinkFailure,
+            ),
+            // ...and one that left something behind says so, whatever the cause.
+            (
+                apply(
+                    verify(),
+                    Rollback::Incomplete(vec!["link ext0 (errno 16)".into()]),
+                ),
+                egress_result::RollbackIncomplete,
+            ),
+            // Skipped undos are among what a teardown left behind.
+            (
+                Error::Teardown {
+                    failures: vec![kernel(), skipped()],
+                },
+                egress_result::TeardownIncomplete,
+            ),
+        ];
+        for (e, code) in cases {
+            let text = e.to_string();
+            let f = Failure::from(e);
+            assert_eq!(f.code, code, "{text}");
+            assert_eq!(f.message, text);
+        }
+    }
+
+    #[test]
+    fn an_invalid_spec_names_every_invalid_field() {
+        let json = r#"{"name": "Bad_Name", "external": {"adopt": "m"},
+                       "sources": ["203.0.113.300/24"], "gateways": ["203.0.113.1"],
+                       "announce": 17}"#;
+        let f = Failure::from(egress_core::RouterSpec::from_json(json).unwrap_err());
+        assert_eq!(f.code, egress_result::InvalidSpec);
+        for field in [
+            "invalid name `Bad_Name`",
+            "; and 2 more: ",
+            "invalid sources[0] `203.0.113.300/24`",
+            "invalid announce `17`",
+        ] {
+            assert!(f.message.contains(field), "{field}: {}", f.message);
+        }
     }
 
     #[test]

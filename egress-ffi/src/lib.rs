@@ -18,20 +18,31 @@
 //! egress_spec_builder_add_gateway(b, "203.0.113.1");
 //! egress_spec_builder_add_redirect(b, EGRESS_PROTOCOL_TCP, 80, "198.51.100.25", 8080);
 //! if (egress_spec_builder_build(b, &spec) != EGRESS_RESULT_OK) { /* see below */ }
-//! if (egress_apply(spec, &router) == EGRESS_RESULT_OK)
+//! if (egress_spec_apply(spec, &router) == EGRESS_RESULT_OK)
 //!     egress_router_teardown(router);
 //! egress_spec_free(spec);
 //! ```
 //!
 //! ## Conventions (as in rustls-ffi)
-//! - Opaque handles: `egress_spec_builder`, `egress_spec`, `egress_router`. Functions are
-//!   named `egress_<object>_<verb>`, take the object first, then inputs, then `*_out` outputs.
+//! - Opaque handles: `egress_spec_builder`, `egress_spec`, `egress_router`.
+//! - Functions are named `egress_<object>_<verb>` and take the object first, then inputs, then
+//!   `*_out` outputs. The object is the handle the function works on (`egress_spec_apply(spec,
+//!   ...)`, `egress_router_teardown(router)`) or the one it makes (`egress_spec_builder_new`,
+//!   `egress_spec_from_json`); `egress_string_free` and `egress_result_name` take a string and
+//!   a result code. The `egress_router_*_by_name` functions act on a router found in the kernel
+//!   by namespace path and name instead of through a handle. `egress_version` and
+//!   `egress_last_error_message` have no object: they concern the library and the calling
+//!   thread.
+//! - The names of 0.1 that broke this rule stay exported as deprecated aliases: `egress_apply`,
+//!   `egress_check`, `egress_ensure`, `egress_teardown_by_name` and `egress_inspect_json` are
+//!   `egress_spec_apply`, `egress_spec_check`, `egress_spec_ensure`,
+//!   `egress_router_teardown_by_name` and `egress_router_inspect_json_by_name`.
 //! - Every function that can fail returns an `egress_result`; `EGRESS_RESULT_OK` is 0. On
 //!   failure, `egress_last_error_message` gives this thread's detailed message: the failed
 //!   function, and the field, value, plan step and errno the error concerns. A successful call
 //!   clears it.
-//! - A failed `egress_apply` leaves the kernel as it was unless it returns
-//!   `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose message lists what remains.
+//! - A failed `egress_spec_apply` or `egress_spec_ensure` leaves the kernel as it was unless it
+//!   returns `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose message lists what remains.
 //! - A `NULL` pointer where an argument is required returns `EGRESS_RESULT_NULL_PARAMETER`;
 //!   outputs are set to `NULL` before anything else, so they can be freed unconditionally.
 //! - Strings in are NUL-terminated UTF-8 (`EGRESS_RESULT_INVALID_UTF8` otherwise); strings out
@@ -55,9 +66,15 @@ mod router;
 use std::ffi::{c_char, CStr};
 
 pub use error::{egress_last_error_message, egress_result, egress_result_name, egress_string_free};
+// The deprecated aliases, listed like every other function.
+#[allow(deprecated)]
 pub use router::{
-    egress_apply, egress_check, egress_ensure, egress_ensure_action, egress_inspect_json,
-    egress_router, egress_router_free, egress_router_teardown, egress_teardown_by_name,
+    egress_apply, egress_check, egress_ensure, egress_inspect_json, egress_teardown_by_name,
+};
+pub use router::{
+    egress_ensure_action, egress_router, egress_router_free, egress_router_inspect_json_by_name,
+    egress_router_teardown, egress_router_teardown_by_name, egress_spec_apply, egress_spec_check,
+    egress_spec_ensure, egress_spec_plan_live,
 };
 pub use spec::{
     egress_macvlan_mode, egress_protocol, egress_spec, egress_spec_builder,

@@ -1,4 +1,4 @@
-//! Applying, converging, checking, inspecting and tearing down routers, through
+//! Applying, converging, checking, planning, inspecting and tearing down routers, through
 //! [`egress_core::blocking`]. All of these need `CAP_NET_ADMIN` (and `CAP_SYS_ADMIN` to enter
 //! another namespace) and block until the kernel has answered.
 
@@ -11,7 +11,7 @@ use crate::{
     spec::egress_spec,
 };
 
-/// A live router (opaque): what `egress_apply` built, with the journal that undoes it.
+/// A live router (opaque): what `egress_spec_apply` built, with the journal that undoes it.
 /// Consumed by `egress_router_teardown`; `egress_router_free` releases the handle and
 /// leaves the router configured. It may be passed between threads, used by one at a time.
 pub struct egress_router(Router);
@@ -25,7 +25,7 @@ const _: fn() = || {
     sync::<egress_spec>();
 };
 
-/// What `egress_ensure` did.
+/// What `egress_spec_ensure` did.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum egress_ensure_action {
@@ -37,23 +37,55 @@ pub enum egress_ensure_action {
     Repaired = 3,
 }
 
-/// Applies `spec` as one transaction and stores the live router in `*router_out`.
+/// Applies `spec` as one transaction, verifies it by reading the namespace back, and stores the
+/// live router in `*router_out`.
 ///
 /// On failure the kernel is as it was (the message names the failed plan step, its errno and
 /// says the rollback was complete), except with `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose
-/// message lists what remains.
+/// message lists what remains. `EGRESS_RESULT_VERIFY_FAILED`: every step ran, but the namespace
+/// read back did not hold the router (something changed it meanwhile); it was rolled back,
+/// and a retry may succeed.
 ///
 /// # Safety
 /// `spec` must be NULL or a live spec; `router_out` must be NULL or point to writable storage
 /// for a pointer. On success `*router_out` owns the router, to be passed to
 /// `egress_router_teardown` or `egress_router_free`.
 #[no_mangle]
+pub unsafe extern "C" fn egress_spec_apply(
+    spec: *const egress_spec,
+    router_out: *mut *mut egress_router,
+) -> egress_result {
+    // SAFETY: as documented for the caller.
+    unsafe { spec_apply("egress_spec_apply", spec, router_out) }
+}
+
+/// Deprecated alias of `egress_spec_apply` (its name before the functions followed the
+/// `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+/// exactly as `egress_spec_apply`; its error messages name `egress_apply`.
+///
+/// # Safety
+/// As for `egress_spec_apply`.
+#[deprecated(note = "renamed egress_spec_apply")]
+#[no_mangle]
 pub unsafe extern "C" fn egress_apply(
     spec: *const egress_spec,
     router_out: *mut *mut egress_router,
 ) -> egress_result {
-    call("egress_apply", || {
-        // SAFETY (both): as documented for the caller.
+    // SAFETY: as documented for the caller.
+    unsafe { spec_apply("egress_apply", spec, router_out) }
+}
+
+/// `egress_spec_apply`, as C function `func`.
+///
+/// # Safety
+/// As for `egress_spec_apply`.
+unsafe fn spec_apply(
+    func: &str,
+    spec: *const egress_spec,
+    router_out: *mut *mut egress_router,
+) -> egress_result {
+    call(func, || {
+        // SAFETY (both): as the caller promises.
         let out = unsafe { arg_out(router_out, "router_out") }?;
         let spec = unsafe { arg_ref(spec, "spec") }?;
         let router = blocking::apply(&spec.0)?;
@@ -64,10 +96,17 @@ pub unsafe extern "C" fn egress_apply(
 
 /// Tears the router down: undoes everything its apply did, in reverse order (restores the
 /// previous default routes and sysctl values, deletes what it created). Runs every undo even
-/// when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains.
+/// when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains. A router that is
+/// gone already is success.
+///
+/// `EGRESS_RESULT_STALE_HANDLE`: the router of this name in the namespace cannot be shown to be
+/// the one this handle applied (it was torn down and applied again by someone else, or its
+/// crash record is gone); nothing was changed. Use `egress_router_teardown_by_name` if that
+/// router must go.
 ///
 /// Consumes `router` whatever the result (unless it is NULL): it must not be used or freed
-/// afterwards. What remains after a failure can be retried with `egress_teardown_by_name`.
+/// afterwards. What remains after a failure can be retried with
+/// `egress_router_teardown_by_name`.
 ///
 /// # Safety
 /// `router` must be NULL or a live router used by no other thread.
@@ -88,7 +127,8 @@ pub unsafe extern "C" fn egress_router_teardown(router: *mut egress_router) -> e
 }
 
 /// Releases the router handle and leaves the router configured in the kernel (it is kernel
-/// state, not a process); remove it later with `egress_teardown_by_name`. `NULL` is a no-op.
+/// state, not a process); remove it later with `egress_router_teardown_by_name`. `NULL` is a
+/// no-op.
 ///
 /// # Safety
 /// `router` must be NULL or a live router used by no other thread.
@@ -103,26 +143,56 @@ pub unsafe extern "C" fn egress_router_free(router: *mut egress_router) {
 }
 
 /// Converges the kernel to `spec` and stores what it did in `*action_out` (on success only):
-/// applies it when the router is not configured, does nothing when it matches, repairs it when
-/// it drifted. The router is left in place either way (there is no handle); remove it with
-/// `egress_teardown_by_name`.
+/// applies it when the router is not configured, does nothing when it matches, repairs what
+/// drifted, in place, as one transaction that is verified and rolled back on failure (the
+/// codes are those of `egress_spec_apply`). The router is left in place either way (there is
+/// no handle); remove it with `egress_router_teardown_by_name`.
 ///
 /// # Safety
 /// `spec` must be NULL or a live spec; `action_out` must be NULL or point to a writable
 /// `egress_ensure_action`.
 #[no_mangle]
+pub unsafe extern "C" fn egress_spec_ensure(
+    spec: *const egress_spec,
+    action_out: *mut egress_ensure_action,
+) -> egress_result {
+    // SAFETY: as documented for the caller.
+    unsafe { spec_ensure("egress_spec_ensure", spec, action_out) }
+}
+
+/// Deprecated alias of `egress_spec_ensure` (its name before the functions followed the
+/// `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+/// exactly as `egress_spec_ensure`; its error messages name `egress_ensure`.
+///
+/// # Safety
+/// As for `egress_spec_ensure`.
+#[deprecated(note = "renamed egress_spec_ensure")]
+#[no_mangle]
 pub unsafe extern "C" fn egress_ensure(
     spec: *const egress_spec,
     action_out: *mut egress_ensure_action,
 ) -> egress_result {
-    call("egress_ensure", || {
+    // SAFETY: as documented for the caller.
+    unsafe { spec_ensure("egress_ensure", spec, action_out) }
+}
+
+/// `egress_spec_ensure`, as C function `func`.
+///
+/// # Safety
+/// As for `egress_spec_ensure`.
+unsafe fn spec_ensure(
+    func: &str,
+    spec: *const egress_spec,
+    action_out: *mut egress_ensure_action,
+) -> egress_result {
+    call(func, || {
         if action_out.is_null() {
             return Err(Failure::new(
                 egress_result::NullParameter,
                 "argument `action_out` is NULL",
             ));
         }
-        // SAFETY: as documented for the caller.
+        // SAFETY: as the caller promises.
         let spec = unsafe { arg_ref(spec, "spec") }?;
         let action = match blocking::ensure(&spec.0)?.action {
             EnsureAction::Created => egress_ensure_action::Created,
@@ -147,12 +217,41 @@ pub unsafe extern "C" fn egress_ensure(
 /// `spec` must be NULL or a live spec; `drift_out` must be NULL or point to writable storage for
 /// a pointer.
 #[no_mangle]
+pub unsafe extern "C" fn egress_spec_check(
+    spec: *const egress_spec,
+    drift_out: *mut *mut c_char,
+) -> egress_result {
+    // SAFETY: as documented for the caller.
+    unsafe { spec_check("egress_spec_check", spec, drift_out) }
+}
+
+/// Deprecated alias of `egress_spec_check` (its name before the functions followed the
+/// `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+/// exactly as `egress_spec_check`; its error messages name `egress_check`.
+///
+/// # Safety
+/// As for `egress_spec_check`.
+#[deprecated(note = "renamed egress_spec_check")]
+#[no_mangle]
 pub unsafe extern "C" fn egress_check(
     spec: *const egress_spec,
     drift_out: *mut *mut c_char,
 ) -> egress_result {
-    call("egress_check", || {
-        // SAFETY (both): as documented for the caller.
+    // SAFETY: as documented for the caller.
+    unsafe { spec_check("egress_check", spec, drift_out) }
+}
+
+/// `egress_spec_check`, as C function `func`.
+///
+/// # Safety
+/// As for `egress_spec_check`.
+unsafe fn spec_check(
+    func: &str,
+    spec: *const egress_spec,
+    drift_out: *mut *mut c_char,
+) -> egress_result {
+    call(func, || {
+        // SAFETY (both): as the caller promises.
         let out = unsafe { arg_out(drift_out, "drift_out") }?;
         let spec = unsafe { arg_ref(spec, "spec") }?;
         let drift = blocking::check(&spec.0)?;
@@ -169,20 +268,74 @@ pub unsafe extern "C" fn egress_check(
     })
 }
 
-/// Tears down router `name` in the namespace at `netns_path` from what the kernel holds, after
-/// the process that applied it is gone (`/run/netns/NAME` for a named namespace,
-/// `/proc/PID/ns/net` for a process's, `/proc/thread-self/ns/net` for the caller's). Idempotent:
-/// a router that is not there is success. Never touches objects without the router's markers.
+/// What the namespace of `spec` still needs to hold the router, as it is now: only the steps
+/// that add what is missing or change back what is wrong (what `egress_spec_ensure` would do),
+/// the whole plan when the router is not there, an empty string when it matches. One numbered
+/// line per step, as `egress_spec_plan`, into `*plan_out` (free it with `egress_string_free`).
+/// Reads the kernel and changes nothing. `EGRESS_RESULT_NOT_FOUND` when the namespace is not
+/// there, or the link the spec adopts (no step could make it).
+///
+/// # Safety
+/// `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for
+/// a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn egress_spec_plan_live(
+    spec: *const egress_spec,
+    plan_out: *mut *mut c_char,
+) -> egress_result {
+    call("egress_spec_plan_live", || {
+        // SAFETY (both): as documented for the caller.
+        let out = unsafe { arg_out(plan_out, "plan_out") }?;
+        let spec = unsafe { arg_ref(spec, "spec") }?;
+        put_string(out, blocking::plan(&spec.0)?.to_string())
+    })
+}
+
+/// Tears down router `name` in the namespace at `netns_path` from what the kernel holds, without
+/// a handle: after the process that applied it is gone, or after `egress_spec_ensure`
+/// (`/run/netns/NAME` for a named namespace, `/proc/PID/ns/net` for a process's,
+/// `/proc/thread-self/ns/net` for the caller's). Idempotent: a router that is not there is
+/// success. Never touches objects without the router's markers.
 ///
 /// # Safety
 /// `netns_path` and `name` must each be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_teardown_by_name(
+    netns_path: *const c_char,
+    name: *const c_char,
+) -> egress_result {
+    // SAFETY: as documented for the caller.
+    unsafe { router_teardown_by_name("egress_router_teardown_by_name", netns_path, name) }
+}
+
+/// Deprecated alias of `egress_router_teardown_by_name` (its name before the functions followed
+/// the `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
+/// exactly as `egress_router_teardown_by_name`; its error messages name
+/// `egress_teardown_by_name`.
+///
+/// # Safety
+/// As for `egress_router_teardown_by_name`.
+#[deprecated(note = "renamed egress_router_teardown_by_name")]
 #[no_mangle]
 pub unsafe extern "C" fn egress_teardown_by_name(
     netns_path: *const c_char,
     name: *const c_char,
 ) -> egress_result {
-    call("egress_teardown_by_name", || {
-        // SAFETY (both): as documented for the caller.
+    // SAFETY: as documented for the caller.
+    unsafe { router_teardown_by_name("egress_teardown_by_name", netns_path, name) }
+}
+
+/// `egress_router_teardown_by_name`, as C function `func`.
+///
+/// # Safety
+/// As for `egress_router_teardown_by_name`.
+unsafe fn router_teardown_by_name(
+    func: &str,
+    netns_path: *const c_char,
+    name: *const c_char,
+) -> egress_result {
+    call(func, || {
+        // SAFETY (both): as the caller promises.
         let netns = unsafe { arg_str(netns_path, "netns_path") }?;
         let name = unsafe { arg_str(name, "name") }?;
         blocking::teardown_by_name(&Netns::Path(netns.into()), name)?;
@@ -190,23 +343,62 @@ pub unsafe extern "C" fn egress_teardown_by_name(
     })
 }
 
-/// What router `name` owns in the namespace at `netns_path` (see `egress_teardown_by_name` for
-/// the path), as a JSON object in `*json_out` (free it with `egress_string_free`): `name`,
-/// `table`, `link` (name, kind, mode, mtu, mac, up, created), `addresses`, `routes`,
-/// `saved_routes`, `sysctls`, `nat`. `EGRESS_RESULT_NOT_FOUND` when no such router is
-/// configured there.
+/// What router `name` owns in the namespace at `netns_path` (see
+/// `egress_router_teardown_by_name` for the path), read from the kernel without a handle, as a
+/// JSON object in `*json_out` (free it with `egress_string_free`): `name`, `table`, `link`
+/// (name, kind, mode, mtu, mac, up, created), `addresses`, `routes`, `saved_routes`, `sysctls`,
+/// `nat`. `EGRESS_RESULT_NOT_FOUND` when no such router is configured there.
 ///
 /// # Safety
 /// `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be NULL
 /// or point to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_inspect_json_by_name(
+    netns_path: *const c_char,
+    name: *const c_char,
+    json_out: *mut *mut c_char,
+) -> egress_result {
+    // SAFETY: as documented for the caller.
+    unsafe {
+        router_inspect_json_by_name(
+            "egress_router_inspect_json_by_name",
+            netns_path,
+            name,
+            json_out,
+        )
+    }
+}
+
+/// Deprecated alias of `egress_router_inspect_json_by_name` (its name before the functions
+/// followed the `egress_<object>_<verb>` rule), kept exported for programs built against it.
+/// It behaves exactly as `egress_router_inspect_json_by_name`; its error messages name
+/// `egress_inspect_json`.
+///
+/// # Safety
+/// As for `egress_router_inspect_json_by_name`.
+#[deprecated(note = "renamed egress_router_inspect_json_by_name")]
 #[no_mangle]
 pub unsafe extern "C" fn egress_inspect_json(
     netns_path: *const c_char,
     name: *const c_char,
     json_out: *mut *mut c_char,
 ) -> egress_result {
-    call("egress_inspect_json", || {
-        // SAFETY (all): as documented for the caller.
+    // SAFETY: as documented for the caller.
+    unsafe { router_inspect_json_by_name("egress_inspect_json", netns_path, name, json_out) }
+}
+
+/// `egress_router_inspect_json_by_name`, as C function `func`.
+///
+/// # Safety
+/// As for `egress_router_inspect_json_by_name`.
+unsafe fn router_inspect_json_by_name(
+    func: &str,
+    netns_path: *const c_char,
+    name: *const c_char,
+    json_out: *mut *mut c_char,
+) -> egress_result {
+    call(func, || {
+        // SAFETY (all): as the caller promises.
         let out = unsafe { arg_out(json_out, "json_out") }?;
         let netns = unsafe { arg_str(netns_path, "netns_path") }?;
         let name = unsafe { arg_str(name, "name") }?;
@@ -225,7 +417,10 @@ pub unsafe extern "C" fn egress_inspect_json(
 
 #[cfg(test)]
 mod tests {
-    use std::ptr::{null, null_mut};
+    use std::{
+        ffi::CStr,
+        ptr::{null, null_mut},
+    };
 
     use super::*;
     use crate::error::tests::last_error;
@@ -233,36 +428,120 @@ mod tests {
     #[test]
     fn null_arguments_fail_before_any_kernel_call() {
         let mut router = std::ptr::dangling_mut::<egress_router>();
-        let r = unsafe { egress_apply(null(), &mut router) };
+        let r = unsafe { egress_spec_apply(null(), &mut router) };
         assert_eq!((r, router.is_null()), (egress_result::NullParameter, true));
-        assert_eq!(last_error(), "egress_apply: argument `spec` is NULL");
+        assert_eq!(last_error(), "egress_spec_apply: argument `spec` is NULL");
         assert_eq!(
             unsafe { egress_router_teardown(null_mut()) },
             egress_result::NullParameter
         );
         let mut action = egress_ensure_action::Unchanged;
         assert_eq!(
-            unsafe { egress_ensure(null(), &mut action) },
+            unsafe { egress_spec_ensure(null(), &mut action) },
             egress_result::NullParameter
         );
-        let mut drift = null_mut();
+        let mut text = std::ptr::dangling_mut::<c_char>();
         assert_eq!(
-            unsafe { egress_check(null(), &mut drift) },
+            unsafe { egress_spec_check(null(), &mut text) },
             egress_result::NullParameter
         );
+        assert!(text.is_null());
+        text = std::ptr::dangling_mut();
         assert_eq!(
-            unsafe { egress_teardown_by_name(c"/run/netns/x".as_ptr(), null()) },
+            unsafe { egress_spec_plan_live(null(), &mut text) },
+            egress_result::NullParameter
+        );
+        assert!(text.is_null());
+        assert_eq!(
+            last_error(),
+            "egress_spec_plan_live: argument `spec` is NULL"
+        );
+        assert_eq!(
+            unsafe { egress_router_teardown_by_name(c"/run/netns/x".as_ptr(), null()) },
             egress_result::NullParameter
         );
         assert_eq!(
             last_error(),
-            "egress_teardown_by_name: argument `name` is NULL"
+            "egress_router_teardown_by_name: argument `name` is NULL"
         );
-        let mut json = null_mut();
+        text = std::ptr::dangling_mut();
         assert_eq!(
-            unsafe { egress_inspect_json(null(), c"r".as_ptr(), &mut json) },
+            unsafe { egress_router_inspect_json_by_name(null(), c"r".as_ptr(), &mut text) },
             egress_result::NullParameter
         );
+        assert!(text.is_null());
         unsafe { egress_router_free(null_mut()) };
+    }
+
+    /// The old names do what the new ones do, and their messages name the function called.
+    #[test]
+    #[allow(deprecated)]
+    fn the_deprecated_aliases_behave_as_the_new_names() {
+        let mut router = std::ptr::dangling_mut::<egress_router>();
+        let r = unsafe { egress_apply(null(), &mut router) };
+        assert_eq!((r, router.is_null()), (egress_result::NullParameter, true));
+        assert_eq!(last_error(), "egress_apply: argument `spec` is NULL");
+        let mut action = egress_ensure_action::Unchanged;
+        assert_eq!(
+            unsafe { egress_ensure(null(), &mut action) },
+            egress_result::NullParameter
+        );
+        assert_eq!(last_error(), "egress_ensure: argument `spec` is NULL");
+        let mut text = std::ptr::dangling_mut::<c_char>();
+        assert_eq!(
+            unsafe { egress_check(null(), &mut text) },
+            egress_result::NullParameter
+        );
+        assert_eq!(
+            (text.is_null(), last_error().as_str()),
+            (true, "egress_check: argument `spec` is NULL")
+        );
+        assert_eq!(
+            unsafe { egress_teardown_by_name(c"/run/netns/x".as_ptr(), c"r\xff".as_ptr()) },
+            egress_result::InvalidUtf8
+        );
+        assert!(
+            last_error().starts_with("egress_teardown_by_name: argument `name` is not valid"),
+            "{}",
+            last_error()
+        );
+        assert_eq!(
+            unsafe { egress_inspect_json(c"/run/netns/x".as_ptr(), c"r".as_ptr(), null_mut()) },
+            egress_result::NullParameter
+        );
+        assert_eq!(
+            last_error(),
+            "egress_inspect_json: argument `json_out` is NULL"
+        );
+    }
+
+    /// A call from a thread that runs one of the library's runtimes is refused with its own
+    /// code, before anything else (and so without root).
+    #[test]
+    fn a_call_from_inside_an_async_runtime_is_refused() {
+        let json = cr#"{"name": "r", "external": {"adopt": "m"}, "sources": ["203.0.113.9"],
+                         "gateways": ["203.0.113.1"]}"#;
+        let mut spec = null_mut();
+        assert_eq!(
+            unsafe { crate::egress_spec_from_json(json.as_ptr(), &mut spec) },
+            egress_result::Ok
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut drift = std::ptr::dangling_mut::<c_char>();
+        let r = rt.block_on(async { unsafe { egress_spec_check(spec, &mut drift) } });
+        assert_eq!((r, drift.is_null()), (egress_result::BlockingInAsync, true));
+        assert!(
+            last_error().starts_with(
+                "egress_spec_check: egress_core::blocking::check called from inside an async \
+                 runtime"
+            ),
+            "{}",
+            last_error()
+        );
+        let name = unsafe { CStr::from_ptr(crate::egress_result_name(r as u32)) };
+        assert_eq!(name, c"EGRESS_RESULT_BLOCKING_IN_ASYNC");
+        unsafe { crate::egress_spec_free(spec) };
     }
 }

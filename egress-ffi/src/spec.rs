@@ -240,7 +240,7 @@ pub unsafe extern "C" fn egress_spec_builder_macvlan(
 }
 
 /// The namespace of the macvlan's parent link, by path (default: the calling thread's
-/// namespace when `egress_apply` starts).
+/// namespace when `egress_spec_apply` starts).
 ///
 /// Returns `EGRESS_RESULT_MACVLAN_NOT_SET` unless `egress_spec_builder_macvlan` was called
 /// before.
@@ -597,8 +597,10 @@ pub unsafe extern "C" fn egress_spec_free(spec: *mut egress_spec) {
     })
 }
 
-/// The dry run: every kernel change `egress_apply` would make, one numbered line each, into
-/// `*plan_out` (free it with `egress_string_free`). Changes nothing.
+/// The dry run: every kernel change `egress_spec_apply` would make in a namespace without the
+/// router, one numbered line each, into `*plan_out` (free it with `egress_string_free`). Needs
+/// no kernel and changes nothing. (What a live namespace still needs is
+/// `egress_spec_plan_live`.)
 ///
 /// # Safety
 /// `spec` must be NULL or a live spec; `plan_out` must be NULL or point to writable storage for

@@ -1,15 +1,26 @@
 //! The exception hierarchy, and the one place core errors become Python exceptions.
 //!
-//! Every core [`ErrorKind`] has its own class under `egress.EgressError`. `InvalidSpecError`
-//! must also be a `ValueError`, so it is declared in the Python package (`egress/__init__.py`)
+//! Every core [`ErrorKind`] has its own class under `egress.EgressError`. The classes that must
+//! also be builtin exceptions (`InvalidSpecError` a `ValueError`; `BlockingInAsyncError` and
+//! `NoRuntimeError` a `RuntimeError`) are declared in the Python package (`egress/__init__.py`)
 //! and looked up from here; the others are created here.
+//!
+//! Errors inside errors keep their class: an `ApplyError`'s cause (the failed step's error, or
+//! the `VerifyError` of a failed verify) is its `__cause__`, and a `TeardownError` lists each
+//! failed undo as an exception in `errors`.
 
 use std::fmt::Display;
 
 use egress_core::{Error, ErrorKind, Rollback};
 use pyo3::{
-    create_exception, exceptions::PyException, prelude::*, sync::PyOnceLock, types::PyType,
+    create_exception,
+    exceptions::PyException,
+    prelude::*,
+    sync::PyOnceLock,
+    types::{PyDict, PyList, PyType},
 };
+
+use crate::router::Drift;
 
 create_exception!(
     egress,
@@ -70,7 +81,36 @@ create_exception!(
     TeardownError,
     EgressError,
     "A teardown ran every undo and some failed.\n\n\
-     Attributes: failures (one message per undo that failed; what it names remains)."
+     Attributes: failures (one message per undo that failed; what it names remains), errors \
+     (the same failures as exceptions: KernelError, UndoSkippedError, ...)."
+);
+create_exception!(
+    egress,
+    StaleHandleError,
+    EgressError,
+    "Router.teardown() refused: the router in the kernel is not the one this handle applied \
+     (it was torn down and applied again by someone else). Nothing was changed; remove it by \
+     name with egress.teardown(name, netns=...) if it should go.\n\n\
+     Attributes: name (the router's), netns (its namespace), reason (what differs)."
+);
+create_exception!(
+    egress,
+    VerifyError,
+    EgressError,
+    "After the changes of an apply (or ensure), the namespace did not hold what the spec \
+     describes: something changed it meanwhile, or the kernel did not take a change as sent. \
+     The apply is rolled back, so this arrives as the __cause__ of an ApplyError whose step \
+     starts with \"verify\".\n\n\
+     Attributes: drift (a list of Drift: how the namespace differed)."
+);
+create_exception!(
+    egress,
+    UndoSkippedError,
+    EgressError,
+    "An undo of a teardown or rollback was skipped on purpose: what it would remove (the \
+     router's crash record) is kept because something else could not be restored, and a \
+     later teardown needs it. Found in TeardownError.errors.\n\n\
+     Attributes: undo (close to its ip/nft equivalent), reason."
 );
 
 /// Registers the classes created here on the native module.
@@ -91,6 +131,9 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<RollbackIncompleteError>(),
     )?;
     m.add("TeardownError", py.get_type::<TeardownError>())?;
+    m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
+    m.add("VerifyError", py.get_type::<VerifyError>())?;
+    m.add("UndoSkippedError", py.get_type::<UndoSkippedError>())?;
     Ok(())
 }
 
@@ -103,14 +146,35 @@ impl From<Error> for CoreError {
     }
 }
 
-/// The Python package's `InvalidSpecError(EgressError, ValueError)`.
-fn invalid_spec_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
-    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    TYPE.get_or_try_init(py, || {
-        let ty = py.import("egress")?.getattr("InvalidSpecError")?;
+/// A class the Python package declares (one that is also a builtin exception), looked up once.
+fn package_type<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+) -> PyResult<Bound<'py, PyType>> {
+    cell.get_or_try_init(py, || {
+        let ty = py.import("egress")?.getattr(name)?;
         Ok::<_, PyErr>(ty.cast_into::<PyType>()?.unbind())
     })
     .map(|t| t.bind(py).clone())
+}
+
+/// `egress.InvalidSpecError(EgressError, ValueError)`.
+fn invalid_spec_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    package_type(py, &TYPE, "InvalidSpecError")
+}
+
+/// `egress.BlockingInAsyncError(EgressError, RuntimeError)`.
+fn blocking_in_async_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    package_type(py, &TYPE, "BlockingInAsyncError")
+}
+
+/// `egress.NoRuntimeError(EgressError, RuntimeError)`.
+fn no_runtime_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
+    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    package_type(py, &TYPE, "NoRuntimeError")
 }
 
 impl From<CoreError> for PyErr {
@@ -138,6 +202,11 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
         ErrorKind::Apply => py.get_type::<ApplyError>(),
         ErrorKind::RollbackIncomplete => py.get_type::<RollbackIncompleteError>(),
         ErrorKind::Teardown => py.get_type::<TeardownError>(),
+        ErrorKind::StaleHandle => py.get_type::<StaleHandleError>(),
+        ErrorKind::Verify => py.get_type::<VerifyError>(),
+        ErrorKind::UndoSkipped => py.get_type::<UndoSkippedError>(),
+        ErrorKind::BlockingInAsync => blocking_in_async_type(py)?,
+        ErrorKind::NoRuntime => no_runtime_type(py)?,
         // The core may grow kinds: they still arrive as egress errors, with their message.
         _ => py.get_type::<EgressError>(),
     };
@@ -152,6 +221,15 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             exc.setattr("field", field)?;
             exc.setattr("value", value)?;
             exc.setattr("expected", expected)?;
+            let errors = PyList::empty(py);
+            for f in e.invalid_fields() {
+                let d = PyDict::new(py);
+                d.set_item("field", f.field)?;
+                d.set_item("value", f.value)?;
+                d.set_item("expected", f.expected)?;
+                errors.append(d)?;
+            }
+            exc.setattr("errors", errors)?;
         }
         Error::PermissionDenied {
             operation,
@@ -168,8 +246,9 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             step,
             step_index,
             rollback,
-            ..
+            source,
         } => {
+            exc.setattr("__cause__", exception(py, source)?)?;
             exc.setattr("step", step)?;
             exc.setattr("step_index", *step_index)?;
             exc.setattr("rolled_back", rollback.is_complete())?;
@@ -181,9 +260,33 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             exc.setattr("errno", e.errno())?;
         }
         Error::Teardown { failures } => {
-            let failures: Vec<String> = failures.iter().map(ToString::to_string).collect();
-            exc.setattr("failures", failures)?;
+            let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
+            exc.setattr("failures", messages)?;
+            let errors = PyList::empty(py);
+            for f in failures {
+                errors.append(exception(py, f)?)?;
+            }
+            exc.setattr("errors", errors)?;
         }
+        Error::StaleHandle {
+            name,
+            netns,
+            reason,
+        } => {
+            exc.setattr("name", name)?;
+            exc.setattr("netns", netns)?;
+            exc.setattr("reason", reason)?;
+        }
+        Error::Verify { drift } => {
+            let drift = drift.iter().map(Drift::new).collect::<PyResult<Vec<_>>>()?;
+            exc.setattr("drift", drift)?;
+        }
+        Error::UndoSkipped { undo, reason } => {
+            exc.setattr("undo", undo)?;
+            exc.setattr("reason", reason)?;
+        }
+        Error::BlockingInAsync { call } => exc.setattr("call", *call)?,
+        Error::NoRuntime { operation } => exc.setattr("operation", operation)?,
         _ => {}
     }
     Ok(exc)

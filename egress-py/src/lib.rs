@@ -3,10 +3,12 @@
 //!
 //! The module holds no networking logic: it builds the same `RouterSpec` (through its JSON
 //! form) and calls [`egress_core::blocking`], releasing the GIL for each whole call. Core
-//! errors become the exception classes of the `errors` module, mapped in one place.
+//! errors become the exception classes of the `errors` module, mapped in one place; the core's
+//! `tracing` events reach Python's `logging` through the `log` module.
 
 mod convert;
 mod errors;
+mod log;
 mod router;
 mod spec;
 
@@ -23,6 +25,7 @@ fn _egress(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(router::teardown, m)?)?;
     m.add_function(wrap_pyfunction!(router::inspect, m)?)?;
     errors::register(m)?;
+    log::install(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -8,8 +8,9 @@ use pyo3::{prelude::*, types::PyType};
 use serde_json::Value;
 
 use crate::{
-    convert::{json_to_py, netns_arg, to_py},
+    convert::{json_to_py, netns_checked, to_py},
     errors::CoreError,
+    log,
     spec::RouterSpec,
 };
 
@@ -61,9 +62,14 @@ impl Router {
     /// Undoes everything the apply did, in reverse order; returns what was undone.
     ///
     /// Runs every undo even when one fails ("already gone" counts as done) and then raises
-    /// TeardownError listing the failures. A second call does nothing and returns [].
+    /// TeardownError listing the failures. A router that is gone already is success: [].
+    /// First the handle checks that the router in the kernel is still the one it applied:
+    /// one torn down and applied again by someone else (egress.teardown(), then another
+    /// apply or ensure) is left alone, and StaleHandleError says so. Either way the handle
+    /// is spent: active is False after the first call, and a second call returns [].
     /// The GIL is released while the kernel is programmed.
     fn teardown(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        log::refresh(py);
         let handle = self
             .handle
             .lock()
@@ -107,8 +113,16 @@ pub(crate) struct Step {
 }
 
 impl Step {
-    pub(crate) fn new(index: usize, text: String) -> Self {
-        Step { index, text }
+    /// The steps of `plan`, numbered from 1.
+    pub(crate) fn all(plan: &egress_core::Plan) -> Vec<Step> {
+        plan.steps()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Step {
+                index: i + 1,
+                text: s.to_string(),
+            })
+            .collect()
     }
 }
 
@@ -130,8 +144,9 @@ impl Step {
 }
 
 /// One way the kernel differs from a spec. str() says it in a sentence; kind names it
-/// (router_missing, link_missing, link_down, link_changed, address_missing, route_missing,
-/// foreign_default_route, sysctl_changed, nat_changed); to_dict() has every detail.
+/// (router_missing, link_missing, link_down, link_changed, address_missing, foreign_address,
+/// route_missing, foreign_default_route, sysctl_changed, nat_changed, journal_damaged);
+/// to_dict() has every detail.
 #[pyclass(module = "egress", frozen)]
 #[derive(Clone)]
 pub(crate) struct Drift {
@@ -146,7 +161,7 @@ impl Drift {
             pyo3::exceptions::PyTypeError::new_err(format!("egress: cannot convert a drift: {e}"))
         })?;
         Ok(Drift {
-            kind: fields["kind"].as_str().unwrap_or_default().to_owned(),
+            kind: drift.kind().to_owned(),
             message: drift.to_string(),
             fields,
         })
@@ -234,8 +249,9 @@ impl EnsureResult {
 /// that applied it is gone). A router that is not there is success: returns []. Otherwise
 /// returns what was undone. Never touches anything the router does not own.
 ///
-/// netns takes the same forms as RouterSpec's (None = the calling thread's namespace).
-/// The GIL is released meanwhile.
+/// netns takes the same forms as RouterSpec's (None = the calling thread's namespace). An
+/// invalid name, or a namespace name with "/" or "..", raises InvalidSpecError (field
+/// "name", "netns.name") before the kernel is asked. The GIL is released meanwhile.
 #[pyfunction]
 #[pyo3(signature = (name, *, netns=None))]
 pub(crate) fn teardown(
@@ -243,7 +259,8 @@ pub(crate) fn teardown(
     name: String,
     netns: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Vec<String>> {
-    let ns = netns_arg(netns, "netns")?;
+    let ns = netns_checked(netns)?;
+    log::refresh(py);
     Ok(py
         .detach(|| blocking::teardown_by_name(&ns, &name))
         .map_err(CoreError)?)
@@ -252,7 +269,8 @@ pub(crate) fn teardown(
 /// What router `name` owns in namespace `netns` now, as plain dicts (link, addresses, routes,
 /// saved_routes, sysctls, nat, ...), or None when it is not configured there.
 ///
-/// The GIL is released while the kernel is read.
+/// Invalid names raise InvalidSpecError as teardown() does. The GIL is released while the
+/// kernel is read.
 #[pyfunction]
 #[pyo3(signature = (name, *, netns=None))]
 pub(crate) fn inspect<'py>(
@@ -260,7 +278,8 @@ pub(crate) fn inspect<'py>(
     name: String,
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ns = netns_arg(netns, "netns")?;
+    let ns = netns_checked(netns)?;
+    log::refresh(py);
     let state = py
         .detach(|| blocking::inspect(&ns, &name))
         .map_err(CoreError)?;

@@ -4,17 +4,18 @@
 //! built piece by piece; every operation validates it through `egress_core::RouterSpec`, the one
 //! validation every front end shares.
 
-use egress_core::{blocking, MacvlanMode, RouterSpec as CoreSpec, MAX_ANNOUNCE};
+use egress_core::{blocking, MacvlanMode, Protocol, RouterSpec as CoreSpec, MAX_ANNOUNCE};
 use pyo3::{
-    exceptions::PyTypeError,
+    exceptions::{PyDeprecationWarning, PyTypeError},
     prelude::*,
-    types::{PyDict, PyString},
+    types::{PyDict, PyString, PyTuple},
 };
 use serde_json::{Map, Value};
 
 use crate::{
-    convert::{int_arg, int_field, json_to_py, netns_arg, netns_json, py_to_json, type_name},
+    convert::{int_field, json_to_py, netns_arg, netns_json, parse_spec, py_to_json, type_name},
     errors::{invalid, CoreError},
+    log,
     router::{Drift, EnsureResult, Router, Step},
 };
 
@@ -30,7 +31,7 @@ const PORT: &str = "a port from 1 to 65535";
 ///             .macvlan(parent="eth1", mode="private")
 ///             .source("203.0.113.99/24")
 ///             .gateway("203.0.113.1")
-///             .redirect(80, "tcp", "198.51.100.25", 8080)
+///             .redirect(80, "198.51.100.25", 8080)
 ///             .fallback("198.51.100.9"))
 ///     for step in spec.plan():        # the dry run
 ///         print(step)
@@ -71,7 +72,7 @@ impl RouterSpec {
 
     /// The validated core spec.
     pub(crate) fn build(&self) -> Result<CoreSpec, CoreError> {
-        Ok(CoreSpec::from_json_value(Value::Object(self.raw.clone()))?)
+        parse_spec(Value::Object(self.raw.clone()))
     }
 
     /// A Python RouterSpec holding the canonical JSON form of a validated spec.
@@ -134,8 +135,10 @@ impl RouterSpec {
     /// gateways, redirects ([{"protocol", "port", "to", "to_port"}]), fallback, kept_routes
     /// ([{"to", "via"}]), announce.
     ///
-    /// Unknown keys are rejected by name (InvalidSpecError); values that are not JSON types
-    /// raise TypeError.
+    /// Every mistake raises InvalidSpecError naming the field as a JSON path
+    /// ("redirects[0].port"): unknown keys, values of the wrong JSON type, integers beyond
+    /// 64 bits, a dict or list that contains itself or nests deeper than 32 levels. Values
+    /// that are not JSON types at all (bytes, sets, objects) raise TypeError naming the field.
     #[staticmethod]
     fn from_dict(spec: &Bound<'_, PyAny>) -> PyResult<Self> {
         if !spec.is_instance_of::<PyDict>() {
@@ -144,8 +147,7 @@ impl RouterSpec {
                 type_name(spec)
             )));
         }
-        let value = py_to_json(spec, "spec")?;
-        let spec = CoreSpec::from_json_value(value).map_err(CoreError)?;
+        let spec = parse_spec(py_to_json(spec)?)?;
         Ok(RouterSpec::from_core(&spec))
     }
 
@@ -241,14 +243,13 @@ impl RouterSpec {
         );
         m.insert("mode".into(), Value::from(mode));
         if let Some(mtu) = mtu {
-            let mtu = int_arg(mtu, "mtu")?;
-            let mtu = int_field(
+            let mtu: u32 = int_field(
                 mtu,
-                u64::from(u32::MAX),
+                "mtu",
                 "external.macvlan.mtu",
                 "an MTU from 68 to 65535",
             )?;
-            m.insert("mtu".into(), mtu);
+            m.insert("mtu".into(), Value::from(mtu));
         }
         if let Some(mac) = mac {
             m.insert("mac".into(), Value::from(mac));
@@ -289,32 +290,74 @@ impl RouterSpec {
         self.push("gateways", Value::from(ip))
     }
 
-    /// Adds a redirect: connections to `port`/`protocol` (tcp, udp, sctp) on the router go to
-    /// `to`:`to_port` (default: `port`) — one element of the nftables DNAT map.
-    #[pyo3(signature = (port, protocol, to, to_port=None))]
+    /// Adds a redirect: connections to `port`/`protocol` (tcp, udp or sctp) on the router go
+    /// to `to`:`to_port` (default: `port`) — one element of the nftables DNAT map.
+    ///
+    ///     spec.redirect(80, "198.51.100.25", 8080)
+    ///     spec.redirect(53, "198.51.100.53", protocol="udp")
+    ///
+    /// The former order, redirect(port, protocol, to, to_port), still works and warns
+    /// DeprecationWarning: its second argument is a protocol name, which no address is.
+    #[pyo3(
+        signature = (port, *args, to=None, to_port=None, protocol=None),
+        text_signature = "($self, /, port, to, to_port=None, protocol='tcp')"
+    )]
     fn redirect(
         &self,
+        py: Python<'_>,
         port: &Bound<'_, PyAny>,
-        protocol: String,
-        to: String,
-        to_port: Option<&Bound<'_, PyAny>>,
+        args: &Bound<'_, PyTuple>,
+        to: Option<Bound<'_, PyAny>>,
+        to_port: Option<Bound<'_, PyAny>>,
+        protocol: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let old_order = match args.len() {
+            0 => false,
+            1..=3 => is_protocol_name(&args.get_item(0)?),
+            n => {
+                return Err(PyTypeError::new_err(format!(
+                    "redirect() takes at most 4 positional arguments ({} given)",
+                    n + 1
+                )))
+            }
+        };
+        let mut given = [("to", to), ("to_port", to_port), ("protocol", protocol)];
+        let order: [usize; 3] = if old_order { [2, 0, 1] } else { [0, 1, 2] };
+        for (slot, arg) in order.into_iter().zip(args.iter()) {
+            let (name, value) = &mut given[slot];
+            if value.is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "redirect() got multiple values for argument '{name}'"
+                )));
+            }
+            *value = Some(arg);
+        }
+        if old_order {
+            PyErr::warn(
+                py,
+                &py.get_type::<PyDeprecationWarning>(),
+                c"RouterSpec.redirect(port, protocol, to, to_port) is deprecated: \
+                  use redirect(port, to, to_port=None, protocol=\"tcp\")",
+                1,
+            )?;
+        }
+        let [(_, to), (_, to_port), (_, protocol)] = given;
+        let to =
+            to.ok_or_else(|| PyTypeError::new_err("redirect() missing required argument 'to'"))?;
         let i = self.len_of("redirects");
         let mut r = Map::new();
+        let protocol = match protocol {
+            Some(p) => str_arg(&p, "protocol")?,
+            None => Protocol::Tcp.as_str().to_owned(),
+        };
         r.insert("protocol".into(), Value::from(protocol));
-        let port = int_arg(port, "port")?;
-        r.insert(
-            "port".into(),
-            int_field(port, u64::MAX, &format!("redirects[{i}].port"), PORT)?,
-        );
-        r.insert("to".into(), Value::from(to));
-        if let Some(to_port) = to_port {
-            let to_port = int_arg(to_port, "to_port")?;
+        let port: u64 = int_field(port, "port", &format!("redirects[{i}].port"), PORT)?;
+        r.insert("port".into(), Value::from(port));
+        r.insert("to".into(), Value::from(str_arg(&to, "to")?));
+        if let Some(to_port) = to_port.filter(|p| !p.is_none()) {
             let field = format!("redirects[{i}].to_port");
-            r.insert(
-                "to_port".into(),
-                int_field(to_port, u64::MAX, &field, PORT)?,
-            );
+            let to_port: u64 = int_field(&to_port, "to_port", &field, PORT)?;
+            r.insert("to_port".into(), Value::from(to_port));
         }
         Ok(self.push("redirects", Value::Object(r)))
     }
@@ -338,24 +381,27 @@ impl RouterSpec {
 
     /// How many gratuitous ARPs / unsolicited NAs to send per address (default 1, 0 = none).
     fn announce(&self, count: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let count = int_arg(count, "count")?;
         let expected = format!("a count from 0 to {MAX_ANNOUNCE}");
-        let count = int_field(count, u64::from(u8::MAX), "announce", &expected)?;
+        let count: u8 = int_field(count, "count", "announce", &expected)?;
         Ok(self.with(|raw| {
-            raw.insert("announce".into(), count);
+            raw.insert("announce".into(), Value::from(count));
         }))
     }
 
-    /// The dry run: every kernel change apply() would make, in order. Changes nothing.
+    /// The dry run: every kernel change apply() would make, in order, computed from the spec
+    /// alone (the kernel is not read; no privilege needed). Changes nothing.
     fn plan(&self) -> PyResult<Vec<Step>> {
-        let spec = self.build()?;
-        Ok(spec
-            .plan()
-            .steps()
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Step::new(i + 1, s.to_string()))
-            .collect())
+        Ok(Step::all(&self.build()?.plan()))
+    }
+
+    /// The dry run of ensure(): the steps the router's namespace still needs now, read from
+    /// the kernel — only what is missing or wrong, the whole plan when the router is not
+    /// there, [] when it matches. Changes nothing (Ansible's check mode). Needs
+    /// CAP_NET_ADMIN, like check(); the GIL is released while the kernel is read.
+    fn plan_live(&self, py: Python<'_>) -> PyResult<Vec<Step>> {
+        log::refresh(py);
+        let plan = py.detach(|| Ok::<_, CoreError>(blocking::plan(&self.build()?)?))?;
+        Ok(Step::all(&plan))
     }
 
     /// Configures the router as one transaction and returns its handle.
@@ -366,6 +412,7 @@ impl RouterSpec {
     /// the router configured (egress.teardown(name, netns=...) removes it later).
     /// The GIL is released for the whole call (validation included).
     fn apply(&self, py: Python<'_>) -> PyResult<Router> {
+        log::refresh(py);
         let (router, spec) = py.detach(|| {
             let spec = self.build()?;
             let router = blocking::apply(&spec)?;
@@ -377,6 +424,7 @@ impl RouterSpec {
     /// How the kernel differs from this spec, as a list of Drift; empty when the router is
     /// configured exactly. Changes nothing. The GIL is released while the kernel is read.
     fn check(&self, py: Python<'_>) -> PyResult<Vec<Drift>> {
+        log::refresh(py);
         let drift = py.detach(|| Ok::<_, CoreError>(blocking::check(&self.build()?)?))?;
         drift.iter().map(Drift::new).collect()
     }
@@ -385,6 +433,7 @@ impl RouterSpec {
     /// does nothing when it matches, repairs it when it drifted. Returns an EnsureResult
     /// (changed, action, drift). The router is left in place. The GIL is released meanwhile.
     fn ensure(&self, py: Python<'_>) -> PyResult<EnsureResult> {
+        log::refresh(py);
         let outcome = py.detach(|| Ok::<_, CoreError>(blocking::ensure(&self.build()?)?))?;
         EnsureResult::new(py, &outcome)
     }
@@ -392,5 +441,25 @@ impl RouterSpec {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let raw = json_to_py(py, &Value::Object(self.raw.clone()))?;
         Ok(format!("RouterSpec.from_dict({})", raw.repr()?))
+    }
+}
+
+/// Whether `arg` is a protocol name (as the core reads one): the second argument of the old
+/// order of `redirect`, which no address can be.
+fn is_protocol_name(arg: &Bound<'_, PyAny>) -> bool {
+    arg.cast::<PyString>()
+        .ok()
+        .and_then(|s| s.to_cow().ok().map(|s| s.parse::<Protocol>().is_ok()))
+        .unwrap_or(false)
+}
+
+/// A `str` argument taken by hand (`redirect` sorts its arguments itself).
+fn str_arg(obj: &Bound<'_, PyAny>, arg: &str) -> PyResult<String> {
+    match obj.cast::<PyString>() {
+        Ok(s) => Ok(s.to_cow()?.into_owned()),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{arg} must be a str, not {}",
+            type_name(obj)
+        ))),
     }
 }

@@ -95,8 +95,8 @@ class Lab:
             .macvlan(c["MACVLAN_PARENT"], "private", parent_netns=self.path("node"))
             .source(c["EGRESS_SOURCE4"])
             .gateway(c["GATEWAY4"])
-            .redirect(c["SERVICE_PORT"], "tcp", c["WEB4"], c["WEB_PORT"])
-            .redirect(c["WEB_PORT"], "tcp", c["WEB4"])
+            .redirect(c["SERVICE_PORT"], c["WEB4"], c["WEB_PORT"])
+            .redirect(c["WEB_PORT"], c["WEB4"])
         )
 
     def source4(self) -> str:

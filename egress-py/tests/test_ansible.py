@@ -1,6 +1,7 @@
 """The Ansible module (examples/ansible) run by a real ansible-playbook against the lab (root):
-check mode changes nothing, apply reports changed, re-apply reports unchanged, drift is
-repaired, absent removes everything, and a library error comes back as `failed`."""
+check mode changes nothing and reports the live plan, apply reports changed, re-apply reports
+unchanged, drift is repaired, absent removes everything, and a library error comes back as
+`failed` (an invalid spec with every invalid field)."""
 
 from __future__ import annotations
 
@@ -117,14 +118,16 @@ def test_playbook_check_apply_reapply_repair_absent(lab: Lab, tmp_path: Path) ->
 
     # The same run again: nothing to do.
     r = book.run("--diff")
-    assert (r["status"], r["changed"], r["action"]) == ("ok", False, "unchanged")
+    assert (r["status"], r["changed"], r["action"], r["plan"]) == ("ok", False, "unchanged", [])
     assert r["diff"]["before"] == r["diff"]["after"]
 
-    # Drift behind Ansible's back: check mode sees it, a run repairs it.
+    # Drift behind Ansible's back: check mode sees it, and plans only the repair.
     lab.ip("router", "link", "set", "macvlan0", "down")
     r = book.run("--check")
     assert (r["changed"], r["action"]) == (True, "repaired")
     assert "link macvlan0 is down" in r["drift"]
+    assert r["plan"][0] == "ip link set dev macvlan0 up"
+    assert not any(step.startswith("ip link add") for step in r["plan"]), r["plan"]
     assert egress.inspect("py-ansible", netns=router_ns)["link"]["up"] is False  # type: ignore[index]
     r = book.run()
     assert (r["changed"], r["action"]) == (True, "repaired")
@@ -159,6 +162,18 @@ def test_library_errors_come_back_as_failed(lab: Lab, tmp_path: Path) -> None:
         "invalid sources[0] `203.0.113.300/24`: an IPv4 or IPv6 address with an optional /prefix"
     )
     assert (r["error"], r["field"]) == ("InvalidSpecError", "sources[0]")
+    # Every invalid field at once, before the kernel is read.
+    r = book.run(
+        egress_name="Bad_Name",
+        egress_gateways=["203.0.113.1", "gw.example"],
+        egress_redirects=[{"port": 70000, "protocol": "tcp", "to": "198.51.100.25"}],
+    )
+    assert (r["status"], r["error"], r["field"]) == ("failed", "InvalidSpecError", "name")
+    assert [e["field"] for e in r["errors"]] == ["name", "gateways[1]", "redirects[0].port"]
+    assert r["errors"][2] == {"field": "redirects[0].port", "value": "70000", "expected": "a port from 1 to 65535"}
+    assert r["msg"].startswith("invalid name `Bad_Name`: 1 to 32 characters from [a-z0-9-]; and 2 more: ")
+    for e in r["errors"]:
+        assert f"invalid {e['field']} `{e['value']}`: {e['expected']}" in r["msg"]
     r = book.run(egress_parent="eth9")
     assert r["status"] == "failed" and r["error"] == "NotFoundError"
     assert "eth9" in r["msg"]

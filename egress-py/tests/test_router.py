@@ -119,6 +119,50 @@ def test_check_and_ensure_converge(lab: Lab) -> None:
     assert_same(before, lab.snapshot())
 
 
+def test_a_stale_handle_leaves_the_new_router_alone(lab: Lab) -> None:
+    before = lab.snapshot()
+    ns = lab.path("router")
+    spec = lab.spec("py-stale")
+    old = spec.apply()
+    assert egress.teardown("py-stale", netns=ns)  # by name, behind the handle's back
+    new = spec.apply()  # the same router, applied again by someone else
+    with pytest.raises(egress.StaleHandleError) as e:
+        old.teardown()
+    err = e.value
+    assert (err.name, err.netns) == ("py-stale", ns)
+    assert "apply id" in err.reason and "nothing was changed" in str(err)
+    assert not old.active and old.teardown() == []  # the handle is spent
+    assert spec.check() == []  # the new router is untouched
+    assert new.teardown()
+    assert_same(before, lab.snapshot())
+    # A handle whose router is gone (torn down by name) has nothing to do: success.
+    gone = spec.apply()
+    assert egress.teardown("py-stale", netns=ns)
+    assert gone.teardown() == []
+    assert_same(before, lab.snapshot())
+
+
+def test_plan_live_is_what_the_namespace_still_needs(lab: Lab) -> None:
+    before = lab.snapshot()
+    spec = lab.spec("py-live")
+    # Not there: the whole plan.
+    assert [str(s) for s in spec.plan_live()] == [str(s) for s in spec.plan()]
+    assert_same(before, lab.snapshot())
+    with spec.apply():
+        assert spec.plan_live() == []
+        lab.ip("router", "link", "set", "macvlan0", "down")
+        steps = [str(s) for s in spec.plan_live()]
+        assert steps and len(steps) < len(spec.plan())
+        assert steps[:2] == ["ip link set dev macvlan0 up", f"ip route add {lab.c['GATEWAY4']}/32 dev macvlan0 proto 158"]
+        assert [s.index for s in spec.plan_live()] == list(range(1, len(steps) + 1))
+        repaired = spec.ensure()
+        assert repaired.action == "repaired"
+        assert spec.plan_live() == []
+    assert_same(before, lab.snapshot())
+    with pytest.raises(egress.InvalidSpecError):
+        spec.announce(99).plan_live()
+
+
 def test_kernel_errors_map_to_their_classes(lab: Lab) -> None:
     before = lab.snapshot()
     with pytest.raises(egress.NotFoundError, match="eth9"):
@@ -145,6 +189,9 @@ def test_a_failed_apply_is_rolled_back_and_says_where(lab: Lab) -> None:
     err = e.value
     assert not isinstance(err, egress.RollbackIncompleteError)
     assert (err.step, err.rolled_back, err.remaining, err.errno) == (failing, True, [], errno.ENETUNREACH)
+    # The failed step's own error, with its class, is the cause.
+    assert isinstance(err.__cause__, egress.KernelError)
+    assert (err.__cause__.operation, err.__cause__.errno) == (failing, errno.ENETUNREACH)
     assert str(spec.plan()[err.step_index - 1]) == failing
     assert str(err) == (
         f"apply failed at step {err.step_index} ({failing}): {failing} failed: "

@@ -43,7 +43,7 @@ def test_builder_chain_gives_the_json_form() -> None:
         .macvlan(parent="eth1", mode="bridge")
         .source("203.0.113.99/24")
         .gateway("203.0.113.1")
-        .redirect(80, "tcp", "198.51.100.25", 8080)
+        .redirect(80, "198.51.100.25", 8080)
         .fallback("198.51.100.9")
     )
     assert spec.to_dict() == ISSUE_EXAMPLE
@@ -104,7 +104,7 @@ def test_every_namespace_form() -> None:
 
 def test_methods_return_new_specs() -> None:
     spec = base()
-    more = spec.source("203.0.113.98/24").redirect(53, "udp", "198.51.100.53")
+    more = spec.source("203.0.113.98/24").redirect(53, "198.51.100.53", protocol="udp")
     assert spec.to_dict()["sources"] == ["203.0.113.99/24"]
     assert "redirects" not in spec.to_dict()
     assert more.to_dict()["sources"] == ["203.0.113.99/24", "203.0.113.98/24"]
@@ -121,8 +121,9 @@ def test_dict_round_trip_and_repr() -> None:
 
 
 def test_from_dict_rejects_unknown_keys_by_name() -> None:
-    with pytest.raises(egress.InvalidSpecError, match="unknown field `fallbackIP`"):
+    with pytest.raises(egress.InvalidSpecError, match="unknown field `fallbackIP`") as e:
         RouterSpec.from_dict({**ISSUE_EXAMPLE, "fallbackIP": "198.51.100.9"})
+    assert (e.value.field, e.value.value) == ("fallbackIP", '"198.51.100.9"')
 
 
 def test_from_dict_validates_at_once() -> None:
@@ -134,9 +135,11 @@ def test_from_dict_validates_at_once() -> None:
 def test_from_dict_wrong_types_are_type_errors() -> None:
     with pytest.raises(TypeError, match="from_dict\\(\\) takes a dict, not list"):
         RouterSpec.from_dict([("name", "x")])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"spec\[\"netns\"\]\[\"path\"\] must be a JSON value"):
+    with pytest.raises(TypeError, match=r"^netns.path must be a JSON value .*, not PosixPath$"):
         RouterSpec.from_dict({**ISSUE_EXAMPLE, "netns": {"path": pathlib.Path("/x")}})
-    with pytest.raises(TypeError, match="keys must be str, not int"):
+    with pytest.raises(TypeError, match=r"^redirects\[0\]: keys must be str, not int$"):
+        RouterSpec.from_dict({**ISSUE_EXAMPLE, "redirects": [{1: "x"}]})
+    with pytest.raises(TypeError, match="^spec: keys must be str, not int$"):
         RouterSpec.from_dict({**ISSUE_EXAMPLE, 1: "x"})  # type: ignore[dict-item]
 
 
@@ -174,43 +177,43 @@ INVALID: list[tuple[str, Callable[[], object], str, str]] = [
     ),
     (
         "protocol",
-        lambda: base().redirect(80, "icmp", "198.51.100.25").apply(),
+        lambda: base().redirect(80, "198.51.100.25", protocol="icmp").apply(),
         "redirects[0].protocol",
         "invalid redirects[0].protocol `icmp`: one of tcp, udp, sctp",
     ),
     (
         "port 0",
-        lambda: base().redirect(0, "tcp", "198.51.100.25").ensure(),
+        lambda: base().redirect(0, "198.51.100.25").ensure(),
         "redirects[0].port",
         "invalid redirects[0].port `0`: a port from 1 to 65535",
     ),
     (
         "port too big",
-        lambda: base().redirect(80, "tcp", "198.51.100.25").redirect(70000, "tcp", "198.51.100.25").plan(),
+        lambda: base().redirect(80, "198.51.100.25").redirect(70000, "198.51.100.25").plan(),
         "redirects[1].port",
         "invalid redirects[1].port `70000`: a port from 1 to 65535",
     ),
     (
         "negative port",
-        lambda: base().redirect(-1, "tcp", "198.51.100.25"),
+        lambda: base().redirect(-1, "198.51.100.25"),
         "redirects[0].port",
         "invalid redirects[0].port `-1`: a port from 1 to 65535",
     ),
     (
         "negative to_port",
-        lambda: base().redirect(80, "tcp", "198.51.100.25", -8080),
+        lambda: base().redirect(80, "198.51.100.25", -8080),
         "redirects[0].to_port",
         "invalid redirects[0].to_port `-8080`: a port from 1 to 65535",
     ),
     (
         "duplicate redirect",
-        lambda: base().redirect(80, "tcp", "198.51.100.1").redirect(80, "tcp", "198.51.100.2").plan(),
+        lambda: base().redirect(80, "198.51.100.1").redirect(80, "198.51.100.2").plan(),
         "redirects[1].port",
         "invalid redirects[1].port `80/tcp`: a local port not redirected before for this protocol and family",
     ),
     (
         "redirect target",
-        lambda: base().redirect(80, "tcp", "web.example").plan(),
+        lambda: base().redirect(80, "web.example").plan(),
         "redirects[0].to",
         "invalid redirects[0].to `web.example`: an IPv4 or IPv6 address",
     ),
@@ -317,9 +320,14 @@ WRONG_TYPES: list[tuple[str, Callable[[], object], str]] = [
     ("name", lambda: RouterSpec(name=1), "not an instance of 'str'"),  # type: ignore[arg-type]
     ("sources str", lambda: RouterSpec("r", sources="203.0.113.9"), "Can't extract `str` to `Vec`"),
     ("source", lambda: base().source(5), "not an instance of 'str'"),  # type: ignore[arg-type]
-    ("port str", lambda: base().redirect("80", "tcp", "198.51.100.1"), "port must be an int, not str"),  # type: ignore[arg-type]
-    ("port bool", lambda: base().redirect(True, "tcp", "198.51.100.1"), "port must be an int, not bool"),
-    ("to_port float", lambda: base().redirect(80, "tcp", "198.51.100.1", 80.0), "to_port must be an int, not float"),  # type: ignore[arg-type]
+    ("port str", lambda: base().redirect("80", "198.51.100.1"), "port must be an int, not str"),  # type: ignore[arg-type]
+    ("port bool", lambda: base().redirect(True, "198.51.100.1"), "port must be an int, not bool"),
+    ("to_port float", lambda: base().redirect(80, "198.51.100.1", 80.0), "to_port must be an int, not float"),  # type: ignore[arg-type]
+    ("to int", lambda: base().redirect(80, 1), "to must be a str, not int"),  # type: ignore[arg-type]
+    ("protocol None", lambda: base().redirect(80, "198.51.100.1", None, None), "protocol must be a str, not NoneType"),  # type: ignore[arg-type]
+    ("redirect without to", lambda: base().redirect(80), "redirect() missing required argument 'to'"),  # type: ignore[call-arg]
+    ("redirect to twice", lambda: base().redirect(80, "198.51.100.1", to="198.51.100.2"), "multiple values for argument 'to'"),  # type: ignore[misc]
+    ("redirect too many", lambda: base().redirect(80, "198.51.100.1", 8080, "tcp", 1), "at most 4 positional arguments (5 given)"),  # type: ignore[call-arg]
     ("mtu", lambda: base().macvlan("eth1", mtu="1500"), "mtu must be an int, not str"),  # type: ignore[arg-type]
     ("announce", lambda: base().announce(None), "count must be an int, not NoneType"),  # type: ignore[arg-type]
     ("netns float", lambda: base().netns(1.5), "netns must be a namespace path or name"),  # type: ignore[arg-type]
@@ -339,7 +347,7 @@ def test_wrong_argument_types_raise_type_error(case: tuple[str, Callable[[], obj
 
 
 def test_plan_steps_read_like_commands() -> None:
-    spec = base().redirect(80, "tcp", "198.51.100.25", 8080).fallback("198.51.100.9")
+    spec = base().redirect(80, "198.51.100.25", 8080).fallback("198.51.100.9")
     steps = spec.plan()
     assert [s.index for s in steps] == list(range(1, len(steps) + 1))
     text = [str(s) for s in steps]
@@ -396,12 +404,21 @@ def test_exception_hierarchy() -> None:
         egress.ApplyError,
         egress.RollbackIncompleteError,
         egress.TeardownError,
+        egress.StaleHandleError,
+        egress.VerifyError,
+        egress.UndoSkippedError,
+        egress.BlockingInAsyncError,
+        egress.NoRuntimeError,
     ]
     for kind in kinds:
         assert issubclass(kind, egress.EgressError)
         assert kind.__module__ == "egress"
         assert kind.__doc__
     assert issubclass(egress.InvalidSpecError, ValueError)
+    assert issubclass(egress.BlockingInAsyncError, RuntimeError)
+    assert issubclass(egress.NoRuntimeError, RuntimeError)
+    for kind in (egress.StaleHandleError, egress.VerifyError, egress.UndoSkippedError):
+        assert not issubclass(kind, (ValueError, RuntimeError, egress.ApplyError))
     assert issubclass(egress.RollbackIncompleteError, egress.ApplyError)
     assert issubclass(egress.EgressError, Exception)
 
@@ -423,4 +440,7 @@ def test_public_names_are_documented() -> None:
         "(self, /, parent, mode='bridge', *, parent_netns=None, mtu=None, mac=None, name=None)"
     )
     assert "Every method returns a new RouterSpec" in text
-    assert "redirect(self, /, port, protocol, to, to_port=None)" in text
+    assert "redirect(self, /, port, to, to_port=None, protocol='tcp')" in text
+    assert str(inspect.signature(RouterSpec.redirect)) == (
+        "(self, /, port, to, to_port=None, protocol='tcp')"
+    )

@@ -87,12 +87,12 @@ int main(int argc, char **argv) {
   egress_string_free(plan);
 
   egress_router *router = NULL;
-  if ((r = egress_apply(spec, &router)) != EGRESS_RESULT_OK) {
+  if ((r = egress_spec_apply(spec, &router)) != EGRESS_RESULT_OK) {
     egress_spec_free(spec);
     return fail("apply", r);
   }
   char *drift = NULL;
-  r = egress_check(spec, &drift);
+  r = egress_spec_check(spec, &drift);
   printf("applied: %s, drift %s\n", egress_result_name(r), drift != NULL ? drift : "unknown");
   egress_string_free(drift);
   egress_spec_free(spec);

@@ -264,6 +264,24 @@ pub(crate) fn is_note(r: &Route) -> bool {
         && matches!(r.dst.ip(), IpAddr::V6(a) if a.octets()[..2] == [0x65, 0x67])
 }
 
+/// The marker a teardown puts in the journal table while it runs: a watcher that sees it
+/// leaves the router alone (`blackhole 6578:<router marker>::/128 table … proto 158`, "ex").
+pub(crate) fn teardown_marker(router: &str) -> Route {
+    let mut bytes = [0u8; 16];
+    bytes[..2].copy_from_slice(&[0x65, 0x78]);
+    bytes[2..6].copy_from_slice(&super::link::group_marker(router).to_be_bytes());
+    note(Ipv6Addr::from(bytes), 1)
+}
+
+/// Whether a teardown of router `router` is running (or was interrupted) in `now`.
+pub(crate) fn tearing_down(now: &Current, router: &str) -> bool {
+    let marker = teardown_marker(router);
+    // The kernel reports a blackhole route on `lo`: compared by what the marker is made of.
+    now.routes
+        .iter()
+        .any(|r| r.table == JOURNAL_TABLE && r.is_ours() && r.dst == marker.dst)
+}
+
 /// The apply id in a note's address.
 fn note_id(r: &Route) -> u32 {
     match r.dst.ip() {

@@ -1,7 +1,8 @@
 /* The C API's contract, under AddressSanitizer + UBSan + LeakSanitizer: every function with NULL
  * for each pointer argument, invalid UTF-8 in each string argument, enum and integer values out
- * of range, result names, the last error message; the pure calls (builder, JSON, plan) end to
- * end; and the kernel calls failing cleanly on a namespace that does not exist.
+ * of range, result numbers and names, the last error message; the pure calls (builder, JSON,
+ * plan) end to end; the kernel calls failing cleanly on a namespace that does not exist, under
+ * their names and under the deprecated aliases of 0.1.
  *
  * Needs root (the kernel calls check CAP_NET_ADMIN first) and creates nothing.
  * Usage: api_test EXPECTED_VERSION */
@@ -45,32 +46,42 @@ static void check_build_fails(egress_spec_builder *b, const char *needle) {
 
 static void test_names_and_version(const char *expected_version) {
   CHECK(strcmp(egress_version(), expected_version) == 0);
+  /* The numbers are the ABI: a compiled program holds them. */
   static const struct {
     egress_result code;
+    uint32_t number;
     const char *name;
   } names[] = {
-      {EGRESS_RESULT_OK, "EGRESS_RESULT_OK"},
-      {EGRESS_RESULT_NULL_PARAMETER, "EGRESS_RESULT_NULL_PARAMETER"},
-      {EGRESS_RESULT_INVALID_UTF8, "EGRESS_RESULT_INVALID_UTF8"},
-      {EGRESS_RESULT_OUT_OF_RANGE, "EGRESS_RESULT_OUT_OF_RANGE"},
-      {EGRESS_RESULT_INSUFFICIENT_SIZE, "EGRESS_RESULT_INSUFFICIENT_SIZE"},
-      {EGRESS_RESULT_MACVLAN_NOT_SET, "EGRESS_RESULT_MACVLAN_NOT_SET"},
-      {EGRESS_RESULT_PANIC, "EGRESS_RESULT_PANIC"},
-      {EGRESS_RESULT_UNKNOWN_ERROR, "EGRESS_RESULT_UNKNOWN_ERROR"},
-      {EGRESS_RESULT_INVALID_SPEC, "EGRESS_RESULT_INVALID_SPEC"},
-      {EGRESS_RESULT_PERMISSION_DENIED, "EGRESS_RESULT_PERMISSION_DENIED"},
-      {EGRESS_RESULT_NOT_FOUND, "EGRESS_RESULT_NOT_FOUND"},
-      {EGRESS_RESULT_ALREADY_EXISTS, "EGRESS_RESULT_ALREADY_EXISTS"},
-      {EGRESS_RESULT_CONFLICT, "EGRESS_RESULT_CONFLICT"},
-      {EGRESS_RESULT_DRIFT_FOUND, "EGRESS_RESULT_DRIFT_FOUND"},
-      {EGRESS_RESULT_NETLINK_FAILURE, "EGRESS_RESULT_NETLINK_FAILURE"},
-      {EGRESS_RESULT_ROLLBACK_INCOMPLETE, "EGRESS_RESULT_ROLLBACK_INCOMPLETE"},
-      {EGRESS_RESULT_TEARDOWN_INCOMPLETE, "EGRESS_RESULT_TEARDOWN_INCOMPLETE"},
+      {EGRESS_RESULT_OK, 0, "EGRESS_RESULT_OK"},
+      {EGRESS_RESULT_NULL_PARAMETER, 1000, "EGRESS_RESULT_NULL_PARAMETER"},
+      {EGRESS_RESULT_INVALID_UTF8, 1001, "EGRESS_RESULT_INVALID_UTF8"},
+      {EGRESS_RESULT_OUT_OF_RANGE, 1002, "EGRESS_RESULT_OUT_OF_RANGE"},
+      {EGRESS_RESULT_INSUFFICIENT_SIZE, 1003, "EGRESS_RESULT_INSUFFICIENT_SIZE"},
+      {EGRESS_RESULT_MACVLAN_NOT_SET, 1004, "EGRESS_RESULT_MACVLAN_NOT_SET"},
+      {EGRESS_RESULT_PANIC, 1100, "EGRESS_RESULT_PANIC"},
+      {EGRESS_RESULT_UNKNOWN_ERROR, 1101, "EGRESS_RESULT_UNKNOWN_ERROR"},
+      {EGRESS_RESULT_BLOCKING_IN_ASYNC, 1102, "EGRESS_RESULT_BLOCKING_IN_ASYNC"},
+      {EGRESS_RESULT_NO_RUNTIME, 1103, "EGRESS_RESULT_NO_RUNTIME"},
+      {EGRESS_RESULT_INVALID_SPEC, 2000, "EGRESS_RESULT_INVALID_SPEC"},
+      {EGRESS_RESULT_PERMISSION_DENIED, 3000, "EGRESS_RESULT_PERMISSION_DENIED"},
+      {EGRESS_RESULT_NOT_FOUND, 3001, "EGRESS_RESULT_NOT_FOUND"},
+      {EGRESS_RESULT_ALREADY_EXISTS, 3002, "EGRESS_RESULT_ALREADY_EXISTS"},
+      {EGRESS_RESULT_CONFLICT, 3003, "EGRESS_RESULT_CONFLICT"},
+      {EGRESS_RESULT_STALE_HANDLE, 3004, "EGRESS_RESULT_STALE_HANDLE"},
+      {EGRESS_RESULT_DRIFT_FOUND, 3100, "EGRESS_RESULT_DRIFT_FOUND"},
+      {EGRESS_RESULT_VERIFY_FAILED, 3101, "EGRESS_RESULT_VERIFY_FAILED"},
+      {EGRESS_RESULT_NETLINK_FAILURE, 4000, "EGRESS_RESULT_NETLINK_FAILURE"},
+      {EGRESS_RESULT_ROLLBACK_INCOMPLETE, 4001, "EGRESS_RESULT_ROLLBACK_INCOMPLETE"},
+      {EGRESS_RESULT_TEARDOWN_INCOMPLETE, 4002, "EGRESS_RESULT_TEARDOWN_INCOMPLETE"},
+      {EGRESS_RESULT_UNDO_SKIPPED, 4003, "EGRESS_RESULT_UNDO_SKIPPED"},
   };
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    CHECK(names[i].code == names[i].number);
     CHECK(strcmp(egress_result_name(names[i].code), names[i].name) == 0);
-  CHECK(EGRESS_RESULT_OK == 0);
+  }
   CHECK(strcmp(egress_result_name(1), "unknown egress_result") == 0);
+  CHECK(strcmp(egress_result_name(1104), "unknown egress_result") == 0);
+  CHECK(strcmp(egress_result_name(4004), "unknown egress_result") == 0);
   CHECK(strcmp(egress_result_name(UINT32_MAX), "unknown egress_result") == 0);
 }
 
@@ -261,6 +272,18 @@ static void test_values_checked_at_build(void) {
   b = NULL;
   CHECK_RESULT(egress_spec_builder_new("Not_A_Name", &b), EGRESS_RESULT_OK);
   check_build_fails(b, "invalid name `Not_A_Name`");
+
+  /* Every invalid field is in the one message, the first one first. */
+  b = NULL;
+  CHECK_RESULT(egress_spec_builder_new("Not_A_Name", &b), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_adopt(b, "macvlan0"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_add_source(b, "203.0.113.300/24"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_add_gateway(b, "203.0.113.1"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_announce(b, 17), EGRESS_RESULT_OK);
+  check_build_fails(b, "egress_spec_builder_build: invalid name `Not_A_Name`");
+  CHECK_MESSAGE("; and 2 more: ");
+  CHECK_MESSAGE("invalid sources[0] `203.0.113.300/24`");
+  CHECK_MESSAGE("invalid announce `17`");
 }
 
 static void test_spec_calls(void) {
@@ -323,34 +346,112 @@ static void test_kernel_calls_on_a_missing_namespace(void) {
   CHECK_RESULT(egress_spec_builder_build(b, &spec), EGRESS_RESULT_OK);
 
   egress_router *router = NOT_NULL(egress_router);
+  CHECK_RESULT(egress_spec_apply(NULL, &router), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(router == NULL);
+  CHECK_RESULT(egress_spec_apply(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_spec_apply: argument `router_out` is NULL");
+  router = NOT_NULL(egress_router);
+  CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_NOT_FOUND);
+  CHECK(router == NULL);
+  CHECK_MESSAGE("egress_spec_apply: netns: network namespace");
+  CHECK_MESSAGE(missing_netns);
+
+  egress_ensure_action action = EGRESS_ENSURE_ACTION_UNCHANGED;
+  CHECK_RESULT(egress_spec_ensure(NULL, &action), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_spec_ensure(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_spec_ensure: argument `action_out` is NULL");
+  CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_NOT_FOUND);
+
+  char *text = NOT_NULL(char);
+  CHECK_RESULT(egress_spec_check(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(text == NULL);
+  CHECK_RESULT(egress_spec_check(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_spec_check: argument `drift_out` is NULL");
+  CHECK_RESULT(egress_spec_check(spec, &text), EGRESS_RESULT_NOT_FOUND);
+  CHECK(text == NULL);
+
+  text = NOT_NULL(char);
+  CHECK_RESULT(egress_spec_plan_live(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_spec_plan_live: argument `spec` is NULL");
+  CHECK_RESULT(egress_spec_plan_live(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_spec_plan_live: argument `plan_out` is NULL");
+  text = NOT_NULL(char);
+  CHECK_RESULT(egress_spec_plan_live(spec, &text), EGRESS_RESULT_NOT_FOUND);
+  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_spec_plan_live: netns: network namespace");
+  CHECK_MESSAGE(missing_netns);
+
+  CHECK_RESULT(egress_router_teardown(NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_router_teardown: argument `router` is NULL");
+  egress_router_free(NULL);
+
+  CHECK_RESULT(egress_router_teardown_by_name(NULL, "c-test"), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_router_teardown_by_name: argument `netns_path` is NULL");
+  CHECK_RESULT(egress_router_teardown_by_name(missing_netns, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("argument `name` is NULL");
+  CHECK_RESULT(egress_router_teardown_by_name(BAD_UTF8, "c-test"), EGRESS_RESULT_INVALID_UTF8);
+  CHECK_MESSAGE("argument `netns_path` is not valid UTF-8 (bad byte at offset 2)");
+  CHECK_RESULT(egress_router_teardown_by_name(missing_netns, BAD_UTF8),
+               EGRESS_RESULT_INVALID_UTF8);
+  CHECK_MESSAGE("argument `name` is not valid UTF-8 (bad byte at offset 2)");
+  CHECK_RESULT(egress_router_teardown_by_name(missing_netns, "c-test"), EGRESS_RESULT_NOT_FOUND);
+
+  text = NOT_NULL(char);
+  CHECK_RESULT(egress_router_inspect_json_by_name(NULL, "c-test", &text),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_router_inspect_json_by_name: argument `netns_path` is NULL");
+  CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, NULL, &text),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, "c-test", NULL),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("argument `json_out` is NULL");
+  CHECK_RESULT(egress_router_inspect_json_by_name(BAD_UTF8, "c-test", &text),
+               EGRESS_RESULT_INVALID_UTF8);
+  CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, BAD_UTF8, &text),
+               EGRESS_RESULT_INVALID_UTF8);
+  CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, "c-test", &text),
+               EGRESS_RESULT_NOT_FOUND);
+  CHECK(text == NULL);
+
+  egress_spec_free(spec);
+}
+
+/* The names of 0.1 are still exported, do what the new names do, and their messages name the
+ * function that was called. */
+static void test_deprecated_aliases(void) {
+  egress_spec_builder *b = valid_builder();
+  CHECK_RESULT(egress_spec_builder_netns_path(b, missing_netns), EGRESS_RESULT_OK);
+  egress_spec *spec = NULL;
+  CHECK_RESULT(egress_spec_builder_build(b, &spec), EGRESS_RESULT_OK);
+
+  egress_router *router = NOT_NULL(egress_router);
   CHECK_RESULT(egress_apply(NULL, &router), EGRESS_RESULT_NULL_PARAMETER);
   CHECK(router == NULL);
+  CHECK_MESSAGE("egress_apply: argument `spec` is NULL");
   CHECK_RESULT(egress_apply(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("egress_apply: argument `router_out` is NULL");
   router = NOT_NULL(egress_router);
   CHECK_RESULT(egress_apply(spec, &router), EGRESS_RESULT_NOT_FOUND);
   CHECK(router == NULL);
   CHECK_MESSAGE("egress_apply: netns: network namespace");
-  CHECK_MESSAGE(missing_netns);
 
   egress_ensure_action action = EGRESS_ENSURE_ACTION_UNCHANGED;
   CHECK_RESULT(egress_ensure(NULL, &action), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_RESULT(egress_ensure(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("argument `action_out` is NULL");
+  CHECK_MESSAGE("egress_ensure: argument `action_out` is NULL");
   CHECK_RESULT(egress_ensure(spec, &action), EGRESS_RESULT_NOT_FOUND);
 
   char *text = NOT_NULL(char);
   CHECK_RESULT(egress_check(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
   CHECK(text == NULL);
   CHECK_RESULT(egress_check(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_check: argument `drift_out` is NULL");
   CHECK_RESULT(egress_check(spec, &text), EGRESS_RESULT_NOT_FOUND);
   CHECK(text == NULL);
 
-  CHECK_RESULT(egress_router_teardown(NULL), EGRESS_RESULT_NULL_PARAMETER);
-  egress_router_free(NULL);
-
   CHECK_RESULT(egress_teardown_by_name(NULL, "c-test"), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("argument `netns_path` is NULL");
+  CHECK_MESSAGE("egress_teardown_by_name: argument `netns_path` is NULL");
   CHECK_RESULT(egress_teardown_by_name(missing_netns, NULL), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_RESULT(egress_teardown_by_name(BAD_UTF8, "c-test"), EGRESS_RESULT_INVALID_UTF8);
   CHECK_RESULT(egress_teardown_by_name(missing_netns, BAD_UTF8), EGRESS_RESULT_INVALID_UTF8);
@@ -359,6 +460,7 @@ static void test_kernel_calls_on_a_missing_namespace(void) {
   text = NOT_NULL(char);
   CHECK_RESULT(egress_inspect_json(NULL, "c-test", &text), EGRESS_RESULT_NULL_PARAMETER);
   CHECK(text == NULL);
+  CHECK_MESSAGE("egress_inspect_json: argument `netns_path` is NULL");
   CHECK_RESULT(egress_inspect_json(missing_netns, NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_RESULT(egress_inspect_json(missing_netns, "c-test", NULL), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_RESULT(egress_inspect_json(missing_netns, BAD_UTF8, &text), EGRESS_RESULT_INVALID_UTF8);
@@ -381,5 +483,6 @@ int main(int argc, char **argv) {
   test_values_checked_at_build();
   test_spec_calls();
   test_kernel_calls_on_a_missing_namespace();
+  test_deprecated_aliases();
   return report("api_test");
 }

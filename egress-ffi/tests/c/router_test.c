@@ -1,7 +1,8 @@
 /* A real router through the C API, under AddressSanitizer + UBSan + LeakSanitizer: apply, check,
- * ensure, inspect, drift and repair, teardown by handle and by name, in a throwaway namespace
- * that scripts/test-c.sh makes (veth int0 on 192.0.2.2/24 with a default route, veth ext0 down
- * to adopt) and compares before and after.
+ * the live plan, ensure, inspect, drift and repair, teardown by handle and by name, a stale
+ * handle, and the deprecated names of 0.1, in a throwaway namespace that scripts/test-c.sh
+ * makes (veth int0 on 192.0.2.2/24 with a default route, veth ext0 down to adopt) and compares
+ * before and after.
  *
  * Usage: router_test NETNS_NAME (as root) */
 #include <stdio.h>
@@ -31,10 +32,10 @@ static egress_spec *router_spec(void) {
   return spec;
 }
 
-/* egress_check: `expected` result, and `needle` in the drift JSON. */
+/* egress_spec_check: `expected` result, and `needle` in the drift JSON. */
 static void check_drift(const egress_spec *spec, egress_result expected, const char *needle) {
   char *drift = NULL;
-  CHECK_RESULT(egress_check(spec, &drift), expected);
+  CHECK_RESULT(egress_spec_check(spec, &drift), expected);
   CHECK(drift != NULL && strstr(drift, needle) != NULL);
   if (drift != NULL && strstr(drift, needle) == NULL)
     fprintf(stderr, "drift: %s\n", drift);
@@ -43,10 +44,32 @@ static void check_drift(const egress_spec *spec, egress_result expected, const c
 
 static void check_inspect(egress_result expected, const char *needle) {
   char *json = NULL;
-  CHECK_RESULT(egress_inspect_json(netns_path, "c-api", &json), expected);
+  CHECK_RESULT(egress_router_inspect_json_by_name(netns_path, "c-api", &json), expected);
   CHECK(expected == EGRESS_RESULT_OK ? json != NULL && strstr(json, needle) != NULL
                                      : json == NULL);
   egress_string_free(json);
+}
+
+/* egress_spec_plan_live: what the namespace still needs. `expected` NULL: the whole plan, as
+ * egress_spec_plan gives it; "": nothing; otherwise the first lines of a plan that is not the
+ * whole plan (only what is missing or wrong). */
+static void check_plan_live(const egress_spec *spec, const char *expected) {
+  char *live = NULL, *whole = NULL;
+  CHECK_RESULT(egress_spec_plan_live(spec, &live), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_plan(spec, &whole), EGRESS_RESULT_OK);
+  int ok = live != NULL && whole != NULL;
+  if (ok && expected == NULL)
+    ok = strcmp(live, whole) == 0;
+  else if (ok && expected[0] == '\0')
+    ok = live[0] == '\0';
+  else if (ok)
+    ok = strncmp(live, expected, strlen(expected)) == 0 && strcmp(live, whole) != 0;
+  CHECK(ok);
+  if (!ok)
+    fprintf(stderr, "live plan:\n%s\nwhole plan:\n%s\n", live ? live : "(NULL)",
+            whole ? whole : "(NULL)");
+  egress_string_free(live);
+  egress_string_free(whole);
 }
 
 static void ip(const char *args) {
@@ -68,41 +91,71 @@ int main(int argc, char **argv) {
 
   /* By handle: apply, read back, refuse a second apply, tear down. */
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
-  CHECK_MESSAGE("egress_inspect_json: no router `c-api` is configured in namespace");
+  CHECK_MESSAGE("egress_router_inspect_json_by_name: no router `c-api` is configured in namespace");
   check_drift(spec, EGRESS_RESULT_DRIFT_FOUND, "\"kind\":\"router_missing\"");
-  CHECK_MESSAGE("egress_check: drift found: router not configured");
-  CHECK_RESULT(egress_apply(spec, &router), EGRESS_RESULT_OK);
+  CHECK_MESSAGE("egress_spec_check: drift found: router not configured");
+  check_plan_live(spec, NULL);
+  CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_OK);
   CHECK(router != NULL);
   check_drift(spec, EGRESS_RESULT_OK, "[]");
-  CHECK_RESULT(egress_ensure(spec, &action), EGRESS_RESULT_OK);
+  check_plan_live(spec, "");
+  CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);
   CHECK(action == EGRESS_ENSURE_ACTION_UNCHANGED);
   check_inspect(EGRESS_RESULT_OK, "\"addresses\":[\"203.0.113.99/24\"]");
   egress_router *second = NULL;
-  CHECK_RESULT(egress_apply(spec, &second), EGRESS_RESULT_ALREADY_EXISTS);
+  CHECK_RESULT(egress_spec_apply(spec, &second), EGRESS_RESULT_ALREADY_EXISTS);
   CHECK(second == NULL);
-  CHECK_MESSAGE("egress_apply: ");
+  CHECK_MESSAGE("egress_spec_apply: ");
   CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
 
-  /* Without a handle: ensure creates, drift is found and repaired, teardown by name. */
-  CHECK_RESULT(egress_ensure(spec, &action), EGRESS_RESULT_OK);
+  /* Without a handle: ensure creates, drift is found, planned and repaired, teardown by name. */
+  CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);
   CHECK(action == EGRESS_ENSURE_ACTION_CREATED);
   check_drift(spec, EGRESS_RESULT_OK, "[]");
   ip("link set ext0 down");
   check_drift(spec, EGRESS_RESULT_DRIFT_FOUND, "\"kind\":\"link_down\"");
-  CHECK_MESSAGE("egress_check: drift found: link ext0 is down");
-  CHECK_RESULT(egress_ensure(spec, &action), EGRESS_RESULT_OK);
+  CHECK_MESSAGE("egress_spec_check: drift found: link ext0 is down");
+  check_plan_live(spec, " 1. ip link set dev ext0 up\n"
+                        " 2. ip route add 203.0.113.1/32 dev ext0 proto 158\n");
+  CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);
   CHECK(action == EGRESS_ENSURE_ACTION_REPAIRED);
   check_drift(spec, EGRESS_RESULT_OK, "[]");
-  CHECK_RESULT(egress_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
+  check_plan_live(spec, "");
+  CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
 
-  /* Freeing the handle leaves the router in place, for teardown by name later. */
+  /* A handle whose router was torn down and applied again by someone else is stale: its
+   * teardown changes nothing; the new router's handle tears it down. */
+  egress_router *stale = NULL;
+  CHECK_RESULT(egress_spec_apply(spec, &stale), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
+  router = NULL;
+  CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_teardown(stale), EGRESS_RESULT_STALE_HANDLE);
+  CHECK_MESSAGE("egress_router_teardown: router `c-api` in namespace");
+  CHECK_MESSAGE("is not the one this handle applied");
+  CHECK_MESSAGE("nothing was changed");
+  check_drift(spec, EGRESS_RESULT_OK, "[]");
+  CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
+  check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
+
+  /* Freeing the handle leaves the router in place, for teardown by name later; the deprecated
+   * names of 0.1 do the same as the new ones. */
   router = NULL;
   CHECK_RESULT(egress_apply(spec, &router), EGRESS_RESULT_OK);
   egress_router_free(router);
-  check_inspect(EGRESS_RESULT_OK, "\"name\":\"c-api\"");
+  char *json = NULL;
+  CHECK_RESULT(egress_inspect_json(netns_path, "c-api", &json), EGRESS_RESULT_OK);
+  CHECK(json != NULL && strstr(json, "\"name\":\"c-api\"") != NULL);
+  egress_string_free(json);
+  char *drift = NULL;
+  CHECK_RESULT(egress_check(spec, &drift), EGRESS_RESULT_OK);
+  CHECK(drift != NULL && strcmp(drift, "[]") == 0);
+  egress_string_free(drift);
+  CHECK_RESULT(egress_ensure(spec, &action), EGRESS_RESULT_OK);
+  CHECK(action == EGRESS_ENSURE_ACTION_UNCHANGED);
   CHECK_RESULT(egress_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
 

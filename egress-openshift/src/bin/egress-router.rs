@@ -12,7 +12,7 @@ use egress_core::{
 };
 use egress_openshift::{self as openshift, logging, Config, Mode};
 use nix::sys::signal::{SigSet, Signal};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use tracing_subscriber::filter::LevelFilter;
 
 const HELP: &str = "\
@@ -39,7 +39,8 @@ CONTAINER ENTRYPOINT (no arguments): the OpenShift variables, unchanged
                          LPORT PROTO IP RPORT   8080 tcp 198.51.100.25 80
                          IP                     198.51.100.9  (fallback for the rest; last line)
                        PROTO is tcp, udp or sctp; blank lines and # comments are skipped
-  EGRESS_ROUTER_MODE   legacy      configure, stay running; SIGTERM/SIGINT tears it down (default)
+  EGRESS_ROUTER_MODE   legacy      configure, stay running and repair what others change (as
+                                   the kernel notifies it); SIGTERM/SIGINT tears it down (default)
                        init        configure and exit 0 (an init container); running it again on
                                    a configured namespace succeeds and changes nothing
                        http-proxy, dns-proxy
@@ -358,6 +359,15 @@ fn contract() -> u8 {
         return code::OK;
     }
 
+    // Legacy mode stays running: it repairs what others change in the namespace, as the
+    // kernel notifies it (each repair is logged by the core), until told to stop.
+    let watcher = match egress_core::watch(&spec, |_| {}) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!("the router is not watched (drift is not repaired): {e}");
+            None
+        }
+    };
     info!("waiting for SIGTERM or SIGINT to tear the router down");
     let signal = match signals.wait() {
         Ok(s) => s,
@@ -369,6 +379,10 @@ fn contract() -> u8 {
         }
     };
     info!("{signal}: tearing router {} down", spec.name());
+    // A repair under way finishes first; the teardown then has the namespace to itself.
+    if let Some(Err(e)) = watcher.map(egress_core::Watcher::stop) {
+        warn!("the watch ended with an error: {e}");
+    }
     match blocking::teardown_by_name(spec.netns(), spec.name()) {
         Ok(undone) => {
             println!(

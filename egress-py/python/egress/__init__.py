@@ -11,19 +11,28 @@ egress-core does the work; this package builds its spec and calls it).
             .macvlan(parent="eth1", mode="private")
             .source("203.0.113.99/24")
             .gateway("203.0.113.1")
-            .redirect(80, "tcp", "198.51.100.25", 8080)
+            .redirect(80, "198.51.100.25", 8080)
             .fallback("198.51.100.9"))
     print("\\n".join(map(str, spec.plan())))   # dry run
     with spec.apply() as router:                  # torn down when the block ends
         ...
 
 Also: RouterSpec.from_dict() / to_dict() (the JSON form), RouterSpec.from_env() (OpenShift's
-EGRESS_* variables), spec.check() (drift), spec.ensure() (idempotent apply),
-egress.inspect(name, netns=...) and egress.teardown(name, netns=...).
+EGRESS_* variables), spec.check() (drift), spec.plan_live() (what the namespace still needs),
+spec.ensure() (idempotent apply), egress.inspect(name, netns=...) and
+egress.teardown(name, netns=...).
 
 Every error is an EgressError; InvalidSpecError is also a ValueError. Arguments of the wrong
 type raise TypeError. Everything needs CAP_NET_ADMIN (root) except building and planning.
+
+The library logs through the standard logging module, logger "egress": each step of an apply
+at DEBUG (message "step done step=... us=..."), repairs at INFO, failed steps at WARNING;
+the fields are also in record.egress_fields (a dict). Levels the "egress" logger does not
+pass cost nothing measurable: the library reads the logger's level at each call.
 """
+
+import logging as _logging
+from typing import TypedDict as _TypedDict
 
 from egress._egress import (
     AlreadyExistsError,
@@ -38,42 +47,84 @@ from egress._egress import (
     RollbackIncompleteError,
     Router,
     RouterSpec,
+    StaleHandleError,
     Step,
     TeardownError,
+    UndoSkippedError,
+    VerifyError,
     __version__,
     inspect,
     teardown,
 )
 
+# A library leaves the output of its log records to the application.
+_logging.getLogger("egress").addHandler(_logging.NullHandler())
+
+
+class InvalidField(_TypedDict):
+    """One invalid field of a spec, as InvalidSpecError.errors lists them."""
+
+    field: str
+    """The field as a JSON path, such as "redirects[1].port"."""
+    value: str
+    """The value given, as text."""
+    expected: str
+    """What would be valid."""
+
 
 class InvalidSpecError(EgressError, ValueError):
-    """A spec field holds a value that can never work, whatever the kernel holds.
+    """Spec fields hold values that can never work, whatever the kernel holds.
 
-    The message names the field, the value and what would be valid. Attributes: field (a JSON
-    path such as "redirects[1].port"), value (as given), expected (what would be valid).
+    Validation reports every invalid field at once. The message names each field, its value
+    and what would be valid. Attributes: errors (every invalid field, as InvalidField dicts:
+    {"field", "value", "expected"}, in the order of the spec), and the first of them again as
+    field (a JSON path such as "redirects[1].port"), value (as given) and expected.
     """
 
     field: str
     value: str
     expected: str
+    errors: list[InvalidField]
+
+
+class BlockingInAsyncError(EgressError, RuntimeError):
+    """A call was made on one of the library's own threads, which runs its async runtime and
+    must not block: from a logging handler that runs for one of the library's log records.
+    Call the library from your own threads. Attributes: call (the function called)."""
+
+    call: str
+
+
+class NoRuntimeError(EgressError, RuntimeError):
+    """Part of the library ran outside its async runtime. The calls of this package always
+    run on that runtime: this would be a bug of the library; the class exists so that every
+    error of the library has one. Attributes: operation (what needed the runtime)."""
+
+    operation: str
 
 
 __all__ = [
     "AlreadyExistsError",
     "ApplyError",
+    "BlockingInAsyncError",
     "ConflictError",
     "Drift",
     "EgressError",
     "EnsureResult",
+    "InvalidField",
     "InvalidSpecError",
     "KernelError",
+    "NoRuntimeError",
     "NotFoundError",
     "PermissionDeniedError",
     "RollbackIncompleteError",
     "Router",
     "RouterSpec",
+    "StaleHandleError",
     "Step",
     "TeardownError",
+    "UndoSkippedError",
+    "VerifyError",
     "__version__",
     "inspect",
     "teardown",

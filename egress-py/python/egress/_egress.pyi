@@ -20,8 +20,11 @@ __all__ = [
     "RollbackIncompleteError",
     "Router",
     "RouterSpec",
+    "StaleHandleError",
     "Step",
     "TeardownError",
+    "UndoSkippedError",
+    "VerifyError",
     "__version__",
     "inspect",
     "teardown",
@@ -73,12 +76,13 @@ class RouterSpec:
     def source(self, cidr: str) -> RouterSpec: ...
     def gateway(self, ip: str) -> RouterSpec: ...
     def redirect(
-        self, port: int, protocol: str, to: str, to_port: Optional[int] = None
+        self, port: int, to: str, to_port: Optional[int] = None, protocol: str = "tcp"
     ) -> RouterSpec: ...
     def fallback(self, ip: str) -> RouterSpec: ...
     def keep_route(self, to: str, via: Optional[str] = None) -> RouterSpec: ...
     def announce(self, count: int) -> RouterSpec: ...
     def plan(self) -> list[Step]: ...
+    def plan_live(self) -> list[Step]: ...
     def apply(self) -> Router: ...
     def check(self) -> list[Drift]: ...
     def ensure(self) -> EnsureResult: ...
@@ -157,3 +161,16 @@ class RollbackIncompleteError(ApplyError): ...
 
 class TeardownError(EgressError):
     failures: list[str]
+    errors: list[EgressError]
+
+class StaleHandleError(EgressError):
+    name: str
+    netns: str
+    reason: str
+
+class VerifyError(EgressError):
+    drift: list[Drift]
+
+class UndoSkippedError(EgressError):
+    undo: str
+    reason: str

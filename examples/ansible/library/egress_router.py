@@ -16,8 +16,11 @@ description:
     missing, left alone when it matches, repaired when it drifted - so a second identical run
     reports C(changed=false).
   - With I(state=absent) everything the router owns is removed and what it replaced is restored.
-  - Check mode reports the plan (and the drift) and changes nothing. Diff mode shows the
+  - Check mode reports the drift and the plan - the steps the namespace still needs, read
+    from the kernel with C(RouterSpec.plan_live()) - and changes nothing. Diff mode shows the
     router's kernel state before and after.
+  - An invalid spec fails with every invalid field at once (I(msg) names them all,
+    I(errors) lists them).
   - The options are the fields of the library's JSON form of a router spec.
 requirements:
   - the C(egress) Python package on the managed host
@@ -155,7 +158,10 @@ drift:
   type: list
   elements: str
 plan:
-  description: The steps of an apply, as the library prints them.
+  description:
+    - The steps the run takes (in check mode would take), as the library prints them - only
+      what is missing or wrong; the whole plan when the router is missing; empty when
+      unchanged.
   returned: when state is present
   type: list
   elements: str
@@ -168,6 +174,19 @@ router:
   description: The router's kernel state after the run (C(egress.inspect)), or null.
   returned: always
   type: dict
+error:
+  description: The class of the library's exception (InvalidSpecError, NotFoundError, ...).
+  returned: failed
+  type: str
+field:
+  description: The first invalid field, as a JSON path (C(redirects[0].port)).
+  returned: failed with InvalidSpecError
+  type: str
+errors:
+  description: Every invalid field, each with I(field), I(value) and I(expected).
+  returned: failed with InvalidSpecError
+  type: list
+  elements: dict
 """
 
 import traceback
@@ -207,7 +226,7 @@ def build_spec(p: dict[str, Any]) -> "egress.RouterSpec":
     elif p["adopt"] is not None:
         spec = spec.adopt(p["adopt"])
     for r in p["redirects"] or []:
-        spec = spec.redirect(r["port"], r["protocol"], r["to"], r["to_port"])
+        spec = spec.redirect(r["port"], r["to"], to_port=r["to_port"], protocol=r["protocol"])
     for k in p["kept_routes"] or []:
         spec = spec.keep_route(k["to"], k["via"])
     return spec
@@ -222,10 +241,10 @@ def view(router: Optional[dict[str, Any]]) -> dict[str, Any]:
 
 def present(module: AnsibleModule) -> dict[str, Any]:
     p = module.params
-    spec = build_spec(p)
-    plan = [str(step) for step in spec.plan()]
+    spec = build_spec(p).validate()  # every invalid field at once, before the kernel is read
     before = egress.inspect(p["name"], netns=p["netns"])
     drift = spec.check()
+    plan = [str(step) for step in spec.plan_live()]
     if not drift:
         return dict(changed=False, action="unchanged", drift=[], plan=plan, router=before,
                     diff=dict(before=view(before), after=view(before)))
@@ -304,9 +323,10 @@ def main() -> None:
             result = present(module)
         else:
             result = absent(module)
+    except egress.InvalidSpecError as e:
+        module.fail_json(msg=str(e), error=type(e).__name__, field=e.field, errors=e.errors)
     except egress.EgressError as e:
-        extra = {"field": e.field} if isinstance(e, egress.InvalidSpecError) else {}
-        module.fail_json(msg=str(e), error=type(e).__name__, **extra)
+        module.fail_json(msg=str(e), error=type(e).__name__)
     except TypeError as e:
         module.fail_json(msg=str(e), error="TypeError")
     module.exit_json(**result)

@@ -159,7 +159,13 @@ impl NftSocket {
         let op = format!("nft list table inet {table}");
         for _ in 0..ATTEMPTS {
             let before = self.generation()?;
-            let state = self.read_once(&op, table, true)?;
+            let state = match self.read_once(&op, table, true) {
+                // The table went away between two of the dumps: read again.
+                Err(e) if e.errno() == Some(libc::ENOENT) && self.generation()? != before => {
+                    continue
+                }
+                r => r?,
+            };
             if self.generation()? == before {
                 return Ok((before, state));
             }

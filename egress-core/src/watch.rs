@@ -1,0 +1,375 @@
+//! Keeping a router as its spec says while something else changes its namespace: [`watch`]
+//! listens to the kernel's notifications for the router's namespace (links, addresses, routes,
+//! forwarding, nftables) and, when something changed, compares the namespace with the router's
+//! desired state and repairs exactly what drifted (the transaction [`crate::ensure`] runs). No
+//! polling: the kernel says when to look.
+//!
+//! A watch ends when it is stopped, or when the router is gone (torn down by someone else). It
+//! never fights a teardown: while one runs (its marker is in the journal table), it looks on.
+
+use std::{
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use futures::{channel::oneshot, FutureExt};
+use netlink_sys::{
+    protocols::{NETLINK_NETFILTER, NETLINK_ROUTE},
+    Socket, SocketAddr,
+};
+use tokio::io::{unix::AsyncFd, Interest};
+use tracing::{info, info_span, warn};
+
+use crate::{
+    apply::{open_parent, Tx},
+    desired::Desired,
+    drift::Drift,
+    error::{Error, Result},
+    netns::{require_net_admin, Conn, NsHandle},
+    ops::{record, Current},
+    spec::RouterSpec,
+};
+
+/// What a watch saw and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WatchEvent {
+    /// The namespace had drifted; what differed was changed back, in place, and verified.
+    Repaired {
+        /// What differed.
+        drift: Vec<Drift>,
+        /// From the first notification of the change to the verified repair.
+        took: Duration,
+    },
+    /// A repair failed and was rolled back; the watch tries again after a pause (doubling
+    /// from 50 ms to 5 s while repairs keep failing), or at the next change.
+    Failed {
+        /// What differed.
+        drift: Vec<Drift>,
+        /// Why the repair failed.
+        error: String,
+    },
+    /// A teardown of the router started (or was interrupted): the watch leaves the router
+    /// alone until the teardown ends.
+    TeardownSeen,
+}
+
+/// How a watch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// [`Watcher::stop`] (or dropping the [`Watcher`]) ended it.
+    Stopped,
+    /// The router is gone: torn down by someone else.
+    TornDown,
+}
+
+/// A running watch; dropping it stops the watch and waits for it.
+#[derive(Debug)]
+pub struct Watcher {
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<oneshot::Receiver<Result<Result<WatchEnd>>>>,
+}
+
+impl Watcher {
+    /// Stops the watch (a repair under way finishes first) and says how it ended.
+    pub fn stop(mut self) -> Result<WatchEnd> {
+        if let Some(stop) = self.stop.take() {
+            // The watch may have ended by itself: then no one listens.
+            let _ = stop.send(());
+        }
+        self.join()
+    }
+
+    /// Waits until the watch ends by itself (the router torn down by someone else), or fails.
+    pub fn wait(mut self) -> Result<WatchEnd> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<WatchEnd> {
+        let Some(done) = self.done.take() else {
+            return Ok(WatchEnd::Stopped);
+        };
+        match futures::executor::block_on(done) {
+            Ok(outcome) => outcome?,
+            Err(oneshot::Canceled) => Err(Error::kernel("watch the router", libc::ECANCELED)),
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.join();
+    }
+}
+
+/// A notification is looked at right away. When more come while the namespace is read (a
+/// flurry: a script, a teardown), the watch waits until none came for this long, and reads
+/// again: one repair for the whole flurry.
+const QUIET: Duration = Duration::from_millis(2);
+/// …waiting at most this long each time.
+const SETTLE_AT_MOST: Duration = Duration::from_millis(50);
+/// The pause after a failed repair, doubling up to [`RETRY_AT_MOST`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_AT_MOST: Duration = Duration::from_secs(5);
+/// How many times a read that something changed under is read again before it is used as it
+/// is (a repair from a mixed read fails its verify and is rolled back, and tried again).
+const REREADS: usize = 20;
+
+/// Watches router `spec` in its namespace and repairs what drifts, reporting each event to
+/// `on_event` (called on the watch's thread) and as `tracing` events. The router is looked at
+/// (and repaired) once right away; from then on at each change the kernel notifies. Returns
+/// once the watch listens: a change made after `watch` returns is seen. A router that is not
+/// in its namespace is [`Error::NotFound`].
+///
+/// ```no_run
+/// # fn main() -> egress_core::Result<()> {
+/// # let spec: egress_core::RouterSpec = unimplemented!();
+/// let watcher = egress_core::watch(&spec, |event| eprintln!("{event:?}"))?;
+/// // … until the process is told to stop:
+/// watcher.stop()?;
+/// # Ok(()) }
+/// ```
+pub fn watch(
+    spec: &RouterSpec,
+    on_event: impl FnMut(&WatchEvent) + Send + 'static,
+) -> Result<Watcher> {
+    require_net_admin("watch an egress router")?;
+    let ns = NsHandle::open(&spec.netns, "netns")?;
+    let parent = open_parent(spec)?;
+    let (stop, stopped) = oneshot::channel();
+    let (ready, listening) = oneshot::channel();
+    let spec = spec.clone();
+    let span = info_span!("watch", router = %spec.name, netns = %spec.netns);
+    let done = span.in_scope(|| {
+        ns.spawn_within(move |ns| watch_in(ns, spec, parent, on_event, stopped, ready))
+    })?;
+    let mut watcher = Watcher {
+        stop: Some(stop),
+        done: Some(done),
+    };
+    match futures::executor::block_on(listening) {
+        Ok(()) => Ok(watcher),
+        // It ended before listening: its outcome says why.
+        Err(oneshot::Canceled) => match watcher.join() {
+            Ok(_) => Err(Error::kernel("start the watch", libc::ECANCELED)),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+async fn watch_in(
+    ns: NsHandle,
+    spec: RouterSpec,
+    parent: Option<NsHandle>,
+    mut on_event: impl FnMut(&WatchEvent),
+    mut stopped: oneshot::Receiver<()>,
+    ready: oneshot::Sender<()>,
+) -> Result<WatchEnd> {
+    let notifications = Notifications::open()?;
+    let desired = Desired::new(&spec);
+    let mut ready = Some(ready);
+    let mut changed_at = Instant::now();
+    let mut retry = RETRY_FIRST;
+    let mut tearing_down = false;
+    // The connection is kept from one look to the next (a failed repair drops it).
+    let mut conn: Option<Conn> = None;
+    loop {
+        // What is queued is older than what is read now (the repair's own changes, too).
+        notifications.drain().map(drop)?;
+        let mut c = match conn.take() {
+            Some(c) => c,
+            None => Conn::open(ns.clone())?,
+        };
+        let mut now = Current::read(&mut c, &spec.name).await?;
+        // A read is several dumps, not one snapshot: when something changed while it ran (a
+        // teardown, say), it may mix before and after. Read again once the namespace is quiet.
+        for _ in 0..REREADS {
+            if !notifications.drain()? {
+                break;
+            }
+            notifications.settle().await?;
+            now = Current::read(&mut c, &spec.name).await?;
+        }
+        let teardown = record::tearing_down(&now, &spec.name);
+        if !teardown && !desired.exists_in(&now) {
+            if ready.is_some() {
+                return Err(Error::NotFound {
+                    field: "name".into(),
+                    object: "router",
+                    value: spec.name.clone(),
+                    netns: spec.netns.to_string(),
+                });
+            }
+            info!("the router is gone: the watch ends");
+            return Ok(WatchEnd::TornDown);
+        }
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
+        if teardown && !tearing_down {
+            info!("a teardown is running: the watch looks on");
+            on_event(&WatchEvent::TeardownSeen);
+        }
+        tearing_down = teardown;
+        let drift = match teardown {
+            true => Vec::new(),
+            false => desired.compare(&now),
+        };
+        if !drift.is_empty() {
+            let plan = desired.plan(&now)?;
+            let result = Tx::new(spec.clone(), c, now, parent.clone(), 0)
+                .run(&desired, &plan)
+                .await;
+            match result {
+                Ok((c, _)) => {
+                    conn = Some(c);
+                    let took = changed_at.elapsed();
+                    for d in &drift {
+                        info!(drift = %d, kind = %d.kind(), us = took.as_micros() as u64, "repaired");
+                    }
+                    on_event(&WatchEvent::Repaired { drift, took });
+                    retry = RETRY_FIRST;
+                    // Look again right away: nothing that came meanwhile is missed.
+                    changed_at = Instant::now();
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_ms = retry.as_millis() as u64, "repair failed");
+                    on_event(&WatchEvent::Failed {
+                        drift,
+                        error: e.to_string(),
+                    });
+                    tokio::select! {
+                        biased;
+                        _ = &mut stopped => return Ok(WatchEnd::Stopped),
+                        () = tokio::time::sleep(retry) => {}
+                    }
+                    retry = (retry * 2).min(RETRY_AT_MOST);
+                    changed_at = Instant::now();
+                    continue;
+                }
+            }
+        }
+        // Idle until the kernel says something changed (or the watch is stopped).
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return Ok(WatchEnd::Stopped),
+            changed = notifications.changed() => changed?,
+        }
+        changed_at = Instant::now();
+        conn = Some(c);
+    }
+}
+
+/// The notification sockets of one namespace: route netlink (links, addresses, routes,
+/// forwarding) and nftables. Nothing is parsed: any message means "look again".
+struct Notifications {
+    route: AsyncFd<Socket>,
+    nft: AsyncFd<Socket>,
+}
+
+/// Route netlink groups (`RTNLGRP_*`): links, IPv4 addresses, IPv4 routes, IPv6 addresses,
+/// IPv6 routes, IPv4 and IPv6 netconf (forwarding).
+const ROUTE_GROUPS: [u32; 7] = [1, 5, 7, 9, 11, 24, 25];
+/// `NFNLGRP_NFTABLES`: every committed ruleset change.
+const NFT_GROUP: u32 = 7;
+
+impl Notifications {
+    /// Opens the sockets in the calling thread's namespace.
+    fn open() -> Result<Notifications> {
+        let socket = |protocol, groups: &[u32]| -> Result<AsyncFd<Socket>> {
+            let mut s = Socket::new(protocol).map_err(listen_error)?;
+            s.bind(&SocketAddr::new(0, 0)).map_err(listen_error)?;
+            for g in groups {
+                s.add_membership(*g).map_err(listen_error)?;
+            }
+            s.set_non_blocking(true).map_err(listen_error)?;
+            // SAFETY: the socket owns its descriptor and the `AsyncFd` owns the socket: the
+            // descriptor stays open, the same, for the `AsyncFd`'s whole life.
+            unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }
+                .map_err(|e| listen_error(e.into_parts().1))
+        };
+        Ok(Notifications {
+            route: socket(NETLINK_ROUTE, &ROUTE_GROUPS)?,
+            nft: socket(NETLINK_NETFILTER, &[NFT_GROUP])?,
+        })
+    }
+
+    /// Waits until either socket has a notification, and takes what is queued.
+    async fn changed(&self) -> Result<()> {
+        tokio::select! {
+            r = self.route.readable() => drop(r.map_err(listen_error)?),
+            r = self.nft.readable() => drop(r.map_err(listen_error)?),
+        }
+        self.drain().map(drop)
+    }
+
+    /// Waits until no notification came for [`QUIET`] (at most [`SETTLE_AT_MOST`]).
+    async fn settle(&self) -> Result<()> {
+        let started = Instant::now();
+        while started.elapsed() < SETTLE_AT_MOST {
+            match tokio::time::timeout(QUIET, self.changed()).await {
+                Ok(r) => r?,
+                Err(_quiet) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes every queued notification (a full queue, `ENOBUFS`, counts as one too); whether
+    /// there was any.
+    fn drain(&self) -> Result<bool> {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut any = false;
+        for fd in [&self.route, &self.nft] {
+            loop {
+                // SAFETY: recv(2) into `buf`, which is valid for `buf.len()` bytes.
+                let n = unsafe {
+                    libc::recv(
+                        fd.get_ref().as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n >= 0 {
+                    any = true;
+                    continue;
+                }
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::ENOBUFS) => {
+                        any = true;
+                        continue;
+                    }
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => break,
+                    _ => return Err(listen_error(e)),
+                }
+            }
+            // The readiness the runtime holds is stale now: `readable` waits for the next.
+            if let Some(Ok(mut guard)) = fd.readable().now_or_never() {
+                guard.clear_ready();
+            }
+        }
+        Ok(any)
+    }
+}
+
+fn listen_error(e: std::io::Error) -> Error {
+    Error::kernel(
+        "listen to the kernel's notifications",
+        e.raw_os_error().unwrap_or(libc::EIO),
+    )
+}
+
+impl crate::Router {
+    /// [`watch`] this router: repairs what drifts until the watch is stopped or the router is
+    /// torn down.
+    pub fn watch(&self, on_event: impl FnMut(&WatchEvent) + Send + 'static) -> Result<Watcher> {
+        watch(self.spec(), on_event)
+    }
+}

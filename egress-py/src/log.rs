@@ -1,0 +1,295 @@
+//! The core's `tracing` events, forwarded to Python's `logging`, logger `egress`.
+//!
+//! The core emits spans (`apply`, `ensure`, `check`, `teardown`, `rollback`, `inspect`) and
+//! events (`step done` with `step` and `us` at DEBUG, `step failed` with `error` at WARN, the
+//! repairs of an ensure at INFO). One `tracing` layer, installed when the module is imported,
+//! turns each event into a `logging.LogRecord`: its level (TRACE is 5), its message followed by
+//! its fields (`step done step=… us=41`), its fields as the dict `record.egress_fields`, the
+//! Rust module as `record.egress_target`, and the Rust file and line as `pathname` and
+//! `lineno`. (The spans' fields, such as the router's name, are not added: the core runs each
+//! call on a thread of its own, which its span does not follow, so no event has a span yet.)
+//!
+//! Cost when nothing listens: the lowest level the `egress` logger passes is read on the
+//! caller's thread at each call into the core ([`refresh`]) and kept in an atomic, and the
+//! layer tells `tracing` that nothing below it is wanted (`max_level_hint`, `enabled`), so a
+//! disabled event costs the core one relaxed load and a compare — the GIL is never taken for
+//! it. A level changed while a call runs takes effect at the next call.
+//!
+//! Threads: events fire on the core's namespace threads while the calling thread waits with
+//! the GIL released (`py.detach`); the layer attaches to the interpreter for each event it
+//! forwards (`Python::try_attach`: a thread that holds the GIL already uses it, an interpreter
+//! shutting down drops the event). Nothing of the layer's is locked while it waits for the GIL.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicU8, Ordering},
+};
+
+use pyo3::{
+    intern,
+    prelude::*,
+    sync::PyOnceLock,
+    types::{PyDict, PyTuple},
+};
+use tracing::{
+    field::{Field, Visit},
+    level_filters::LevelFilter,
+    subscriber::Interest,
+    Event, Level, Metadata, Subscriber,
+};
+use tracing_subscriber::{
+    layer::{Context, SubscriberExt},
+    Layer, Registry,
+};
+
+/// The logger every event goes to.
+const LOGGER: &str = "egress";
+
+/// The most verbose level forwarded, as [`rank`] numbers it; 0: none.
+static THRESHOLD: AtomicU8 = AtomicU8::new(0);
+
+/// A tracing level as a number that grows with verbosity (ERROR 1 … TRACE 5).
+fn rank(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
+}
+
+/// The `logging` level of a tracing level (`logging` has no TRACE: it is 5).
+fn python_level(level: Level) -> i64 {
+    match level {
+        Level::ERROR => 40,
+        Level::WARN => 30,
+        Level::INFO => 20,
+        Level::DEBUG => 10,
+        Level::TRACE => 5,
+    }
+}
+
+/// The most verbose tracing level (as a [`rank`]) that `logging` level `lowest` lets through.
+fn threshold_for(lowest: i64) -> u8 {
+    [
+        Level::TRACE,
+        Level::DEBUG,
+        Level::INFO,
+        Level::WARN,
+        Level::ERROR,
+    ]
+    .into_iter()
+    .find(|l| python_level(*l) >= lowest)
+    .map_or(0, rank)
+}
+
+fn filter(threshold: u8) -> LevelFilter {
+    match threshold {
+        0 => LevelFilter::OFF,
+        1 => LevelFilter::ERROR,
+        2 => LevelFilter::WARN,
+        3 => LevelFilter::INFO,
+        4 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    }
+}
+
+/// `logging.getLogger("egress")`, looked up once (loggers live as long as the process).
+fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static LOGGER_OBJ: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    LOGGER_OBJ
+        .get_or_try_init(py, || {
+            let logging = py.import("logging")?;
+            Ok::<_, PyErr>(logging.call_method1("getLogger", (LOGGER,))?.unbind())
+        })
+        .map(|l| l.bind(py))
+}
+
+/// Installs the layer as the process's `tracing` subscriber (for this module's copy of
+/// `tracing`: the core linked into it). Called once, when the module is imported.
+pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+    THRESHOLD.store(threshold(py)?, Ordering::Relaxed);
+    // Fails only if a subscriber is set already, which only this function does.
+    let _ = tracing::subscriber::set_global_default(Registry::default().with(ToLogging));
+    Ok(())
+}
+
+/// Reads again which levels the `egress` logger passes; called on the caller's thread before
+/// each call into the core. A `logging` that cannot be read (a broken configuration) is
+/// reported as unraisable and leaves the last level in force.
+pub(crate) fn refresh(py: Python<'_>) {
+    match threshold(py) {
+        Ok(t) => {
+            if THRESHOLD.swap(t, Ordering::Relaxed) != t {
+                // Recomputes tracing's global maximum level from `max_level_hint`.
+                tracing::callsite::rebuild_interest_cache();
+            }
+        }
+        Err(e) => e.write_unraisable(py, None),
+    }
+}
+
+/// The most verbose level the `egress` logger passes now: its effective level, raised by
+/// `logging.disable()`; none when the logger is disabled.
+fn threshold(py: Python<'_>) -> PyResult<u8> {
+    let logger = logger(py)?;
+    if logger.getattr(intern!(py, "disabled"))?.is_truthy()? {
+        return Ok(0);
+    }
+    let level: i64 = logger
+        .call_method0(intern!(py, "getEffectiveLevel"))?
+        .extract()?;
+    let disabled: i64 = logger
+        .getattr(intern!(py, "manager"))?
+        .getattr(intern!(py, "disable"))?
+        .extract()?;
+    Ok(threshold_for(level.max(disabled + 1)))
+}
+
+/// The layer: forwards every enabled event to `logging`.
+struct ToLogging;
+
+impl<S: Subscriber> Layer<S> for ToLogging {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> Interest {
+        // Decided per call by `enabled`, against a level that changes at run time.
+        Interest::sometimes()
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        rank(*metadata.level()) <= THRESHOLD.load(Ordering::Relaxed)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(filter(THRESHOLD.load(Ordering::Relaxed)))
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let metadata = event.metadata();
+        Python::try_attach(|py| {
+            if let Err(e) = forward(py, metadata, &fields) {
+                e.write_unraisable(py, None);
+            }
+        });
+    }
+}
+
+/// Hands one event to the `egress` logger, as `logger.log` would (level check, then the
+/// logger's filters and handlers), with the record made from the event.
+fn forward(py: Python<'_>, metadata: &Metadata<'_>, event: &Fields) -> PyResult<()> {
+    let logger = logger(py)?;
+    let level = python_level(*metadata.level());
+    if !logger
+        .call_method1(intern!(py, "isEnabledFor"), (level,))?
+        .is_truthy()?
+    {
+        return Ok(());
+    }
+    // `name=value` after the message, as tracing's own formatter writes fields.
+    let mut message = event.message.clone().unwrap_or_default();
+    let fields = PyDict::new(py);
+    for (name, value) in &event.values {
+        message.push_str(&format!(" {name}={value}"));
+        fields.set_item(*name, value.to_py(py)?)?;
+    }
+    let extra = PyDict::new(py);
+    extra.set_item("egress_fields", fields)?;
+    extra.set_item("egress_target", metadata.target())?;
+    let record = logger.call_method1(
+        intern!(py, "makeRecord"),
+        (
+            LOGGER,
+            level,
+            metadata.file().unwrap_or("<unknown>"),
+            metadata.line().unwrap_or(0),
+            message,
+            PyTuple::empty(py),
+            py.None(),
+            py.None(),
+            extra,
+        ),
+    )?;
+    logger.call_method1(intern!(py, "handle"), (record,))?;
+    Ok(())
+}
+
+/// The fields of an event: its message apart, the others in order.
+#[derive(Default)]
+struct Fields {
+    message: Option<String>,
+    values: Vec<(&'static str, FieldValue)>,
+}
+
+impl Fields {
+    fn set(&mut self, field: &Field, value: FieldValue) {
+        match field.name() {
+            "message" => self.message = Some(value.to_string()),
+            name => self.values.push((name, value)),
+        }
+    }
+}
+
+enum FieldValue {
+    Text(String),
+    Int(i64),
+    Unsigned(u64),
+    Bool(bool),
+    Float(f64),
+}
+
+impl FieldValue {
+    fn to_py<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self {
+            FieldValue::Text(s) => s.into_pyobject(py)?.into_any(),
+            FieldValue::Int(i) => i.into_pyobject(py)?.into_any(),
+            FieldValue::Unsigned(u) => u.into_pyobject(py)?.into_any(),
+            FieldValue::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+            FieldValue::Float(f) => f.into_pyobject(py)?.into_any(),
+        })
+    }
+}
+
+impl fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldValue::Text(s) => f.write_str(s),
+            FieldValue::Int(i) => write!(f, "{i}"),
+            FieldValue::Unsigned(u) => write!(f, "{u}"),
+            FieldValue::Bool(b) => write!(f, "{b}"),
+            FieldValue::Float(x) => write!(f, "{x}"),
+        }
+    }
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `%x` fields and the message arrive here, their Debug being their Display.
+        self.set(field, FieldValue::Text(format!("{value:?}")));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.set(field, FieldValue::Text(value.to_owned()));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.set(field, FieldValue::Int(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.set(field, FieldValue::Unsigned(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.set(field, FieldValue::Bool(value));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.set(field, FieldValue::Float(value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.set(field, FieldValue::Text(value.to_string()));
+    }
+}

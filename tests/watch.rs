@@ -1,0 +1,174 @@
+//! The watch repairs what others change, as they change it: each class of change the issue
+//! names (default route deleted, the router's table flushed or deleted, the macvlan down,
+//! forwarding off), a burst of changes, a teardown running under it, and a router that is not
+//! there. Real TCP through the router after each repair.
+//!
+//! As root, in throwaway namespaces (`egt-<pid>-…`); a test that cannot build them fails.
+
+use std::{
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use egress_core::{blocking, ErrorKind, RouterSpec, WatchEnd, WatchEvent};
+use egress_lab::{ip, Lab, Snapshots, ROUTER_ETH0_4, SERVICE_PORT, WEB_PORT};
+
+const T: Duration = Duration::from_secs(2);
+/// How long a test waits for the watch to report: far above what a repair takes (a few ms);
+/// only a watch that does not repair reaches it.
+const REPORT: Duration = Duration::from_secs(10);
+
+fn spec(lab: &Lab, name: &str) -> RouterSpec {
+    lab.router_spec(name).build().unwrap()
+}
+
+/// Watches `spec`, reporting each event on the returned channel.
+fn watch(spec: &RouterSpec) -> (egress_core::Watcher, mpsc::Receiver<WatchEvent>) {
+    let (tx, rx) = mpsc::channel();
+    let watcher = egress_core::watch(spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .unwrap();
+    (watcher, rx)
+}
+
+fn next(events: &mpsc::Receiver<WatchEvent>) -> WatchEvent {
+    events
+        .recv_timeout(REPORT)
+        .expect("the watch reported nothing")
+}
+
+fn through(lab: &Lab) {
+    let body = lab
+        .client
+        .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, T)
+        .expect("a connection through the router after the repair");
+    assert!(body.contains(&format!("port={WEB_PORT}")), "{body}");
+}
+
+#[test]
+fn each_outside_change_is_repaired_and_traffic_flows_again() {
+    let lab = Lab::new();
+    let _web = lab.ext.serve_http(&[WEB_PORT]);
+    let snapshots = Snapshots::take(&lab);
+    let spec = spec(&lab, "heal");
+    let router = blocking::apply(&spec).unwrap();
+    let link = spec.external().link_name().to_string();
+    let (watcher, events) = watch(&spec);
+    through(&lab);
+    let table = "egress_heal";
+    let changes: [(&str, &[&str], &str); 5] = [
+        (
+            "default route deleted",
+            &["ip", "route", "del", "default"],
+            "route_missing",
+        ),
+        (
+            "table flushed",
+            &["nft", "flush", "table", "inet", table],
+            "nat_changed",
+        ),
+        (
+            "table deleted",
+            &["nft", "delete", "table", "inet", table],
+            "nat_changed",
+        ),
+        (
+            "macvlan down",
+            &["ip", "link", "set", &link, "down"],
+            "link_down",
+        ),
+        (
+            "forwarding off",
+            &["sysctl", "-qw", "net.ipv4.ip_forward=0"],
+            "sysctl_changed",
+        ),
+    ];
+    for (what, cmd, kind) in changes {
+        lab.router.exec(cmd);
+        match next(&events) {
+            WatchEvent::Repaired { drift, took } => {
+                assert!(
+                    drift.iter().any(|d| d.kind() == kind),
+                    "{what}: repaired {drift:?}, expected a {kind} drift"
+                );
+                eprintln!("{what}: repaired in {took:?}: {drift:?}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+        assert_eq!(blocking::check(&spec).unwrap(), vec![], "{what}");
+        through(&lab);
+    }
+    assert_eq!(watcher.stop().unwrap(), WatchEnd::Stopped);
+    assert!(events.try_recv().is_err(), "nothing after the last repair");
+    blocking::teardown(router).unwrap();
+    snapshots.assert_restored("after the watch and teardown");
+}
+
+#[test]
+fn a_burst_of_changes_is_repaired_a_bounded_number_of_times() {
+    let lab = Lab::new();
+    let _web = lab.ext.serve_http(&[WEB_PORT]);
+    let spec = spec(&lab, "burst");
+    let router = blocking::apply(&spec).unwrap();
+    let (watcher, events) = watch(&spec);
+    // 100 changes in one go: 50 times the default route away and back by hand (a route the
+    // router does not own: proto boot, as `ip` makes it).
+    let batch: String = (0..50)
+        .map(|_| "route del default\nroute add default via 203.0.113.1\n")
+        .collect();
+    let file = std::env::temp_dir().join(format!("egt-{}-burst.batch", std::process::id()));
+    std::fs::write(&file, batch).unwrap();
+    // -force: a line the watch's repair made fail (the route is back already) does not end
+    // the burst.
+    let _ = lab
+        .router
+        .try_exec(&["ip", "-force", "-batch", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    let mut repairs = 0;
+    let deadline = Instant::now() + REPORT;
+    while let Ok(e) = events.recv_timeout(Duration::from_millis(500)) {
+        assert!(matches!(e, WatchEvent::Repaired { .. }), "{e:?}");
+        repairs += 1;
+        assert!(
+            Instant::now() < deadline,
+            "still repairing after {REPORT:?}"
+        );
+    }
+    assert!(
+        (1..=10).contains(&repairs),
+        "{repairs} repairs for one burst"
+    );
+    assert_eq!(blocking::check(&spec).unwrap(), vec![]);
+    through(&lab);
+    watcher.stop().unwrap();
+    blocking::teardown(router).unwrap();
+}
+
+#[test]
+fn a_teardown_under_the_watch_ends_it_and_restores_the_namespace() {
+    let lab = Lab::new();
+    let snapshots = Snapshots::take(&lab);
+    let spec = spec(&lab, "gone");
+    let router = blocking::apply(&spec).unwrap();
+    let (watcher, events) = watch(&spec);
+    let undone = blocking::teardown_by_name(spec.netns(), spec.name()).unwrap();
+    assert!(!undone.is_empty());
+    assert_eq!(watcher.wait().unwrap(), WatchEnd::TornDown);
+    let seen: Vec<WatchEvent> = events.try_iter().collect();
+    assert!(
+        seen.iter().all(|e| *e == WatchEvent::TeardownSeen),
+        "the watch repaired during the teardown: {seen:?}"
+    );
+    snapshots.assert_restored("after a teardown under the watch");
+    drop(router);
+}
+
+#[test]
+fn watching_a_router_that_is_not_there_is_not_found() {
+    let lab = Lab::new();
+    let spec = spec(&lab, "absent");
+    let e = egress_core::watch(&spec, |_| {}).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("absent"), "{e}");
+}
