@@ -10,8 +10,8 @@ use std::{
 
 use egress_lab::{
     ip, leftover_namespaces, ping, Lab, Netns, Snapshot, CLIENT4, EGRESS_SOURCE4, EGRESS_SOURCE6,
-    FALLBACK4, GATEWAY4, GATEWAY6, ROUTER_ETH0_4, ROUTER_ETH0_6, SDN_MACVLAN, WEB4, WEB6, WEB_NET4,
-    WEB_NET6, WEB_PORT,
+    FALLBACK4, GATEWAY4, GATEWAY6, ROUTER_ETH0_4, ROUTER_ETH0_6, SDN_MACVLAN, SWITCH_BRIDGE,
+    SWITCH_GATEWAY_PORT, SWITCH_NODE_PORT, WEB4, WEB6, WEB_NET4, WEB_NET6, WEB_PORT,
 };
 use netlink_packet_core::NLM_F_CREATE;
 use netlink_packet_route::{
@@ -303,6 +303,40 @@ fn netns_helpers() {
     assert_eq!(links, 3, "all, default, lo");
     let panicked = catch_unwind(AssertUnwindSafe(|| ns.run(|| panic!("inside"))));
     assert!(panicked.is_err());
+}
+
+/// The switch of `Lab::with_switch`: the gateway is reached through it, from the node's
+/// macvlan parent and from an attached host, and it drops the frames of the MAC it is told to.
+#[test]
+fn the_switch_forwards_between_its_ports_and_drops_one_source_mac() {
+    let _lock = shared();
+    let lab = Lab::with_switch();
+    let names = lab.ns_names();
+    assert_eq!(names.len(), 5);
+    let ports = lab
+        .switch()
+        .ip_json(&["link", "show", "master", SWITCH_BRIDGE]);
+    let mut ports: Vec<&str> = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ifname"].as_str().unwrap())
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [SWITCH_GATEWAY_PORT, SWITCH_NODE_PORT]);
+    let host = lab.attach_host("host");
+    host.ip(&["addr", "add", "203.0.113.50/24", "dev", "eth0"]);
+    assert!(ping(&host, ip(GATEWAY4)));
+    lab.switch_drop_from(&host.link_mac("eth0"));
+    assert!(!ping(&host, ip(GATEWAY4)));
+    // The node's side still passes.
+    lab.make_sdn_macvlan(SDN_MACVLAN);
+    lab.router
+        .ip(&["addr", "add", "203.0.113.51/24", "dev", SDN_MACVLAN]);
+    lab.router.ip(&["link", "set", SDN_MACVLAN, "up"]);
+    assert!(ping(&lab.router, ip(GATEWAY4)));
+    drop((host, lab));
+    assert_gone(&names);
 }
 
 #[test]

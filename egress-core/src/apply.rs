@@ -121,6 +121,8 @@ pub(crate) async fn fresh(
 ) -> Result<Router> {
     let desired = Desired::new(&spec);
     preflight(&spec, &desired, &now)?;
+    // Opt-in (the spec's `probe`): nobody else may answer for an egress address.
+    crate::diagnose::before_claim(&spec, &c, &now, parent.as_ref()).await?;
     let plan = desired.plan(&now)?;
     let (c, done) = Tx::new(spec.clone(), c, now, parent, random_id())
         .run(&desired, &plan)

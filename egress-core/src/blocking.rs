@@ -21,7 +21,8 @@ use std::{cell::OnceCell, future::Future};
 
 use crate::{
     error::{Error, Result},
-    Drift, EnsureOutcome, Netns, Plan, Router, RouterSpec, RouterState, Stats,
+    DiagnoseOptions, Diagnosis, Drift, EnsureOutcome, Netns, Plan, Router, RouterSpec, RouterState,
+    Stats,
 };
 
 thread_local! {
@@ -100,4 +101,14 @@ pub fn link_exists(netns: &Netns, name: &str) -> Result<bool> {
 /// [`crate::stats`], blocking.
 pub fn stats(netns: &Netns, name: &str) -> Result<Option<Stats>> {
     block_on("stats", crate::stats(netns, name))
+}
+
+/// [`crate::diagnose`], blocking.
+pub fn diagnose(netns: &Netns, name: &str, options: &DiagnoseOptions) -> Result<Diagnosis> {
+    block_on("diagnose", crate::diagnose(netns, name, options))
+}
+
+/// [`crate::diagnose_spec`], blocking.
+pub fn diagnose_spec(spec: &RouterSpec, options: &DiagnoseOptions) -> Result<Diagnosis> {
+    block_on("diagnose_spec", crate::diagnose_spec(spec, options))
 }

@@ -15,7 +15,8 @@
 //! - [`ensure`]: only the difference, repaired in place;
 //! - [`Router::teardown`] / [`teardown_by_name`]: the namespace returned to exactly what it was,
 //!   from the kernel's markers and the router's crash record;
-//! - [`inspect`]: what the router owns, read back.
+//! - [`inspect`]: what the router owns, read back;
+//! - [`diagnose`]: why a router does not work, with probes (ARP/ND, TCP, counters) and the fix.
 //!
 //! ```no_run
 //! use egress_core::{blocking, MacvlanMode, Protocol, RouterSpec};
@@ -52,6 +53,7 @@
 mod apply;
 pub mod blocking;
 mod desired;
+mod diagnose;
 mod drift;
 mod error;
 #[cfg(feature = "fault-injection")]
@@ -68,6 +70,10 @@ mod watch;
 
 pub use apply::{apply, Router};
 pub use desired::Desired;
+pub use diagnose::{
+    diagnose, diagnose_spec, Check, DiagnoseOptions, Diagnosis, Status, DEFAULT_PROBE_TIMEOUT,
+    MAX_PROBE_TIMEOUT,
+};
 pub use drift::Drift;
 pub use error::{Error, ErrorKind, InvalidField, Result, Rollback};
 pub use inspect::{default_route_link, inspect, link_exists, LinkState, RouterState};

@@ -133,7 +133,12 @@ async fn stats_in(ns: NsHandle, name: String) -> Result<Option<Stats>> {
 }
 
 /// The figures of a ruleset's counters.
-fn from_counters(name: String, state: &NatState, c: &Counters, conntrack_entries: u64) -> Stats {
+pub(crate) fn from_counters(
+    name: String,
+    state: &NatState,
+    c: &Counters,
+    conntrack_entries: u64,
+) -> Stats {
     let element = |set: &str, key: Vec<u8>| {
         c.elements
             .get(&(set.to_string(), key))

@@ -37,6 +37,11 @@
 //! and unsolicited neighbour advertisements, so an announced egress address shows up in its
 //! neighbour table ([`Netns::neighbour_mac`]).
 //!
+//! [`Lab::with_switch`] puts a switch in the external segment: `ext0` and `gw0` become veths to
+//! the ports of a bridge in a fifth namespace ([`Lab::switch`]), where a test drops the frames
+//! of one source MAC the way a hypervisor or a switch port with port security does
+//! ([`Lab::switch_drop_from`]) and attaches more hosts to the segment ([`Lab::attach_host`]).
+//!
 //! [`Snapshot`] records what "restored exactly" means in DESIGN.md, so a test can compare a
 //! namespace before a router was applied and after it was torn down.
 //!
@@ -162,6 +167,16 @@ pub const SDN_MACVLAN: &str = "macvlan0";
 
 /// The nftables table in `ext` holding the web server's firewall.
 pub const WEB_FIREWALL_TABLE: &str = "egt_web";
+
+/// The bridge of the external segment's switch ([`Lab::with_switch`]), in [`Lab::switch`].
+pub const SWITCH_BRIDGE: &str = "br0";
+/// The switch's port towards the node's [`MACVLAN_PARENT`].
+pub const SWITCH_NODE_PORT: &str = "p-node";
+/// The switch's port towards the gateway's [`GATEWAY_LINK`].
+pub const SWITCH_GATEWAY_PORT: &str = "p-gw";
+/// The nftables table (family `bridge`) in the switch that drops frames by source MAC
+/// ([`Lab::switch_drop_from`]).
+pub const SWITCH_FILTER_TABLE: &str = "egt_switch";
 
 /// Parses an address constant of this crate, ignoring a `/prefix` (so it also takes
 /// [`EGRESS_SOURCE4`]). Panics on anything that is not an address.
@@ -776,7 +791,8 @@ fn answer(mut stream: TcpStream, peer: IpAddr) -> std::io::Result<()> {
 // Lab
 // ---------------------------------------------------------------------------------------------
 
-/// The seed's topology (see the crate docs): four namespaces, deleted when the `Lab` is dropped.
+/// The seed's topology (see the crate docs): four namespaces (five with a switch), deleted when
+/// the `Lab` is dropped.
 #[derive(Debug)]
 pub struct Lab {
     /// The node: cluster bridge [`NODE_BRIDGE`] and the macvlan parent [`MACVLAN_PARENT`].
@@ -788,6 +804,10 @@ pub struct Lab {
     pub client: Netns,
     /// The external segment: the gateway and the web server's addresses and firewall.
     pub ext: Netns,
+    /// The external segment's switch, when the lab has one ([`Lab::with_switch`]): a bridge
+    /// between the node's [`MACVLAN_PARENT`] and the gateway, where a test drops frames the way
+    /// a hypervisor or a switch port does, and attaches more hosts.
+    pub switch: Option<Netns>,
 }
 
 impl Default for Lab {
@@ -799,11 +819,31 @@ impl Default for Lab {
 impl Lab {
     /// Builds the topology. Panics (after deleting whatever it created) if any step fails.
     pub fn new() -> Lab {
+        Lab::build(false)
+    }
+
+    /// [`Lab::new`] with a switch in the external segment: the node's [`MACVLAN_PARENT`] and
+    /// the gateway's [`GATEWAY_LINK`] are veths to ports of bridge [`SWITCH_BRIDGE`] in a fifth
+    /// namespace, [`Lab::switch`], instead of one veth between them. Frames cross it as they
+    /// would cross a vSwitch or a switch port: [`Lab::switch_drop_from`] drops those of one
+    /// source MAC, and [`Lab::attach_host`] adds a host to the segment.
+    ///
+    /// ```text
+    ///  node: ext0 ---- p-node [br0] p-gw ---- gw0: ext
+    ///                          |  p-1, p-2 ... ---- eth0: attached hosts
+    ///                        switch
+    /// ```
+    pub fn with_switch() -> Lab {
+        Lab::build(true)
+    }
+
+    fn build(switch: bool) -> Lab {
         let lab = Lab {
             node: Netns::new("node"),
             router: Netns::new("router"),
             client: Netns::new("client"),
             ext: Netns::new("ext"),
+            switch: switch.then(|| Netns::new("switch")),
         };
         for ns in lab.namespaces() {
             // Links created from now on take these, so IPv6 addresses work at once.
@@ -896,7 +936,8 @@ impl Lab {
         assert!(web.peers().iter().all(|p| *p == source));
     }
 
-    /// The names of the four namespaces (node, router, client, ext).
+    /// The names of the namespaces (node, router, client, ext, and the switch if there is
+    /// one).
     pub fn ns_names(&self) -> Vec<String> {
         self.namespaces()
             .iter()
@@ -904,8 +945,59 @@ impl Lab {
             .collect()
     }
 
-    fn namespaces(&self) -> [&Netns; 4] {
-        [&self.node, &self.router, &self.client, &self.ext]
+    fn namespaces(&self) -> Vec<&Netns> {
+        let mut all = vec![&self.node, &self.router, &self.client, &self.ext];
+        all.extend(&self.switch);
+        all
+    }
+
+    /// The switch of a lab made by [`Lab::with_switch`]; panics for a lab without one.
+    pub fn switch(&self) -> &Netns {
+        self.switch
+            .as_ref()
+            .expect("a lab with a switch: build it with Lab::with_switch()")
+    }
+
+    /// Makes the switch drop every frame whose source is `mac` (on every port), as a
+    /// hypervisor does that allows only the MAC it gave a VM's NIC, or a switch port with
+    /// port security. Equivalent to `nft add rule bridge egt_switch forward ether saddr MAC
+    /// drop` in the switch.
+    pub fn switch_drop_from(&self, mac: &str) {
+        self.switch().nft(&format!(
+            "table bridge {SWITCH_FILTER_TABLE} {{
+                chain forward {{
+                    type filter hook forward priority 0; policy accept;
+                    ether saddr {mac} drop
+                }}
+            }}"
+        ));
+    }
+
+    /// A new namespace for `role` with `eth0` on the switch (a veth to a new port of
+    /// [`SWITCH_BRIDGE`]), up, without addresses; the test gives it what it needs. Deleted
+    /// when the returned [`Netns`] is dropped (its port goes with it).
+    pub fn attach_host(&self, role: &str) -> Netns {
+        static NEXT_PORT: AtomicUsize = AtomicUsize::new(1);
+        let switch = self.switch();
+        let host = Netns::new(role);
+        let port = format!("p-{}", NEXT_PORT.fetch_add(1, Ordering::Relaxed));
+        switch.ip(&[
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            host.name(),
+        ]);
+        switch.ip(&["link", "set", &port, "master", SWITCH_BRIDGE, "up"]);
+        host.sysctl_set("net.ipv6.conf.default.accept_dad", "0");
+        host.sysctl_set("net.ipv6.conf.eth0.accept_dad", "0");
+        host.ip(&["link", "set", "eth0", "up"]);
+        host
     }
 
     fn build_node(&self) {
@@ -932,7 +1024,37 @@ impl Lab {
             self.veth(port, pod, pod_link);
             node.ip(&["link", "set", port, "master", NODE_BRIDGE, "up"]);
         }
-        self.veth(MACVLAN_PARENT, &self.ext, GATEWAY_LINK);
+        match &self.switch {
+            None => self.veth(MACVLAN_PARENT, &self.ext, GATEWAY_LINK),
+            Some(switch) => {
+                switch.ip(&[
+                    "link",
+                    "add",
+                    SWITCH_BRIDGE,
+                    "type",
+                    "bridge",
+                    "mcast_snooping",
+                    "0",
+                ]);
+                switch.ip(&["link", "set", SWITCH_BRIDGE, "up"]);
+                self.veth(MACVLAN_PARENT, switch, SWITCH_NODE_PORT);
+                switch.ip(&[
+                    "link",
+                    "add",
+                    SWITCH_GATEWAY_PORT,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    GATEWAY_LINK,
+                    "netns",
+                    self.ext.name(),
+                ]);
+                for port in [SWITCH_NODE_PORT, SWITCH_GATEWAY_PORT] {
+                    switch.ip(&["link", "set", port, "master", SWITCH_BRIDGE, "up"]);
+                }
+            }
+        }
         node.ip(&["link", "set", MACVLAN_PARENT, "up"]);
     }
 

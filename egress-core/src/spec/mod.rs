@@ -9,13 +9,14 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     str::FromStr,
+    time::Duration,
 };
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::raw::validate_name;
-use self::raw::{RawExternal, RawKeptRoute, RawMacvlan, RawNetns, RawRedirect, RawSpec};
+use self::raw::{RawExternal, RawKeptRoute, RawMacvlan, RawNetns, RawProbe, RawRedirect, RawSpec};
 use crate::error::{Error, InvalidField, Result};
 
 mod raw;
@@ -241,6 +242,7 @@ pub struct RouterSpec {
     pub(crate) fallback6: Option<Ipv6Addr>,
     pub(crate) kept_routes: Vec<KeptRoute>,
     pub(crate) announce: u8,
+    pub(crate) probe: Option<Duration>,
 }
 
 impl RouterSpec {
@@ -332,6 +334,11 @@ impl RouterSpec {
     pub fn announce(&self) -> u8 {
         self.announce
     }
+    /// The timeout of the duplicate address probe a new apply sends for each egress address
+    /// before it claims them, when the spec asks for one (`"probe": {"timeout_ms": N}`).
+    pub fn probe(&self) -> Option<Duration> {
+        self.probe
+    }
 
     /// The SNAT source of IPv4 traffic (the first IPv4 source).
     pub fn snat4(&self) -> Option<Ipv4Addr> {
@@ -401,6 +408,9 @@ impl RouterSpec {
                 })
                 .collect(),
             announce: Some(self.announce),
+            probe: self.probe.map(|d| RawProbe {
+                timeout_ms: Some(d.as_millis() as u64),
+            }),
         }
     }
 }
@@ -570,6 +580,31 @@ impl RouterSpecBuilder {
     /// How many gratuitous ARPs / unsolicited NAs to send per address (default 1, 0 = none).
     pub fn announce(mut self, count: u8) -> Self {
         self.raw.announce = Some(count);
+        self
+    }
+    /// Before a new apply claims the egress addresses, probe for each whether another host
+    /// answers for it (`arping -D`, IPv6 duplicate address detection), waiting `timeout` (1 ms
+    /// to 10 s; JSON `"probe": {"timeout_ms": N}`, 300 ms when N is left out). An answer
+    /// fails the apply with [`Error::Conflict`] on `sources[i]`, naming the other host's MAC,
+    /// before anything is changed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use egress_core::{MacvlanMode, RouterSpec};
+    ///
+    /// let spec = RouterSpec::builder("egress-1")
+    ///     .macvlan("eth1", MacvlanMode::Private)
+    ///     .source("203.0.113.99/24")
+    ///     .gateway("203.0.113.1")
+    ///     .probe(Duration::from_millis(300))
+    ///     .build()?;
+    /// assert_eq!(spec.to_json_value()["probe"]["timeout_ms"], 300);
+    /// # Ok::<(), egress_core::Error>(())
+    /// ```
+    pub fn probe(mut self, timeout: Duration) -> Self {
+        self.raw.probe = Some(RawProbe {
+            timeout_ms: Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+        });
         self
     }
 

@@ -9,6 +9,7 @@ use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
+    time::Duration,
 };
 
 use ipnetwork::IpNetwork;
@@ -18,7 +19,10 @@ use super::{
     External, KeptRoute, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec, MAX_ANNOUNCE,
     MAX_IFNAME_LEN, MAX_NAME_LEN,
 };
-use crate::error::{Error, InvalidField, Result};
+use crate::{
+    diagnose::{DEFAULT_PROBE_TIMEOUT, MAX_PROBE_TIMEOUT},
+    error::{Error, InvalidField, Result},
+};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +46,17 @@ pub(super) struct RawSpec {
     pub kept_routes: Vec<RawKeptRoute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<RawProbe>,
+}
+
+/// `"probe": {"timeout_ms": N}`: a duplicate address probe before the egress addresses are
+/// claimed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProbe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -329,6 +344,24 @@ impl RawSpec {
             );
         }
 
+        let probe = self.probe.and_then(|p| {
+            let ms = p
+                .timeout_ms
+                .unwrap_or(DEFAULT_PROBE_TIMEOUT.as_millis() as u64);
+            let max = MAX_PROBE_TIMEOUT.as_millis() as u64;
+            match (1..=max).contains(&ms) {
+                true => Some(Duration::from_millis(ms)),
+                false => {
+                    found.add(
+                        "probe.timeout_ms",
+                        ms,
+                        &format!("a timeout from 1 to {max} ms"),
+                    );
+                    None
+                }
+            }
+        });
+
         if let Some(External::Macvlan(m)) = &external {
             if let Some(mtu) = m.mtu {
                 let min = if has6 { 1280 } else { 68 };
@@ -364,6 +397,7 @@ impl RawSpec {
             fallback6,
             kept_routes,
             announce,
+            probe,
         })
     }
 }

@@ -384,3 +384,43 @@ fn a_misplaced_builder_option_is_reported_with_the_rest() {
     let fields: Vec<String> = e.invalid_fields().into_iter().map(|f| f.field).collect();
     assert_eq!(fields, ["external.macvlan.mtu", "sources[0]"], "{e}");
 }
+
+#[test]
+fn the_probe_is_opt_in_validated_and_round_trips_through_json() {
+    assert_eq!(base().build().unwrap().probe(), None);
+    assert!(!base().build().unwrap().to_json().contains("probe"));
+
+    let spec = base()
+        .probe(std::time::Duration::from_millis(150))
+        .build()
+        .unwrap();
+    assert_eq!(spec.probe(), Some(std::time::Duration::from_millis(150)));
+    assert_eq!(spec.to_json_value()["probe"]["timeout_ms"], 150);
+    assert_eq!(RouterSpec::from_json(&spec.to_json()).unwrap(), spec);
+
+    // In the JSON form, without a timeout: the default.
+    let mut json = base().build().unwrap().to_json_value();
+    json["probe"] = serde_json::json!({});
+    let spec = RouterSpec::from_json_value(json.clone()).unwrap();
+    assert_eq!(spec.probe(), Some(crate::DEFAULT_PROBE_TIMEOUT));
+
+    for (timeout, expected) in [
+        (serde_json::json!({"timeout_ms": 0}), "probe.timeout_ms"),
+        (
+            serde_json::json!({"timeout_ms": 10_001}),
+            "probe.timeout_ms",
+        ),
+    ] {
+        json["probe"] = timeout;
+        let e = RouterSpec::from_json_value(json.clone()).unwrap_err();
+        assert_eq!(field_of(e), expected);
+    }
+    json["probe"] = serde_json::json!({"timeout": 5});
+    let e = RouterSpec::from_json_value(json).unwrap_err();
+    assert!(e.to_string().contains("unknown field `timeout`"), "{e}");
+    let e = base()
+        .probe(std::time::Duration::from_micros(500))
+        .build()
+        .unwrap_err();
+    assert_eq!(field_of(e), "probe.timeout_ms");
+}

@@ -1,11 +1,15 @@
 //! `egress-router`: a drop-in for the OpenShift egress router image's entrypoint (the `EGRESS_*`
 //! environment contract of [`egress_openshift`]), plus operator subcommands (`inspect`,
-//! `check`, `teardown`) over the same core. A thin front end: it builds a `RouterSpec` and calls
+//! `check`, `diagnose`, `teardown`) over the same core. A thin front end: it builds a `RouterSpec` and calls
 //! `egress_core::blocking`; `egress-router --help` documents it for users.
 
-use std::{env, ffi::OsString, io::Read, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{
+    env, ffi::OsString, io::Read, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration,
+};
 
-use egress_core::{blocking, EnsureAction, Error, ErrorKind, Netns, RouterSpec, RouterState};
+use egress_core::{
+    blocking, DiagnoseOptions, EnsureAction, Error, ErrorKind, Netns, RouterSpec, RouterState,
+};
 use egress_openshift::{self as openshift, logging, Config, Mode};
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{debug, info, warn};
@@ -23,6 +27,7 @@ USAGE
   egress-router                      configure from the EGRESS_* variables (container entrypoint)
   egress-router inspect  [OPTIONS]   show what a router owns in a namespace
   egress-router check    [OPTIONS]   compare a namespace with its configuration (changes nothing)
+  egress-router diagnose [OPTIONS]   why does the router not work? probes it, says what to change
   egress-router teardown [OPTIONS]   remove a router and restore its namespace
   egress-router --help | --version
 
@@ -50,14 +55,29 @@ CONTAINER ENTRYPOINT (no arguments): the OpenShift variables, unchanged
   EGRESS_MACVLAN_PARENT_NETNS  the parent's namespace: a path such as /proc/1/ns/net, or a name
                                under /run/netns (default: the pod's own namespace)
 
-OPTIONS (inspect, check, teardown)
+OPTIONS (inspect, check, diagnose, teardown)
   --netns PATH        the router's namespace file: /run/netns/NAME, /proc/PID/ns/net
                       (default: the namespace egress-router runs in)
   --netns-name NAME   the same, by name, as `ip netns list` shows it
   --name NAME         the router (default: $EGRESS_ROUTER_NAME, else egress-router)
-  --spec FILE         check only: compare with this JSON spec (`-` = stdin) instead of the
+  --spec FILE         check, diagnose: compare with this JSON spec (`-` = stdin) instead of the
                       EGRESS_* variables
   --json              print the result as JSON on stdout
+  --timeout-ms N      diagnose: how long each probe waits for its answer (default 300, 1-10000)
+  --fallback-port N   diagnose: try this TCP port on the fallback destination (repeatable;
+                      without one only the fallback's route is checked)
+
+DIAGNOSE
+  It reads the router and probes it, changing nothing: state (the router matches its spec, or
+  by name its own records), link (up, carrier, the parent link), sysctl (forwarding, rp_filter),
+  gateway (an ARP request / neighbour solicitation from macvlan0), l2_filter (when the gateway
+  is silent: the same question from the parent link; an answer there means the hypervisor or
+  the switch drops frames from the macvlan's MAC), duplicate_address (does another host answer
+  for the egress IP), destination (a TCP connection from the egress IP to each destination:
+  connected, refused, no answer), traffic (connections per redirect since apply, and whether
+  the tracked ones got replies). One line per check, with what to change when it fails.
+  In a pod whose environment holds the EGRESS_* variables the spec comes from them (as for
+  check); otherwise (on the node) the router is read back by --name.
 
 EXIT CODES
   0  done: configured, torn down (also when there was nothing to remove), router found
@@ -69,6 +89,7 @@ EXIT CODES
   4  failed, and something is left behind: rollback or teardown incomplete (the message lists
      what remains; `egress-router teardown` removes it)
   5  inspect: no such router; check: the namespace differs from the configuration
+  6  diagnose: a check failed (its line says what to change)
 
 EXAMPLES
   # What would this pod's router do? (needs no privileges)
@@ -78,8 +99,13 @@ EXAMPLES
   # In a legacy-mode router pod: is it still configured as its environment says?
   kubectl exec egress-1 -- egress-router check
 
-  # On the node, as root: look at a pod's router (PID: any process of the pod), remove it
+  # The router does not work: why?
+  kubectl exec egress-1 -- egress-router diagnose
+
+  # On the node, as root: look at a pod's router (PID: any process of the pod), diagnose it,
+  # remove it
   egress-router inspect --netns /proc/$PID/ns/net --name egress-router
+  egress-router diagnose --netns /proc/$PID/ns/net --name egress-router --json
   egress-router teardown --netns-name pod-ns --json
 ";
 
@@ -91,6 +117,7 @@ mod code {
     pub const FAILED: u8 = 3;
     pub const LEFT_BEHIND: u8 = 4;
     pub const NOT_AS_EXPECTED: u8 = 5;
+    pub const CHECK_FAILED: u8 = 6;
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +127,7 @@ enum Command {
     Version,
     Inspect(Target),
     Check(Target),
+    Diagnose(Target),
     Teardown(Target),
 }
 
@@ -109,6 +137,10 @@ struct Target {
     name: Option<String>,
     spec: Option<PathBuf>,
     json: bool,
+    /// diagnose: the probe timeout.
+    timeout_ms: Option<u64>,
+    /// diagnose: TCP ports tried on the fallback.
+    fallback_ports: Vec<u16>,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +164,7 @@ fn main() -> ExitCode {
         Command::Contract => contract(),
         Command::Inspect(t) => with_logging(|| inspect(t)),
         Command::Check(t) => with_logging(|| check(t)),
+        Command::Diagnose(t) => with_logging(|| diagnose(t)),
         Command::Teardown(t) => with_logging(|| teardown(t)),
     })
 }
@@ -155,6 +188,7 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
         "-V" | "--version" => return Ok(Command::Version),
         "inspect" => Command::Inspect,
         "check" => Command::Check,
+        "diagnose" => Command::Diagnose,
         "teardown" => Command::Teardown,
         other => return Err(format!("unknown subcommand or option '{other}'")),
     };
@@ -185,8 +219,26 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
                 });
             }
             "--name" => t.name = Some(value()?),
-            "--spec" if *sub == "check" => t.spec = Some(value()?.into()),
+            "--spec" if matches!(*sub, "check" | "diagnose") => t.spec = Some(value()?.into()),
             "--json" if inline.is_none() => t.json = true,
+            "--timeout-ms" if *sub == "diagnose" => {
+                let v = value()?;
+                t.timeout_ms = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|ms| (1..=10_000).contains(ms))
+                        .ok_or_else(|| format!("--timeout-ms {v}: a number of ms, 1 to 10000"))?,
+                );
+            }
+            "--fallback-port" if *sub == "diagnose" => {
+                let v = value()?;
+                t.fallback_ports.push(
+                    v.parse()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| format!("--fallback-port {v}: a port, 1 to 65535"))?,
+                );
+            }
             _ => return Err(format!("unknown option '{arg}' for {sub}")),
         }
     }
@@ -571,6 +623,47 @@ fn check(t: Target) -> u8 {
     }
 }
 
+/// Whether this process's environment holds the `EGRESS_*` contract (a router pod's).
+fn env_has_spec() -> bool {
+    env::var_os("EGRESS_SOURCE").is_some_and(|v| !v.is_empty())
+}
+
+fn diagnose(t: Target) -> u8 {
+    let mut options = DiagnoseOptions::new();
+    if let Some(ms) = t.timeout_ms {
+        options = options.timeout(Duration::from_millis(ms));
+    }
+    for p in &t.fallback_ports {
+        options = options.fallback_port(*p);
+    }
+    let result = if t.spec.is_some() || env_has_spec() {
+        match check_spec(&t) {
+            Ok(spec) => blocking::diagnose_spec(&spec, &options),
+            Err(code) => return code,
+        }
+    } else {
+        blocking::diagnose(
+            &t.netns.clone().unwrap_or_default(),
+            &target_name(&t),
+            &options,
+        )
+    };
+    let d = match result {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    if t.json {
+        print_json(&d);
+    } else {
+        print!("{d}");
+    }
+    if d.failed() {
+        code::CHECK_FAILED
+    } else {
+        code::OK
+    }
+}
+
 fn teardown(t: Target) -> u8 {
     let netns = t.netns.clone().unwrap_or_default();
     let name = target_name(&t);
@@ -645,8 +738,8 @@ mod tests {
             Ok(Command::Inspect(Target {
                 netns: Some(Netns::Path("/run/netns/pod".into())),
                 name: Some("r1".into()),
-                spec: None,
                 json: true,
+                ..Target::default()
             }))
         );
         assert_eq!(
@@ -660,6 +753,25 @@ mod tests {
             parse(&["check", "--spec", "-"]),
             Ok(Command::Check(Target {
                 spec: Some("-".into()),
+                ..Target::default()
+            }))
+        );
+        assert_eq!(
+            parse(&[
+                "diagnose",
+                "--netns-name",
+                "pod",
+                "--timeout-ms=500",
+                "--fallback-port",
+                "443",
+                "--fallback-port=80",
+                "--json",
+            ]),
+            Ok(Command::Diagnose(Target {
+                netns: Some(Netns::Name("pod".into())),
+                json: true,
+                timeout_ms: Some(500),
+                fallback_ports: vec![443, 80],
                 ..Target::default()
             }))
         );
@@ -686,6 +798,18 @@ mod tests {
                 &["teardown", "--netns", "/run/netns/a", "--netns-name", "b"],
                 "give one of --netns and --netns-name",
             ),
+            (
+                &["diagnose", "--timeout-ms", "0"],
+                "--timeout-ms 0: a number of ms, 1 to 10000",
+            ),
+            (
+                &["diagnose", "--fallback-port", "x"],
+                "--fallback-port x: a port, 1 to 65535",
+            ),
+            (
+                &["check", "--timeout-ms", "5"],
+                "unknown option '--timeout-ms' for check",
+            ),
         ] {
             assert_eq!(parse(args), Err(says.to_string()), "{args:?}");
         }
@@ -711,7 +835,7 @@ mod tests {
     }
 
     #[test]
-    fn help_documents_every_variable_mode_and_exit_code() {
+    fn help_documents_every_variable_mode_check_and_exit_code() {
         for word in [
             "EGRESS_SOURCE",
             "EGRESS_GATEWAY",
@@ -727,11 +851,26 @@ mod tests {
             "--name",
             "--spec",
             "--json",
+            "diagnose",
+            "--timeout-ms",
+            "--fallback-port",
         ] {
             assert!(HELP.contains(word), "{word}");
         }
         for m in Mode::ALL {
             assert!(HELP.contains(m.as_str()), "{m}");
+        }
+        for check in [
+            "state",
+            "link",
+            "sysctl",
+            "gateway",
+            "l2_filter",
+            "duplicate_address",
+            "destination",
+            "traffic",
+        ] {
+            assert!(HELP.contains(check), "diagnose check {check}");
         }
         for c in [
             code::OK,
@@ -740,6 +879,7 @@ mod tests {
             code::FAILED,
             code::LEFT_BEHIND,
             code::NOT_AS_EXPECTED,
+            code::CHECK_FAILED,
         ] {
             assert!(HELP.contains(&format!("\n  {c}  ")), "exit code {c}");
         }

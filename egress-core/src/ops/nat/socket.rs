@@ -13,6 +13,7 @@ use netlink_packet_core::{
     NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::{
+    conntrack::{ConntrackAttribute, ConntrackMessage},
     nftables::{
         ChainAttribute, ChainMessage, DataAttribute, ExpressionAttribute, Expressions,
         GenAttribute, GenMessage, Hook, Immediate, ListAttribute, NfTablesMessage, RuleAttribute,
@@ -214,6 +215,29 @@ impl NftSocket {
                 .ok_or_else(|| Error::kernel(OP, libc::EBADMSG)),
             _ => Err(Error::kernel(OP, libc::EBADMSG)),
         }
+    }
+
+    /// Every connection the namespace tracks, both families (`conntrack -L`), as
+    /// netlink-packet-netfilter parses each entry's attributes. Read by `diagnose`.
+    pub(crate) fn conntrack(&mut self) -> Result<Vec<Vec<ConntrackAttribute>>> {
+        let replies = self.dump("conntrack -L", || {
+            NetfilterMessage::new(
+                NetfilterHeader::new(NetfilterProtoFamily::Unspec, NFNETLINK_V0, 0),
+                ConntrackMessage::Get(Vec::new()),
+            )
+        })?;
+        Ok(replies
+            .iter()
+            .filter_map(
+                |r| match NetfilterMessage::parse_with_param(&r.body[..], r.kind) {
+                    Ok(NetfilterMessage {
+                        inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)),
+                        ..
+                    }) => Some(attrs),
+                    _ => None,
+                },
+            )
+            .collect())
     }
 }
 
