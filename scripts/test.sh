@@ -7,6 +7,8 @@ scripts/setup.sh
 echo "== format";  cargo fmt --all -- --check
 echo "== clippy";  cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== docs";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+# The private items' docs too (broken intra-doc links included).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --document-private-items
 echo "== binary";  cargo build --quiet --bin egress-router   # run by tests/openshift_compat.rs
 cargo build --quiet --bin egress-cni                         # run by tests/cni.rs
 scripts/test-c.sh                   # C header, ASan C tests; builds the agent tests/c_agent.rs runs

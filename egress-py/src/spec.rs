@@ -136,7 +136,7 @@ impl RouterSpec {
     /// ([{"to", "via"}]), announce.
     ///
     /// Every mistake raises InvalidSpecError naming the field as a JSON path
-    /// ("redirects[0].port"): unknown keys, values of the wrong JSON type, integers beyond
+    /// (`"redirects[0].port"`): unknown keys, values of the wrong JSON type, integers beyond
     /// 64 bits, a dict or list that contains itself or nests deeper than 32 levels. Values
     /// that are not JSON types at all (bytes, sets, objects) raise TypeError naming the field.
     #[staticmethod]

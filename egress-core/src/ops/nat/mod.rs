@@ -66,10 +66,12 @@ pub(crate) struct TableInfo {
     pub comment: Option<String>,
 }
 
-/// Everything the router's table holds besides its comment: what [`NftSocket::install`] writes.
+/// Everything the router's table holds besides its comment: what [`NftSocket::create`] writes
+/// with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NatRules {
-    /// The table (family `inet`), created beforehand by [`NftSocket::create_table`].
+    /// The table (family `inet`), created with its comment and these rules in one batch by
+    /// [`NftSocket::create`].
     pub table: String,
     /// The internal (cluster) link: DNAT applies to what arrives here.
     pub internal: String,
@@ -146,7 +148,7 @@ pub(crate) struct MapState {
 }
 
 impl NatRules {
-    /// What [`NftSocket::read`] returns right after [`NftSocket::install`]: drift is
+    /// What [`NftSocket::read`] returns right after [`NftSocket::create`]: drift is
     /// `expected() != read()`.
     pub(crate) fn expected(&self) -> NatState {
         Layout::of(self).state()
