@@ -5,8 +5,8 @@
 # module with mypy.stubtest, and runs egress-py/tests: the builder and its errors, bad input,
 # routers in throwaway namespaces with real TCP, threads, a second process, logging, diagnoses,
 # and real ansible-playbook runs of examples/ansible (both modules); then a short run of the
-# atheris fuzzer of RouterSpec.from_dict (egress-py/fuzz; scripts/fuzz.sh --python runs it longer). Installs
-# what it needs first. About 5 minutes on 2 cores from cold (pip downloads ~1-2 min, the
+# atheris fuzzer of RouterSpec.from_dict (egress-py/fuzz; scripts/fuzz.sh --python runs it
+# longer). Installs what it needs first. About 5 minutes on 2 cores from cold (pip downloads ~1-2 min, the
 # release build of the wheel ~2 min, the tests ~1 min), ~3 when the pip cache and the build
 # are warm.
 #
