@@ -38,7 +38,7 @@ pub(crate) fn options(
         }
         for (i, port) in ports.try_iter()?.enumerate() {
             let field = format!("fallback_ports[{i}]");
-            let port: u16 = int_field(&port?, "fallback_ports", &field, "a port from 1 to 65535")?;
+            let port: u16 = int_field(&port?, &field, &field, "a port from 1 to 65535")?;
             options = options.fallback_port(port);
         }
     }

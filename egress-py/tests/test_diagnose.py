@@ -132,7 +132,7 @@ def test_arguments_of_the_wrong_type_raise_type_error() -> None:
         egress.diagnose("r", timeout_ms=True)
     with pytest.raises(TypeError, match="fallback_ports must be a list of int, not int"):
         egress.diagnose("r", fallback_ports=443)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="fallback_ports must be an int, not str"):
+    with pytest.raises(TypeError, match=r"fallback_ports\[0\] must be an int, not str"):
         egress.diagnose("r", fallback_ports=["443"])  # type: ignore[list-item]
     with pytest.raises(egress.InvalidSpecError) as e:
         egress.RouterSpec("r").diagnose()
