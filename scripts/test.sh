@@ -9,7 +9,7 @@ echo "== clippy";  cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== docs";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 # The private items' docs too (broken intra-doc links included).
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --document-private-items
-echo "== binary";  cargo build --quiet --bin egress-router   # run by tests/openshift_compat.rs
+echo "== binary";  cargo build --quiet --bin egress-router   # run by tests/openshift_compat.rs, diagnose.rs
 cargo build --quiet --bin egress-cni                         # run by tests/cni.rs
 scripts/test-c.sh                   # C header, ASan C tests; builds the agent tests/c_agent.rs runs
 echo "== tests";   cargo test --workspace

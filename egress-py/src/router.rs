@@ -1,5 +1,5 @@
 //! What the operations return (Router, Step, Drift, EnsureResult) and the operations by name
-//! (teardown, inspect).
+//! (teardown, inspect; diagnose is in the diagnose module).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::{
     convert::{json_to_py, netns_checked, to_py},
+    diagnose::Diagnosis,
     errors::CoreError,
     log,
     spec::RouterSpec,
@@ -81,6 +82,17 @@ impl Router {
                 .detach(|| blocking::teardown(router))
                 .map_err(CoreError)?),
         }
+    }
+
+    /// Diagnoses the router: RouterSpec.diagnose() with the spec it was applied from.
+    #[pyo3(signature = (*, timeout_ms=None, fallback_ports=None))]
+    fn diagnose(
+        &self,
+        py: Python<'_>,
+        timeout_ms: Option<&Bound<'_, PyAny>>,
+        fallback_ports: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Diagnosis> {
+        self.spec.diagnose(py, timeout_ms, fallback_ports)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

@@ -19,8 +19,9 @@ egress-core does the work; this package builds its spec and calls it).
 
 Also: RouterSpec.from_dict() / to_dict() (the JSON form), RouterSpec.from_env() (OpenShift's
 EGRESS_* variables), spec.check() (drift), spec.plan_live() (what the namespace still needs),
-spec.ensure() (idempotent apply), egress.inspect(name, netns=...) and
-egress.teardown(name, netns=...).
+spec.ensure() (idempotent apply), egress.inspect(name, netns=...),
+egress.teardown(name, netns=...), and egress.diagnose(name, netns=...) / spec.diagnose():
+why a router does not work, as a Diagnosis of Checks, each with its hint (docs/diagnose.md).
 
 Every error is an EgressError; InvalidSpecError is also a ValueError. Arguments of the wrong
 type raise TypeError. Everything needs CAP_NET_ADMIN (root) except building and planning.
@@ -37,7 +38,9 @@ from typing import TypedDict as _TypedDict
 from egress._egress import (
     AlreadyExistsError,
     ApplyError,
+    Check,
     ConflictError,
+    Diagnosis,
     Drift,
     EgressError,
     EnsureResult,
@@ -53,6 +56,7 @@ from egress._egress import (
     UndoSkippedError,
     VerifyError,
     __version__,
+    diagnose,
     inspect,
     teardown,
 )
@@ -107,7 +111,9 @@ __all__ = [
     "AlreadyExistsError",
     "ApplyError",
     "BlockingInAsyncError",
+    "Check",
     "ConflictError",
+    "Diagnosis",
     "Drift",
     "EgressError",
     "EnsureResult",
@@ -126,6 +132,7 @@ __all__ = [
     "UndoSkippedError",
     "VerifyError",
     "__version__",
+    "diagnose",
     "inspect",
     "teardown",
 ]

@@ -3,14 +3,16 @@
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, Optional, Union, final
+from typing import Any, Literal, Optional, Union, final
 
 from typing_extensions import Self
 
 __all__ = [
     "AlreadyExistsError",
     "ApplyError",
+    "Check",
     "ConflictError",
+    "Diagnosis",
     "Drift",
     "EgressError",
     "EnsureResult",
@@ -26,6 +28,7 @@ __all__ = [
     "UndoSkippedError",
     "VerifyError",
     "__version__",
+    "diagnose",
     "inspect",
     "teardown",
 ]
@@ -35,6 +38,9 @@ __version__: str
 _Netns = Union[str, PathLike[str], int]
 """A namespace: a path (str starting with "/", or os.PathLike), a name under /run/netns
 (any other str), or a process id (int)."""
+
+_Status = Literal["ok", "warn", "fail", "skipped"]
+"""How a check came out."""
 
 @final
 class RouterSpec:
@@ -86,6 +92,9 @@ class RouterSpec:
     def apply(self) -> Router: ...
     def check(self) -> list[Drift]: ...
     def ensure(self) -> EnsureResult: ...
+    def diagnose(
+        self, *, timeout_ms: Optional[int] = None, fallback_ports: Optional[Sequence[int]] = None
+    ) -> Diagnosis: ...
 
 @final
 class Router:
@@ -98,6 +107,9 @@ class Router:
     @property
     def active(self) -> bool: ...
     def teardown(self) -> list[str]: ...
+    def diagnose(
+        self, *, timeout_ms: Optional[int] = None, fallback_ports: Optional[Sequence[int]] = None
+    ) -> Diagnosis: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -133,8 +145,53 @@ class EnsureResult:
     @property
     def drift(self) -> list[Drift]: ...
 
+@final
+class Check:
+    """One question a diagnosis answered; to_dict() is its JSON form."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> _Status: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def hint(self) -> Optional[str]: ...
+    @property
+    def evidence(self) -> dict[str, Any]: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Diagnosis:
+    """What a diagnosis found: every Check, in a fixed order; str() prints one line per
+    check, to_dict() is the documented JSON form."""
+
+    @property
+    def router(self) -> str: ...
+    @property
+    def checks(self) -> list[Check]: ...
+    @property
+    def status(self) -> _Status: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    def named(self, name: str) -> list[Check]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
 def teardown(name: str, *, netns: Optional[_Netns] = None) -> list[str]: ...
 def inspect(name: str, *, netns: Optional[_Netns] = None) -> Optional[dict[str, Any]]: ...
+def diagnose(
+    name: str,
+    *,
+    netns: Optional[_Netns] = None,
+    timeout_ms: Optional[int] = None,
+    fallback_ports: Optional[Sequence[int]] = None,
+) -> Diagnosis: ...
 
 class EgressError(Exception): ...
 
