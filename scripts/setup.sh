@@ -4,9 +4,10 @@
 set -euo pipefail
 
 need=()
-# setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it.
+# setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it. arping: what
+# OpenShift's script runs, in benches/openshift_init.rs.
 for pair in nft:nftables ip:iproute2 ping:iputils-ping conntrack:conntrack curl:curl \
-            setpriv:util-linux; do
+            setpriv:util-linux arping:iputils-arping; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
