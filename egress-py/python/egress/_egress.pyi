@@ -7,6 +7,8 @@ from typing import Any, Optional, Union, final
 
 from typing_extensions import Self
 
+from egress import Stats
+
 __all__ = [
     "AlreadyExistsError",
     "ApplyError",
@@ -27,6 +29,7 @@ __all__ = [
     "VerifyError",
     "__version__",
     "inspect",
+    "stats",
     "teardown",
 ]
 
@@ -98,6 +101,7 @@ class Router:
     @property
     def active(self) -> bool: ...
     def teardown(self) -> list[str]: ...
+    def stats(self) -> Optional[Stats]: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -135,6 +139,7 @@ class EnsureResult:
 
 def teardown(name: str, *, netns: Optional[_Netns] = None) -> list[str]: ...
 def inspect(name: str, *, netns: Optional[_Netns] = None) -> Optional[dict[str, Any]]: ...
+def stats(name: str, *, netns: Optional[_Netns] = None) -> Optional[Stats]: ...
 
 class EgressError(Exception): ...
 
