@@ -513,6 +513,37 @@ mod tests {
     }
 
     #[test]
+    fn the_dnat_takes_a_redirected_port_and_every_port_with_a_fallback() {
+        let spec = |destination: &str| {
+            crate::from_env([
+                ("EGRESS_SOURCE", "2001:db8:2::99/64"),
+                ("EGRESS_GATEWAY", "2001:db8:2::1"),
+                ("EGRESS_DESTINATION", destination),
+            ])
+            .unwrap()
+            .spec
+        };
+        let at = |a: &str| a.parse::<SocketAddr>().unwrap();
+        let redirects_only = spec("9100 tcp 2001:db8:3::25 80");
+        assert_eq!(
+            shadowed_by(&redirects_only, at("[::]:9100")).as_deref(),
+            Some("the redirect tcp/9100")
+        );
+        assert_eq!(shadowed_by(&redirects_only, at("[::]:9101")), None);
+        assert_eq!(shadowed_by(&redirects_only, at("[::1]:9100")), None);
+        let fallback = spec("80 tcp 2001:db8:3::25\n2001:db8:3::9");
+        for addr in ["[::]:9100", "[2001:db8:1::2]:9100"] {
+            assert_eq!(
+                shadowed_by(&fallback, at(addr)).as_deref(),
+                Some("the fallback 2001:db8:3::9"),
+                "{addr}"
+            );
+        }
+        // An IPv6 fallback does not take IPv4 connections.
+        assert_eq!(shadowed_by(&fallback, at("0.0.0.0:9100")), None);
+    }
+
+    #[test]
     fn requests_are_routed_by_method_and_path() {
         for (line, to) in [
             ("GET /metrics HTTP/1.1", Route::Metrics),
