@@ -10,6 +10,9 @@ for pair in nft:nftables ip:iproute2 ping:iputils-ping conntrack:conntrack curl:
             setpriv:util-linux arping:iputils-arping; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
+# tests/openshift_compat.rs parses egress-router's /metrics with the Python prometheus_client
+# parsers, in the system's Python (/usr/bin/python3; EGRESS_PYTHON overrides it).
+/usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -780,6 +780,35 @@ egress_result egress_router_inspect_json_by_name(const char *netns_path,
 egress_result egress_inspect_json(const char *netns_path, const char *name, char **json_out);
 
 /*
+ The traffic of `router` since it was applied, read from the kernel now, as a JSON object in
+ `*json_out` (free it with `egress_string_free`): `name`; `redirects`, one object per
+ redirect (`protocol`, `port`, `to`, `to_port`, `connections`, `packets`, `bytes`);
+ `fallback`, one per family with a fallback (`to`, `connections`, `packets`, `bytes`);
+ `snat`, one per family with an egress source (`source`, `packets`, `bytes`);
+ `conntrack_entries`, the connections the namespace tracks now. Connections count their
+ first packet, packets and bytes both directions. A repair that rebuilds the router's
+ ruleset starts the counters again. `EGRESS_RESULT_NOT_FOUND` when the router is not
+ configured any more.
+
+ # Safety
+ `router` must be NULL or a live router used by no other thread; `json_out` must be NULL or
+ point to writable storage for a pointer.
+ */
+egress_result egress_router_stats_json(const struct egress_router *router, char **json_out);
+
+/*
+ `egress_router_stats_json` for router `name` in the namespace at `netns_path` (see
+ `egress_router_teardown_by_name` for the path), without a handle.
+
+ # Safety
+ `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be NULL
+ or point to writable storage for a pointer.
+ */
+egress_result egress_router_stats_json_by_name(const char *netns_path,
+                                               const char *name,
+                                               char **json_out);
+
+/*
  Diagnoses router `name` in the namespace at `netns_path` (see
  `egress_router_teardown_by_name` for the path), read back from the kernel without a handle
  or a spec: why does it not work, and what to change. Changes nothing in the router: it

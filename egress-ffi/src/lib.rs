@@ -80,8 +80,9 @@ pub use router::{
 };
 pub use router::{
     egress_ensure_action, egress_router, egress_router_free, egress_router_inspect_json_by_name,
-    egress_router_teardown, egress_router_teardown_by_name, egress_spec_apply, egress_spec_check,
-    egress_spec_ensure, egress_spec_plan_live,
+    egress_router_stats_json, egress_router_stats_json_by_name, egress_router_teardown,
+    egress_router_teardown_by_name, egress_spec_apply, egress_spec_check, egress_spec_ensure,
+    egress_spec_plan_live,
 };
 pub use spec::{
     egress_macvlan_mode, egress_protocol, egress_spec, egress_spec_builder,

@@ -28,6 +28,7 @@ fn _egress(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(router::teardown, m)?)?;
     m.add_function(wrap_pyfunction!(router::inspect, m)?)?;
     m.add_function(wrap_pyfunction!(diagnose::diagnose, m)?)?;
+    m.add_function(wrap_pyfunction!(router::stats, m)?)?;
     errors::register(m)?;
     log::install(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -1,5 +1,5 @@
 //! What the operations return (Router, Step, Drift, EnsureResult) and the operations by name
-//! (teardown, inspect; diagnose is in the diagnose module).
+//! (teardown, inspect, stats; diagnose is in the diagnose module).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -93,6 +93,17 @@ impl Router {
         fallback_ports: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Diagnosis> {
         self.spec.diagnose(py, timeout_ms, fallback_ports)
+    }
+
+    /// This router's traffic, read from the kernel now, as egress.stats() returns it (None
+    /// once it is torn down). The GIL is released while the kernel is read.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        log::refresh(py);
+        let stats = py.detach(|| {
+            let spec = self.spec.build()?;
+            Ok::<_, CoreError>(blocking::stats(spec.netns(), spec.name())?)
+        })?;
+        to_py(py, &stats)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -296,4 +307,28 @@ pub(crate) fn inspect<'py>(
         .detach(|| blocking::inspect(&ns, &name))
         .map_err(CoreError)?;
     to_py(py, &state)
+}
+
+/// The traffic of router `name` in namespace `netns` since it was applied, read from the
+/// kernel now, as plain dicts, or None when it is not configured there:
+/// {"name", "redirects": [{"protocol", "port", "to", "to_port", "connections", "packets",
+/// "bytes"}], "fallback": [{"to", "connections", "packets", "bytes"}], "snat": [{"source",
+/// "packets", "bytes"}], "conntrack_entries"}. Connections count their first packet; packets
+/// and bytes both directions; SNAT what left through the external link.
+///
+/// Invalid names raise InvalidSpecError as teardown() does. The GIL is released while the
+/// kernel is read.
+#[pyfunction]
+#[pyo3(signature = (name, *, netns=None))]
+pub(crate) fn stats<'py>(
+    py: Python<'py>,
+    name: String,
+    netns: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ns = netns_checked(netns)?;
+    log::refresh(py);
+    let stats = py
+        .detach(|| blocking::stats(&ns, &name))
+        .map_err(CoreError)?;
+    to_py(py, &stats)
 }

@@ -416,6 +416,26 @@ static void test_kernel_calls_on_a_missing_namespace(void) {
                EGRESS_RESULT_NOT_FOUND);
   CHECK(text == NULL);
 
+  text = NOT_NULL(char);
+  CHECK_RESULT(egress_router_stats_json(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_router_stats_json: argument `router` is NULL");
+  CHECK_RESULT(egress_router_stats_json(NOT_NULL(egress_router), NULL),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("argument `json_out` is NULL");
+  CHECK_RESULT(egress_router_stats_json_by_name(NULL, "c-test", &text),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_router_stats_json_by_name: argument `netns_path` is NULL");
+  CHECK_RESULT(egress_router_stats_json_by_name(missing_netns, NULL, &text),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_router_stats_json_by_name(missing_netns, "c-test", NULL),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_router_stats_json_by_name(missing_netns, BAD_UTF8, &text),
+               EGRESS_RESULT_INVALID_UTF8);
+  CHECK_RESULT(egress_router_stats_json_by_name(missing_netns, "c-test", &text),
+               EGRESS_RESULT_NOT_FOUND);
+  CHECK(text == NULL);
+
   egress_spec_free(spec);
 }
 

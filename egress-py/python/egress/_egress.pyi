@@ -7,6 +7,8 @@ from typing import Any, Literal, Optional, Union, final
 
 from typing_extensions import Self
 
+from egress import Stats
+
 __all__ = [
     "AlreadyExistsError",
     "ApplyError",
@@ -30,6 +32,7 @@ __all__ = [
     "__version__",
     "diagnose",
     "inspect",
+    "stats",
     "teardown",
 ]
 
@@ -110,6 +113,7 @@ class Router:
     def diagnose(
         self, *, timeout_ms: Optional[int] = None, fallback_ports: Optional[Sequence[int]] = None
     ) -> Diagnosis: ...
+    def stats(self) -> Optional[Stats]: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -192,6 +196,7 @@ def diagnose(
     timeout_ms: Optional[int] = None,
     fallback_ports: Optional[Sequence[int]] = None,
 ) -> Diagnosis: ...
+def stats(name: str, *, netns: Optional[_Netns] = None) -> Optional[Stats]: ...
 
 class EgressError(Exception): ...
 
