@@ -4,9 +4,11 @@
 set -euo pipefail
 
 need=()
-# setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it.
+# setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it, and scripts/test.sh
+# runs egress-core's unit tests as nobody. strace: benches/apply_teardown.rs records the
+# netlink requests of an apply with it (the kernel has no nlmon).
 for pair in nft:nftables ip:iproute2 ping:iputils-ping conntrack:conntrack curl:curl \
-            setpriv:util-linux; do
+            setpriv:util-linux strace:strace; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
