@@ -151,8 +151,12 @@ impl Timings {
         self.floor.push(floor.replay());
         floor.teardown();
 
-        for (w, t) in workers.iter_mut().zip(&mut self.logging) {
-            t.push(w.apply());
+        // Each round starts with another worker: the first apply after a teardown may find
+        // the kernel still busy with its deferred work.
+        let n = workers.len();
+        let first = self.floor.len() % n;
+        for k in (0..n).map(|k| (first + k) % n) {
+            self.logging[k].push(workers[k].apply());
         }
     }
 
