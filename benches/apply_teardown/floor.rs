@@ -13,7 +13,8 @@
 //! is what went to the kernel, byte for byte. Kept: every route netlink request that is not a
 //! `RTM_GET*`, and every nftables batch whole (nftables changes only in batches; what it sends
 //! outside one are reads). Dropped: reads, and everything after the apply returned (the child
-//! marks that point with a write to `/dev/null`).
+//! marks that point with a write to `/dev/null`). A second replay keeps the reads too: every
+//! request, and each `/proc/sys` file the apply opened for reading, read again.
 //!
 //! What is per-process is rewritten: the namespace fd of the macvlan's `RTM_NEWLINK`
 //! (`IFLA_NET_NS_FD`, which the core sets to its own fd of the router namespace), the
@@ -38,6 +39,7 @@ use std::{
 };
 
 use egress_core::{blocking, RouterSpec};
+use nix::sys::resource::{getrusage, UsageWho};
 
 /// The environment variable that makes the bench binary the recorded child: the spec, as JSON.
 pub const CHILD_ENV: &str = "EGRESS_BENCH_FLOOR_SPEC";
@@ -65,6 +67,8 @@ enum Unit {
     /// Requests sent in a row on one socket, each buffer as one `send`.
     Flight {
         socket: usize,
+        /// Whether it holds reads, whose answers may be errors (a table not there yet).
+        reads: bool,
         sends: Vec<Vec<u8>>,
         /// Where an `IFLA_NET_NS_FD` value sits: (send, offset, namespace path).
         ns_fds: Vec<(usize, usize, PathBuf)>,
@@ -75,6 +79,8 @@ enum Unit {
         path: String,
         value: Vec<u8>,
     },
+    /// A sysctl read as a file read, inside the namespace.
+    SysctlRead { ns: PathBuf, path: String },
 }
 
 /// A socket the replay opens: its namespace and netlink protocol.
@@ -84,7 +90,8 @@ struct Socket {
     protocol: i32,
 }
 
-/// The recorded state changes of one apply, ready to replay.
+/// The recorded requests of one apply, ready to replay: its state changes, or everything it
+/// asked the kernel (its reads too).
 pub struct Floor {
     spec: RouterSpec,
     sockets: Vec<Socket>,
@@ -96,9 +103,10 @@ pub struct Floor {
 
 impl Floor {
     /// Records one apply of `spec` (in a child process under `strace`; its namespaces must
-    /// hold no router) and replays it once, untimed, checking that the namespace then holds
-    /// exactly the router; tears it down.
-    pub fn record(spec: &RouterSpec) -> Floor {
+    /// hold no router). Returns its state changes, and all its requests, reads included; each
+    /// replayed once, untimed, checking that the namespace then holds exactly the router, and
+    /// torn down.
+    pub fn record(spec: &RouterSpec) -> (Floor, Floor) {
         let trace =
             std::env::temp_dir().join(format!("egress-floor-{}.strace", std::process::id()));
         let out = Command::new("strace")
@@ -122,8 +130,16 @@ impl Floor {
             String::from_utf8_lossy(&out.stderr)
         );
         // Kept when it cannot be read, to look at.
-        let (sockets, units) = parse(&text);
+        let floors = (
+            Floor::new(spec, &text, false),
+            Floor::new(spec, &text, true),
+        );
         let _ = std::fs::remove_file(&trace);
+        floors
+    }
+
+    fn new(spec: &RouterSpec, trace: &str, reads: bool) -> Floor {
+        let (sockets, units) = parse(trace, reads);
         let mut floor = Floor {
             spec: spec.clone(),
             sockets,
@@ -141,27 +157,33 @@ impl Floor {
         floor
     }
 
-    /// What was recorded, for the report: netlink sends, flights, sysctl writes.
+    /// What was recorded, for the report: netlink sends, flights, sysctl writes and reads.
     pub fn describe(&self) -> String {
-        let (mut sends, mut flights, mut sysctls) = (0, 0, 0);
+        let (mut sends, mut flights, mut writes, mut reads) = (0, 0, 0, 0);
         for u in &self.units {
             match u {
                 Unit::Flight { sends: s, .. } => {
                     flights += 1;
                     sends += s.len();
                 }
-                Unit::Sysctl { .. } => sysctls += 1,
+                Unit::Sysctl { .. } => writes += 1,
+                Unit::SysctlRead { .. } => reads += 1,
             }
         }
+        let reads = match reads {
+            0 => String::new(),
+            n => format!(", {n} sysctl reads"),
+        };
         format!(
-            "{sends} netlink sends in {flights} acknowledged flights on {} sockets, {sysctls} sysctl writes",
+            "{sends} netlink sends in {flights} flights on {} sockets, {writes} sysctl writes{reads}",
             self.sockets.len()
         )
     }
 
-    /// Replays the recorded changes; returns the time from the first send to the last
-    /// acknowledgement (or sysctl write).
-    pub fn replay(&mut self) -> Duration {
+    /// Replays the recorded requests; returns the time from the first send to the last
+    /// reply (or sysctl access), and the CPU time the replaying thread took meanwhile (user
+    /// and system: the kernel handles a netlink request in the sender's context).
+    pub fn replay(&mut self) -> (Duration, Duration) {
         let mut sends: Vec<Vec<Vec<u8>>> = Vec::new();
         for u in &self.units {
             if let Unit::Flight { sends: s, .. } = u {
@@ -186,7 +208,18 @@ impl Floor {
         self.replies.get_or_insert(replies);
         took
     }
+}
 
+/// The CPU time (user and system) of `who` so far.
+pub fn cpu(who: UsageWho) -> Duration {
+    let u = getrusage(who).expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::new(t.tv_sec() as u64, 0) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    tv(u.user_time()) + tv(u.system_time())
+}
+
+impl Floor {
     /// Removes what a replay made, the way a user would: by the router's name (untimed).
     pub fn teardown(&self) {
         blocking::teardown_by_name(self.spec.netns(), self.spec.name()).expect("teardown_by_name");
@@ -199,7 +232,7 @@ fn replay_on_this_thread(
     units: &[Unit],
     mut sends: Vec<Vec<Vec<u8>>>,
     learnt: Option<Vec<usize>>,
-) -> (Duration, Vec<usize>) {
+) -> ((Duration, Duration), Vec<usize>) {
     let mut ns_files: HashMap<PathBuf, File> = HashMap::new();
     let mut ns_file = |p: &Path| -> i32 {
         ns_files
@@ -222,10 +255,17 @@ fn replay_on_this_thread(
             assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
             // SAFETY: a fresh fd nobody else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            if learnt.is_none() {
-                let tv = libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 200_000,
+            {
+                // Learning waits out each flight's last reply; later replies must come.
+                let tv = match learnt {
+                    None => libc::timeval {
+                        tv_sec: 0,
+                        tv_usec: 200_000,
+                    },
+                    Some(_) => libc::timeval {
+                        tv_sec: 5,
+                        tv_usec: 0,
+                    },
                 };
                 // SAFETY: SO_RCVTIMEO with a timeval, on our socket.
                 let rc = unsafe {
@@ -253,13 +293,13 @@ fn replay_on_this_thread(
                 }
                 flight += 1;
             }
-            Unit::Sysctl { ns, .. } => enter(ns_file(ns)),
+            Unit::Sysctl { ns, .. } | Unit::SysctlRead { ns, .. } => enter(ns_file(ns)),
         }
     }
     let sysctl_ns: Vec<Option<i32>> = units
         .iter()
         .map(|u| match u {
-            Unit::Sysctl { ns, .. } => Some(ns_file(ns)),
+            Unit::Sysctl { ns, .. } | Unit::SysctlRead { ns, .. } => Some(ns_file(ns)),
             Unit::Flight { .. } => None,
         })
         .collect();
@@ -267,11 +307,11 @@ fn replay_on_this_thread(
     let mut replies = Vec::new();
     let mut buf = vec![0u8; 65536];
 
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), cpu(UsageWho::RUSAGE_THREAD));
     let mut flight = 0;
     for (u, ns) in units.iter().zip(&sysctl_ns) {
         match u {
-            Unit::Flight { socket, .. } => {
+            Unit::Flight { socket, reads, .. } => {
                 let fd = fds[*socket].as_raw_fd();
                 for b in &sends[flight] {
                     // SAFETY: send(2) of a buffer we own on our socket.
@@ -296,7 +336,7 @@ fn replay_on_this_thread(
                         let ty = u16::from_ne_bytes([m[4], m[5]]);
                         let err = i32::from_ne_bytes([m[16], m[17], m[18], m[19]]);
                         assert!(
-                            ty == NLMSG_ERROR && err == 0,
+                            *reads || (ty == NLMSG_ERROR && err == 0),
                             "flight {flight}: the kernel answered type {ty} error {err}"
                         );
                         got += 1;
@@ -305,17 +345,22 @@ fn replay_on_this_thread(
                 replies.push(got);
                 flight += 1;
             }
-            Unit::Sysctl { path, value, .. } => {
+            Unit::Sysctl { path, .. } | Unit::SysctlRead { path, .. } => {
                 let ns = ns.expect("a sysctl's namespace");
                 if here != Some(ns) {
                     enter(ns);
                     here = Some(ns);
                 }
-                std::fs::write(path, value).unwrap_or_else(|e| panic!("write {path}: {e}"));
+                match u {
+                    Unit::Sysctl { value, .. } => std::fs::write(path, value),
+                    _ => std::fs::read(path).map(drop),
+                }
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
             }
         }
     }
-    (start.elapsed(), replies)
+    let took = (start.elapsed(), cpu(UsageWho::RUSAGE_THREAD) - cpu_start);
+    (took, replies)
 }
 
 fn enter(ns: i32) {
@@ -347,6 +392,8 @@ struct Call {
     result: i64,
     result_note: Option<String>,
     protocol: Option<i32>,
+    /// An `openat` for reading.
+    read_only: bool,
     data: Vec<u8>,
 }
 
@@ -418,14 +465,16 @@ fn calls(text: &str) -> Vec<Call> {
             result: result.parse().unwrap_or(-1),
             result_note,
             protocol,
+            read_only: args.contains("O_RDONLY"),
             data: Vec::new(),
         });
     }
     out
 }
 
-/// The sockets and units of a trace, up to the child's marker.
-fn parse(text: &str) -> (Vec<Socket>, Vec<Unit>) {
+/// The sockets and units of a trace, up to the child's marker: its state changes, and with
+/// `reads` its reads too.
+fn parse(text: &str, reads: bool) -> (Vec<Socket>, Vec<Unit>) {
     let mut thread_ns: HashMap<u32, String> = HashMap::new();
     let mut fd_paths: HashMap<i64, String> = HashMap::new();
     let mut socket_of: HashMap<String, (Option<String>, i32)> = HashMap::new();
@@ -448,6 +497,13 @@ fn parse(text: &str) -> (Vec<Socket>, Vec<Unit>) {
         match c.name.as_str() {
             "openat" => {
                 if let Some(path) = c.result_note {
+                    if reads && c.read_only && path.starts_with("/proc/sys/") {
+                        units.push(Unit::SysctlRead {
+                            ns: ns_path(&thread_ns.get(&c.tid).cloned()),
+                            path: path.clone(),
+                        });
+                        last_socket = None;
+                    }
                     fd_paths.insert(c.result, path);
                 }
             }
@@ -481,13 +537,18 @@ fn parse(text: &str) -> (Vec<Socket>, Vec<Unit>) {
                     .get(note)
                     .unwrap_or_else(|| panic!("a send on {note}, whose socket() the trace lacks"));
                 let mut buf = c.data;
+                let batch = *protocol == libc::NETLINK_NETFILTER
+                    && u16::from_ne_bytes([buf[4], buf[5]]) == NFNL_MSG_BATCH_BEGIN;
+                let mut has_reads = *protocol == libc::NETLINK_NETFILTER && !batch;
                 let keep = if *protocol == libc::NETLINK_NETFILTER {
-                    u16::from_ne_bytes([buf[4], buf[5]]) == NFNL_MSG_BATCH_BEGIN
+                    reads || batch
                 } else {
                     let mut kept = Vec::new();
                     for_each_message(&mut buf, |m| {
                         let ty = u16::from_ne_bytes([m[4], m[5]]);
-                        if !(ty >= 16 && (ty - 16) % 4 == 2) {
+                        let get = ty >= 16 && (ty - 16) % 4 == 2;
+                        has_reads |= get;
+                        if reads || !get {
                             kept.extend_from_slice(m);
                         }
                     });
@@ -515,8 +576,9 @@ fn parse(text: &str) -> (Vec<Socket>, Vec<Unit>) {
                         u16::from_ne_bytes([m[4], m[5]]),
                         u16::from_ne_bytes([m[6], m[7]]),
                     );
-                    if *protocol == libc::NETLINK_ROUTE {
-                        assert!(flags & NLM_F_ACK != 0, "a route request without NLM_F_ACK");
+                    let get = ty >= 16 && (ty - 16) % 4 == 2;
+                    if *protocol == libc::NETLINK_ROUTE && !get {
+                        assert!(flags & NLM_F_ACK != 0, "a route change without NLM_F_ACK");
                     }
                     if *protocol == libc::NETLINK_ROUTE && ty == RTM_NEWLINK {
                         let mut a = 32; // nlmsghdr + ifinfomsg
@@ -534,13 +596,23 @@ fn parse(text: &str) -> (Vec<Socket>, Vec<Unit>) {
                     at += (m.len() + 3) & !3;
                 });
                 match (last_socket == Some(index), units.last_mut()) {
-                    (true, Some(Unit::Flight { sends, ns_fds, .. })) => {
+                    (
+                        true,
+                        Some(Unit::Flight {
+                            sends,
+                            ns_fds,
+                            reads: r,
+                            ..
+                        }),
+                    ) => {
+                        *r |= has_reads;
                         let send = sends.len();
                         ns_fds.extend(fixups.into_iter().map(|(o, p)| (send, o, p)));
                         sends.push(buf);
                     }
                     _ => units.push(Unit::Flight {
                         socket: index,
+                        reads: has_reads,
                         ns_fds: fixups.into_iter().map(|(o, p)| (0, o, p)).collect(),
                         sends: vec![buf],
                     }),
