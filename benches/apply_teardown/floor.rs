@@ -28,7 +28,7 @@
 //! written as a file write. The first replay checks with `egress_core::check` that the
 //! namespace then holds exactly the router (no drift), and learns how many replies each flight
 //! gets; the later ones expect exactly those, each an acknowledgement without error (in a
-//! flight with reads, any answer: a read may find nothing, as the apply's first ones do).
+//! flight with reads, any answer: data, or an error where a read finds nothing).
 
 use std::{
     collections::HashMap,
