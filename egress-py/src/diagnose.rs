@@ -220,7 +220,7 @@ impl Diagnosis {
 ///
 /// A router that is not there is no error: its state check fails and says so. An invalid
 /// name, namespace or option raises InvalidSpecError naming the field ("name",
-/// "netns.name", "timeout_ms", "fallback_ports[0]") and the value. Needs CAP_NET_ADMIN; the
+/// "netns.name", "timeout_ms", `"fallback_ports[0]"`) and the value. Needs CAP_NET_ADMIN; the
 /// GIL is released while it probes.
 #[pyfunction]
 #[pyo3(signature = (name, *, netns=None, timeout_ms=None, fallback_ports=None))]
