@@ -12,6 +12,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::{Command, Output},
+    time::{Duration, Instant},
 };
 
 use egress_core::RouterSpec;
@@ -131,6 +132,18 @@ fn node_and_pod() -> (Netns, Netns) {
     node.ip(&["link", "set", "eth0", "netns", pod.name()]);
     node.ip(&["link", "set", "eth1", "up"]);
     pod.ip(&["link", "set", "eth0", "up"]);
+    // The veth's carrier comes up a moment later: a snapshot is taken after it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while [(&node, "eth1"), (&pod, "eth0")]
+        .iter()
+        .any(|(ns, link)| ns.ip(&["link", "show", link]).contains("NO-CARRIER"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the veth pair has no carrier after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     (node, pod)
 }
 

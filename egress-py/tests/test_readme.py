@@ -10,10 +10,12 @@ example).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -37,19 +39,25 @@ def python_block() -> str:
     return match.group(1) + "\n"
 
 
-def state(ns: str) -> list[str]:
-    def run(*cmd: str) -> str:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-
-    return [
-        run("ip", "-n", ns, "-d", "link"),
-        run("ip", "-n", ns, "addr"),
-        run("ip", "-n", ns, "route", "show", "table", "all"),
-        run("ip", "-n", ns, "-6", "route", "show", "table", "all"),
-        run("ip", "netns", "exec", ns, "nft", "list", "ruleset"),
-        run("ip", "netns", "exec", ns, "sysctl", "net.ipv4.ip_forward",
-            "net.ipv6.conf.all.forwarding"),
+def state(ns: str) -> dict[str, str]:
+    """What the example may change in `ns`, one text per command."""
+    commands = [
+        ["ip", "-n", ns, "-d", "link"],
+        ["ip", "-n", ns, "addr"],
+        ["ip", "-n", ns, "route", "show", "table", "all"],
+        ["ip", "-n", ns, "-6", "route", "show", "table", "all"],
+        ["ip", "netns", "exec", ns, "nft", "list", "ruleset"],
+        ["ip", "netns", "exec", ns, "sysctl", "net.ipv4.ip_forward",
+         "net.ipv6.conf.all.forwarding"],
     ]
+    return {" ".join(c): subprocess.run(c, check=True, capture_output=True, text=True).stdout
+            for c in commands}
+
+
+def assert_same(before: dict[str, str], after: dict[str, str]) -> None:
+    for command, text in before.items():
+        diff = "".join(difflib.unified_diff(text.splitlines(True), after[command].splitlines(True)))
+        assert not diff, f"{command} differs after the example:\n{diff}"
 
 
 def test_the_python_example_runs_as_printed(tmp_path: Path) -> None:
@@ -63,6 +71,16 @@ def test_the_python_example_runs_as_printed(tmp_path: Path) -> None:
                         "eth0", "netns", pod], check=True)
         subprocess.run(["ip", "-n", node, "link", "set", "eth1", "up"], check=True)
         subprocess.run(["ip", "-n", pod, "link", "set", "eth0", "up"], check=True)
+        # The veth's carrier comes up a moment later: the snapshot is taken after it.
+        for _ in range(500):
+            links = [subprocess.run(["ip", "-n", ns, "link", "show", link], check=True,
+                                    capture_output=True, text=True).stdout
+                     for ns, link in ((node, "eth1"), (pod, "eth0"))]
+            if not any("NO-CARRIER" in text for text in links):
+                break
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"the veth pair has no carrier after 5 s: {links}")
         before = [state(node), state(pod)]
         host_has_pod = Path("/run/netns/pod").exists()
         example = tmp_path / "example.py"
@@ -78,7 +96,8 @@ def test_the_python_example_runs_as_printed(tmp_path: Path) -> None:
         # It printed the plan (the macvlan made on eth1 and moved into pod) and the router.
         assert "ip link add macvlan0 link eth1 netns /run/netns/pod" in out.stdout, out.stdout
         assert "'name': 'egress-1'" in out.stdout, out.stdout
-        assert [state(node), state(pod)] == before
+        for was, ns in zip(before, (node, pod)):
+            assert_same(was, state(ns))
         assert Path("/run/netns/pod").exists() == host_has_pod
     finally:
         for ns in made:
