@@ -1053,3 +1053,84 @@ fn metrics_listener_binds_where_told_or_stops_before_any_change() {
     assert_eq!(router.signal(libc::SIGTERM).code(), Some(0));
     snaps.assert_restored("after SIGTERM");
 }
+
+/// With a fallback, the listener's port is still the router's own: the kubelet's probe and
+/// Prometheus's scrape of `podIP:9100` from another pod reach egress-router, while every other
+/// port not redirected still goes to the fallback. `egress-router check` with the pod's
+/// environment expects the rule that keeps the port; a redirect of the same port is refused
+/// before any change.
+#[test]
+fn metrics_on_the_pod_address_reach_the_router_past_the_fallback() {
+    let lab = Lab::with_adopted_macvlan();
+    let web = lab.ext.serve_http(&[OTHER_PORT]);
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let mut vars = env_vars(&dest, "legacy");
+    let plain = vars.clone();
+    vars.push(("EGRESS_ROUTER_METRICS", "0.0.0.0:9100"));
+
+    // Port 80 is redirected: the listener could never be reached there.
+    let mut refused = Legacy::start_with(&lab.router, &["--metrics-listen", "0.0.0.0:80"], &vars);
+    let (status, out) = refused.exit();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "egress-router: --metrics-listen 0.0.0.0:80: invalid local_ports[0].port `tcp/80`: \
+             a port no redirect takes (redirects[0] sends tcp/80 to 198.51.100.25)"
+        ),
+        "{out}"
+    );
+    snaps.assert_restored("after a metrics port a redirect takes");
+
+    let mut router = Legacy::start(&lab.router, &vars);
+    router.wait_for_line("serving /metrics and /healthz on 0.0.0.0:9100");
+    router.wait_for_line("waiting for SIGTERM or SIGINT");
+    let base = format!("http://{ROUTER_ETH0_4}:9100");
+    // From the client's namespace, through the router's internal link, as a probe comes.
+    let (status, _, body) = curl(&lab.client, &format!("{base}/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let scrape = Scrape::take(&lab.client, &base);
+    assert_eq!(
+        scrape.value("egress_router_up", &[("router", "egress-router")]),
+        1.0
+    );
+    assert_eq!(
+        scrape.value(
+            "egress_fallback_connections_total",
+            &[("router", "egress-router"), ("destination", FALLBACK4)]
+        ),
+        0.0,
+        "the scrapes did not go through the fallback"
+    );
+    assert!(web.peers().is_empty());
+    // Another port nothing redirects still goes to the fallback.
+    let answer = lab
+        .client
+        .http_get(ip(ROUTER_ETH0_4), OTHER_PORT, T)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The web server behind the fallback answers with who connected: the egress source.
+    assert_eq!(
+        answer.trim(),
+        format!("peer={} port={OTHER_PORT}", source4()),
+        "{answer}"
+    );
+    assert_eq!(web.peers(), [source4()]);
+
+    // The pod's environment (with the variable) agrees with the running router; without it,
+    // the rule that keeps the port is drift.
+    let check = run(&lab.router, &["check"], &vars).expect(0);
+    assert!(
+        check.stdout.contains("matches its configuration"),
+        "{}",
+        check.stdout
+    );
+    let check = run(&lab.router, &["check"], &plain).expect(5);
+    assert!(
+        check.stdout.contains("\"egress local tcp/9100\""),
+        "{}",
+        check.stdout
+    );
+
+    assert_eq!(router.signal(libc::SIGTERM).code(), Some(0));
+    snaps.assert_restored("after the metrics past the fallback and SIGTERM");
+}

@@ -239,6 +239,7 @@ pub(crate) fn nat_rules(spec: &RouterSpec) -> NatRules {
         snat4: spec.snat4(),
         snat6: spec.snat6(),
         redirects: spec.redirects().to_vec(),
+        local_ports: spec.local_ports().to_vec(),
         fallback4: spec.fallback4(),
         fallback6: spec.fallback6(),
     }

@@ -87,7 +87,7 @@ pub use ops::{
 pub use plan::Plan;
 pub use reconcile::{check, ensure, plan, teardown_by_name, EnsureAction, EnsureOutcome};
 pub use spec::{
-    External, KeptRoute, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
+    External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
     RouterSpecBuilder, MAX_ANNOUNCE, MAX_IFNAME_LEN, MAX_NAME_LEN,
 };
 pub use stats::{stats, FallbackStats, RedirectStats, SnatStats, Stats};

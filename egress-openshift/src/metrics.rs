@@ -87,40 +87,41 @@ pub fn parse_listen(field: &str, value: &str) -> Result<SocketAddr, ListenAddrEr
         })
 }
 
-/// What the router's DNAT does with connections to `addr` that come in on its internal link:
-/// a redirect of TCP port `addr.port()` or the fallback of `addr`'s family takes them, and
-/// then only the pod itself (loopback) reaches the listener. `None` when they reach it.
+/// `spec` with the listener's port among its local ports ([`egress_core::LocalPort`]), so that
+/// connections to it that come in on the internal link (the kubelet's probe, Prometheus's
+/// scrape of `podIP:PORT`) reach the listener instead of a redirect or the fallback. The port is
+/// kept for TCP, on every address of the router. A loopback listener needs nothing: `spec`
+/// comes back as it is. A redirect of the same TCP port is an error that names it (the
+/// listener could never be reached).
 ///
 /// ```
-/// use egress_openshift::metrics::shadowed_by;
+/// use egress_openshift::metrics::keep_local;
 /// let spec = egress_openshift::from_env([
 ///     ("EGRESS_SOURCE", "203.0.113.99/24"),
 ///     ("EGRESS_GATEWAY", "203.0.113.1"),
 ///     ("EGRESS_DESTINATION", "80 tcp 198.51.100.25 8080\n198.51.100.9"),
 /// ])?.spec;
-/// assert_eq!(shadowed_by(&spec, "0.0.0.0:9100".parse().unwrap()).unwrap(), "the fallback 198.51.100.9");
-/// assert_eq!(shadowed_by(&spec, "127.0.0.1:9100".parse().unwrap()), None);
-/// # Ok::<(), egress_openshift::CompatError>(())
+/// let kept = keep_local(spec.clone(), "0.0.0.0:9100".parse().unwrap())?;
+/// assert_eq!(kept.local_ports()[0].to_string(), "tcp/9100");
+/// assert_eq!(keep_local(spec.clone(), "127.0.0.1:9100".parse().unwrap())?, spec);
+/// let e = keep_local(spec, "0.0.0.0:80".parse().unwrap()).unwrap_err();
+/// assert_eq!(e.invalid_fields()[0].field, "local_ports[0].port");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn shadowed_by(spec: &RouterSpec, addr: SocketAddr) -> Option<String> {
+pub fn keep_local(spec: RouterSpec, addr: SocketAddr) -> egress_core::Result<RouterSpec> {
     if addr.ip().is_loopback() {
-        return None;
+        return Ok(spec);
     }
-    if let Some(r) = spec
-        .redirects()
-        .iter()
-        .find(|r| r.protocol == egress_core::Protocol::Tcp && r.port == addr.port())
+    let mut json = spec.to_json_value();
+    let port = serde_json::json!({"protocol": "tcp", "port": addr.port()});
+    match json
+        .get_mut("local_ports")
+        .and_then(serde_json::Value::as_array_mut)
     {
-        return Some(format!("the redirect tcp/{}", r.port));
+        Some(ports) => ports.push(port),
+        None => json["local_ports"] = serde_json::json!([port]),
     }
-    // A listener on [::] takes both families.
-    let v4 = addr.is_ipv4() || addr.ip().is_unspecified();
-    let fallback = match addr {
-        SocketAddr::V6(_) => spec.fallback6().map(|f| f.to_string()),
-        SocketAddr::V4(_) => None,
-    }
-    .or_else(|| spec.fallback4().filter(|_| v4).map(|f| f.to_string()));
-    fallback.map(|f| format!("the fallback {f}"))
+    RouterSpec::from_json_value(json)
 }
 
 /// What the process knows beyond the kernel: the watch's repairs and the durations.
@@ -513,7 +514,7 @@ mod tests {
     }
 
     #[test]
-    fn the_dnat_takes_a_redirected_port_and_every_port_with_a_fallback() {
+    fn the_listeners_port_is_kept_from_the_dnat_unless_a_redirect_takes_it() {
         let spec = |destination: &str| {
             crate::from_env([
                 ("EGRESS_SOURCE", "2001:db8:2::99/64"),
@@ -524,23 +525,31 @@ mod tests {
             .spec
         };
         let at = |a: &str| a.parse::<SocketAddr>().unwrap();
-        let redirects_only = spec("9100 tcp 2001:db8:3::25 80");
-        assert_eq!(
-            shadowed_by(&redirects_only, at("[::]:9100")).as_deref(),
-            Some("the redirect tcp/9100")
-        );
-        assert_eq!(shadowed_by(&redirects_only, at("[::]:9101")), None);
-        assert_eq!(shadowed_by(&redirects_only, at("[::1]:9100")), None);
         let fallback = spec("80 tcp 2001:db8:3::25\n2001:db8:3::9");
-        for addr in ["[::]:9100", "[2001:db8:1::2]:9100"] {
+        for addr in ["[::]:9100", "[2001:db8:1::2]:9100", "0.0.0.0:9100"] {
+            let kept = keep_local(fallback.clone(), at(addr)).unwrap();
             assert_eq!(
-                shadowed_by(&fallback, at(addr)).as_deref(),
-                Some("the fallback 2001:db8:3::9"),
+                kept.local_ports(),
+                [egress_core::LocalPort {
+                    protocol: egress_core::Protocol::Tcp,
+                    port: 9100
+                }],
                 "{addr}"
             );
+            assert_eq!(kept.redirects(), fallback.redirects());
+            assert_eq!(kept.fallback6(), fallback.fallback6());
         }
-        // An IPv6 fallback does not take IPv4 connections.
-        assert_eq!(shadowed_by(&fallback, at("0.0.0.0:9100")), None);
+        assert_eq!(
+            keep_local(fallback.clone(), at("[::1]:9100")).unwrap(),
+            fallback
+        );
+        let redirected = spec("9100 tcp 2001:db8:3::25 80");
+        let e = keep_local(redirected, at("[::]:9100")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid local_ports[0].port `tcp/9100`: a port no redirect takes (redirects[0] \
+             sends tcp/9100 to 2001:db8:3::25)"
+        );
     }
 
     #[test]

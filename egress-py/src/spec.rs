@@ -133,7 +133,8 @@ impl RouterSpec {
     /// Parses the JSON form every egress front end shares, as a dict, and validates it at
     /// once. Keys: name, netns ({"path"|"name"|"pid": ...}), external ({"macvlan": {"parent",
     /// "parent_netns", "mode", "mtu", "mac", "name"}} or {"adopt": link}), internal, sources,
-    /// gateways, redirects ([{"protocol", "port", "to", "to_port"}]), fallback, kept_routes
+    /// gateways, redirects ([{"protocol", "port", "to", "to_port"}]), local_ports
+    /// ([{"protocol", "port"}]: the router's own, never redirected), fallback, kept_routes
     /// ([{"to", "via"}]), announce.
     ///
     /// Every mistake raises InvalidSpecError naming the field as a JSON path

@@ -75,6 +75,10 @@ CONTAINER ENTRYPOINT (no arguments): the OpenShift variables, unchanged
                                            egress_router_repairs_total{kind}, durations
                                  /healthz  200 ok when the namespace matches the configuration,
                                            else 503 and what differs (a readiness/liveness probe)
+                               Its TCP port is the router's own: connections to it on eth0
+                               are never redirected, not even by a fallback (a redirect of the
+                               same port is an error, exit 1). `check` reads the variable too;
+                               with the flag alone it reports that rule as drift.
                                A bad address (exit 1) or one it cannot listen on (exit 3) stops
                                it before any change.
 
@@ -319,6 +323,13 @@ fn egress_vars() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The address `EGRESS_ROUTER_METRICS` names, when it is set and valid.
+fn metrics_var(vars: &[(String, String)]) -> Option<SocketAddr> {
+    vars.iter()
+        .find(|(k, _)| k == METRICS_VAR)
+        .and_then(|(_, v)| metrics::parse_listen(METRICS_VAR, v).ok())
+}
+
 /// Exit code for an error of the core, printed on stderr.
 fn fail(e: &Error) -> u8 {
     eprintln!("egress-router: {e}");
@@ -344,7 +355,11 @@ fn contract(metrics_flag: Option<String>) -> u8 {
         return code::FAILED;
     }
     let vars = egress_vars();
-    let Config { spec, mode, debug } = match openshift::from_env(vars.iter().cloned()) {
+    let Config {
+        mut spec,
+        mode,
+        debug,
+    } = match openshift::from_env(vars.iter().cloned()) {
         Ok(c) => c,
         Err(e) => {
             // The OpenShift script's message, alone on its line.
@@ -398,6 +413,24 @@ fn contract(metrics_flag: Option<String>) -> u8 {
             "egress-router: {field} is not used in {mode} mode (only legacy mode stays running)"
         );
     }
+    // The listener's port is the router's own: no redirect or fallback takes it.
+    if let Some((field, addr)) = metrics_at.filter(|_| mode == Mode::Legacy) {
+        spec = match metrics::keep_local(spec, addr) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("egress-router: {field} {addr}: {e}");
+                return code::INVALID;
+            }
+        };
+        if field != METRICS_VAR && !addr.ip().is_loopback() && metrics_var(&vars) != Some(addr) {
+            warn!(
+                "{field} {addr}: `egress-router check` (a probe's exec) reads {METRICS_VAR}, not \
+                 this flag: without {METRICS_VAR}={addr} in the pod's environment it reports \
+                 the rule that keeps port {} from the DNAT as drift",
+                addr.port()
+            );
+        }
+    }
     if mode == Mode::UnitTest {
         print!("{}", spec.plan());
         println!("redirects of router {}:", spec.name());
@@ -409,18 +442,7 @@ fn contract(metrics_flag: Option<String>) -> u8 {
     let listener = match metrics_at.filter(|_| mode == Mode::Legacy) {
         None => None,
         Some((field, addr)) => match TcpListener::bind(addr) {
-            Ok(l) => {
-                if let Some(what) = metrics::shadowed_by(&spec, addr) {
-                    warn!(
-                        "{field} {addr}: connections to port {} that come in on {} go to {what}, \
-                         not to /metrics and /healthz: only the pod itself reaches them \
-                         (probe with an exec of `egress-router check`)",
-                        addr.port(),
-                        spec.internal()
-                    );
-                }
-                Some(l)
-            }
+            Ok(l) => Some(l),
             Err(e) => {
                 eprintln!(
                     "egress-router: {field} {addr}: cannot listen there: {e}; nothing was changed"
@@ -674,13 +696,31 @@ fn check_spec(t: &Target) -> Result<RouterSpec, u8> {
             })?;
             RouterSpec::from_json(&text).map_err(|e| fail(&e))?
         }
-        None => match openshift::from_env(egress_vars()) {
-            Ok(c) => c.spec,
-            Err(e) => {
+        None => {
+            let vars = egress_vars();
+            let config = openshift::from_env(vars.iter().cloned()).map_err(|e| {
                 eprintln!("{e}");
-                return Err(code::INVALID);
+                code::INVALID
+            })?;
+            // As the running router has it: the metrics listener's port is kept from the DNAT.
+            let listen = vars
+                .iter()
+                .find(|(k, v)| k == METRICS_VAR && !v.is_empty())
+                .filter(|_| config.mode == Mode::Legacy);
+            match listen {
+                None => config.spec,
+                Some((_, value)) => {
+                    let addr = metrics::parse_listen(METRICS_VAR, value).map_err(|e| {
+                        eprintln!("egress-router: {e}");
+                        code::INVALID
+                    })?;
+                    metrics::keep_local(config.spec, addr).map_err(|e| {
+                        eprintln!("egress-router: {METRICS_VAR} {addr}: {e}");
+                        code::INVALID
+                    })?
+                }
             }
-        },
+        }
     };
     if t.netns.is_none() && t.name.is_none() {
         return Ok(spec);
