@@ -37,7 +37,8 @@ fail() {
 }
 
 echo "== crates (cargo publish --dry-run)"
-cargo publish --dry-run --quiet --allow-dirty -p egress-core -p egress-openshift -p egress-cni
+# --no-verify: package.sh has just built each crate from its packaged sources.
+cargo publish --dry-run --no-verify --quiet --allow-dirty -p egress-core -p egress-openshift -p egress-cni
 
 echo "== kubernetes manifests (kubernetes-validate, Multus's CRD)"
 "$tools/bin/python" scripts/validate-manifests.py
