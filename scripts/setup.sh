@@ -4,9 +4,10 @@
 set -euo pipefail
 
 need=()
-# setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it.
+# setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it. keepalived: the
+# failover test (tests/keepalived.rs) and bench (benches/failover.rs) elect with real VRRP.
 for pair in nft:nftables ip:iproute2 ping:iputils-ping conntrack:conntrack curl:curl \
-            setpriv:util-linux; do
+            setpriv:util-linux keepalived:keepalived; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
