@@ -124,6 +124,26 @@ fn a_standby_holds_nothing_of_the_identity_until_promoted_and_gives_it_back_on_d
 }
 
 #[test]
+fn an_active_apply_with_a_stable_mac_holds_it_and_announces_from_it() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+    let router = blocking::apply(&spec).unwrap();
+    assert_eq!(role(&lab), Role::Active);
+    assert_eq!(identity(&lab), (true, true, STABLE_MAC.to_string()));
+    // The gateway learnt the egress IP from the announcement, with the stable MAC.
+    assert_eq!(
+        lab.ext
+            .neighbour_mac(ip(EGRESS_SOURCE4.split('/').next().unwrap()))
+            .as_deref(),
+        Some(STABLE_MAC)
+    );
+    assert_eq!(blocking::check(&spec).unwrap(), Vec::<Drift>::new());
+    blocking::teardown(router).unwrap();
+    snaps.assert_restored("teardown of an active router with a stable MAC");
+}
+
+#[test]
 fn drift_of_a_standby_is_repaired_as_a_standby_and_an_active_one_as_active() {
     let lab = Lab::new();
     let snaps = Snapshots::take(&lab);

@@ -786,7 +786,11 @@ impl Tx {
                 ..
             } => {
                 let (index, mac) = match self.created.as_ref().filter(|l| l.name == *name) {
-                    Some(l) => (l.index, l.mac.clone()),
+                    // The MAC the link has now: this transaction may have set it.
+                    Some(l) => (
+                        l.index,
+                        self.mac_set.map_or_else(|| l.mac.clone(), |m| m.to_vec()),
+                    ),
                     None => {
                         let l = self.now.link(name).ok_or_else(|| Error::NotFound {
                             field: "external".into(),
