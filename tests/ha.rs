@@ -178,6 +178,54 @@ fn drift_of_a_standby_is_repaired_as_a_standby_and_an_active_one_as_active() {
     snaps.assert_restored("teardown by name");
 }
 
+/// The legacy mode's watch repairs a standby as a standby and never demotes a router that
+/// another process (keepalived's notify command) promoted.
+#[test]
+fn a_watch_keeps_the_role_the_kernel_records() {
+    let lab = Lab::new();
+    let spec = spec(&lab, true);
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    let (tx, events) = std::sync::mpsc::channel();
+    let watcher = egress_core::watch(&spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .unwrap();
+    let next = || {
+        events
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the watch reported nothing")
+    };
+    lab.router
+        .ip(&["addr", "add", EGRESS_SOURCE4, "dev", "macvlan0"]);
+    match next() {
+        egress_core::WatchEvent::Repaired { drift, .. } => {
+            assert!(
+                drift.iter().all(|d| d.kind() == "identity_held"),
+                "{drift:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(role(&lab), Role::Standby);
+    assert!(!identity(&lab).0);
+    blocking::finish_announcements(blocking::promote(&core_ns(&lab), "ha-1").unwrap()).unwrap();
+    // The promotion is not drift: nothing to repair, and a later outside change is repaired
+    // as active.
+    lab.router.ip(&["route", "del", "default"]);
+    match next() {
+        egress_core::WatchEvent::Repaired { drift, .. } => {
+            assert!(
+                drift.iter().all(|d| d.kind() == "route_missing"),
+                "{drift:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(identity(&lab), (true, true, STABLE_MAC.to_string()));
+    watcher.stop().unwrap();
+    blocking::teardown(router).unwrap();
+}
+
 /// A fault at each step of a promotion, then of a demotion: each rolls back to exactly the
 /// previous role (the namespace as it was, the MAC included).
 #[test]
