@@ -1,9 +1,10 @@
 //! Failover: the share of egress in a takeover, and the whole takeover with keepalived.
 //!
-//! 1. `promote` (by handle: the call returns once the identity is claimed and the first
-//!    announcement sent) and `demote`, medians over many role changes of one standby router
-//!    with a stable MAC, side by side in the same run with a full `apply` of the same spec
-//!    (what a router without a standby does when it takes over).
+//! 1. `promote` by name (the call returns once the identity is claimed and the first
+//!    announcement sent) and `demote`, medians over many role changes of one standby router,
+//!    without and with a stable MAC (changing a macvlan's MAC waits in the kernel), side by
+//!    side in the same run with a full `apply` of the same spec (what a router without a
+//!    standby does when it takes over).
 //! 2. End to end with real keepalived (egress_lab::ha): a node dies (keepalived SIGKILLed,
 //!    links cut), a client opening a new connection every 10 ms through keepalived's internal
 //!    virtual IP measures the gap; 10 failovers at advert_int 0.02 s and 0.1 s, median and max.
@@ -31,18 +32,20 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(d)
     };
-    role_changes(env("EGRESS_BENCH_ITERS", 200));
+    for stable_mac in [false, true] {
+        role_changes(env("EGRESS_BENCH_ITERS", 200), stable_mac);
+    }
     let failovers = env("EGRESS_BENCH_FAILOVERS", 10);
     for advert in [Duration::from_millis(20), Duration::from_millis(100)] {
         takeovers(advert, failovers);
     }
 }
 
-fn role_changes(iters: usize) {
+fn role_changes(iters: usize, stable_mac: bool) {
     // Node A's standby router, as HaLab applies it; promoted and demoted by name, as the
     // keepalived notify commands do (the kernel read once per call).
-    let ha = HaLab::new(true, Duration::from_millis(20));
-    let spec = ha.spec(Node::A, true);
+    let ha = HaLab::new(stable_mac, Duration::from_millis(20));
+    let spec = ha.spec(Node::A, stable_mac);
     let (netns, name) = (spec.netns().clone(), spec.name().to_string());
     let (mut promote, mut demote, mut apply) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..iters {
@@ -63,8 +66,12 @@ fn role_changes(iters: usize) {
         blocking::teardown(r).expect("teardown");
     }
     println!(
-        "role changes by name of one router (macvlan, stable MAC, 3 announcements 20 ms apart), \
-         {iters} each, medians:"
+        "role changes by name of one router (macvlan, {}, 3 announcements 20 ms apart), \
+         {iters} each, medians:",
+        match stable_mac {
+            true => "stable MAC",
+            false => "no stable MAC",
+        }
     );
     let p = median(&mut promote);
     println!(
