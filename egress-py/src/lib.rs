@@ -24,6 +24,8 @@ fn _egress(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<router::EnsureResult>()?;
     m.add_function(wrap_pyfunction!(router::teardown, m)?)?;
     m.add_function(wrap_pyfunction!(router::inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(router::promote, m)?)?;
+    m.add_function(wrap_pyfunction!(router::demote, m)?)?;
     errors::register(m)?;
     log::install(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -54,11 +54,34 @@ pub(super) struct RawSpec {
 
 /// `"announce": N` (a count, at the default interval) or
 /// `"announce": {"count": N, "interval_ms": M}`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 #[serde(untagged)]
 pub(super) enum RawAnnounce {
     Count(u64),
     Spaced(RawSpaced),
+}
+
+impl<'de> Deserialize<'de> for RawAnnounce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawAnnounce;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a count, or {"count": N, "interval_ms": M}"#)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<RawAnnounce, E> {
+                Ok(RawAnnounce::Count(n))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<RawAnnounce, A::Error> {
+                RawSpaced::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawAnnounce::Spaced)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]

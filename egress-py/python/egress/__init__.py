@@ -20,7 +20,9 @@ egress-core does the work; this package builds its spec and calls it).
 Also: RouterSpec.from_dict() / to_dict() (the JSON form), RouterSpec.from_env() (OpenShift's
 EGRESS_* variables), spec.check() (drift), spec.plan_live() (what the namespace still needs),
 spec.ensure() (idempotent apply), egress.inspect(name, netns=...) and
-egress.teardown(name, netns=...).
+egress.teardown(name, netns=...); high availability: spec.apply(standby=True), then
+router.promote() / router.demote(), or egress.promote(name, netns=...) / egress.demote(...)
+from another process (keepalived's notify, a Kubernetes Lease holder).
 
 Every error is an EgressError; InvalidSpecError is also a ValueError. Arguments of the wrong
 type raise TypeError. Everything needs CAP_NET_ADMIN (root) except building and planning.
@@ -53,7 +55,9 @@ from egress._egress import (
     UndoSkippedError,
     VerifyError,
     __version__,
+    demote,
     inspect,
+    promote,
     teardown,
 )
 
@@ -126,6 +130,8 @@ __all__ = [
     "UndoSkippedError",
     "VerifyError",
     "__version__",
+    "demote",
     "inspect",
+    "promote",
     "teardown",
 ]
