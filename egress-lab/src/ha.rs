@@ -115,17 +115,18 @@ impl HaLab {
         lab.ext.sysctl_set("net.ipv4.conf.all.arp_accept", "0");
         lab.ext
             .sysctl_set(&format!("net.ipv4.conf.{GATEWAY_LINK}.arp_accept"), "0");
+        // Found (or its absence reported) before anything is made outside the namespaces.
+        let built = workspace_binary(
+            "egress-router",
+            &["egress-openshift", "egress-core"],
+            "EGRESS_ROUTER_BIN",
+        );
         let dir = private_dir();
         let binary = dir.join("egress-router");
-        fs::copy(
-            workspace_binary(
-                "egress-router",
-                &["egress-openshift", "egress-core"],
-                "EGRESS_ROUTER_BIN",
-            ),
-            &binary,
-        )
-        .expect("copying egress-router into the private folder");
+        if let Err(e) = fs::copy(&built, &binary) {
+            let _ = fs::remove_dir_all(&dir);
+            panic!("copying {} into {}: {e}", built.display(), dir.display());
+        }
         let ha = HaLab {
             lab,
             node_b,
