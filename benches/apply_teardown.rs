@@ -8,12 +8,31 @@
 //! one `RTM_DELLINK` of the same macvlan in the same state (made by `ip`, untimed), which waits
 //! for RCU grace periods in the kernel; a teardown runs its other deletions beside it.
 //!
+//! The kernel floor row: the netlink requests and sysctl writes of one recorded apply that
+//! change state, replayed back to back by a minimal program on sockets opened beforehand (no
+//! validation, no journal, no reads; see `floor.rs` for how they are recorded and replayed),
+//! and torn down untimed. Our apply, its verify included, is compared with it, and with the
+//! same replay holding the apply's reads too (its dumps before the changes and its verify's
+//! after them, its sysctl reads): what is left between that and the apply is our own work.
+//! Beside the wall-clock ratio, the CPU time ratio (user + system; the kernel handles a netlink
+//! request in the sender's context), which a loaded machine's scheduling delays do not reach.
+//!
+//! The logging rows: the same apply in three worker processes — no `tracing` subscriber, one
+//! that filters the core's events out (WARN), one that formats them all at DEBUG into a sink —
+//! one apply each per round (see `logging.rs`).
+//!
 //! Every round runs twice, in the two states a machine can be in: another namespace already uses
 //! netfilter (an nftables table in the lab's node namespace, as every Kubernetes node has
 //! kube-proxy's), or nothing else does and the router's hooks are the machine's first, which
 //! makes the kernel rewrite its code on every CPU to switch them on (and off at teardown).
 //!
-//! Run as root: `cargo bench --bench apply_teardown` (`EGRESS_BENCH_ITERS`, default 40).
+//! Run as root: `cargo bench --bench apply_teardown` (`EGRESS_BENCH_ITERS`, default 40); the
+//! floor's recording needs `strace`.
+
+#[path = "apply_teardown/floor.rs"]
+mod floor;
+#[path = "apply_teardown/logging.rs"]
+mod logging;
 
 use std::time::{Duration, Instant};
 
@@ -23,8 +42,18 @@ use egress_lab::{
     NODE4, NODE6, WEB4,
 };
 use netlink_packet_route::{link::LinkMessage, RouteNetlinkMessage};
+use nix::sys::resource::UsageWho;
+
+use crate::{floor::Floor, logging::Worker};
 
 fn main() {
+    // The bench binary run again as the floor's recorded child, or as a logging worker.
+    if let Ok(spec) = std::env::var(floor::CHILD_ENV) {
+        return floor::child(&spec);
+    }
+    if let Ok(mode) = std::env::var(logging::WORKER_ENV) {
+        return logging::worker(&mode);
+    }
     if !nix::unistd::geteuid().is_root() {
         eprintln!("apply_teardown: needs root (it builds network namespaces)");
         std::process::exit(2);
@@ -44,6 +73,8 @@ fn main() {
         blocking::teardown(r).expect("teardown");
         text.replace(&spec.table_name(), "egress_shell")
     };
+    let (mut floor, mut with_reads) = Floor::record(&spec);
+    let mut workers = logging::MODES.map(|mode| Worker::start(mode, &spec));
 
     // Both states of the machine, interleaved: another namespace using netfilter (the node's
     // table) or the router's hooks being the kernel's first.
@@ -53,7 +84,13 @@ fn main() {
             if node_netfilter {
                 lab.node.nft(NODE_NETFILTER);
             }
-            t.measure(&lab, &spec, &ruleset);
+            t.measure(
+                &lab,
+                &spec,
+                &ruleset,
+                [&mut floor, &mut with_reads],
+                &mut workers,
+            );
             if node_netfilter {
                 lab.node
                     .exec(&["nft", "delete", "table", "inet", "bench_node"]);
@@ -61,6 +98,11 @@ fn main() {
         }
     }
     println!("one full router (macvlan, v4+v6, 3 redirects + fallback, kept route, forward filter), {iters} iterations, medians:");
+    println!(" the kernel floor replays {}", floor.describe());
+    println!(
+        " with the apply's reads (and its verify's) too: {}",
+        with_reads.describe()
+    );
     let [with_node, alone] = &mut rows;
     println!(" another namespace uses netfilter (the node's table, as kube-proxy's on a Kubernetes node):");
     with_node.report();
@@ -85,18 +127,35 @@ const NODE_NETFILTER: &str = "table inet bench_node {
 #[derive(Default)]
 struct Timings {
     ours_apply: Vec<Duration>,
+    /// The CPU time of our apply (the process's: the call runs on a pool thread), of the
+    /// floor's replays.
+    cpu: [Vec<Duration>; 3],
     ours_down: Vec<Duration>,
     sh_apply: Vec<Duration>,
     sh_down: Vec<Duration>,
     link_down: Vec<Duration>,
+    floor: Vec<Duration>,
+    /// The floor's replay with the apply's reads.
+    with_reads: Vec<Duration>,
+    /// Apply in the logging workers, in the order of [`logging::MODES`].
+    logging: [Vec<Duration>; 3],
 }
 
 impl Timings {
-    /// One round: our apply and teardown, the shell's, and the macvlan deletion alone.
-    fn measure(&mut self, lab: &Lab, spec: &RouterSpec, ruleset: &str) {
-        let t = Instant::now();
+    /// One round: our apply and teardown, the shell's, the macvlan deletion alone, the kernel
+    /// floor's replay and the apply in each logging worker.
+    fn measure(
+        &mut self,
+        lab: &Lab,
+        spec: &RouterSpec,
+        ruleset: &str,
+        [floor, with_reads]: [&mut Floor; 2],
+        workers: &mut [Worker; 3],
+    ) {
+        let (t, cpu) = (Instant::now(), floor::cpu(UsageWho::RUSAGE_SELF));
         let r = blocking::apply(spec).expect("apply");
         self.ours_apply.push(t.elapsed());
+        self.cpu[0].push(floor::cpu(UsageWho::RUSAGE_SELF) - cpu);
         let t = Instant::now();
         blocking::teardown(r).expect("teardown");
         self.ours_down.push(t.elapsed());
@@ -109,10 +168,55 @@ impl Timings {
         self.sh_down.push(t.elapsed());
 
         self.link_down.push(macvlan_deletion(lab));
+
+        for (k, (f, wall)) in [(floor, &mut self.floor), (with_reads, &mut self.with_reads)]
+            .into_iter()
+            .enumerate()
+        {
+            let (took, cpu) = f.replay();
+            wall.push(took);
+            self.cpu[k + 1].push(cpu);
+            f.teardown();
+        }
+
+        // Each round starts with another worker: the first apply after a teardown may find
+        // the kernel still busy with its deferred work.
+        let n = workers.len();
+        let first = self.floor.len() % n;
+        for k in (0..n).map(|k| (first + k) % n) {
+            self.logging[k].push(workers[k].apply());
+        }
     }
 
     fn report(&mut self) {
         report("apply", &mut self.ours_apply, &mut self.sh_apply);
+        let (apply, floor) = (median(&mut self.ours_apply), median(&mut self.floor));
+        let [cpu_apply, cpu_floor, cpu_reads] = self.cpu.each_mut().map(|v| median(v));
+        println!(
+            "  the kernel floor (the apply's state changes replayed) {:>8.3} ms   apply (verify included) / it {:>5.2}x   CPU time {:.3} / {:.3} ms: {:>5.2}x",
+            ms(floor),
+            apply.as_secs_f64() / floor.as_secs_f64(),
+            ms(cpu_apply),
+            ms(cpu_floor),
+            cpu_apply.as_secs_f64() / cpu_floor.as_secs_f64()
+        );
+        let reads = median(&mut self.with_reads);
+        println!(
+            "  the same with the apply's reads replayed too          {:>8.3} ms   apply / it {:>5.2}x   CPU time {:.3} ms: {:>5.2}x",
+            ms(reads),
+            apply.as_secs_f64() / reads.as_secs_f64(),
+            ms(cpu_reads),
+            cpu_apply.as_secs_f64() / cpu_reads.as_secs_f64()
+        );
+        let [none, warn, debug] = self.logging.each_mut().map(|v| median(v));
+        println!(
+            "  apply in a worker: no subscriber {:>8.3} ms   WARN filter {:>8.3} ms ({:>5.3}x)   DEBUG to a sink {:>8.3} ms ({:>5.3}x)",
+            ms(none),
+            ms(warn),
+            warn.as_secs_f64() / none.as_secs_f64(),
+            ms(debug),
+            debug.as_secs_f64() / none.as_secs_f64()
+        );
         report("teardown", &mut self.ours_down, &mut self.sh_down);
         let (down, link) = (median(&mut self.ours_down), median(&mut self.link_down));
         println!(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmark (issue 7, item 4): apply and teardown of the same router through Rust
-# (egress_core::blocking), Python (the `egress` wheel) and C (libegress), in one run.
+# Benchmark: apply and teardown of the same router through Rust (egress_core::blocking), Python
+# (the `egress` wheel) and C (libegress), and what a Python author writes without egress:
+# pyroute2 plus `nft -f` (benches/bindings/apply_loop_pyroute2.py), in one run.
 #
 #   sudo scripts/bench-bindings.sh     # EGRESS_BENCH_ROUNDS=10 EGRESS_BENCH_ITERS=10
 #                                      # EGRESS_BENCH_CPU=<last CPU> (empty: no pinning)
@@ -13,7 +14,8 @@
 # Then it starts the lab helper, writes one spec in its JSON form for the lab (a macvlan on
 # ext0 of the node namespace, v4 + v6 sources and gateways, 3 redirects + fallback, the kept
 # route 192.0.2.128/25 via 192.0.2.1) and hands the same file to the three loops
-# (benches/bindings/apply_loop.py is the third), which time only the apply call and the
+# (benches/bindings/apply_loop.py is the third, apply_loop_pyroute2.py the fourth: pyroute2
+# is pip-installed into the same virtualenv), which time only the apply call and the
 # teardown call, after one untimed warm-up. They run interleaved in ROUNDS rounds of ITERS
 # iterations, the order rotating every round: on a loaded machine the wall-clock time of an
 # apply moves in steps that last seconds, and many short rounds spread them over all three.
@@ -79,6 +81,7 @@ if [[ ! -x $venv/bin/maturin ]]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "maturin>=1.9.4,<2" ziglang
 fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pyroute2>=0.9,<0.10"
 py=$venv/bin/python
 (
   # maturin finds zig (pip's ziglang) and the interpreter through the active virtualenv.
@@ -134,14 +137,15 @@ pin=()
 echo "== run: $rounds rounds x $iters iterations of apply + teardown, interleaved" \
   "(${pin[*]:-not pinned})"
 loads=("$(cut -d' ' -f1-3 /proc/loadavg)")
-legs=(rust python c)
+legs=(rust python c pyroute2)
 for ((r = 0; r < rounds; r++)); do
-  for ((k = 0; k < 3; k++)); do
-    leg=${legs[(r + k) % 3]}
+  for ((k = 0; k < ${#legs[@]}; k++)); do
+    leg=${legs[(r + k) % ${#legs[@]}]}
     case $leg in
       rust) cmd=("$rust_loop") ;;
       python) cmd=("$py" benches/bindings/apply_loop.py) ;;
       c) cmd=("$out/apply_loop_c") ;;
+      pyroute2) cmd=("$py" benches/bindings/apply_loop_pyroute2.py) ;;
     esac
     "${pin[@]}" "${cmd[@]}" "$out/spec.json" "$iters" >"$out/$r-$leg.json"
   done
@@ -159,7 +163,7 @@ fi
 import json, os, platform, statistics, sys
 out, rounds, iters, loads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 legs = {"rust": "Rust (egress_core::blocking)", "python": "Python (egress wheel)",
-        "c": "C (libegress, cc -O2)"}
+        "c": "C (libegress, cc -O2)", "pyroute2": "Python (pyroute2 + nft -f)"}
 runs = {(r, leg): json.load(open(f"{out}/{r}-{leg}.json")) for r in range(rounds) for leg in legs}
 med = statistics.median
 cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -180,5 +184,15 @@ for title, suffix in (("wall-clock time", ""), ("CPU time of the process", "_cpu
             spread = f"({min(per_round):.2f}-{max(per_round):.2f})"
             cells.append(f"{m:9.0f} {m / base:6.3f} {spread:13}")
         print(f"{name:30} {cells[0]}   {cells[1]}")
+
+def ratio(call, leg, base):
+    m = med([x for r in range(rounds) for x in runs[r, leg][call]])
+    b = med([x for r in range(rounds) for x in runs[r, base][call]])
+    per_round = [med(runs[r, leg][call]) / med(runs[r, base][call]) for r in range(rounds)]
+    return f"{m / b:.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
+opened = med([x for r in range(rounds) for x in runs[r, "pyroute2"]["open"]])
+print(f"\npyroute2 + nft -f / egress wheel, wall-clock: apply {ratio('apply', 'pyroute2', 'python')}, "
+      f"teardown {ratio('teardown', 'pyroute2', 'python')}; of pyroute2's apply, opening its two "
+      f"namespaced sockets took {opened:.0f} us")
 EOF
 echo "bench-bindings: the router and node namespaces are exactly as before the run"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The C side of the test suite (as root): checks that egress-ffi/include/egress.h is exactly what
 # the pinned cbindgen generates, installs libegress with `make install` into the target dir,
-# runs the C tests under AddressSanitizer + UBSan + LeakSanitizer (one of them applies a real
-# router in a throwaway namespace), and builds the C agent that tests/c_agent.rs drives during
+# runs the C tests under AddressSanitizer + UBSan + LeakSanitizer (two of them apply a real
+# router in throwaway namespaces; one diagnoses it, its JSON read by Python's json), and builds the C agent that tests/c_agent.rs drives during
 # `cargo test`. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,7 +68,7 @@ sanitize=(-std=c11 -g -Wall -Wextra -Werror -fsanitize=address,undefined
   -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 static_libs=$(pkg-config --static --libs-only-l egress)
 static_libs=${static_libs//-legress/}
-for t in api_test router_test leak_canary; do
+for t in api_test router_test diagnose_test leak_canary; do
   # shellcheck disable=SC2046,SC2086 # word splitting of compiler flags is intended
   cc "${sanitize[@]}" $(pkg-config --cflags egress) "egress-ffi/tests/c/$t.c" \
     "$lib/libegress.a" $static_libs -o "$c/bin/$t"
@@ -112,6 +112,48 @@ before=$(state)
 "$c/bin/router_test" "$ns"
 if ! diff -u <(echo "$before") <(state); then
   echo "test-c: router_test left the namespace changed" >&2
+  exit 1
+fi
+cleanup
+
+# diagnose_test's namespaces: the router's as router_test's, except that ext0's peer ext1 is in
+# the gateway's namespace, on 203.0.113.1/24, where a listener accepts TCP port 8080 (the
+# kernel completes the handshakes; nothing reads them).
+gw=egt-$$-cgw
+listener=
+cleanup() {
+  [[ -z $listener ]] || kill "$listener" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns del "$gw" 2>/dev/null || true
+}
+ip netns add "$ns"
+ip netns add "$gw"
+for n in "$ns" "$gw"; do
+  ip netns exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  ip -n "$n" link set lo up
+done
+in_ns link add int0 type veth peer name int1
+in_ns link add ext0 type veth peer name ext1 netns "$gw"
+in_ns addr add 192.0.2.2/24 dev int0
+for l in int0 int1 ext0; do in_ns link set "$l" up; done
+in_ns link set ext0 down
+in_ns route add default via 192.0.2.1 dev int0
+ip -n "$gw" addr add 203.0.113.1/24 dev ext1
+ip -n "$gw" link set ext1 up
+ip netns exec "$gw" python3 -c 'import socket, time
+s = socket.socket()
+s.bind(("0.0.0.0", 8080))
+s.listen(64)
+time.sleep(3600)' &
+listener=$!
+for _ in $(seq 100); do
+  [[ -n $(ip netns exec "$gw" ss -Hltn 'sport = :8080') ]] && break
+  sleep 0.05
+done
+before=$(state)
+"$c/bin/diagnose_test" "$ns" "$gw" egress-ffi/tests/c/check_diagnosis.py
+if ! diff -u <(echo "$before") <(state); then
+  echo "test-c: diagnose_test left the namespace changed" >&2
   exit 1
 fi
 cleanup

@@ -37,7 +37,8 @@ fail() {
 }
 
 echo "== crates (cargo publish --dry-run)"
-cargo publish --dry-run --quiet --allow-dirty -p egress-core -p egress-openshift -p egress-cni
+# --no-verify: package.sh has just built each crate from its packaged sources.
+cargo publish --dry-run --no-verify --quiet --allow-dirty -p egress-core -p egress-openshift -p egress-cni
 
 echo "== kubernetes manifests (kubernetes-validate, Multus's CRD)"
 "$tools/bin/python" scripts/validate-manifests.py
@@ -135,15 +136,19 @@ rm -rf "$collections"
 out=$(ANSIBLE_HOME=$work/ansible-home offline "$tools/bin/ansible-galaxy" collection install \
   --offline -p "$collections" "$dist/egress-router-$version.tar.gz" 2>&1) ||
   fail "ansible-galaxy collection install failed: $out"
-doc=$(ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_HOME=$work/ansible-home \
-  "$tools/bin/ansible-doc" egress.router.egress_router)
-grep -q "egress.router.egress_router" <<<"$doc" || fail "ansible-doc does not know the module"
+for module in egress_router egress_router_info; do
+  doc=$(ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_HOME=$work/ansible-home \
+    "$tools/bin/ansible-doc" "egress.router.$module")
+  grep -q "egress.router.$module" <<<"$doc" || fail "ansible-doc does not know $module"
+done
 installed=$collections/ansible_collections/egress/router
 manifest_version=$("$tools/bin/python" -c 'import json, sys
 print(json.load(open(sys.argv[1]))["collection_info"]["version"])' "$installed/MANIFEST.json")
 [[ $manifest_version == "$version" ]] || fail "the collection has version $manifest_version"
-cmp "$installed/plugins/modules/egress_router.py" examples/ansible/library/egress_router.py ||
-  fail "the collection's module is not examples/ansible/library/egress_router.py"
+for module in egress_router egress_router_info; do
+  cmp "$installed/plugins/modules/$module.py" "examples/ansible/library/$module.py" ||
+    fail "the collection's $module is not examples/ansible/library/$module.py"
+done
 # ansible-test sanity on the installed collection, i.e. on what users get, copied out of this
 # git work tree (inside one, ansible-test takes only the files git tracks: none of these). It
 # keeps a virtualenv per sanity test in $HOME/.ansible/test: under target/, for the next run.

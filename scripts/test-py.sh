@@ -3,10 +3,10 @@
 # (maturin + zig, manylinux2014 / manylinux_2_17, abi3 for CPython >= 3.9), installs it into a
 # fresh virtualenv with pytest, mypy, ansible-core and atheris, checks the .pyi stubs against the
 # module with mypy.stubtest, and runs egress-py/tests: the builder and its errors, bad input,
-# routers in throwaway namespaces with real TCP, threads, a second process, logging, and a real
-# ansible-playbook run of examples/ansible; then a short run of the atheris fuzzer of
-# RouterSpec.from_dict (egress-py/fuzz; scripts/fuzz.sh --python runs it longer). Installs
-# what it needs first. About 5 minutes on 2 cores from cold (pip downloads ~1-2 min, the
+# routers in throwaway namespaces with real TCP, threads, a second process, logging, diagnoses,
+# and real ansible-playbook runs of examples/ansible (both modules); then a short run of the
+# atheris fuzzer of RouterSpec.from_dict (egress-py/fuzz; scripts/fuzz.sh --python runs it
+# longer). Installs what it needs first. About 5 minutes on 2 cores from cold (pip downloads ~1-2 min, the
 # release build of the wheel ~2 min, the tests ~1 min), ~3 when the pip cache and the build
 # are warm.
 #
@@ -60,7 +60,8 @@ echo "== python stubs (mypy.stubtest)"
 # From outside the source tree, so that the installed wheel is what gets imported and checked.
 (cd "$venv" && "$py" -m mypy.stubtest egress)
 "$py" -m mypy --strict --no-incremental --cache-dir=/dev/null \
-  egress-py/tests egress-py/fuzz examples/ansible/library/egress_router.py
+  egress-py/tests egress-py/fuzz examples/ansible/library/egress_router.py \
+  examples/ansible/library/egress_router_info.py
 
 echo "== python tests (pytest, ansible-playbook)"
 helper=$(cargo build --quiet --example lab-topology --message-format=json |

@@ -21,6 +21,7 @@ fn spec(lab: &Lab) -> RouterSpec {
         .gateway(GATEWAY6)
         .redirect(Protocol::Tcp, SERVICE_PORT, WEB6, Some(WEB_PORT))
         .fallback(FALLBACK4)
+        .local_port(Protocol::Tcp, 9100)
         .keep_route("192.0.2.128/25", Some(NODE4))
         .build()
         .unwrap()
@@ -211,6 +212,58 @@ fn check_plan_and_ensure_follow_from_the_model() {
             applied.assert_restored(&format!("{}, then ensure", case.name));
         }
     }
+    // The rule that keeps the router's own port from the fallback, deleted: a NAT change that
+    // names it, repaired by replacing the ruleset.
+    let listing = lab.router.exec(&[
+        "nft",
+        "-a",
+        "list",
+        "chain",
+        "inet",
+        "egress_model",
+        "prerouting",
+    ]);
+    let handle = listing
+        .lines()
+        .find(|l| l.contains("\"egress local tcp/9100\""))
+        .and_then(|l| l.rsplit("# handle ").next())
+        .unwrap_or_else(|| panic!("no local-port rule in {listing}"))
+        .trim();
+    lab.router.exec(&[
+        "nft",
+        "delete",
+        "rule",
+        "inet",
+        "egress_model",
+        "prerouting",
+        "handle",
+        handle,
+    ]);
+    let drift = blocking::check(&spec).unwrap();
+    let [Drift::NatChanged { table: t, detail }] = &drift[..] else {
+        panic!("the local-port rule deleted: {drift:?}");
+    };
+    assert_eq!(t, &table);
+    assert!(
+        detail.starts_with(
+            "chain prerouting: rules \"egress dnat4 map\", \"egress dnat4 fallback\", \
+             \"egress dnat6 map\" instead of \"egress local tcp/9100\", \"egress dnat4 map\", \
+             \"egress dnat4 fallback\", \"egress dnat6 map\"; rule 1 is ["
+        ),
+        "{detail}"
+    );
+    assert_eq!(
+        blocking::plan(&spec).unwrap().steps(),
+        [Step::ReplaceRuleset {
+            table: table.clone(),
+            summary: egress_nat_summary(&spec),
+        }]
+    );
+    assert!(egress_nat_summary(&spec).contains(", local ports tcp/9100 accepted, "));
+    let outcome = blocking::ensure(&spec).unwrap();
+    assert_eq!(outcome.action, EnsureAction::Repaired);
+    assert!(blocking::check(&spec).unwrap().is_empty());
+
     // The foreign default route was replaced like the pod's own: teardown restores both.
     blocking::teardown(router).unwrap();
     lab.router.ip(&[

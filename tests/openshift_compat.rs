@@ -354,7 +354,11 @@ struct Legacy {
 
 impl Legacy {
     fn start(ns: &Netns, vars: &[(&str, &str)]) -> Legacy {
-        let mut child = command(ns, &[], vars)
+        Legacy::start_with(ns, &[], vars)
+    }
+
+    fn start_with(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> Legacy {
+        let mut child = command(ns, args, vars)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -389,6 +393,24 @@ impl Legacy {
                 Err(e) => panic!("no line with {needle:?} ({e}); got {:?}", self.seen),
             }
         }
+    }
+
+    /// Waits for the process to end by itself (30 s at most: then it is killed and this
+    /// panics), with what it wrote.
+    fn exit(&mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "still running: {:?}", self.seen);
+            thread::sleep(Duration::from_millis(20));
+        };
+        // Both streams end with the process: take every line.
+        while let Ok(l) = self.lines.recv_timeout(T) {
+            self.seen.push(l);
+        }
+        (status, self.seen.join("\n"))
     }
 
     fn signal(&mut self, signal: i32) -> ExitStatus {
@@ -651,4 +673,464 @@ fn legacy_mode_repairs_what_others_change_and_sleeps_otherwise() {
     assert_eq!(status.code(), Some(0), "{:?}", router.seen);
     router.wait_for_line("changes undone), the namespace is as it was");
     snaps.assert_restored("after repairs and SIGTERM");
+}
+
+/// `ip netns exec NS curl URL`: the HTTP status, the content type and the body.
+fn curl(ns: &Netns, url: &str) -> (u16, String, String) {
+    let out = ns.exec(&[
+        "curl",
+        "-sS",
+        "-g",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code} %{content_type}",
+        url,
+    ]);
+    let (body, tail) = out.rsplit_once('\n').unwrap();
+    let (status, content_type) = tail.split_once(' ').unwrap();
+    (
+        status.parse().unwrap(),
+        content_type.to_string(),
+        body.to_string(),
+    )
+}
+
+/// The Python interpreter with `prometheus_client` (scripts/setup.sh installs Debian's
+/// python3-prometheus-client); `EGRESS_PYTHON` overrides it.
+fn python() -> String {
+    std::env::var("EGRESS_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into())
+}
+
+/// One sample as the Python `prometheus_client` parsers read it.
+#[derive(Debug, PartialEq)]
+struct Sample {
+    name: String,
+    labels: Value,
+    value: f64,
+}
+
+/// Parses an exposition with the real `prometheus_client` parsers: the OpenMetrics parser (the
+/// format served; strict: it checks the types, the `_total` suffixes and `# EOF`) and the
+/// Prometheus text parser (which reads the same samples). The types by family, and the samples.
+fn parse_exposition(text: &str) -> (Value, Vec<Sample>) {
+    const SCRIPT: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
+from prometheus_client.parser import text_string_to_metric_families as prometheus
+text = sys.stdin.read()
+families = list(openmetrics(text))
+sample = lambda s: {"name": s.name, "labels": s.labels, "value": s.value}
+print(json.dumps({
+    "types": {f.name: f.type for f in families},
+    "samples": [sample(s) for f in families for s in f.samples],
+    "prometheus": [sample(s) for f in prometheus(text) for s in f.samples],
+}))
+"#;
+    let mut child = Command::new(python())
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{} (scripts/setup.sh installs it): {e}", python()));
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let samples = |key: &str| -> Vec<Sample> {
+        parsed[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Sample {
+                name: s["name"].as_str().unwrap().to_string(),
+                labels: s["labels"].clone(),
+                value: s["value"].as_f64().unwrap(),
+            })
+            .collect()
+    };
+    let openmetrics = samples("samples");
+    assert_eq!(
+        openmetrics,
+        samples("prometheus"),
+        "the two parsers disagree"
+    );
+    (parsed["types"].clone(), openmetrics)
+}
+
+/// Scrapes `/metrics` at `base` from `ns` (curl) and parses it; the samples by name.
+struct Scrape {
+    samples: Vec<Sample>,
+    types: Value,
+    lines: usize,
+}
+
+impl Scrape {
+    fn take(ns: &Netns, base: &str) -> Scrape {
+        let (status, content_type, body) = curl(ns, &format!("{base}/metrics"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            content_type,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        let (types, samples) = parse_exposition(&body);
+        Scrape {
+            samples,
+            types,
+            lines: body.lines().count(),
+        }
+    }
+
+    /// The value of the one sample `name` whose labels include `labels`.
+    #[track_caller]
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let found: Vec<&Sample> = self
+            .samples
+            .iter()
+            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels[*k] == *v))
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?} in {:?}", self.samples);
+        found[0].value
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.samples.iter().any(|s| s.name == name)
+    }
+}
+
+#[test]
+fn legacy_mode_serves_metrics_and_healthz() {
+    const N: usize = 3;
+    const M: usize = 2;
+    const F: usize = 4;
+    let lab = Lab::with_adopted_macvlan();
+    let web = lab.ext.serve_http(&[WEB_PORT, OTHER_PORT]);
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let mut vars = env_vars(&dest, "legacy");
+    vars.push(("EGRESS_ROUTER_METRICS", "127.0.0.1:9100"));
+    let mut router = Legacy::start(&lab.router, &vars);
+    router.wait_for_line("serving /metrics and /healthz on 127.0.0.1:9100");
+    router.wait_for_line("waiting for SIGTERM or SIGINT");
+    let base = "http://127.0.0.1:9100";
+    let router_label = ("router", "egress-router");
+    let a = [
+        router_label,
+        ("protocol", "tcp"),
+        ("port", "80"),
+        ("destination", "198.51.100.25:8080"),
+    ];
+    let b = [
+        router_label,
+        ("protocol", "tcp"),
+        ("port", "8080"),
+        ("destination", "198.51.100.25:8080"),
+    ];
+    let fallback = [router_label, ("destination", FALLBACK4)];
+
+    let before = Scrape::take(&lab.router, base);
+    assert_eq!(before.value("egress_router_up", &[router_label]), 1.0);
+    for labels in [&a[..], &b] {
+        assert_eq!(
+            before.value("egress_redirect_connections_total", labels),
+            0.0
+        );
+    }
+    assert_eq!(
+        before.value("egress_fallback_connections_total", &fallback),
+        0.0
+    );
+    assert!(!before.has("egress_router_repairs_total"));
+    assert!(before.value("egress_router_last_apply_duration_seconds", &[router_label]) > 0.0);
+
+    // Exactly N connections through redirect A, M through redirect B, F through the fallback.
+    for (port, times) in [(SERVICE_PORT, N), (WEB_PORT, M), (OTHER_PORT, F)] {
+        for _ in 0..times {
+            lab.client
+                .http_get(ip(ROUTER_ETH0_4), port, T)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    assert_eq!(web.peers().len(), N + M + F);
+    let started = Instant::now();
+    let after = Scrape::take(&lab.router, base);
+    let took = started.elapsed();
+    for (labels, n) in [(&a[..], N), (&b, M)] {
+        assert_eq!(
+            after.value("egress_redirect_connections_total", labels),
+            n as f64
+        );
+        let packets = after.value("egress_redirect_packets_total", labels);
+        let bytes = after.value("egress_redirect_bytes_total", labels);
+        // Handshake, request, answer and close: at least 5 packets a connection, each at least
+        // an IPv4 and a TCP header.
+        assert!(packets >= 5.0 * n as f64, "{labels:?}: {packets} packets");
+        assert!(bytes >= 40.0 * packets, "{labels:?}: {bytes} bytes");
+    }
+    assert_eq!(
+        after.value("egress_fallback_connections_total", &fallback),
+        F as f64
+    );
+    assert!(after.value("egress_fallback_packets_total", &fallback) >= 5.0 * F as f64);
+    let snat = [router_label, ("source", "203.0.113.99")];
+    assert!(after.value("egress_snat_packets_total", &snat) >= 3.0 * (N + M + F) as f64);
+    assert!(after.value("egress_snat_bytes_total", &snat) > 0.0);
+    assert!(after.has("egress_conntrack_entries"));
+    for (family, kind) in [
+        ("egress_router_up", "gauge"),
+        ("egress_redirect_connections", "counter"),
+        ("egress_redirect_packets", "counter"),
+        ("egress_fallback_bytes", "counter"),
+        ("egress_snat_packets", "counter"),
+        ("egress_conntrack_entries", "gauge"),
+        ("egress_router_repairs", "counter"),
+        ("egress_router_repair_failures", "counter"),
+    ] {
+        assert_eq!(after.types[family], kind, "{family}: {}", after.types);
+    }
+    eprintln!(
+        "scrape: {} lines, {} samples, {took:?} (curl and the kernel reads)",
+        after.lines,
+        after.samples.len()
+    );
+
+    // A repair counts by kind; /healthz stays 200.
+    let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    lab.router.exec(&["ip", "route", "del", "default"]);
+    router.wait_for_line("kind=route_missing");
+    let repaired = Scrape::take(&lab.router, base);
+    assert_eq!(
+        repaired.value(
+            "egress_router_repairs_total",
+            &[router_label, ("kind", "route_missing")]
+        ),
+        1.0
+    );
+    assert!(
+        repaired.value(
+            "egress_router_last_repair_duration_seconds",
+            &[router_label]
+        ) > 0.0
+    );
+    assert_eq!(curl(&lab.router, &format!("{base}/healthz")).0, 200);
+
+    // Drift the watch cannot repair: the SDN's link is gone (an adopted link is not created).
+    // /healthz says what differs; the repairs fail until the link is back.
+    lab.router.exec(&["ip", "link", "del", "macvlan0"]);
+    router.wait_for_line("repair failed");
+    let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("router egress-router differs from its configuration:\n"),
+        "{body}"
+    );
+    assert!(body.contains("link macvlan0 is missing"), "{body}");
+    let down = Scrape::take(&lab.router, base);
+    assert_eq!(down.value("egress_router_up", &[router_label]), 0.0);
+    assert!(down.value("egress_router_repair_failures_total", &[router_label]) >= 1.0);
+    // The SDN moves a new macvlan0 in: the watch repairs, /healthz is 200 again.
+    lab.make_sdn_macvlan("macvlan0");
+    // (It comes down and bare: the watch brings it up and puts the address and routes back.)
+    router.wait_for_line("kind=address_missing");
+    let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    lab.client
+        .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, T)
+        .unwrap();
+
+    // Anything else is 404, other methods 405.
+    assert_eq!(curl(&lab.router, &format!("{base}/")).0, 404);
+    assert_eq!(curl(&lab.router, &format!("{base}/metrics/x")).0, 404);
+    let post = lab.router.exec(&[
+        "curl",
+        "-sS",
+        "-X",
+        "POST",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/healthz"),
+    ]);
+    assert_eq!(post, "405");
+
+    let status = router.signal(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "{:?}", router.seen);
+    router.wait_for_line("changes undone), the namespace is as it was");
+    // The SDN's link is a new one: compare without ifindexes (the snapshot has none).
+    snaps.assert_restored("after the metrics test and SIGTERM");
+}
+
+#[test]
+fn metrics_listener_binds_where_told_or_stops_before_any_change() {
+    let lab = Lab::with_adopted_macvlan();
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let vars = env_vars(&dest, "legacy");
+    let with = |value: &'static str| {
+        let mut v = vars.clone();
+        v.push(("EGRESS_ROUTER_METRICS", value));
+        v
+    };
+    // Held by someone else in the router's namespace.
+    let taken = lab
+        .router
+        .run(|| std::net::TcpListener::bind("127.0.0.1:9100").unwrap());
+    for (args, vars, code, says) in [
+        (
+            &[][..],
+            with("localhost:9100"),
+            1,
+            "egress-router: EGRESS_ROUTER_METRICS 'localhost:9100' is invalid: expected IP:PORT",
+        ),
+        (
+            &["--metrics-listen", "9100"],
+            vars.clone(),
+            1,
+            "egress-router: --metrics-listen '9100' is invalid: expected IP:PORT",
+        ),
+        (
+            &["--metrics-listen", "[::1]:0"],
+            vars.clone(),
+            1,
+            "egress-router: --metrics-listen '[::1]:0' is invalid",
+        ),
+        (
+            // Not an address of the namespace.
+            &["--metrics-listen", "198.51.100.77:9100"],
+            vars.clone(),
+            3,
+            "egress-router: --metrics-listen 198.51.100.77:9100: cannot listen there: Cannot \
+             assign requested address",
+        ),
+        (
+            &[],
+            with("127.0.0.1:9100"),
+            3,
+            "egress-router: EGRESS_ROUTER_METRICS 127.0.0.1:9100: cannot listen there: Address \
+             already in use",
+        ),
+    ] {
+        let mut r = Legacy::start_with(&lab.router, args, &vars);
+        let (status, out) = r.exit();
+        assert_eq!(status.code(), Some(code), "{args:?}: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+        snaps.assert_restored(&format!("after {args:?} {:?}", vars.last()));
+    }
+    drop(taken);
+
+    // IPv6 loopback, from the flag (which wins over the variable).
+    let mut router = Legacy::start_with(
+        &lab.router,
+        &["--metrics-listen", "[::1]:9100"],
+        &with("127.0.0.1:9100"),
+    );
+    router.wait_for_line("serving /metrics and /healthz on [::1]:9100");
+    router.wait_for_line("waiting for SIGTERM or SIGINT");
+    let (status, _, body) = curl(&lab.router, "http://[::1]:9100/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(lab
+        .router
+        .try_exec(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "2",
+            "http://127.0.0.1:9100/healthz"
+        ])
+        .is_err());
+    let scrape = Scrape::take(&lab.router, "http://[::1]:9100");
+    assert_eq!(
+        scrape.value("egress_router_up", &[("router", "egress-router")]),
+        1.0
+    );
+    assert_eq!(router.signal(libc::SIGTERM).code(), Some(0));
+    snaps.assert_restored("after SIGTERM");
+}
+
+/// With a fallback, the listener's port is still the router's own: the kubelet's probe and
+/// Prometheus's scrape of `podIP:9100` from another pod reach egress-router, while every other
+/// port not redirected still goes to the fallback. `egress-router check` with the pod's
+/// environment expects the rule that keeps the port; a redirect of the same port is refused
+/// before any change.
+#[test]
+fn metrics_on_the_pod_address_reach_the_router_past_the_fallback() {
+    let lab = Lab::with_adopted_macvlan();
+    let web = lab.ext.serve_http(&[OTHER_PORT]);
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let mut vars = env_vars(&dest, "legacy");
+    let plain = vars.clone();
+    vars.push(("EGRESS_ROUTER_METRICS", "0.0.0.0:9100"));
+
+    // Port 80 is redirected: the listener could never be reached there.
+    let mut refused = Legacy::start_with(&lab.router, &["--metrics-listen", "0.0.0.0:80"], &vars);
+    let (status, out) = refused.exit();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "egress-router: --metrics-listen 0.0.0.0:80: invalid local_ports[0].port `tcp/80`: \
+             a port no redirect takes (redirects[0] sends tcp/80 to 198.51.100.25)"
+        ),
+        "{out}"
+    );
+    snaps.assert_restored("after a metrics port a redirect takes");
+
+    let mut router = Legacy::start(&lab.router, &vars);
+    router.wait_for_line("serving /metrics and /healthz on 0.0.0.0:9100");
+    router.wait_for_line("waiting for SIGTERM or SIGINT");
+    let base = format!("http://{ROUTER_ETH0_4}:9100");
+    // From the client's namespace, through the router's internal link, as a probe comes.
+    let (status, _, body) = curl(&lab.client, &format!("{base}/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let scrape = Scrape::take(&lab.client, &base);
+    assert_eq!(
+        scrape.value("egress_router_up", &[("router", "egress-router")]),
+        1.0
+    );
+    assert_eq!(
+        scrape.value(
+            "egress_fallback_connections_total",
+            &[("router", "egress-router"), ("destination", FALLBACK4)]
+        ),
+        0.0,
+        "the scrapes did not go through the fallback"
+    );
+    assert!(web.peers().is_empty());
+    // Another port nothing redirects still goes to the fallback.
+    let answer = lab
+        .client
+        .http_get(ip(ROUTER_ETH0_4), OTHER_PORT, T)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The web server behind the fallback answers with who connected: the egress source.
+    assert_eq!(
+        answer.trim(),
+        format!("peer={} port={OTHER_PORT}", source4()),
+        "{answer}"
+    );
+    assert_eq!(web.peers(), [source4()]);
+
+    // The pod's environment (with the variable) agrees with the running router; without it,
+    // the rule that keeps the port is drift.
+    let check = run(&lab.router, &["check"], &vars).expect(0);
+    assert!(
+        check.stdout.contains("matches its configuration"),
+        "{}",
+        check.stdout
+    );
+    let check = run(&lab.router, &["check"], &plain).expect(5);
+    assert!(
+        check.stdout.contains("\"egress local tcp/9100\""),
+        "{}",
+        check.stdout
+    );
+
+    assert_eq!(router.signal(libc::SIGTERM).code(), Some(0));
+    snaps.assert_restored("after the metrics past the fallback and SIGTERM");
 }

@@ -172,3 +172,41 @@ fn watching_a_router_that_is_not_there_is_not_found() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
     assert!(e.to_string().contains("absent"), "{e}");
 }
+
+#[test]
+fn an_adopted_link_gone_fails_the_repairs_until_it_is_back() {
+    let lab = Lab::with_adopted_macvlan();
+    let _web = lab.ext.serve_http(&[WEB_PORT]);
+    let spec = lab
+        .router_spec("adopted")
+        .adopt(egress_lab::SDN_MACVLAN)
+        .build()
+        .unwrap();
+    let _router = blocking::apply(&spec).unwrap();
+    let (watcher, events) = watch(&spec);
+    // The watch does not create an adopted link: the repair fails, and the watch goes on.
+    lab.router
+        .exec(&["ip", "link", "del", egress_lab::SDN_MACVLAN]);
+    match next(&events) {
+        WatchEvent::Failed { drift, error } => {
+            assert!(
+                drift.iter().any(|d| d.kind() == "link_missing"),
+                "{drift:?}"
+            );
+            assert!(error.contains("not found"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The link is back (down and bare, as the SDN makes it): the next change is repaired.
+    lab.make_sdn_macvlan(egress_lab::SDN_MACVLAN);
+    loop {
+        match next(&events) {
+            WatchEvent::Repaired { .. } => break,
+            WatchEvent::Failed { .. } => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(blocking::check(&spec).unwrap().is_empty());
+    through(&lab);
+    assert_eq!(watcher.stop().unwrap(), WatchEnd::Stopped);
+}

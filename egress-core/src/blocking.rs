@@ -53,7 +53,7 @@ pub(crate) fn runtime_in(
     Ok(cell.get_or_init(|| rt))
 }
 
-/// [`crate::apply`], blocking.
+/// [`crate::apply()`], blocking.
 pub fn apply(spec: &RouterSpec) -> Result<Router> {
     block_on("apply", crate::apply(spec))
 }
@@ -103,7 +103,7 @@ pub fn teardown_by_name(netns: &Netns, name: &str) -> Result<Vec<String>> {
     block_on("teardown_by_name", crate::teardown_by_name(netns, name))
 }
 
-/// [`crate::inspect`], blocking.
+/// [`crate::inspect()`], blocking.
 pub fn inspect(netns: &Netns, name: &str) -> Result<Option<RouterState>> {
     block_on("inspect", crate::inspect(netns, name))
 }
@@ -133,12 +133,12 @@ pub fn link_exists(netns: &Netns, name: &str) -> Result<bool> {
     block_on("link_exists", crate::link_exists(netns, name))
 }
 
-/// [`crate::stats`], blocking.
+/// [`crate::stats()`], blocking.
 pub fn stats(netns: &Netns, name: &str) -> Result<Option<Stats>> {
     block_on("stats", crate::stats(netns, name))
 }
 
-/// [`crate::diagnose`], blocking.
+/// [`crate::diagnose()`], blocking.
 pub fn diagnose(netns: &Netns, name: &str, options: &DiagnoseOptions) -> Result<Diagnosis> {
     block_on("diagnose", crate::diagnose(netns, name, options))
 }

@@ -40,7 +40,7 @@ use crate::{
 /// # Ok::<(), egress_core::Error>(())
 /// ```
 ///
-/// The router's [`Role`](crate::Role) is a property of the model: the objects that claim the
+/// The router's [`Role`] is a property of the model: the objects that claim the
 /// egress identity (the egress addresses, the default routes via the gateways, the stable
 /// MAC, the role marker) are built held for an active router and withdrawn for a standby;
 /// a promotion or demotion is the plan of those objects alone.
@@ -344,6 +344,7 @@ pub(crate) fn nat_rules(spec: &RouterSpec) -> NatRules {
         snat4: spec.snat4(),
         snat6: spec.snat6(),
         redirects: spec.redirects().to_vec(),
+        local_ports: spec.local_ports().to_vec(),
         fallback4: spec.fallback4(),
         fallback6: spec.fallback6(),
     }

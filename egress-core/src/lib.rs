@@ -9,14 +9,14 @@
 //! every kernel object it consists of — is computed from it once, as its [`Desired`] state,
 //! without touching the kernel; everything else is derived from that one model:
 //! - [`RouterSpec::plan`]: the dry run, every change an apply makes;
-//! - [`apply`]: the plan run as one transaction (every change journals its undo, any failure
+//! - [`apply()`]: the plan run as one transaction (every change journals its undo, any failure
 //!   rolls back everything), then verified by reading the namespace again;
 //! - [`check`]: how a namespace differs ([`Drift`]); [`plan()`]: what it still needs;
 //! - [`ensure`]: only the difference, repaired in place;
 //! - [`Router::teardown`] / [`teardown_by_name`]: the namespace returned to exactly what it was,
 //!   from the kernel's markers and the router's crash record;
-//! - [`inspect`]: what the router owns, read back;
-//! - [`diagnose`]: why a router does not work, with probes (ARP/ND, TCP, counters) and the fix;
+//! - [`inspect()`]: what the router owns, read back;
+//! - [`diagnose()`]: why a router does not work, with probes (ARP/ND, TCP, counters) and the fix;
 //! - [`apply_as`] a [`Role::Standby`], then [`promote`] / [`demote`]: high availability, with
 //!   an election engine (keepalived, a Kubernetes Lease) deciding which instance is active.
 //!
@@ -94,8 +94,8 @@ pub use reconcile::{
     check, ensure, ensure_as, plan, teardown_by_name, EnsureAction, EnsureOutcome,
 };
 pub use spec::{
-    Announce, External, KeptRoute, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
-    RouterSpecBuilder, DEFAULT_ANNOUNCE_INTERVAL, MAX_ANNOUNCE, MAX_ANNOUNCE_INTERVAL,
+    Announce, External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect,
+    RouterSpec, RouterSpecBuilder, DEFAULT_ANNOUNCE_INTERVAL, MAX_ANNOUNCE, MAX_ANNOUNCE_INTERVAL,
     MAX_IFNAME_LEN, MAX_NAME_LEN,
 };
 pub use stats::{stats, FallbackStats, RedirectStats, SnatStats, Stats};

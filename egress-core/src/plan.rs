@@ -43,7 +43,7 @@ impl fmt::Display for Plan {
 impl RouterSpec {
     /// The dry run: every kernel change `apply` makes in a namespace without the router, in
     /// order. Changes nothing and needs no kernel. (What a live namespace still needs is
-    /// [`crate::plan`].)
+    /// [`crate::plan()`].)
     ///
     /// ```
     /// # use egress_core::{MacvlanMode, RouterSpec};

@@ -221,10 +221,16 @@ async fn watch_in(
             false => desired.compare(&now),
         };
         if !drift.is_empty() {
-            let plan = desired.plan(&now)?;
-            let result = Tx::new(spec.clone(), c, now, parent.clone(), 0)
-                .run(&desired, &plan)
-                .await;
+            // A plan that cannot be made (an adopted link is gone: the watch does not create
+            // it) is a failed repair too: the watch goes on, and tries again.
+            let result = match desired.plan(&now) {
+                Ok(plan) => {
+                    Tx::new(spec.clone(), c, now, parent.clone(), 0)
+                        .run(&desired, &plan)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             match result {
                 Ok((c, _)) => {
                     conn = Some(c);
@@ -244,10 +250,13 @@ async fn watch_in(
                         drift,
                         error: e.to_string(),
                     });
+                    // The repair's own changes and their rollback are older than what comes now.
+                    notifications.drain().map(drop)?;
                     tokio::select! {
                         biased;
                         _ = &mut stopped => return Ok(WatchEnd::Stopped),
                         () = tokio::time::sleep(retry) => {}
+                        changed = notifications.changed() => changed?,
                     }
                     retry = (retry * 2).min(RETRY_AT_MOST);
                     changed_at = Instant::now();

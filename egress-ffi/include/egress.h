@@ -22,8 +22,9 @@
  - 2000–2099: the spec is invalid, whatever the kernel holds;
  - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects,
    a router that is no longer the handle's);
- - 3100–3199: the kernel differs from the spec (`egress_spec_check`; the read-back that ends
-   every apply and repair);
+ - 3100–3199: the router is not as it should be: the kernel differs from the spec
+   (`egress_spec_check`; the read-back that ends every apply and repair), or a diagnosis
+   found a check failing (`egress_router_diagnose_json_by_name`);
  - 4000–4099: a kernel call failed, and what it left behind.
 
  A failed `egress_spec_apply` or `egress_spec_ensure` leaves the kernel as it was unless it
@@ -125,6 +126,13 @@ enum egress_result
    3100 range because it is the comparison `egress_spec_check` makes, found by the apply.
    */
   EGRESS_RESULT_VERIFY_FAILED = 3101,
+  /*
+   A diagnosis ran and a check failed (`egress_router_diagnose_json_by_name`,
+   `egress_spec_diagnose_json`): the JSON output is set all the same, and the message lists
+   each failed check with its hint. In the 3100 range as `EGRESS_RESULT_DRIFT_FOUND`: the
+   call did its work and found the router not working.
+   */
+  EGRESS_RESULT_DIAGNOSIS_FAILED = 3102,
   /*
    A netlink (or sysctl) call failed; the message names the operation and the errno.
    */
@@ -823,6 +831,77 @@ egress_result egress_router_promote_by_name(const char *netns_path, const char *
  `netns_path` and `name` must each be NULL or a NUL-terminated string.
  */
 egress_result egress_router_demote_by_name(const char *netns_path, const char *name);
+
+/*
+ The traffic of `router` since it was applied, read from the kernel now, as a JSON object in
+ `*json_out` (free it with `egress_string_free`): `name`; `redirects`, one object per
+ redirect (`protocol`, `port`, `to`, `to_port`, `connections`, `packets`, `bytes`);
+ `fallback`, one per family with a fallback (`to`, `connections`, `packets`, `bytes`);
+ `snat`, one per family with an egress source (`source`, `packets`, `bytes`);
+ `conntrack_entries`, the connections the namespace tracks now. Connections count their
+ first packet, packets and bytes both directions. A repair that rebuilds the router's
+ ruleset starts the counters again. `EGRESS_RESULT_NOT_FOUND` when the router is not
+ configured any more.
+
+ # Safety
+ `router` must be NULL or a live router used by no other thread; `json_out` must be NULL or
+ point to writable storage for a pointer.
+ */
+egress_result egress_router_stats_json(const struct egress_router *router, char **json_out);
+
+/*
+ `egress_router_stats_json` for router `name` in the namespace at `netns_path` (see
+ `egress_router_teardown_by_name` for the path), without a handle.
+
+ # Safety
+ `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be NULL
+ or point to writable storage for a pointer.
+ */
+egress_result egress_router_stats_json_by_name(const char *netns_path,
+                                               const char *name,
+                                               char **json_out);
+
+/*
+ Diagnoses router `name` in the namespace at `netns_path` (see
+ `egress_router_teardown_by_name` for the path), read back from the kernel without a handle
+ or a spec: why does it not work, and what to change. Changes nothing in the router: it
+ sends probe frames (ARP and neighbour discovery) from its external link and, only when a
+ gateway does not answer, from the macvlan's parent; it opens probe TCP connections from the
+ egress address to each TCP destination (closed with a reset). Each probe waits at most
+ `timeout_ms` milliseconds (0: the default, 300; at most 10000); a healthy router's
+ diagnosis takes about one timeout.
+
+ Stores the JSON form in `*json_out` (free it with `egress_string_free`): `{"router": NAME,
+ "checks": [{"name", "status", "summary", "hint", "evidence"}, ...]}`, the checks in a fixed
+ order (state, link, sysctl, gateway, l2_filter, duplicate_address, destination, traffic),
+ each `status` one of `ok`, `warn`, `fail`, `skipped` (docs/diagnose.md describes each check
+ and its evidence). Returns `EGRESS_RESULT_OK` when no check failed (warnings included),
+ `EGRESS_RESULT_DIAGNOSIS_FAILED` when one did (`*json_out` is set too, and the message
+ lists each failed check with its hint). A router that is not there is a diagnosis too:
+ its `state` check fails. `EGRESS_RESULT_INVALID_SPEC`: an invalid name or a timeout above
+ 10000 ms (the message names the field and the value).
+
+ # Safety
+ `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be
+ NULL or point to writable storage for a pointer.
+ */
+egress_result egress_router_diagnose_json_by_name(const char *netns_path,
+                                                  const char *name,
+                                                  uint32_t timeout_ms,
+                                                  char **json_out);
+
+/*
+ Diagnoses the router `spec` describes, as `egress_router_diagnose_json_by_name` does (the
+ same JSON, results and timeout), except that its `state` check compares the kernel with
+ `spec` (as `egress_spec_check`) and a created macvlan's parent is the spec's.
+
+ # Safety
+ `spec` must be NULL or a live spec; `json_out` must be NULL or point to writable storage
+ for a pointer.
+ */
+egress_result egress_spec_diagnose_json(const struct egress_spec *spec,
+                                        uint32_t timeout_ms,
+                                        char **json_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -20,8 +20,9 @@ use egress_core::{Error, ErrorKind};
 /// - 2000–2099: the spec is invalid, whatever the kernel holds;
 /// - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects,
 ///   a router that is no longer the handle's);
-/// - 3100–3199: the kernel differs from the spec (`egress_spec_check`; the read-back that ends
-///   every apply and repair);
+/// - 3100–3199: the router is not as it should be: the kernel differs from the spec
+///   (`egress_spec_check`; the read-back that ends every apply and repair), or a diagnosis
+///   found a check failing (`egress_router_diagnose_json_by_name`);
 /// - 4000–4099: a kernel call failed, and what it left behind.
 ///
 /// A failed `egress_spec_apply` or `egress_spec_ensure` leaves the kernel as it was unless it
@@ -84,6 +85,11 @@ pub enum egress_result {
     /// as it was before the call, and retrying, or `egress_spec_ensure`, may succeed. In the
     /// 3100 range because it is the comparison `egress_spec_check` makes, found by the apply.
     VerifyFailed = 3101,
+    /// A diagnosis ran and a check failed (`egress_router_diagnose_json_by_name`,
+    /// `egress_spec_diagnose_json`): the JSON output is set all the same, and the message lists
+    /// each failed check with its hint. In the 3100 range as `EGRESS_RESULT_DRIFT_FOUND`: the
+    /// call did its work and found the router not working.
+    DiagnosisFailed = 3102,
     /// A netlink (or sysctl) call failed; the message names the operation and the errno.
     NetlinkFailure = 4000,
     /// An apply failed and could not undo everything: the message lists what remains.
@@ -100,7 +106,7 @@ pub enum egress_result {
 
 impl egress_result {
     /// Every value, in numeric order.
-    pub(crate) const ALL: [egress_result; 22] = [
+    pub(crate) const ALL: [egress_result; 23] = [
         egress_result::Ok,
         egress_result::NullParameter,
         egress_result::InvalidUtf8,
@@ -119,6 +125,7 @@ impl egress_result {
         egress_result::StaleHandle,
         egress_result::DriftFound,
         egress_result::VerifyFailed,
+        egress_result::DiagnosisFailed,
         egress_result::NetlinkFailure,
         egress_result::RollbackIncomplete,
         egress_result::TeardownIncomplete,
@@ -146,6 +153,7 @@ impl egress_result {
             egress_result::StaleHandle => c"EGRESS_RESULT_STALE_HANDLE",
             egress_result::DriftFound => c"EGRESS_RESULT_DRIFT_FOUND",
             egress_result::VerifyFailed => c"EGRESS_RESULT_VERIFY_FAILED",
+            egress_result::DiagnosisFailed => c"EGRESS_RESULT_DIAGNOSIS_FAILED",
             egress_result::NetlinkFailure => c"EGRESS_RESULT_NETLINK_FAILURE",
             egress_result::RollbackIncomplete => c"EGRESS_RESULT_ROLLBACK_INCOMPLETE",
             egress_result::TeardownIncomplete => c"EGRESS_RESULT_TEARDOWN_INCOMPLETE",
@@ -427,7 +435,7 @@ pub(crate) mod tests {
             numbers,
             [
                 0, 1000, 1001, 1002, 1003, 1004, 1100, 1101, 1102, 1103, 2000, 3000, 3001, 3002,
-                3003, 3004, 3100, 3101, 4000, 4001, 4002, 4003
+                3003, 3004, 3100, 3101, 3102, 4000, 4001, 4002, 4003
             ]
         );
     }

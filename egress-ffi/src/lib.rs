@@ -37,6 +37,9 @@
 //!   `egress_check`, `egress_ensure`, `egress_teardown_by_name` and `egress_inspect_json` are
 //!   `egress_spec_apply`, `egress_spec_check`, `egress_spec_ensure`,
 //!   `egress_router_teardown_by_name` and `egress_router_inspect_json_by_name`.
+//! - `egress_router_diagnose_json_by_name` and `egress_spec_diagnose_json` answer "why does my
+//!   router not work?" with the JSON form of `docs/diagnose.md` (each check with its status,
+//!   evidence and hint); `EGRESS_RESULT_DIAGNOSIS_FAILED` when a check failed.
 //! - Every function that can fail returns an `egress_result`; `EGRESS_RESULT_OK` is 0. On
 //!   failure, `egress_last_error_message` gives this thread's detailed message: the failed
 //!   function, and the field, value, plan step and errno the error concerns. A successful call
@@ -57,14 +60,18 @@
 
 #![allow(non_camel_case_types)]
 
-// cbindgen writes the header in module order: results and errors, specs, then routers.
+// cbindgen writes the header in module order: results and errors, specs, routers, then
+// diagnoses.
 mod error;
 mod spec;
 
 mod router;
 
+mod diagnose;
+
 use std::ffi::{c_char, CStr};
 
+pub use diagnose::{egress_router_diagnose_json_by_name, egress_spec_diagnose_json};
 pub use error::{egress_last_error_message, egress_result, egress_result_name, egress_string_free};
 // The deprecated aliases, listed like every other function.
 #[allow(deprecated)]
@@ -73,8 +80,9 @@ pub use router::{
 };
 pub use router::{
     egress_ensure_action, egress_router, egress_router_free, egress_router_inspect_json_by_name,
-    egress_router_teardown, egress_router_teardown_by_name, egress_spec_apply, egress_spec_check,
-    egress_spec_ensure, egress_spec_plan_live,
+    egress_router_stats_json, egress_router_stats_json_by_name, egress_router_teardown,
+    egress_router_teardown_by_name, egress_spec_apply, egress_spec_check, egress_spec_ensure,
+    egress_spec_plan_live,
 };
 pub use spec::{
     egress_macvlan_mode, egress_protocol, egress_spec, egress_spec_builder,

@@ -511,6 +511,67 @@ pub unsafe extern "C" fn egress_router_demote_by_name(
     })
 }
 
+/// The traffic of `router` since it was applied, read from the kernel now, as a JSON object in
+/// `*json_out` (free it with `egress_string_free`): `name`; `redirects`, one object per
+/// redirect (`protocol`, `port`, `to`, `to_port`, `connections`, `packets`, `bytes`);
+/// `fallback`, one per family with a fallback (`to`, `connections`, `packets`, `bytes`);
+/// `snat`, one per family with an egress source (`source`, `packets`, `bytes`);
+/// `conntrack_entries`, the connections the namespace tracks now. Connections count their
+/// first packet, packets and bytes both directions. A repair that rebuilds the router's
+/// ruleset starts the counters again. `EGRESS_RESULT_NOT_FOUND` when the router is not
+/// configured any more.
+///
+/// # Safety
+/// `router` must be NULL or a live router used by no other thread; `json_out` must be NULL or
+/// point to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_stats_json(
+    router: *const egress_router,
+    json_out: *mut *mut c_char,
+) -> egress_result {
+    call("egress_router_stats_json", || {
+        // SAFETY (both): as documented for the caller.
+        let out = unsafe { arg_out(json_out, "json_out") }?;
+        let spec = unsafe { arg_ref(router, "router") }?.0.spec();
+        put_stats(out, spec.netns(), spec.name())
+    })
+}
+
+/// `egress_router_stats_json` for router `name` in the namespace at `netns_path` (see
+/// `egress_router_teardown_by_name` for the path), without a handle.
+///
+/// # Safety
+/// `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be NULL
+/// or point to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_stats_json_by_name(
+    netns_path: *const c_char,
+    name: *const c_char,
+    json_out: *mut *mut c_char,
+) -> egress_result {
+    call("egress_router_stats_json_by_name", || {
+        // SAFETY (all): as documented for the caller.
+        let out = unsafe { arg_out(json_out, "json_out") }?;
+        let netns = unsafe { arg_str(netns_path, "netns_path") }?;
+        let name = unsafe { arg_str(name, "name") }?;
+        put_stats(out, &Netns::Path(netns.into()), name)
+    })
+}
+
+/// The stats of router `name` in `netns` as JSON in `out`, or `NOT_FOUND`.
+fn put_stats(out: &mut *mut c_char, netns: &Netns, name: &str) -> Result<(), Failure> {
+    match blocking::stats(netns, name)? {
+        Some(stats) => put_string(
+            out,
+            serde_json::to_string(&stats).expect("stats always serialize"),
+        ),
+        None => Err(Failure::new(
+            egress_result::NotFound,
+            format!("no router `{name}` is configured in namespace {netns}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{

@@ -26,6 +26,7 @@
 //! | `EGRESS_MACVLAN_PARENT` | create the macvlan on this link instead of adopting `macvlan0` (no SDN) |
 //! | `EGRESS_MACVLAN_MODE` | its mode: `private` (default, as the SDN makes it), `bridge`, `vepa`, `passthru` |
 //! | `EGRESS_MACVLAN_PARENT_NETNS` | the parent's namespace: an absolute path (`/proc/1/ns/net`) or a name under `/run/netns` (default: the router's) |
+//! | `EGRESS_ROUTER_METRICS` | legacy mode: serve `/metrics` and `/healthz` on this `IP:PORT` ([`metrics`]; read by `egress-router`, not by [`from_env`]; its port joins the spec's local ports, [`metrics::keep_local`]) |
 //!
 //! Where the OpenShift script rejects an input, [`CompatError`]'s `Display` is the script's
 //! message, byte for byte. Where the script lets a bad value through (octets over 255, prefix
@@ -71,6 +72,7 @@ use std::{
 use egress_core::{Error, MacvlanMode, Netns, Protocol, Redirect, Role, RouterSpec};
 
 pub mod logging;
+pub mod metrics;
 
 /// The router name when `EGRESS_ROUTER_NAME` is not set.
 pub const DEFAULT_NAME: &str = "egress-router";

@@ -7,6 +7,7 @@
 //! `tracing` events reach Python's `logging` through the `log` module.
 
 mod convert;
+mod diagnose;
 mod errors;
 mod log;
 mod router;
@@ -22,10 +23,14 @@ fn _egress(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<router::Step>()?;
     m.add_class::<router::Drift>()?;
     m.add_class::<router::EnsureResult>()?;
+    m.add_class::<diagnose::Diagnosis>()?;
+    m.add_class::<diagnose::Check>()?;
     m.add_function(wrap_pyfunction!(router::teardown, m)?)?;
     m.add_function(wrap_pyfunction!(router::inspect, m)?)?;
     m.add_function(wrap_pyfunction!(router::promote, m)?)?;
     m.add_function(wrap_pyfunction!(router::demote, m)?)?;
+    m.add_function(wrap_pyfunction!(diagnose::diagnose, m)?)?;
+    m.add_function(wrap_pyfunction!(router::stats, m)?)?;
     errors::register(m)?;
     log::install(m.py())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -1,5 +1,5 @@
 //! What the operations return (Router, Step, Drift, EnsureResult) and the operations by name
-//! (teardown, inspect).
+//! (teardown, inspect, stats; diagnose is in the diagnose module).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::{
     convert::{json_to_py, netns_checked, to_py},
+    diagnose::Diagnosis,
     errors::CoreError,
     log,
     spec::RouterSpec,
@@ -95,6 +96,28 @@ impl Router {
     /// the default route and the stable MAC. As promote() otherwise.
     fn demote<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.change_role(py, egress_core::Role::Standby)
+    }
+
+    /// Diagnoses the router: RouterSpec.diagnose() with the spec it was applied from.
+    #[pyo3(signature = (*, timeout_ms=None, fallback_ports=None))]
+    fn diagnose(
+        &self,
+        py: Python<'_>,
+        timeout_ms: Option<&Bound<'_, PyAny>>,
+        fallback_ports: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Diagnosis> {
+        self.spec.diagnose(py, timeout_ms, fallback_ports)
+    }
+
+    /// This router's traffic, read from the kernel now, as egress.stats() returns it (None
+    /// once it is torn down). The GIL is released while the kernel is read.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        log::refresh(py);
+        let stats = py.detach(|| {
+            let spec = self.spec.build()?;
+            Ok::<_, CoreError>(blocking::stats(spec.netns(), spec.name())?)
+        })?;
+        to_py(py, &stats)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -362,4 +385,28 @@ pub(crate) fn inspect<'py>(
         .detach(|| blocking::inspect(&ns, &name))
         .map_err(CoreError)?;
     to_py(py, &state)
+}
+
+/// The traffic of router `name` in namespace `netns` since it was applied, read from the
+/// kernel now, as plain dicts, or None when it is not configured there:
+/// {"name", "redirects": [{"protocol", "port", "to", "to_port", "connections", "packets",
+/// "bytes"}], "fallback": [{"to", "connections", "packets", "bytes"}], "snat": [{"source",
+/// "packets", "bytes"}], "conntrack_entries"}. Connections count their first packet; packets
+/// and bytes both directions; SNAT what left through the external link.
+///
+/// Invalid names raise InvalidSpecError as teardown() does. The GIL is released while the
+/// kernel is read.
+#[pyfunction]
+#[pyo3(signature = (name, *, netns=None))]
+pub(crate) fn stats<'py>(
+    py: Python<'py>,
+    name: String,
+    netns: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ns = netns_checked(netns)?;
+    log::refresh(py);
+    let stats = py
+        .detach(|| blocking::stats(&ns, &name))
+        .map_err(CoreError)?;
+    to_py(py, &stats)
 }

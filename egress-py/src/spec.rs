@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     convert::{int_field, json_to_py, netns_arg, netns_json, parse_spec, py_to_json, type_name},
+    diagnose::{self, Diagnosis},
     errors::{invalid, CoreError},
     log,
     router::{Drift, EnsureResult, Router, Step},
@@ -132,11 +133,12 @@ impl RouterSpec {
     /// Parses the JSON form every egress front end shares, as a dict, and validates it at
     /// once. Keys: name, netns ({"path"|"name"|"pid": ...}), external ({"macvlan": {"parent",
     /// "parent_netns", "mode", "mtu", "mac", "name"}} or {"adopt": link}), internal, sources,
-    /// gateways, redirects ([{"protocol", "port", "to", "to_port"}]), fallback, kept_routes
+    /// gateways, redirects ([{"protocol", "port", "to", "to_port"}]), local_ports
+    /// ([{"protocol", "port"}]: the router's own, never redirected), fallback, kept_routes
     /// ([{"to", "via"}]), announce.
     ///
     /// Every mistake raises InvalidSpecError naming the field as a JSON path
-    /// ("redirects[0].port"): unknown keys, values of the wrong JSON type, integers beyond
+    /// (`"redirects[0].port"`): unknown keys, values of the wrong JSON type, integers beyond
     /// 64 bits, a dict or list that contains itself or nests deeper than 32 levels. Values
     /// that are not JSON types at all (bytes, sets, objects) raise TypeError naming the field.
     #[staticmethod]
@@ -444,6 +446,25 @@ impl RouterSpec {
         log::refresh(py);
         let outcome = py.detach(|| Ok::<_, CoreError>(blocking::ensure(&self.build()?)?))?;
         EnsureResult::new(py, &outcome)
+    }
+
+    /// Diagnoses the router this spec describes: as egress.diagnose(), and its state check
+    /// is check() against this spec; a created macvlan's parent is the spec's. Returns a
+    /// Diagnosis; changes nothing in the router (probe frames and probe connections only,
+    /// each bounded by timeout_ms, default 300, 1 to 10000). An invalid spec or option raises
+    /// InvalidSpecError naming the field. The GIL is released meanwhile.
+    #[pyo3(signature = (*, timeout_ms=None, fallback_ports=None))]
+    pub(crate) fn diagnose(
+        &self,
+        py: Python<'_>,
+        timeout_ms: Option<&Bound<'_, PyAny>>,
+        fallback_ports: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Diagnosis> {
+        let options = diagnose::options(timeout_ms, fallback_ports)?;
+        log::refresh(py);
+        let d =
+            py.detach(|| Ok::<_, CoreError>(blocking::diagnose_spec(&self.build()?, &options)?))?;
+        Diagnosis::new(py, d)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

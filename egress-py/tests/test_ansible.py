@@ -1,7 +1,8 @@
-"""The Ansible module (examples/ansible) run by a real ansible-playbook against the lab (root):
+"""The Ansible modules (examples/ansible) run by a real ansible-playbook against the lab (root):
 check mode changes nothing and reports the live plan, apply reports changed, re-apply reports
 unchanged, drift is repaired, absent removes everything, and a library error comes back as
-`failed` (an invalid spec with every invalid field)."""
+`failed` (an invalid spec with every invalid field); egress_router_info (diagnose.yml) changes
+nothing, in check mode or not, and returns the router's state and its diagnosis."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ def tool(name: str) -> str:
 
 
 class Playbook:
-    def __init__(self, lab: Lab, tmp: Path) -> None:
+    def __init__(self, lab: Lab, tmp: Path, playbook: str = "playbook.yml", action: str = "egress_router") -> None:
         self.tmp = tmp
+        self.playbook = playbook
+        self.action = action
         c = lab.c
         self.vars: dict[str, Any] = {
             "egress_name": "py-ansible",
@@ -47,7 +50,7 @@ class Playbook:
         self.runs = 0
 
     def run(self, *args: str, **overrides: Any) -> dict[str, Any]:
-        """Runs the playbook; returns the egress_router task's result (with "status")."""
+        """Runs the playbook; returns the result of its task of self.action (with "status")."""
         self.runs += 1
         record = self.tmp / f"run{self.runs}.jsonl"
         extra = self.tmp / f"vars{self.runs}.json"
@@ -62,7 +65,7 @@ class Playbook:
             "ANSIBLE_HOME": str(self.tmp / "ansible-home"),
         }
         proc = subprocess.run(
-            [tool("ansible-playbook"), "-i", "inventory.ini", "playbook.yml", "-e", f"@{extra}", *args],
+            [tool("ansible-playbook"), "-i", "inventory.ini", self.playbook, "-e", f"@{extra}", *args],
             cwd=EXAMPLE,
             env=env,
             capture_output=True,
@@ -70,7 +73,7 @@ class Playbook:
             timeout=300,
         )
         results = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-        mine = [r for r in results if r["action"] == "egress_router"]
+        mine = [r for r in results if r["action"] == self.action]
         assert len(mine) == 1, f"ansible-playbook {args}: rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         result: dict[str, Any] = mine[0]["result"]
         result["status"] = mine[0]["status"]
@@ -79,16 +82,23 @@ class Playbook:
         return result
 
 
-def test_module_documentation_parses(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [tool("ansible-doc"), "-M", str(EXAMPLE / "library"), "egress_router"],
+def module_doc(module: str, tmp_path: Path) -> str:
+    return subprocess.run(
+        [tool("ansible-doc"), "-M", str(EXAMPLE / "library"), module],
         check=True,
         capture_output=True,
         text=True,
         env={**os.environ, "ANSIBLE_HOME": str(tmp_path), "ANSIBLE_NOCOLOR": "1"},
     ).stdout
+
+
+def test_module_documentation_parses(tmp_path: Path) -> None:
+    out = module_doc("egress_router", tmp_path)
     assert "MODULE egress_router" in out and "Turns a network namespace into an" in out
     assert "redirects" in out and "to_port" in out
+    out = module_doc("egress_router_info", tmp_path)
+    assert "MODULE egress_router_info" in out and "Never changes anything" in out
+    assert "timeout_ms" in out and "failed_checks" in out
 
 
 def test_playbook_check_apply_reapply_repair_absent(lab: Lab, tmp_path: Path) -> None:
@@ -198,3 +208,53 @@ def test_library_errors_come_back_as_failed(lab: Lab, tmp_path: Path) -> None:
     assert r["status"] == "failed" and r["error"] == "NotFoundError"
     assert "eth9" in r["msg"]
     assert_same(before, lab.snapshot())
+
+
+def test_info_module_reads_and_diagnoses_and_changes_nothing(lab: Lab, tmp_path: Path) -> None:
+    c = lab.c
+    lab.ask("serve")
+    book = Playbook(lab, tmp_path, "diagnose.yml", "egress_router_info")
+    book.vars = {"egress_name": "py-ansible-info", "egress_netns": lab.path("router"), "egress_timeout_ms": 200}
+
+    # Not configured: no error, no router, the state check fails and says so.
+    before = lab.snapshot()
+    r = book.run()
+    assert (r["status"], r["changed"], r["router"], r["failed_checks"]) == ("ok", False, None, ["state"])
+    assert r["diagnosis"]["checks"][0]["summary"].startswith("router py-ansible-info is not configured")
+    assert_same(before, lab.snapshot())
+
+    # A healthy router, applied by another process: every check ok, in check mode too, and
+    # the namespaces as before.
+    with lab.spec("py-ansible-info").apply():
+        before = lab.snapshot()
+        for args in ((), ("--check",)):
+            r = book.run(*args)
+            assert (r["status"], r["changed"], r["worst_status"], r["failed_checks"]) == ("ok", False, "ok", [])
+            assert r["router"]["name"] == "py-ansible-info" and r["router"]["link"]["name"] == "macvlan0"
+            d = r["diagnosis"]
+            assert d["router"] == "py-ansible-info"
+            names = [ch["name"] for ch in d["checks"]]
+            for name in ("state", "link", "sysctl", "gateway", "l2_filter", "duplicate_address", "destination", "traffic"):
+                assert name in names, names
+            assert all(list(ch) == ["name", "status", "summary", "hint", "evidence"] for ch in d["checks"])
+            assert all((ch["status"], ch["hint"]) == ("ok", None) for ch in d["checks"]), d
+            [gw] = [ch for ch in d["checks"] if ch["name"] == "gateway"]
+            assert (gw["evidence"]["gateway"], gw["evidence"]["timeout_ms"]) == (c["GATEWAY4"], 200)
+        assert_same(before, lab.snapshot())
+
+        # The gateway's address removed: the task still succeeds and names what failed, with
+        # the hint.
+        lab.ip("ext", "addr", "del", f"{c['GATEWAY4']}/24", "dev", c["GATEWAY_LINK"])
+        r = book.run("--check")
+        assert (r["status"], r["changed"], r["worst_status"]) == ("ok", False, "fail")
+        assert "gateway" in r["failed_checks"]
+        [gw] = [ch for ch in r["diagnosis"]["checks"] if ch["name"] == "gateway"]
+        assert gw["status"] == "fail" and "did not answer" in gw["summary"] and gw["hint"]
+
+        # Bad input: a module failure with the typed message, naming the field and the value.
+        r = book.run(egress_timeout_ms=0)
+        assert (r["status"], r["error"], r["field"]) == ("failed", "InvalidSpecError", "timeout_ms")
+        assert r["msg"] == "invalid timeout_ms `0`: a timeout from 1 to 10000 ms"
+        r = book.run(egress_name="Bad_Name")
+        assert (r["status"], r["error"], r["field"]) == ("failed", "InvalidSpecError", "name")
+        assert r["msg"].startswith("invalid name `Bad_Name`")

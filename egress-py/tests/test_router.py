@@ -68,6 +68,51 @@ def test_context_manager_tears_down_on_an_exception(lab: Lab) -> None:
     assert_same(before, lab.snapshot())
 
 
+def test_stats_count_the_connections_made(lab: Lab) -> None:
+    c = lab.c
+    lab.ask("serve")
+    before_apply = lab.snapshot()
+    # One redirect (WEB_PORT) and the fallback, which takes SERVICE_PORT (the web server
+    # answers there too).
+    d = lab.spec("py-stats").fallback(c["FALLBACK4"]).to_dict()
+    d["redirects"] = [r for r in d["redirects"] if r["port"] == c["WEB_PORT"]]
+    with egress.RouterSpec.from_dict(d).apply() as router:
+        before = router.stats()
+        assert before is not None
+        assert [r["connections"] for r in before["redirects"]] == [0]
+        assert [f["connections"] for f in before["fallback"]] == [0]
+        for _ in range(3):
+            lab.get(c["ROUTER_ETH0_4"], c["WEB_PORT"])
+        for _ in range(2):
+            assert lab.get(c["ROUTER_ETH0_4"], c["SERVICE_PORT"]).startswith(
+                f"peer={lab.source4()} port={c['SERVICE_PORT']}"
+            )
+        stats = router.stats()
+        assert stats == egress.stats("py-stats", netns=lab.path("router"))
+        assert stats is not None and stats["name"] == "py-stats"
+        [redirect] = stats["redirects"]
+        assert (redirect["protocol"], redirect["port"], redirect["to"], redirect["to_port"]) == (
+            "tcp", c["WEB_PORT"], c["WEB4"], c["WEB_PORT"],
+        )
+        assert redirect["connections"] == 3
+        # Handshake, request, answer, close: at least 5 packets a connection, each at least an
+        # IPv4 and a TCP header.
+        assert redirect["packets"] >= 15 and redirect["bytes"] >= 40 * redirect["packets"]
+        [fallback] = stats["fallback"]
+        assert (fallback["to"], fallback["connections"]) == (c["FALLBACK4"], 2)
+        assert fallback["packets"] >= 10
+        [snat] = stats["snat"]
+        assert snat["source"] == lab.source4() and snat["packets"] >= 5 * 3
+        # The five connections stay tracked (TIME_WAIT) for minutes.
+        assert stats["conntrack_entries"] >= 5
+    assert router.stats() is None
+    assert egress.stats("py-stats", netns=lab.path("router")) is None
+    assert_same(before_apply, lab.snapshot())
+    with pytest.raises(egress.InvalidSpecError) as e:
+        egress.stats("Not_Valid", netns=lab.path("router"))
+    assert e.value.field == "name"
+
+
 def test_teardown_by_name_from_a_second_process(lab: Lab) -> None:
     before = lab.snapshot()
     spec = lab.spec("py-other")

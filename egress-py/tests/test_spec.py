@@ -120,6 +120,18 @@ def test_dict_round_trip_and_repr() -> None:
     assert again.to_dict() == d
 
 
+def test_local_ports_round_trip_and_a_redirected_one_is_a_conflict() -> None:
+    local = [{"protocol": "tcp", "port": 9100}]
+    spec = RouterSpec.from_dict({**ISSUE_EXAMPLE, "local_ports": local})
+    assert spec.to_dict()["local_ports"] == local
+    assert RouterSpec.from_dict(spec.to_dict()).to_dict() == spec.to_dict()
+    assert any("local ports tcp/9100 accepted" in str(s) for s in spec.plan())
+    with pytest.raises(egress.InvalidSpecError) as e:
+        RouterSpec.from_dict({**ISSUE_EXAMPLE, "local_ports": [{"protocol": "tcp", "port": 80}]})
+    assert (e.value.field, e.value.value) == ("local_ports[0].port", "tcp/80")
+    assert e.value.expected == "a port no redirect takes (redirects[0] sends tcp/80 to 198.51.100.25)"
+
+
 def test_from_dict_rejects_unknown_keys_by_name() -> None:
     with pytest.raises(egress.InvalidSpecError, match="unknown field `fallbackIP`") as e:
         RouterSpec.from_dict({**ISSUE_EXAMPLE, "fallbackIP": "198.51.100.9"})

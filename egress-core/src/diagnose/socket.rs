@@ -131,7 +131,8 @@ impl PacketSocket {
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
             msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control);
+            // size_t on glibc, socklen_t on musl (the static binaries).
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
             // SAFETY: `msg` points at `from`, `iov` (over `buf`) and `control`, all valid for
             // the lengths it gives.
             let n = unsafe { libc::recvmsg(self.raw_fd(), &mut msg, 0) };

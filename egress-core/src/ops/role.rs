@@ -286,6 +286,7 @@ impl Claim {
             fallback4: None,
             fallback6: None,
             kept_routes: Vec::new(),
+            local_ports: Vec::new(),
             announce: self.announce,
             probe: None,
             stable_mac: self.stable_mac,

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use self::raw::validate_name;
 use self::raw::{
-    RawAnnounce, RawExternal, RawKeptRoute, RawMacvlan, RawNetns, RawProbe, RawRedirect, RawSpaced,
-    RawSpec,
+    RawAnnounce, RawExternal, RawKeptRoute, RawLocalPort, RawMacvlan, RawNetns, RawProbe,
+    RawRedirect, RawSpaced, RawSpec,
 };
 use crate::error::{Error, InvalidField, Result};
 
@@ -233,6 +233,41 @@ impl Redirect {
     }
 }
 
+/// A port of the router's own that is never redirected: connections to it on the internal link
+/// reach a process in the router namespace (a metrics or health endpoint), even when a
+/// fallback takes everything else.
+///
+/// ```
+/// use egress_core::{LocalPort, MacvlanMode, Protocol, RouterSpec};
+///
+/// let spec = RouterSpec::builder("egress-1")
+///     .macvlan("eth1", MacvlanMode::Private)
+///     .source("203.0.113.99/24")
+///     .gateway("203.0.113.1")
+///     .fallback("198.51.100.9")
+///     .local_port(Protocol::Tcp, 9100)
+///     .build()?;
+/// assert_eq!(spec.local_ports(), [LocalPort { protocol: Protocol::Tcp, port: 9100 }]);
+/// assert_eq!(
+///     spec.to_json_value()["local_ports"],
+///     serde_json::json!([{"protocol": "tcp", "port": 9100}])
+/// );
+/// # Ok::<(), egress_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalPort {
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// The port on the router, 1–65535.
+    pub port: u16,
+}
+
+impl fmt::Display for LocalPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.protocol, self.port)
+    }
+}
+
 /// A route that must stay reachable through the internal link (cluster and node networks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeptRoute {
@@ -256,6 +291,7 @@ pub struct RouterSpec {
     pub(crate) gateway4: Option<Ipv4Addr>,
     pub(crate) gateway6: Option<Ipv6Addr>,
     pub(crate) redirects: Vec<Redirect>,
+    pub(crate) local_ports: Vec<LocalPort>,
     pub(crate) fallback4: Option<Ipv4Addr>,
     pub(crate) fallback6: Option<Ipv6Addr>,
     pub(crate) kept_routes: Vec<KeptRoute>,
@@ -336,6 +372,10 @@ impl RouterSpec {
     /// The port redirects.
     pub fn redirects(&self) -> &[Redirect] {
         &self.redirects
+    }
+    /// The router's own ports, never redirected (see [`LocalPort`]).
+    pub fn local_ports(&self) -> &[LocalPort] {
+        &self.local_ports
     }
     /// The IPv4 fallback destination.
     pub fn fallback4(&self) -> Option<Ipv4Addr> {
@@ -420,6 +460,14 @@ impl RouterSpec {
                     port: u64::from(r.port),
                     to: r.to.to_string(),
                     to_port: (r.to_port != r.port).then_some(u64::from(r.to_port)),
+                })
+                .collect(),
+            local_ports: self
+                .local_ports
+                .iter()
+                .map(|l| RawLocalPort {
+                    protocol: l.protocol.as_str().to_string(),
+                    port: u64::from(l.port),
                 })
                 .collect(),
             fallback: self
@@ -597,6 +645,17 @@ impl RouterSpecBuilder {
             port: u64::from(port),
             to: to.into(),
             to_port: to_port.map(u64::from),
+        });
+        self
+    }
+    /// Keeps `protocol`/`port` for the router itself (JSON `"local_ports": [{"protocol":
+    /// "tcp", "port": 9100}]`): connections to it on the internal link are never redirected,
+    /// not by a redirect (a redirect of the same port is an error) nor by the fallback. See
+    /// [`LocalPort`].
+    pub fn local_port(mut self, protocol: Protocol, port: u16) -> Self {
+        self.raw.local_ports.push(RawLocalPort {
+            protocol: protocol.as_str().to_string(),
+            port: u64::from(port),
         });
         self
     }

@@ -16,8 +16,9 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Announce, External, KeptRoute, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
-    DEFAULT_ANNOUNCE_INTERVAL, MAX_ANNOUNCE, MAX_ANNOUNCE_INTERVAL, MAX_IFNAME_LEN, MAX_NAME_LEN,
+    Announce, External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect,
+    RouterSpec, DEFAULT_ANNOUNCE_INTERVAL, MAX_ANNOUNCE, MAX_ANNOUNCE_INTERVAL, MAX_IFNAME_LEN,
+    MAX_NAME_LEN,
 };
 use crate::{
     diagnose::{DEFAULT_PROBE_TIMEOUT, MAX_PROBE_TIMEOUT},
@@ -40,6 +41,8 @@ pub(super) struct RawSpec {
     pub gateways: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redirects: Vec<RawRedirect>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_ports: Vec<RawLocalPort>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -153,6 +156,13 @@ pub(super) struct RawRedirect {
     pub to: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_port: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocalPort {
+    pub protocol: String,
+    pub port: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -315,6 +325,44 @@ impl RawSpec {
                 to,
                 to_port,
             });
+        }
+
+        let mut local_ports: Vec<LocalPort> = Vec::with_capacity(self.local_ports.len());
+        for (i, l) in self.local_ports.iter().enumerate() {
+            let protocol = found.ok(l.protocol.parse::<Protocol>().map_err(|_| {
+                InvalidField::new(
+                    format!("local_ports[{i}].protocol"),
+                    &l.protocol,
+                    "one of tcp, udp, sctp",
+                )
+            }));
+            let field = format!("local_ports[{i}].port");
+            let port = found.ok(parse_port(&field, l.port));
+            let (Some(protocol), Some(port)) = (protocol, port) else {
+                continue;
+            };
+            let local = LocalPort { protocol, port };
+            if local_ports.contains(&local) {
+                found.add(field, local, "a local port not listed before");
+                continue;
+            }
+            // Checked against the redirects as given, so that a redirect that did not
+            // validate for another reason still counts.
+            let taken = self.redirects.iter().position(|r| {
+                r.port == u64::from(port) && r.protocol.parse::<Protocol>().ok() == Some(protocol)
+            });
+            if let Some(j) = taken {
+                found.add(
+                    field,
+                    local,
+                    &format!(
+                        "a port no redirect takes (redirects[{j}] sends {local} to {})",
+                        self.redirects[j].to
+                    ),
+                );
+                continue;
+            }
+            local_ports.push(local);
         }
 
         let (mut fallback4, mut fallback6) = (None::<Ipv4Addr>, None::<Ipv6Addr>);
@@ -483,6 +531,7 @@ impl RawSpec {
             gateway4,
             gateway6,
             redirects,
+            local_ports,
             fallback4,
             fallback6,
             kept_routes,

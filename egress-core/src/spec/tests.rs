@@ -424,3 +424,82 @@ fn the_probe_is_opt_in_validated_and_round_trips_through_json() {
         .unwrap_err();
     assert_eq!(field_of(e), "probe.timeout_ms");
 }
+
+#[test]
+fn local_ports_are_validated_named_and_round_trip_through_json() {
+    let spec = base()
+        .redirect(Protocol::Tcp, 80, "198.51.100.25", None)
+        .fallback("198.51.100.9")
+        .local_port(Protocol::Tcp, 9100)
+        // Another protocol on a redirected port is the router's own.
+        .local_port(Protocol::Udp, 80)
+        .build()
+        .unwrap();
+    assert_eq!(
+        spec.local_ports(),
+        [
+            LocalPort {
+                protocol: Protocol::Tcp,
+                port: 9100
+            },
+            LocalPort {
+                protocol: Protocol::Udp,
+                port: 80
+            }
+        ]
+    );
+    assert_eq!(RouterSpec::from_json(&spec.to_json()).unwrap(), spec);
+    // Absent from the JSON form when empty, as redirects are.
+    assert!(base()
+        .build()
+        .unwrap()
+        .to_json_value()
+        .get("local_ports")
+        .is_none());
+
+    let e = base().local_port(Protocol::Tcp, 0).build().unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid local_ports[0].port `0`: a port from 1 to 65535"
+    );
+    let e = RouterSpec::from_json(
+        r#"{"name": "r", "external": {"adopt": "macvlan0"}, "sources": ["203.0.113.99"],
+            "gateways": ["203.0.113.1"],
+            "local_ports": [{"protocol": "icmp", "port": 1}, {"protocol": "tcp", "port": 65536}]}"#,
+    )
+    .unwrap_err();
+    let fields: Vec<String> = e.invalid_fields().into_iter().map(|f| f.field).collect();
+    assert_eq!(fields, ["local_ports[0].protocol", "local_ports[1].port"]);
+
+    let e = base()
+        .local_port(Protocol::Tcp, 9100)
+        .local_port(Protocol::Tcp, 9100)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid local_ports[1].port `tcp/9100`: a local port not listed before"
+    );
+    // A port a redirect takes (in any family, whatever the case of its protocol) is a
+    // conflict that names the redirect.
+    let e = base()
+        .redirect(Protocol::Tcp, 80, "198.51.100.25", Some(8080))
+        .local_port(Protocol::Udp, 53)
+        .local_port(Protocol::Tcp, 80)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid local_ports[1].port `tcp/80`: a port no redirect takes (redirects[0] sends \
+         tcp/80 to 198.51.100.25)"
+    );
+    assert_eq!(e.kind(), ErrorKind::InvalidSpec);
+    let mut b = base().local_port(Protocol::Udp, 53);
+    b.raw.redirects.push(RawRedirect {
+        protocol: "UDP".into(),
+        port: 53,
+        to: "198.51.100.26".into(),
+        to_port: None,
+    });
+    assert_eq!(field_of(b.build().unwrap_err()), "local_ports[0].port");
+}

@@ -70,6 +70,7 @@ static void test_names_and_version(const char *expected_version) {
       {EGRESS_RESULT_STALE_HANDLE, 3004, "EGRESS_RESULT_STALE_HANDLE"},
       {EGRESS_RESULT_DRIFT_FOUND, 3100, "EGRESS_RESULT_DRIFT_FOUND"},
       {EGRESS_RESULT_VERIFY_FAILED, 3101, "EGRESS_RESULT_VERIFY_FAILED"},
+      {EGRESS_RESULT_DIAGNOSIS_FAILED, 3102, "EGRESS_RESULT_DIAGNOSIS_FAILED"},
       {EGRESS_RESULT_NETLINK_FAILURE, 4000, "EGRESS_RESULT_NETLINK_FAILURE"},
       {EGRESS_RESULT_ROLLBACK_INCOMPLETE, 4001, "EGRESS_RESULT_ROLLBACK_INCOMPLETE"},
       {EGRESS_RESULT_TEARDOWN_INCOMPLETE, 4002, "EGRESS_RESULT_TEARDOWN_INCOMPLETE"},
@@ -412,6 +413,26 @@ static void test_kernel_calls_on_a_missing_namespace(void) {
   CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, BAD_UTF8, &text),
                EGRESS_RESULT_INVALID_UTF8);
   CHECK_RESULT(egress_router_inspect_json_by_name(missing_netns, "c-test", &text),
+               EGRESS_RESULT_NOT_FOUND);
+  CHECK(text == NULL);
+
+  text = NOT_NULL(char);
+  CHECK_RESULT(egress_router_stats_json(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_router_stats_json: argument `router` is NULL");
+  CHECK_RESULT(egress_router_stats_json(NOT_NULL(egress_router), NULL),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("argument `json_out` is NULL");
+  CHECK_RESULT(egress_router_stats_json_by_name(NULL, "c-test", &text),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_router_stats_json_by_name: argument `netns_path` is NULL");
+  CHECK_RESULT(egress_router_stats_json_by_name(missing_netns, NULL, &text),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_router_stats_json_by_name(missing_netns, "c-test", NULL),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_router_stats_json_by_name(missing_netns, BAD_UTF8, &text),
+               EGRESS_RESULT_INVALID_UTF8);
+  CHECK_RESULT(egress_router_stats_json_by_name(missing_netns, "c-test", &text),
                EGRESS_RESULT_NOT_FOUND);
   CHECK(text == NULL);
 

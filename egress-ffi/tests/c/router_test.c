@@ -1,5 +1,5 @@
 /* A real router through the C API, under AddressSanitizer + UBSan + LeakSanitizer: apply, check,
- * the live plan, ensure, inspect, drift and repair, teardown by handle and by name, a stale
+ * the live plan, ensure, inspect, stats, drift and repair, teardown by handle and by name, a stale
  * handle, and the deprecated names of 0.1, in a throwaway namespace that scripts/test-c.sh
  * makes (veth int0 on 192.0.2.2/24 with a default route, veth ext0 down to adopt) and compares
  * before and after.
@@ -102,12 +102,37 @@ int main(int argc, char **argv) {
   CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);
   CHECK(action == EGRESS_ENSURE_ACTION_UNCHANGED);
   check_inspect(EGRESS_RESULT_OK, "\"addresses\":[\"203.0.113.99/24\"]");
+  /* Its traffic, by handle and by name: none yet, one entry per redirect, fallback and
+   * source. */
+  char *stats = NULL, *by_name = NULL;
+  CHECK_RESULT(egress_router_stats_json(router, &stats), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_stats_json_by_name(netns_path, "c-api", &by_name), EGRESS_RESULT_OK);
+  CHECK(stats != NULL && by_name != NULL && strcmp(stats, by_name) == 0);
+  const char *parts[] = {
+      "{\"name\":\"c-api\",\"redirects\":[{\"protocol\":\"tcp\",\"port\":80,"
+      "\"to\":\"198.51.100.25\",\"to_port\":8080,\"connections\":0,\"packets\":0,\"bytes\":0}],"
+      "\"fallback\":[{\"to\":\"198.51.100.9\",\"connections\":0,\"packets\":0,\"bytes\":0}],"
+      "\"snat\":[{\"source\":\"203.0.113.99\",",
+      "\"conntrack_entries\":"};
+  for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+    CHECK(stats != NULL && strstr(stats, parts[i]) != NULL);
+    if (stats != NULL && strstr(stats, parts[i]) == NULL)
+      fprintf(stderr, "stats: %s\nmissing: %s\n", stats, parts[i]);
+  }
+  egress_string_free(stats);
+  egress_string_free(by_name);
   egress_router *second = NULL;
   CHECK_RESULT(egress_spec_apply(spec, &second), EGRESS_RESULT_ALREADY_EXISTS);
   CHECK(second == NULL);
   CHECK_MESSAGE("egress_spec_apply: ");
   CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
+  static char sentinel;
+  stats = &sentinel; /* set to NULL by the failed call */
+  CHECK_RESULT(egress_router_stats_json_by_name(netns_path, "c-api", &stats),
+               EGRESS_RESULT_NOT_FOUND);
+  CHECK(stats == NULL);
+  CHECK_MESSAGE("egress_router_stats_json_by_name: no router `c-api` is configured in namespace");
 
   /* Without a handle: ensure creates, drift is found, planned and repaired, teardown by name. */
   CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);

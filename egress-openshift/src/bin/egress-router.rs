@@ -4,13 +4,23 @@
 //! `egress_core::blocking`; `egress-router --help` documents it for users.
 
 use std::{
-    env, ffi::OsString, io::Read, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration,
+    env,
+    ffi::OsString,
+    io::Read,
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
 };
 
 use egress_core::{
     blocking, DiagnoseOptions, EnsureAction, Error, ErrorKind, Netns, Role, RouterSpec, RouterState,
 };
-use egress_openshift::{self as openshift, logging, Config, Mode};
+use egress_openshift::{
+    self as openshift, logging,
+    metrics::{self, Metrics},
+    Config, Mode,
+};
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{debug, info, warn};
 use tracing_subscriber::filter::LevelFilter;
@@ -25,6 +35,8 @@ transaction (any failure undoes all of it), and teardown restores the namespace 
 
 USAGE
   egress-router                      configure from the EGRESS_* variables (container entrypoint)
+  egress-router --metrics-listen ADDR:PORT
+                                     the same, serving /metrics and /healthz (legacy mode)
   egress-router inspect  [OPTIONS]   show what a router owns in a namespace
   egress-router check    [OPTIONS]   compare a namespace with its configuration (changes nothing)
   egress-router diagnose [OPTIONS]   why does the router not work? probes it, says what to change
@@ -63,6 +75,21 @@ CONTAINER ENTRYPOINT (no arguments): the OpenShift variables, unchanged
   EGRESS_MACVLAN_MODE          private (default), bridge, vepa or passthru
   EGRESS_MACVLAN_PARENT_NETNS  the parent's namespace: a path such as /proc/1/ns/net, or a name
                                under /run/netns (default: the pod's own namespace)
+  EGRESS_ROUTER_METRICS        legacy mode: serve HTTP on this IP:PORT, in the pod's namespace
+                               (0.0.0.0:9100, [::1]:9100; default: no listener;
+                               --metrics-listen overrides it):
+                                 /metrics  Prometheus metrics (OpenMetrics text): egress_router_up,
+                                           egress_redirect_{connections,packets,bytes}_total,
+                                           egress_fallback_*, egress_snat_*, egress_conntrack_entries,
+                                           egress_router_repairs_total{kind}, durations
+                                 /healthz  200 ok when the namespace matches the configuration,
+                                           else 503 and what differs (a readiness/liveness probe)
+                               Its TCP port is the router's own: connections to it on eth0
+                               are never redirected, not even by a fallback (a redirect of the
+                               same port is an error, exit 1). `check` reads the variable too;
+                               with the flag alone it reports that rule as drift.
+                               A bad address (exit 1) or one it cannot listen on (exit 3) stops
+                               it before any change.
 
 OPTIONS (inspect, check, diagnose, teardown, promote, demote)
   --netns PATH        the router's namespace file: /run/netns/NAME, /proc/PID/ns/net
@@ -122,6 +149,9 @@ EXAMPLES
   egress-router teardown --netns-name pod-ns --json
 ";
 
+/// Where legacy mode serves `/metrics` and `/healthz` (`--metrics-listen` overrides it).
+const METRICS_VAR: &str = "EGRESS_ROUTER_METRICS";
+
 /// Exit codes, as `--help` documents them.
 mod code {
     pub const OK: u8 = 0;
@@ -135,7 +165,8 @@ mod code {
 
 #[derive(Debug, PartialEq, Eq)]
 enum Command {
-    Contract,
+    /// The container entrypoint; `--metrics-listen ADDR:PORT` if given.
+    Contract(Option<String>),
     Help,
     Version,
     Inspect(Target),
@@ -176,7 +207,7 @@ fn main() -> ExitCode {
             println!("egress-router {}", env!("CARGO_PKG_VERSION"));
             code::OK
         }
-        Command::Contract => contract(),
+        Command::Contract(metrics) => contract(metrics),
         Command::Inspect(t) => with_logging(|| inspect(t)),
         Command::Check(t) => with_logging(|| check(t)),
         Command::Diagnose(t) => with_logging(|| diagnose(t)),
@@ -198,8 +229,11 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
         return Ok(Command::Help);
     }
     let Some((sub, rest)) = args.split_first() else {
-        return Ok(Command::Contract);
+        return Ok(Command::Contract(None));
     };
+    if sub.starts_with("--metrics-listen") {
+        return contract_args(&args);
+    }
     let make: fn(Target) -> Command = match *sub {
         "help" => return Ok(Command::Help),
         "-V" | "--version" => return Ok(Command::Version),
@@ -264,6 +298,26 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
     Ok(make(t))
 }
 
+/// The container entrypoint's options: `--metrics-listen ADDR:PORT` (once).
+fn contract_args(args: &[&str]) -> Result<Command, String> {
+    let mut metrics = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let value = match arg.split_once('=') {
+            Some(("--metrics-listen", v)) => Some(v),
+            None if *arg == "--metrics-listen" => rest.next().copied(),
+            _ => return Err(format!("unknown option '{arg}'")),
+        };
+        let value = value
+            .filter(|v| !v.is_empty())
+            .ok_or("--metrics-listen needs a value")?;
+        if metrics.replace(value.to_string()).is_some() {
+            return Err("give --metrics-listen once".into());
+        }
+    }
+    Ok(Command::Contract(metrics))
+}
+
 /// Runs an operator subcommand with the log on stderr: warnings (something left untouched, a
 /// repair) by default, every step with `EGRESS_ROUTER_DEBUG` set.
 fn with_logging(run: impl FnOnce() -> u8) -> u8 {
@@ -288,6 +342,13 @@ fn egress_vars() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The address `EGRESS_ROUTER_METRICS` names, when it is set and valid.
+fn metrics_var(vars: &[(String, String)]) -> Option<SocketAddr> {
+    vars.iter()
+        .find(|(k, _)| k == METRICS_VAR)
+        .and_then(|(_, v)| metrics::parse_listen(METRICS_VAR, v).ok())
+}
+
 /// Exit code for an error of the core, printed on stderr.
 fn fail(e: &Error) -> u8 {
     eprintln!("egress-router: {e}");
@@ -299,7 +360,7 @@ fn fail(e: &Error) -> u8 {
 }
 
 /// The container entrypoint: the OpenShift contract.
-fn contract() -> u8 {
+fn contract(metrics_flag: Option<String>) -> u8 {
     // Block SIGTERM/SIGINT before anything else, so that the threads the core starts inherit
     // the mask: a signal that arrives while the router is being configured waits until the
     // transaction is done instead of killing it halfway; legacy mode then takes it with
@@ -314,7 +375,7 @@ fn contract() -> u8 {
     }
     let vars = egress_vars();
     let Config {
-        spec,
+        mut spec,
         mode,
         debug,
         role,
@@ -350,6 +411,46 @@ fn contract() -> u8 {
             "egress-router: EGRESS_DESTINATION is not used in {mode} mode (the proxy in the pod forwards)"
         );
     }
+    // The metrics listener: the flag, else the variable; checked in every mode, bound (before
+    // the first change, so that a failed bind changes nothing) only in legacy mode.
+    let metrics_at = metrics_flag.map(|v| ("--metrics-listen", v)).or_else(|| {
+        vars.iter()
+            .find(|(k, v)| k == METRICS_VAR && !v.is_empty())
+            .map(|(_, v)| (METRICS_VAR, v.clone()))
+    });
+    let metrics_at = match metrics_at {
+        None => None,
+        Some((field, value)) => match metrics::parse_listen(field, &value) {
+            Ok(addr) => Some((field, addr)),
+            Err(e) => {
+                eprintln!("egress-router: {e}");
+                return code::INVALID;
+            }
+        },
+    };
+    if let Some((field, _)) = metrics_at.filter(|_| mode != Mode::Legacy) {
+        eprintln!(
+            "egress-router: {field} is not used in {mode} mode (only legacy mode stays running)"
+        );
+    }
+    // The listener's port is the router's own: no redirect or fallback takes it.
+    if let Some((field, addr)) = metrics_at.filter(|_| mode == Mode::Legacy) {
+        spec = match metrics::keep_local(spec, addr) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("egress-router: {field} {addr}: {e}");
+                return code::INVALID;
+            }
+        };
+        if field != METRICS_VAR && !addr.ip().is_loopback() && metrics_var(&vars) != Some(addr) {
+            warn!(
+                "{field} {addr}: `egress-router check` (a probe's exec) reads {METRICS_VAR}, not \
+                 this flag: without {METRICS_VAR}={addr} in the pod's environment it reports \
+                 the rule that keeps port {} from the DNAT as drift",
+                addr.port()
+            );
+        }
+    }
     if mode == Mode::UnitTest {
         print!("{}", spec.plan());
         println!("redirects of router {}:", spec.name());
@@ -358,13 +459,28 @@ fn contract() -> u8 {
         }
         return code::OK;
     }
+    let listener = match metrics_at.filter(|_| mode == Mode::Legacy) {
+        None => None,
+        Some((field, addr)) => match TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "egress-router: {field} {addr}: cannot listen there: {e}; nothing was changed"
+                );
+                return code::FAILED;
+            }
+        },
+    };
     for (i, step) in spec.plan().steps().iter().enumerate() {
         debug!("plan step {:>2}: {step}", i + 1);
     }
+    let started = Instant::now();
     let outcome = match blocking::ensure_as(&spec, role) {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
+    let metrics = Metrics::new(&spec);
+    metrics.applied(started.elapsed());
     for d in &outcome.drift {
         debug!("found: {d}");
     }
@@ -385,13 +501,25 @@ fn contract() -> u8 {
 
     // Legacy mode stays running: it repairs what others change in the namespace, as the
     // kernel notifies it (each repair is logged by the core), until told to stop.
-    let watcher = match egress_core::watch(&spec, |_| {}) {
+    let watched = metrics.clone();
+    let watcher = match egress_core::watch(&spec, move |event| watched.on_event(event)) {
         Ok(w) => Some(w),
         Err(e) => {
             warn!("the router is not watched (drift is not repaired): {e}");
             None
         }
     };
+    if let Some(listener) = listener {
+        let at = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        match metrics.serve(listener) {
+            Ok(_) => info!("serving /metrics and /healthz on {at}"),
+            // The router works without it: it is not torn down for a thread.
+            Err(e) => warn!("cannot start the metrics responder on {at}: {e}"),
+        }
+    }
     info!("waiting for SIGTERM or SIGINT to tear the router down");
     let signal = match signals.wait() {
         Ok(s) => s,
@@ -621,13 +749,31 @@ fn check_spec(t: &Target) -> Result<RouterSpec, u8> {
             })?;
             RouterSpec::from_json(&text).map_err(|e| fail(&e))?
         }
-        None => match openshift::from_env(egress_vars()) {
-            Ok(c) => c.spec,
-            Err(e) => {
+        None => {
+            let vars = egress_vars();
+            let config = openshift::from_env(vars.iter().cloned()).map_err(|e| {
                 eprintln!("{e}");
-                return Err(code::INVALID);
+                code::INVALID
+            })?;
+            // As the running router has it: the metrics listener's port is kept from the DNAT.
+            let listen = vars
+                .iter()
+                .find(|(k, v)| k == METRICS_VAR && !v.is_empty())
+                .filter(|_| config.mode == Mode::Legacy);
+            match listen {
+                None => config.spec,
+                Some((_, value)) => {
+                    let addr = metrics::parse_listen(METRICS_VAR, value).map_err(|e| {
+                        eprintln!("egress-router: {e}");
+                        code::INVALID
+                    })?;
+                    metrics::keep_local(config.spec, addr).map_err(|e| {
+                        eprintln!("egress-router: {METRICS_VAR} {addr}: {e}");
+                        code::INVALID
+                    })?
+                }
             }
-        },
+        }
     };
     if t.netns.is_none() && t.name.is_none() {
         return Ok(spec);
@@ -770,7 +916,17 @@ mod tests {
 
     #[test]
     fn no_arguments_is_the_container_entrypoint() {
-        assert_eq!(parse(&[]), Ok(Command::Contract));
+        assert_eq!(parse(&[]), Ok(Command::Contract(None)));
+        for args in [
+            &["--metrics-listen", "[::1]:9100"][..],
+            &["--metrics-listen=[::1]:9100"],
+        ] {
+            assert_eq!(
+                parse(args),
+                Ok(Command::Contract(Some("[::1]:9100".into()))),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]
@@ -891,6 +1047,21 @@ mod tests {
                 &["check", "--timeout-ms", "5"],
                 "unknown option '--timeout-ms' for check",
             ),
+            (&["--metrics-listen"], "--metrics-listen needs a value"),
+            (&["--metrics-listen="], "--metrics-listen needs a value"),
+            (
+                &[
+                    "--metrics-listen",
+                    "0.0.0.0:1",
+                    "--metrics-listen",
+                    "0.0.0.0:2",
+                ],
+                "give --metrics-listen once",
+            ),
+            (
+                &["--metrics-listen", "0.0.0.0:1", "inspect"],
+                "unknown option 'inspect'",
+            ),
         ] {
             assert_eq!(parse(args), Err(says.to_string()), "{args:?}");
         }
@@ -927,6 +1098,10 @@ mod tests {
             "EGRESS_MACVLAN_PARENT",
             "EGRESS_MACVLAN_MODE",
             "EGRESS_MACVLAN_PARENT_NETNS",
+            METRICS_VAR,
+            "--metrics-listen",
+            "/metrics",
+            "/healthz",
             "--netns",
             "--netns-name",
             "--name",

@@ -19,10 +19,13 @@ egress-core does the work; this package builds its spec and calls it).
 
 Also: RouterSpec.from_dict() / to_dict() (the JSON form), RouterSpec.from_env() (OpenShift's
 EGRESS_* variables), spec.check() (drift), spec.plan_live() (what the namespace still needs),
-spec.ensure() (idempotent apply), egress.inspect(name, netns=...) and
-egress.teardown(name, netns=...); high availability: spec.apply(standby=True), then
-router.promote() / router.demote(), or egress.promote(name, netns=...) / egress.demote(...)
-from another process (keepalived's notify, a Kubernetes Lease holder).
+spec.ensure() (idempotent apply), egress.inspect(name, netns=...),
+egress.stats(name, netns=...) and Router.stats() (traffic per redirect, fallback and SNAT, as
+a Stats dict), egress.teardown(name, netns=...), and egress.diagnose(name, netns=...) /
+spec.diagnose(): why a router does not work, as a Diagnosis of Checks, each with its hint
+(docs/diagnose.md). High availability: spec.apply(standby=True), then router.promote() /
+router.demote(), or egress.promote(name, netns=...) / egress.demote(...) from another process
+(keepalived's notify, a Kubernetes Lease holder).
 
 Every error is an EgressError; InvalidSpecError is also a ValueError. Arguments of the wrong
 type raise TypeError. Everything needs CAP_NET_ADMIN (root) except building and planning.
@@ -39,7 +42,9 @@ from typing import TypedDict as _TypedDict
 from egress._egress import (
     AlreadyExistsError,
     ApplyError,
+    Check,
     ConflictError,
+    Diagnosis,
     Drift,
     EgressError,
     EnsureResult,
@@ -56,8 +61,10 @@ from egress._egress import (
     VerifyError,
     __version__,
     demote,
+    diagnose,
     inspect,
     promote,
+    stats,
     teardown,
 )
 
@@ -74,6 +81,54 @@ class InvalidField(_TypedDict):
     """The value given, as text."""
     expected: str
     """What would be valid."""
+
+
+class RedirectStats(_TypedDict):
+    """The traffic of one redirect (Stats["redirects"])."""
+
+    protocol: str
+    """tcp, udp or sctp."""
+    port: int
+    """The local port on the router."""
+    to: str
+    """The destination address."""
+    to_port: int
+    """The destination port."""
+    connections: int
+    """Connections redirected (their first packet)."""
+    packets: int
+    """Packets of those connections, both directions."""
+    bytes: int
+    """Bytes of those connections, both directions."""
+
+
+class FallbackStats(_TypedDict):
+    """The traffic sent to the fallback of one family (Stats["fallback"])."""
+
+    to: str
+    connections: int
+    packets: int
+    bytes: int
+
+
+class SnatStats(_TypedDict):
+    """What left through the external link from the egress source of one family."""
+
+    source: str
+    packets: int
+    bytes: int
+
+
+class Stats(_TypedDict):
+    """A router's traffic since it was applied, read from the kernel: egress.stats() and
+    Router.stats(). A repair that rebuilds the router's ruleset starts the counters again."""
+
+    name: str
+    redirects: list[RedirectStats]
+    fallback: list[FallbackStats]
+    snat: list[SnatStats]
+    conntrack_entries: int
+    """Connections tracked in the router's namespace now."""
 
 
 class InvalidSpecError(EgressError, ValueError):
@@ -111,27 +166,35 @@ __all__ = [
     "AlreadyExistsError",
     "ApplyError",
     "BlockingInAsyncError",
+    "Check",
     "ConflictError",
+    "Diagnosis",
     "Drift",
     "EgressError",
     "EnsureResult",
+    "FallbackStats",
     "InvalidField",
     "InvalidSpecError",
     "KernelError",
     "NoRuntimeError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RedirectStats",
     "RollbackIncompleteError",
     "Router",
     "RouterSpec",
+    "SnatStats",
     "StaleHandleError",
+    "Stats",
     "Step",
     "TeardownError",
     "UndoSkippedError",
     "VerifyError",
     "__version__",
     "demote",
+    "diagnose",
     "inspect",
     "promote",
+    "stats",
     "teardown",
 ]

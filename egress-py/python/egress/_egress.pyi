@@ -3,14 +3,18 @@
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from types import TracebackType
-from typing import Any, Optional, Union, final
+from typing import Any, Literal, Optional, Union, final
 
 from typing_extensions import Self
+
+from egress import Stats
 
 __all__ = [
     "AlreadyExistsError",
     "ApplyError",
+    "Check",
     "ConflictError",
+    "Diagnosis",
     "Drift",
     "EgressError",
     "EnsureResult",
@@ -27,8 +31,10 @@ __all__ = [
     "VerifyError",
     "__version__",
     "demote",
+    "diagnose",
     "inspect",
     "promote",
+    "stats",
     "teardown",
 ]
 
@@ -37,6 +43,9 @@ __version__: str
 _Netns = Union[str, PathLike[str], int]
 """A namespace: a path (str starting with "/", or os.PathLike), a name under /run/netns
 (any other str), or a process id (int)."""
+
+_Status = Literal["ok", "warn", "fail", "skipped"]
+"""How a check came out."""
 
 @final
 class RouterSpec:
@@ -88,6 +97,9 @@ class RouterSpec:
     def apply(self, *, standby: bool = False) -> Router: ...
     def check(self) -> list[Drift]: ...
     def ensure(self) -> EnsureResult: ...
+    def diagnose(
+        self, *, timeout_ms: Optional[int] = None, fallback_ports: Optional[Sequence[int]] = None
+    ) -> Diagnosis: ...
 
 @final
 class Router:
@@ -102,6 +114,10 @@ class Router:
     def teardown(self) -> list[str]: ...
     def promote(self) -> dict[str, Any]: ...
     def demote(self) -> dict[str, Any]: ...
+    def diagnose(
+        self, *, timeout_ms: Optional[int] = None, fallback_ports: Optional[Sequence[int]] = None
+    ) -> Diagnosis: ...
+    def stats(self) -> Optional[Stats]: ...
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -137,10 +153,56 @@ class EnsureResult:
     @property
     def drift(self) -> list[Drift]: ...
 
+@final
+class Check:
+    """One question a diagnosis answered; to_dict() is its JSON form."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> _Status: ...
+    @property
+    def summary(self) -> str: ...
+    @property
+    def hint(self) -> Optional[str]: ...
+    @property
+    def evidence(self) -> dict[str, Any]: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
+class Diagnosis:
+    """What a diagnosis found: every Check, in a fixed order; str() prints one line per
+    check, to_dict() is the documented JSON form."""
+
+    @property
+    def router(self) -> str: ...
+    @property
+    def checks(self) -> list[Check]: ...
+    @property
+    def status(self) -> _Status: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def failed(self) -> bool: ...
+    def named(self, name: str) -> list[Check]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
 def teardown(name: str, *, netns: Optional[_Netns] = None) -> list[str]: ...
 def inspect(name: str, *, netns: Optional[_Netns] = None) -> Optional[dict[str, Any]]: ...
 def promote(name: str, *, netns: Optional[_Netns] = None) -> dict[str, Any]: ...
 def demote(name: str, *, netns: Optional[_Netns] = None) -> dict[str, Any]: ...
+def diagnose(
+    name: str,
+    *,
+    netns: Optional[_Netns] = None,
+    timeout_ms: Optional[int] = None,
+    fallback_ports: Optional[Sequence[int]] = None,
+) -> Diagnosis: ...
+def stats(name: str, *, netns: Optional[_Netns] = None) -> Optional[Stats]: ...
 
 class EgressError(Exception): ...
 

@@ -320,6 +320,53 @@ impl Layout {
             },
         ]);
 
+        // The router's own ports first: `accept` ends the NAT chain without a translation,
+        // so neither family's map nor fallback sees them. Only where something DNATs (the
+        // chain exists only then); the match is the DNAT rules' head without the family.
+        if !prerouting.is_empty() {
+            let local = rules.local_ports.iter().map(|l| {
+                let mut exprs = ifname_match(NFT_META_IIFNAME, &rules.internal);
+                exprs.extend([
+                    Expr::Fib {
+                        flags: NFTA_FIB_F_DADDR,
+                        result: NFT_FIB_RESULT_ADDRTYPE,
+                        dreg: NFT_REG_1,
+                    },
+                    Expr::Cmp {
+                        op: NFT_CMP_EQ,
+                        sreg: NFT_REG_1,
+                        data: RTN_LOCAL.to_ne_bytes().to_vec(),
+                    },
+                    Expr::Meta {
+                        key: NFT_META_L4PROTO,
+                        dreg: NFT_REG_1,
+                    },
+                    Expr::Cmp {
+                        op: NFT_CMP_EQ,
+                        sreg: NFT_REG_1,
+                        data: vec![l.protocol.number()],
+                    },
+                    Expr::Payload {
+                        base: NFT_PAYLOAD_TRANSPORT_HEADER,
+                        offset: 2,
+                        len: 2,
+                        dreg: NFT_REG_1,
+                    },
+                    Expr::Cmp {
+                        op: NFT_CMP_EQ,
+                        sreg: NFT_REG_1,
+                        data: l.port.to_be_bytes().to_vec(),
+                    },
+                    Expr::Accept,
+                ]);
+                RulePlan {
+                    comment: super::local_port_rule(l),
+                    exprs,
+                }
+            });
+            prerouting.splice(0..0, local.collect::<Vec<_>>());
+        }
+
         let mut chains = Vec::new();
         if !prerouting.is_empty() {
             chains.push(ChainPlan {

@@ -12,6 +12,7 @@
 //!     map redirect4 { type inet_proto . inet_service : ipv4_addr . inet_service; elements = … }
 //!     map redirect6 { type inet_proto . inet_service : ipv6_addr . inet_service; elements = … }
 //!     chain prerouting { type nat hook prerouting priority dstnat; policy accept;
+//!         iifname "eth0" fib daddr type local meta l4proto tcp th dport 9100 accept comment "egress local tcp/9100"
 //!         iifname "eth0" fib daddr type local meta nfproto ipv4 dnat ip to meta l4proto . th dport map @redirect4 comment "egress dnat4 map"
 //!         iifname "eth0" fib daddr type local meta nfproto ipv4 dnat ip to 198.51.100.9 comment "egress dnat4 fallback"
 //!         (the same for ipv6) }
@@ -54,7 +55,7 @@ use super::{Current, KernelObject, Step};
 use crate::{
     drift::Drift,
     error::Result,
-    spec::{Protocol, Redirect},
+    spec::{LocalPort, Protocol, Redirect},
 };
 
 /// One nftables table of family `inet`, as listed by [`NftSocket::tables`].
@@ -66,10 +67,12 @@ pub(crate) struct TableInfo {
     pub comment: Option<String>,
 }
 
-/// Everything the router's table holds besides its comment: what [`NftSocket::install`] writes.
+/// Everything the router's table holds besides its comment: what [`NftSocket::create`] writes
+/// with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NatRules {
-    /// The table (family `inet`), created beforehand by [`NftSocket::create_table`].
+    /// The table (family `inet`), created with its comment and these rules in one batch by
+    /// [`NftSocket::create`].
     pub table: String,
     /// The internal (cluster) link: DNAT applies to what arrives here.
     pub internal: String,
@@ -81,6 +84,8 @@ pub(crate) struct NatRules {
     pub snat6: Option<Ipv6Addr>,
     /// Port redirects; the family of `to` picks the map.
     pub redirects: Vec<Redirect>,
+    /// The router's own ports: accepted at the head of `prerouting`, before any DNAT.
+    pub local_ports: Vec<LocalPort>,
     /// IPv4 DNAT destination for everything else.
     pub fallback4: Option<Ipv4Addr>,
     /// IPv6 DNAT destination for everything else.
@@ -146,7 +151,7 @@ pub(crate) struct MapState {
 }
 
 impl NatRules {
-    /// What [`NftSocket::read`] returns right after [`NftSocket::install`]: drift is
+    /// What [`NftSocket::read`] returns right after [`NftSocket::create`]: drift is
     /// `expected() != read()`.
     pub(crate) fn expected(&self) -> NatState {
         Layout::of(self).state()
@@ -170,6 +175,10 @@ impl NatRules {
             parts.push(dnat);
         } else if !fallbacks.is_empty() {
             parts.push(format!("dnat to fallback {}", fallbacks.join(" and ")));
+        }
+        if !parts.is_empty() && !self.local_ports.is_empty() {
+            let ports: Vec<String> = self.local_ports.iter().map(ToString::to_string).collect();
+            parts.push(format!("local ports {} accepted", ports.join(", ")));
         }
         let sources: Vec<String> = self
             .snat4
@@ -404,6 +413,11 @@ pub(crate) fn snat_traffic_rule(v6: bool) -> String {
 /// The fallback's DNAT rule of a family (it counts the connections it sends).
 pub(crate) fn fallback_rule(v6: bool) -> String {
     format!("egress dnat{} fallback", if v6 { 6 } else { 4 })
+}
+
+/// The rule that keeps one of the router's own ports from every DNAT.
+pub(crate) fn local_port_rule(local: &LocalPort) -> String {
+    format!("egress local {local}")
 }
 
 /// The SNAT rule of a family (its address is the source).

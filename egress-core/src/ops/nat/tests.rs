@@ -12,7 +12,7 @@ use super::{
     layout::*,
     *,
 };
-use crate::spec::{Protocol, Redirect};
+use crate::spec::{LocalPort, Protocol, Redirect};
 
 fn rules_v4(table: &str) -> NatRules {
     NatRules {
@@ -25,6 +25,7 @@ fn rules_v4(table: &str) -> NatRules {
             Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
             Redirect::of(Protocol::Udp, 53, "198.51.100.26", 53),
         ],
+        local_ports: vec![],
         fallback4: Some("198.51.100.9".parse().unwrap()),
         fallback6: None,
     }
@@ -42,6 +43,7 @@ fn rules_dual(table: &str) -> NatRules {
             Redirect::of(Protocol::Tcp, 443, "2001:db8:2::25", 8443),
             Redirect::of(Protocol::Sctp, 9000, "2001:db8:2::26", 9000),
         ],
+        local_ports: vec![],
         fallback4: Some("198.51.100.9".parse().unwrap()),
         fallback6: Some("2001:db8:2::9".parse().unwrap()),
     }
@@ -350,6 +352,70 @@ fn nat_summary() {
     assert!(fallback_only
         .summary()
         .contains(": dnat to fallback 198.51.100.9, snat"));
+}
+
+/// The router's own ports are accepted at the head of prerouting, before both families'
+/// DNAT, one rule each; without DNAT there is no prerouting chain and nothing to keep them
+/// from.
+#[test]
+fn nat_local_ports_head_prerouting() {
+    let local = vec![
+        LocalPort {
+            protocol: Protocol::Tcp,
+            port: 9100,
+        },
+        LocalPort {
+            protocol: Protocol::Udp,
+            port: 5353,
+        },
+    ];
+    let r = NatRules {
+        local_ports: local.clone(),
+        ..rules_dual("egress_x")
+    };
+    let s = r.expected();
+    let pre = s.chains.iter().find(|c| c.name == "prerouting").unwrap();
+    let comments: Vec<&str> = pre
+        .rules
+        .iter()
+        .map(|r| r.comment.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            "egress local tcp/9100",
+            "egress local udp/5353",
+            "egress dnat4 map",
+            "egress dnat4 fallback",
+            "egress dnat6 map",
+            "egress dnat6 fallback"
+        ]
+    );
+    assert_eq!(
+        pre.rules[0].exprs,
+        [
+            "meta load iifname => reg 1",
+            "cmp eq reg 1 0x65746830000000000000000000000000",
+            "fib daddr type => reg 1",
+            "cmp eq reg 1 0x02000000",
+            "meta load l4proto => reg 1",
+            "cmp eq reg 1 0x06",
+            "payload load 2b @ transport header + 2 => reg 1",
+            "cmp eq reg 1 0x238c",
+            "immediate reg 0 accept",
+        ]
+    );
+    assert!(r.summary().contains(
+        "dnat 3 redirects via map + fallback 198.51.100.9 and 2001:db8:2::9, local ports \
+         tcp/9100, udp/5353 accepted, snat"
+    ));
+
+    let plain = NatRules {
+        local_ports: local,
+        ..rules_plain("egress_x")
+    };
+    assert_eq!(plain.expected(), rules_plain("egress_x").expected());
+    assert!(!plain.summary().contains("local ports"));
 }
 
 /// What the kernel reports back for our expressions decodes to what we wrote.

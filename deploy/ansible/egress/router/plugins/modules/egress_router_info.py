@@ -1,0 +1,1 @@
+../../../../../../examples/ansible/library/egress_router_info.py
