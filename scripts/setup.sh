@@ -7,9 +7,10 @@ need=()
 # setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it, and scripts/test.sh
 # runs egress-core's unit tests as nobody. strace: benches/apply_teardown.rs records the
 # netlink requests of an apply with it (the kernel has no nlmon). arping: what OpenShift's
-# script runs, in benches/openshift_init.rs.
+# script runs, in benches/openshift_init.rs. keepalived: the failover test (tests/keepalived.rs)
+# and bench (benches/failover.rs) elect with real VRRP.
 for pair in nft:nftables ip:iproute2 ping:iputils-ping conntrack:conntrack curl:curl \
-            setpriv:util-linux strace:strace arping:iputils-arping; do
+            setpriv:util-linux strace:strace arping:iputils-arping keepalived:keepalived; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # tests/openshift_compat.rs parses egress-router's /metrics with the Python prometheus_client

@@ -55,6 +55,7 @@ fn check_plan_and_ensure_follow_from_the_model() {
         link: link.clone(),
         addresses: vec![ip("203.0.113.99"), ip("2001:db8:2::99")],
         count: 1,
+        interval: egress_core::DEFAULT_ANNOUNCE_INTERVAL,
     };
     let cases = [
         Case {

@@ -16,6 +16,7 @@ use crate::{
     ops::{
         link::{self, Link},
         record::{self, Record, Stores, JOURNAL_TABLE, MIRROR_TABLE},
+        role::{self, Claim, Role},
         route::{self, Route},
         sysctl, Current, Step,
     },
@@ -45,6 +46,11 @@ impl Router {
     /// The spec this router was applied from.
     pub fn spec(&self) -> &RouterSpec {
         &self.spec
+    }
+
+    /// Its namespace.
+    pub(crate) fn ns(&self) -> &NsHandle {
+        &self.ns
     }
 
     /// Undoes everything the apply did and what the router replaced since (a default route
@@ -85,6 +91,15 @@ impl Router {
 /// # Ok(()) }
 /// ```
 pub async fn apply(spec: &RouterSpec) -> Result<Router> {
+    apply_as(spec, Role::Active).await
+}
+
+/// Applies `spec` in role `role`: as [`apply`] for [`Role::Active`]; for [`Role::Standby`],
+/// everything is staged (link, NAT table, forward filter, sysctls, gateway host routes, the
+/// namespace's default routes saved and withdrawn) but what claims the egress identity (the
+/// egress addresses, the default routes via the gateways, the stable MAC, the
+/// announcements): [`promote`](crate::promote) claims it later.
+pub async fn apply_as(spec: &RouterSpec, role: Role) -> Result<Router> {
     require_net_admin("apply an egress router")?;
     let ns = NsHandle::open(&spec.netns, "netns")?;
     let parent = open_parent(spec)?;
@@ -93,7 +108,7 @@ pub async fn apply(spec: &RouterSpec) -> Result<Router> {
     ns.within(move |ns| async move {
         let mut c = Conn::open(ns)?;
         let now = Current::read(&mut c, &spec.name).await?;
-        fresh(spec, c, now, parent).await
+        fresh(spec, role, c, now, parent).await
     })
     .instrument(span)
     .await
@@ -115,14 +130,17 @@ pub(crate) fn open_parent(spec: &RouterSpec) -> Result<Option<NsHandle>> {
 /// namespace, the links it needs), then the whole plan.
 pub(crate) async fn fresh(
     spec: RouterSpec,
+    role: Role,
     c: Conn,
     now: Current,
     parent: Option<NsHandle>,
 ) -> Result<Router> {
-    let desired = Desired::new(&spec);
+    let desired = Desired::with_role(&spec, role);
     preflight(&spec, &desired, &now)?;
     // Opt-in (the spec's `probe`): nobody else may answer for an egress address.
-    crate::diagnose::before_claim(&spec, &c, &now, parent.as_ref()).await?;
+    if role == Role::Active {
+        crate::diagnose::before_claim(&spec, &c, &now, parent.as_ref()).await?;
+    }
     let plan = desired.plan(&now)?;
     let (c, done) = Tx::new(spec.clone(), c, now, parent, random_id())
         .run(&desired, &plan)
@@ -220,6 +238,25 @@ pub(crate) struct Tx {
     parent_link: Option<(Handle, Link)>,
     /// The MAC address this transaction gave the external link, if it changed it.
     mac_set: Option<[u8; 6]>,
+    /// Whether the transaction changes the role only: verified against the identity objects.
+    identity_only: bool,
+    /// The announcements still to send after the transaction returns.
+    pending: Option<Pending>,
+}
+
+/// The announcements of a promotion still being sent (spaced) after it returned.
+#[derive(Debug)]
+pub(crate) struct Pending(futures::channel::oneshot::Receiver<Result<Result<()>>>);
+
+impl Pending {
+    /// Waits until the last of them is sent.
+    pub(crate) async fn finish(self) -> Result<()> {
+        match self.0.await {
+            Ok(r) => r?,
+            // The pool thread is gone: nothing more will be sent.
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 impl Tx {
@@ -242,12 +279,31 @@ impl Tx {
             batch: Vec::new(),
             parent_link: None,
             mac_set: None,
+            identity_only: false,
+            pending: None,
         }
+    }
+
+    /// A transaction that changes the role only (promotion, demotion): verified against
+    /// what claims the egress identity.
+    pub(crate) fn identity_only(mut self) -> Tx {
+        self.identity_only = true;
+        self
     }
 
     /// Runs `plan`, then verifies the result against `desired`; on failure rolls back. Returns
     /// the connection and the router's identity.
-    pub(crate) async fn run(mut self, desired: &Desired, plan: &Plan) -> Result<(Conn, Identity)> {
+    pub(crate) async fn run(self, desired: &Desired, plan: &Plan) -> Result<(Conn, Identity)> {
+        let (c, id, _) = self.run_announcing(desired, plan).await?;
+        Ok((c, id))
+    }
+
+    /// [`run`](Self::run), and the announcements still being sent, if any.
+    pub(crate) async fn run_announcing(
+        mut self,
+        desired: &Desired,
+        plan: &Plan,
+    ) -> Result<(Conn, Identity, Option<Pending>)> {
         // Everything that can be known before the first change is checked first.
         self.record.encode()?;
         if plan
@@ -299,7 +355,7 @@ impl Tx {
                 .await);
         }
         let id = self.record.id;
-        Ok((self.c, Identity { id }))
+        Ok((self.c, Identity { id }, self.pending))
     }
 
     /// Reads the namespace again: it must hold `desired` exactly.
@@ -307,7 +363,10 @@ impl Tx {
         #[cfg(feature = "fault-injection")]
         crate::fault::at_verify()?;
         let now = Current::read(&mut self.c, &self.spec.name).await?;
-        let drift = desired.compare(&now);
+        let drift = match self.identity_only {
+            true => desired.compare_identity(&now),
+            false => desired.compare(&now),
+        };
         match drift.is_empty() {
             true => Ok(()),
             false => Err(Error::Verify { drift }),
@@ -398,6 +457,24 @@ impl Tx {
                             what: NOTE.into(),
                         }),
                 );
+                // The identity notes, with the record's apply id.
+                out.extend(
+                    Claim::notes_in(&self.now, &self.spec.name)
+                        .into_iter()
+                        .map(|r| Change::DeleteRoute {
+                            route: r.clone(),
+                            what: CLAIM_NOTE.into(),
+                        }),
+                );
+                out.extend(
+                    Claim::of(&self.spec)
+                        .notes(self.record.id)
+                        .into_iter()
+                        .map(|route| Change::AddRoute {
+                            route,
+                            what: CLAIM_NOTE.into(),
+                        }),
+                );
                 out
             }
             Step::RestoreSavedRoutes { table } => {
@@ -429,6 +506,99 @@ impl Tx {
                 link: link.clone(),
                 net: *address,
             }],
+            Step::WithdrawAddress { link, address } => {
+                let index = self.index_of(link)?;
+                // The last IPv4 address of a link takes the IPv4 routes through it along: its
+                // undo puts them back too.
+                let withdrawn = |net: &IpNetwork| {
+                    *net == *address
+                        || self.batch.iter().any(|(_, ch)| {
+                            matches!(ch, Change::WithdrawAddress { index: i, net: n, .. }
+                                if *i == index && n == net)
+                        })
+                };
+                let last = address.is_ipv4()
+                    && !self
+                        .now
+                        .addrs
+                        .iter()
+                        .any(|a| a.index == index && a.net.is_ipv4() && !withdrawn(&a.net));
+                let lost = match last {
+                    true => self
+                        .now
+                        .routes
+                        .iter()
+                        .filter(|r| r.oif == Some(index) && r.dst.is_ipv4())
+                        .filter(|r| r.table == route::main_table() && r.is_ours())
+                        .cloned()
+                        .collect(),
+                    false => Vec::new(),
+                };
+                vec![Change::WithdrawAddress {
+                    index,
+                    link: link.clone(),
+                    net: *address,
+                    lost,
+                }]
+            }
+            Step::WithdrawDefaultRoute { via, link } => {
+                let oif = self.index_of(link)?;
+                let ours = route::ours(route::default_dst(via.is_ipv6()), Some(*via), oif);
+                self.now
+                    .routes
+                    .iter()
+                    .filter(|r| r.table == route::main_table() && r.is_default())
+                    .filter(|r| r.dst.is_ipv6() == via.is_ipv6())
+                    .filter(|r| !r.is_ours() || r.same_as(&ours))
+                    // Gone already with the link's last IPv4 address (its undo restores it).
+                    .filter(|r| {
+                        !self.batch.iter().any(|(_, ch)| {
+                            matches!(ch, Change::WithdrawAddress { lost, .. }
+                                if lost.iter().any(|l| l.same_as(r)))
+                        })
+                    })
+                    .map(|r| Change::DeleteRoute {
+                        route: r.clone(),
+                        what: r.describe(&names),
+                    })
+                    .collect()
+            }
+            Step::SetMac { link, mac } => {
+                let index = self.index_of(link)?;
+                let old = self
+                    .created
+                    .as_ref()
+                    .filter(|l| l.name == *link)
+                    .or_else(|| self.now.link(link))
+                    .and_then(|l| l.mac.as_slice().try_into().ok());
+                vec![Change::SetMac {
+                    index,
+                    link: link.clone(),
+                    mac: *mac,
+                    old,
+                }]
+            }
+            Step::MarkRole { role } => {
+                // The link's own MAC: kept by the marker there is (replaced in place), else
+                // the one the link has while it does not hold the stable MAC.
+                let previous = role::marker_in(&self.now, &self.spec.name).cloned();
+                let own = match &previous {
+                    Some(_) => role::own_mac_in(&self.now, &self.spec.name),
+                    None => {
+                        let ext = self.spec.external.link_name();
+                        self.created
+                            .as_ref()
+                            .filter(|l| l.name == ext)
+                            .or_else(|| self.now.link(ext))
+                            .and_then(|l| <[u8; 6]>::try_from(l.mac.as_slice()).ok())
+                            .filter(|m| Some(*m) != self.spec.stable_mac)
+                    }
+                };
+                vec![Change::MarkRole {
+                    current: role::marker(&self.spec.name, *role, own),
+                    previous,
+                }]
+            }
             Step::AddRoute { dst, via, link } => {
                 let oif = self.index_of(link)?;
                 vec![add(route::ours(*dst, *via, oif))]
@@ -477,7 +647,12 @@ impl Tx {
         let mut failed = None;
         for ((i, ch), result) in sent.into_iter().zip(results) {
             match result {
-                Ok(()) => self.journal.push(ch.undo()),
+                Ok(()) => {
+                    if let Change::SetMac { mac, .. } = &ch {
+                        self.mac_set = Some(*mac);
+                    }
+                    self.journal.push(ch.undo())
+                }
                 Err(e) => {
                     failed.get_or_insert((i, e));
                 }
@@ -605,10 +780,17 @@ impl Tx {
                 }
             }
             Step::Announce {
-                link: name, count, ..
+                link: name,
+                count,
+                interval,
+                ..
             } => {
                 let (index, mac) = match self.created.as_ref().filter(|l| l.name == *name) {
-                    Some(l) => (l.index, l.mac.clone()),
+                    // The MAC the link has now: this transaction may have set it.
+                    Some(l) => (
+                        l.index,
+                        self.mac_set.map_or_else(|| l.mac.clone(), |m| m.to_vec()),
+                    ),
                     None => {
                         let l = self.now.link(name).ok_or_else(|| Error::NotFound {
                             field: "external".into(),
@@ -621,8 +803,25 @@ impl Tx {
                         (l.index, mac)
                     }
                 };
-                for _ in 0..*count {
-                    link::announce(&self.c.rt, index, name, &mac).await?;
+                link::announce(&self.c.rt, index, name, &mac).await?;
+                // The others, spaced, on a thread of their own: the claim is done.
+                if *count > 1 {
+                    let (more, interval, name) = (*count - 1, *interval, name.clone());
+                    let rx = self.c.ns.spawn_within(move |ns| async move {
+                        let h = ns.route_connection()?;
+                        for _ in 0..more {
+                            tokio::time::sleep(interval).await;
+                            // A demotion meanwhile gave the MAC (or the link) up: announcing
+                            // would take it back.
+                            match link::get(&h, &name).await? {
+                                Some(l) if l.index == index && l.mac == mac => {}
+                                _ => break,
+                            }
+                            link::announce(&h, index, &name, &mac).await?;
+                        }
+                        Ok(())
+                    })?;
+                    self.pending = Some(Pending(rx));
                 }
             }
             Step::WriteJournal { .. }
@@ -631,8 +830,12 @@ impl Tx {
             | Step::AddAddress { .. }
             | Step::DeleteAddress { .. }
             | Step::AddRoute { .. }
-            | Step::ReplaceDefaultRoute { .. } => {
-                unreachable!("route and address steps are sent by flush")
+            | Step::ReplaceDefaultRoute { .. }
+            | Step::WithdrawAddress { .. }
+            | Step::WithdrawDefaultRoute { .. }
+            | Step::SetMac { .. }
+            | Step::MarkRole { .. } => {
+                unreachable!("route, address and link address steps are sent by flush")
             }
         }
         Ok(())
@@ -669,6 +872,10 @@ impl Tx {
     }
 }
 
+/// How an identity note is named in errors.
+const CLAIM_NOTE: &str =
+    "a note of what a promotion claims (ip -6 route … table 1701278323 proto 158)";
+
 /// How a note of the crash record is named in errors.
 const NOTE: &str = "a note of the crash record (ip -6 route … table 1701278323 proto 158)";
 
@@ -702,6 +909,25 @@ enum Change {
         link: String,
         net: IpNetwork,
     },
+    /// An egress address withdrawn (demotion), and the routes the kernel deletes with it.
+    WithdrawAddress {
+        index: u32,
+        link: String,
+        net: IpNetwork,
+        lost: Vec<Route>,
+    },
+    /// The external link's MAC address (the stable one, or its own back).
+    SetMac {
+        index: u32,
+        link: String,
+        mac: [u8; 6],
+        old: Option<[u8; 6]>,
+    },
+    /// The role marker, replaced in place.
+    MarkRole {
+        current: Route,
+        previous: Option<Route>,
+    },
 }
 
 impl Change {
@@ -712,11 +938,16 @@ impl Change {
             Change::AddAddress { index, link, net } => {
                 crate::ops::addr::add(h, *index, link, *net).await
             }
-            Change::DeleteAddress { index, link, net } => {
-                crate::ops::addr::delete(h, *index, link, *net)
-                    .await
-                    .map(drop)
-            }
+            Change::DeleteAddress { index, link, net }
+            | Change::WithdrawAddress {
+                index, link, net, ..
+            } => crate::ops::addr::delete(h, *index, link, *net)
+                .await
+                .map(drop),
+            Change::SetMac {
+                index, link, mac, ..
+            } => link::set_mac(h, *index, link, *mac).await,
+            Change::MarkRole { current, .. } => route::replace(h, current, "the role marker").await,
         }
     }
 
@@ -729,6 +960,27 @@ impl Change {
             },
             Change::AddAddress { index, link, net } => Undo::DeleteAddress { index, link, net },
             Change::DeleteAddress { index, link, net } => Undo::AddAddress { index, link, net },
+            Change::WithdrawAddress {
+                index,
+                link,
+                net,
+                lost,
+            } => Undo::ClaimAddress {
+                index,
+                link,
+                net,
+                routes: lost,
+            },
+            Change::SetMac {
+                index, link, old, ..
+            } => Undo::SetLink {
+                index,
+                name: link,
+                mtu: None,
+                mac: old,
+                mode: None,
+            },
+            Change::MarkRole { current, previous } => Undo::MarkRole { current, previous },
         }
     }
 }

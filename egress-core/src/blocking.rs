@@ -21,8 +21,8 @@ use std::{cell::OnceCell, future::Future};
 
 use crate::{
     error::{Error, Result},
-    DiagnoseOptions, Diagnosis, Drift, EnsureOutcome, Netns, Plan, Router, RouterSpec, RouterState,
-    Stats,
+    DiagnoseOptions, Diagnosis, Drift, EnsureOutcome, Netns, Plan, Role, RoleChange, Router,
+    RouterSpec, RouterState, Stats,
 };
 
 thread_local! {
@@ -56,6 +56,41 @@ pub(crate) fn runtime_in(
 /// [`crate::apply()`], blocking.
 pub fn apply(spec: &RouterSpec) -> Result<Router> {
     block_on("apply", crate::apply(spec))
+}
+
+/// [`crate::apply_as`], blocking.
+pub fn apply_as(spec: &RouterSpec, role: Role) -> Result<Router> {
+    block_on("apply_as", crate::apply_as(spec, role))
+}
+
+/// [`crate::ensure_as`], blocking.
+pub fn ensure_as(spec: &RouterSpec, role: Role) -> Result<EnsureOutcome> {
+    block_on("ensure_as", crate::ensure_as(spec, role))
+}
+
+/// [`crate::promote`], blocking.
+pub fn promote(netns: &Netns, name: &str) -> Result<RoleChange> {
+    block_on("promote", crate::promote(netns, name))
+}
+
+/// [`crate::demote`], blocking.
+pub fn demote(netns: &Netns, name: &str) -> Result<RoleChange> {
+    block_on("demote", crate::demote(netns, name))
+}
+
+/// [`Router::promote`], blocking.
+pub fn promote_router(router: &Router) -> Result<RoleChange> {
+    block_on("promote", router.promote())
+}
+
+/// [`Router::demote`], blocking.
+pub fn demote_router(router: &Router) -> Result<RoleChange> {
+    block_on("demote", router.demote())
+}
+
+/// [`RoleChange::finish_announcements`], blocking.
+pub fn finish_announcements(change: RoleChange) -> Result<()> {
+    block_on("finish_announcements", change.finish_announcements())
 }
 
 /// [`Router::teardown`], blocking.

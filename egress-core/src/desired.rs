@@ -3,7 +3,7 @@
 //! (the steps that take a namespace there), `check` (how a namespace differs), `ensure` (the
 //! plan, run), the verification after an apply, and the standby and active roles.
 
-use std::{fmt, net::IpAddr};
+use std::{fmt, net::IpAddr, time::Duration};
 
 use ipnetwork::IpNetwork;
 
@@ -15,6 +15,7 @@ use crate::{
         link::{group_marker, ExternalLink, LinkRef},
         nat::{NatRules, Ruleset},
         record::{Journal, RecordSpec, Stores},
+        role::{Claim, Role, RoleMark, StableMac},
         route::{DefaultRoute, OurRoute},
         sysctl::{Forwarding, Sysctl},
         Current, KernelObject, Step,
@@ -38,12 +39,19 @@ use crate::{
 /// assert!(desired.to_string().contains("ip addr add 203.0.113.99/24 dev macvlan0 proto 158"));
 /// # Ok::<(), egress_core::Error>(())
 /// ```
+///
+/// The router's [`Role`] is a property of the model: the objects that claim the
+/// egress identity (the egress addresses, the default routes via the gateways, the stable
+/// MAC, the role marker) are built held for an active router and withdrawn for a standby;
+/// a promotion or demotion is the plan of those objects alone.
 #[derive(Debug)]
 pub struct Desired {
     name: String,
+    role: Role,
     /// The external link, which tells whether anything of the router is left.
     link: LinkRef,
-    objects: Vec<Box<dyn KernelObject>>,
+    /// Each object, and whether it claims the egress identity.
+    objects: Vec<(bool, Box<dyn KernelObject>)>,
     announce: Announce,
 }
 
@@ -53,11 +61,17 @@ struct Announce {
     link: String,
     addresses: Vec<IpAddr>,
     count: u8,
+    interval: Duration,
 }
 
 impl Desired {
-    /// The desired state of the router `spec` describes.
+    /// The desired state of the router `spec` describes, active.
     pub(crate) fn new(spec: &RouterSpec) -> Desired {
+        Desired::with_role(spec, Role::Active)
+    }
+
+    /// The desired state of the router `spec` describes, in role `role`.
+    pub(crate) fn with_role(spec: &RouterSpec, role: Role) -> Desired {
         let (ext, macvlan) = external(spec);
         let internal = LinkRef::named(spec.internal());
         let (v4, v6) = (spec.gateway4().is_some(), spec.gateway6().is_some());
@@ -70,21 +84,29 @@ impl Desired {
             .chain(spec.gateway6().map(IpAddr::from))
             .collect();
 
-        let mut objects: Vec<Box<dyn KernelObject>> = Vec::new();
-        objects.push(Box::new(Journal {
+        let held = role == Role::Active;
+        let mut objects: Vec<(bool, Box<dyn KernelObject>)> = Vec::new();
+        let mut staged = |o: Box<dyn KernelObject>| objects.push((false, o));
+        staged(Box::new(Journal {
             spec: record.clone(),
         }));
-        objects.push(Box::new(Ruleset {
+        staged(Box::new(Ruleset {
             rules: nat_rules(spec),
             record,
         }));
-        objects.push(Box::new(ExternalLink {
+        // While the stable MAC is held, it is the stable MAC object's, not the link's.
+        let own_mac = macvlan.as_ref().and_then(|m| m.mac);
+        let macvlan = match (held, spec.stable_mac()) {
+            (true, Some(_)) => macvlan.map(|m| crate::spec::Macvlan { mac: None, ..m }),
+            _ => macvlan,
+        };
+        staged(Box::new(ExternalLink {
             link: ext.clone(),
             macvlan,
             netns: spec.netns().to_string(),
         }));
         for key in link_sysctls {
-            objects.push(Box::new(Sysctl {
+            staged(Box::new(Sysctl {
                 link: ext.clone(),
                 key,
                 value: "1".into(),
@@ -93,32 +115,53 @@ impl Desired {
         // Foreign addresses go first: deleting a primary IPv4 address takes the secondaries of
         // its subnet with it.
         if ext.created() {
-            objects.push(Box::new(OnlyOurAddresses {
+            staged(Box::new(OnlyOurAddresses {
                 link: ext.clone(),
                 ours: spec.sources().to_vec(),
             }));
         }
+        let mut identity = Vec::<Box<dyn KernelObject>>::new();
         for s in spec.sources() {
-            objects.push(Box::new(Address {
+            identity.push(Box::new(Address {
                 link: ext.clone(),
                 net: *s,
+                held,
             }));
         }
+        objects.extend(identity.drain(..).map(|o| (true, o)));
+        let mut staged = |o: Box<dyn KernelObject>| objects.push((false, o));
         for g in &gateways {
-            objects.push(Box::new(OurRoute {
+            staged(Box::new(OurRoute {
                 dst: IpNetwork::from(*g),
                 via: None,
                 link: ext.clone(),
             }));
         }
         for g in &gateways {
-            objects.push(Box::new(DefaultRoute {
+            identity.push(Box::new(DefaultRoute {
                 via: *g,
                 link: ext.clone(),
+                held,
             }));
         }
+        if let Some(stable) = spec.stable_mac() {
+            identity.push(Box::new(StableMac {
+                router: spec.name().to_string(),
+                link: ext.clone(),
+                stable,
+                own: own_mac,
+                held,
+            }));
+        }
+        // Last: the commit point of a role change.
+        identity.push(Box::new(RoleMark {
+            router: spec.name().to_string(),
+            role,
+        }));
+        objects.extend(identity.drain(..).map(|o| (true, o)));
+        let mut staged = |o: Box<dyn KernelObject>| objects.push((false, o));
         for k in spec.kept_routes() {
-            objects.push(Box::new(OurRoute {
+            staged(Box::new(OurRoute {
                 dst: k.to,
                 via: k.via,
                 link: internal.clone(),
@@ -126,7 +169,7 @@ impl Desired {
         }
         for (used, ipv6) in [(v4, false), (v6, true)] {
             if used {
-                objects.push(Box::new(Forwarding {
+                staged(Box::new(Forwarding {
                     ipv6,
                     links: match ipv6 {
                         false => vec![internal.clone(), ext.clone()],
@@ -137,10 +180,12 @@ impl Desired {
         }
         Desired {
             name: spec.name().to_string(),
+            role,
             announce: Announce {
                 link: ext.name.clone(),
                 addresses: spec.sources().iter().map(IpNetwork::ip).collect(),
                 count: spec.announce(),
+                interval: spec.announcements().interval,
             },
             link: ext,
             objects,
@@ -163,6 +208,7 @@ impl Desired {
             link,
             families: (v4, v6),
             link_sysctls,
+            claim: Claim::of(spec),
         }
     }
 
@@ -182,8 +228,17 @@ impl Desired {
                 table: crate::spec::table_name(&self.name),
             }];
         }
+        self.compare_of(now, false)
+    }
+
+    /// How `now` differs in what claims the egress identity only (a role change's verify).
+    pub(crate) fn compare_identity(&self, now: &Current) -> Vec<Drift> {
+        self.compare_of(now, true)
+    }
+
+    fn compare_of(&self, now: &Current, identity_only: bool) -> Vec<Drift> {
         let mut drift = Vec::new();
-        for o in &self.objects {
+        for (_, o) in self.objects.iter().filter(|(i, _)| *i || !identity_only) {
             o.compare(now, &mut drift);
         }
         drift
@@ -191,25 +246,75 @@ impl Desired {
 
     /// The steps that take `now` to this state, in order; empty when it is there.
     pub(crate) fn plan(&self, now: &Current) -> Result<Plan> {
+        self.plan_of(now, false)
+    }
+
+    /// The steps that take what claims the egress identity in `now` to this state's role:
+    /// a promotion or a demotion, the announcements after a promotion included.
+    pub(crate) fn plan_identity(&self, now: &Current) -> Result<Plan> {
+        self.plan_of(now, true)
+    }
+
+    fn plan_of(&self, now: &Current, identity_only: bool) -> Result<Plan> {
         let mut steps = Vec::new();
-        for o in &self.objects {
+        for (_, o) in self.objects.iter().filter(|(i, _)| *i || !identity_only) {
             o.repair(now, &mut steps)?;
         }
+        steps.extend(self.routes_lost_with_ipv4(now, &steps)?);
         let a = &self.announce;
-        if a.count > 0 && steps.iter().any(Step::claims_identity) {
+        if self.role == Role::Active && a.count > 0 && steps.iter().any(Step::claims_identity) {
             steps.push(Step::Announce {
                 link: a.link.clone(),
                 addresses: a.addresses.clone(),
                 count: a.count,
+                interval: a.interval,
             });
         }
         Ok(Plan::new(steps))
+    }
+
+    /// The kernel deletes every IPv4 route through a link whose last IPv4 address goes
+    /// (`fib_disable_ip`): when `steps` withdraw the external link's last ones, the staged
+    /// routes through it (the gateway host routes) are added again after.
+    fn routes_lost_with_ipv4(&self, now: &Current, steps: &[Step]) -> Result<Vec<Step>> {
+        let withdrawn: Vec<IpNetwork> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::WithdrawAddress { address, .. } if address.is_ipv4() => Some(*address),
+                _ => None,
+            })
+            .collect();
+        let Some(l) = self.link.find(now) else {
+            return Ok(Vec::new());
+        };
+        let left = now
+            .addrs
+            .iter()
+            .any(|a| a.index == l.index && a.net.is_ipv4() && !withdrawn.contains(&a.net));
+        if withdrawn.is_empty() || left {
+            return Ok(Vec::new());
+        }
+        let mut after = now.clone();
+        after
+            .routes
+            .retain(|r| !(r.oif == Some(l.index) && r.dst.is_ipv4()));
+        let mut again = Vec::new();
+        for (_, o) in self.objects.iter().filter(|(i, _)| !*i) {
+            o.repair(&after, &mut again)?;
+        }
+        again.retain(|s| matches!(s, Step::AddRoute { link, .. } if *link == self.link.name));
+        Ok(again)
+    }
+
+    /// The role this state is of.
+    pub fn role(&self) -> Role {
+        self.role
     }
 }
 
 impl fmt::Display for Desired {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for o in &self.objects {
+        for (_, o) in &self.objects {
             writeln!(f, "{}", o.render())?;
         }
         Ok(())
@@ -250,5 +355,10 @@ impl RouterSpec {
     /// kernel.
     pub fn desired(&self) -> Desired {
         Desired::new(self)
+    }
+
+    /// The router's desired state as a standby or active instance (see [`Role`]).
+    pub fn desired_as(&self, role: Role) -> Desired {
+        Desired::with_role(self, role)
     }
 }

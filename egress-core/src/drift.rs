@@ -85,6 +85,20 @@ pub enum Drift {
         /// What is missing or differs.
         detail: String,
     },
+    /// A standby holds part of the egress identity (an egress address, the default route via
+    /// the gateway, the stable MAC): it would answer for, or forward as, the active instance.
+    IdentityHeld {
+        /// What it holds, as `ip` shows it.
+        what: String,
+    },
+    /// The role the router's record holds is not the one wanted (a promotion or demotion was
+    /// interrupted before it was recorded).
+    RoleChanged {
+        /// The role wanted.
+        expected: crate::Role,
+        /// The role the record holds.
+        actual: crate::Role,
+    },
 }
 
 impl Drift {
@@ -103,6 +117,8 @@ impl Drift {
             Drift::SysctlChanged { .. } => "sysctl_changed",
             Drift::NatChanged { .. } => "nat_changed",
             Drift::JournalDamaged { .. } => "journal_damaged",
+            Drift::IdentityHeld { .. } => "identity_held",
+            Drift::RoleChanged { .. } => "role_changed",
         }
     }
 }
@@ -141,6 +157,12 @@ impl fmt::Display for Drift {
             }
             Drift::JournalDamaged { store, detail } => {
                 write!(f, "crash record damaged ({store}): {detail}")
+            }
+            Drift::IdentityHeld { what } => {
+                write!(f, "standby holds the egress identity: {what}")
+            }
+            Drift::RoleChanged { expected, actual } => {
+                write!(f, "the router's record says {actual}, expected {expected}")
             }
         }
     }

@@ -48,6 +48,8 @@ pub struct RouterState {
     pub name: String,
     /// Its nftables table (family `inet`).
     pub table: String,
+    /// Its role, as its record (the role marker) holds it.
+    pub role: crate::Role,
     /// The crash record (what the router replaced), as its table's comment and its notes hold
     /// it.
     pub journal: Option<String>,
@@ -142,6 +144,7 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
     let saved_routes = saved.into_values().collect();
     Some(RouterState {
         name: name.to_string(),
+        role: crate::ops::role::role_in(now, name),
         journal: record.encode().ok(),
         link,
         addresses: ext

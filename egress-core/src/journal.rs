@@ -56,6 +56,19 @@ pub(crate) enum Undo {
         link: String,
         net: IpNetwork,
     },
+    /// Claim an egress address again, with our marker (the undo of a withdrawal), then the
+    /// routes the kernel deleted with it (the link's last IPv4 address takes its IPv4 routes).
+    ClaimAddress {
+        index: u32,
+        link: String,
+        net: IpNetwork,
+        routes: Vec<Route>,
+    },
+    /// Put the role marker back as it was: `previous`, or none.
+    MarkRole {
+        current: Route,
+        previous: Option<Route>,
+    },
     DeleteRoute {
         route: Route,
         what: String,
@@ -90,7 +103,10 @@ impl Undo {
             Undo::SetLinkDown { name, .. } => format!("link {name} left up"),
             Undo::SetLink { name, .. } => format!("link {name} with its repaired properties"),
             Undo::DeleteAddress { link, net, .. } => format!("address {net} on {link}"),
-            Undo::AddAddress { link, net, .. } => format!("address {net} not back on {link}"),
+            Undo::AddAddress { link, net, .. } | Undo::ClaimAddress { link, net, .. } => {
+                format!("address {net} not back on {link}")
+            }
+            Undo::MarkRole { .. } => "the role marker of the new role".to_string(),
             Undo::DeleteRoute { what, .. } => format!("route {what}"),
             Undo::RestoreRoute { what, .. } => format!("route {what} not restored"),
             Undo::RestoreSysctls { writes } => format!(
@@ -145,6 +161,11 @@ impl Undo {
             } => link::set_command(name, *mtu, *mac, *mode),
             Undo::DeleteAddress { link, net, .. } => format!("ip addr del {net} dev {link}"),
             Undo::AddAddress { link, net, .. } => format!("ip addr add {net} dev {link}"),
+            Undo::ClaimAddress { link, net, .. } => addr::add_command(link, *net),
+            Undo::MarkRole { previous, .. } => match previous {
+                Some(_) => "ip -6 route replace …: the previous role marker".to_string(),
+                None => "ip -6 route del …: the role marker".to_string(),
+            },
             Undo::DeleteRoute { what, .. } => format!("ip route del {what}"),
             Undo::RestoreRoute { what, .. } => format!("ip route add {what}"),
             Undo::RestoreSysctls { writes } => format!(
@@ -194,11 +215,35 @@ impl Undo {
                 mode,
             } => gone_is_done(link::set_props(&c.rt, *index, name, *mtu, *mac, *mode).await),
             Undo::DeleteAddress { index, link, net } => {
-                addr::delete(&c.rt, *index, link, *net).await.map(drop)
+                delete_address_keeping_routes(c, *index, link, *net).await
             }
             Undo::AddAddress { index, link, net } => {
                 gone_is_done(addr::add_foreign(&c.rt, *index, link, *net).await)
             }
+            Undo::ClaimAddress {
+                index,
+                link,
+                net,
+                routes,
+            } => {
+                match addr::add(&c.rt, *index, link, *net).await {
+                    Err(Error::AlreadyExists { .. }) => {}
+                    r => gone_is_done(r)?,
+                }
+                for r in routes {
+                    match route::add(&c.rt, r, "a route the withdrawn address took along").await {
+                        Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                        r => r?,
+                    }
+                }
+                Ok(())
+            }
+            Undo::MarkRole { current, previous } => match previous {
+                Some(p) => route::replace(&c.rt, p, "the previous role marker").await,
+                None => route::delete(&c.rt, current, "the role marker")
+                    .await
+                    .map(drop),
+            },
             Undo::DeleteRoute { route, what } => route::delete(&c.rt, route, what).await.map(drop),
             // "Already there" is success only if it is this route, not another one in its
             // place.
@@ -236,6 +281,38 @@ impl Undo {
             }
         }
     }
+}
+
+/// `ip addr del NET dev LINK`, keeping the routes of ours through the link: the kernel deletes
+/// every IPv4 route through a link whose last IPv4 address goes (`fib_disable_ip`), so those
+/// are added back (a rolled back promotion leaves the standby's gateway host route).
+async fn delete_address_keeping_routes(
+    c: &mut Conn,
+    index: u32,
+    link: &str,
+    net: IpNetwork,
+) -> Result<()> {
+    let last = net.is_ipv4()
+        && !addr::list(&c.rt, Some(index))
+            .await?
+            .iter()
+            .any(|a| a.net.is_ipv4() && a.net != net);
+    let kept: Vec<Route> = match last {
+        true => route::list(&c.rt, false)
+            .await?
+            .into_iter()
+            .filter(|r| r.oif == Some(index) && r.table == route::main_table() && r.is_ours())
+            .collect(),
+        false => Vec::new(),
+    };
+    addr::delete(&c.rt, index, link, net).await?;
+    for r in &kept {
+        match route::add(&c.rt, r, "a route the deleted address took along").await {
+            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+            r => r?,
+        }
+    }
+    Ok(())
 }
 
 /// Whether a sysctl key belongs to one link (not `all` or `default`).

@@ -16,7 +16,9 @@
 //! - [`Router::teardown`] / [`teardown_by_name`]: the namespace returned to exactly what it was,
 //!   from the kernel's markers and the router's crash record;
 //! - [`inspect()`]: what the router owns, read back;
-//! - [`diagnose()`]: why a router does not work, with probes (ARP/ND, TCP, counters) and the fix.
+//! - [`diagnose()`]: why a router does not work, with probes (ARP/ND, TCP, counters) and the fix;
+//! - [`apply_as`] a [`Role::Standby`], then [`promote`] / [`demote`]: high availability, with
+//!   an election engine (keepalived, a Kubernetes Lease) deciding which instance is active.
 //!
 //! ```no_run
 //! use egress_core::{blocking, MacvlanMode, Protocol, RouterSpec};
@@ -56,6 +58,7 @@ mod desired;
 mod diagnose;
 mod drift;
 mod error;
+mod failover;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod inspect;
@@ -68,7 +71,7 @@ mod spec;
 mod stats;
 mod watch;
 
-pub use apply::{apply, Router};
+pub use apply::{apply, apply_as, Router};
 pub use desired::Desired;
 pub use diagnose::{
     diagnose, diagnose_spec, Check, DiagnoseOptions, Diagnosis, Status, DEFAULT_PROBE_TIMEOUT,
@@ -76,19 +79,24 @@ pub use diagnose::{
 };
 pub use drift::Drift;
 pub use error::{Error, ErrorKind, InvalidField, Result, Rollback};
+pub use failover::{demote, promote, RoleChange};
 pub use inspect::{default_route_link, inspect, link_exists, LinkState, RouterState};
 pub use ops::{
     addr::ADDRESS_PROTOCOL,
     link::group_marker as link_group_marker,
     record::{JOURNAL_TABLE, MIRROR_TABLE},
+    role::Role,
     route::ROUTE_PROTOCOL,
     Step,
 };
 pub use plan::Plan;
-pub use reconcile::{check, ensure, plan, teardown_by_name, EnsureAction, EnsureOutcome};
+pub use reconcile::{
+    check, ensure, ensure_as, plan, teardown_by_name, EnsureAction, EnsureOutcome,
+};
 pub use spec::{
-    External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
-    RouterSpecBuilder, MAX_ANNOUNCE, MAX_IFNAME_LEN, MAX_NAME_LEN,
+    Announce, External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect,
+    RouterSpec, RouterSpecBuilder, DEFAULT_ANNOUNCE_INTERVAL, MAX_ANNOUNCE, MAX_ANNOUNCE_INTERVAL,
+    MAX_IFNAME_LEN, MAX_NAME_LEN,
 };
 pub use stats::{stats, FallbackStats, RedirectStats, SnatStats, Stats};
 pub use watch::{watch, WatchEnd, WatchEvent, Watcher};

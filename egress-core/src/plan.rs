@@ -91,7 +91,7 @@ mod tests {
             " 8. ip route replace default via 203.0.113.1 dev macvlan0 proto 158",
             " 9. ip route add 10.128.0.0/14 via 192.0.2.1 dev eth0 proto 158",
             "10. sysctl -w net.ipv4.ip_forward=1",
-            "11. ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x1)",
+            "11. ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x1, 100 ms apart)",
         ];
         assert_eq!(lines.len(), expected.len(), "{text}");
         for (line, want) in lines.iter().zip(expected) {

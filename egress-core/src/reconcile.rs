@@ -17,6 +17,7 @@ use crate::{
     ops::{
         link::{group_marker, is_macvlan},
         record::{self, Record, Stores, JOURNAL_TABLE, MIRROR_TABLE},
+        role::{role_in, Claim, Role},
         route::{self, Route},
         sysctl, Current,
     },
@@ -70,7 +71,7 @@ pub async fn check(spec: &RouterSpec) -> Result<Vec<Drift>> {
         .within(move |ns| async move {
             let mut c = Conn::open(ns)?;
             let now = Current::read(&mut c, &spec.name).await?;
-            Ok(Desired::new(&spec).compare(&now))
+            Ok(Desired::with_role(&spec, role_in(&now, &spec.name)).compare(&now))
         })
         .instrument(span)
         .await
@@ -86,7 +87,7 @@ pub async fn plan(spec: &RouterSpec) -> Result<Plan> {
         .within(move |ns| async move {
             let mut c = Conn::open(ns)?;
             let now = Current::read(&mut c, &spec.name).await?;
-            Desired::new(&spec).plan(&now)
+            Desired::with_role(&spec, role_in(&now, &spec.name)).plan(&now)
         })
         .await
 }
@@ -98,15 +99,24 @@ pub async fn plan(spec: &RouterSpec) -> Result<Plan> {
 /// replaced is never recorded again from current values: a damaged crash record is written
 /// again from the place that still holds it.
 ///
+/// The router keeps the role its record holds (a standby is never "repaired" into an active
+/// one); a router that is not there is applied active ([`ensure_as`] chooses).
+///
 /// The router is left in place (there is no handle to drop); remove it with
 /// [`teardown_by_name`].
 pub async fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
+    ensure_as(spec, Role::Active).await
+}
+
+/// [`ensure`], applying the router in role `role` when it is not there (`EGRESS_ROUTER_ROLE`
+/// of the OpenShift drop-in); a router that is there keeps the role its record holds.
+pub async fn ensure_as(spec: &RouterSpec, role: Role) -> Result<EnsureOutcome> {
     require_net_admin("ensure an egress router")?;
     let parent = open_parent(spec)?;
     let span = info_span!("ensure", router = %spec.name, netns = %spec.netns);
     let spec = spec.clone();
     NsHandle::open(&spec.netns, "netns")?
-        .within(move |ns| ensure_in(ns, spec, parent))
+        .within(move |ns| ensure_in(ns, spec, role, parent))
         .instrument(span)
         .await
 }
@@ -114,11 +124,12 @@ pub async fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
 async fn ensure_in(
     ns: NsHandle,
     spec: RouterSpec,
+    role: Role,
     parent: Option<NsHandle>,
 ) -> Result<EnsureOutcome> {
     let mut c = Conn::open(ns)?;
     let now = Current::read(&mut c, &spec.name).await?;
-    let desired = Desired::new(&spec);
+    let desired = Desired::with_role(&spec, role_in(&now, &spec.name));
     let drift = desired.compare(&now);
     if drift.is_empty() {
         return Ok(EnsureOutcome {
@@ -127,7 +138,7 @@ async fn ensure_in(
         });
     }
     if !desired.exists_in(&now) {
-        fresh(spec, c, now, parent).await?;
+        fresh(spec, role, c, now, parent).await?;
         info!("router applied");
         return Ok(EnsureOutcome {
             action: EnsureAction::Created,
@@ -262,9 +273,12 @@ impl<'a> Owned<'a> {
                 table_name(name)
             )
         });
-        // The notes of its record, and the debris of a record whose writing was interrupted.
+        // The notes of its record, and the debris of a record whose writing was interrupted;
+        // its identity notes and its role marker.
         let mut notes = stores.note_routes;
         notes.extend(stores.orphans);
+        notes.extend(Claim::notes_in(now, name));
+        notes.extend(crate::ops::role::marker_in(now, name));
         Owned {
             name,
             record,

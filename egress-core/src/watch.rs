@@ -169,7 +169,6 @@ async fn watch_in(
     ready: oneshot::Sender<()>,
 ) -> Result<WatchEnd> {
     let notifications = Notifications::open()?;
-    let desired = Desired::new(&spec);
     let mut ready = Some(ready);
     let mut changed_at = Instant::now();
     let mut retry = RETRY_FIRST;
@@ -194,6 +193,9 @@ async fn watch_in(
             now = Current::read(&mut c, &spec.name).await?;
         }
         let teardown = record::tearing_down(&now, &spec.name);
+        // In the role the router's record holds, read with the rest: a standby is repaired
+        // as a standby (a promotion or demotion by another process is not drift).
+        let desired = Desired::with_role(&spec, crate::ops::role::role_in(&now, &spec.name));
         if !teardown && !desired.exists_in(&now) {
             if ready.is_some() {
                 return Err(Error::NotFound {

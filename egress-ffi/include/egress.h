@@ -780,6 +780,59 @@ egress_result egress_router_inspect_json_by_name(const char *netns_path,
 egress_result egress_inspect_json(const char *netns_path, const char *name, char **json_out);
 
 /*
+ Applies `spec` as a standby (`egress_spec_apply` otherwise): everything is staged (link,
+ NAT table, forward filter, sysctls, gateway host route) but what claims the egress
+ identity — the egress addresses, the default route via the gateway, the stable MAC, the
+ announcements — which `egress_router_promote` (or `egress_router_promote_by_name`) claims.
+
+ # Safety
+ As for `egress_spec_apply`.
+ */
+egress_result egress_spec_apply_standby(const struct egress_spec *spec,
+                                        struct egress_router **router_out);
+
+/*
+ Promotes the router to active: claims the egress addresses, the default route via the
+ gateway and the stable MAC in one flight of netlink requests, then sends the first
+ announcement and returns (the others follow, spaced, on a thread of the library: a program
+ that exits right away may cut them short). A transaction: on failure the router is standby
+ as before. An active router is left as it is.
+
+ # Safety
+ `router` must be NULL or a live router used by no other thread.
+ */
+egress_result egress_router_promote(const struct egress_router *router);
+
+/*
+ Demotes the router to standby: withdraws the egress addresses first (it stops answering
+ ARP for them before anything else), then the default route via the gateway, and takes its
+ own MAC back. A transaction; a standby router is left as it is.
+
+ # Safety
+ `router` must be NULL or a live router used by no other thread.
+ */
+egress_result egress_router_demote(const struct egress_router *router);
+
+/*
+ `egress_router_promote` without a handle: router `name` in the namespace at `netns_path`
+ (see `egress_router_teardown_by_name`), read from the kernel alone (no spec), as an
+ election agent or a keepalived notify command does. Waits for the spaced announcements
+ before returning. `EGRESS_RESULT_NOT_FOUND` when no such router is there.
+
+ # Safety
+ `netns_path` and `name` must each be NULL or a NUL-terminated string.
+ */
+egress_result egress_router_promote_by_name(const char *netns_path, const char *name);
+
+/*
+ `egress_router_demote` without a handle, as `egress_router_promote_by_name`.
+
+ # Safety
+ `netns_path` and `name` must each be NULL or a NUL-terminated string.
+ */
+egress_result egress_router_demote_by_name(const char *netns_path, const char *name);
+
+/*
  The traffic of `router` since it was applied, read from the kernel now, as a JSON object in
  `*json_out` (free it with `egress_string_free`): `name`; `redirects`, one object per
  redirect (`protocol`, `port`, `to`, `to_port`, `connections`, `packets`, `bytes`);

@@ -4,7 +4,7 @@
 
 use std::ffi::c_char;
 
-use egress_core::{blocking, EnsureAction, Netns, Router};
+use egress_core::{blocking, EnsureAction, Netns, Role, Router};
 
 use crate::{
     error::{arg_out, arg_ref, arg_str, call, egress_result, put_string, Failure},
@@ -412,6 +412,102 @@ unsafe fn router_inspect_json_by_name(
                 format!("no router `{name}` is configured in namespace {netns}"),
             )),
         }
+    })
+}
+
+/// Applies `spec` as a standby (`egress_spec_apply` otherwise): everything is staged (link,
+/// NAT table, forward filter, sysctls, gateway host route) but what claims the egress
+/// identity — the egress addresses, the default route via the gateway, the stable MAC, the
+/// announcements — which `egress_router_promote` (or `egress_router_promote_by_name`) claims.
+///
+/// # Safety
+/// As for `egress_spec_apply`.
+#[no_mangle]
+pub unsafe extern "C" fn egress_spec_apply_standby(
+    spec: *const egress_spec,
+    router_out: *mut *mut egress_router,
+) -> egress_result {
+    call("egress_spec_apply_standby", || {
+        // SAFETY (both): as the caller promises.
+        let out = unsafe { arg_out(router_out, "router_out") }?;
+        let spec = unsafe { arg_ref(spec, "spec") }?;
+        let router = blocking::apply_as(&spec.0, Role::Standby)?;
+        *out = Box::into_raw(Box::new(egress_router(router)));
+        Ok(())
+    })
+}
+
+/// Promotes the router to active: claims the egress addresses, the default route via the
+/// gateway and the stable MAC in one flight of netlink requests, then sends the first
+/// announcement and returns (the others follow, spaced, on a thread of the library: a program
+/// that exits right away may cut them short). A transaction: on failure the router is standby
+/// as before. An active router is left as it is.
+///
+/// # Safety
+/// `router` must be NULL or a live router used by no other thread.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_promote(router: *const egress_router) -> egress_result {
+    call("egress_router_promote", || {
+        // SAFETY: as the caller promises.
+        let router = unsafe { arg_ref(router, "router") }?;
+        blocking::promote_router(&router.0)?;
+        Ok(())
+    })
+}
+
+/// Demotes the router to standby: withdraws the egress addresses first (it stops answering
+/// ARP for them before anything else), then the default route via the gateway, and takes its
+/// own MAC back. A transaction; a standby router is left as it is.
+///
+/// # Safety
+/// `router` must be NULL or a live router used by no other thread.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_demote(router: *const egress_router) -> egress_result {
+    call("egress_router_demote", || {
+        // SAFETY: as the caller promises.
+        let router = unsafe { arg_ref(router, "router") }?;
+        blocking::demote_router(&router.0)?;
+        Ok(())
+    })
+}
+
+/// `egress_router_promote` without a handle: router `name` in the namespace at `netns_path`
+/// (see `egress_router_teardown_by_name`), read from the kernel alone (no spec), as an
+/// election agent or a keepalived notify command does. Waits for the spaced announcements
+/// before returning. `EGRESS_RESULT_NOT_FOUND` when no such router is there.
+///
+/// # Safety
+/// `netns_path` and `name` must each be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_promote_by_name(
+    netns_path: *const c_char,
+    name: *const c_char,
+) -> egress_result {
+    call("egress_router_promote_by_name", || {
+        // SAFETY (both): as the caller promises.
+        let netns = unsafe { arg_str(netns_path, "netns_path") }?;
+        let name = unsafe { arg_str(name, "name") }?;
+        let change = blocking::promote(&Netns::Path(netns.into()), name)?;
+        blocking::finish_announcements(change)?;
+        Ok(())
+    })
+}
+
+/// `egress_router_demote` without a handle, as `egress_router_promote_by_name`.
+///
+/// # Safety
+/// `netns_path` and `name` must each be NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_demote_by_name(
+    netns_path: *const c_char,
+    name: *const c_char,
+) -> egress_result {
+    call("egress_router_demote_by_name", || {
+        // SAFETY (both): as the caller promises.
+        let netns = unsafe { arg_str(netns_path, "netns_path") }?;
+        let name = unsafe { arg_str(name, "name") }?;
+        blocking::demote(&Netns::Path(netns.into()), name)?;
+        Ok(())
     })
 }
 

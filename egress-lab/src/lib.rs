@@ -78,6 +78,8 @@ use std::{
 };
 
 use egress_core::{MacvlanMode, Protocol, RouterSpecBuilder};
+
+pub mod ha;
 use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR,
     NLM_F_EXCL, NLM_F_REQUEST,

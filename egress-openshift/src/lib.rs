@@ -22,6 +22,7 @@
 //! | Variable | Meaning |
 //! |---|---|
 //! | `EGRESS_ROUTER_NAME` | the router's name (default [`DEFAULT_NAME`]) |
+//! | `EGRESS_ROUTER_ROLE` | `active` (default) or `standby`: legacy and init modes bring the router up as a standby (everything but the egress identity), for `egress-router promote` (a keepalived notify command) to claim |
 //! | `EGRESS_MACVLAN_PARENT` | create the macvlan on this link instead of adopting `macvlan0` (no SDN) |
 //! | `EGRESS_MACVLAN_MODE` | its mode: `private` (default, as the SDN makes it), `bridge`, `vepa`, `passthru` |
 //! | `EGRESS_MACVLAN_PARENT_NETNS` | the parent's namespace: an absolute path (`/proc/1/ns/net`) or a name under `/run/netns` (default: the router's) |
@@ -68,7 +69,7 @@ use std::{
     str::FromStr,
 };
 
-use egress_core::{Error, MacvlanMode, Netns, Protocol, Redirect, RouterSpec};
+use egress_core::{Error, MacvlanMode, Netns, Protocol, Redirect, Role, RouterSpec};
 
 pub mod logging;
 pub mod metrics;
@@ -86,6 +87,7 @@ const DESTINATION: &str = "EGRESS_DESTINATION";
 const MODE: &str = "EGRESS_ROUTER_MODE";
 const DEBUG: &str = "EGRESS_ROUTER_DEBUG";
 const NAME: &str = "EGRESS_ROUTER_NAME";
+const ROLE: &str = "EGRESS_ROUTER_ROLE";
 const PARENT: &str = "EGRESS_MACVLAN_PARENT";
 const MACVLAN_MODE: &str = "EGRESS_MACVLAN_MODE";
 const PARENT_NETNS: &str = "EGRESS_MACVLAN_PARENT_NETNS";
@@ -171,6 +173,8 @@ pub struct Config {
     pub mode: Mode,
     /// `EGRESS_ROUTER_DEBUG` was non-empty: log each step.
     pub debug: bool,
+    /// `EGRESS_ROUTER_ROLE`: the role a router that is not there yet is applied in.
+    pub role: Role,
 }
 
 /// The parsed `EGRESS_DESTINATION`.
@@ -351,6 +355,18 @@ pub fn from_env<K: AsRef<str>, V: AsRef<str>>(
         m => m.parse()?,
     };
     let debug = !get(DEBUG).is_empty();
+    let role = match get(ROLE) {
+        "" | "active" => Role::Active,
+        "standby" => Role::Standby,
+        other => {
+            return Err(beyond(
+                CompatErrorKind::InvalidExtension,
+                ROLE,
+                other,
+                "not one of active, standby".into(),
+            ))
+        }
+    };
     let destinations = if mode.redirects() {
         let entries = parse_lines(get(DESTINATION))?;
         for (line, ip) in entries.iter().map(|(l, e)| (l, e.to())) {
@@ -415,7 +431,12 @@ pub fn from_env<K: AsRef<str>, V: AsRef<str>>(
         b = b.fallback(f.to_string());
     }
     let spec = b.build().map_err(|e| from_spec_error(e, &vars))?;
-    Ok(Config { spec, mode, debug })
+    Ok(Config {
+        spec,
+        mode,
+        debug,
+        role,
+    })
 }
 
 /// A spec error the checks above did not anticipate, named by the variable it came from.
@@ -1390,6 +1411,24 @@ mod tests {
         assert_eq!(m.mode(), MacvlanMode::Private);
         // The last value of a repeated key wins.
         assert_eq!(m.parent_netns(), &Netns::Name("node".into()));
+    }
+
+    #[test]
+    fn the_role_is_active_unless_standby_is_asked_for() {
+        let role = |value: Option<&'static str>| {
+            let mut vars = env(OK_SOURCE, OK_GATEWAY, "198.51.100.9");
+            vars.extend(value.map(|v| ("EGRESS_ROUTER_ROLE", v)));
+            from_env(vars)
+        };
+        assert_eq!(role(None).unwrap().role, Role::Active);
+        assert_eq!(role(Some("active")).unwrap().role, Role::Active);
+        assert_eq!(role(Some("standby")).unwrap().role, Role::Standby);
+        let e = role(Some("backup")).unwrap_err();
+        assert_eq!(e.kind(), CompatErrorKind::InvalidExtension);
+        assert_eq!(
+            e.to_string(),
+            "EGRESS_ROUTER_ROLE 'backup' is invalid: not one of active, standby"
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@ fn _egress(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<diagnose::Check>()?;
     m.add_function(wrap_pyfunction!(router::teardown, m)?)?;
     m.add_function(wrap_pyfunction!(router::inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(router::promote, m)?)?;
+    m.add_function(wrap_pyfunction!(router::demote, m)?)?;
     m.add_function(wrap_pyfunction!(diagnose::diagnose, m)?)?;
     m.add_function(wrap_pyfunction!(router::stats, m)?)?;
     errors::register(m)?;

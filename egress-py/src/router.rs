@@ -84,6 +84,20 @@ impl Router {
         }
     }
 
+    /// Claims the egress identity (a standby becomes active): the addresses, the default
+    /// route, the stable MAC in one flight, then the first announcement (the others follow,
+    /// spaced, in the background). Rolled back on failure; nothing to do when active already.
+    /// Returns {"name", "previous", "role", "steps"}. The GIL is released meanwhile.
+    fn promote<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.change_role(py, egress_core::Role::Active)
+    }
+
+    /// Gives the egress identity back (active becomes standby): the addresses first, then
+    /// the default route and the stable MAC. As promote() otherwise.
+    fn demote<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.change_role(py, egress_core::Role::Standby)
+    }
+
     /// Diagnoses the router: RouterSpec.diagnose() with the spec it was applied from.
     #[pyo3(signature = (*, timeout_ms=None, fallback_ports=None))]
     fn diagnose(
@@ -125,6 +139,36 @@ impl Router {
     fn __repr__(&self) -> String {
         let state = if self.active() { "active" } else { "torn down" };
         format!("<egress.Router {:?} ({state})>", self.name)
+    }
+}
+
+impl Router {
+    fn change_role<'py>(
+        &self,
+        py: Python<'py>,
+        role: egress_core::Role,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        log::refresh(py);
+        let guard = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(router) = guard.as_ref() else {
+            return Err(CoreError(egress_core::Error::StaleHandle {
+                name: self.name.clone(),
+                netns: self
+                    .spec
+                    .build()
+                    .map(|s| s.netns().to_string())
+                    .unwrap_or_default(),
+                reason: "this handle tore it down".into(),
+            })
+            .into());
+        };
+        let change = py
+            .detach(|| match role {
+                egress_core::Role::Active => blocking::promote_router(router),
+                egress_core::Role::Standby => blocking::demote_router(router),
+            })
+            .map_err(CoreError)?;
+        to_py(py, &change)
     }
 }
 
@@ -287,6 +331,40 @@ pub(crate) fn teardown(
     Ok(py
         .detach(|| blocking::teardown_by_name(&ns, &name))
         .map_err(CoreError)?)
+}
+
+/// Promotes router `name` in namespace `netns` to active, from what the kernel holds (no
+/// spec needed): see Router.promote(). Returns {"name", "previous", "role", "steps"}.
+#[pyfunction]
+#[pyo3(signature = (name, *, netns=None))]
+pub(crate) fn promote<'py>(
+    py: Python<'py>,
+    name: String,
+    netns: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ns = netns_checked(netns)?;
+    log::refresh(py);
+    let change = py
+        .detach(|| blocking::promote(&ns, &name))
+        .map_err(CoreError)?;
+    to_py(py, &change)
+}
+
+/// Demotes router `name` in namespace `netns` to standby, from what the kernel holds: see
+/// Router.demote().
+#[pyfunction]
+#[pyo3(signature = (name, *, netns=None))]
+pub(crate) fn demote<'py>(
+    py: Python<'py>,
+    name: String,
+    netns: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ns = netns_checked(netns)?;
+    log::refresh(py);
+    let change = py
+        .detach(|| blocking::demote(&ns, &name))
+        .map_err(CoreError)?;
+    to_py(py, &change)
 }
 
 /// What router `name` owns in namespace `netns` now, as plain dicts (link, addresses, routes,

@@ -412,12 +412,20 @@ impl RouterSpec {
     /// and whether rollback was complete. The returned Router is a context manager that
     /// tears the router down when the block ends; a Router that is simply dropped leaves
     /// the router configured (egress.teardown(name, netns=...) removes it later).
+    /// With standby=True everything is staged but what claims the egress identity (the
+    /// egress addresses, the default route via the gateway, the stable MAC, the
+    /// announcements): Router.promote() or egress.promote(name, netns=...) claims it.
     /// The GIL is released for the whole call (validation included).
-    fn apply(&self, py: Python<'_>) -> PyResult<Router> {
+    #[pyo3(signature = (*, standby=false))]
+    fn apply(&self, py: Python<'_>, standby: bool) -> PyResult<Router> {
         log::refresh(py);
+        let role = match standby {
+            true => egress_core::Role::Standby,
+            false => egress_core::Role::Active,
+        };
         let (router, spec) = py.detach(|| {
             let spec = self.build()?;
-            let router = blocking::apply(&spec)?;
+            let router = blocking::apply_as(&spec, role)?;
             Ok::<_, CoreError>((router, RouterSpec::from_core(&spec)))
         })?;
         Ok(Router::new(router, spec))

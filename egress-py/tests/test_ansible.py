@@ -163,6 +163,26 @@ def test_playbook_check_apply_reapply_repair_absent(lab: Lab, tmp_path: Path) ->
     assert (r["changed"], r["action"]) == (False, "unchanged")
 
 
+def test_playbook_standby_creates_a_standby_and_leaves_the_role_to_the_election(
+    lab: Lab, tmp_path: Path
+) -> None:
+    before = lab.snapshot()
+    book = Playbook(lab, tmp_path)
+    router_ns = lab.path("router")
+    r = book.run(egress_state="standby")
+    assert (r["changed"], r["action"]) == (True, "created")
+    assert r["router"]["role"] == "standby" and r["router"]["addresses"] == []
+    assert book.run(egress_state="standby")["changed"] is False
+    # The election engine promotes it; Ansible does not fight it, in either state.
+    egress.promote("py-ansible", netns=router_ns)
+    assert book.run(egress_state="standby")["changed"] is False
+    r = book.run()
+    assert (r["changed"], r["router"]["role"]) == (False, "active")
+    r = book.run(egress_state="absent")
+    assert (r["changed"], r["action"]) == (True, "removed")
+    assert_same(before, lab.snapshot())
+
+
 def test_library_errors_come_back_as_failed(lab: Lab, tmp_path: Path) -> None:
     before = lab.snapshot()
     book = Playbook(lab, tmp_path)

@@ -345,3 +345,27 @@ def test_the_gil_is_released_for_the_whole_apply(lab: Lab) -> None:
         assert took > 0.004, "too quick to tell: make the spec larger"
         assert longest_pause < took / 3, (longest_pause, took)
     assert_same(before, lab.snapshot())
+
+
+def test_a_standby_forwards_nothing_until_promoted_and_a_demotion_gives_it_back(lab: Lab) -> None:
+    c = lab.c
+    lab.ask("serve")
+    before = lab.snapshot()
+    router = lab.spec("py-ha").apply(standby=True)
+    assert egress.inspect("py-ha", netns=lab.path("router"))["role"] == "standby"  # type: ignore[index]
+    assert lab.source4() not in lab.ip("router", "-4", "addr", "show", "dev", "macvlan0")
+    assert lab.get_fails(c["ROUTER_ETH0_4"], c["SERVICE_PORT"]), "a standby forwards"
+
+    up = router.promote()
+    assert (up["previous"], up["role"]) == ("standby", "active") and up["steps"]
+    assert f"peer={lab.source4()}" in lab.get(c["ROUTER_ETH0_4"], c["SERVICE_PORT"])
+    assert router.promote()["steps"] == []
+
+    # By name, from what the kernel holds (as keepalived's notify command does).
+    down = egress.demote("py-ha", netns=lab.path("router"))
+    assert down["role"] == "standby" and down["steps"][0].startswith("ip addr del")
+    assert lab.get_fails(c["ROUTER_ETH0_4"], c["SERVICE_PORT"])
+    assert egress.promote("py-ha", netns=lab.path("router"))["role"] == "active"
+    assert egress.inspect("py-ha", netns=lab.path("router"))["role"] == "active"  # type: ignore[index]
+    router.teardown()
+    assert_same(before, lab.snapshot())

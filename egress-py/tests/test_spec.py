@@ -378,7 +378,7 @@ def test_plan_steps_read_like_commands() -> None:
     assert "ip route replace default via 203.0.113.1 dev macvlan0 proto 158 (previous default routes removed)" in text
     assert "sysctl -w net.ipv4.ip_forward=1" in text
     assert text[-1] == (
-        "ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x1)"
+        "ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x1, 100 ms apart)"
     )
     assert repr(steps[1]) == f"<egress.Step 2: {text[1]}>"
 

@@ -14,6 +14,7 @@ use crate::{
     ops::{
         link::{group_marker, ExternalLink, LinkRef},
         record::{Journal, RecordSpec, Stores},
+        role::{role_in, Claim, Role},
         route::{DefaultRoute, OurRoute},
         sysctl::{Forwarding, Sysctl},
         Current, KernelObject,
@@ -166,7 +167,7 @@ impl Subject {
     /// sysctls and forwarding, its table). Empty when nothing differs.
     pub(super) fn drift(&self, now: &Current) -> Vec<Drift> {
         if let Some(spec) = &self.spec {
-            return Desired::new(spec).compare(now);
+            return Desired::with_role(spec, role_in(now, &self.name)).compare(now);
         }
         let table = table_name(&self.name);
         let Some(record) = Stores::of(now, &self.name).proven(now).cloned() else {
@@ -194,6 +195,23 @@ impl Subject {
                     link: link.clone(),
                     families: (v4, v6),
                     link_sysctls: link_sysctls.clone(),
+                    // By name, what the kernel holds (none: reported as missing).
+                    claim: Claim::in_kernel(now, &self.name)
+                        .map(|(c, _)| c)
+                        .unwrap_or_else(|| Claim {
+                            router: self.name.clone(),
+                            internal: String::new(),
+                            link: record.link.clone(),
+                            created: record.created,
+                            sources: Vec::new(),
+                            gateways: self.gateways.clone(),
+                            stable_mac: None,
+                            own_mac: None,
+                            announce: crate::spec::Announce {
+                                count: 0,
+                                interval: crate::spec::DEFAULT_ANNOUNCE_INTERVAL,
+                            },
+                        }),
                 },
             }),
             Box::new(ExternalLink {
@@ -218,6 +236,7 @@ impl Subject {
             objects.push(Box::new(DefaultRoute {
                 via: *g,
                 link: link.clone(),
+                held: role_in(now, &self.name) == Role::Active,
             }));
         }
         for (used, ipv6) in [(v4, false), (v6, true)] {

@@ -135,6 +135,8 @@ pub(crate) struct Address {
     pub link: LinkRef,
     /// The address with its prefix.
     pub net: IpNetwork,
+    /// Held (active) or withdrawn (standby).
+    pub held: bool,
 }
 
 impl Address {
@@ -150,25 +152,37 @@ impl Address {
 
 impl KernelObject for Address {
     fn render(&self) -> String {
-        add_command(&self.link.name, self.net)
+        match self.held {
+            true => add_command(&self.link.name, self.net),
+            false => format!("(not {} on {} while standby)", self.net, self.link.name),
+        }
     }
 
     fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
         // A missing link is the link's drift.
-        if self.present(now) == Some(false) {
-            drift.push(Drift::AddressMissing {
+        match (self.held, self.present(now)) {
+            (true, Some(false)) => drift.push(Drift::AddressMissing {
                 link: self.link.name.clone(),
                 address: self.net,
-            });
+            }),
+            (false, Some(true)) => drift.push(Drift::IdentityHeld {
+                what: format!("address {} on {}", self.net, self.link.name),
+            }),
+            _ => {}
         }
     }
 
     fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
-        if self.present(now) != Some(true) {
-            steps.push(Step::AddAddress {
+        match (self.held, self.present(now)) {
+            (true, Some(true)) | (false, Some(false) | None) => {}
+            (true, _) => steps.push(Step::AddAddress {
                 link: self.link.name.clone(),
                 address: self.net,
-            });
+            }),
+            (false, Some(true)) => steps.push(Step::WithdrawAddress {
+                link: self.link.name.clone(),
+                address: self.net,
+            }),
         }
         Ok(())
     }

@@ -291,7 +291,7 @@ pub(crate) async fn create_macvlan(
 
 /// A random locally administered unicast MAC (what the kernel gives a macvlan created
 /// without one); `None` when the kernel has no random bytes to give.
-fn random_mac() -> Option<[u8; 6]> {
+pub(crate) fn random_mac() -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     // SAFETY: getrandom(2) writes at most `mac.len()` bytes into `mac`.
     let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
@@ -409,6 +409,19 @@ pub(crate) async fn announce(h: &Handle, index: u32, name: &str, mac: &[u8]) -> 
         .execute()
         .await
         .map_err(|e| Error::kernel(announce_command(name), errno(&e)))
+}
+
+/// `ip link set dev NAME address MAC`.
+pub(crate) async fn set_mac(h: &Handle, index: u32, name: &str, mac: [u8; 6]) -> Result<()> {
+    let msg = LinkUnspec::new_with_index(index)
+        .address(mac.to_vec())
+        .build();
+    h.link().set(msg).execute().await.map_err(|e| {
+        Error::kernel(
+            format!("ip link set dev {name} address {}", format_mac(&mac)),
+            errno(&e),
+        )
+    })
 }
 
 /// The command of [`announce`].

@@ -11,6 +11,7 @@ pub(crate) mod current;
 pub(crate) mod link;
 pub(crate) mod nat;
 pub(crate) mod record;
+pub(crate) mod role;
 pub(crate) mod route;
 mod step;
 pub(crate) mod sysctl;

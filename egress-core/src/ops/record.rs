@@ -184,61 +184,86 @@ impl Record {
     /// The notes that hold this record: blackhole routes in [`JOURNAL_TABLE`], one per
     /// [`NOTE_PAYLOAD`] bytes of its text.
     pub(crate) fn notes(&self) -> Result<Vec<Route>> {
-        let text = self.encode()?;
-        Ok(text
-            .as_bytes()
-            .chunks(NOTE_PAYLOAD)
-            .enumerate()
-            .map(|(seq, chunk)| {
-                let mut bytes = [0u8; 16];
-                bytes[..2].copy_from_slice(&[0x65, 0x67]);
-                bytes[2..6].copy_from_slice(&self.id.to_be_bytes());
-                bytes[6..6 + chunk.len()].copy_from_slice(chunk);
-                note(Ipv6Addr::from(bytes), seq as u32 + 1)
-            })
-            .collect())
+        Ok(text_notes(RECORD_TAG, self.id, &self.encode()?))
     }
 
     /// The records the notes among `routes` hold (one per apply id whose notes decode), each
     /// with its notes.
     pub(crate) fn from_notes(routes: &[Route]) -> Vec<(Record, Vec<&Route>)> {
-        let mut by_id: BTreeMap<u32, Vec<Note>> = BTreeMap::new();
-        for r in routes.iter().filter(|r| is_note(r)) {
-            if let IpAddr::V6(a) = r.dst.ip() {
-                by_id
-                    .entry(note_id(r))
-                    .or_default()
-                    .push((r.metric(), a.octets(), r));
-            }
-        }
-        by_id
+        read_text_notes(RECORD_TAG, routes)
             .into_iter()
-            .filter_map(|(id, mut notes)| {
-                notes.sort_by_key(|n| n.0);
-                let contiguous = notes.iter().enumerate().all(|(i, n)| n.0 as usize == i + 1);
-                let mut text = Vec::with_capacity(notes.len() * NOTE_PAYLOAD);
-                for (_, bytes, _) in &notes {
-                    text.extend_from_slice(&bytes[6..]);
-                }
-                while text.last() == Some(&0) {
-                    text.pop();
-                }
-                let record = contiguous
-                    .then(|| String::from_utf8(text).ok())
-                    .flatten()
-                    .and_then(|t| Record::decode(&t))
-                    .filter(|r| r.id == id)?;
-                Some((record, notes.into_iter().map(|n| n.2).collect()))
+            .filter_map(|(id, text, notes)| {
+                let record = Record::decode(&text).filter(|r| r.id == id)?;
+                Some((record, notes))
             })
             .collect()
     }
+}
+
+/// The tag of the crash record's notes (`6567:`, "eg").
+const RECORD_TAG: [u8; 2] = [0x65, 0x67];
+
+/// `text` as notes tagged `tag`: blackhole routes in [`JOURNAL_TABLE`] whose addresses are the
+/// tag, the apply id `id` and [`NOTE_PAYLOAD`] bytes of the text each; a note's metric is its
+/// place in the text (from 1).
+pub(crate) fn text_notes(tag: [u8; 2], id: u32, text: &str) -> Vec<Route> {
+    text.as_bytes()
+        .chunks(NOTE_PAYLOAD)
+        .enumerate()
+        .map(|(seq, chunk)| {
+            let mut bytes = [0u8; 16];
+            bytes[..2].copy_from_slice(&tag);
+            bytes[2..6].copy_from_slice(&id.to_be_bytes());
+            bytes[6..6 + chunk.len()].copy_from_slice(chunk);
+            note(Ipv6Addr::from(bytes), seq as u32 + 1)
+        })
+        .collect()
+}
+
+/// The texts the notes tagged `tag` among `routes` hold, one per apply id whose notes are
+/// whole (every place from 1 on, UTF-8), each with its id and its notes.
+pub(crate) fn read_text_notes(tag: [u8; 2], routes: &[Route]) -> Vec<(u32, String, Vec<&Route>)> {
+    let mut by_id: BTreeMap<u32, Vec<Note>> = BTreeMap::new();
+    for r in routes.iter().filter(|r| is_tagged(r, tag)) {
+        if let IpAddr::V6(a) = r.dst.ip() {
+            by_id
+                .entry(note_id(r))
+                .or_default()
+                .push((r.metric(), a.octets(), r));
+        }
+    }
+    by_id
+        .into_iter()
+        .filter_map(|(id, mut notes)| {
+            notes.sort_by_key(|n| n.0);
+            let contiguous = notes.iter().enumerate().all(|(i, n)| n.0 as usize == i + 1);
+            let mut text = Vec::with_capacity(notes.len() * NOTE_PAYLOAD);
+            for (_, bytes, _) in &notes {
+                text.extend_from_slice(&bytes[6..]);
+            }
+            while text.last() == Some(&0) {
+                text.pop();
+            }
+            let text = contiguous.then(|| String::from_utf8(text).ok()).flatten()?;
+            Some((id, text, notes.into_iter().map(|n| n.2).collect()))
+        })
+        .collect()
+}
+
+/// Whether `r` is a note tagged `tag` (of any router).
+pub(crate) fn is_tagged(r: &Route, tag: [u8; 2]) -> bool {
+    r.table == JOURNAL_TABLE
+        && r.is_ours()
+        && r.kind == RouteType::BlackHole
+        && r.dst.prefix() == 128
+        && matches!(r.dst.ip(), IpAddr::V6(a) if a.octets()[..2] == tag)
 }
 
 /// A note as read back: its place in the text (metric), its address, the route.
 type Note<'a> = (u32, [u8; 16], &'a Route);
 
 /// A note route: `blackhole ADDR/128 table JOURNAL_TABLE proto 158 metric SEQ`.
-fn note(addr: Ipv6Addr, seq: u32) -> Route {
+pub(crate) fn note(addr: Ipv6Addr, seq: u32) -> Route {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet6;
     m.header.destination_prefix_length = 128;
@@ -257,11 +282,7 @@ fn note(addr: Ipv6Addr, seq: u32) -> Route {
 
 /// Whether `r` is a note of some router's record.
 pub(crate) fn is_note(r: &Route) -> bool {
-    r.table == JOURNAL_TABLE
-        && r.is_ours()
-        && r.kind == RouteType::BlackHole
-        && r.dst.prefix() == 128
-        && matches!(r.dst.ip(), IpAddr::V6(a) if a.octets()[..2] == [0x65, 0x67])
+    is_tagged(r, RECORD_TAG)
 }
 
 /// The marker a teardown puts in the journal table while it runs: a watcher that sees it
@@ -433,6 +454,8 @@ pub(crate) struct RecordSpec {
     pub families: (bool, bool),
     /// The external link's own sysctls the router sets (adopted link: restored at teardown).
     pub link_sysctls: Vec<String>,
+    /// What claims the egress identity, written with the record (its identity notes).
+    pub claim: super::role::Claim,
 }
 
 impl RecordSpec {
@@ -520,6 +543,21 @@ impl Journal {
                 },
             )),
             Some(_) => {}
+        }
+        let claim = super::role::Claim::in_kernel(now, &self.spec.router);
+        if stores.notes.as_ref() == Some(wanted)
+            && claim.as_ref().map(|(c, _)| c) != Some(&self.spec.claim)
+        {
+            out.push((
+                "identity notes".to_string(),
+                format!(
+                    "the notes in table {JOURNAL_TABLE} that say what a promotion claims are \
+                     missing or differ"
+                ),
+                Step::WriteJournal {
+                    table: JOURNAL_TABLE,
+                },
+            ));
         }
         if let Some(record) = stores.record() {
             for table in [JOURNAL_TABLE, MIRROR_TABLE] {

@@ -229,6 +229,16 @@ pub(crate) async fn add(h: &Handle, r: &Route, what: &str) -> Result<()> {
         .map_err(|e| Error::kernel(format!("ip route add {what}"), errno(&e)))
 }
 
+/// `ip route replace …`: the route with `r`'s destination, table and metric becomes `r`.
+pub(crate) async fn replace(h: &Handle, r: &Route, what: &str) -> Result<()> {
+    h.route()
+        .add(r.message.clone())
+        .replace()
+        .execute()
+        .await
+        .map_err(|e| Error::kernel(format!("ip route replace {what}"), errno(&e)))
+}
+
 /// `ip route del …`; Ok(false) when it was already gone.
 pub(crate) async fn delete(h: &Handle, r: &Route, what: &str) -> Result<bool> {
     let mut m = in_table(r, r.table).message;
@@ -326,6 +336,8 @@ pub(crate) struct DefaultRoute {
     pub via: IpAddr,
     /// The external link.
     pub link: LinkRef,
+    /// Held (active) or withdrawn (standby: no default route at all, the ones replaced saved).
+    pub held: bool,
 }
 
 impl DefaultRoute {
@@ -350,22 +362,29 @@ impl DefaultRoute {
 
 impl KernelObject for DefaultRoute {
     fn render(&self) -> String {
-        Step::ReplaceDefaultRoute {
-            via: self.via,
-            link: self.link.name.clone(),
+        match self.held {
+            true => Step::ReplaceDefaultRoute {
+                via: self.via,
+                link: self.link.name.clone(),
+            }
+            .to_string(),
+            false => format!(
+                "(no default route while standby; the namespace's own are saved in table {})",
+                super::record::JOURNAL_TABLE
+            ),
         }
-        .to_string()
     }
 
     fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
-        if self.ours_present(now) == Some(false) {
-            drift.push(Drift::RouteMissing {
-                route: describe_ours(
-                    default_dst(self.via.is_ipv6()),
-                    Some(self.via),
-                    &self.link.name,
-                ),
-            });
+        let ours = describe_ours(
+            default_dst(self.via.is_ipv6()),
+            Some(self.via),
+            &self.link.name,
+        );
+        match (self.held, self.ours_present(now)) {
+            (true, Some(false)) => drift.push(Drift::RouteMissing { route: ours }),
+            (false, Some(true)) => drift.push(Drift::IdentityHeld { what: ours }),
+            _ => {}
         }
         let names = now.names();
         for r in self.foreign(now) {
@@ -380,8 +399,16 @@ impl KernelObject for DefaultRoute {
         if to_save(now, &self.link, ipv6).next().is_some() {
             steps.push(Step::SaveDefaultRoutes { ipv6 });
         }
-        if self.ours_present(now) != Some(true) || self.foreign(now).next().is_some() {
+        let foreign = self.foreign(now).next().is_some();
+        let ours = self.ours_present(now) == Some(true);
+        if self.held && (!ours || foreign) {
             steps.push(Step::ReplaceDefaultRoute {
+                via: self.via,
+                link: self.link.name.clone(),
+            });
+        }
+        if !self.held && (ours || foreign) {
+            steps.push(Step::WithdrawDefaultRoute {
                 via: self.via,
                 link: self.link.name.clone(),
             });

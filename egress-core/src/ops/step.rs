@@ -1,11 +1,11 @@
 //! [`Step`]: one kernel change, as the dry run prints it and the transaction runs it.
 
-use std::{fmt, net::IpAddr};
+use std::{fmt, net::IpAddr, time::Duration};
 
 use ipnetwork::IpNetwork;
 
-use super::{addr, link, record, route, sysctl};
-use crate::spec::{Macvlan, MacvlanMode};
+use super::{addr, link, record, role::Role, route, sysctl};
+use crate::spec::{format_mac, Macvlan, MacvlanMode};
 
 /// One kernel change of an apply, an ensure, a promotion or a demotion. `Display` renders it
 /// close to its `ip`/`nft`/`sysctl` equivalent.
@@ -117,6 +117,34 @@ pub enum Step {
         /// The external link.
         link: String,
     },
+    /// Withdraw an egress address (demotion: the instance stops answering ARP / ND for it).
+    WithdrawAddress {
+        /// The link.
+        link: String,
+        /// The address with its prefix.
+        address: IpNetwork,
+    },
+    /// Delete the router's default route of one family, and any other default route of that
+    /// family (saved before): a standby has none.
+    WithdrawDefaultRoute {
+        /// The gateway.
+        via: IpAddr,
+        /// The external link.
+        link: String,
+    },
+    /// Give the external link a MAC address: the stable MAC on promotion, its own on demotion.
+    SetMac {
+        /// The link.
+        link: String,
+        /// The MAC address.
+        mac: [u8; 6],
+    },
+    /// Record the router's role (its role marker, replaced in place): the last request of a
+    /// promotion or demotion.
+    MarkRole {
+        /// The role.
+        role: Role,
+    },
     /// Turn on forwarding for one family.
     EnableForwarding {
         /// IPv6 (else IPv4).
@@ -128,8 +156,11 @@ pub enum Step {
         link: String,
         /// The addresses.
         addresses: Vec<IpAddr>,
-        /// Announcements per address.
+        /// Announcements per address: the first right away, the others spaced by
+        /// `interval` without holding up the transaction.
         count: u8,
+        /// The time between two announcements.
+        interval: Duration,
     },
 }
 
@@ -143,6 +174,7 @@ impl Step {
                 | Step::SetLinkUp { .. }
                 | Step::AddAddress { .. }
                 | Step::SetLink { mac: Some(_), .. }
+                | Step::SetMac { .. }
         )
     }
 }
@@ -217,19 +249,44 @@ impl fmt::Display for Step {
             Step::EnableForwarding { ipv6 } => {
                 f.write_str(sysctl::forwarding_command(*ipv6))
             }
+            Step::WithdrawAddress { link, address } => {
+                write!(f, "ip addr del {address} dev {link} (withdrawn: standby)")
+            }
+            Step::WithdrawDefaultRoute { via, link } => write!(
+                f,
+                "ip {}route del default via {via} dev {link} proto {} (and any other default \
+                 route, saved: standby)",
+                if via.is_ipv6() { "-6 " } else { "" },
+                route::ROUTE_PROTOCOL
+            ),
+            Step::SetMac { link, mac } => {
+                write!(f, "ip link set dev {link} address {}", format_mac(mac))
+            }
+            Step::MarkRole { role } => write!(
+                f,
+                "ip -6 route replace {} 6572:…/128 table {} proto {} (the role marker: {role})",
+                match role {
+                    Role::Standby => "blackhole",
+                    Role::Active => "unreachable",
+                },
+                record::JOURNAL_TABLE,
+                route::ROUTE_PROTOCOL
+            ),
             Step::Announce {
                 link,
                 addresses,
                 count,
+                interval,
             } => write!(
                 f,
-                "{} (the kernel announces {}; x{count})",
+                "{} (the kernel announces {}; x{count}, {} ms apart)",
                 link::announce_command(link),
                 addresses
                     .iter()
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                interval.as_millis()
             ),
         }
     }

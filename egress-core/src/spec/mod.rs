@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use self::raw::validate_name;
 use self::raw::{
-    RawExternal, RawKeptRoute, RawLocalPort, RawMacvlan, RawNetns, RawProbe, RawRedirect, RawSpec,
+    RawAnnounce, RawExternal, RawKeptRoute, RawLocalPort, RawMacvlan, RawNetns, RawProbe,
+    RawRedirect, RawSpaced, RawSpec,
 };
 use crate::error::{Error, InvalidField, Result};
 
@@ -31,6 +32,21 @@ pub const MAX_NAME_LEN: usize = 32;
 pub const MAX_IFNAME_LEN: usize = 15;
 /// Most announcements (gratuitous ARP / unsolicited NA) per address.
 pub const MAX_ANNOUNCE: u8 = 16;
+/// The interval between announcements when the spec gives none.
+pub const DEFAULT_ANNOUNCE_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest interval between two announcements.
+pub const MAX_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The announcements (gratuitous ARP / unsolicited NA for every egress address) that follow a
+/// change claiming the egress identity: `count` of them, `interval` apart. JSON: `"announce": N`
+/// or `"announce": {"count": N, "interval_ms": M}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Announce {
+    /// How many, 0 to [`MAX_ANNOUNCE`] (0: none).
+    pub count: u8,
+    /// The time between two of them (1 ms to [`MAX_ANNOUNCE_INTERVAL`]).
+    pub interval: Duration,
+}
 
 /// A network namespace, as a front end names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -279,8 +295,9 @@ pub struct RouterSpec {
     pub(crate) fallback4: Option<Ipv4Addr>,
     pub(crate) fallback6: Option<Ipv6Addr>,
     pub(crate) kept_routes: Vec<KeptRoute>,
-    pub(crate) announce: u8,
+    pub(crate) announce: Announce,
     pub(crate) probe: Option<Duration>,
+    pub(crate) stable_mac: Option<[u8; 6]>,
 }
 
 impl RouterSpec {
@@ -374,7 +391,17 @@ impl RouterSpec {
     }
     /// How many announcements are sent per address.
     pub fn announce(&self) -> u8 {
+        self.announce.count
+    }
+    /// The announcements that follow a promotion (or an apply): count and interval.
+    pub fn announcements(&self) -> Announce {
         self.announce
+    }
+    /// The MAC address the external link takes while the router is active (the VRRP virtual
+    /// MAC, or a locally administered one shared by every instance), if the spec sets one; a
+    /// standby keeps its own.
+    pub fn stable_mac(&self) -> Option<[u8; 6]> {
+        self.stable_mac
     }
     /// The timeout of the duplicate address probe a new apply sends for each egress address
     /// before it claims them, when the spec asks for one (`"probe": {"timeout_ms": N}`).
@@ -457,10 +484,17 @@ impl RouterSpec {
                     via: k.via.map(|v| v.to_string()),
                 })
                 .collect(),
-            announce: Some(self.announce),
+            announce: Some(match self.announce.interval == DEFAULT_ANNOUNCE_INTERVAL {
+                true => RawAnnounce::Count(u64::from(self.announce.count)),
+                false => RawAnnounce::Spaced(RawSpaced {
+                    count: Some(u64::from(self.announce.count)),
+                    interval_ms: Some(self.announce.interval.as_millis() as u64),
+                }),
+            }),
             probe: self.probe.map(|d| RawProbe {
                 timeout_ms: Some(d.as_millis() as u64),
             }),
+            stable_mac: self.stable_mac.map(|m| format_mac(&m)),
         }
     }
 }
@@ -640,7 +674,23 @@ impl RouterSpecBuilder {
     }
     /// How many gratuitous ARPs / unsolicited NAs to send per address (default 1, 0 = none).
     pub fn announce(mut self, count: u8) -> Self {
-        self.raw.announce = Some(count);
+        self.raw.announce = Some(RawAnnounce::Count(u64::from(count)));
+        self
+    }
+    /// `count` announcements per address, `interval` apart (the first right after the claim,
+    /// the others without holding up the call that claimed).
+    pub fn announce_spaced(mut self, count: u8, interval: Duration) -> Self {
+        self.raw.announce = Some(RawAnnounce::Spaced(RawSpaced {
+            count: Some(u64::from(count)),
+            interval_ms: Some(u64::try_from(interval.as_millis()).unwrap_or(u64::MAX)),
+        }));
+        self
+    }
+    /// The MAC address the external macvlan takes on promotion and gives back on demotion,
+    /// e.g. the VRRP virtual MAC `00:00:5e:00:01:VRID`: the gateway's ARP entry for the egress
+    /// IP stays valid across a failover. JSON `"stable_mac"`.
+    pub fn stable_mac(mut self, mac: impl Into<String>) -> Self {
+        self.raw.stable_mac = Some(mac.into());
         self
     }
     /// Before a new apply claims the egress addresses, probe for each whether another host

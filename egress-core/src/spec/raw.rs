@@ -16,8 +16,9 @@ use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect, RouterSpec,
-    MAX_ANNOUNCE, MAX_IFNAME_LEN, MAX_NAME_LEN,
+    Announce, External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect,
+    RouterSpec, DEFAULT_ANNOUNCE_INTERVAL, MAX_ANNOUNCE, MAX_ANNOUNCE_INTERVAL, MAX_IFNAME_LEN,
+    MAX_NAME_LEN,
 };
 use crate::{
     diagnose::{DEFAULT_PROBE_TIMEOUT, MAX_PROBE_TIMEOUT},
@@ -47,9 +48,52 @@ pub(super) struct RawSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_routes: Vec<RawKeptRoute>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub announce: Option<u8>,
+    pub announce: Option<RawAnnounce>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<RawProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_mac: Option<String>,
+}
+
+/// `"announce": N` (a count, at the default interval) or
+/// `"announce": {"count": N, "interval_ms": M}`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(untagged)]
+pub(super) enum RawAnnounce {
+    Count(u64),
+    Spaced(RawSpaced),
+}
+
+impl<'de> Deserialize<'de> for RawAnnounce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawAnnounce;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a count, or {"count": N, "interval_ms": M}"#)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<RawAnnounce, E> {
+                Ok(RawAnnounce::Count(n))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<RawAnnounce, A::Error> {
+                RawSpaced::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawAnnounce::Spaced)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSpaced {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
 }
 
 /// `"probe": {"timeout_ms": N}`: a duplicate address probe before the egress addresses are
@@ -382,14 +426,61 @@ impl RawSpec {
             kept_routes.push(KeptRoute { to, via });
         }
 
-        let announce = self.announce.unwrap_or(1);
-        if announce > MAX_ANNOUNCE {
-            found.add(
-                "announce",
-                announce,
-                &format!("a count from 0 to {MAX_ANNOUNCE}"),
-            );
-        }
+        let (count, interval_ms, count_field) = match self.announce {
+            None => (1, None, "announce"),
+            Some(RawAnnounce::Count(n)) => (n, None, "announce"),
+            Some(RawAnnounce::Spaced(s)) => (s.count.unwrap_or(1), s.interval_ms, "announce.count"),
+        };
+        let count = u8::try_from(count)
+            .ok()
+            .filter(|n| *n <= MAX_ANNOUNCE)
+            .unwrap_or_else(|| {
+                found.add(
+                    count_field,
+                    count,
+                    &format!("a count from 0 to {MAX_ANNOUNCE}"),
+                );
+                0
+            });
+        let max_interval = MAX_ANNOUNCE_INTERVAL.as_millis() as u64;
+        let interval = match interval_ms {
+            None => DEFAULT_ANNOUNCE_INTERVAL,
+            Some(ms) if (1..=max_interval).contains(&ms) => Duration::from_millis(ms),
+            Some(ms) => {
+                found.add(
+                    "announce.interval_ms",
+                    ms,
+                    &format!("an interval from 1 to {max_interval} ms"),
+                );
+                DEFAULT_ANNOUNCE_INTERVAL
+            }
+        };
+        let announce = Announce { count, interval };
+
+        let stable_mac = self.stable_mac.as_deref().and_then(|s| {
+            let mac = found.ok(parse_mac("stable_mac", s))?;
+            match &external {
+                Some(External::Macvlan(m)) if m.mac == Some(mac) => {
+                    found.add(
+                        "stable_mac",
+                        s,
+                        "a MAC other than external.macvlan.mac (the standby's own)",
+                    );
+                    None
+                }
+                Some(External::Macvlan(_)) => Some(mac),
+                Some(External::Adopt(_)) => {
+                    found.add(
+                        "stable_mac",
+                        s,
+                        "no stable MAC with an adopted link (only a macvlan the router creates \
+                         can take one and give it back)",
+                    );
+                    None
+                }
+                None => None,
+            }
+        });
 
         let probe = self.probe.and_then(|p| {
             let ms = p
@@ -446,6 +537,7 @@ impl RawSpec {
             kept_routes,
             announce,
             probe,
+            stable_mac,
         })
     }
 }

@@ -166,6 +166,27 @@ int main(int argc, char **argv) {
   CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
 
+  /* High availability: a standby holds no egress address until promoted; by handle and by
+   * name (an election agent), idempotent. */
+  router = NULL;
+  CHECK_RESULT(egress_spec_apply_standby(spec, &router), EGRESS_RESULT_OK);
+  check_inspect(EGRESS_RESULT_OK, "\"role\":\"standby\"");
+  check_inspect(EGRESS_RESULT_OK, "\"addresses\":[]");
+  check_drift(spec, EGRESS_RESULT_OK, "[]");
+  CHECK_RESULT(egress_router_promote(router), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_promote(router), EGRESS_RESULT_OK);
+  check_inspect(EGRESS_RESULT_OK, "\"addresses\":[\"203.0.113.99/24\"]");
+  CHECK_RESULT(egress_router_demote_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
+  check_inspect(EGRESS_RESULT_OK, "\"role\":\"standby\"");
+  CHECK_RESULT(egress_router_promote_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
+  check_inspect(EGRESS_RESULT_OK, "\"role\":\"active\"");
+  CHECK_RESULT(egress_router_demote(router), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_promote(NULL), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("egress_router_promote: argument `router` is NULL");
+  CHECK_RESULT(egress_router_promote_by_name(netns_path, "nope"), EGRESS_RESULT_NOT_FOUND);
+  CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
+  check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
+
   /* Freeing the handle leaves the router in place, for teardown by name later; the deprecated
    * names of 0.1 do the same as the new ones. */
   router = NULL;

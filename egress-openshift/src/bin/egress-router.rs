@@ -14,7 +14,7 @@ use std::{
 };
 
 use egress_core::{
-    blocking, DiagnoseOptions, EnsureAction, Error, ErrorKind, Netns, RouterSpec, RouterState,
+    blocking, DiagnoseOptions, EnsureAction, Error, ErrorKind, Netns, Role, RouterSpec, RouterState,
 };
 use egress_openshift::{
     self as openshift, logging,
@@ -41,6 +41,11 @@ USAGE
   egress-router check    [OPTIONS]   compare a namespace with its configuration (changes nothing)
   egress-router diagnose [OPTIONS]   why does the router not work? probes it, says what to change
   egress-router teardown [OPTIONS]   remove a router and restore its namespace
+  egress-router promote  [OPTIONS]   a standby router claims the egress identity (keepalived
+                                     notify_master): addresses, default route, stable MAC, then
+                                     announces it; read from the kernel, no spec needed
+  egress-router demote   [OPTIONS]   give the egress identity back (notify_backup/notify_fault):
+                                     the addresses first, so this instance stops answering ARP
   egress-router --help | --version
 
 CONTAINER ENTRYPOINT (no arguments): the OpenShift variables, unchanged
@@ -62,6 +67,10 @@ CONTAINER ENTRYPOINT (no arguments): the OpenShift variables, unchanged
   The SDN has already moved macvlan0 into the pod (it is adopted, not created); eth0 is the
   cluster link. Optional extensions:
   EGRESS_ROUTER_NAME           router name, [a-z0-9-] (default egress-router)
+  EGRESS_ROUTER_ROLE           active (default) or standby: legacy and init modes bring a new
+                               router up as a standby, everything configured but the egress
+                               IP, the default route and the announcements, for `egress-router
+                               promote` (keepalived's notify_master) to claim
   EGRESS_MACVLAN_PARENT        no SDN: create macvlan0 on this link instead of adopting it
   EGRESS_MACVLAN_MODE          private (default), bridge, vepa or passthru
   EGRESS_MACVLAN_PARENT_NETNS  the parent's namespace: a path such as /proc/1/ns/net, or a name
@@ -82,7 +91,7 @@ CONTAINER ENTRYPOINT (no arguments): the OpenShift variables, unchanged
                                A bad address (exit 1) or one it cannot listen on (exit 3) stops
                                it before any change.
 
-OPTIONS (inspect, check, diagnose, teardown)
+OPTIONS (inspect, check, diagnose, teardown, promote, demote)
   --netns PATH        the router's namespace file: /run/netns/NAME, /proc/PID/ns/net
                       (default: the namespace egress-router runs in)
   --netns-name NAME   the same, by name, as `ip netns list` shows it
@@ -129,6 +138,10 @@ EXAMPLES
   # The router does not work: why?
   kubectl exec egress-1 -- egress-router diagnose
 
+  # keepalived.conf, in the router's namespace (see docs/ha.md):
+  #   notify_master '/usr/bin/egress-router promote --name egress-1'
+  #   notify_backup '/usr/bin/egress-router demote --name egress-1'
+
   # On the node, as root: look at a pod's router (PID: any process of the pod), diagnose it,
   # remove it
   egress-router inspect --netns /proc/$PID/ns/net --name egress-router
@@ -160,6 +173,8 @@ enum Command {
     Check(Target),
     Diagnose(Target),
     Teardown(Target),
+    Promote(Target),
+    Demote(Target),
 }
 
 #[derive(Debug, PartialEq, Eq, Default)]
@@ -197,6 +212,8 @@ fn main() -> ExitCode {
         Command::Check(t) => with_logging(|| check(t)),
         Command::Diagnose(t) => with_logging(|| diagnose(t)),
         Command::Teardown(t) => with_logging(|| teardown(t)),
+        Command::Promote(t) => with_logging(|| change_role(t, Role::Active)),
+        Command::Demote(t) => with_logging(|| change_role(t, Role::Standby)),
     })
 }
 
@@ -224,6 +241,8 @@ fn parse_args(args: &[OsString]) -> Result<Command, String> {
         "check" => Command::Check,
         "diagnose" => Command::Diagnose,
         "teardown" => Command::Teardown,
+        "promote" => Command::Promote,
+        "demote" => Command::Demote,
         other => return Err(format!("unknown subcommand or option '{other}'")),
     };
     let mut t = Target::default();
@@ -359,6 +378,7 @@ fn contract(metrics_flag: Option<String>) -> u8 {
         mut spec,
         mode,
         debug,
+        role,
     } = match openshift::from_env(vars.iter().cloned()) {
         Ok(c) => c,
         Err(e) => {
@@ -455,7 +475,7 @@ fn contract(metrics_flag: Option<String>) -> u8 {
         debug!("plan step {:>2}: {step}", i + 1);
     }
     let started = Instant::now();
-    let outcome = match blocking::ensure(&spec) {
+    let outcome = match blocking::ensure_as(&spec, role) {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
@@ -592,6 +612,39 @@ fn target_name(t: &Target) -> String {
                 .filter(|n| !n.is_empty())
         })
         .unwrap_or_else(|| openshift::DEFAULT_NAME.to_string())
+}
+
+/// `promote` / `demote`: the role change, read from the kernel (a keepalived notify command:
+/// no spec, no environment needed). Prints the result once the identity is claimed (or given
+/// back), then waits for the spaced announcements before exiting.
+fn change_role(t: Target, role: Role) -> u8 {
+    let netns = t.netns.clone().unwrap_or_default();
+    let name = target_name(&t);
+    let result = match role {
+        Role::Active => blocking::promote(&netns, &name),
+        Role::Standby => blocking::demote(&netns, &name),
+    };
+    let change = match result {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if t.json {
+        print_json(&change);
+    } else {
+        println!(
+            "egress-router: router {name} {} ({} changes)",
+            match (change.changed(), role) {
+                (false, _) => format!("was {role} already"),
+                (true, Role::Active) => "promoted: it holds the egress identity".into(),
+                (true, Role::Standby) => "demoted: standby".into(),
+            },
+            change.steps.len()
+        );
+    }
+    match blocking::finish_announcements(change) {
+        Ok(()) => code::OK,
+        Err(e) => fail(&e),
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -874,6 +927,30 @@ mod tests {
                 "{args:?}"
             );
         }
+    }
+
+    #[test]
+    fn promote_and_demote_take_a_namespace_and_a_name_only() {
+        let t = Target {
+            netns: Some(Netns::Name("pod".into())),
+            name: Some("egress-1".into()),
+            ..Target::default()
+        };
+        assert_eq!(
+            parse(&["promote", "--netns-name", "pod", "--name", "egress-1"]),
+            Ok(Command::Promote(t))
+        );
+        assert_eq!(
+            parse(&["demote", "--netns=/run/netns/pod"]),
+            Ok(Command::Demote(Target {
+                netns: Some(Netns::Path("/run/netns/pod".into())),
+                ..Target::default()
+            }))
+        );
+        assert_eq!(
+            parse(&["promote", "--spec", "x.json"]),
+            Err("unknown option '--spec' for promote".to_string())
+        );
     }
 
     #[test]

@@ -22,7 +22,10 @@ EGRESS_* variables), spec.check() (drift), spec.plan_live() (what the namespace 
 spec.ensure() (idempotent apply), egress.inspect(name, netns=...),
 egress.stats(name, netns=...) and Router.stats() (traffic per redirect, fallback and SNAT, as
 a Stats dict), egress.teardown(name, netns=...), and egress.diagnose(name, netns=...) /
-spec.diagnose(): why a router does not work, as a Diagnosis of Checks, each with its hint (docs/diagnose.md).
+spec.diagnose(): why a router does not work, as a Diagnosis of Checks, each with its hint
+(docs/diagnose.md). High availability: spec.apply(standby=True), then router.promote() /
+router.demote(), or egress.promote(name, netns=...) / egress.demote(...) from another process
+(keepalived's notify, a Kubernetes Lease holder).
 
 Every error is an EgressError; InvalidSpecError is also a ValueError. Arguments of the wrong
 type raise TypeError. Everything needs CAP_NET_ADMIN (root) except building and planning.
@@ -57,8 +60,10 @@ from egress._egress import (
     UndoSkippedError,
     VerifyError,
     __version__,
+    demote,
     diagnose,
     inspect,
+    promote,
     stats,
     teardown,
 )
@@ -186,8 +191,10 @@ __all__ = [
     "UndoSkippedError",
     "VerifyError",
     "__version__",
+    "demote",
     "diagnose",
     "inspect",
+    "promote",
     "stats",
     "teardown",
 ]

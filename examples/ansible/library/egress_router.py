@@ -15,6 +15,10 @@ description:
   - With I(state=present) the router is converged with C(RouterSpec.ensure()) - created when
     missing, left alone when it matches, repaired when it drifted - so a second identical run
     reports C(changed=false).
+  - With I(state=standby) a missing router is created as a standby (everything but the egress
+    addresses, the default route via the gateway and the announcements), for an election
+    engine (keepalived's notify commands C(egress-router promote/demote)) to promote; an
+    existing router is converged in the role it has (Ansible never fights the election).
   - With I(state=absent) everything the router owns is removed and what it replaced is restored.
   - Check mode reports the drift and the plan - the steps the namespace still needs, read
     from the kernel with C(RouterSpec.plan_live()) - and changes nothing. Diff mode shows the
@@ -31,9 +35,9 @@ options:
     type: str
     required: true
   state:
-    description: Whether the router should exist.
+    description: Whether the router should exist (I(standby) - created as a standby).
     type: str
-    choices: [present, absent]
+    choices: [present, standby, absent]
     default: present
   netns:
     description:
@@ -239,7 +243,7 @@ def view(router: Optional[dict[str, Any]]) -> dict[str, Any]:
     return {"state": "present", **router}
 
 
-def present(module: AnsibleModule) -> dict[str, Any]:
+def present(module: AnsibleModule, standby: bool) -> dict[str, Any]:
     p = module.params
     spec = build_spec(p).validate()  # every invalid field at once, before the kernel is read
     before = egress.inspect(p["name"], netns=p["netns"])
@@ -253,6 +257,11 @@ def present(module: AnsibleModule) -> dict[str, Any]:
         planned = {"state": "present", "drift": [str(d) for d in drift], "plan": plan}
         return dict(changed=True, action=action, drift=[str(d) for d in drift], plan=plan,
                     router=before, diff=dict(before=view(before), after=planned))
+    if before is None and standby:
+        spec.apply(standby=True)
+        after = egress.inspect(p["name"], netns=p["netns"])
+        return dict(changed=True, action="created", drift=[str(d) for d in drift], plan=plan,
+                    router=after, diff=dict(before=view(before), after=view(after)))
     outcome = spec.ensure()
     after = egress.inspect(p["name"], netns=p["netns"])
     return dict(changed=outcome.changed, action=outcome.action,
@@ -277,7 +286,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
-            state=dict(type="str", choices=["present", "absent"], default="present"),
+            state=dict(type="str", choices=["present", "standby", "absent"], default="present"),
             netns=dict(type="str"),
             internal=dict(type="str", default="eth0"),
             macvlan=dict(
@@ -319,8 +328,8 @@ def main() -> None:
     if EGRESS_IMPORT_ERROR is not None:
         module.fail_json(msg=missing_required_lib("egress"), exception=EGRESS_IMPORT_ERROR)
     try:
-        if module.params["state"] == "present":
-            result = present(module)
+        if module.params["state"] in ("present", "standby"):
+            result = present(module, standby=module.params["state"] == "standby")
         else:
             result = absent(module)
     except egress.InvalidSpecError as e:

@@ -1,0 +1,477 @@
+//! Two egress router "nodes" elected by real keepalived (VRRPv3, unicast peers), for the
+//! failover test (tests/keepalived.rs) and bench (benches/failover.rs).
+//!
+//! ```text
+//!  node A (Lab::node)    ext0 ---+                     +--- gw0: ext (gateway, web server)
+//!                                 [br0 in Lab::switch]
+//!  node B (attached)     eth0 ---+
+//!  router A (Lab::router): macvlan0 on node A's ext0, eth0 192.0.2.2 on cbr0
+//!  router B (router_b):    macvlan0 on node B's eth0, eth0 192.0.2.4 on cbr0 (vrouterb)
+//!  client: 192.0.2.3 on cbr0, connects to the internal virtual IP 192.0.2.10
+//! ```
+//! keepalived runs inside each router namespace (`ip netns exec`), elects on the internal
+//! segment, holds the internal virtual IP [`INTERNAL_VIP`] on the active router's eth0 and calls
+//! `egress-router promote` / `demote` from its notify commands. Its files (configuration, the
+//! notify binary, pid files, logs) are in a private root-owned 0755 folder under /run, as
+//! `enable_script_security` wants; only the processes started here are ever killed, by pid.
+
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Mutex,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use egress_core::{MacvlanMode, Protocol, Role, RouterSpec};
+
+use crate::{
+    ip, workspace_binary, Lab, Netns, EGRESS_SOURCE4, GATEWAY4, GATEWAY_LINK, MACVLAN_PARENT,
+    NODE4, NODE_BRIDGE, SERVICE_PORT, WEB4, WEB_PORT,
+};
+
+/// The internal virtual IP keepalived moves with the active router: the client's target.
+pub const INTERNAL_VIP: &str = "192.0.2.10";
+/// Router B's eth0.
+pub const ROUTER_B_ETH0_4: &str = "192.0.2.4";
+/// The stable MAC both routers take on promotion (the VRRP virtual MAC of VRID 51).
+pub const STABLE_MAC: &str = "00:00:5e:00:01:33";
+/// The router's name in both namespaces.
+pub const HA_ROUTER: &str = "ha";
+
+/// Which node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    /// Node A: [`Lab::node`] and [`Lab::router`].
+    A,
+    /// Node B: attached to the switch, router namespace [`HaLab::router_b`].
+    B,
+}
+
+impl Node {
+    /// The other one.
+    pub fn other(self) -> Node {
+        match self {
+            Node::A => Node::B,
+            Node::B => Node::A,
+        }
+    }
+}
+
+/// The two-node topology with keepalived on each router.
+pub struct HaLab {
+    /// The single-router lab with a switch: node A, router A, the client, the gateway.
+    pub lab: Lab,
+    /// Node B: `eth0` on the switch (the macvlan parent of router B).
+    pub node_b: Netns,
+    /// Router B's namespace.
+    pub router_b: Netns,
+    dir: PathBuf,
+    binary: PathBuf,
+    advert: Duration,
+    keepalived: Mutex<[Option<Child>; 2]>,
+}
+
+impl HaLab {
+    /// Builds the topology and applies a standby router in each router namespace (with the
+    /// stable MAC when `stable_mac`); keepalived is not started yet ([`HaLab::start`]).
+    /// `advert` is VRRP's advertisement interval.
+    pub fn new(stable_mac: bool, advert: Duration) -> HaLab {
+        let lab = Lab::with_switch();
+        let node_b = lab.attach_host("nodeb");
+        let router_b = Netns::new("routerb");
+        router_b.sysctl_set("net.ipv6.conf.default.accept_dad", "0");
+        lab.node.ip(&[
+            "link",
+            "add",
+            "vrouterb",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            router_b.name(),
+        ]);
+        lab.node
+            .ip(&["link", "set", "vrouterb", "master", NODE_BRIDGE, "up"]);
+        router_b.ip(&[
+            "addr",
+            "add",
+            &format!("{ROUTER_B_ETH0_4}/24"),
+            "dev",
+            "eth0",
+        ]);
+        router_b.ip(&["link", "set", "eth0", "up"]);
+        router_b.ip(&["route", "add", "default", "via", NODE4]);
+        // The gateway ignores gratuitous ARP for addresses it has no entry for: only the
+        // stable MAC (or an entry it learnt by asking) lets it reach the new active router.
+        lab.ext.sysctl_set("net.ipv4.conf.all.arp_accept", "0");
+        lab.ext
+            .sysctl_set(&format!("net.ipv4.conf.{GATEWAY_LINK}.arp_accept"), "0");
+        // Found (or its absence reported) before anything is made outside the namespaces.
+        let built = workspace_binary(
+            "egress-router",
+            &["egress-openshift", "egress-core"],
+            "EGRESS_ROUTER_BIN",
+        );
+        let dir = private_dir();
+        let binary = dir.join("egress-router");
+        if let Err(e) = fs::copy(&built, &binary) {
+            let _ = fs::remove_dir_all(&dir);
+            panic!("copying {} into {}: {e}", built.display(), dir.display());
+        }
+        let ha = HaLab {
+            lab,
+            node_b,
+            router_b,
+            dir,
+            binary,
+            advert,
+            keepalived: Mutex::new([None, None]),
+        };
+        for node in [Node::A, Node::B] {
+            egress_core::blocking::apply_as(&ha.spec(node, stable_mac), Role::Standby)
+                .unwrap_or_else(|e| panic!("standby router on {node:?}: {e}"));
+        }
+        ha
+    }
+
+    /// The `egress-router` binary keepalived's notify commands run (in the private folder).
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The router namespace of `node`.
+    pub fn router(&self, node: Node) -> &Netns {
+        match node {
+            Node::A => &self.lab.router,
+            Node::B => &self.router_b,
+        }
+    }
+
+    /// The spec of `node`'s router.
+    pub fn spec(&self, node: Node, stable_mac: bool) -> RouterSpec {
+        let (parent_ns, parent) = match node {
+            Node::A => (&self.lab.node, MACVLAN_PARENT),
+            Node::B => (&self.node_b, "eth0"),
+        };
+        let b = RouterSpec::builder(HA_ROUTER)
+            .netns(egress_core::Netns::Path(self.router(node).path().into()))
+            .macvlan(parent, MacvlanMode::Private)
+            .parent_netns(egress_core::Netns::Path(parent_ns.path().into()))
+            .internal("eth0")
+            .source(EGRESS_SOURCE4)
+            .gateway(GATEWAY4)
+            .redirect(Protocol::Tcp, SERVICE_PORT, WEB4, Some(WEB_PORT))
+            .announce_spaced(3, Duration::from_millis(20));
+        match stable_mac {
+            true => b.stable_mac(STABLE_MAC),
+            false => b,
+        }
+        .build()
+        .expect("a valid spec")
+    }
+
+    fn eth0(node: Node) -> &'static str {
+        match node {
+            Node::A => crate::ROUTER_ETH0_4,
+            Node::B => ROUTER_B_ETH0_4,
+        }
+    }
+
+    /// Starts keepalived in `node`'s router namespace (state BACKUP, nopreempt: the first to
+    /// see no master is elected, and a node that comes back does not take over again).
+    pub fn start(&self, node: Node) {
+        let i = node as usize;
+        assert!(
+            self.keepalived.lock().unwrap()[i].is_none(),
+            "keepalived runs on {node:?}"
+        );
+        let tag = format!("{node:?}").to_lowercase();
+        let conf = self.dir.join(format!("keepalived-{tag}.conf"));
+        let bin = self.binary.display();
+        fs::write(
+            &conf,
+            format!(
+                "global_defs {{
+    router_id egress_{tag}
+    vrrp_version 3
+    script_user root
+    enable_script_security
+    vrrp_garp_master_delay 0
+}}
+vrrp_instance egress {{
+    state BACKUP
+    nopreempt
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    advert_int {advert}
+    unicast_src_ip {src}
+    unicast_peer {{
+        {peer}
+    }}
+    virtual_ipaddress {{
+        {INTERNAL_VIP}/24 dev eth0
+    }}
+    notify_master \"{bin} promote --name {HA_ROUTER}\"
+    notify_backup \"{bin} demote --name {HA_ROUTER}\"
+    notify_fault \"{bin} demote --name {HA_ROUTER}\"
+}}
+",
+                advert = self.advert.as_secs_f64(),
+                src = HaLab::eth0(node),
+                peer = HaLab::eth0(node.other()),
+            ),
+        )
+        .expect("writing keepalived.conf");
+        let pid = |what: &str| self.dir.join(format!("{what}-{tag}.pid"));
+        let log = fs::File::create(self.dir.join(format!("keepalived-{tag}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.router(node).name(), "keepalived"])
+            .args(["-n", "-l", "-D", "-P", "-f"])
+            .arg(&conf)
+            .arg("-p")
+            .arg(pid("keepalived"))
+            .arg("-r")
+            .arg(pid("vrrp"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("keepalived (apt-get install keepalived; scripts/setup.sh)");
+        self.keepalived.lock().unwrap()[i] = Some(child);
+    }
+
+    /// SIGKILLs `node`'s keepalived (the process started here and its VRRP child, by the pids
+    /// of its own pid files).
+    pub fn kill(&self, node: Node) {
+        let tag = format!("{node:?}").to_lowercase();
+        let child = self.keepalived.lock().unwrap()[node as usize].take();
+        if let Some(mut child) = child {
+            let vrrp = fs::read_to_string(self.dir.join(format!("vrrp-{tag}.pid")))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(pid) = vrrp {
+                // SAFETY: kill(2) on a pid this lab's keepalived wrote in its private pid
+                // file; at worst ESRCH.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = fs::remove_file(self.dir.join(format!("vrrp-{tag}.pid")));
+            let _ = fs::remove_file(self.dir.join(format!("keepalived-{tag}.pid")));
+        }
+    }
+
+    /// `node` dies: its keepalived is killed and both of its links are cut (the internal
+    /// veth on the node bridge, the external NIC under its macvlan). Its router still holds
+    /// what it held, unreachable.
+    pub fn fail(&self, node: Node) {
+        self.kill(node);
+        self.set_links(node, "down");
+    }
+
+    /// `node` comes back as a standby: its router demoted, the internal virtual IP gone from
+    /// its eth0, its links up, keepalived started again.
+    pub fn recover(&self, node: Node) {
+        let router = self.router(node);
+        router.exec(&[self.binary.to_str().unwrap(), "demote", "--name", HA_ROUTER]);
+        let _ = router.try_exec(&[
+            "ip",
+            "addr",
+            "del",
+            &format!("{INTERNAL_VIP}/24"),
+            "dev",
+            "eth0",
+        ]);
+        self.set_links(node, "up");
+        self.start(node);
+    }
+
+    fn set_links(&self, node: Node, state: &str) {
+        let (internal, ext_ns, ext) = match node {
+            Node::A => ("vrouter", &self.lab.node, MACVLAN_PARENT),
+            Node::B => ("vrouterb", &self.node_b, "eth0"),
+        };
+        self.lab.node.ip(&["link", "set", internal, state]);
+        ext_ns.ip(&["link", "set", ext, state]);
+    }
+
+    /// The node whose router holds the egress address, if exactly one does.
+    pub fn active(&self) -> Option<Node> {
+        let holds = |n: Node| {
+            self.router(n)
+                .ip(&["-4", "addr", "show", "dev", "macvlan0"])
+                .contains(EGRESS_SOURCE4)
+        };
+        match (holds(Node::A), holds(Node::B)) {
+            (true, false) => Some(Node::A),
+            (false, true) => Some(Node::B),
+            _ => None,
+        }
+    }
+
+    /// Waits up to `timeout` for one router to be active and the other standby; panics
+    /// with keepalived's logs otherwise.
+    pub fn wait_active(&self, timeout: Duration) -> Node {
+        let start = Instant::now();
+        loop {
+            if let Some(n) = self.active() {
+                return n;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "no single active router after {timeout:?}:\n{}",
+                    self.logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to `timeout` for the router of the other node than `old` to be the one
+    /// active; panics with keepalived's logs otherwise.
+    pub fn wait_active_other(&self, old: Node, timeout: Duration) -> Node {
+        let start = Instant::now();
+        loop {
+            let holds = self
+                .router(old.other())
+                .ip(&["-4", "addr", "show", "dev", "macvlan0"])
+                .contains(EGRESS_SOURCE4);
+            if holds {
+                return old.other();
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "{:?} did not take over in {timeout:?}:\n{}",
+                    old.other(),
+                    self.logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// keepalived's logs, for failure messages.
+    pub fn logs(&self) -> String {
+        ["a", "b"]
+            .iter()
+            .map(|t| {
+                let log = fs::read_to_string(self.dir.join(format!("keepalived-{t}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                format!(
+                    "--- keepalived {t} (last lines)\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Runs `during` while the client opens a new TCP connection to the internal virtual IP
+    /// every 10 ms (each bounded by 50 ms); returns what `during` returned and every attempt.
+    pub fn probing<T>(&self, during: impl FnOnce(&Probes) -> T) -> (T, Vec<Attempt>) {
+        let stop = AtomicBool::new(false);
+        let probes = Probes {
+            started: AtomicUsize::new(0),
+        };
+        thread::scope(|s| {
+            let client = &self.lab.client;
+            let stop = &stop;
+            let probes_ref = &probes;
+            let h = s.spawn(move || {
+                let mut out = Vec::new();
+                let vip = IpAddr::V4(INTERNAL_VIP.parse::<Ipv4Addr>().unwrap());
+                while !stop.load(Ordering::Relaxed) {
+                    let at = Instant::now();
+                    let ok = client
+                        .http_get(vip, SERVICE_PORT, Duration::from_millis(50))
+                        .is_ok();
+                    probes_ref.started.fetch_add(1, Ordering::Relaxed);
+                    out.push(Attempt { at, ok });
+                    let next = at + Duration::from_millis(10);
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        thread::sleep(d);
+                    }
+                }
+                out
+            });
+            let t = during(&probes);
+            stop.store(true, Ordering::Relaxed);
+            (t, h.join().expect("the probe loop"))
+        })
+    }
+}
+
+/// What the probe loop has done so far.
+pub struct Probes {
+    started: AtomicUsize,
+}
+
+impl Probes {
+    /// Waits until `n` more connection attempts were made.
+    pub fn wait_attempts(&self, n: usize) {
+        let until = self.started.load(Ordering::Relaxed) + n;
+        while self.started.load(Ordering::Relaxed) < until {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// One connection attempt of the probe loop: when it started, whether it got the page.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// When it started.
+    pub at: Instant,
+    /// Whether the web server answered through the router.
+    pub ok: bool,
+}
+
+/// The service gap around `t`: from the last successful attempt started before `t` to the
+/// first one started after it; `None` when there is none after.
+pub fn gap(attempts: &[Attempt], t: Instant) -> Option<Duration> {
+    let before = attempts
+        .iter()
+        .filter(|a| a.ok && a.at <= t)
+        .map(|a| a.at)
+        .max()?;
+    let after = attempts.iter().find(|a| a.ok && a.at > t)?.at;
+    Some(after - before)
+}
+
+impl Drop for HaLab {
+    fn drop(&mut self) {
+        for node in [Node::A, Node::B] {
+            self.kill(node);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh folder under /run, root-owned, 0755 (keepalived's `enable_script_security` refuses
+/// scripts in folders others can write).
+fn private_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new("/run").join(format!(
+        "egt-{}-ka-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// The egress address as an `IpAddr`.
+pub fn egress_ip() -> IpAddr {
+    ip(EGRESS_SOURCE4.split('/').next().unwrap())
+}

@@ -1,0 +1,321 @@
+//! High availability in the core: a router applied as standby, promoted and demoted (through
+//! its handle and by name, from the kernel alone), the stable MAC, the role read back and kept
+//! by check/ensure, and fault injection at every step of a promotion and a demotion. As root,
+//! in throwaway namespaces; a test that cannot build them fails (never skips). The keepalived
+//! acceptance test is tests/keepalived.rs.
+
+use std::time::Duration;
+
+use egress_core::{
+    blocking, fault, Drift, EnsureAction, Error, Netns as CoreNetns, Role, Rollback, RouterSpec,
+};
+use egress_lab::{
+    ip, Lab, Snapshot, Snapshots, EGRESS_SOURCE4, GATEWAY4, ROUTER_ETH0_4, SERVICE_PORT, WEB_PORT,
+};
+
+const STABLE_MAC: &str = "00:00:5e:00:01:33";
+
+fn core_ns(lab: &Lab) -> CoreNetns {
+    CoreNetns::Path(lab.router.path().into())
+}
+
+fn spec(lab: &Lab, stable: bool) -> RouterSpec {
+    let b = lab
+        .router_spec("ha-1")
+        .announce_spaced(3, Duration::from_millis(20));
+    match stable {
+        true => b.stable_mac(STABLE_MAC).build().unwrap(),
+        false => b.build().unwrap(),
+    }
+}
+
+fn role(lab: &Lab) -> Role {
+    blocking::inspect(&core_ns(lab), "ha-1")
+        .unwrap()
+        .expect("the router is there")
+        .role
+}
+
+/// What the egress identity is made of, as `ip` shows it: the egress address on macvlan0, the
+/// default route via the gateway, the link's MAC.
+fn identity(lab: &Lab) -> (bool, bool, String) {
+    let addrs = lab.router.ip(&["-4", "addr", "show", "dev", "macvlan0"]);
+    let routes = lab.router.ip(&["-4", "route", "show", "default"]);
+    (
+        addrs.contains(EGRESS_SOURCE4),
+        routes.contains(&format!("via {GATEWAY4} dev macvlan0")),
+        lab.router.link_mac("macvlan0"),
+    )
+}
+
+fn reaches_web(lab: &Lab) -> bool {
+    lab.client
+        .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, Duration::from_millis(500))
+        .is_ok()
+}
+
+#[test]
+fn a_standby_holds_nothing_of_the_identity_until_promoted_and_gives_it_back_on_demotion() {
+    let lab = Lab::new();
+    let _web = lab.ext.serve_http(&[WEB_PORT]);
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    assert_eq!(role(&lab), Role::Standby);
+    let (addr, default, mac) = identity(&lab);
+    assert!(
+        !addr && !default,
+        "a standby holds no egress address nor default route"
+    );
+    assert_ne!(mac, STABLE_MAC, "a standby never holds the stable MAC");
+    let own = mac;
+    // Staged: the table, the link, the gateway host route, forwarding.
+    assert!(lab
+        .router
+        .exec(&["nft", "list", "tables"])
+        .contains(&spec.table_name()));
+    assert!(lab.router.ip(&["-4", "route"]).contains(GATEWAY4));
+    assert_eq!(lab.router.sysctl_get("net.ipv4.ip_forward"), "1");
+    assert!(!reaches_web(&lab), "a standby never forwards");
+    // check compares with the role the record holds; ensure never promotes.
+    assert_eq!(blocking::check(&spec).unwrap(), Vec::<Drift>::new());
+    assert_eq!(
+        blocking::ensure(&spec).unwrap().action,
+        EnsureAction::Unchanged
+    );
+    assert!(blocking::plan(&spec).unwrap().is_empty());
+
+    let change = blocking::promote_router(&router).unwrap();
+    assert_eq!(
+        (change.previous, change.role),
+        (Role::Standby, Role::Active)
+    );
+    assert!(change.changed());
+    blocking::finish_announcements(change).unwrap();
+    assert_eq!(role(&lab), Role::Active);
+    assert_eq!(identity(&lab), (true, true, STABLE_MAC.to_string()));
+    assert!(reaches_web(&lab));
+    assert_eq!(blocking::check(&spec).unwrap(), Vec::<Drift>::new());
+    // Idempotent.
+    let again = blocking::promote_router(&router).unwrap();
+    assert!(!again.changed(), "{:?}", again.steps);
+
+    // By name, from the kernel alone.
+    let down = blocking::demote(&core_ns(&lab), "ha-1").unwrap();
+    assert_eq!((down.previous, down.role), (Role::Active, Role::Standby));
+    // The addresses go first: this instance stops answering ARP before anything else.
+    assert!(down.steps[0].starts_with("ip addr del"), "{:?}", down.steps);
+    assert_eq!(role(&lab), Role::Standby);
+    let (addr, default, mac) = identity(&lab);
+    assert!(!addr && !default);
+    assert_eq!(mac, own, "the standby's own MAC is back");
+    assert!(!reaches_web(&lab));
+    assert_eq!(blocking::check(&spec).unwrap(), Vec::<Drift>::new());
+    assert!(!blocking::demote(&core_ns(&lab), "ha-1").unwrap().changed());
+
+    let up = blocking::promote(&core_ns(&lab), "ha-1").unwrap();
+    blocking::finish_announcements(up).unwrap();
+    assert_eq!(identity(&lab), (true, true, STABLE_MAC.to_string()));
+    assert!(reaches_web(&lab));
+
+    blocking::teardown(router).unwrap();
+    snaps.assert_restored("teardown of a promoted router");
+}
+
+#[test]
+fn an_active_apply_with_a_stable_mac_holds_it_and_announces_from_it() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+    let router = blocking::apply(&spec).unwrap();
+    assert_eq!(role(&lab), Role::Active);
+    assert_eq!(identity(&lab), (true, true, STABLE_MAC.to_string()));
+    // The gateway learnt the egress IP from the announcement, with the stable MAC.
+    assert_eq!(
+        lab.ext
+            .neighbour_mac(ip(EGRESS_SOURCE4.split('/').next().unwrap()))
+            .as_deref(),
+        Some(STABLE_MAC)
+    );
+    assert_eq!(blocking::check(&spec).unwrap(), Vec::<Drift>::new());
+    blocking::teardown(router).unwrap();
+    snaps.assert_restored("teardown of an active router with a stable MAC");
+}
+
+#[test]
+fn drift_of_a_standby_is_repaired_as_a_standby_and_an_active_one_as_active() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, false);
+    blocking::apply_as(&spec, Role::Standby).unwrap();
+    // Someone adds the egress address by hand: the standby would answer ARP for it.
+    lab.router
+        .ip(&["addr", "add", EGRESS_SOURCE4, "dev", "macvlan0"]);
+    let drift = blocking::check(&spec).unwrap();
+    assert_eq!(
+        drift,
+        vec![Drift::IdentityHeld {
+            what: format!("address {EGRESS_SOURCE4} on macvlan0")
+        }]
+    );
+    assert_eq!(
+        blocking::ensure(&spec).unwrap().action,
+        EnsureAction::Repaired
+    );
+    assert_eq!(role(&lab), Role::Standby);
+    assert!(!identity(&lab).0);
+
+    blocking::finish_announcements(blocking::promote(&core_ns(&lab), "ha-1").unwrap()).unwrap();
+    lab.router.ip(&["route", "del", "default"]);
+    assert!(matches!(
+        blocking::check(&spec).unwrap().as_slice(),
+        [Drift::RouteMissing { .. }]
+    ));
+    blocking::ensure(&spec).unwrap();
+    assert!(identity(&lab).1);
+    blocking::teardown_by_name(&core_ns(&lab), "ha-1").unwrap();
+    snaps.assert_restored("teardown by name");
+}
+
+/// The legacy mode's watch repairs a standby as a standby and never demotes a router that
+/// another process (keepalived's notify command) promoted.
+#[test]
+fn a_watch_keeps_the_role_the_kernel_records() {
+    let lab = Lab::new();
+    let spec = spec(&lab, true);
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    let (tx, events) = std::sync::mpsc::channel();
+    let watcher = egress_core::watch(&spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .unwrap();
+    let next = || {
+        events
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the watch reported nothing")
+    };
+    lab.router
+        .ip(&["addr", "add", EGRESS_SOURCE4, "dev", "macvlan0"]);
+    match next() {
+        egress_core::WatchEvent::Repaired { drift, .. } => {
+            assert!(
+                drift.iter().all(|d| d.kind() == "identity_held"),
+                "{drift:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(role(&lab), Role::Standby);
+    assert!(!identity(&lab).0);
+    blocking::finish_announcements(blocking::promote(&core_ns(&lab), "ha-1").unwrap()).unwrap();
+    // The promotion is not drift: nothing to repair, and a later outside change is repaired
+    // as active.
+    lab.router.ip(&["route", "del", "default"]);
+    match next() {
+        egress_core::WatchEvent::Repaired { drift, .. } => {
+            assert!(
+                drift.iter().all(|d| d.kind() == "route_missing"),
+                "{drift:?}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(identity(&lab), (true, true, STABLE_MAC.to_string()));
+    watcher.stop().unwrap();
+    blocking::teardown(router).unwrap();
+}
+
+/// A fault at each step of a promotion, then of a demotion: each rolls back to exactly the
+/// previous role (the namespace as it was, the MAC included).
+#[test]
+fn a_fault_at_any_step_of_a_role_change_rolls_back_to_the_previous_role() {
+    let lab = Lab::new();
+    let spec = spec(&lab, true);
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    for (from, to) in [(Role::Standby, Role::Active), (Role::Active, Role::Standby)] {
+        let before = Snapshot::take(&lab.router);
+        let before_identity = identity(&lab);
+        let mut fired = 0;
+        for k in 1..=20 {
+            fault::fail_step(k);
+            let result = match to {
+                Role::Active => blocking::promote_router(&router),
+                Role::Standby => blocking::demote_router(&router),
+            };
+            fault::clear();
+            let Err(e) = result else {
+                // Fewer steps than k: the change went through; put the previous role back.
+                let change = result.unwrap();
+                blocking::finish_announcements(change).unwrap();
+                match from {
+                    Role::Active => blocking::promote_router(&router).unwrap(),
+                    Role::Standby => blocking::demote_router(&router).unwrap(),
+                };
+                break;
+            };
+            fired += 1;
+            assert_eq!(e.errno(), Some(fault::INJECTED_ERRNO), "step {k}: {e}");
+            if let Error::Apply { rollback, .. } = &e {
+                assert_eq!(*rollback, Rollback::Complete, "{e}");
+            }
+            assert_eq!(role(&lab), from, "fault at step {k} of {from} -> {to}");
+            assert_eq!(identity(&lab), before_identity, "step {k}: {e}");
+            let after = Snapshot::take(&lab.router);
+            assert!(before == after, "step {k}: {}", before.diff(&after));
+        }
+        assert!(fired >= 3, "{from} -> {to}: only {fired} steps");
+        let change = match to {
+            Role::Active => blocking::promote_router(&router).unwrap(),
+            Role::Standby => blocking::demote_router(&router).unwrap(),
+        };
+        blocking::finish_announcements(change).unwrap();
+        assert_eq!(role(&lab), to);
+    }
+    blocking::teardown(router).unwrap();
+}
+
+#[test]
+fn a_promotion_plan_is_the_identity_alone_and_announces_last() {
+    let lab = Lab::new();
+    let spec = spec(&lab, true);
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    let change = blocking::promote_router(&router).unwrap();
+    let steps = change.steps.clone();
+    blocking::finish_announcements(change).unwrap();
+    let expected = [
+        "ip addr add 203.0.113.99/24 dev macvlan0 proto 158",
+        "ip route replace default via 203.0.113.1 dev macvlan0 proto 158",
+        "ip link set dev macvlan0 address 00:00:5e:00:01:33",
+        "ip -6 route replace unreachable 6572:",
+        "ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x3, 20 ms",
+    ];
+    assert_eq!(steps.len(), expected.len(), "{steps:#?}");
+    for (s, e) in steps.iter().zip(expected) {
+        assert!(s.starts_with(e), "{s:?} does not start with {e:?}");
+    }
+    blocking::teardown(router).unwrap();
+}
+
+#[test]
+fn a_stable_mac_on_an_adopted_link_and_a_bad_announce_are_refused_by_field() {
+    let e = RouterSpec::from_json(
+        r#"{"name": "r", "external": {"adopt": "macvlan0"}, "internal": "eth0",
+            "sources": ["203.0.113.99/24"], "gateways": ["203.0.113.1"],
+            "stable_mac": "00:00:5e:00:01:33", "announce": {"count": 40, "interval_ms": 0}}"#,
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    for field in ["stable_mac", "announce.count", "announce.interval_ms"] {
+        assert!(text.contains(field), "{field} not named: {text}");
+    }
+    let ok = RouterSpec::from_json(
+        r#"{"name": "r", "external": {"macvlan": {"parent": "eth1"}}, "internal": "eth0",
+            "sources": ["203.0.113.99/24"], "gateways": ["203.0.113.1"],
+            "stable_mac": "00:00:5e:00:01:33", "announce": {"count": 3, "interval_ms": 50}}"#,
+    )
+    .unwrap();
+    assert_eq!(ok.announcements().count, 3);
+    assert_eq!(ok.announcements().interval, Duration::from_millis(50));
+    assert_eq!(RouterSpec::from_json(&ok.to_json()).unwrap(), ok);
+}
