@@ -84,19 +84,7 @@ impl Layout {
             };
             let family = u32::from(nfproto);
             let head = || {
-                let mut e = ifname_match(NFT_META_IIFNAME, &rules.internal);
-                e.extend([
-                    Expr::Fib {
-                        flags: NFTA_FIB_F_DADDR,
-                        result: NFT_FIB_RESULT_ADDRTYPE,
-                        dreg: NFT_REG_1,
-                    },
-                    Expr::Cmp {
-                        op: NFT_CMP_EQ,
-                        sreg: NFT_REG_1,
-                        data: RTN_LOCAL.to_ne_bytes().to_vec(),
-                    },
-                ]);
+                let mut e = to_the_router(&rules.internal);
                 e.extend(nfproto_match(nfproto));
                 e
             };
@@ -325,18 +313,8 @@ impl Layout {
         // chain exists only then); the match is the DNAT rules' head without the family.
         if !prerouting.is_empty() {
             let local = rules.local_ports.iter().map(|l| {
-                let mut exprs = ifname_match(NFT_META_IIFNAME, &rules.internal);
+                let mut exprs = to_the_router(&rules.internal);
                 exprs.extend([
-                    Expr::Fib {
-                        flags: NFTA_FIB_F_DADDR,
-                        result: NFT_FIB_RESULT_ADDRTYPE,
-                        dreg: NFT_REG_1,
-                    },
-                    Expr::Cmp {
-                        op: NFT_CMP_EQ,
-                        sreg: NFT_REG_1,
-                        data: RTN_LOCAL.to_ne_bytes().to_vec(),
-                    },
                     Expr::Meta {
                         key: NFT_META_L4PROTO,
                         dreg: NFT_REG_1,
@@ -583,6 +561,25 @@ impl Layout {
         maps.sort_by(|a, b| a.name.cmp(&b.name));
         NatState { chains, maps }
     }
+}
+
+/// What arrives on the internal link addressed to the router itself (`iifname INTERNAL fib daddr
+/// type local`): the head of every DNAT rule and of the local ports' rules.
+fn to_the_router(internal: &str) -> Vec<Expr> {
+    let mut e = ifname_match(NFT_META_IIFNAME, internal);
+    e.extend([
+        Expr::Fib {
+            flags: NFTA_FIB_F_DADDR,
+            result: NFT_FIB_RESULT_ADDRTYPE,
+            dreg: NFT_REG_1,
+        },
+        Expr::Cmp {
+            op: NFT_CMP_EQ,
+            sreg: NFT_REG_1,
+            data: RTN_LOCAL.to_ne_bytes().to_vec(),
+        },
+    ]);
+    e
 }
 
 pub(super) fn ifname_match(key: u32, name: &str) -> Vec<Expr> {
