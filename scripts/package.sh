@@ -108,9 +108,13 @@ tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner \
 
 echo "== crates (cargo package, verified)"
 crates=(egress-core egress-openshift egress-cni)
-# The verification builds each crate from its packaged copy in the shared target dir, where a
-# copy packaged by an earlier run (same name and version, older sources) would be reused as it
-# was built: clean our crates' artifacts first.
+# The verification builds each crate from its packaged copy, which cargo unpacks under
+# $CARGO_HOME/registry/src/-HASH/ (a local registry of the packaged crates) and keeps: a copy
+# packaged by an earlier run (same name and version, older sources) would be used again, and
+# its build in the shared target dir too. Both go first.
+for c in "${crates[@]}"; do
+  rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/"$c-$version"
+done
 cargo clean --quiet "${crates[@]/#/-p}"
 # --allow-dirty: a developer may package work in progress; the .crate records that it was.
 cargo package --quiet --allow-dirty "${crates[@]/#/-p}"
