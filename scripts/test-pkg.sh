@@ -86,7 +86,11 @@ venv=$work/venv-sdist
 rm -rf "$venv"
 "$python" -m venv "$venv"
 # The build shares the target dir, and with it the crates.io dependencies package.sh compiled
-# for the C library; egress's own crates are compiled from the unpacked sdist.
+# for the C library; egress's own crates are compiled from the unpacked sdist. Their earlier
+# builds from an sdist go first: cargo names a unit by its path within the workspace (the same
+# in every unpacked sdist) and the sdist's files carry its fixed timestamps, so an older build
+# would look up to date.
+cargo clean --quiet --release -p egress-core -p egress-openshift -p egress-py
 CARGO_TARGET_DIR=$target CARGO_NET_OFFLINE=true offline \
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-index \
   --find-links "$wheelhouse" "$dist/egress-$version.tar.gz"
