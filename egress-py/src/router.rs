@@ -342,12 +342,7 @@ pub(crate) fn promote<'py>(
     name: String,
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ns = netns_checked(netns)?;
-    log::refresh(py);
-    let change = py
-        .detach(|| blocking::promote(&ns, &name))
-        .map_err(CoreError)?;
-    to_py(py, &change)
+    by_name(py, netns, move |ns| blocking::promote(ns, &name))
 }
 
 /// Demotes router `name` in namespace `netns` to standby, from what the kernel holds: see
@@ -359,12 +354,7 @@ pub(crate) fn demote<'py>(
     name: String,
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ns = netns_checked(netns)?;
-    log::refresh(py);
-    let change = py
-        .detach(|| blocking::demote(&ns, &name))
-        .map_err(CoreError)?;
-    to_py(py, &change)
+    by_name(py, netns, move |ns| blocking::demote(ns, &name))
 }
 
 /// What router `name` owns in namespace `netns` now, as plain dicts (link, addresses, routes,
@@ -379,12 +369,7 @@ pub(crate) fn inspect<'py>(
     name: String,
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ns = netns_checked(netns)?;
-    log::refresh(py);
-    let state = py
-        .detach(|| blocking::inspect(&ns, &name))
-        .map_err(CoreError)?;
-    to_py(py, &state)
+    by_name(py, netns, move |ns| blocking::inspect(ns, &name))
 }
 
 /// The traffic of router `name` in namespace `netns` since it was applied, read from the
@@ -403,10 +388,18 @@ pub(crate) fn stats<'py>(
     name: String,
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    by_name(py, netns, move |ns| blocking::stats(ns, &name))
+}
+
+/// What the by-name calls share: the namespace checked, the GIL released while `call` runs,
+/// its answer as plain Python values.
+fn by_name<'py, T: serde::Serialize + Send>(
+    py: Python<'py>,
+    netns: Option<&Bound<'py, PyAny>>,
+    call: impl FnOnce(&egress_core::Netns) -> egress_core::Result<T> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
     let ns = netns_checked(netns)?;
     log::refresh(py);
-    let stats = py
-        .detach(|| blocking::stats(&ns, &name))
-        .map_err(CoreError)?;
-    to_py(py, &stats)
+    let answer = py.detach(|| call(&ns)).map_err(CoreError)?;
+    to_py(py, &answer)
 }
