@@ -15,6 +15,7 @@
 //! - split brain (both promoted, no stable MAC) fails diagnose's duplicate_address check.
 
 use std::{
+    sync::{Mutex, MutexGuard, PoisonError},
     thread,
     time::{Duration, Instant},
 };
@@ -43,6 +44,13 @@ fn duplicate_address(ha: &HaLab, node: Node) -> Status {
         .status
 }
 
+/// One HA lab at a time: two keepalived pairs electing at 20 ms on two shared CPUs starve each
+/// other's advertisements (a takeover took 2 s with three labs and a build running beside).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -50,6 +58,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[test]
 fn keepalived_fails_over_in_well_under_a_second_and_the_gateway_follows_the_stable_mac() {
+    let _one = one_at_a_time();
     let ha = HaLab::new(true, Duration::from_millis(20));
     let web = ha.lab.ext.serve_http(&[WEB_PORT]);
     ha.start(Node::A);
@@ -112,6 +121,7 @@ fn cli(ha: &HaLab, node: Node, verb: &str) -> String {
 
 #[test]
 fn a_graceful_switch_over_loses_no_connection_started_after_the_promotion() {
+    let _one = one_at_a_time();
     let ha = HaLab::new(true, Duration::from_millis(20));
     let _web = ha.lab.ext.serve_http(&[WEB_PORT]);
     let vip = format!("{INTERNAL_VIP}/24");
@@ -150,6 +160,7 @@ fn a_graceful_switch_over_loses_no_connection_started_after_the_promotion() {
 
 #[test]
 fn split_brain_fails_the_duplicate_address_check() {
+    let _one = one_at_a_time();
     let ha = HaLab::new(false, Duration::from_millis(20));
     cli(&ha, Node::A, "promote");
     assert_eq!(duplicate_address(&ha, Node::A), Status::Ok);
