@@ -278,6 +278,9 @@ impl<'a> Owned<'a> {
         let mut notes = stores.note_routes;
         notes.extend(stores.orphans);
         notes.extend(Claim::notes_in(now, name));
+        if let Some(r) = &record {
+            notes.extend(Claim::unfinished(now, r.id));
+        }
         notes.extend(crate::ops::role::marker_in(now, name));
         Owned {
             name,

@@ -304,7 +304,7 @@ pub(crate) fn tearing_down(now: &Current, router: &str) -> bool {
 }
 
 /// The apply id in a note's address.
-fn note_id(r: &Route) -> u32 {
+pub(crate) fn note_id(r: &Route) -> u32 {
     match r.dst.ip() {
         IpAddr::V6(a) => {
             let b = a.octets();

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::{
     link::{group_marker, random_mac, LinkRef},
-    record::{note, read_text_notes, text_notes, JOURNAL_TABLE},
+    record::{is_tagged, note, note_id, read_text_notes, text_notes, JOURNAL_TABLE},
     route::Route,
     Current, KernelObject, Step,
 };
@@ -245,6 +245,22 @@ impl Claim {
             .into_iter()
             .filter_map(|(_, text, notes)| Some((Claim::decode(&text)?, notes)))
             .find(|(c, _)| c.router == router)
+    }
+
+    /// The identity notes of apply `id` whose claim does not decode: a crash cut their writing
+    /// short (they carry the record's apply id, not the router's name). For teardown.
+    pub(crate) fn unfinished(now: &Current, id: u32) -> Vec<&Route> {
+        let whole = read_text_notes(CLAIM_TAG, &now.routes)
+            .into_iter()
+            .any(|(i, text, _)| i == id && Claim::decode(&text).is_some());
+        match whole {
+            true => Vec::new(),
+            false => now
+                .routes
+                .iter()
+                .filter(|r| is_tagged(r, CLAIM_TAG) && note_id(r) == id)
+                .collect(),
+        }
     }
 
     /// Every identity note of router `router` in `now` (whole or not), for teardown.
