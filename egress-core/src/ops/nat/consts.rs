@@ -20,7 +20,12 @@ pub(super) const NFPROTO_INET: u8 = 1;
 pub(super) const NLMSG_ERROR: u16 = 2;
 pub(super) const NLMSG_DONE: u16 = 3;
 
+// Message types (`NFT_MSG_*`) of the replies read attribute by attribute.
+pub(super) const NFT_MSG_NEWRULE: u8 = 6;
+pub(super) const NFT_MSG_NEWSETELEM: u8 = 12;
+
 // Attributes read back from dumps.
+pub(super) const NFTA_RULE_EXPRESSIONS: u16 = 4;
 pub(super) const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 pub(super) const NFTA_SET_ELEM_KEY: u16 = 1;
 pub(super) const NFTA_SET_ELEM_DATA: u16 = 2;
