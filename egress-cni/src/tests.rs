@@ -1,6 +1,9 @@
 use std::path::Path;
 
-use egress_core::{External, KeptRoute, Rollback};
+use egress_core::{
+    Error, External, KeptRoute, LinkState, MacvlanMode, Netns, Protocol, Redirect, Rollback,
+    RouterSpec, MAX_NAME_LEN,
+};
 use serde_json::{json, Value};
 
 use super::*;
