@@ -8,9 +8,13 @@ need=()
 # runs egress-core's unit tests as nobody. strace: benches/apply_teardown.rs records the
 # netlink requests of an apply with it (the kernel has no nlmon). arping: what OpenShift's
 # script runs, in benches/openshift_init.rs. keepalived: the failover test (tests/keepalived.rs)
-# and bench (benches/failover.rs) elect with real VRRP.
+# and bench (benches/failover.rs) elect with real VRRP. conntrackd: tests/keepalived.rs syncs
+# the connections between the two routers with it (docs/ha.md); the tests start their own
+# daemons in the lab's namespaces, with their own sockets and lock files (on a machine with
+# systemd, Debian also enables its own conntrackd.service, which only collects statistics).
 for pair in nft:nftables ip:iproute2 ping:iputils-ping conntrack:conntrack curl:curl \
-            setpriv:util-linux strace:strace arping:iputils-arping keepalived:keepalived; do
+            setpriv:util-linux strace:strace arping:iputils-arping keepalived:keepalived \
+            conntrackd:conntrackd; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # tests/openshift_compat.rs parses egress-router's /metrics with the Python prometheus_client

@@ -12,9 +12,17 @@
 //!   active router hears nobody else);
 //! - graceful switch-over (demote A, then promote B): no connection attempt started after B's
 //!   promotion fails, and A stopped answering before B claimed;
-//! - split brain (both promoted, no stable MAC) fails diagnose's duplicate_address check.
+//! - split brain (both promoted, no stable MAC) fails diagnose's duplicate_address check;
+//! - with real conntrackd (FTFW over a sync link between the router namespaces, its commands in
+//!   the notify scripts around promote / demote, docs/ha.md): 20 long-lived TCP connections
+//!   (DNATed and SNATed by the router) are in the standby's external cache, the active node
+//!   dies, and every one of them carries a line both ways afterwards, the server first; the
+//!   control, the same failover without conntrackd, resets all 20 (the new active router's own
+//!   stack answers the server's packet to the egress IP).
 
 use std::{
+    io::{ErrorKind, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     sync::{Mutex, MutexGuard, PoisonError},
     thread,
     time::{Duration, Instant},
@@ -23,7 +31,7 @@ use std::{
 use egress_core::{blocking, DiagnoseOptions, Netns as CoreNetns, Status};
 use egress_lab::{
     ha::{egress_ip, gap, HaLab, Node, HA_ROUTER, INTERNAL_VIP, STABLE_MAC},
-    WEB_PORT,
+    ip, CLIENT4, SERVICE_PORT, WEB4, WEB_PORT,
 };
 
 fn core_ns(ha: &HaLab, node: Node) -> CoreNetns {
@@ -169,4 +177,213 @@ fn split_brain_fails_the_duplicate_address_check() {
     assert_eq!(duplicate_address(&ha, Node::B), Status::Fail);
     cli(&ha, Node::B, "demote");
     assert_eq!(duplicate_address(&ha, Node::A), Status::Ok);
+}
+
+/// One long-lived connection through the router: the client's end (to the internal virtual
+/// IP) and the server's (accepted in the external namespace).
+struct Connection {
+    client: TcpStream,
+    server: TcpStream,
+}
+
+impl Connection {
+    /// The end `from` writes on, and the other.
+    fn ends(&self, from: &str) -> (&TcpStream, &TcpStream) {
+        match from {
+            "server" => (&self.server, &self.client),
+            _ => (&self.client, &self.server),
+        }
+    }
+}
+
+const CONNECTIONS: usize = 20;
+/// How long one read or write may take (generous: a retransmission or two under load).
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens `n` connections from the client to the internal virtual IP, DNATed by the active
+/// router to the web address and SNATed to the egress IP, accepted on `listener`.
+fn connect(ha: &HaLab, listener: &TcpListener, n: usize) -> Vec<Connection> {
+    let vip = SocketAddr::new(ip(INTERNAL_VIP), SERVICE_PORT);
+    (0..n)
+        .map(|i| {
+            let client = ha
+                .lab
+                .client
+                .run(|| TcpStream::connect_timeout(&vip, IO_TIMEOUT))
+                .unwrap_or_else(|e| panic!("connection {i} to {vip}: {e}\n{}", ha.logs()));
+            let (server, peer) = listener.accept().expect("accept");
+            assert_eq!(peer.ip(), egress_ip(), "connection {i} not SNATed");
+            for s in [&client, &server] {
+                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                s.set_nodelay(true).unwrap();
+            }
+            Connection { client, server }
+        })
+        .collect()
+}
+
+/// Reads exactly `buf.len()` bytes from `stream` by `deadline` (at least 10 ms from now).
+fn read_by(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    stream.set_read_timeout(Some(left.max(Duration::from_millis(10))))?;
+    stream.read_exact(buf)
+}
+
+/// A line each way on every connection, the server first (a server's packet is the one a
+/// router without the connection's state cannot forward: it is addressed to the egress IP
+/// itself): written on all connections, then read on all within one [`IO_TIMEOUT`]. Returns the
+/// connections that failed, with why.
+fn exchange(connections: &[Connection], round: &str) -> Vec<(usize, String)> {
+    let mut failed: Vec<(usize, String)> = Vec::new();
+    for from in ["server", "client"] {
+        let line = |i: usize| format!("{round} {i} from {from}\n");
+        for (i, c) in connections.iter().enumerate() {
+            if failed.iter().all(|(j, _)| *j != i) {
+                if let Err(e) = c.ends(from).0.write_all(line(i).as_bytes()) {
+                    failed.push((i, format!("{from} writing: {e}")));
+                }
+            }
+        }
+        let deadline = Instant::now() + IO_TIMEOUT;
+        for (i, c) in connections.iter().enumerate() {
+            if failed.iter().any(|(j, _)| *j == i) {
+                continue;
+            }
+            let mut got = vec![0; line(i).len()];
+            match read_by(c.ends(from).1, &mut got, deadline) {
+                Ok(()) if got == line(i).as_bytes() => {}
+                Ok(()) => failed.push((i, format!("read {:?}", String::from_utf8_lossy(&got)))),
+                Err(e) => failed.push((i, format!("reading what the {from} wrote: {e}"))),
+            }
+        }
+    }
+    failed
+}
+
+/// The connections in conntrackd's dump `dump` (`-i` or `-e`) that the client opened to the
+/// internal virtual IP.
+fn synced(dump: &str) -> usize {
+    let to_vip = format!("dst={INTERNAL_VIP} ");
+    let from_client = format!("src={CLIENT4} ");
+    dump.lines()
+        .filter(|l| l.contains(&to_vip) && l.contains(&from_client))
+        .count()
+}
+
+/// The connections in a `conntrack -L` dump that the client opened to the internal virtual
+/// IP and the router translated (DNAT to the web address, SNAT to the egress IP).
+fn translated(dump: &str) -> usize {
+    let original = format!("src={CLIENT4} dst={INTERNAL_VIP} ");
+    let reply = format!("src={WEB4} dst={} ", egress_ip());
+    dump.lines()
+        .filter(|l| l.contains(&original) && l.contains(&reply))
+        .count()
+}
+
+/// keepalived started on both nodes, a listener on the web port, [`CONNECTIONS`] connections
+/// through the active router that have each carried a line both ways.
+struct Established {
+    listener: TcpListener,
+    active: Node,
+    connections: Vec<Connection>,
+}
+
+fn establish(ha: &HaLab) -> Established {
+    let listener = ha
+        .lab
+        .ext
+        .run(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, WEB_PORT)))
+        .expect("listening on the web port");
+    ha.start(Node::A);
+    thread::sleep(Duration::from_millis(300));
+    ha.start(Node::B);
+    let active = ha.wait_active(Duration::from_secs(10));
+    let connections = connect(ha, &listener, CONNECTIONS);
+    let failed = exchange(&connections, "before");
+    assert!(failed.is_empty(), "{failed:?}\n{}", ha.logs());
+    Established {
+        listener,
+        active,
+        connections,
+    }
+}
+
+#[test]
+fn with_conntrackd_twenty_long_lived_connections_survive_a_failover() {
+    let _one = one_at_a_time();
+    let ha = HaLab::with_conntrackd(true, Duration::from_millis(100));
+    let Established {
+        listener,
+        active,
+        connections,
+    } = establish(&ha);
+    let standby = active.other();
+    // The standby's conntrackd holds every one of them (FTFW sync) before the failover.
+    let start = Instant::now();
+    loop {
+        let dump = ha.conntrackd(standby, &["-e"]).unwrap();
+        if synced(&dump) == CONNECTIONS {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "external cache of {standby:?}:\n{dump}\n{}",
+            ha.logs()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    ha.fail(active);
+    let t = Instant::now();
+    ha.wait_active_other(active, Duration::from_secs(10));
+    let took = t.elapsed();
+    // notify_master committed them, with their NAT bindings, before promote claimed the
+    // egress IP.
+    let kernel = ha.router(standby).exec(&["conntrack", "-L", "-p", "tcp"]);
+    assert_eq!(translated(&kernel), CONNECTIONS, "{kernel}\n{}", ha.logs());
+    let failed = exchange(&connections, "after");
+    assert!(
+        failed.is_empty(),
+        "{} of {CONNECTIONS} connections broke in the failover: {failed:?}\n{}",
+        failed.len(),
+        ha.logs()
+    );
+    assert!(exchange(&connect(&ha, &listener, 1), "fresh").is_empty());
+    println!("takeover {took:?}; all {CONNECTIONS} connections carried data both ways after it");
+}
+
+/// The control: the same failover without conntrackd. The new active router does not know
+/// the connections, so the server's next packet, addressed to the egress IP, reaches the
+/// router's own stack and is answered with a reset, on every connection. (A client's packet
+/// would not show it: the kernel picks up a mid-stream connection (`nf_conntrack_tcp_loose`)
+/// and the router's NAT translates it the same way again, since the SNAT kept the port.)
+#[test]
+fn without_conntrackd_the_same_failover_resets_every_connection() {
+    let _one = one_at_a_time();
+    let ha = HaLab::new(true, Duration::from_millis(100));
+    let Established {
+        listener,
+        active,
+        connections,
+    } = establish(&ha);
+
+    ha.fail(active);
+    ha.wait_active_other(active, Duration::from_secs(10));
+    for mut c in connections.iter().map(|c| &c.server) {
+        c.write_all(b"after\n").unwrap();
+    }
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let outcomes: Vec<_> = connections
+        .iter()
+        .map(|c| read_by(&c.server, &mut [0; 1], deadline).map_err(|e| e.kind()))
+        .collect();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| *o == Err(ErrorKind::ConnectionReset)),
+        "{outcomes:?}"
+    );
+    // The path itself works: a new connection goes through the new active router.
+    assert!(exchange(&connect(&ha, &listener, 1), "fresh").is_empty());
 }

@@ -14,6 +14,11 @@
 //! `egress-router promote` / `demote` from its notify commands. Its files (configuration, the
 //! notify binary, pid files, logs) are in a private root-owned 0755 folder under /run, as
 //! `enable_script_security` wants; only the processes started here are ever killed, by pid.
+//!
+//! [`HaLab::with_conntrackd`] adds connection tracking sync: a veth [`SYNC_LINK`] between the
+//! two router namespaces ([`SYNC_A`], [`SYNC_B`]), a conntrackd (FTFW over UDP on that link,
+//! its configuration from [`conntrackd_conf`]) in each router namespace, and notify scripts
+//! that run conntrackd's commands around `promote` / `demote` in the order docs/ha.md gives.
 
 use std::{
     fs,
@@ -44,6 +49,14 @@ pub const ROUTER_B_ETH0_4: &str = "192.0.2.4";
 pub const STABLE_MAC: &str = "00:00:5e:00:01:33";
 /// The router's name in both namespaces.
 pub const HA_ROUTER: &str = "ha";
+/// The dedicated link between the two router namespaces conntrackd syncs over
+/// ([`HaLab::with_conntrackd`]).
+pub const SYNC_LINK: &str = "sync0";
+/// Router A's address on [`SYNC_LINK`] (a /30 out of the cluster's documentation range, more
+/// specific than eth0's /24).
+pub const SYNC_A: &str = "192.0.2.249";
+/// Router B's address on [`SYNC_LINK`].
+pub const SYNC_B: &str = "192.0.2.250";
 
 /// Which node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +89,8 @@ pub struct HaLab {
     binary: PathBuf,
     advert: Duration,
     keepalived: Mutex<[Option<Child>; 2]>,
+    /// `Some` with conntrackd ([`HaLab::with_conntrackd`]): the daemons running, per node.
+    conntrackd: Option<Mutex<[Option<Child>; 2]>>,
 }
 
 impl HaLab {
@@ -135,11 +150,42 @@ impl HaLab {
             binary,
             advert,
             keepalived: Mutex::new([None, None]),
+            conntrackd: None,
         };
         for node in [Node::A, Node::B] {
             egress_core::blocking::apply_as(&ha.spec(node, stable_mac), Role::Standby)
                 .unwrap_or_else(|e| panic!("standby router on {node:?}: {e}"));
         }
+        ha
+    }
+
+    /// [`HaLab::new`] with connection tracking sync: the link [`SYNC_LINK`] between the router
+    /// namespaces, and [`HaLab::start`] starts conntrackd in the router namespace before
+    /// keepalived, whose notify commands are then scripts that run conntrackd's commands:
+    /// on `notify_master` commit (`-c`), flush (`-f`), resync (`-R`), bulk send (`-B`), then
+    /// `egress-router promote`; on `notify_backup` `egress-router demote`, then shorten the
+    /// kernel's timers (`-t`) and ask the peer for a resync (`-n`); on `notify_fault` demote
+    /// and `-t`.
+    pub fn with_conntrackd(stable_mac: bool, advert: Duration) -> HaLab {
+        let mut ha = HaLab::new(stable_mac, advert);
+        let (a, b) = (&ha.lab.router, &ha.router_b);
+        a.ip(&[
+            "link",
+            "add",
+            SYNC_LINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SYNC_LINK,
+            "netns",
+            b.name(),
+        ]);
+        for (ns, addr) in [(a, SYNC_A), (b, SYNC_B)] {
+            ns.ip(&["addr", "add", &format!("{addr}/30"), "dev", SYNC_LINK]);
+            ns.ip(&["link", "set", SYNC_LINK, "up"]);
+        }
+        ha.conntrackd = Some(Mutex::new([None, None]));
         ha
     }
 
@@ -197,6 +243,32 @@ impl HaLab {
         let tag = format!("{node:?}").to_lowercase();
         let conf = self.dir.join(format!("keepalived-{tag}.conf"));
         let bin = self.binary.display();
+        let promote = format!("{bin} promote --name {HA_ROUTER}");
+        let demote = format!("{bin} demote --name {HA_ROUTER}");
+        let [notify_master, notify_backup, notify_fault] = match self.conntrackd {
+            None => [promote.clone(), demote.clone(), demote],
+            Some(_) => {
+                self.start_conntrackd(node);
+                let ctd = |flag: &str| {
+                    format!(
+                        "{} -C {} {flag} || echo \"conntrackd {flag} failed\"",
+                        conntrackd_binary().display(),
+                        self.conntrackd_conf_path(node).display()
+                    )
+                };
+                // primary-backup.sh's order: commit the peer's connections before promote
+                // claims the egress IP; demote before the kernel's timers are shortened.
+                [
+                    self.notify_script(
+                        node,
+                        "master",
+                        &[ctd("-c"), ctd("-f"), ctd("-R"), ctd("-B"), promote],
+                    ),
+                    self.notify_script(node, "backup", &[demote.clone(), ctd("-t"), ctd("-n")]),
+                    self.notify_script(node, "fault", &[demote, ctd("-t")]),
+                ]
+            }
+        };
         fs::write(
             &conf,
             format!(
@@ -221,9 +293,9 @@ vrrp_instance egress {{
     virtual_ipaddress {{
         {INTERNAL_VIP}/24 dev eth0
     }}
-    notify_master \"{bin} promote --name {HA_ROUTER}\"
-    notify_backup \"{bin} demote --name {HA_ROUTER}\"
-    notify_fault \"{bin} demote --name {HA_ROUTER}\"
+    notify_master \"{notify_master}\"
+    notify_backup \"{notify_backup}\"
+    notify_fault \"{notify_fault}\"
 }}
 ",
                 advert = self.advert.as_secs_f64(),
@@ -251,8 +323,9 @@ vrrp_instance egress {{
     }
 
     /// SIGKILLs `node`'s keepalived (the process started here and its VRRP child, by the pids
-    /// of its own pid files).
+    /// of its own pid files) and its conntrackd, if any.
     pub fn kill(&self, node: Node) {
+        self.kill_conntrackd(node);
         let tag = format!("{node:?}").to_lowercase();
         let child = self.keepalived.lock().unwrap()[node as usize].take();
         if let Some(mut child) = child {
@@ -271,9 +344,9 @@ vrrp_instance egress {{
         }
     }
 
-    /// `node` dies: its keepalived is killed and both of its links are cut (the internal
-    /// veth on the node bridge, the external NIC under its macvlan). Its router still holds
-    /// what it held, unreachable.
+    /// `node` dies: its keepalived (and conntrackd) is killed and its links are cut (the
+    /// internal veth on the node bridge, the external NIC under its macvlan, the sync link).
+    /// Its router still holds what it held, unreachable.
     pub fn fail(&self, node: Node) {
         self.kill(node);
         self.set_links(node, "down");
@@ -303,6 +376,9 @@ vrrp_instance egress {{
         };
         self.lab.node.ip(&["link", "set", internal, state]);
         ext_ns.ip(&["link", "set", ext, state]);
+        if self.conntrackd.is_some() {
+            self.router(node).ip(&["link", "set", SYNC_LINK, state]);
+        }
     }
 
     /// The node whose router holds the egress address, if exactly one does.
@@ -360,21 +436,130 @@ vrrp_instance egress {{
         }
     }
 
-    /// keepalived's logs, for failure messages.
+    /// keepalived's logs (and conntrackd's and the notify scripts', with conntrackd), for
+    /// failure messages.
     pub fn logs(&self) -> String {
-        ["a", "b"]
+        let mut files = vec!["keepalived-a.log", "keepalived-b.log"];
+        if self.conntrackd.is_some() {
+            files.extend([
+                "notify-a.log",
+                "notify-b.log",
+                "conntrackd-a.log",
+                "conntrackd-b.log",
+            ]);
+        }
+        files
             .iter()
-            .map(|t| {
-                let log = fs::read_to_string(self.dir.join(format!("keepalived-{t}.log")))
-                    .unwrap_or_default();
+            .map(|f| {
+                let log = fs::read_to_string(self.dir.join(f)).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 format!(
-                    "--- keepalived {t} (last lines)\n{}",
+                    "--- {f} (last lines)\n{}",
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 )
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Writes the notify script `what` of `node` (root-owned, 0755, in the private folder):
+    /// `lines` in order, with their output appended to `notify-<node>.log`. Returns its path.
+    fn notify_script(&self, node: Node, what: &str, lines: &[String]) -> String {
+        let tag = format!("{node:?}").to_lowercase();
+        let script = self.dir.join(format!("notify-{what}-{tag}.sh"));
+        let log = self.dir.join(format!("notify-{tag}.log"));
+        let mut body = format!(
+            "#!/bin/sh\nexec >>{} 2>&1\necho \"--- {what}\"\n",
+            log.display()
+        );
+        for line in lines {
+            body.push_str(line);
+            body.push('\n');
+        }
+        fs::write(&script, body).unwrap_or_else(|e| panic!("writing {}: {e}", script.display()));
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        script.display().to_string()
+    }
+
+    fn conntrackd_conf_path(&self, node: Node) -> PathBuf {
+        self.dir.join(format!(
+            "conntrackd-{}.conf",
+            format!("{node:?}").to_lowercase()
+        ))
+    }
+
+    /// Starts conntrackd in `node`'s router namespace (in the foreground, as a child of this
+    /// process) and waits until it answers on its socket.
+    fn start_conntrackd(&self, node: Node) {
+        let slots = self.conntrackd.as_ref().expect("a lab with conntrackd");
+        assert!(
+            slots.lock().unwrap()[node as usize].is_none(),
+            "conntrackd runs on {node:?}"
+        );
+        let tag = format!("{node:?}").to_lowercase();
+        let file = |what: &str| self.dir.join(format!("conntrackd-{tag}.{what}"));
+        let (local, peer) = match node {
+            Node::A => (SYNC_A, SYNC_B),
+            Node::B => (SYNC_B, SYNC_A),
+        };
+        let conf = self.conntrackd_conf_path(node);
+        fs::write(
+            &conf,
+            conntrackd_conf(local, peer, &file("ctl"), &file("lock"), &file("log")),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", conf.display()));
+        let stderr = fs::File::create(file("out")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.router(node).name()])
+            .arg(conntrackd_binary())
+            .arg("-C")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone().unwrap())
+            .stderr(stderr)
+            .spawn()
+            .expect("conntrackd (apt-get install conntrackd; scripts/setup.sh)");
+        slots.lock().unwrap()[node as usize] = Some(child);
+        let start = Instant::now();
+        while self.conntrackd(node, &["-s"]).is_err() {
+            if start.elapsed() > Duration::from_secs(5) {
+                panic!(
+                    "conntrackd on {node:?} does not answer after 5 s: {}\n{}",
+                    fs::read_to_string(file("out")).unwrap_or_default(),
+                    self.logs()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the conntrackd client command `args` against `node`'s daemon (`conntrackd -C CONF
+    /// args…` in its router namespace) and returns its output, or the command line, status
+    /// and stderr as `Err` when it fails.
+    ///
+    /// Panics on a lab without conntrackd ([`HaLab::with_conntrackd`]).
+    pub fn conntrackd(&self, node: Node, args: &[&str]) -> Result<String, String> {
+        assert!(self.conntrackd.is_some(), "a lab without conntrackd");
+        let conf = self.conntrackd_conf_path(node);
+        let bin = conntrackd_binary();
+        let mut cmd = vec![bin.to_str().unwrap(), "-C", conf.to_str().unwrap()];
+        cmd.extend_from_slice(args);
+        self.router(node).try_exec(&cmd)
+    }
+
+    fn kill_conntrackd(&self, node: Node) {
+        let Some(slots) = &self.conntrackd else {
+            return;
+        };
+        if let Some(mut child) = slots.lock().unwrap()[node as usize].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            // What a SIGKILLed conntrackd leaves behind and would refuse to start over.
+            let tag = format!("{node:?}").to_lowercase();
+            for what in ["lock", "ctl"] {
+                let _ = fs::remove_file(self.dir.join(format!("conntrackd-{tag}.{what}")));
+            }
+        }
     }
 
     /// Runs `during` while the client opens a new TCP connection to the internal virtual IP
@@ -469,6 +654,75 @@ fn private_dir() -> PathBuf {
     fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
     dir
+}
+
+/// conntrackd's configuration as [`HaLab::with_conntrackd`] runs it (the one docs/ha.md shows):
+/// FTFW over UDP from `local` to `peer` on [`SYNC_LINK`]; TCP only; the router's own addresses
+/// ignored (connections to or from the routers themselves, keepalived's, the sync link's), so
+/// that only the forwarded connections are synced; the control socket, the lock file and the
+/// log at the paths given (two instances on one machine must not share them).
+pub fn conntrackd_conf(local: &str, peer: &str, socket: &Path, lock: &Path, log: &Path) -> String {
+    let own = [
+        "127.0.0.1",
+        crate::ROUTER_ETH0_4,
+        ROUTER_B_ETH0_4,
+        INTERNAL_VIP,
+        EGRESS_SOURCE4.split('/').next().unwrap(),
+        SYNC_A,
+        SYNC_B,
+    ]
+    .map(|a| format!("            IPv4_address {a}\n"))
+    .concat();
+    format!(
+        "Sync {{
+    Mode FTFW {{
+    }}
+    UDP {{
+        IPv4_address {local}
+        IPv4_Destination_Address {peer}
+        Port 3780
+        Interface {SYNC_LINK}
+        Checksum on
+    }}
+}}
+General {{
+    Systemd off
+    HashSize 8192
+    HashLimit 65536
+    LogFile {log}
+    Syslog off
+    LockFile {lock}
+    UNIX {{
+        Path {socket}
+    }}
+    NetlinkBufferSize 2097152
+    NetlinkBufferSizeMaxGrowth 8388608
+    Filter From Userspace {{
+        Protocol Accept {{
+            TCP
+        }}
+        Address Ignore {{
+{own}        }}
+    }}
+}}
+",
+        log = log.display(),
+        lock = lock.display(),
+        socket = socket.display(),
+    )
+}
+
+/// conntrackd, from `PATH` (/usr/sbin on Debian).
+fn conntrackd_binary() -> PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|d| d.join("conntrackd"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("conntrackd not found (apt-get install conntrackd; scripts/setup.sh)")
+        })
 }
 
 /// The egress address as an `IpAddr`.
