@@ -1,0 +1,103 @@
+//! High availability at rest: no false failover while the machine is loaded.
+//!
+//! Two nodes with real keepalived (egress_lab::ha: VRRPv3, unicast peers, advert_int 0.02 s,
+//! the stable MAC) elect once; then, for `EGRESS_STEADY_SECS` (default 60), the machine is
+//! loaded with two busy processes per CPU (normal priority, as a noisy neighbour's build
+//! would be) while a client opens a new connection every 10 ms through keepalived's internal
+//! virtual IP, and which router holds the egress address is read every 20 ms. A false
+//! failover is the egress address leaving the elected router (or held by both or none) at any
+//! read; the bench prints what it saw and exits 1 on one, or when a connection attempt failed.
+//!
+//! keepalived runs its VRRP process with real-time scheduling (`vrrp_rt_priority`, as
+//! docs/ha.md configures it): without it, four busy processes on two CPUs delayed the
+//! backup's advertisement timer past 3 × 20 ms and it took over from a healthy master 27 s
+//! into a 60 s run.
+//!
+//! Run as root: `cargo build --release --bin egress-router && cargo bench --bench ha_steady`.
+//! It takes the configured time plus a few seconds; CI does not run it (the keepalived tests
+//! elect, fail over and switch over; this is the long run).
+
+use std::{
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use egress_lab::{
+    ha::{HaLab, Node},
+    WEB_PORT,
+};
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("ha_steady: needs root (it builds network namespaces)");
+        std::process::exit(2);
+    }
+    let secs: u64 = std::env::var("EGRESS_STEADY_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let advert = Duration::from_millis(20);
+    let ha = HaLab::new(true, advert);
+    let _web = ha.lab.ext.serve_http(&[WEB_PORT]);
+    ha.start(Node::A);
+    thread::sleep(advert * 8);
+    ha.start(Node::B);
+    let elected = ha.wait_active(Duration::from_secs(5));
+    // Settled: the backup has heard the master's advertisements for a while.
+    thread::sleep(Duration::from_millis(500));
+
+    let cpus = thread::available_parallelism().map_or(2, |n| n.get());
+    let mut hogs: Vec<Child> = (0..2 * cpus)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("sh")
+        })
+        .collect();
+
+    let ((reads, moved), attempts) = ha.probing(|_| {
+        // Each change of who holds the egress address, with when it was read.
+        let (mut reads, mut moved) = (0usize, Vec::new());
+        let (start, mut last) = (Instant::now(), Some(elected));
+        while start.elapsed() < Duration::from_secs(secs) {
+            let holder = ha.active();
+            reads += 1;
+            if holder != last {
+                moved.push((start.elapsed(), holder));
+                last = holder;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        (reads, moved)
+    });
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    for hog in &mut hogs {
+        let _ = hog.kill();
+        let _ = hog.wait();
+    }
+
+    let failed = attempts.iter().filter(|a| !a.ok).count();
+    println!(
+        "keepalived at rest, advert_int {:.2} s, {secs} s with {} busy processes on {cpus} CPUs \
+         (load average {}):",
+        advert.as_secs_f64(),
+        hogs.len(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    println!(
+        "  changes of the egress address's holder (elected: {elected:?}) in {reads} reads: {}",
+        moved.len()
+    );
+    println!(
+        "  connection attempts through the virtual IP: {} of {} failed",
+        failed,
+        attempts.len()
+    );
+    if !moved.is_empty() || failed > 0 {
+        println!("  FALSE FAILOVER: {moved:?}\n{}", ha.logs());
+        std::process::exit(1);
+    }
+}
