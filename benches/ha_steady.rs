@@ -85,7 +85,10 @@ fn main() {
          (load average {}):",
         advert.as_secs_f64(),
         hogs.len(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     println!(
         "  changes of the egress address's holder (elected: {elected:?}) in {reads} reads: {}",

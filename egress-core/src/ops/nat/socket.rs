@@ -1089,33 +1089,17 @@ mod tests {
     use netlink_packet_netfilter::{nftables::NfTablesMessage, NetfilterMessageInner};
 
     use super::{rule_attribute, set_element_attribute, Reply, NFNL_SUBSYS_NFTABLES};
-    use crate::{
-        ops::nat::{
-            consts::{NFT_MSG_NEWRULE, NFT_MSG_NEWSETELEM},
-            layout::Layout,
-            NatRules,
-        },
-        spec::{Protocol, Redirect},
+    use crate::ops::nat::{
+        consts::{NFT_MSG_NEWRULE, NFT_MSG_NEWSETELEM},
+        layout::Layout,
+        tests::rules_dual,
     };
 
     /// Our walk of the rule and set-element lists gives exactly what netlink-packet-netfilter's
     /// own parser gives, for every rule and element message an apply writes.
     #[test]
     fn lists_read_entry_by_entry_parse_as_the_crate_parses_them() {
-        let rules = NatRules {
-            table: "t".into(),
-            internal: "eth0".into(),
-            external: "macvlan0".into(),
-            snat4: Some("203.0.113.99".parse().unwrap()),
-            snat6: Some("2001:db8:1::99".parse().unwrap()),
-            redirects: vec![
-                Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
-                Redirect::of(Protocol::Udp, 53, "2001:db8:2::25", 53),
-            ],
-            local_ports: vec![],
-            fallback4: Some("198.51.100.9".parse().unwrap()),
-            fallback6: Some("2001:db8:2::9".parse().unwrap()),
-        };
+        let rules = rules_dual("t");
         let (mut rules_seen, mut elements_seen) = (0, 0);
         for (msg, _) in Layout::of(&rules).messages("t", &BTreeSet::new()) {
             let mut body = vec![0; msg.buffer_len()];

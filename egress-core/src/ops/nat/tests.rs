@@ -31,7 +31,7 @@ fn rules_v4(table: &str) -> NatRules {
     }
 }
 
-fn rules_dual(table: &str) -> NatRules {
+pub(super) fn rules_dual(table: &str) -> NatRules {
     NatRules {
         table: table.into(),
         internal: "eth0".into(),
