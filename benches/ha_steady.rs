@@ -6,12 +6,15 @@
 //! would be) while a client opens a new connection every 10 ms through keepalived's internal
 //! virtual IP, and which router holds the egress address is read every 20 ms. A false
 //! failover is the egress address leaving the elected router (or held by both or none) at any
-//! read; the bench prints what it saw and exits 1 on one, or when a connection attempt failed.
+//! read; the bench prints each one and exits 1. It also prints the connection attempts that
+//! failed (each is bounded by 50 ms, which a loaded machine can exceed without any failover)
+//! and the longest time between two successful ones.
 //!
-//! keepalived runs its VRRP process with real-time scheduling (`vrrp_rt_priority`, as
-//! docs/ha.md configures it): without it, four busy processes on two CPUs delayed the
-//! backup's advertisement timer past 3 × 20 ms and it took over from a healthy master 27 s
-//! into a 60 s run.
+//! keepalived's VRRP process runs at nice -20 (`vrrp_priority -20`, as docs/ha.md configures
+//! it): at the default priority, four busy processes on two CPUs delayed the backup's
+//! advertisement timer past 3 × 20 ms, and it took over from a healthy master (twice in two
+//! 60 s runs). Real-time scheduling (`vrrp_rt_priority`) also kept the master, but slowed
+//! the takeovers themselves from ~60 ms to ~165 ms, with a 1.2 s one in five runs.
 //!
 //! Run as root: `cargo build --release --bin egress-router && cargo bench --bench ha_steady`.
 //! It takes the configured time plus a few seconds; CI does not run it (the keepalived tests
@@ -80,6 +83,8 @@ fn main() {
     }
 
     let failed = attempts.iter().filter(|a| !a.ok).count();
+    let ok: Vec<Instant> = attempts.iter().filter(|a| a.ok).map(|a| a.at).collect();
+    let longest = ok.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
     println!(
         "keepalived at rest, advert_int {:.2} s, {secs} s with {} busy processes on {cpus} CPUs \
          (load average {}):",
@@ -95,11 +100,12 @@ fn main() {
         moved.len()
     );
     println!(
-        "  connection attempts through the virtual IP: {} of {} failed",
+        "  connection attempts through the virtual IP: {} of {} failed; longest time between \
+         two successful ones {longest:?}",
         failed,
         attempts.len()
     );
-    if !moved.is_empty() || failed > 0 {
+    if !moved.is_empty() {
         println!("  FALSE FAILOVER: {moved:?}\n{}", ha.logs());
         std::process::exit(1);
     }

@@ -278,7 +278,7 @@ impl HaLab {
     script_user root
     enable_script_security
     vrrp_garp_master_delay 0
-    vrrp_rt_priority 50
+    vrrp_priority -20
 }}
 vrrp_instance egress {{
     state BACKUP
