@@ -125,19 +125,31 @@ fn a_burst_of_changes_is_repaired_a_bounded_number_of_times() {
         .router
         .try_exec(&["ip", "-force", "-batch", file.to_str().unwrap()]);
     std::fs::remove_file(&file).unwrap();
-    let mut repairs = 0;
+    // A repair that runs while the burst still changes the route can find the namespace
+    // changed again when it verifies: it rolls back and reports `Failed` (the watch then
+    // tries again), which is right. The burst must end repaired, in a bounded number of tries.
+    let (mut repairs, mut failed) = (0, 0);
+    let mut last = None;
     let deadline = Instant::now() + REPORT;
     while let Ok(e) = events.recv_timeout(Duration::from_millis(500)) {
-        assert!(matches!(e, WatchEvent::Repaired { .. }), "{e:?}");
-        repairs += 1;
+        match &e {
+            WatchEvent::Repaired { .. } => repairs += 1,
+            WatchEvent::Failed { error, .. } if error.contains("verify") => failed += 1,
+            other => panic!("{other:?}"),
+        }
+        last = Some(e);
         assert!(
             Instant::now() < deadline,
             "still repairing after {REPORT:?}"
         );
     }
     assert!(
-        (1..=10).contains(&repairs),
-        "{repairs} repairs for one burst"
+        matches!(last, Some(WatchEvent::Repaired { .. })),
+        "the burst ended unrepaired: {last:?}"
+    );
+    assert!(
+        repairs + failed <= 10,
+        "{repairs} repairs and {failed} failed ones for one burst"
     );
     assert_eq!(blocking::check(&spec).unwrap(), vec![]);
     through(&lab);
