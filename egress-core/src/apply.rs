@@ -362,10 +362,10 @@ impl Tx {
     async fn verify(&mut self, desired: &Desired) -> Result<()> {
         #[cfg(feature = "fault-injection")]
         crate::fault::at_verify()?;
-        let now = Current::read(&mut self.c, &self.spec.name).await?;
+        let name = &self.spec.name;
         let drift = match self.identity_only {
-            true => desired.compare_identity(&now),
-            false => desired.compare(&now),
+            true => desired.compare_identity(&Current::read_identity(&mut self.c, name).await?),
+            false => desired.compare(&Current::read(&mut self.c, name).await?),
         };
         match drift.is_empty() {
             true => Ok(()),

@@ -85,7 +85,7 @@ async fn change_by_name(netns: &Netns, name: &str, role: Role) -> Result<RoleCha
     NsHandle::open(&netns, "netns")?
         .within(move |ns| async move {
             let mut c = Conn::open(ns)?;
-            let now = Current::read(&mut c, &name).await?;
+            let now = Current::read_identity(&mut c, &name).await?;
             let spec = spec_in(&now, &name, netns)?;
             change_in(c, now, spec, role).await
         })
@@ -176,7 +176,7 @@ impl Router {
         self.ns()
             .within(move |ns| async move {
                 let mut c = Conn::open(ns)?;
-                let now = Current::read(&mut c, &spec.name).await?;
+                let now = Current::read_identity(&mut c, &spec.name).await?;
                 change_in(c, now, spec, role).await
             })
             .instrument(span)
