@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use egress_core::{
-    blocking, fault, Drift, EnsureAction, Error, Netns as CoreNetns, Role, Rollback, RouterSpec,
+    blocking, fault, Drift, EnsureAction, Error, ErrorKind, Netns as CoreNetns, Role, Rollback,
+    RouterSpec,
 };
 use egress_lab::{
     ip, Lab, Snapshot, Snapshots, EGRESS_SOURCE4, GATEWAY4, ROUTER_ETH0_4, SERVICE_PORT, WEB_PORT,
@@ -176,6 +177,41 @@ fn drift_of_a_standby_is_repaired_as_a_standby_and_an_active_one_as_active() {
     assert!(identity(&lab).1);
     blocking::teardown_by_name(&core_ns(&lab), "ha-1").unwrap();
     snaps.assert_restored("teardown by name");
+}
+
+/// A handle whose router was torn down and applied again (as standby, the way a restarted
+/// instance comes back) neither promotes nor demotes the new router: each is refused as a
+/// stale handle and the namespace is left exactly as it was; the new handle works.
+#[test]
+fn a_stale_handle_neither_promotes_nor_demotes_the_router_applied_again() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+    let old = blocking::apply_as(&spec, Role::Standby).unwrap();
+    blocking::finish_announcements(blocking::promote_router(&old).unwrap()).unwrap();
+    blocking::teardown_by_name(&core_ns(&lab), "ha-1").unwrap();
+    let new = blocking::apply_as(&spec, Role::Standby).unwrap();
+    let applied = Snapshot::take(&lab.router);
+    for (what, result) in [
+        ("promote", blocking::promote_router(&old)),
+        ("demote", blocking::demote_router(&old)),
+    ] {
+        let e = result.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StaleHandle, "{what}: {e}");
+        assert_eq!(role(&lab), Role::Standby, "{what}");
+        let now = Snapshot::take(&lab.router);
+        assert!(applied == now, "{what}: {}", applied.diff(&now));
+    }
+    // The new router, applied standby, is untouched and answers to its own handle.
+    blocking::finish_announcements(blocking::promote_router(&new).unwrap()).unwrap();
+    assert_eq!(role(&lab), Role::Active);
+    assert_eq!(
+        blocking::demote_router(&old).unwrap_err().kind(),
+        ErrorKind::StaleHandle
+    );
+    assert_eq!(role(&lab), Role::Active);
+    blocking::teardown(new).unwrap();
+    snaps.assert_restored("teardown of the router applied again");
 }
 
 /// The legacy mode's watch repairs a standby as a standby and never demotes a router that

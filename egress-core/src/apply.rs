@@ -42,6 +42,31 @@ pub(crate) struct Identity {
     pub id: u32,
 }
 
+impl Identity {
+    /// Whether router `name` in `now` is the one this identity applied: its crash record (in
+    /// either place) holds the same apply id. One torn down and applied again, or whose record
+    /// is gone (it cannot be told apart), is [`Error::StaleHandle`]; one that is gone
+    /// altogether is left to the caller (`desired` says whether anything of it is there).
+    pub(crate) fn check(&self, now: &Current, name: &str, desired: &Desired) -> Result<()> {
+        if !desired.exists_in(now) {
+            return Ok(());
+        }
+        let reason = match Stores::of(now, name).record() {
+            Some(r) if r.id == self.id => return Ok(()),
+            Some(r) => format!(
+                "its crash record holds apply id {:08x}, this handle applied {:08x}",
+                r.id, self.id
+            ),
+            None => "its crash record is gone, so it cannot be told apart; use it by name".into(),
+        };
+        Err(Error::StaleHandle {
+            name: name.to_string(),
+            netns: now.netns.clone(),
+            reason,
+        })
+    }
+}
+
 impl Router {
     /// The spec this router was applied from.
     pub fn spec(&self) -> &RouterSpec {
@@ -51,6 +76,11 @@ impl Router {
     /// Its namespace.
     pub(crate) fn ns(&self) -> &NsHandle {
         &self.ns
+    }
+
+    /// The apply id it recognises its router by.
+    pub(crate) fn identity(&self) -> Identity {
+        self.identity
     }
 
     /// Undoes everything the apply did and what the router replaced since (a default route
