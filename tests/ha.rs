@@ -214,6 +214,89 @@ fn a_stale_handle_neither_promotes_nor_demotes_the_router_applied_again() {
     snaps.assert_restored("teardown of the router applied again");
 }
 
+/// Flushes the routes of both families in routing table `table` of the router namespace.
+fn flush_table(lab: &Lab, table: u32) {
+    let t = table.to_string();
+    lab.router.ip(&["route", "flush", "table", &t]);
+    lab.router.ip(&["-6", "route", "flush", "table", &t]);
+}
+
+fn only_journal_damage(drift: &[Drift]) -> bool {
+    !drift.is_empty() && drift.iter().all(|d| d.kind() == "journal_damaged")
+}
+
+/// The role marker is kept in the journal table and in the mirror table: a flush of either one
+/// leaves the role (a standby taken for active would be "repaired" into a second active
+/// instance by ensure or a watch). What the flush took is crash record damage, and only that;
+/// ensure and a watch write it again, in the role the other copy keeps.
+#[test]
+fn a_flushed_routing_table_loses_no_role() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    flush_table(&lab, egress_core::JOURNAL_TABLE);
+    assert_eq!(role(&lab), Role::Standby);
+    let drift = blocking::check(&spec).unwrap();
+    assert!(only_journal_damage(&drift), "{drift:?}");
+    assert!(
+        drift.iter().any(|d| d.to_string().contains("role marker")),
+        "{drift:?}"
+    );
+    assert_eq!(
+        blocking::ensure(&spec).unwrap().action,
+        EnsureAction::Repaired
+    );
+    assert_eq!(blocking::check(&spec).unwrap(), Vec::<Drift>::new());
+    assert_eq!(role(&lab), Role::Standby);
+    assert!(!identity(&lab).0 && !identity(&lab).1);
+
+    // The same under a watch, for each table, in each role.
+    let (tx, events) = std::sync::mpsc::channel();
+    let watcher = egress_core::watch(&spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .unwrap();
+    for to in [Role::Standby, Role::Active] {
+        if to == Role::Active {
+            blocking::finish_announcements(blocking::promote(&core_ns(&lab), "ha-1").unwrap())
+                .unwrap();
+        }
+        for table in [egress_core::JOURNAL_TABLE, egress_core::MIRROR_TABLE] {
+            flush_table(&lab, table);
+            // Each event until the watch has repaired everything is about the record alone
+            // (a look between the two flushes, one per family, repairs what the first took
+            // and fails its verify on what the second took; the next look repairs the rest).
+            let held = to == Role::Active;
+            while !blocking::check(&spec).unwrap().is_empty() {
+                let (drift, repaired) = match events.recv_timeout(Duration::from_secs(5)) {
+                    Ok(egress_core::WatchEvent::Repaired { drift, .. }) => (drift, true),
+                    Ok(egress_core::WatchEvent::Failed { drift, .. }) => (drift, false),
+                    other => panic!("{to}, table {table}: {other:?}"),
+                };
+                assert!(
+                    only_journal_damage(&drift),
+                    "{to}, table {table}: {drift:?}"
+                );
+                if repaired {
+                    assert_eq!(role(&lab), to, "table {table}");
+                    assert_eq!(identity(&lab).0, held, "{to}, table {table}");
+                    assert_eq!(identity(&lab).1, held, "{to}, table {table}");
+                }
+            }
+            assert_eq!(role(&lab), to, "table {table}");
+            assert_eq!(identity(&lab).0, held, "{to}, table {table}");
+            assert_eq!(identity(&lab).1, held, "{to}, table {table}");
+        }
+    }
+    watcher.stop().unwrap();
+    // By name, from the kernel alone, after the repairs.
+    blocking::demote(&core_ns(&lab), "ha-1").unwrap();
+    assert_eq!(role(&lab), Role::Standby);
+    blocking::teardown(router).unwrap();
+    snaps.assert_restored("teardown after the flushes");
+}
+
 /// The legacy mode's watch repairs a standby as a standby and never demotes a router that
 /// another process (keepalived's notify command) promoted.
 #[test]

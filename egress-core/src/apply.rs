@@ -611,8 +611,7 @@ impl Tx {
             Step::MarkRole { role } => {
                 // The link's own MAC: kept by the marker there is (replaced in place), else
                 // the one the link has while it does not hold the stable MAC.
-                let previous = role::marker_in(&self.now, &self.spec.name).cloned();
-                let own = match &previous {
+                let own = match role::marker_in(&self.now, &self.spec.name) {
                     Some(_) => role::own_mac_in(&self.now, &self.spec.name),
                     None => {
                         let ext = self.spec.external.link_name();
@@ -624,10 +623,15 @@ impl Tx {
                             .filter(|m| Some(*m) != self.spec.stable_mac)
                     }
                 };
-                vec![Change::MarkRole {
-                    current: role::marker(&self.spec.name, *role, own),
-                    previous,
-                }]
+                // The journal table's first (the commit point), then its copy.
+                let current = role::marker(&self.spec.name, *role, own);
+                role::MARKER_TABLES
+                    .into_iter()
+                    .map(|table| Change::MarkRole {
+                        current: route::in_table(&current, table),
+                        previous: role::marker_in_table(&self.now, &self.spec.name, table).cloned(),
+                    })
+                    .collect()
             }
             Step::AddRoute { dst, via, link } => {
                 let oif = self.index_of(link)?;

@@ -281,7 +281,7 @@ impl<'a> Owned<'a> {
         if let Some(r) = &record {
             notes.extend(Claim::unfinished(now, r.id));
         }
-        notes.extend(crate::ops::role::marker_in(now, name));
+        notes.extend(crate::ops::role::markers_in(now, name));
         Owned {
             name,
             record,
