@@ -345,6 +345,79 @@ fn a_watch_keeps_the_role_the_kernel_records() {
     blocking::teardown(router).unwrap();
 }
 
+/// A role change by another process is not drift while it runs: a watch that looked at a
+/// promotion half done (an egress address claimed, the role marker still standby: a macvlan's
+/// MAC change keeps the flight waiting for an RCU grace period) took it for a standby holding
+/// the identity and undid it, and the promotion failed its verify. Many role changes under a
+/// watch all go through and the watch repairs nothing; a role change marker put by hand (a
+/// promotion under way) keeps the watch off a claimed address, and one a crash left is looked
+/// past after a while.
+#[test]
+fn a_watch_never_undoes_a_role_change_under_way() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    let (tx, events) = std::sync::mpsc::channel();
+    let watcher = egress_core::watch(&spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .unwrap();
+    for i in 0..30 {
+        let up = blocking::promote(&core_ns(&lab), "ha-1").unwrap_or_else(|e| panic!("{i}: {e}"));
+        blocking::finish_announcements(up).unwrap();
+        blocking::demote(&core_ns(&lab), "ha-1").unwrap_or_else(|e| panic!("{i}: {e}"));
+    }
+    assert_eq!(
+        events.recv_timeout(Duration::from_millis(300)).ok(),
+        None,
+        "a role change is not drift"
+    );
+    // A promotion under way, by hand: its marker, then the address it claims first.
+    let marker = format!(
+        "6563:{:x}:{:x}::/128",
+        egress_core::link_group_marker("ha-1") >> 16,
+        egress_core::link_group_marker("ha-1") & 0xffff
+    );
+    let table = egress_core::JOURNAL_TABLE.to_string();
+    let route = [
+        "route",
+        "add",
+        "blackhole",
+        &marker,
+        "table",
+        &table,
+        "proto",
+        "158",
+    ];
+    lab.router.ip(&[&["-6"][..], &route[..]].concat());
+    lab.router
+        .ip(&["addr", "add", EGRESS_SOURCE4, "dev", "macvlan0"]);
+    assert_eq!(
+        events.recv_timeout(Duration::from_millis(500)).ok(),
+        None,
+        "the watch undid a promotion under way"
+    );
+    assert!(identity(&lab).0);
+    // Left by a crash: after a while the watch repairs the standby all the same.
+    match events.recv_timeout(Duration::from_secs(10)) {
+        Ok(egress_core::WatchEvent::Repaired { drift, .. }) => assert!(
+            drift.iter().all(|d| d.kind() == "identity_held"),
+            "{drift:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(!identity(&lab).0);
+    watcher.stop().unwrap();
+    // Teardown takes the marker a crash left along.
+    blocking::teardown(router).unwrap();
+    assert!(!lab
+        .router
+        .ip(&["-6", "route", "show", "table", &table])
+        .contains("6563:"));
+    snaps.assert_restored("teardown after a role change marker left behind");
+}
+
 /// A fault at each step of a promotion, then of a demotion: each rolls back to exactly the
 /// previous role (the namespace as it was, the MAC included).
 #[test]

@@ -347,6 +347,17 @@ impl Tx {
                 .expect("a spec that creates a macvlan opens its parent namespace");
             self.parent_link = Some(self.find_parent(&parent_ns).await?);
         }
+        // A role change tells watchers (another process's) to look on until it is done.
+        let role_change = self.identity_only.then(|| {
+            let route = record::role_change_marker(&self.spec.name);
+            self.batch.push((
+                0,
+                Change::RoleChanging {
+                    route: route.clone(),
+                },
+            ));
+            route
+        });
         for (i, step) in plan.steps().iter().enumerate() {
             #[cfg(feature = "fault-injection")]
             if let Err(e) = crate::fault::at_step(i + 1, || step.to_string()) {
@@ -383,6 +394,12 @@ impl Tx {
             return Err(self
                 .fail(VERIFY.to_string(), plan.steps().len() + 1, e)
                 .await);
+        }
+        if let Some(marker) = role_change {
+            // Done and verified: a marker left here only makes watchers wait (for a while).
+            if let Err(e) = route::delete(&self.c.rt, &marker, ROLE_CHANGE).await {
+                warn!(error = %e, "the role change marker stays: watchers look on for a while");
+            }
         }
         let id = self.record.id;
         Ok((self.c, Identity { id }, self.pending))
@@ -913,6 +930,10 @@ const CLAIM_NOTE: &str =
 /// How a note of the crash record is named in errors.
 const NOTE: &str = "a note of the crash record (ip -6 route … table 1701278323 proto 158)";
 
+/// How the role change marker is named in errors.
+const ROLE_CHANGE: &str =
+    "the role change marker (ip -6 route … 6563:…/128 table 1701278323 proto 158)";
+
 /// The step name of the verification, in errors.
 const VERIFY: &str =
     "verify: read the namespace again and compare it with the router's desired state";
@@ -926,6 +947,10 @@ enum Change {
     AddRoute {
         route: Route,
         what: String,
+    },
+    /// The role change marker, replaced (one a crash left is taken over).
+    RoleChanging {
+        route: Route,
     },
     /// A default route the router replaces, or a note of an older crash record.
     DeleteRoute {
@@ -968,6 +993,7 @@ impl Change {
     async fn send(&self, h: &Handle) -> Result<()> {
         match self {
             Change::AddRoute { route, what } => route::add(h, route, what).await,
+            Change::RoleChanging { route } => route::replace(h, route, ROLE_CHANGE).await,
             Change::DeleteRoute { route, what } => route::delete(h, route, what).await.map(drop),
             Change::AddAddress { index, link, net } => {
                 crate::ops::addr::add(h, *index, link, *net).await
@@ -988,6 +1014,10 @@ impl Change {
     fn undo(self) -> Undo {
         match self {
             Change::AddRoute { route, what } => Undo::DeleteRoute { route, what },
+            Change::RoleChanging { route } => Undo::DeleteRoute {
+                route,
+                what: ROLE_CHANGE.into(),
+            },
             Change::DeleteRoute { route, what } => Undo::RestoreRoute {
                 route: route::in_table(&route, route.table),
                 what,

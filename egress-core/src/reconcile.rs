@@ -282,6 +282,8 @@ impl<'a> Owned<'a> {
             notes.extend(Claim::unfinished(now, r.id));
         }
         notes.extend(crate::ops::role::markers_in(now, name));
+        // A role change marker a crash left.
+        notes.extend(record::role_change_in(now, name));
         Owned {
             name,
             record,
