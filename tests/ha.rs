@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use egress_core::{
-    blocking, fault, Drift, EnsureAction, Error, Netns as CoreNetns, Role, Rollback, RouterSpec,
+    blocking, fault, Drift, EnsureAction, Error, ErrorKind, Netns as CoreNetns, Role, Rollback,
+    RouterSpec,
 };
 use egress_lab::{
     ip, Lab, Snapshot, Snapshots, EGRESS_SOURCE4, GATEWAY4, ROUTER_ETH0_4, SERVICE_PORT, WEB_PORT,
@@ -178,6 +179,124 @@ fn drift_of_a_standby_is_repaired_as_a_standby_and_an_active_one_as_active() {
     snaps.assert_restored("teardown by name");
 }
 
+/// A handle whose router was torn down and applied again (as standby, the way a restarted
+/// instance comes back) neither promotes nor demotes the new router: each is refused as a
+/// stale handle and the namespace is left exactly as it was; the new handle works.
+#[test]
+fn a_stale_handle_neither_promotes_nor_demotes_the_router_applied_again() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+    let old = blocking::apply_as(&spec, Role::Standby).unwrap();
+    blocking::finish_announcements(blocking::promote_router(&old).unwrap()).unwrap();
+    blocking::teardown_by_name(&core_ns(&lab), "ha-1").unwrap();
+    let new = blocking::apply_as(&spec, Role::Standby).unwrap();
+    let applied = Snapshot::take(&lab.router);
+    for (what, result) in [
+        ("promote", blocking::promote_router(&old)),
+        ("demote", blocking::demote_router(&old)),
+    ] {
+        let e = result.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::StaleHandle, "{what}: {e}");
+        assert_eq!(role(&lab), Role::Standby, "{what}");
+        let now = Snapshot::take(&lab.router);
+        assert!(applied == now, "{what}: {}", applied.diff(&now));
+    }
+    // The new router, applied standby, is untouched and answers to its own handle.
+    blocking::finish_announcements(blocking::promote_router(&new).unwrap()).unwrap();
+    assert_eq!(role(&lab), Role::Active);
+    assert_eq!(
+        blocking::demote_router(&old).unwrap_err().kind(),
+        ErrorKind::StaleHandle
+    );
+    assert_eq!(role(&lab), Role::Active);
+    blocking::teardown(new).unwrap();
+    snaps.assert_restored("teardown of the router applied again");
+}
+
+/// Flushes the routes of both families in routing table `table` of the router namespace.
+fn flush_table(lab: &Lab, table: u32) {
+    let t = table.to_string();
+    lab.router.ip(&["route", "flush", "table", &t]);
+    lab.router.ip(&["-6", "route", "flush", "table", &t]);
+}
+
+fn only_journal_damage(drift: &[Drift]) -> bool {
+    !drift.is_empty() && drift.iter().all(|d| d.kind() == "journal_damaged")
+}
+
+/// The role marker is kept in the journal table and in the mirror table: a flush of either one
+/// leaves the role (a standby taken for active would be "repaired" into a second active
+/// instance by ensure or a watch). What the flush took is crash record damage, and only that;
+/// ensure and a watch write it again, in the role the other copy keeps.
+#[test]
+fn a_flushed_routing_table_loses_no_role() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    flush_table(&lab, egress_core::JOURNAL_TABLE);
+    assert_eq!(role(&lab), Role::Standby);
+    let drift = blocking::check(&spec).unwrap();
+    assert!(only_journal_damage(&drift), "{drift:?}");
+    assert!(
+        drift.iter().any(|d| d.to_string().contains("role marker")),
+        "{drift:?}"
+    );
+    assert_eq!(
+        blocking::ensure(&spec).unwrap().action,
+        EnsureAction::Repaired
+    );
+    assert_eq!(blocking::check(&spec).unwrap(), Vec::<Drift>::new());
+    assert_eq!(role(&lab), Role::Standby);
+    assert!(!identity(&lab).0 && !identity(&lab).1);
+
+    // The same under a watch, for each table, in each role.
+    let (tx, events) = std::sync::mpsc::channel();
+    let watcher = egress_core::watch(&spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .unwrap();
+    for to in [Role::Standby, Role::Active] {
+        if to == Role::Active {
+            blocking::finish_announcements(blocking::promote(&core_ns(&lab), "ha-1").unwrap())
+                .unwrap();
+        }
+        for table in [egress_core::JOURNAL_TABLE, egress_core::MIRROR_TABLE] {
+            flush_table(&lab, table);
+            // Each event until the watch has repaired everything is about the record alone
+            // (a look between the two flushes, one per family, repairs what the first took
+            // and fails its verify on what the second took; the next look repairs the rest).
+            let held = to == Role::Active;
+            while !blocking::check(&spec).unwrap().is_empty() {
+                let (drift, repaired) = match events.recv_timeout(Duration::from_secs(5)) {
+                    Ok(egress_core::WatchEvent::Repaired { drift, .. }) => (drift, true),
+                    Ok(egress_core::WatchEvent::Failed { drift, .. }) => (drift, false),
+                    other => panic!("{to}, table {table}: {other:?}"),
+                };
+                assert!(
+                    only_journal_damage(&drift),
+                    "{to}, table {table}: {drift:?}"
+                );
+                if repaired {
+                    assert_eq!(role(&lab), to, "table {table}");
+                    assert_eq!(identity(&lab).0, held, "{to}, table {table}");
+                    assert_eq!(identity(&lab).1, held, "{to}, table {table}");
+                }
+            }
+            assert_eq!(role(&lab), to, "table {table}");
+            assert_eq!(identity(&lab).0, held, "{to}, table {table}");
+            assert_eq!(identity(&lab).1, held, "{to}, table {table}");
+        }
+    }
+    watcher.stop().unwrap();
+    // By name, from the kernel alone, after the repairs.
+    blocking::demote(&core_ns(&lab), "ha-1").unwrap();
+    assert_eq!(role(&lab), Role::Standby);
+    blocking::teardown(router).unwrap();
+    snaps.assert_restored("teardown after the flushes");
+}
+
 /// The legacy mode's watch repairs a standby as a standby and never demotes a router that
 /// another process (keepalived's notify command) promoted.
 #[test]
@@ -224,6 +343,79 @@ fn a_watch_keeps_the_role_the_kernel_records() {
     assert_eq!(identity(&lab), (true, true, STABLE_MAC.to_string()));
     watcher.stop().unwrap();
     blocking::teardown(router).unwrap();
+}
+
+/// A role change by another process is not drift while it runs: a watch that looked at a
+/// promotion half done (an egress address claimed, the role marker still standby: a macvlan's
+/// MAC change keeps the flight waiting for an RCU grace period) took it for a standby holding
+/// the identity and undid it, and the promotion failed its verify. Many role changes under a
+/// watch all go through and the watch repairs nothing; a role change marker put by hand (a
+/// promotion under way) keeps the watch off a claimed address, and one a crash left is looked
+/// past after a while.
+#[test]
+fn a_watch_never_undoes_a_role_change_under_way() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let spec = spec(&lab, true);
+    let router = blocking::apply_as(&spec, Role::Standby).unwrap();
+    let (tx, events) = std::sync::mpsc::channel();
+    let watcher = egress_core::watch(&spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .unwrap();
+    for i in 0..30 {
+        let up = blocking::promote(&core_ns(&lab), "ha-1").unwrap_or_else(|e| panic!("{i}: {e}"));
+        blocking::finish_announcements(up).unwrap();
+        blocking::demote(&core_ns(&lab), "ha-1").unwrap_or_else(|e| panic!("{i}: {e}"));
+    }
+    assert_eq!(
+        events.recv_timeout(Duration::from_millis(300)).ok(),
+        None,
+        "a role change is not drift"
+    );
+    // A promotion under way, by hand: its marker, then the address it claims first.
+    let marker = format!(
+        "6563:{:x}:{:x}::/128",
+        egress_core::link_group_marker("ha-1") >> 16,
+        egress_core::link_group_marker("ha-1") & 0xffff
+    );
+    let table = egress_core::JOURNAL_TABLE.to_string();
+    let route = [
+        "route",
+        "add",
+        "blackhole",
+        &marker,
+        "table",
+        &table,
+        "proto",
+        "158",
+    ];
+    lab.router.ip(&[&["-6"][..], &route[..]].concat());
+    lab.router
+        .ip(&["addr", "add", EGRESS_SOURCE4, "dev", "macvlan0"]);
+    assert_eq!(
+        events.recv_timeout(Duration::from_millis(500)).ok(),
+        None,
+        "the watch undid a promotion under way"
+    );
+    assert!(identity(&lab).0);
+    // Left by a crash: after a while the watch repairs the standby all the same.
+    match events.recv_timeout(Duration::from_secs(10)) {
+        Ok(egress_core::WatchEvent::Repaired { drift, .. }) => assert!(
+            drift.iter().all(|d| d.kind() == "identity_held"),
+            "{drift:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(!identity(&lab).0);
+    watcher.stop().unwrap();
+    // Teardown takes the marker a crash left along.
+    blocking::teardown(router).unwrap();
+    assert!(!lab
+        .router
+        .ip(&["-6", "route", "show", "table", &table])
+        .contains("6563:"));
+    snaps.assert_restored("teardown after a role change marker left behind");
 }
 
 /// A fault at each step of a promotion, then of a demotion: each rolls back to exactly the

@@ -42,6 +42,31 @@ pub(crate) struct Identity {
     pub id: u32,
 }
 
+impl Identity {
+    /// Whether router `name` in `now` is the one this identity applied: its crash record (in
+    /// either place) holds the same apply id. One torn down and applied again, or whose record
+    /// is gone (it cannot be told apart), is [`Error::StaleHandle`]; one that is gone
+    /// altogether is left to the caller (`desired` says whether anything of it is there).
+    pub(crate) fn check(&self, now: &Current, name: &str, desired: &Desired) -> Result<()> {
+        if !desired.exists_in(now) {
+            return Ok(());
+        }
+        let reason = match Stores::of(now, name).record() {
+            Some(r) if r.id == self.id => return Ok(()),
+            Some(r) => format!(
+                "its crash record holds apply id {:08x}, this handle applied {:08x}",
+                r.id, self.id
+            ),
+            None => "its crash record is gone, so it cannot be told apart; use it by name".into(),
+        };
+        Err(Error::StaleHandle {
+            name: name.to_string(),
+            netns: now.netns.clone(),
+            reason,
+        })
+    }
+}
+
 impl Router {
     /// The spec this router was applied from.
     pub fn spec(&self) -> &RouterSpec {
@@ -51,6 +76,11 @@ impl Router {
     /// Its namespace.
     pub(crate) fn ns(&self) -> &NsHandle {
         &self.ns
+    }
+
+    /// The apply id it recognises its router by.
+    pub(crate) fn identity(&self) -> Identity {
+        self.identity
     }
 
     /// Undoes everything the apply did and what the router replaced since (a default route
@@ -317,6 +347,17 @@ impl Tx {
                 .expect("a spec that creates a macvlan opens its parent namespace");
             self.parent_link = Some(self.find_parent(&parent_ns).await?);
         }
+        // A role change tells watchers (another process's) to look on until it is done.
+        let role_change = self.identity_only.then(|| {
+            let route = record::role_change_marker(&self.spec.name);
+            self.batch.push((
+                0,
+                Change::RoleChanging {
+                    route: route.clone(),
+                },
+            ));
+            route
+        });
         for (i, step) in plan.steps().iter().enumerate() {
             #[cfg(feature = "fault-injection")]
             if let Err(e) = crate::fault::at_step(i + 1, || step.to_string()) {
@@ -354,6 +395,12 @@ impl Tx {
                 .fail(VERIFY.to_string(), plan.steps().len() + 1, e)
                 .await);
         }
+        if let Some(marker) = role_change {
+            // Done and verified: a marker left here only makes watchers wait (for a while).
+            if let Err(e) = route::delete(&self.c.rt, &marker, ROLE_CHANGE).await {
+                warn!(error = %e, "the role change marker stays: watchers look on for a while");
+            }
+        }
         let id = self.record.id;
         Ok((self.c, Identity { id }, self.pending))
     }
@@ -362,10 +409,10 @@ impl Tx {
     async fn verify(&mut self, desired: &Desired) -> Result<()> {
         #[cfg(feature = "fault-injection")]
         crate::fault::at_verify()?;
-        let now = Current::read(&mut self.c, &self.spec.name).await?;
+        let name = &self.spec.name;
         let drift = match self.identity_only {
-            true => desired.compare_identity(&now),
-            false => desired.compare(&now),
+            true => desired.compare_identity(&Current::read_identity(&mut self.c, name).await?),
+            false => desired.compare(&Current::read(&mut self.c, name).await?),
         };
         match drift.is_empty() {
             true => Ok(()),
@@ -581,8 +628,7 @@ impl Tx {
             Step::MarkRole { role } => {
                 // The link's own MAC: kept by the marker there is (replaced in place), else
                 // the one the link has while it does not hold the stable MAC.
-                let previous = role::marker_in(&self.now, &self.spec.name).cloned();
-                let own = match &previous {
+                let own = match role::marker_in(&self.now, &self.spec.name) {
                     Some(_) => role::own_mac_in(&self.now, &self.spec.name),
                     None => {
                         let ext = self.spec.external.link_name();
@@ -594,10 +640,15 @@ impl Tx {
                             .filter(|m| Some(*m) != self.spec.stable_mac)
                     }
                 };
-                vec![Change::MarkRole {
-                    current: role::marker(&self.spec.name, *role, own),
-                    previous,
-                }]
+                // The journal table's first (the commit point), then its copy.
+                let current = role::marker(&self.spec.name, *role, own);
+                role::MARKER_TABLES
+                    .into_iter()
+                    .map(|table| Change::MarkRole {
+                        current: route::in_table(&current, table),
+                        previous: role::marker_in_table(&self.now, &self.spec.name, table).cloned(),
+                    })
+                    .collect()
             }
             Step::AddRoute { dst, via, link } => {
                 let oif = self.index_of(link)?;
@@ -879,6 +930,10 @@ const CLAIM_NOTE: &str =
 /// How a note of the crash record is named in errors.
 const NOTE: &str = "a note of the crash record (ip -6 route … table 1701278323 proto 158)";
 
+/// How the role change marker is named in errors.
+const ROLE_CHANGE: &str =
+    "the role change marker (ip -6 route … 6563:…/128 table 1701278323 proto 158)";
+
 /// The step name of the verification, in errors.
 const VERIFY: &str =
     "verify: read the namespace again and compare it with the router's desired state";
@@ -892,6 +947,10 @@ enum Change {
     AddRoute {
         route: Route,
         what: String,
+    },
+    /// The role change marker, replaced (one a crash left is taken over).
+    RoleChanging {
+        route: Route,
     },
     /// A default route the router replaces, or a note of an older crash record.
     DeleteRoute {
@@ -934,6 +993,7 @@ impl Change {
     async fn send(&self, h: &Handle) -> Result<()> {
         match self {
             Change::AddRoute { route, what } => route::add(h, route, what).await,
+            Change::RoleChanging { route } => route::replace(h, route, ROLE_CHANGE).await,
             Change::DeleteRoute { route, what } => route::delete(h, route, what).await.map(drop),
             Change::AddAddress { index, link, net } => {
                 crate::ops::addr::add(h, *index, link, *net).await
@@ -954,6 +1014,10 @@ impl Change {
     fn undo(self) -> Undo {
         match self {
             Change::AddRoute { route, what } => Undo::DeleteRoute { route, what },
+            Change::RoleChanging { route } => Undo::DeleteRoute {
+                route,
+                what: ROLE_CHANGE.into(),
+            },
             Change::DeleteRoute { route, what } => Undo::RestoreRoute {
                 route: route::in_table(&route, route.table),
                 what,

@@ -298,6 +298,8 @@ impl Desired {
         after
             .routes
             .retain(|r| !(r.oif == Some(l.index) && r.dst.is_ipv4()));
+        // Only the route steps are kept: the other objects' steps may come from what a role
+        // change's narrow read leaves out (the ruleset, the sysctl files).
         let mut again = Vec::new();
         for (_, o) in self.objects.iter().filter(|(i, _)| !*i) {
             o.repair(&after, &mut again)?;

@@ -85,7 +85,7 @@ async fn change_by_name(netns: &Netns, name: &str, role: Role) -> Result<RoleCha
     NsHandle::open(&netns, "netns")?
         .within(move |ns| async move {
             let mut c = Conn::open(ns)?;
-            let now = Current::read(&mut c, &name).await?;
+            let now = Current::read_identity(&mut c, &name).await?;
             let spec = spec_in(&now, &name, netns)?;
             change_in(c, now, spec, role).await
         })
@@ -159,12 +159,15 @@ async fn change_in(c: Conn, now: Current, spec: RouterSpec, role: Role) -> Resul
 }
 
 impl Router {
-    /// Promotes this router to active (see [`promote`]), from its spec.
+    /// Promotes this router to active (see [`promote`]), from its spec. A handle whose router
+    /// was torn down and applied again (another apply id in its crash record) changes nothing:
+    /// [`Error::StaleHandle`].
     pub async fn promote(&self) -> Result<RoleChange> {
         self.change_role(Role::Active).await
     }
 
-    /// Demotes this router to standby (see [`demote`]), from its spec.
+    /// Demotes this router to standby (see [`demote`]), from its spec; refused on a stale
+    /// handle as [`promote`](Router::promote) is.
     pub async fn demote(&self) -> Result<RoleChange> {
         self.change_role(Role::Standby).await
     }
@@ -172,11 +175,13 @@ impl Router {
     async fn change_role(&self, role: Role) -> Result<RoleChange> {
         require_net_admin("change the role of an egress router")?;
         let spec = self.spec().clone();
+        let identity = self.identity();
         let span = info_span!("role", router = %spec.name, role = %role);
         self.ns()
             .within(move |ns| async move {
                 let mut c = Conn::open(ns)?;
-                let now = Current::read(&mut c, &spec.name).await?;
+                let now = Current::read_identity(&mut c, &spec.name).await?;
+                identity.check(&now, &spec.name, &Desired::with_role(&spec, role))?;
                 change_in(c, now, spec, role).await
             })
             .instrument(span)

@@ -281,7 +281,9 @@ impl<'a> Owned<'a> {
         if let Some(r) = &record {
             notes.extend(Claim::unfinished(now, r.id));
         }
-        notes.extend(crate::ops::role::marker_in(now, name));
+        notes.extend(crate::ops::role::markers_in(now, name));
+        // A role change marker a crash left.
+        notes.extend(record::role_change_in(now, name));
         Owned {
             name,
             record,

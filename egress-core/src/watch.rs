@@ -6,6 +6,11 @@
 //!
 //! A watch ends when it is stopped, or when the router is gone (torn down by someone else). It
 //! never fights a teardown: while one runs (its marker is in the journal table), it looks on.
+//! Nor a role change (a promotion or demotion by another process, keepalived's notify
+//! command): a promotion half done looks like drift of a standby (an egress address held, the
+//! role marker not yet replaced); while the role change's marker is there, the watch looks on
+//! too — for at most [`ROLE_CHANGE_AT_MOST`], so that a marker a crash left behind does not
+//! stop it for good.
 
 use std::{
     os::fd::AsRawFd,
@@ -114,6 +119,9 @@ const SETTLE_AT_MOST: Duration = Duration::from_millis(50);
 /// The pause after a failed repair, doubling up to [`RETRY_AT_MOST`].
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_AT_MOST: Duration = Duration::from_secs(5);
+/// How long a role change marker keeps the watch looking on, from when the watch first saw
+/// it: a role change takes milliseconds; one still marked after this was cut short.
+const ROLE_CHANGE_AT_MOST: Duration = Duration::from_secs(2);
 /// How many times a read that something changed under is read again before it is used as it
 /// is (a repair from a mixed read fails its verify and is rolled back, and tried again).
 const REREADS: usize = 20;
@@ -173,6 +181,8 @@ async fn watch_in(
     let mut changed_at = Instant::now();
     let mut retry = RETRY_FIRST;
     let mut tearing_down = false;
+    // Since when a role change marker has been there (reset when it goes).
+    let mut role_change_since: Option<Instant> = None;
     // The connection is kept from one look to the next (a failed repair drops it).
     let mut conn: Option<Conn> = None;
     loop {
@@ -216,7 +226,24 @@ async fn watch_in(
             on_event(&WatchEvent::TeardownSeen);
         }
         tearing_down = teardown;
-        let drift = match teardown {
+        let role_change = match record::role_change_in(&now, &spec.name) {
+            Some(_) => {
+                let since = *role_change_since.get_or_insert_with(Instant::now);
+                let left = ROLE_CHANGE_AT_MOST.saturating_sub(since.elapsed());
+                match left.is_zero() {
+                    true => {
+                        warn!("a role change marker older than the watch allows: left by a crash, looked past");
+                        None
+                    }
+                    false => Some(left),
+                }
+            }
+            None => {
+                role_change_since = None;
+                None
+            }
+        };
+        let drift = match teardown || role_change.is_some() {
             true => Vec::new(),
             false => desired.compare(&now),
         };
@@ -264,11 +291,14 @@ async fn watch_in(
                 }
             }
         }
-        // Idle until the kernel says something changed (or the watch is stopped).
+        // Idle until the kernel says something changed (or the watch is stopped), or a role
+        // change looked on for would no longer be.
+        let looked_on = role_change.unwrap_or(RETRY_AT_MOST);
         tokio::select! {
             biased;
             _ = &mut stopped => return Ok(WatchEnd::Stopped),
             changed = notifications.changed() => changed?,
+            () = tokio::time::sleep(looked_on), if role_change.is_some() => {}
         }
         changed_at = Instant::now();
         conn = Some(c);

@@ -43,9 +43,23 @@ pub(crate) struct Current {
 impl Current {
     /// Reads everything the objects of router `name` compare with.
     pub(crate) async fn read(c: &mut Conn, name: &str) -> Result<Current> {
+        Current::read_of(c, name, true).await
+    }
+
+    /// Reads what a role change compares with and changes (the identity objects, the crash
+    /// record, the role marker and the identity notes): the links, the addresses, the routes,
+    /// the `inet` tables with their comments — not the content of the router's table (its
+    /// ruleset with every map element: most of a whole read's time) nor the sysctl files,
+    /// which no role change touches. `table` is `None` and `sysctls` holds only the links'
+    /// own values.
+    pub(crate) async fn read_identity(c: &mut Conn, name: &str) -> Result<Current> {
+        Current::read_of(c, name, false).await
+    }
+
+    async fn read_of(c: &mut Conn, name: &str, whole: bool) -> Result<Current> {
         let table = table_name(name);
         let tables = c.nft.tables()?;
-        let content = match tables.iter().any(|t| t.name == table) {
+        let content = match whole && tables.iter().any(|t| t.name == table) {
             true => c.nft.read(&table)?.1,
             false => None,
         };
@@ -53,7 +67,10 @@ impl Current {
         let addrs = super::addr::list(&c.rt, None).await?;
         let (routes4, routes6) =
             futures::try_join!(route::list(&c.rt, false), route::list(&c.rt, true))?;
-        let mut sysctls = sysctl::read_forwarding(&c.ns, &["ipv4", "ipv6"])?;
+        let mut sysctls = match whole {
+            true => sysctl::read_forwarding(&c.ns, &["ipv4", "ipv6"])?,
+            false => BTreeMap::new(),
+        };
         sysctls.extend(links.iter().flat_map(|l| l.conf.sysctls(&l.name)));
         Ok(Current {
             netns: c.ns.label().to_string(),

@@ -294,6 +294,27 @@ pub(crate) fn teardown_marker(router: &str) -> Route {
     note(Ipv6Addr::from(bytes), 1)
 }
 
+/// The marker a role change (promotion, demotion) puts in the journal table, first in its
+/// flight of requests, and takes away once it is verified (or rolled back): a watcher that
+/// sees it leaves the router alone meanwhile, rather than take a promotion half done (an
+/// address claimed, the role marker not yet replaced) for drift of a standby and undo it
+/// (`blackhole 6563:<router marker>::/128 table … proto 158`, "ec").
+pub(crate) fn role_change_marker(router: &str) -> Route {
+    let mut bytes = [0u8; 16];
+    bytes[..2].copy_from_slice(&[0x65, 0x63]);
+    bytes[2..6].copy_from_slice(&super::link::group_marker(router).to_be_bytes());
+    note(Ipv6Addr::from(bytes), 1)
+}
+
+/// Router `router`'s role change marker in `now`, if a role change is running (or a crash
+/// left it).
+pub(crate) fn role_change_in<'a>(now: &'a Current, router: &str) -> Option<&'a Route> {
+    let marker = role_change_marker(router);
+    now.routes
+        .iter()
+        .find(|r| r.table == JOURNAL_TABLE && r.is_ours() && r.dst == marker.dst)
+}
+
 /// Whether a teardown of router `router` is running (or was interrupted) in `now`.
 pub(crate) fn tearing_down(now: &Current, router: &str) -> bool {
     let marker = teardown_marker(router);

@@ -2,10 +2,15 @@
 //!
 //! - the *role marker*: one route in the journal table, `6572:<router marker>:<own MAC>::/128
 //!   table 1701278323 proto 158 metric 1`, a `blackhole` for a standby and `unreachable` for an
-//!   active router (no rule ever looks that table up). It keeps the external link's own MAC,
-//!   which a standby takes back when it gives the stable MAC up. A role change replaces it in
-//!   place (`NLM_F_REPLACE`), last in its flight of requests: the marker is the commit point. A
-//!   router without one (applied before roles existed, or applied active) is active.
+//!   active router (no rule ever looks that table up), and its copy in the mirror table
+//!   1701278317, so that a flush of one routing table does not lose the role (a standby taken
+//!   for active would be "repaired" into a second active instance). It keeps the external
+//!   link's own MAC, which a standby takes back when it gives the stable MAC up. A role change
+//!   replaces both in place (`NLM_F_REPLACE`), last in its flight of requests, the journal
+//!   table's first: that one is the commit point, and the one read while both are there. A
+//!   copy that is missing or differs is drift (`journal_damaged`) that `ensure` and the watch
+//!   write again. A router without either (applied before roles existed, or applied active;
+//!   or both tables flushed) is active.
 //! - the *identity notes*: what a promotion claims (the egress addresses, the gateways, the
 //!   stable MAC, the announcements, the links), written with the crash record as notes tagged
 //!   `6569:` ("ei"), so that `promote` / `demote` by name need nothing but the kernel.
@@ -25,7 +30,7 @@ use serde::Serialize;
 
 use super::{
     link::{group_marker, random_mac, LinkRef},
-    record::{is_tagged, note, note_id, read_text_notes, text_notes, JOURNAL_TABLE},
+    record::{is_tagged, note, note_id, read_text_notes, text_notes, JOURNAL_TABLE, MIRROR_TABLE},
     route::Route,
     Current, KernelObject, Step,
 };
@@ -91,16 +96,34 @@ pub(crate) fn marker(router: &str, role: Role, own: Option<[u8; 6]>) -> Route {
     r
 }
 
-/// Router `router`'s role marker in `now`, if any.
-pub(crate) fn marker_in<'a>(now: &'a Current, router: &str) -> Option<&'a Route> {
+/// The tables that keep the role marker, the one read first first.
+pub(crate) const MARKER_TABLES: [u32; 2] = [JOURNAL_TABLE, MIRROR_TABLE];
+
+/// Router `router`'s role marker in table `table` of `now`, if any.
+pub(crate) fn marker_in_table<'a>(now: &'a Current, router: &str, table: u32) -> Option<&'a Route> {
     let prefix = marker_bytes(&marker(router, Role::Active, None));
     // The kernel reports these routes on `lo`: compared by what the marker is made of.
     now.routes.iter().find(|r| {
-        r.table == JOURNAL_TABLE
+        r.table == table
             && r.is_ours()
             && r.dst.prefix() == 128
             && marker_bytes(r)[..6] == prefix[..6]
     })
+}
+
+/// Router `router`'s role marker in `now`, if any: the journal table's, else its copy.
+pub(crate) fn marker_in<'a>(now: &'a Current, router: &str) -> Option<&'a Route> {
+    MARKER_TABLES
+        .iter()
+        .find_map(|t| marker_in_table(now, router, *t))
+}
+
+/// Both copies of router `router`'s role marker in `now` (for teardown).
+pub(crate) fn markers_in<'a>(now: &'a Current, router: &str) -> Vec<&'a Route> {
+    MARKER_TABLES
+        .iter()
+        .filter_map(|t| marker_in_table(now, router, *t))
+        .collect()
 }
 
 fn marker_bytes(r: &Route) -> [u8; 16] {
@@ -433,6 +456,13 @@ impl KernelObject for RoleMark {
                 expected: self.role,
                 actual,
             });
+            return;
+        }
+        for table in self.copies_damaged(now) {
+            drift.push(Drift::JournalDamaged {
+                store: format!("role marker (table {table})"),
+                detail: format!("the copy of the role marker ({actual}) is missing or differs"),
+            });
         }
     }
 
@@ -443,10 +473,24 @@ impl KernelObject for RoleMark {
             Role::Active => marked.is_some_and(|r| r != Role::Active),
             Role::Standby => marked != Some(Role::Standby),
         };
-        if wanted {
+        if wanted || !self.copies_damaged(now).is_empty() {
             steps.push(Step::MarkRole { role: self.role });
         }
         Ok(())
+    }
+}
+
+impl RoleMark {
+    /// The tables whose copy of the marker is missing or of another role, when the router is
+    /// marked at all (an active router may have no marker).
+    fn copies_damaged(&self, now: &Current) -> Vec<u32> {
+        let Some(read) = marker_in(now, &self.router) else {
+            return Vec::new();
+        };
+        MARKER_TABLES
+            .into_iter()
+            .filter(|t| marker_in_table(now, &self.router, *t).is_none_or(|m| m.kind != read.kind))
+            .collect()
     }
 }
 

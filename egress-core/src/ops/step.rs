@@ -264,13 +264,15 @@ impl fmt::Display for Step {
             }
             Step::MarkRole { role } => write!(
                 f,
-                "ip -6 route replace {} 6572:…/128 table {} proto {} (the role marker: {role})",
+                "ip -6 route replace {} 6572:…/128 table {} proto {}, and in table {} (the role \
+                 marker: {role})",
                 match role {
                     Role::Standby => "blackhole",
                     Role::Active => "unreachable",
                 },
                 record::JOURNAL_TABLE,
-                route::ROUTE_PROTOCOL
+                route::ROUTE_PROTOCOL,
+                record::MIRROR_TABLE
             ),
             Step::Announce {
                 link,
