@@ -102,7 +102,7 @@ fn keepalived_fails_over_in_well_under_a_second_and_the_gateway_follows_the_stab
         .iter()
         .map(|t| {
             gap(&attempts, *t)
-                .unwrap_or_else(|| panic!("no service after the failover at {t:?}\n{}", ha.logs()))
+                .unwrap_or_else(|| panic!("no service after the failover at {t:?}\n{}", ha.state()))
         })
         .collect();
     println!(
@@ -114,7 +114,7 @@ fn keepalived_fails_over_in_well_under_a_second_and_the_gateway_follows_the_stab
         assert!(
             *g < Duration::from_secs(1),
             "a takeover took {g:?}\n{}",
-            ha.logs()
+            ha.state()
         );
     }
     assert!(web.peers().iter().all(|p| *p == egress_ip()));

@@ -38,7 +38,7 @@ use egress_core::{MacvlanMode, Protocol, Role, RouterSpec};
 
 use crate::{
     ip, workspace_binary, Lab, Netns, EGRESS_SOURCE4, GATEWAY4, GATEWAY_LINK, MACVLAN_PARENT,
-    NODE4, NODE_BRIDGE, SERVICE_PORT, WEB4, WEB_PORT,
+    NODE4, NODE_BRIDGE, SERVICE_PORT, SWITCH_BRIDGE, WEB4, WEB_PORT,
 };
 
 /// The internal virtual IP keepalived moves with the active router: the client's target.
@@ -435,6 +435,43 @@ vrrp_instance egress {{
             }
             thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// What each router holds (its links and addresses, its role as `egress-router inspect`
+    /// reads it), the switch's forwarding table and the gateway's and client's neighbours, then
+    /// [`HaLab::logs`]: for the failure message of a takeover that did not serve.
+    pub fn state(&self) -> String {
+        let mut out = Vec::new();
+        for node in [Node::A, Node::B] {
+            let r = self.router(node);
+            out.push(format!(
+                "--- router {node:?}\n{}{}",
+                r.try_exec(&["ip", "-br", "addr"]).unwrap_or_else(|e| e),
+                r.try_exec(&[
+                    self.binary.to_str().unwrap(),
+                    "inspect",
+                    "--name",
+                    HA_ROUTER
+                ])
+                .unwrap_or_else(|e| e),
+            ));
+        }
+        if let Some(switch) = &self.lab.switch {
+            out.push(format!(
+                "--- switch fdb\n{}",
+                switch
+                    .try_exec(&["bridge", "fdb", "show", "br", SWITCH_BRIDGE])
+                    .unwrap_or_else(|e| e)
+            ));
+        }
+        for (what, ns) in [("gateway", &self.lab.ext), ("client", &self.lab.client)] {
+            out.push(format!(
+                "--- {what} neighbours\n{}",
+                ns.try_exec(&["ip", "neigh"]).unwrap_or_else(|e| e)
+            ));
+        }
+        out.push(self.logs());
+        out.join("\n")
     }
 
     /// keepalived's logs (and conntrackd's and the notify scripts', with conntrackd), for
