@@ -12,6 +12,8 @@
 //!   active router hears nobody else);
 //! - graceful switch-over (demote A, then promote B): no connection attempt started after B's
 //!   promotion fails, and A stopped answering before B claimed;
+//! - without the stable MAC, the new active router's announcements move the gateway's
+//!   existing neighbour entry for the egress IP to its own MAC;
 //! - split brain (both promoted, no stable MAC) fails diagnose's duplicate_address check;
 //! - with real conntrackd (FTFW over a sync link between the router namespaces, its commands in
 //!   the notify scripts around promote / demote, docs/ha.md): 20 long-lived TCP connections
@@ -164,6 +166,27 @@ fn a_graceful_switch_over_loses_no_connection_started_after_the_promotion() {
         ha.lab.ext.neighbour_mac(egress_ip()).as_deref(),
         Some(STABLE_MAC)
     );
+}
+
+/// Without the stable MAC each instance keeps its own MAC: the new active router's
+/// announcements (gratuitous ARP from its macvlan) move the gateway's entry for the egress IP
+/// to its MAC, the entry the gateway learnt from the old one being updated, not asked afresh.
+#[test]
+fn without_the_stable_mac_the_announcements_move_the_gateways_entry() {
+    let _one = one_at_a_time();
+    let ha = HaLab::new(false, Duration::from_millis(20));
+    assert!(cli(&ha, Node::A, "promote").contains("promoted"));
+    let egress = egress_ip().to_string();
+    ha.lab.ext.ip(&["neigh", "flush", "to", &egress]);
+    ha.lab.ext.exec(&["ping", "-c", "1", "-W", "1", &egress]);
+    let mac_a = ha.router(Node::A).link_mac("macvlan0");
+    let mac_b = ha.router(Node::B).link_mac("macvlan0");
+    assert_ne!(mac_a, mac_b);
+    assert_eq!(ha.lab.ext.neighbour_mac(egress_ip()), Some(mac_a));
+    assert!(cli(&ha, Node::A, "demote").contains("demoted"));
+    assert!(cli(&ha, Node::B, "promote").contains("promoted"));
+    // promote by name returns after the last spaced announcement.
+    assert_eq!(ha.lab.ext.neighbour_mac(egress_ip()), Some(mac_b));
 }
 
 #[test]
