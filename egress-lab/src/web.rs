@@ -37,9 +37,9 @@ pub(crate) fn dual_stack_listener(port: u16) -> nix::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-/// A web server started by [`Netns::serve_http`](crate::Netns::serve_http): one thread polling non-blocking listeners,
-/// stopped and joined on drop (within two seconds, the time a connected client has to send its
-/// request).
+/// A web server started by [`Netns::serve_http`](crate::Netns::serve_http): one thread polling
+/// non-blocking listeners, stopped and joined on drop, and a thread per connection (which ends
+/// within two seconds, the time a connected client has to send its request).
 #[derive(Debug)]
 pub struct WebServer {
     ports: Vec<u16>,
@@ -73,9 +73,12 @@ impl WebServer {
                         if let Ok((stream, peer)) = listener.accept() {
                             let peer = peer.ip().to_canonical();
                             peers.lock().unwrap().push(peer);
-                            // A client that vanishes or times out gets no answer; that is its
-                            // problem, not a failure of the server.
-                            let _ = answer(stream, peer);
+                            // Each connection is answered on a thread of its own: one whose
+                            // request never comes (its router died between the handshake and
+                            // the request, as a failover test does) must not hold the others
+                            // up for the request timeout. A client that vanishes or times out
+                            // gets no answer; that is its problem, not the server's.
+                            thread::spawn(move || answer(stream, peer));
                         }
                     }
                 }
