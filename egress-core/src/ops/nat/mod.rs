@@ -40,6 +40,7 @@
 mod consts;
 mod expr;
 mod layout;
+mod reply;
 mod socket;
 #[cfg(test)]
 mod tests;

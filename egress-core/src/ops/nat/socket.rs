@@ -9,8 +9,8 @@ use std::{
 };
 
 use netlink_packet_core::{
-    DecodeError, NetlinkMessage, Nla, NlaBuffer, NlasIterator, Parseable, ParseableParametrized,
-    NLA_TYPE_MASK, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkMessage, Nla, NlasIterator, ParseableParametrized, NLA_TYPE_MASK, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::{
     conntrack::{ConntrackAttribute, ConntrackMessage},
@@ -35,6 +35,7 @@ use super::{
     layout::{
         align4, decode_comment, decode_element, hook_name, policy_name, table_userdata, Layout,
     },
+    reply::{rule_attribute, set_element_attribute, Reply},
     ChainState, MapState, NatRules, NatState, RuleState, TableInfo,
 };
 use crate::error::{Error, Result};
@@ -239,158 +240,6 @@ impl NftSocket {
             )
             .collect())
     }
-}
-
-/// One netlink message from the kernel.
-#[derive(Debug)]
-struct Reply {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    /// For NLMSG_ERROR: the positive errno, 0 for an ack.
-    fn errno(&self) -> i32 {
-        self.body.get(..4).map_or(libc::EBADMSG, |b| {
-            -i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-        })
-    }
-
-    /// The nftables message in the reply, as netlink-packet-netfilter parses it.
-    fn nftables(&self) -> Option<NfTablesMessage> {
-        match NetfilterMessage::parse_with_param(&self.body[..], self.kind) {
-            Ok(NetfilterMessage {
-                inner: NetfilterMessageInner::NfTables(m),
-                ..
-            }) => Some(m),
-            _ => None,
-        }
-    }
-
-    /// The nftables message in the reply, when it is about family `inet`.
-    fn inet(&self) -> Option<NfTablesMessage> {
-        (self.body.first() == Some(&NFPROTO_INET))
-            .then(|| self.nftables())
-            .flatten()
-    }
-
-    /// The attributes of an `inet` nftables reply of type `msg` (`NFT_MSG_*`), each parsed by
-    /// `parse`; `None` if the reply is another message or an attribute does not parse (as
-    /// [`nftables`](Self::nftables) would fail).
-    ///
-    /// The rule and set-element replies are read this way: netlink-packet-netfilter 0.4 parses
-    /// a list attribute (a rule's expressions, a set's elements) with an error context that
-    /// formats the whole list as `Debug` text for each entry, eagerly — quadratic work for a
-    /// message that is never shown, which was a third of an apply's CPU (its verify reads the
-    /// rules back). The list is walked here; every entry is still parsed by the crate.
-    fn inet_attributes<A>(
-        &self,
-        msg: u8,
-        parse: fn(&NlaBuffer<&[u8]>) -> std::result::Result<A, DecodeError>,
-    ) -> Option<Vec<A>> {
-        if self.kind != (NFNL_SUBSYS_NFTABLES << 8 | u16::from(msg))
-            || self.body.first() != Some(&NFPROTO_INET)
-        {
-            return None;
-        }
-        NlasIterator::new(self.body.get(4..)?)
-            .map(|nla| parse(&nla.ok()?).ok())
-            .collect()
-    }
-}
-
-/// One attribute of a rule (`NFT_MSG_NEWRULE`), its expression list read by [`expressions`].
-fn rule_attribute(nla: &NlaBuffer<&[u8]>) -> std::result::Result<RuleAttribute, DecodeError> {
-    match nla.kind() & NLA_TYPE_MASK {
-        NFTA_RULE_EXPRESSIONS => expressions(nla.value()).map(RuleAttribute::Expressions),
-        _ => RuleAttribute::parse(nla),
-    }
-}
-
-/// One attribute of a set's elements (`NFT_MSG_NEWSETELEM`), the element list walked entry by
-/// entry (see [`Reply::inet_attributes`]).
-fn set_element_attribute(
-    nla: &NlaBuffer<&[u8]>,
-) -> std::result::Result<SetElementList, DecodeError> {
-    match nla.kind() & NLA_TYPE_MASK {
-        NFTA_SET_ELEM_LIST_ELEMENTS => list_entries(nla.value()).map(SetElementList::Elements),
-        _ => SetElementList::parse(nla),
-    }
-}
-
-/// The entries (`NFTA_LIST_ELEM`) of a list attribute's value, each parsed by the crate.
-fn list_entries<T>(value: &[u8]) -> std::result::Result<Vec<ListAttribute<T>>, DecodeError>
-where
-    for<'a> ListAttribute<T>: Parseable<NlaBuffer<&'a [u8]>>,
-{
-    each(value)
-}
-
-/// Every attribute of `value`, each parsed as a `T` by the crate.
-fn each<T>(value: &[u8]) -> std::result::Result<Vec<T>, DecodeError>
-where
-    for<'a> T: Parseable<NlaBuffer<&'a [u8]>>,
-{
-    NlasIterator::new(value)
-        .map(|nla| T::parse(&nla?))
-        .collect()
-}
-
-/// The entries of a rule's expression list: each expression's name, and its data parsed
-/// attribute by attribute by the crate's parser for that expression type. The crate's own
-/// `Expressions` parser does the same dispatch but formats the whole data as `Debug` text
-/// for every attribute (see [`Reply::inet_attributes`]).
-fn expressions(
-    value: &[u8],
-) -> std::result::Result<Vec<ListAttribute<ExpressionAttribute>>, DecodeError> {
-    NlasIterator::new(value)
-        .map(|entry| {
-            let entry = entry?;
-            if entry.kind() != NFTA_LIST_ELEM {
-                return ListAttribute::parse(&entry);
-            }
-            let mut name = None;
-            let mut attrs = Vec::new();
-            for a in NlasIterator::new(entry.value()) {
-                let a = a?;
-                attrs.push(match a.kind() {
-                    NFTA_EXPR_DATA => {
-                        ExpressionAttribute::Data(expression_data(name.as_deref(), a.value())?)
-                    }
-                    _ => {
-                        let a = ExpressionAttribute::parse_with_param(&a, None)?;
-                        if let ExpressionAttribute::Name(n) = &a {
-                            name = Some(n.clone());
-                        }
-                        a
-                    }
-                });
-            }
-            Ok(ListAttribute::Element(attrs))
-        })
-        .collect()
-}
-
-/// An expression's data (`NFTA_EXPR_DATA`), as the expression type `name` defines it.
-fn expression_data(
-    name: Option<&str>,
-    value: &[u8],
-) -> std::result::Result<Expressions, DecodeError> {
-    Ok(match name {
-        Some("bitwise") => Expressions::Bitwise(each(value)?),
-        Some("cmp") => Expressions::Cmp(each(value)?),
-        Some("immediate") => Expressions::Immediate(each(value)?),
-        Some("lookup") => Expressions::Lookup(each(value)?),
-        Some("meta") => Expressions::Meta(each(value)?),
-        Some("payload") => Expressions::Payload(each(value)?),
-        Some(other) => Expressions::Other {
-            expression_type: other.to_string(),
-            attributes: each(value)?,
-        },
-        None => Expressions::Unknown(each(value)?),
-    })
 }
 
 pub(super) fn inet(msg: NfTablesMessage) -> NetfilterMessage {
@@ -1078,71 +927,5 @@ fn element_counters(body: &[u8], set: &str, out: &mut BTreeMap<(String, Vec<u8>)
         if let (Some(key), Some(count)) = (key, count) {
             out.insert((set.to_string(), key), count);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use netlink_packet_core::Emitable;
-    use netlink_packet_netfilter::{nftables::NfTablesMessage, NetfilterMessageInner};
-
-    use super::{rule_attribute, set_element_attribute, Reply, NFNL_SUBSYS_NFTABLES};
-    use crate::ops::nat::{
-        consts::{NFT_MSG_NEWRULE, NFT_MSG_NEWSETELEM},
-        layout::Layout,
-        tests::rules_dual,
-    };
-
-    /// Our walk of the rule and set-element lists gives exactly what netlink-packet-netfilter's
-    /// own parser gives, for every rule and element message an apply writes.
-    #[test]
-    fn lists_read_entry_by_entry_parse_as_the_crate_parses_them() {
-        let rules = rules_dual("t");
-        let (mut rules_seen, mut elements_seen) = (0, 0);
-        for (msg, _) in Layout::of(&rules).messages("t", &BTreeSet::new()) {
-            let mut body = vec![0; msg.buffer_len()];
-            msg.emit(&mut body);
-            let NetfilterMessageInner::NfTables(m) = msg.inner else {
-                continue;
-            };
-            let reply = |msg: u8| Reply {
-                kind: NFNL_SUBSYS_NFTABLES << 8 | u16::from(msg),
-                flags: 0,
-                seq: 0,
-                body: body.clone(),
-            };
-            match m {
-                NfTablesMessage::NewRule(r) => {
-                    let ours =
-                        reply(NFT_MSG_NEWRULE).inet_attributes(NFT_MSG_NEWRULE, rule_attribute);
-                    assert_eq!(ours, Some(r.attributes));
-                    rules_seen += 1;
-                }
-                NfTablesMessage::NewSetElement(e) => {
-                    let ours = reply(NFT_MSG_NEWSETELEM)
-                        .inet_attributes(NFT_MSG_NEWSETELEM, set_element_attribute);
-                    // What the crate parses back from the same bytes (our element lists are
-                    // written as raw attributes, `SetElementList::Other`).
-                    let crate_parsed = match reply(NFT_MSG_NEWSETELEM).nftables() {
-                        Some(NfTablesMessage::NewSetElement(p)) => p.attributes,
-                        other => panic!("not a set element message: {other:?} ({e:?})"),
-                    };
-                    assert_eq!(ours, Some(crate_parsed));
-                    elements_seen += 1;
-                }
-                _ => {}
-            }
-            // Another message type is not read as this one.
-            assert_eq!(
-                reply(NFT_MSG_NEWRULE).inet_attributes(NFT_MSG_NEWSETELEM, set_element_attribute),
-                None
-            );
-        }
-        assert!(
-            rules_seen > 5 && elements_seen >= 2,
-            "{rules_seen} rules, {elements_seen} element messages"
-        );
     }
 }
