@@ -3,7 +3,7 @@
 use std::{
     io::{Read, Write},
     net::{IpAddr, Ipv6Addr, SocketAddrV6, TcpListener, TcpStream},
-    os::fd::AsRawFd,
+    os::fd::{AsRawFd, RawFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -21,6 +21,9 @@ use nix::sys::socket::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the accept loop waits for a connection before it looks at the stop flag again.
 const ACCEPT_IDLE: Duration = Duration::from_millis(50);
+/// How long an accepted connection's request may take to arrive to be answered by the accepting
+/// thread itself (a client sends it right after connecting).
+const REQUEST_SOON: Duration = Duration::from_millis(20);
 
 pub(crate) fn dual_stack_listener(port: u16) -> nix::Result<TcpListener> {
     let fd = socket(
@@ -38,8 +41,9 @@ pub(crate) fn dual_stack_listener(port: u16) -> nix::Result<TcpListener> {
 }
 
 /// A web server started by [`Netns::serve_http`](crate::Netns::serve_http): one thread polling
-/// non-blocking listeners, stopped and joined on drop, and a thread per connection (which ends
-/// within two seconds, the time a connected client has to send its request).
+/// non-blocking listeners, stopped and joined on drop, that answers each request itself, or on
+/// a thread of its own when the request is late (such a thread ends within two seconds, the
+/// time a connected client has to send its request).
 #[derive(Debug)]
 pub struct WebServer {
     ports: Vec<u16>,
@@ -73,12 +77,17 @@ impl WebServer {
                         if let Ok((stream, peer)) = listener.accept() {
                             let peer = peer.ip().to_canonical();
                             peers.lock().unwrap().push(peer);
-                            // Each connection is answered on a thread of its own: one whose
-                            // request never comes (its router died between the handshake and
-                            // the request, as a failover test does) must not hold the others
-                            // up for the request timeout. A client that vanishes or times out
-                            // gets no answer; that is its problem, not the server's.
-                            thread::spawn(move || answer(stream, peer));
+                            // A request already there (or within REQUEST_SOON) is answered
+                            // here; a connection whose request is late goes to a thread of its
+                            // own, so that one whose request never comes (its router died
+                            // between the handshake and the request, as a failover test does)
+                            // holds nobody up for the request timeout. A client that vanishes
+                            // or times out gets no answer; that is its problem, not the
+                            // server's.
+                            match readable(&stream, REQUEST_SOON) {
+                                true => drop(answer(stream, peer)),
+                                false => drop(thread::spawn(move || answer(stream, peer))),
+                            }
                         }
                     }
                 }
@@ -115,15 +124,23 @@ impl Drop for WebServer {
     }
 }
 
-/// Reads one request (bounded by [`REQUEST_TIMEOUT`] and 8 KiB) and answers it.
 /// Waits up to `timeout` for a connection on any of `listeners` (poll(2), so a connection is
 /// accepted at once, however fast a benchmark's client opens them).
 fn wait_readable(listeners: &[TcpListener], timeout: Duration) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut fds: Vec<libc::pollfd> = listeners
-        .iter()
-        .map(|l| libc::pollfd {
-            fd: l.as_raw_fd(),
+    poll_in(listeners.iter().map(AsRawFd::as_raw_fd), timeout)
+}
+
+/// Whether `stream` has something to read within `timeout`.
+fn readable(stream: &TcpStream, timeout: Duration) -> bool {
+    poll_in([stream.as_raw_fd()], timeout)
+}
+
+/// Whether any of `fds` is readable within `timeout` (poll(2)).
+fn poll_in(fds: impl IntoIterator<Item = RawFd>, timeout: Duration) -> bool {
+    let mut fds: Vec<libc::pollfd> = fds
+        .into_iter()
+        .map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         })
@@ -139,6 +156,7 @@ fn wait_readable(listeners: &[TcpListener], timeout: Duration) -> bool {
     n > 0
 }
 
+/// Reads one request (bounded by [`REQUEST_TIMEOUT`] and 8 KiB) and answers it.
 fn answer(mut stream: TcpStream, peer: IpAddr) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
