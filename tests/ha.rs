@@ -4,7 +4,7 @@
 //! in throwaway namespaces; a test that cannot build them fails (never skips). The keepalived
 //! acceptance test is tests/keepalived.rs.
 
-use std::time::Duration;
+use std::{sync::mpsc, time::Duration};
 
 use egress_core::{
     blocking, fault, Drift, EnsureAction, Error, ErrorKind, Netns as CoreNetns, Role, Rollback,
@@ -47,6 +47,21 @@ fn identity(lab: &Lab) -> (bool, bool, String) {
         routes.contains(&format!("via {GATEWAY4} dev macvlan0")),
         lab.router.link_mac("macvlan0"),
     )
+}
+
+/// A watch of `spec`'s router, its events sent to the returned channel.
+fn watched(
+    spec: &RouterSpec,
+) -> (
+    egress_core::Watcher,
+    mpsc::Receiver<egress_core::WatchEvent>,
+) {
+    let (tx, events) = mpsc::channel();
+    let watcher = egress_core::watch(spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .unwrap();
+    (watcher, events)
 }
 
 fn reaches_web(lab: &Lab) -> bool {
@@ -252,11 +267,7 @@ fn a_flushed_routing_table_loses_no_role() {
     assert!(!identity(&lab).0 && !identity(&lab).1);
 
     // The same under a watch, for each table, in each role.
-    let (tx, events) = std::sync::mpsc::channel();
-    let watcher = egress_core::watch(&spec, move |e| {
-        let _ = tx.send(e.clone());
-    })
-    .unwrap();
+    let (watcher, events) = watched(&spec);
     for to in [Role::Standby, Role::Active] {
         if to == Role::Active {
             blocking::finish_announcements(blocking::promote(&core_ns(&lab), "ha-1").unwrap())
@@ -304,11 +315,7 @@ fn a_watch_keeps_the_role_the_kernel_records() {
     let lab = Lab::new();
     let spec = spec(&lab, true);
     let router = blocking::apply_as(&spec, Role::Standby).unwrap();
-    let (tx, events) = std::sync::mpsc::channel();
-    let watcher = egress_core::watch(&spec, move |e| {
-        let _ = tx.send(e.clone());
-    })
-    .unwrap();
+    let (watcher, events) = watched(&spec);
     let next = || {
         events
             .recv_timeout(Duration::from_secs(5))
@@ -358,11 +365,7 @@ fn a_watch_never_undoes_a_role_change_under_way() {
     let snaps = Snapshots::take(&lab);
     let spec = spec(&lab, true);
     let router = blocking::apply_as(&spec, Role::Standby).unwrap();
-    let (tx, events) = std::sync::mpsc::channel();
-    let watcher = egress_core::watch(&spec, move |e| {
-        let _ = tx.send(e.clone());
-    })
-    .unwrap();
+    let (watcher, events) = watched(&spec);
     for i in 0..30 {
         let up = blocking::promote(&core_ns(&lab), "ha-1").unwrap_or_else(|e| panic!("{i}: {e}"));
         blocking::finish_announcements(up).unwrap();
