@@ -23,7 +23,7 @@ use nix::sched::{setns, CloneFlags};
 use serde_json::Value;
 
 use crate::{
-    tools::{command, must},
+    tools::{command, must, parse_json},
     web::dual_stack_listener,
 };
 
@@ -393,14 +393,6 @@ pub(crate) fn sysctl_path(key: &str) -> PathBuf {
 pub(crate) fn read_sysctl(key: &str) -> std::io::Result<String> {
     let value = fs::read_to_string(sysctl_path(key))?;
     Ok(value.trim_end().to_owned())
-}
-
-pub(crate) fn parse_json(text: &str, what: &str) -> Value {
-    if text.trim().is_empty() {
-        return Value::Array(Vec::new());
-    }
-    serde_json::from_str(text)
-        .unwrap_or_else(|e| panic!("`{what}` printed invalid JSON ({e}): {text}"))
 }
 
 /// Whether `ns` can ping `addr` (`ip netns exec NS ping -n -c1 -W1 ADDR`, either family).

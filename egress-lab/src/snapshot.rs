@@ -10,7 +10,7 @@ use netlink_packet_route::{
 };
 use serde_json::{Map, Value};
 
-use crate::netns::{parse_json, read_sysctl};
+use crate::{netns::read_sysctl, tools::parse_json};
 
 use crate::{Lab, Netns};
 

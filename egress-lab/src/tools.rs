@@ -5,7 +5,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use crate::netns::parse_json;
+use serde_json::Value;
 
 /// Runs `program args…` (with `stdin` piped in if given) and returns its stdout; the error names
 /// the command line, the exit status and stderr.
@@ -70,4 +70,14 @@ pub fn root_links() -> Vec<String> {
         .collect();
     lines.sort();
     lines
+}
+
+/// The JSON a tool printed (`ip -j`, `nft -j`; nothing is an empty list); panics naming the
+/// command `what` on anything else.
+pub(crate) fn parse_json(text: &str, what: &str) -> Value {
+    if text.trim().is_empty() {
+        return Value::Array(Vec::new());
+    }
+    serde_json::from_str(text)
+        .unwrap_or_else(|e| panic!("`{what}` printed invalid JSON ({e}): {text}"))
 }
