@@ -75,6 +75,14 @@ impl Node {
             Node::B => Node::A,
         }
     }
+
+    /// Its name in the lab's file names (`a`, `b`).
+    fn tag(self) -> &'static str {
+        match self {
+            Node::A => "a",
+            Node::B => "b",
+        }
+    }
 }
 
 /// The two-node topology with keepalived on each router.
@@ -240,7 +248,7 @@ impl HaLab {
             self.keepalived.lock().unwrap()[i].is_none(),
             "keepalived runs on {node:?}"
         );
-        let tag = format!("{node:?}").to_lowercase();
+        let tag = node.tag();
         let conf = self.dir.join(format!("keepalived-{tag}.conf"));
         let bin = self.binary.display();
         let promote = format!("{bin} promote --name {HA_ROUTER}");
@@ -327,7 +335,7 @@ vrrp_instance egress {{
     /// of its own pid files) and its conntrackd, if any.
     pub fn kill(&self, node: Node) {
         self.kill_conntrackd(node);
-        let tag = format!("{node:?}").to_lowercase();
+        let tag = node.tag();
         let child = self.keepalived.lock().unwrap()[node as usize].take();
         if let Some(mut child) = child {
             let vrrp = fs::read_to_string(self.dir.join(format!("vrrp-{tag}.pid")))
@@ -516,7 +524,7 @@ vrrp_instance egress {{
     /// Writes the notify script `what` of `node` (root-owned, 0755, in the private folder):
     /// `lines` in order, with their output appended to `notify-<node>.log`. Returns its path.
     fn notify_script(&self, node: Node, what: &str, lines: &[String]) -> String {
-        let tag = format!("{node:?}").to_lowercase();
+        let tag = node.tag();
         let script = self.dir.join(format!("notify-{what}-{tag}.sh"));
         let log = self.dir.join(format!("notify-{tag}.log"));
         let mut body = format!(
@@ -533,10 +541,7 @@ vrrp_instance egress {{
     }
 
     fn conntrackd_conf_path(&self, node: Node) -> PathBuf {
-        self.dir.join(format!(
-            "conntrackd-{}.conf",
-            format!("{node:?}").to_lowercase()
-        ))
+        self.dir.join(format!("conntrackd-{}.conf", node.tag()))
     }
 
     /// Starts conntrackd in `node`'s router namespace (in the foreground, as a child of this
@@ -547,7 +552,7 @@ vrrp_instance egress {{
             slots.lock().unwrap()[node as usize].is_none(),
             "conntrackd runs on {node:?}"
         );
-        let tag = format!("{node:?}").to_lowercase();
+        let tag = node.tag();
         let file = |what: &str| self.dir.join(format!("conntrackd-{tag}.{what}"));
         let (local, peer) = match node {
             Node::A => (SYNC_A, SYNC_B),
@@ -606,7 +611,7 @@ vrrp_instance egress {{
             let _ = child.kill();
             let _ = child.wait();
             // What a SIGKILLed conntrackd leaves behind and would refuse to start over.
-            let tag = format!("{node:?}").to_lowercase();
+            let tag = node.tag();
             for what in ["lock", "ctl"] {
                 let _ = fs::remove_file(self.dir.join(format!("conntrackd-{tag}.{what}")));
             }
