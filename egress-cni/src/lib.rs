@@ -124,12 +124,16 @@ pub mod code {
 mod config;
 mod error;
 mod invocation;
+mod node;
 mod reply;
 mod spec;
 
-pub use config::{parse_config, reply_version, Attachment, CniVersion, LogLevel, NetConf};
-pub use error::CniError;
+pub use config::{
+    parse_config, reply_version, Attachment, CniVersion, LogLevel, NetConf, MAX_CONFIG_LEN,
+};
+pub use error::{escape_control, CniError};
 pub use invocation::{router_name, Command, Invocation};
+pub use node::{open_log_file, NodeConfig, NODE_CONFIG_FILE};
 pub use reply::{add_result, prev_result_drift, probe, version_result};
 
 #[cfg(test)]
