@@ -64,7 +64,7 @@ impl fmt::Display for CniVersion {
 pub enum LogLevel {
     /// Nothing but a panic.
     Panic,
-    /// Failures (the default).
+    /// Failures and warnings (the default).
     #[default]
     Error,
     /// Each command and what it did.
