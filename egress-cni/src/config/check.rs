@@ -1,4 +1,4 @@
-//! The one validation pass: the configuration's [shape](super::shape) into a [`NetConf`], every
+//! The one validation pass: the configuration's [`shape`] into a [`NetConf`], every
 //! invalid key found on the way, each an error that names it.
 
 use std::{net::IpAddr, path::PathBuf};
