@@ -84,8 +84,9 @@ pub enum WatchEvent {
     Role {
         /// The role now.
         role: Role,
-        /// From the first look that saw the role change under way (its marker) to the first
-        /// that saw it done; `None` at the first look, or when no look fell in between.
+        /// From the kernel's first notification of the change (its marker, or the change
+        /// itself when the watch did not look while it ran) to the look that saw it done;
+        /// `None` at the first look.
         took: Option<Duration>,
     },
     /// The router is gone (torn down by someone else): the watch ends with
@@ -219,8 +220,10 @@ async fn watch_in(
     let mut tearing_down = false;
     // Since when a role change marker has been there (reset when it goes).
     let mut role_change_since: Option<Instant> = None;
-    // The role last reported.
+    // The role last reported, and when the change to another began (the first notification
+    // of the look that saw its marker).
     let mut role_seen: Option<Role> = None;
+    let mut role_change_began: Option<Instant> = None;
     // The connection is kept from one look to the next (a failed repair drops it).
     let mut conn: Option<Conn> = None;
     loop {
@@ -279,10 +282,9 @@ async fn watch_in(
             on_event(&WatchEvent::TeardownSeen);
         }
         tearing_down = teardown;
-        // Since when the role change that just ended was seen under way.
-        let mut role_change_ended = None;
         let role_change = match record::role_change_in(&now, &spec.name) {
             Some(_) => {
+                role_change_began.get_or_insert(changed_at);
                 let since = *role_change_since.get_or_insert_with(Instant::now);
                 let left = ROLE_CHANGE_AT_MOST.saturating_sub(since.elapsed());
                 match left.is_zero() {
@@ -294,17 +296,18 @@ async fn watch_in(
                 }
             }
             None => {
-                role_change_ended = role_change_since.take();
+                role_change_since = None;
                 None
             }
         };
-        if !teardown && role_change.is_none() && role_seen != Some(role) {
-            let took = role_change_ended
-                .filter(|_| role_seen.is_some())
-                .map(|since| since.elapsed());
-            info!(%role, "the router's role");
-            on_event(&WatchEvent::Role { role, took });
-            role_seen = Some(role);
+        if !teardown && role_change.is_none() {
+            let began = role_change_began.take().unwrap_or(changed_at);
+            if role_seen != Some(role) {
+                let took = role_seen.is_some().then(|| began.elapsed());
+                info!(%role, "the router's role");
+                on_event(&WatchEvent::Role { role, took });
+                role_seen = Some(role);
+            }
         }
         let drift = match teardown || role_change.is_some() {
             true => Vec::new(),

@@ -9,12 +9,15 @@ use std::{
     io::Read,
     net::{SocketAddr, TcpListener},
     process::ExitCode,
+    sync::mpsc,
+    thread,
     time::{Duration, Instant},
 };
 
 use cli::{Command, NotRun, Target};
 use egress_core::{
-    blocking, DiagnoseOptions, EnsureAction, Error, ErrorKind, Netns, Role, RouterSpec, RouterState,
+    blocking, DiagnoseOptions, EnsureAction, Error, ErrorKind, Netns, Role, RouterSpec,
+    RouterState, WatchEvent,
 };
 use egress_openshift::{
     self as openshift, logging,
@@ -247,14 +250,43 @@ fn contract(metrics_flag: Option<String>) -> u8 {
         return code::OK;
     }
 
-    // Legacy mode stays running: it repairs what others change in the namespace, as the
-    // kernel notifies it (each repair is logged by the core), until told to stop.
+    stay(&spec, metrics, listener, signals)
+}
+
+/// What wakes legacy mode's main thread.
+enum Wake {
+    Signal(Signal),
+    /// sigwait failed.
+    SignalsLost(nix::Error),
+    /// The watch saw the router gone: it ended.
+    RouterGone,
+}
+
+/// Legacy mode stays running: it repairs what others change in the namespace, as the kernel
+/// notifies it (each repair is logged by the core), until SIGTERM or SIGINT tears the router
+/// down. A watch that fails retries (the core backs off; `/healthz` says why meanwhile); only
+/// a router that is gone (torn down by someone else) or a watch that cannot start ends the
+/// process without a signal, with exit code 3, so that the kubelet restarts the container and
+/// the new one applies the router again.
+fn stay(spec: &RouterSpec, metrics: Metrics, listener: Option<TcpListener>, signals: SigSet) -> u8 {
+    let (wake, woken) = mpsc::channel();
+    let gone = wake.clone();
     let watched = metrics.clone();
-    let watcher = match egress_core::watch(&spec, move |event| watched.on_event(event)) {
-        Ok(w) => Some(w),
+    let watcher = egress_core::watch(spec, move |event| {
+        watched.on_event(event);
+        if *event == WatchEvent::RouterGone {
+            let _ = gone.send(Wake::RouterGone);
+        }
+    });
+    let watcher = match watcher {
+        Ok(w) => w,
         Err(e) => {
-            warn!("the router is not watched (drift is not repaired): {e}");
-            None
+            eprintln!(
+                "egress-router: cannot watch router {} (drift would not be repaired): {e}; \
+                 exiting (the router stays configured: a restart takes it over)",
+                spec.name()
+            );
+            return code::FAILED;
         }
     };
     if let Some(listener) = listener {
@@ -268,19 +300,41 @@ fn contract(metrics_flag: Option<String>) -> u8 {
             Err(e) => warn!("cannot start the metrics responder on {at}: {e}"),
         }
     }
+    // The signals are blocked in every thread (the mask is inherited): this one takes them.
+    let waiting = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let _ = wake.send(match signals.wait() {
+                Ok(s) => Wake::Signal(s),
+                Err(e) => Wake::SignalsLost(e),
+            });
+        });
+    if let Err(e) = waiting {
+        eprintln!("egress-router: cannot wait for signals: {e}; the router stays configured");
+        return code::FAILED;
+    }
     info!("waiting for SIGTERM or SIGINT to tear the router down");
-    let signal = match signals.wait() {
-        Ok(s) => s,
-        Err(e) => {
+    let signal = match woken.recv() {
+        Ok(Wake::Signal(s)) => s,
+        Ok(Wake::SignalsLost(e)) => {
             eprintln!(
                 "egress-router: waiting for a signal failed: {e}; the router stays configured"
+            );
+            return code::FAILED;
+        }
+        Ok(Wake::RouterGone) | Err(mpsc::RecvError) => {
+            let _ = watcher.wait();
+            eprintln!(
+                "egress-router: router {} is gone (torn down by someone else): exiting, so that \
+                 a restart applies it again",
+                spec.name()
             );
             return code::FAILED;
         }
     };
     info!("{signal}: tearing router {} down", spec.name());
     // A repair under way finishes first; the teardown then has the namespace to itself.
-    if let Some(Err(e)) = watcher.map(egress_core::Watcher::stop) {
+    if let Err(e) = watcher.stop() {
         warn!("the watch ended with an error: {e}");
     }
     match blocking::teardown_by_name(spec.netns(), spec.name()) {

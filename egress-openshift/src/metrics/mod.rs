@@ -32,20 +32,19 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::SocketAddr,
     sync::{Arc, Mutex},
-    thread::{self, JoinHandle},
     time::Duration,
 };
 
-use egress_core::{blocking, Drift, RouterSpec, Stats, WatchEvent};
-use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
-use tracing::{debug, warn};
+use egress_core::{Drift, Role, RouterSpec, Stats, WatchEvent};
+
+mod exposition;
+mod server;
+
+pub use exposition::Format;
+use exposition::{Families, Kind, Labels};
+pub use server::{EXCHANGE_AT_MOST, HEAD_AT_MOST, OPEN_AT_MOST, READS_AT_ONCE};
 
 /// An address to listen on that is not `IP:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,13 +123,20 @@ pub fn keep_local(spec: RouterSpec, addr: SocketAddr) -> egress_core::Result<Rou
     RouterSpec::from_json_value(json)
 }
 
-/// What the process knows beyond the kernel: the watch's repairs and the durations.
+/// What the process knows beyond the kernel: the watch's repairs, the role it reported, its
+/// failures, and the durations.
 #[derive(Debug, Default, Clone)]
-struct Repairs {
+struct Record {
     by_kind: BTreeMap<&'static str, u64>,
     failures: u64,
     last_apply: Option<Duration>,
     last_repair: Option<Duration>,
+    /// The role the watch last reported (none yet: no watch feeds this record).
+    role: Option<Role>,
+    role_changes: u64,
+    last_promote: Option<Duration>,
+    /// While the watch is not running: why (its last error, or its end).
+    watch_down: Option<String>,
 }
 
 /// The metrics of one router: the spec it compares the kernel with, and what its watch
@@ -138,7 +144,17 @@ struct Repairs {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     spec: RouterSpec,
-    repairs: Arc<Mutex<Repairs>>,
+    record: Arc<Mutex<Record>>,
+}
+
+/// What `/healthz` answers: the body of a 200 or of a 503.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// The namespace matches the spec and the watch runs: `ok`, and the role when a watch
+    /// reported it (`ok: active`, `ok: standby`: a standby is healthy).
+    Ok(String),
+    /// What differs, or why the watch is not running, one line each.
+    Failing(String),
 }
 
 impl Metrics {
@@ -146,7 +162,7 @@ impl Metrics {
     pub fn new(spec: &RouterSpec) -> Metrics {
         Metrics {
             spec: spec.clone(),
-            repairs: Arc::default(),
+            record: Arc::default(),
         }
     }
 
@@ -168,211 +184,124 @@ impl Metrics {
                     *r.by_kind.entry(kind).or_default() += 1;
                 }
                 r.last_repair = Some(*took);
+                r.watch_down = None;
             }
-            WatchEvent::Failed { .. } => r.failures += 1,
+            WatchEvent::Failed { error, .. } => {
+                r.failures += 1;
+                r.watch_down = Some(format!("its last repair failed: {error}"));
+            }
+            WatchEvent::LookFailed { error, retry_in } => {
+                r.watch_down = Some(format!(
+                    "it could not read the namespace: {error} (next try in {} ms)",
+                    retry_in.as_millis()
+                ));
+            }
+            WatchEvent::Resumed => r.watch_down = None,
+            WatchEvent::Role { role, took } => {
+                if r.role.is_some_and(|was| was != *role) {
+                    r.role_changes += 1;
+                }
+                if let (Role::Active, Some(took)) = (role, took) {
+                    r.last_promote = Some(*took);
+                }
+                r.role = Some(*role);
+            }
+            WatchEvent::RouterGone => {
+                r.watch_down = Some("the router is gone (torn down by someone else)".into());
+            }
             _ => {}
         }
     }
 
-    fn record(&self) -> std::sync::MutexGuard<'_, Repairs> {
+    fn record(&self) -> std::sync::MutexGuard<'_, Record> {
         // A panic while the record is held cannot leave it inconsistent: take it anyway.
-        self.repairs
+        self.record
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `/metrics`: the kernel's counters and state now, with the watch's record.
-    pub fn scrape(&self) -> Result<String, egress_core::Error> {
-        let up = blocking::check(&self.spec).is_ok_and(|d| d.is_empty());
-        let stats = blocking::stats(self.spec.netns(), self.spec.name())?;
-        let repairs = self.record().clone();
-        Ok(encode_metrics(
+    /// `/metrics` in `format`: the kernel's counters and state now, with the watch's record.
+    pub async fn scrape(&self, format: Format) -> Result<String, egress_core::Error> {
+        let (drift, stats) = tokio::join!(
+            egress_core::check(&self.spec),
+            egress_core::stats(self.spec.netns(), self.spec.name())
+        );
+        let up = drift.is_ok_and(|d| d.is_empty());
+        let families = families(
             self.spec.name(),
             up,
-            stats.as_ref(),
-            &repairs,
-        ))
+            stats?.as_ref(),
+            &self.record().clone(),
+        );
+        Ok(families.encode(format))
     }
 
-    /// `/healthz`: `Ok` when the kernel matches the spec, else what differs (or why it could
-    /// not be read), one line each.
-    pub fn health(&self) -> Result<(), String> {
-        match blocking::check(&self.spec) {
-            Ok(d) if d.is_empty() => Ok(()),
-            Ok(d) => Err(d.iter().map(|d| format!("{d}\n")).collect()),
-            Err(e) => Err(format!("{e}\n")),
-        }
-    }
-
-    /// Answers HTTP on `listener` in a thread of its own, one request at a time, until the
-    /// process ends. The thread inherits the calling thread's signal mask.
-    pub fn serve(self, listener: TcpListener) -> std::io::Result<JoinHandle<()>> {
-        thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    let result = stream.and_then(|s| self.answer(s));
-                    if let Err(e) = result {
-                        debug!(error = %e, "metrics: a request failed");
-                    }
-                }
-            })
-    }
-
-    fn answer(&self, mut stream: TcpStream) -> std::io::Result<()> {
-        // A client that sends nothing (or reads nothing) cannot hold the responder long.
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        let request = read_head(&mut stream)?;
-        let response = match request.as_deref().map(route) {
-            None => Response::text(400, "Bad Request", "bad request\n"),
-            Some(Route::NotAllowed) => Response::text(405, "Method Not Allowed", "GET or HEAD\n"),
-            Some(Route::NotFound) => {
-                Response::text(404, "Not Found", "not found: /metrics or /healthz\n")
+    /// `/healthz`: [`Health::Ok`] when the kernel matches the spec and the watch runs, else
+    /// what differs and why the watch does not run.
+    pub async fn health(&self) -> Health {
+        let (role, down) = {
+            let r = self.record();
+            (r.role, r.watch_down.clone())
+        };
+        let name = self.spec.name();
+        let mut failing = match down {
+            Some(why) => format!("router {name}: the watch is not running: {why}\n"),
+            None => String::new(),
+        };
+        match egress_core::check(&self.spec).await {
+            Ok(d) if d.is_empty() => {}
+            Ok(d) => {
+                failing += &format!("router {name} differs from its configuration:\n");
+                failing.extend(d.iter().map(|d| format!("{d}\n")));
             }
-            Some(Route::Metrics) => match self.scrape() {
-                Ok(body) => Response {
-                    status: 200,
-                    reason: "OK",
-                    content_type: OPENMETRICS,
-                    body,
-                },
-                Err(e) => {
-                    warn!(error = %e, "metrics: reading the router's counters failed");
-                    Response::text(500, "Internal Server Error", &format!("{e}\n"))
-                }
-            },
-            Some(Route::Healthz) => match self.health() {
-                Ok(()) => Response::text(200, "OK", "ok\n"),
-                Err(drift) => Response::text(
-                    503,
-                    "Service Unavailable",
-                    &format!(
-                        "router {} differs from its configuration:\n{drift}",
-                        self.spec.name()
-                    ),
-                ),
-            },
-        };
-        let head = request.is_some_and(|r| r.starts_with("HEAD "));
-        stream.write_all(&response.bytes(head))?;
-        stream.flush()
-    }
-}
-
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
-/// The request line and headers may take this much; the body (none expected) is not read.
-const HEAD_AT_MOST: usize = 8 << 10;
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// Reads up to the end of the request's headers; its first line, or `None` if it is not HTTP.
-fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-        if buf.len() > HEAD_AT_MOST {
-            return Ok(None);
+            Err(e) => failing += &format!("router {name} cannot be read: {e}\n"),
         }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(std::str::from_utf8(&buf)
-        .ok()
-        .and_then(|s| s.lines().next())
-        .filter(|l| l.ends_with("HTTP/1.1") || l.ends_with("HTTP/1.0"))
-        .map(str::to_string))
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Route {
-    Metrics,
-    Healthz,
-    NotFound,
-    NotAllowed,
-}
-
-/// Where a request line (`GET /metrics HTTP/1.1`) goes.
-fn route(line: &str) -> Route {
-    let mut words = line.split(' ');
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let route = match path {
-        "/metrics" => Route::Metrics,
-        "/healthz" => Route::Healthz,
-        _ => return Route::NotFound,
-    };
-    match method {
-        "GET" | "HEAD" => route,
-        _ => Route::NotAllowed,
-    }
-}
-
-struct Response {
-    status: u16,
-    reason: &'static str,
-    content_type: &'static str,
-    body: String,
-}
-
-impl Response {
-    fn text(status: u16, reason: &'static str, body: &str) -> Response {
-        Response {
-            status,
-            reason,
-            content_type: "text/plain; charset=utf-8",
-            body: body.to_string(),
+        match (failing.is_empty(), role) {
+            (false, _) => Health::Failing(failing),
+            (true, Some(role)) => Health::Ok(format!("ok: {role}\n")),
+            (true, None) => Health::Ok("ok\n".into()),
         }
     }
-
-    fn bytes(&self, head_only: bool) -> Vec<u8> {
-        let allow = if self.status == 405 {
-            "Allow: GET, HEAD\r\n"
-        } else {
-            ""
-        };
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-            self.status,
-            self.reason,
-            self.content_type,
-            self.body.len()
-        )
-        .into_bytes();
-        if !head_only {
-            out.extend_from_slice(self.body.as_bytes());
-        }
-        out
-    }
 }
 
-type Labels = Vec<(&'static str, String)>;
-
-/// The exposition of one scrape (pure: what was read goes in, the text comes out).
-fn encode_metrics(router: &str, up: bool, stats: Option<&Stats>, repairs: &Repairs) -> String {
-    let mut registry = Registry::default();
+/// The families of one scrape (pure: what was read goes in, the families come out).
+fn families(router: &str, up: bool, stats: Option<&Stats>, record: &Record) -> Families {
     let base = || -> Labels { vec![("router", router.to_string())] };
-    let counter = |registry: &mut Registry, name: &str, help: &str| {
-        let family = Family::<Labels, Counter>::default();
-        registry.register(name, help, family.clone());
-        family
+    let with = |extra: &[(&'static str, String)]| -> Labels {
+        let mut labels = base();
+        labels.extend(extra.iter().cloned());
+        labels
     };
-    let gauge = |registry: &mut Registry, name: &str, help: &str| {
-        let family = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(name, help, family.clone());
-        family
-    };
-    let up_gauge = gauge(
-        &mut registry,
+    let mut f = Families::default();
+    f.family(
+        Kind::Gauge,
         "egress_router_up",
         "1 when the kernel matches the router's spec, else 0",
     );
-    up_gauge.get_or_create(&base()).set(f64::from(u8::from(up)));
+    f.sample(base(), f64::from(u8::from(up)));
+    if let Some(role) = record.role {
+        f.family(
+            Kind::Gauge,
+            "egress_router_role",
+            "1 when the router holds the egress identity (active), 0 when it is a standby",
+        );
+        f.sample(base(), f64::from(u8::from(role == Role::Active)));
+        f.family(
+            Kind::Counter,
+            "egress_router_role_changes",
+            "Role changes (promotions and demotions, by any process) the watch saw",
+        );
+        f.sample(base(), record.role_changes as f64);
+        f.family(
+            Kind::Gauge,
+            "egress_router_watch_up",
+            "1 while the watch runs, 0 while its looks or repairs fail or after it ended",
+        );
+        f.sample(base(), f64::from(u8::from(record.watch_down.is_none())));
+    }
 
     if let Some(s) = stats {
-        let [connections, packets, bytes] = [
+        let what = [
             ("connections", "Connections redirected (their first packet)"),
             (
                 "packets",
@@ -382,102 +311,113 @@ fn encode_metrics(router: &str, up: bool, stats: Option<&Stats>, repairs: &Repai
                 "bytes",
                 "Bytes of the redirected connections, both directions",
             ),
+        ];
+        for (i, (name, help)) in [
+            "egress_redirect_connections",
+            "egress_redirect_packets",
+            "egress_redirect_bytes",
         ]
-        .map(|(what, help)| counter(&mut registry, &format!("egress_redirect_{what}"), help));
-        for r in &s.redirects {
-            let mut labels = base();
-            labels.push(("protocol", r.protocol.to_string()));
-            labels.push(("port", r.port.to_string()));
-            labels.push(("destination", SocketAddr::new(r.to, r.to_port).to_string()));
-            connections.get_or_create(&labels).inc_by(r.connections);
-            packets.get_or_create(&labels).inc_by(r.packets);
-            bytes.get_or_create(&labels).inc_by(r.bytes);
+        .into_iter()
+        .zip(what.map(|w| w.1))
+        .enumerate()
+        {
+            f.family(Kind::Counter, name, help);
+            for r in &s.redirects {
+                let labels = with(&[
+                    ("protocol", r.protocol.to_string()),
+                    ("port", r.port.to_string()),
+                    ("destination", SocketAddr::new(r.to, r.to_port).to_string()),
+                ]);
+                f.sample(labels, [r.connections, r.packets, r.bytes][i] as f64);
+            }
         }
-        let [connections, packets, bytes] = [
+        for (i, (name, help)) in [
             (
-                "connections",
+                "egress_fallback_connections",
                 "Connections sent to the fallback (their first packet)",
             ),
             (
-                "packets",
+                "egress_fallback_packets",
                 "Packets of the fallback's connections, both directions",
             ),
             (
-                "bytes",
+                "egress_fallback_bytes",
                 "Bytes of the fallback's connections, both directions",
             ),
         ]
-        .map(|(what, help)| counter(&mut registry, &format!("egress_fallback_{what}"), help));
-        for f in &s.fallback {
-            let mut labels = base();
-            labels.push(("destination", f.to.to_string()));
-            connections.get_or_create(&labels).inc_by(f.connections);
-            packets.get_or_create(&labels).inc_by(f.packets);
-            bytes.get_or_create(&labels).inc_by(f.bytes);
+        .into_iter()
+        .enumerate()
+        {
+            f.family(Kind::Counter, name, help);
+            for fb in &s.fallback {
+                let value = [fb.connections, fb.packets, fb.bytes][i];
+                f.sample(with(&[("destination", fb.to.to_string())]), value as f64);
+            }
         }
-        let [packets, bytes] = [
+        for (i, (name, help)) in [
             (
-                "packets",
+                "egress_snat_packets",
                 "Packets sent out of the external link from the egress source",
             ),
             (
-                "bytes",
+                "egress_snat_bytes",
                 "Bytes sent out of the external link from the egress source",
             ),
         ]
-        .map(|(what, help)| counter(&mut registry, &format!("egress_snat_{what}"), help));
-        for n in &s.snat {
-            let mut labels = base();
-            labels.push(("source", n.source.to_string()));
-            packets.get_or_create(&labels).inc_by(n.packets);
-            bytes.get_or_create(&labels).inc_by(n.bytes);
+        .into_iter()
+        .enumerate()
+        {
+            f.family(Kind::Counter, name, help);
+            for n in &s.snat {
+                let value = [n.packets, n.bytes][i];
+                f.sample(with(&[("source", n.source.to_string())]), value as f64);
+            }
         }
-        gauge(
-            &mut registry,
+        f.family(
+            Kind::Gauge,
             "egress_conntrack_entries",
             "Connections tracked in the router's namespace now",
-        )
-        .get_or_create(&base())
-        .set(s.conntrack_entries as f64);
+        );
+        f.sample(base(), s.conntrack_entries as f64);
     }
 
-    let by_kind = counter(
-        &mut registry,
+    f.family(
+        Kind::Counter,
         "egress_router_repairs",
         "Repairs by the watch that fixed a drift of this kind",
     );
-    for (kind, n) in &repairs.by_kind {
-        let mut labels = base();
-        labels.push(("kind", kind.to_string()));
-        by_kind.get_or_create(&labels).inc_by(*n);
+    for (kind, n) in &record.by_kind {
+        f.sample(with(&[("kind", kind.to_string())]), *n as f64);
     }
-    counter(
-        &mut registry,
+    f.family(
+        Kind::Counter,
         "egress_router_repair_failures",
         "Repairs by the watch that failed (rolled back, tried again)",
-    )
-    .get_or_create(&base())
-    .inc_by(repairs.failures);
+    );
+    f.sample(base(), record.failures as f64);
     for (name, help, took) in [
         (
             "egress_router_last_apply_duration_seconds",
             "How long the apply (ensure) at start took",
-            repairs.last_apply,
+            record.last_apply,
         ),
         (
             "egress_router_last_repair_duration_seconds",
             "How long the last repair took, from the change to the verified repair",
-            repairs.last_repair,
+            record.last_repair,
+        ),
+        (
+            "egress_router_last_promote_seconds",
+            "How long the last promotion the watch saw took, from its start to the router active",
+            record.last_promote,
         ),
     ] {
-        let family = gauge(&mut registry, name, help);
+        f.family(Kind::Gauge, name, help);
         if let Some(took) = took {
-            family.get_or_create(&base()).set(took.as_secs_f64());
+            f.sample(base(), took.as_secs_f64());
         }
     }
-    let mut out = String::new();
-    encode(&mut out, &registry).expect("writing to a String cannot fail");
-    out
+    f
 }
 
 #[cfg(test)]
@@ -553,21 +493,6 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_routed_by_method_and_path() {
-        for (line, to) in [
-            ("GET /metrics HTTP/1.1", Route::Metrics),
-            ("HEAD /metrics?x=1 HTTP/1.0", Route::Metrics),
-            ("GET /healthz HTTP/1.1", Route::Healthz),
-            ("POST /healthz HTTP/1.1", Route::NotAllowed),
-            ("GET / HTTP/1.1", Route::NotFound),
-            ("GET /metrics/ HTTP/1.1", Route::NotFound),
-            ("GET /healthzz HTTP/1.1", Route::NotFound),
-        ] {
-            assert_eq!(route(line), to, "{line}");
-        }
-    }
-
-    #[test]
     fn the_exposition_names_each_series_with_its_labels() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let stats = Stats {
@@ -594,7 +519,6 @@ mod tests {
             }],
             conntrack_entries: 4,
         };
-        let mut repairs = Repairs::default();
         let metrics = Metrics {
             spec: egress_core::RouterSpec::builder("r1")
                 .adopt("macvlan0")
@@ -603,7 +527,7 @@ mod tests {
                 .gateway("203.0.113.1")
                 .build()
                 .unwrap(),
-            repairs: Arc::default(),
+            record: Arc::default(),
         };
         metrics.on_event(&WatchEvent::Repaired {
             drift: vec![
@@ -615,8 +539,18 @@ mod tests {
             ],
             took: Duration::from_millis(3),
         });
-        repairs.clone_from(&metrics.record());
-        let text = encode_metrics("r1", true, Some(&stats), &repairs);
+        // Standby at the first look, then promoted (seen under way for 40 ms).
+        metrics.on_event(&WatchEvent::Role {
+            role: Role::Standby,
+            took: None,
+        });
+        metrics.on_event(&WatchEvent::Role {
+            role: Role::Active,
+            took: Some(Duration::from_millis(40)),
+        });
+        let record = metrics.record().clone();
+        let text = families("r1", true, Some(&stats), &record)
+            .encode(Format::OpenMetrics { version: "1.0.0" });
         for line in [
             "# TYPE egress_router_up gauge",
             "egress_router_up{router=\"r1\"} 1.0",
@@ -631,11 +565,66 @@ mod tests {
             "egress_router_repairs_total{router=\"r1\",kind=\"route_missing\"} 1",
             "egress_router_repair_failures_total{router=\"r1\"} 0",
             "egress_router_last_repair_duration_seconds{router=\"r1\"} 0.003",
+            "egress_router_role{router=\"r1\"} 1.0",
+            "egress_router_role_changes_total{router=\"r1\"} 1",
+            "egress_router_watch_up{router=\"r1\"} 1.0",
+            "egress_router_last_promote_seconds{router=\"r1\"} 0.04",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
         // No apply recorded: the gauge has no sample.
         assert!(!text.contains("egress_router_last_apply_duration_seconds{"));
+        // The same families in the text format 0.0.4.
+        let text = families("r1", true, Some(&stats), &record).encode(Format::Text);
+        for line in [
+            "# HELP egress_redirect_connections_total Connections redirected (their first packet).",
+            "# TYPE egress_redirect_connections_total counter",
+            "egress_redirect_connections_total{router=\"r1\",protocol=\"tcp\",port=\"80\",destination=\"[2001:db8:3::25]:8080\"} 3",
+            "egress_router_up{router=\"r1\"} 1",
+            "egress_router_role{router=\"r1\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn health_names_why_the_watch_is_not_running_until_it_runs_again() {
+        let metrics = Metrics::new(
+            &egress_core::RouterSpec::builder("r1")
+                .adopt("macvlan0")
+                .internal("eth0")
+                .source("203.0.113.99/24")
+                .gateway("203.0.113.1")
+                .build()
+                .unwrap(),
+        );
+        let down = |m: &Metrics| m.record().watch_down.clone();
+        metrics.on_event(&WatchEvent::Failed {
+            drift: vec![],
+            error: "link macvlan0 not found".into(),
+        });
+        assert_eq!(
+            down(&metrics).as_deref(),
+            Some("its last repair failed: link macvlan0 not found")
+        );
+        metrics.on_event(&WatchEvent::Resumed);
+        assert_eq!(down(&metrics), None);
+        metrics.on_event(&WatchEvent::LookFailed {
+            error: "EIO".into(),
+            retry_in: Duration::from_millis(400),
+        });
+        assert_eq!(
+            down(&metrics).as_deref(),
+            Some("it could not read the namespace: EIO (next try in 400 ms)")
+        );
+        metrics.on_event(&WatchEvent::Repaired {
+            drift: vec![],
+            took: Duration::from_millis(1),
+        });
+        assert_eq!(down(&metrics), None);
+        metrics.on_event(&WatchEvent::RouterGone);
+        assert!(down(&metrics).unwrap().contains("gone"));
     }
 }
