@@ -10,22 +10,19 @@
 //! one. A missing or stale binary fails the test.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{IpAddr, SocketAddr, TcpStream},
+    io::{BufRead, BufReader},
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc, OnceLock,
-    },
+    sync::{mpsc, OnceLock},
     thread,
     time::{Duration, Instant},
 };
 
 use egress_core::{blocking, Netns as CoreNetns};
 use egress_lab::{
-    ip, workspace_binary, Lab, Netns, Snapshot, Snapshots, EGRESS_SOURCE4, FALLBACK4, GATEWAY4,
-    NODE4, ROUTER_ETH0_4, SERVICE_PORT, WEB4, WEB_PORT,
+    ip, while_held, workspace_binary, Lab, Netns, Snapshot, Snapshots, EGRESS_SOURCE4, FALLBACK4,
+    GATEWAY4, NODE4, ROUTER_ETH0_4, SERVICE_PORT, WEB4, WEB_PORT,
 };
 use serde_json::Value;
 
@@ -1200,28 +1197,6 @@ fn metrics_on_the_pod_address_reach_the_router_past_the_fallback() {
     snaps.assert_restored("after the metrics past the fallback and SIGTERM");
 }
 
-/// One request on a new connection from `ns` to `at`, answered within `within` (else an
-/// error): the status and the body.
-fn ask(ns: &Netns, at: SocketAddr, path: &str, within: Duration) -> Result<(u16, String), String> {
-    let mut s = ns
-        .run(|| TcpStream::connect_timeout(&at, within))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(within)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {at}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("no answer: {e}"))?;
-    let (head, body) = out
-        .split_once("\r\n\r\n")
-        .ok_or(format!("not HTTP: {out}"))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_string()))
-}
-
 /// A listener that answered one connection at a time, with a 2 s timeout per read, was held
 /// by three clients sending a byte every 1.5 s, or by 200 idle connections: every probe timed
 /// out (a liveness probe then restarts the pod: an outage caused from the network). With both
@@ -1238,62 +1213,34 @@ fn slow_and_idle_clients_never_delay_a_probe() {
     router.wait_for_line("waiting for SIGTERM or SIGINT");
     // From the cluster side, through the router's internal link.
     let at: SocketAddr = format!("{ROUTER_ETH0_4}:9100").parse().unwrap();
-    let connect = || {
-        lab.client
-            .run(|| TcpStream::connect_timeout(&at, T))
-            .unwrap()
-    };
-    let idle: Vec<TcpStream> = (0..200).map(|_| connect()).collect();
-    let stop = AtomicBool::new(false);
-    let (probes, scrapes) = thread::scope(|scope| {
-        for _ in 0..3 {
-            scope.spawn(|| {
-                // A request, a byte every 1.5 s; closed by the server: again on a new one.
-                let request = b"GET /healthz HTTP/1.1\r\nHost: slow\r\n\r\n";
-                'connections: while !stop.load(Ordering::Relaxed) {
-                    let mut s = connect();
-                    for byte in request {
-                        if s.write_all(&[*byte]).is_err() {
-                            continue 'connections;
-                        }
-                        for _ in 0..15 {
-                            if stop.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            thread::sleep(Duration::from_millis(100));
-                        }
-                    }
-                }
-            });
-        }
-        thread::sleep(Duration::from_millis(500));
-        let mut probes = Vec::new();
-        let mut scrapes = Vec::new();
+    let within = Duration::from_secs(1);
+    let (idle, probes, scrapes) = while_held(&lab.client, at, 3, 200, |idle| {
+        let (mut probes, mut scrapes) = (Vec::new(), Vec::new());
         for i in 0..10 {
             let started = Instant::now();
-            let answer = ask(&lab.client, at, "/healthz", Duration::from_secs(1));
+            let answer = lab.client.http_get_path(at, "/healthz", within);
             probes.push((answer, started.elapsed()));
             if i % 3 == 0 {
                 let started = Instant::now();
-                let answer = ask(&lab.client, at, "/metrics", Duration::from_secs(1));
+                let answer = lab.client.http_get_path(at, "/metrics", within);
                 scrapes.push((answer, started.elapsed()));
             }
             thread::sleep(Duration::from_millis(300));
         }
-        stop.store(true, Ordering::Relaxed);
-        (probes, scrapes)
+        (idle, probes, scrapes)
     });
-    drop(idle);
+    assert_eq!(idle, 200);
     for (i, (answer, took)) in probes.iter().enumerate() {
-        match answer {
-            Ok((200, body)) if body == "ok: active\n" => {}
-            other => panic!("probe {i}: {other:?} after {took:?}"),
-        }
+        assert_eq!(
+            answer.as_deref(),
+            Ok("ok: active\n"),
+            "probe {i} after {took:?}"
+        );
         eprintln!("probe {i}: {took:?}");
     }
     for (i, (answer, took)) in scrapes.iter().enumerate() {
         match answer {
-            Ok((200, body)) if body.contains("egress_router_up{router=\"egress-router\"} 1") => {}
+            Ok(body) if body.contains("egress_router_up{router=\"egress-router\"} 1") => {}
             other => panic!("scrape {i}: {other:?} after {took:?}"),
         }
         eprintln!("scrape {i}: {took:?}");
