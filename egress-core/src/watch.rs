@@ -246,12 +246,10 @@ async fn watch_in(
                     error: e.to_string(),
                     retry_in: retry,
                 });
-                failing = true;
-                notifications = None;
-                if !pause(retry, &mut stopped).await {
+                (failing, notifications) = (true, None);
+                if !back_off(&mut retry, &mut stopped).await {
                     return Ok(WatchEnd::Stopped);
                 }
-                retry = (retry * 2).min(RETRY_AT_MOST);
                 changed_at = Instant::now();
                 continue;
             }
@@ -347,10 +345,9 @@ async fn watch_in(
                     failing = true;
                     // The repair's own changes and their rollback notify too: the pause runs
                     // its full length, and the next look reads whatever came meanwhile.
-                    if !pause(retry, &mut stopped).await {
+                    if !back_off(&mut retry, &mut stopped).await {
                         return Ok(WatchEnd::Stopped);
                     }
-                    retry = (retry * 2).min(RETRY_AT_MOST);
                     changed_at = Instant::now();
                     continue;
                 }
@@ -408,14 +405,16 @@ async fn read_quiet(
     Ok((c, now))
 }
 
-/// Waits out the pause after a failure: no notification cuts it short, only a stop (then
-/// `false`).
-async fn pause(retry: Duration, stopped: &mut oneshot::Receiver<()>) -> bool {
-    tokio::select! {
+/// Waits out the pause after a failure, and doubles it for the next one (up to
+/// [`RETRY_AT_MOST`]): no notification cuts it short, only a stop (then `false`).
+async fn back_off(retry: &mut Duration, stopped: &mut oneshot::Receiver<()>) -> bool {
+    let paused = tokio::select! {
         biased;
         _ = stopped => false,
-        () = tokio::time::sleep(retry) => true,
-    }
+        () = tokio::time::sleep(*retry) => true,
+    };
+    *retry = (*retry * 2).min(RETRY_AT_MOST);
+    paused
 }
 
 /// The notification sockets of one namespace: route netlink (links, addresses, routes,

@@ -1,10 +1,13 @@
 //! `/metrics` and `/healthz` for a long-running router (`egress-router` legacy mode, or an agent
-//! that embeds the library): a minimal HTTP/1.1 responder on a [`TcpListener`], in its own thread.
+//! that embeds the library): an HTTP/1.1 server (hyper) on a [`std::net::TcpListener`], in a
+//! thread of its own ([`Metrics::serve`]; its deadlines and bounds: [`HEAD_AT_MOST`],
+//! [`EXCHANGE_AT_MOST`], [`OPEN_AT_MOST`], [`READS_AT_ONCE`]).
 //!
-//! `/metrics` is the OpenMetrics 1.0 text format (what Prometheus asks for first, encoded by the
-//! `prometheus-client` crate). Every scrape reads the kernel: the router's counters
-//! ([`egress_core::stats`]) and whether the namespace matches the spec ([`egress_core::check`]);
-//! only what the watch reports (repairs, their durations) is kept in the process.
+//! `/metrics` is the Prometheus text format 0.0.4, or OpenMetrics 1.0 (encoded by the
+//! `prometheus-client` crate) when the scraper's `Accept` asks for it ([`Format::negotiate`]).
+//! Every scrape reads the kernel: the router's counters ([`egress_core::stats`]) and whether the
+//! namespace matches the spec ([`egress_core::check`]); only what the watch reports (repairs,
+//! the role, its failures, durations) is kept in the process ([`Metrics::on_event`]).
 //!
 //! | Metric | Type | Labels |
 //! |---|---|---|
@@ -17,6 +20,10 @@
 //! | `egress_router_repair_failures_total` | counter: repairs that failed (and were rolled back) | `router` |
 //! | `egress_router_last_apply_duration_seconds` | gauge: the apply (`ensure`) at start | `router` |
 //! | `egress_router_last_repair_duration_seconds` | gauge: the last repair, from the change to the verified repair | `router` |
+//! | `egress_router_role` | gauge: 1 active, 0 standby, as the watch read it | `router` |
+//! | `egress_router_role_changes_total` | counter: role changes the watch saw | `router` |
+//! | `egress_router_last_promote_seconds` | gauge: the last promotion the watch saw | `router` |
+//! | `egress_router_watch_up` | gauge: 1 while the watch runs, 0 while it fails or after it ended | `router` |
 //!
 //! Packets and bytes count both directions of the connections. The traffic counters live in the
 //! router's nftables ruleset: a repair that rebuilds the ruleset (someone flushed or edited it)
@@ -24,10 +31,10 @@
 //! reset marks the repair (`rate()` and `increase()` take resets into account), and
 //! `egress_router_repairs_total{kind="nat_changed"}` says why.
 //!
-//! `/healthz` answers 200 `ok` when the namespace matches the spec and 503 with the drift (one
-//! line each) otherwise; a Kubernetes readiness and liveness probe. Any other path is 404. The
-//! responder reads the kernel only: it never waits for the watch, and a repair never waits for
-//! it.
+//! `/healthz` answers 200 (`ok: active`, `ok: standby`) when the namespace matches the spec and
+//! the watch runs, and 503 with why the watch does not run and the drift (one line each)
+//! otherwise; a Kubernetes readiness and liveness probe. Any other path is 404. The server reads
+//! the kernel only: it never waits for the watch, and a repair never waits for it.
 
 use std::{
     collections::BTreeMap,
@@ -264,6 +271,21 @@ impl Metrics {
     }
 }
 
+/// Counter families that share their rows: family `i` gets each row's `i`-th value.
+fn counters<const N: usize>(
+    f: &mut Families,
+    families: [(&'static str, &'static str); N],
+    rows: impl Iterator<Item = (Labels, [u64; N])>,
+) {
+    let rows: Vec<(Labels, [u64; N])> = rows.collect();
+    for (i, (name, help)) in families.into_iter().enumerate() {
+        f.family(Kind::Counter, name, help);
+        for (labels, values) in &rows {
+            f.sample(labels.clone(), values[i] as f64);
+        }
+    }
+}
+
 /// The families of one scrape (pure: what was read goes in, the families come out).
 fn families(router: &str, up: bool, stats: Option<&Stats>, record: &Record) -> Families {
     let base = || -> Labels { vec![("router", router.to_string())] };
@@ -301,78 +323,71 @@ fn families(router: &str, up: bool, stats: Option<&Stats>, record: &Record) -> F
     }
 
     if let Some(s) = stats {
-        let what = [
-            ("connections", "Connections redirected (their first packet)"),
-            (
-                "packets",
-                "Packets of the redirected connections, both directions",
-            ),
-            (
-                "bytes",
-                "Bytes of the redirected connections, both directions",
-            ),
-        ];
-        for (i, (name, help)) in [
-            "egress_redirect_connections",
-            "egress_redirect_packets",
-            "egress_redirect_bytes",
-        ]
-        .into_iter()
-        .zip(what.map(|w| w.1))
-        .enumerate()
-        {
-            f.family(Kind::Counter, name, help);
-            for r in &s.redirects {
+        counters(
+            &mut f,
+            [
+                (
+                    "egress_redirect_connections",
+                    "Connections redirected (their first packet)",
+                ),
+                (
+                    "egress_redirect_packets",
+                    "Packets of the redirected connections, both directions",
+                ),
+                (
+                    "egress_redirect_bytes",
+                    "Bytes of the redirected connections, both directions",
+                ),
+            ],
+            s.redirects.iter().map(|r| {
                 let labels = with(&[
                     ("protocol", r.protocol.to_string()),
                     ("port", r.port.to_string()),
                     ("destination", SocketAddr::new(r.to, r.to_port).to_string()),
                 ]);
-                f.sample(labels, [r.connections, r.packets, r.bytes][i] as f64);
-            }
-        }
-        for (i, (name, help)) in [
-            (
-                "egress_fallback_connections",
-                "Connections sent to the fallback (their first packet)",
-            ),
-            (
-                "egress_fallback_packets",
-                "Packets of the fallback's connections, both directions",
-            ),
-            (
-                "egress_fallback_bytes",
-                "Bytes of the fallback's connections, both directions",
-            ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            f.family(Kind::Counter, name, help);
-            for fb in &s.fallback {
-                let value = [fb.connections, fb.packets, fb.bytes][i];
-                f.sample(with(&[("destination", fb.to.to_string())]), value as f64);
-            }
-        }
-        for (i, (name, help)) in [
-            (
-                "egress_snat_packets",
-                "Packets sent out of the external link from the egress source",
-            ),
-            (
-                "egress_snat_bytes",
-                "Bytes sent out of the external link from the egress source",
-            ),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            f.family(Kind::Counter, name, help);
-            for n in &s.snat {
-                let value = [n.packets, n.bytes][i];
-                f.sample(with(&[("source", n.source.to_string())]), value as f64);
-            }
-        }
+                (labels, [r.connections, r.packets, r.bytes])
+            }),
+        );
+        counters(
+            &mut f,
+            [
+                (
+                    "egress_fallback_connections",
+                    "Connections sent to the fallback (their first packet)",
+                ),
+                (
+                    "egress_fallback_packets",
+                    "Packets of the fallback's connections, both directions",
+                ),
+                (
+                    "egress_fallback_bytes",
+                    "Bytes of the fallback's connections, both directions",
+                ),
+            ],
+            s.fallback.iter().map(|fb| {
+                let labels = with(&[("destination", fb.to.to_string())]);
+                (labels, [fb.connections, fb.packets, fb.bytes])
+            }),
+        );
+        counters(
+            &mut f,
+            [
+                (
+                    "egress_snat_packets",
+                    "Packets sent out of the external link from the egress source",
+                ),
+                (
+                    "egress_snat_bytes",
+                    "Bytes sent out of the external link from the egress source",
+                ),
+            ],
+            s.snat.iter().map(|n| {
+                (
+                    with(&[("source", n.source.to_string())]),
+                    [n.packets, n.bytes],
+                )
+            }),
+        );
         f.family(
             Kind::Gauge,
             "egress_conntrack_entries",
