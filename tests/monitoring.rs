@@ -110,6 +110,23 @@ fn spawn_in(ns: &Netns, program: &Path, args: &[&str], vars: &[(&str, &str)]) ->
     )
 }
 
+/// A directory of this test's (`$TMPDIR/egt-<pid>-NAME`), removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("egt-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Polls `ready` every 50 ms for `at_most`; panics with `what` if it never is.
 fn wait_until<T>(what: &str, at_most: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + at_most;
@@ -194,8 +211,8 @@ fn a_real_prometheus_reads_the_counters_back_and_answers_every_dashboard_query()
         (said.trim() == "ok: standby").then_some(())
     });
 
-    let dir = std::env::temp_dir().join(format!("egt-{}-prometheus", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Scratch::new("prometheus");
+    let dir = &dir.0;
     let rules = monitoring_dir().join("egress-router.rules.yml");
     let config = dir.join("prometheus.yml");
     std::fs::write(
@@ -325,7 +342,6 @@ fn a_real_prometheus_reads_the_counters_back_and_answers_every_dashboard_query()
     assert_eq!(variable, "label_values(egress_router_up, router)");
 
     drop(prometheus);
-    std::fs::remove_dir_all(&dir).unwrap();
     // SIGTERM: the router tears itself down.
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is our child's.
     assert_eq!(
