@@ -551,19 +551,18 @@ impl Layout {
 }
 
 /// The ICMP messages the router accepts from the external link beside replies, as
-/// `(protocol, first type, last type, what)`: the errors (those of a tracked connection are
-/// `related` anyway), echo requests (operators and gateways ping the egress IP; the reply says
-/// nothing ARP does not), the MLD query (an MLD-snooping switch stops sending the
-/// solicited-node group of the egress IP to a host that never answers it) and neighbour
-/// discovery (router and neighbour solicitations and advertisements, redirects).
-const INPUT_ICMP: [(u8, u8, u8); 7] = [
+/// `(protocol, first type, last type)`: the errors (those of a tracked connection are `related`
+/// anyway), echo requests (operators and gateways ping the egress IP; the reply says nothing
+/// ARP does not), MLD (an MLD-snooping switch stops sending the solicited-node group of the
+/// egress IP to a host that never answers its queries) and neighbour discovery. Ranges, one
+/// rule each, so that the chain stays short (each rule costs an apply its install and its
+/// read back): what they take in beside those is what the kernel ignores or answers harmlessly
+/// (IPv4 router discovery, 9 and 10; ICMPv6 echo replies and MLD reports).
+const INPUT_ICMP: [(u8, u8, u8); 4] = [
     (IPPROTO_ICMP, 3, 3),       // destination unreachable
-    (IPPROTO_ICMP, 8, 8),       // echo request
-    (IPPROTO_ICMP, 11, 12),     // time exceeded, parameter problem
+    (IPPROTO_ICMP, 8, 12),      // echo request, router discovery, time exceeded, parameter problem
     (IPPROTO_ICMPV6, 1, 4),     // unreachable, packet too big, time exceeded, parameter problem
-    (IPPROTO_ICMPV6, 128, 128), // echo request
-    (IPPROTO_ICMPV6, 130, 130), // MLD query
-    (IPPROTO_ICMPV6, 133, 137), // neighbour discovery
+    (IPPROTO_ICMPV6, 128, 137), // echo, MLD, router and neighbour discovery, redirect
 ];
 
 /// The input filter (policy drop): whatever arrives on another link than `external` (the
@@ -574,7 +573,7 @@ const INPUT_ICMP: [(u8, u8, u8); 7] = [
 /// ```text
 /// iifname != "macvlan0" accept
 /// ct state established,related accept
-/// meta l4proto icmp icmp type 11-12 accept      (one rule per INPUT_ICMP entry)
+/// meta l4proto icmp icmp type 8-12 accept      (one rule per INPUT_ICMP entry)
 /// ```
 fn input_rules(external: &str) -> Vec<RulePlan> {
     let mut other = ifname_cmp(NFT_META_IIFNAME, NFT_CMP_NEQ, external);

@@ -25,8 +25,7 @@
 //!         iifname != "macvlan0" accept comment "egress input other links"
 //!         ct state established,related accept comment "egress input replies"
 //!         meta l4proto icmp icmp type 3 accept comment "egress input icmp4 3"
-//!         (ICMP echo request, time exceeded, parameter problem; ICMPv6 errors 1-4, echo
-//!          request, MLD query, neighbour discovery 133-137: one rule each) }
+//!         (the same for ICMP 8-12, ICMPv6 1-4 and 128-137: `cmp gte`, `cmp lte`) }
 //! }
 //! ```
 //!
