@@ -209,17 +209,7 @@ impl Layout {
                 let name = super::traffic_set(protocol, v6);
                 let id = 3 + port_sets.len() as u32;
                 let mut exprs = nfproto_match(nfproto).to_vec();
-                exprs.extend([
-                    Expr::Meta {
-                        key: NFT_META_L4PROTO,
-                        dreg: NFT_REG_1,
-                    },
-                    Expr::Cmp {
-                        op: NFT_CMP_EQ,
-                        sreg: NFT_REG_1,
-                        data: vec![protocol.number()],
-                    },
-                ]);
+                exprs.extend(l4proto_match(protocol.number()));
                 exprs.extend(ct_bits(NFT_CT_STATUS, IPS_DST_NAT));
                 exprs.extend([
                     Expr::Ct {
@@ -293,16 +283,8 @@ impl Layout {
         if !prerouting.is_empty() {
             let local = rules.local_ports.iter().map(|l| {
                 let mut exprs = to_the_router(&rules.internal);
+                exprs.extend(l4proto_match(l.protocol.number()));
                 exprs.extend([
-                    Expr::Meta {
-                        key: NFT_META_L4PROTO,
-                        dreg: NFT_REG_1,
-                    },
-                    Expr::Cmp {
-                        op: NFT_CMP_EQ,
-                        sreg: NFT_REG_1,
-                        data: vec![l.protocol.number()],
-                    },
                     Expr::Payload {
                         base: NFT_PAYLOAD_TRANSPORT_HEADER,
                         offset: 2,
@@ -591,23 +573,13 @@ fn input_rules(external: &str) -> Vec<RulePlan> {
         },
     ];
     for (protocol, first, last) in INPUT_ICMP {
-        let mut exprs = vec![
-            Expr::Meta {
-                key: NFT_META_L4PROTO,
-                dreg: NFT_REG_1,
-            },
-            Expr::Cmp {
-                op: NFT_CMP_EQ,
-                sreg: NFT_REG_1,
-                data: vec![protocol],
-            },
-            Expr::Payload {
-                base: NFT_PAYLOAD_TRANSPORT_HEADER,
-                offset: 0,
-                len: 1,
-                dreg: NFT_REG_1,
-            },
-        ];
+        let mut exprs = l4proto_match(protocol).to_vec();
+        exprs.push(Expr::Payload {
+            base: NFT_PAYLOAD_TRANSPORT_HEADER,
+            offset: 0,
+            len: 1,
+            dreg: NFT_REG_1,
+        });
         let cmp = |op, t: u8| Expr::Cmp {
             op,
             sreg: NFT_REG_1,
@@ -692,6 +664,21 @@ fn ifname_cmp(key: u32, op: u32, name: &str) -> Vec<Expr> {
             op,
             sreg: NFT_REG_1,
             data,
+        },
+    ]
+}
+
+/// `meta l4proto PROTOCOL`.
+fn l4proto_match(protocol: u8) -> [Expr; 2] {
+    [
+        Expr::Meta {
+            key: NFT_META_L4PROTO,
+            dreg: NFT_REG_1,
+        },
+        Expr::Cmp {
+            op: NFT_CMP_EQ,
+            sreg: NFT_REG_1,
+            data: vec![protocol],
         },
     ]
 }

@@ -357,6 +357,15 @@ fn nat_summary() {
         .contains(": dnat to fallback 198.51.100.9, snat"));
 }
 
+/// The comments of a chain's rules, in order.
+fn comments(chain: &ChainState) -> Vec<&str> {
+    chain
+        .rules
+        .iter()
+        .map(|r| r.comment.as_deref().unwrap())
+        .collect()
+}
+
 /// The input filter: whatever arrives on another link is accepted first; from the external
 /// link only replies and the ICMP the protocols need, in the form `nft -f` writes (`icmpv6 type
 /// 128-137` is a `gte` and an `lte`); every other packet meets the policy, drop. Every ruleset
@@ -379,13 +388,8 @@ fn nat_input_filter_keeps_the_external_link_to_replies_and_icmp() {
             ),
             (Some("filter"), Some("input"), Some(0), Some("drop"))
         );
-        let comments: Vec<&str> = input
-            .rules
-            .iter()
-            .map(|r| r.comment.as_deref().unwrap())
-            .collect();
         assert_eq!(
-            comments,
+            comments(input),
             [
                 "egress input other links",
                 "egress input replies",
@@ -455,13 +459,8 @@ fn nat_local_ports_head_prerouting() {
     };
     let s = r.expected();
     let pre = s.chains.iter().find(|c| c.name == "prerouting").unwrap();
-    let comments: Vec<&str> = pre
-        .rules
-        .iter()
-        .map(|r| r.comment.as_deref().unwrap())
-        .collect();
     assert_eq!(
-        comments,
+        comments(pre),
         [
             "egress local tcp/9100",
             "egress local udp/5353",
