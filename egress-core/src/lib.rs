@@ -81,6 +81,7 @@ pub use drift::Drift;
 pub use error::{Error, ErrorKind, InvalidField, Result, Rollback};
 pub use failover::{demote, promote, RoleChange};
 pub use inspect::{default_route_link, inspect, link_exists, LinkState, RouterState};
+pub use netns::{MAX_CALL_THREADS, MAX_NESTED_THREADS};
 pub use ops::{
     addr::ADDRESS_PROTOCOL,
     link::group_marker as link_group_marker,

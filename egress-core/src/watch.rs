@@ -94,7 +94,7 @@ impl Watcher {
         let Some(done) = self.done.take() else {
             return Ok(WatchEnd::Stopped);
         };
-        match futures::executor::block_on(done) {
+        match crate::blocking::wait(done) {
             Ok(outcome) => outcome?,
             Err(oneshot::Canceled) => Err(Error::kernel("watch the router", libc::ECANCELED)),
         }
@@ -147,18 +147,28 @@ pub fn watch(
     require_net_admin("watch an egress router")?;
     let ns = NsHandle::open(&spec.netns, "netns")?;
     let parent = open_parent(spec)?;
+    watch_from(ns, parent, spec, on_event)
+}
+
+/// Starts the watch of `spec`'s router in `ns` (its macvlan's parent in `parent`).
+fn watch_from(
+    ns: NsHandle,
+    parent: Option<NsHandle>,
+    spec: &RouterSpec,
+    on_event: impl FnMut(&WatchEvent) + Send + 'static,
+) -> Result<Watcher> {
     let (stop, stopped) = oneshot::channel();
     let (ready, listening) = oneshot::channel();
     let spec = spec.clone();
     let span = info_span!("watch", router = %spec.name, netns = %spec.netns);
     let done = span.in_scope(|| {
-        ns.spawn_within(move |ns| watch_in(ns, spec, parent, on_event, stopped, ready))
+        ns.spawn_lasting(move |ns| watch_in(ns, spec, parent, on_event, stopped, ready))
     })?;
     let mut watcher = Watcher {
         stop: Some(stop),
         done: Some(done),
     };
-    match futures::executor::block_on(listening) {
+    match crate::blocking::wait(listening) {
         Ok(()) => Ok(watcher),
         // It ended before listening: its outcome says why.
         Err(oneshot::Canceled) => match watcher.join() {
@@ -408,9 +418,15 @@ fn listen_error(e: std::io::Error) -> Error {
 }
 
 impl crate::Router {
-    /// [`watch`] this router: repairs what drifts until the watch is stopped or the router is
-    /// torn down.
+    /// [`watch`] this router, in the namespaces the handle holds: repairs what drifts until the
+    /// watch is stopped or the router is torn down.
     pub fn watch(&self, on_event: impl FnMut(&WatchEvent) + Send + 'static) -> Result<Watcher> {
-        watch(self.spec(), on_event)
+        require_net_admin("watch an egress router")?;
+        watch_from(
+            self.ns().clone(),
+            self.parent().cloned(),
+            self.spec(),
+            on_event,
+        )
     }
 }

@@ -11,7 +11,7 @@ use crate::{
     desired::{nat_rules, Desired},
     error::{Error, Result, Rollback},
     journal::{Journal, Undo},
-    netns::{require_net_admin, Conn, NsHandle},
+    netns::{require_net_admin, Conn, NsHandle, PerProcess},
     ops::{
         link::{self, Link},
         record::{self, Record, Stores},
@@ -31,11 +31,28 @@ use change::Change;
 ///
 /// Dropping it leaves the router in place (it is a kernel configuration, not a process); call
 /// [`Router::teardown`], or [`teardown_by_name`](crate::teardown_by_name) from anywhere later.
+///
+/// It holds the namespaces it was applied in (open, as file descriptors: a namespace given as
+/// [`Netns::Current`](crate::Netns::Current) or by pid stays the one it was) and the apply id
+/// of its crash record. Every method acts on the router in the namespace the handle holds, and
+/// only on the router this handle applied: one torn down and applied again by someone else
+/// since is refused ([`Error::StaleHandle`]), as one that is gone is reported gone.
+///
+/// `Send` and `Sync`: any number of threads may use one handle at once (a
+/// [`teardown`](Router::teardown) takes it, so none may use it afterwards). Role changes through
+/// one handle run one at a time, in turn; reads run beside them. After `fork`, a child may use a
+/// handle its parent made (the namespace descriptors are copied): to tear the router down, or
+/// anything else — the router is kernel state, shared by parent and child alike.
 #[derive(Debug)]
 pub struct Router {
     spec: RouterSpec,
     ns: NsHandle,
+    /// The namespace of the macvlan's parent link, as the apply opened it.
+    parent: Option<NsHandle>,
     identity: Identity,
+    /// Held while a role change through this handle runs: one at a time. Per process: a child
+    /// of `fork` does not inherit one its parent's thread was making.
+    changing: PerProcess<futures::lock::Mutex<()>>,
 }
 
 /// What tells the router a handle applied from one applied again later: the random apply id
@@ -79,6 +96,17 @@ impl Router {
     /// Its namespace.
     pub(crate) fn ns(&self) -> &NsHandle {
         &self.ns
+    }
+
+    /// The namespace of its macvlan's parent, as the apply opened it.
+    pub(crate) fn parent(&self) -> Option<&NsHandle> {
+        self.parent.as_ref()
+    }
+
+    /// Waits until no other role change runs through this handle; the change runs while the
+    /// guard lives.
+    pub(crate) async fn one_change_at_a_time(&self) -> futures::lock::MutexGuard<'_, ()> {
+        self.changing.get().lock().await
     }
 
     /// The apply id it recognises its router by.
@@ -175,13 +203,15 @@ pub(crate) async fn fresh(
         crate::diagnose::before_claim(&spec, &c, &now, parent.as_ref()).await?;
     }
     let plan = desired.plan(&now)?;
-    let (c, done) = Tx::new(spec.clone(), c, now, parent, random_id())
+    let (c, done) = Tx::new(spec.clone(), c, now, parent.clone(), random_id())
         .run(&desired, &plan)
         .await?;
     Ok(Router {
         spec,
         ns: c.ns,
+        parent,
         identity: done,
+        changing: PerProcess::new(),
     })
 }
 
