@@ -35,7 +35,7 @@ use std::{
     path::PathBuf,
     ptr,
     sync::{
-        atomic::{AtomicPtr, Ordering},
+        atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering},
         mpsc, Arc,
     },
 };
@@ -398,12 +398,29 @@ impl fmt::Display for NsHandle {
     }
 }
 
+/// Which process this is: its id, and how many times it (or an ancestor, since the crate was
+/// first used) returned from `fork` as the child — which tells a child from an ancestor whose
+/// pid it reused. The count is kept by a `pthread_atfork` handler, registered on first use
+/// (without a lock: a lock held at fork would stay held in the child).
+pub(crate) fn this_process() -> (u32, u64) {
+    static FORKS: AtomicU64 = AtomicU64::new(0);
+    static COUNTING: AtomicBool = AtomicBool::new(false);
+    extern "C" fn forked() {
+        FORKS.fetch_add(1, Ordering::Relaxed);
+    }
+    if !COUNTING.swap(true, Ordering::AcqRel) {
+        // SAFETY: registers a handler that only increments an atomic, which a child may do.
+        unsafe { libc::pthread_atfork(None, None, Some(forked)) };
+    }
+    (std::process::id(), FORKS.load(Ordering::Acquire))
+}
+
 /// A process-wide value that a forked child does not inherit: made (from `T::default()` or
 /// the closure given) the first time a process uses it, and again the first time a child of
 /// `fork` does — the child's copy of the parent's (its locks perhaps held by threads the child
 /// does not have) is left untouched, and never dropped.
 ///
-/// Lock-free: it is found by an atomic load and the process id.
+/// Lock-free: it is found by an atomic load and [`this_process`].
 pub(crate) struct PerProcess<T> {
     current: AtomicPtr<Owned<T>>,
     /// It owns a `T` (for `Send` and `Sync`, which `AtomicPtr` alone would grant any `T`).
@@ -411,7 +428,7 @@ pub(crate) struct PerProcess<T> {
 }
 
 struct Owned<T> {
-    pid: u32,
+    process: (u32, u64),
     value: T,
 }
 
@@ -425,16 +442,19 @@ impl<T> PerProcess<T> {
 
     /// This process's value, made by `init` if this process has none yet.
     pub(crate) fn get_or(&self, init: impl FnOnce() -> T) -> &T {
-        let pid = std::process::id();
+        let process = this_process();
         let seen = self.current.load(Ordering::Acquire);
         // SAFETY: a non-null pointer was made by `Box::into_raw` below and is never freed while
         // it is installed (only `Drop`, with `&mut self`, frees it).
         if let Some(owned) = unsafe { seen.as_ref() } {
-            if owned.pid == pid {
+            if owned.process == process {
                 return &owned.value;
             }
         }
-        let mine = Box::into_raw(Box::new(Owned { pid, value: init() }));
+        let mine = Box::into_raw(Box::new(Owned {
+            process,
+            value: init(),
+        }));
         match self
             .current
             .compare_exchange(seen, mine, Ordering::AcqRel, Ordering::Acquire)
@@ -467,7 +487,7 @@ impl<T> Drop for PerProcess<T> {
         // SAFETY: made by `Box::into_raw`; `&mut self` means no reference to it is left. One
         // made by another process (a parent of this one) is not ours to drop.
         if let Some(owned) = unsafe { p.as_ref() } {
-            if owned.pid == std::process::id() {
+            if owned.process == this_process() {
                 drop(unsafe { Box::from_raw(p) });
             }
         }
@@ -485,10 +505,10 @@ mod worker {
     use super::*;
 
     thread_local! {
-        /// The process the thread belongs to and how deep it is: 1 for a job of a caller
-        /// outside the pool, one more for each job a job waits for. A thread of a parent
-        /// process (the one that called `fork`, in its child) is no pool thread.
-        static DEPTH: Cell<(u32, u8)> = const { Cell::new((0, 0)) };
+        /// The process the thread belongs to ([`this_process`]) and how deep it is: 1 for a
+        /// job of a caller outside the pool, one more for each job a job waits for. A thread of
+        /// a parent process (the one that called `fork`, in its child) is no pool thread.
+        static DEPTH: Cell<((u32, u64), u8)> = const { Cell::new(((0, 0), 0)) };
         /// The namespace the thread is in for its current job; `None`: its home.
         static HERE: RefCell<Option<NsHandle>> = const { RefCell::new(None) };
         /// The namespace the thread waits in between jobs ([`pool::home`]).
@@ -500,8 +520,8 @@ mod worker {
 
     /// The depth of the calling thread in this process's pool; 0 outside it.
     pub(super) fn depth() -> u8 {
-        let (pid, depth) = DEPTH.with(Cell::get);
-        match depth > 0 && pid == std::process::id() {
+        let (process, depth) = DEPTH.with(Cell::get);
+        match depth > 0 && process == this_process() {
             true => depth,
             false => 0,
         }
@@ -513,7 +533,7 @@ mod worker {
 
     /// Called once by each pool thread when it starts.
     pub(super) fn init(depth: u8, home: Option<NsHandle>) {
-        DEPTH.with(|d| d.set((std::process::id(), depth)));
+        DEPTH.with(|d| d.set((this_process(), depth)));
         STRANDED.with(|s| s.set(home.is_none()));
         HOME.with(|h| *h.borrow_mut() = home);
     }
