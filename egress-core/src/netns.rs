@@ -214,7 +214,7 @@ impl NsHandle {
             return Ok(f());
         }
         let (reply, result) = mpsc::sync_channel(1);
-        self.submit(pool::Length::Call, f, move |r| {
+        self.submit(Length::Call, f, move |r| {
             let _ = reply.send(r);
         })?;
         self.settle(result.recv().ok())
@@ -226,12 +226,12 @@ impl NsHandle {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<futures::channel::oneshot::Receiver<Result<T>>> {
-        self.spawn_for(pool::Length::Call, f)
+        self.spawn_for(Length::Call, f)
     }
 
     fn spawn_for<T: Send + 'static>(
         &self,
-        length: pool::Length,
+        length: Length,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<futures::channel::oneshot::Receiver<Result<T>>> {
         let (reply, result) = futures::channel::oneshot::channel();
@@ -251,38 +251,12 @@ impl NsHandle {
 
     /// Runs the future `f` makes on a pool thread inside this namespace, like
     /// [`NsHandle::within`], without waiting for it: for work that outlives the call that
-    /// starts it but ends by itself (a promotion's spaced announcements). Its result arrives
-    /// on the returned channel.
+    /// starts it, and lasts as `length` says (a promotion's spaced announcements end by
+    /// themselves; a watch lasts until it is told to stop, on a thread of its own). Its result
+    /// arrives on the returned channel.
     pub(crate) fn spawn_within<T, F, Fut>(
         &self,
-        f: F,
-    ) -> Result<futures::channel::oneshot::Receiver<Result<Result<T>>>>
-    where
-        T: Send + 'static,
-        F: FnOnce(NsHandle) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T>>,
-    {
-        self.spawn_future(pool::Length::Call, f)
-    }
-
-    /// [`NsHandle::spawn_within`] for work that lasts until it is told to stop (a watch): it
-    /// runs on a thread of its own, outside the pool's bound, so that no number of watches
-    /// keeps other calls waiting.
-    pub(crate) fn spawn_lasting<T, F, Fut>(
-        &self,
-        f: F,
-    ) -> Result<futures::channel::oneshot::Receiver<Result<Result<T>>>>
-    where
-        T: Send + 'static,
-        F: FnOnce(NsHandle) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T>>,
-    {
-        self.spawn_future(pool::Length::Lasting, f)
-    }
-
-    fn spawn_future<T, F, Fut>(
-        &self,
-        length: pool::Length,
+        length: Length,
         f: F,
     ) -> Result<futures::channel::oneshot::Receiver<Result<Result<T>>>>
     where
@@ -322,7 +296,7 @@ impl NsHandle {
             let out = (out, crate::fault::take());
             out
         };
-        self.submit(pool::Length::Call, job, move |r| {
+        self.submit(Length::Call, job, move |r| {
             let _ = reply.send(r);
         })?;
         let out = self.settle(result.await.ok())?;
@@ -338,7 +312,7 @@ impl NsHandle {
     /// the outcome (or the failure to enter) to `reply`.
     fn submit<T: Send + 'static>(
         &self,
-        length: pool::Length,
+        length: Length,
         f: impl FnOnce() -> T + Send + 'static,
         reply: impl FnOnce(Result<std::thread::Result<T>>) + Send + 'static,
     ) -> Result<()> {
@@ -626,6 +600,16 @@ mod worker {
     }
 }
 
+/// How long a job lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Length {
+    /// It ends by itself: a call, or work a call starts.
+    Call,
+    /// Until it is told to stop (a watch): a thread of its own, outside the pool's bounds, so
+    /// that no number of watches keeps calls waiting.
+    Lasting,
+}
+
 /// The pool of namespace threads, bounded: a burst of calls queues, it does not start a thread
 /// per call.
 ///
@@ -651,15 +635,6 @@ pub(crate) mod pool {
     pub(crate) const IDLE: Duration = Duration::from_secs(2);
 
     pub(super) type Job = Box<dyn FnOnce() + Send>;
-
-    /// How long a job lasts.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) enum Length {
-        /// It ends by itself: a call, or work a call starts.
-        Call,
-        /// Until it is told to stop (a watch): a thread of its own.
-        Lasting,
-    }
 
     struct Queue {
         jobs: VecDeque<Job>,

@@ -30,7 +30,7 @@ use crate::{
     desired::Desired,
     drift::Drift,
     error::{Error, Result},
-    netns::{require_net_admin, Conn, NsHandle},
+    netns::{require_net_admin, Conn, Length, NsHandle},
     ops::{record, Current},
     spec::RouterSpec,
 };
@@ -162,7 +162,9 @@ fn watch_from(
     let spec = spec.clone();
     let span = info_span!("watch", router = %spec.name, netns = %spec.netns);
     let done = span.in_scope(|| {
-        ns.spawn_lasting(move |ns| watch_in(ns, spec, parent, on_event, stopped, ready))
+        ns.spawn_within(Length::Lasting, move |ns| {
+            watch_in(ns, spec, parent, on_event, stopped, ready)
+        })
     })?;
     let mut watcher = Watcher {
         stop: Some(stop),

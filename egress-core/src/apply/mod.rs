@@ -11,7 +11,7 @@ use crate::{
     desired::{nat_rules, Desired},
     error::{Error, Result, Rollback},
     journal::{Journal, Undo},
-    netns::{require_net_admin, Conn, NsHandle, PerProcess},
+    netns::{require_net_admin, Conn, Length, NsHandle, PerProcess},
     ops::{
         link::{self, Link},
         record::{self, Record, Stores},
@@ -679,7 +679,7 @@ impl Tx {
                 // The others, spaced, on a thread of their own: the claim is done.
                 if *count > 1 {
                     let (more, interval, name) = (*count - 1, *interval, name.clone());
-                    let rx = self.c.ns.spawn_within(move |ns| async move {
+                    let rx = self.c.ns.spawn_within(Length::Call, move |ns| async move {
                         let h = ns.route_connection()?;
                         for _ in 0..more {
                             tokio::time::sleep(interval).await;

@@ -79,14 +79,8 @@ static void *keep_calling(void *arg) {
 }
 
 static egress_spec *router_spec(void) {
-  egress_spec_builder *b = NULL;
   egress_spec *spec = NULL;
-  CHECK_RESULT(egress_spec_builder_new(NAME, &b), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_netns_path(b, netns_path), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_adopt(b, "ext0"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_internal(b, "int0"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_add_source(b, "203.0.113.99/24"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_add_gateway(b, "203.0.113.1"), EGRESS_RESULT_OK);
+  egress_spec_builder *b = test_router_builder(NAME, netns_path);
   CHECK_RESULT(egress_spec_builder_build(b, &spec), EGRESS_RESULT_OK);
   return spec;
 }

@@ -234,21 +234,11 @@ static int failures;
     }                                                                               \
   } while (0)
 
-/* The router of router_test's namespace: adopt ext0, internal int0. */
-static egress_spec_builder *builder_named(const char *name, const char *path) {
-  egress_spec_builder *b = NULL;
-  CHECK(egress_spec_builder_new(name, &b) == EGRESS_RESULT_OK);
-  CHECK(egress_spec_builder_netns_path(b, path) == EGRESS_RESULT_OK);
-  CHECK(egress_spec_builder_adopt(b, "ext0") == EGRESS_RESULT_OK);
-  CHECK(egress_spec_builder_internal(b, "int0") == EGRESS_RESULT_OK);
-  CHECK(egress_spec_builder_add_source(b, "203.0.113.99/24") == EGRESS_RESULT_OK);
-  CHECK(egress_spec_builder_add_gateway(b, "203.0.113.1") == EGRESS_RESULT_OK);
-  return b;
+static egress_spec_builder *valid_builder(void) {
+  return test_router_builder("c-api", netns_path);
 }
-
-static egress_spec_builder *valid_builder(void) { return builder_named("c-api", netns_path); }
 static egress_spec_builder *invalid_builder(void) {
-  return builder_named("Not_A_Name", netns_path);
+  return test_router_builder("Not_A_Name", netns_path);
 }
 '''
 
@@ -261,7 +251,7 @@ int main(int argc, char **argv) {
   snprintf(netns_path, sizeof netns_path, "/run/netns/%s", argv[1]);
   snprintf(missing_path, sizeof missing_path, "/run/netns/%s-missing", argv[1]);
   CHECK(egress_spec_builder_build(valid_builder(), &spec) == EGRESS_RESULT_OK);
-  CHECK(egress_spec_builder_build(builder_named("c-api", missing_path), &missing_spec) ==
+  CHECK(egress_spec_builder_build(test_router_builder("c-api", missing_path), &missing_spec) ==
         EGRESS_RESULT_OK);
   char *json = NULL;
   CHECK(egress_spec_to_json(spec, &json) == EGRESS_RESULT_OK);

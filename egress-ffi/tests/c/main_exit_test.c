@@ -34,16 +34,10 @@ static void *agent(void *arg) {
   if (fd >= 0)
     close(fd);
 
-  egress_spec_builder *b = NULL;
   egress_spec *spec = NULL;
   egress_router *router = NULL;
-  CHECK_RESULT(egress_spec_builder_new("c-main-exit", &b), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_netns_path(b, netns_path), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_adopt(b, "ext0"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_internal(b, "int0"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_add_source(b, "203.0.113.99/24"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_add_gateway(b, "203.0.113.1"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_build(b, &spec), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_build(test_router_builder("c-main-exit", netns_path), &spec),
+               EGRESS_RESULT_OK);
   for (int round = 0; round < 3; round++) {
     CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_OK);
     char *drift = NULL;
