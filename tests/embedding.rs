@@ -2,7 +2,8 @@
 //! threads of its own, an async runtime of its own, bursts of calls — and what it may expect.
 //!
 //! - a child of `fork` calls the library right after its parent did, and while the parent's
-//!   threads are inside calls; it may tear the router down with its parent's handle;
+//!   threads are inside calls; it may tear the router down with its parent's handle; what runs
+//!   on the parent's threads (a watch, spaced announcements) it leaves be;
 //! - a burst of calls queues within the thread bound ([`MAX_CALL_THREADS`] and
 //!   [`MAX_NESTED_THREADS`]), and watches, which last, leave room for calls;
 //! - a blocking call runs inside an async runtime, an async call on any executor;
@@ -157,6 +158,54 @@ fn a_child_tears_down_with_its_parent_s_handle() {
             table: spec.table_name()
         }]
     );
+}
+
+/// What runs on the parent's threads stays the parent's: a child that drops the parent's
+/// `Watcher`, or waits for the parent's promotion's spaced announcements, returns at once
+/// (there is no thread of its own to wait for, and telling the parent's would wake a runtime
+/// only the parent runs); the parent's watch and announcements go on.
+#[test]
+fn a_child_lets_its_parent_s_watch_and_announcements_be() {
+    let _one = one_at_a_time();
+    let lab = Lab::new();
+    let spec = lab
+        .router_spec("fork-watch")
+        .announce_spaced(3, Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let router = blocking::apply_as(&spec, egress_core::Role::Standby).unwrap();
+    let change = blocking::promote_router(&router).unwrap();
+    let watcher = router.watch(|_| {}).unwrap();
+    let started = Instant::now();
+    let parent_s = &watcher;
+    let code = in_child(move || {
+        // SAFETY: the child's own copy of the parent's watcher, dropped once: the child leaves
+        // with `_exit`, dropping nothing else (the parent keeps and drops its own).
+        drop(unsafe { std::ptr::read(parent_s) });
+        match blocking::finish_announcements(change) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        }
+    });
+    assert_eq!(code, 0);
+    // Well before the announcements' second (and the child's deadline).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The parent's watch still repairs.
+    lab.router.ip(&["route", "del", "default"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !blocking::check(&spec).unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the parent's watch did not repair"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(watcher.stop().unwrap(), egress_core::WatchEnd::Stopped);
+    blocking::teardown(router).unwrap();
 }
 
 /// This process's threads, and those of the pool among them.

@@ -30,7 +30,7 @@ use crate::{
     desired::Desired,
     drift::Drift,
     error::{Error, Result},
-    netns::{require_net_admin, Conn, Length, NsHandle},
+    netns::{require_net_admin, this_process, Conn, Length, NsHandle},
     ops::{record, Current},
     spec::RouterSpec,
 };
@@ -69,15 +69,27 @@ pub enum WatchEnd {
 }
 
 /// A running watch; dropping it stops the watch and waits for it.
+///
+/// The watch runs on a thread of the process that started it. In a child of `fork`, which
+/// has a copy of the `Watcher` but not that thread, [`stop`](Watcher::stop), [`wait`] and
+/// dropping it return at once ([`WatchEnd::Stopped`]: no watch runs in the child; the
+/// parent's goes on).
+///
+/// [`wait`]: Watcher::wait
 #[derive(Debug)]
 pub struct Watcher {
     stop: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<Result<Result<WatchEnd>>>>,
+    /// The process whose thread runs the watch.
+    process: (u32, u64),
 }
 
 impl Watcher {
     /// Stops the watch (a repair under way finishes first) and says how it ended.
     pub fn stop(mut self) -> Result<WatchEnd> {
+        if self.of_another_process() {
+            return Ok(WatchEnd::Stopped);
+        }
         if let Some(stop) = self.stop.take() {
             // The watch may have ended by itself: then no one listens.
             let _ = stop.send(());
@@ -94,6 +106,9 @@ impl Watcher {
         let Some(done) = self.done.take() else {
             return Ok(WatchEnd::Stopped);
         };
+        if self.of_another_process() {
+            return Ok(WatchEnd::Stopped);
+        }
         match crate::blocking::wait(done) {
             Ok(outcome) => outcome?,
             Err(oneshot::Canceled) => Err(Error::kernel("watch the router", libc::ECANCELED)),
@@ -101,8 +116,25 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// Whether the watch runs in another process (this is a child of `fork`): then its
+    /// channels are let go without a word, since telling the other end would wake a task of a
+    /// runtime that only the parent runs (its locks perhaps held at fork).
+    fn of_another_process(&mut self) -> bool {
+        if self.process == this_process() {
+            return false;
+        }
+        std::mem::forget(self.stop.take());
+        std::mem::forget(self.done.take());
+        true
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
+        if self.of_another_process() {
+            return;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -169,6 +201,7 @@ fn watch_from(
     let mut watcher = Watcher {
         stop: Some(stop),
         done: Some(done),
+        process: this_process(),
     };
     match crate::blocking::wait(listening) {
         Ok(()) => Ok(watcher),

@@ -11,7 +11,7 @@ use crate::{
     desired::{nat_rules, Desired},
     error::{Error, Result, Rollback},
     journal::{Journal, Undo},
-    netns::{require_net_admin, Conn, Length, NsHandle, PerProcess},
+    netns::{require_net_admin, this_process, Conn, Length, NsHandle, PerProcess},
     ops::{
         link::{self, Link},
         record::{self, Record, Stores},
@@ -307,17 +307,46 @@ pub(crate) struct Tx {
     pending: Option<Pending>,
 }
 
-/// The announcements of a promotion still being sent (spaced) after it returned.
+/// The announcements of a promotion still being sent (spaced) after it returned, by a thread
+/// of the process that promoted.
 #[derive(Debug)]
-pub(crate) struct Pending(futures::channel::oneshot::Receiver<Result<Result<()>>>);
+pub(crate) struct Pending {
+    sent: Option<futures::channel::oneshot::Receiver<Result<Result<()>>>>,
+    process: (u32, u64),
+}
 
 impl Pending {
-    /// Waits until the last of them is sent.
-    pub(crate) async fn finish(self) -> Result<()> {
-        match self.0.await {
+    fn new(sent: futures::channel::oneshot::Receiver<Result<Result<()>>>) -> Pending {
+        Pending {
+            sent: Some(sent),
+            process: this_process(),
+        }
+    }
+
+    /// Waits until the last of them is sent. In a child of `fork`, at once: the parent's
+    /// thread sends them (the child has none to wait for).
+    pub(crate) async fn finish(mut self) -> Result<()> {
+        // In a child, `drop` lets the channel go.
+        if self.process != this_process() {
+            return Ok(());
+        }
+        let Some(sent) = self.sent.take() else {
+            return Ok(());
+        };
+        match sent.await {
             Ok(r) => r?,
             // The pool thread is gone: nothing more will be sent.
             Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // In a child of `fork`, the channel is let go without a word: its other end is a
+        // parent's thread.
+        if self.process != this_process() {
+            std::mem::forget(self.sent.take());
         }
     }
 }
@@ -693,7 +722,7 @@ impl Tx {
                         }
                         Ok(())
                     })?;
-                    self.pending = Some(Pending(rx));
+                    self.pending = Some(Pending::new(rx));
                 }
             }
             Step::WriteJournal { .. }
