@@ -9,6 +9,10 @@
 //!  router B (router_b):    macvlan0 on node B's eth0, eth0 192.0.2.4 on cbr0 (vrouterb)
 //!  client: 192.0.2.3 on cbr0, connects to the internal virtual IP 192.0.2.10
 //! ```
+//! Each keepalived reports its state changes on a notify FIFO the lab reads
+//! ([`HaLab::state_changes`], [`HaLab::wait_state`]); [`HaLab::log_role_changes`] has the
+//! notify commands log their steps with timestamps. [`crate::takeover`] measures what a
+//! takeover costs the client.
 //! keepalived runs inside each router namespace (`ip netns exec`), elects on the internal
 //! segment, holds the internal virtual IP [`INTERNAL_VIP`] on the active router's eth0 and calls
 //! `egress-router promote` / `demote` from its notify commands. Its files (configuration, the
@@ -22,16 +26,17 @@
 
 use std::{
     fs,
+    io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr},
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
-    thread,
-    time::{Duration, Instant},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant, SystemTime},
 };
 
 use egress_core::{MacvlanMode, Protocol, Role, RouterSpec};
@@ -97,6 +102,13 @@ pub struct HaLab {
     binary: PathBuf,
     advert: Duration,
     keepalived: Mutex<[Option<Child>; 2]>,
+    /// keepalived's state changes as its notify FIFO reports them, both nodes, in order.
+    states: Arc<Mutex<Vec<StateChange>>>,
+    /// The threads reading each running keepalived's notify FIFO.
+    fifo_readers: Mutex<[Option<JoinHandle<()>>; 2]>,
+    /// Whether `egress-router promote` / `demote` log their steps with timestamps
+    /// ([`HaLab::log_role_changes`]).
+    role_log: AtomicBool,
     /// `Some` with conntrackd ([`HaLab::with_conntrackd`]): the daemons running, per node.
     conntrackd: Option<Mutex<[Option<Child>; 2]>>,
 }
@@ -158,6 +170,9 @@ impl HaLab {
             binary,
             advert,
             keepalived: Mutex::new([None, None]),
+            states: Arc::new(Mutex::new(Vec::new())),
+            fifo_readers: Mutex::new([None, None]),
+            role_log: AtomicBool::new(false),
             conntrackd: None,
         };
         for node in [Node::A, Node::B] {
@@ -210,7 +225,8 @@ impl HaLab {
         }
     }
 
-    /// The spec of `node`'s router.
+    /// The spec of `node`'s router: TCP and UDP [`SERVICE_PORT`] redirected to the web
+    /// server's [`WEB_PORT`], three announcements 20 ms apart.
     pub fn spec(&self, node: Node, stable_mac: bool) -> RouterSpec {
         let (parent_ns, parent) = match node {
             Node::A => (&self.lab.node, MACVLAN_PARENT),
@@ -224,6 +240,7 @@ impl HaLab {
             .source(EGRESS_SOURCE4)
             .gateway(GATEWAY4)
             .redirect(Protocol::Tcp, SERVICE_PORT, WEB4, Some(WEB_PORT))
+            .redirect(Protocol::Udp, SERVICE_PORT, WEB4, Some(WEB_PORT))
             .announce_spaced(3, Duration::from_millis(20));
         match stable_mac {
             true => b.stable_mac(STABLE_MAC),
@@ -251,10 +268,20 @@ impl HaLab {
         let tag = node.tag();
         let conf = self.dir.join(format!("keepalived-{tag}.conf"));
         let bin = self.binary.display();
-        let promote = format!("{bin} promote --name {HA_ROUTER}");
-        let demote = format!("{bin} demote --name {HA_ROUTER}");
-        let [notify_master, notify_backup, notify_fault] = match self.conntrackd {
-            None => [promote.clone(), demote.clone(), demote],
+        // Logged role changes: every step in JSON, with its timestamp, in notify-<node>.log.
+        let env = match self.role_log.load(Ordering::Relaxed) {
+            true => "EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json ",
+            false => "",
+        };
+        let promote = format!("{env}{bin} promote --name {HA_ROUTER}");
+        let demote = format!("{env}{bin} demote --name {HA_ROUTER}");
+        let [notify_master, notify_backup, notify_fault] = match &self.conntrackd {
+            None if env.is_empty() => [promote.clone(), demote.clone(), demote],
+            None => [
+                self.notify_script(node, "master", &[promote]),
+                self.notify_script(node, "backup", &[demote.clone()]),
+                self.notify_script(node, "fault", &[demote]),
+            ],
             Some(_) => {
                 self.start_conntrackd(node);
                 let ctd = |flag: &str| {
@@ -277,6 +304,8 @@ impl HaLab {
                 ]
             }
         };
+        let fifo = self.dir.join(format!("fifo-{tag}"));
+        self.read_fifo(node, &fifo);
         fs::write(
             &conf,
             format!(
@@ -287,6 +316,7 @@ impl HaLab {
     enable_script_security
     vrrp_garp_master_delay 0
     vrrp_priority -20
+    vrrp_notify_fifo {fifo}
 }}
 vrrp_instance egress {{
     state BACKUP
@@ -308,6 +338,7 @@ vrrp_instance egress {{
 }}
 ",
                 advert = self.advert.as_secs_f64(),
+                fifo = fifo.display(),
                 src = HaLab::eth0(node),
                 peer = HaLab::eth0(node.other()),
             ),
@@ -351,6 +382,103 @@ vrrp_instance egress {{
             let _ = fs::remove_file(self.dir.join(format!("vrrp-{tag}.pid")));
             let _ = fs::remove_file(self.dir.join(format!("keepalived-{tag}.pid")));
         }
+        self.stop_fifo_reader(node);
+    }
+
+    /// Reads the notify FIFO `fifo` of `node`'s keepalived (made here; keepalived writes a line
+    /// per state change, `INSTANCE "egress" MASTER 100`) on a thread that stamps each line as it
+    /// arrives, until keepalived is gone.
+    fn read_fifo(&self, node: Node, fifo: &Path) {
+        let _ = fs::remove_file(fifo);
+        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap_or_else(|e| panic!("mkfifo {}: {e}", fifo.display()));
+        let (path, states) = (fifo.to_path_buf(), self.states.clone());
+        let reader = thread::spawn(move || {
+            // Blocks until keepalived opens it (or stop_fifo_reader does).
+            let Ok(file) = fs::File::open(&path) else {
+                return;
+            };
+            for line in BufReader::new(file).lines() {
+                let Ok(line) = line else { break };
+                let (at, wall) = (Instant::now(), SystemTime::now());
+                if let Some(state) = line.split_whitespace().nth(2) {
+                    states.lock().unwrap().push(StateChange {
+                        node,
+                        at,
+                        wall,
+                        state: state.to_string(),
+                    });
+                }
+            }
+        });
+        self.fifo_readers.lock().unwrap()[node as usize] = Some(reader);
+    }
+
+    /// Ends the thread reading `node`'s notify FIFO: once keepalived is gone, the reader sees
+    /// the end of the FIFO, or, if keepalived never opened it, the open of a writer that
+    /// closes at once.
+    fn stop_fifo_reader(&self, node: Node) {
+        let Some(reader) = self.fifo_readers.lock().unwrap()[node as usize].take() else {
+            return;
+        };
+        let fifo = self.dir.join(format!("fifo-{}", node.tag()));
+        // ENXIO when no reader waits in open: then the reader is reading, or done.
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        let _ = reader.join();
+    }
+
+    /// keepalived's state changes so far (both nodes, in the order they arrived), as its
+    /// notify FIFO reports them.
+    pub fn state_changes(&self) -> Vec<StateChange> {
+        self.states.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for `node`'s keepalived to report `state` (`BACKUP`, `MASTER`)
+    /// after `since`, and returns when it did; panics with the lab's state otherwise.
+    pub fn wait_state(
+        &self,
+        node: Node,
+        state: &str,
+        since: Instant,
+        timeout: Duration,
+    ) -> Instant {
+        let start = Instant::now();
+        loop {
+            let seen = self
+                .states
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|c| c.node == node && c.state == state && c.at >= since)
+                .map(|c| c.at);
+            if let Some(at) = seen {
+                return at;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "{node:?}'s keepalived did not report {state} in {timeout:?}:\n{}",
+                    self.state()
+                );
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// From now on, `egress-router promote` and `demote` in the notify commands log every step
+    /// of theirs in JSON with a timestamp (`EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json`),
+    /// into [`HaLab::role_change_log`]; for keepalived started after this call. The commands
+    /// then run through a notify script (`/bin/sh`, one more exec).
+    pub fn log_role_changes(&self) {
+        self.role_log.store(true, Ordering::Relaxed);
+    }
+
+    /// What the notify commands of `node` wrote (with [`HaLab::log_role_changes`], or with
+    /// conntrackd): a `--- master` / `--- backup` / `--- fault` line per run, then its output.
+    pub fn role_change_log(&self, node: Node) -> String {
+        fs::read_to_string(self.dir.join(format!("notify-{}.log", node.tag()))).unwrap_or_default()
     }
 
     /// `node` dies: its keepalived (and conntrackd) is killed and its links are cut (the
@@ -651,6 +779,19 @@ vrrp_instance egress {{
             (t, h.join().expect("the probe loop"))
         })
     }
+}
+
+/// A state change of a keepalived, as its notify FIFO reported it.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    /// Whose keepalived.
+    pub node: Node,
+    /// When the line arrived.
+    pub at: Instant,
+    /// The same moment on the wall clock (to set beside timestamps other tools print).
+    pub wall: SystemTime,
+    /// The state entered: `BACKUP`, `MASTER`, `FAULT`, `STOP`.
+    pub state: String,
 }
 
 /// What the probe loop has done so far.

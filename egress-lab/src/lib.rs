@@ -157,6 +157,7 @@ mod binary;
 pub mod ha;
 mod netns;
 mod snapshot;
+pub mod takeover;
 mod tools;
 mod topology;
 mod web;
