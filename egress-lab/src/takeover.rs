@@ -6,9 +6,9 @@
 //!   [`TrafficPlan::tcp_every`], each on its own (non-blocking, never waiting for the one before:
 //!   a connection whose SYN was lost retransmits it after the kernel's initial RTO, 1 s, while
 //!   the next ones go on), and asks for the page; each is bounded by
-//!   [`TrafficPlan::tcp_bound`]. The takeover is the time from the kill to the first connection
-//!   established after the dead node's links were cut ([`Recorded::tcp_takeover`]): only the new
-//!   active router can have carried it.
+//!   [`TrafficPlan::tcp_bound`]. The takeover is the time from the kill to the establishment of
+//!   the first connection started after the dead node's links were cut
+//!   ([`Recorded::tcp_takeover`]): only the new active router can have carried it.
 //! - **UDP**: the client sends a numbered datagram to [`INTERNAL_VIP`]:[`SERVICE_PORT`] every
 //!   [`TrafficPlan::udp_every`] from one socket (one flow, as a media stream); the router
 //!   redirects it to the web server's address, where a receiver stamps each arrival. The
@@ -100,17 +100,20 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// The first connection established at or after `cut` (the moment the dead node's links
-    /// were cut, after which only the new active router can carry one) that was answered.
+    /// The first connection started at or after `cut` (the moment the dead node's links were
+    /// cut, after which only the new active router can carry one) to be established and
+    /// answered. (One started before `cut` went to the old router: it completed through it, or
+    /// after a SYN retransmission, a second later; counting it would credit the new router
+    /// with the old one's work whenever the client's loop noticed the handshake late.)
     pub fn first_served(&self, cut: Instant) -> Option<&TcpAttempt> {
         self.tcp
             .iter()
-            .filter(|a| a.ok && a.established.is_some_and(|e| e >= cut))
+            .filter(|a| a.ok && a.started >= cut)
             .min_by_key(|a| a.established)
     }
 
-    /// The TCP takeover of a failover: from `kill` to the first connection established after
-    /// `cut` ([`Recorded::first_served`]); `None` when none was.
+    /// The TCP takeover of a failover: from `kill` to the establishment of
+    /// [`Recorded::first_served`]; `None` when no connection was served after `cut`.
     pub fn tcp_takeover(&self, kill: Instant, cut: Instant) -> Option<Duration> {
         self.first_served(cut)
             .and_then(|a| a.established)
@@ -640,9 +643,9 @@ mod tests {
             ..Recorded::default()
         };
         let ms = Duration::from_millis;
-        // Killed at 5: silence from 4 to 90; the later 94 -> 300 is past `until`.
-        assert_eq!(r.udp_gap(t0 + ms(5), t0 + ms(200)), Some(ms(86)));
-        assert_eq!(r.udp_gap(t0 + ms(5), t0 + ms(400)), Some(ms(206)));
+        // Killed at 5: silence from 4 to 90; the later one, 94 -> 300, starts past `until`.
+        assert_eq!(r.udp_gap(t0 + ms(5), t0 + ms(50)), Some(ms(86)));
+        assert_eq!(r.udp_gap(t0 + ms(5), t0 + ms(200)), Some(ms(206)));
         assert_eq!(r.udp_gap(t0 + ms(500), t0 + ms(600)), None);
     }
 }
