@@ -165,30 +165,31 @@ fn the_fifo_follower_applies_keepalived_states_in_order_and_demotes_when_keepali
             .expect("the router")
             .role
     };
-    let until = |want: Role| {
+    // keepalived writes `lines` (in one write: the follower finds them waiting together);
+    // the router becomes `want`.
+    let mut say = |lines: &str, want: Role| {
+        keepalived.write_all(lines.as_bytes()).unwrap();
         let start = Instant::now();
         while role() != want {
-            assert!(start.elapsed() < Duration::from_secs(10), "never {want:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never {want:?} after {lines:?}"
+            );
             thread::sleep(Duration::from_millis(10));
         }
     };
     // This instance's MASTER promotes; another instance's line changes nothing.
-    keepalived
-        .write_all(b"INSTANCE \"egress\" MASTER 100\nINSTANCE \"other\" BACKUP 100\n")
-        .unwrap();
-    until(Role::Active);
+    say(
+        "INSTANCE \"egress\" MASTER 100\nINSTANCE \"other\" BACKUP 100\n",
+        Role::Active,
+    );
     // Two masters for a moment: three lines in one write, the last one counts.
-    keepalived
-        .write_all(
-            b"INSTANCE \"egress\" BACKUP 100\nINSTANCE \"egress\" MASTER 100\n\
-              INSTANCE \"egress\" BACKUP 100\n",
-        )
-        .unwrap();
-    until(Role::Standby);
-    keepalived
-        .write_all(b"INSTANCE \"egress\" MASTER 100\n")
-        .unwrap();
-    until(Role::Active);
+    say(
+        "INSTANCE \"egress\" BACKUP 100\nINSTANCE \"egress\" MASTER 100\n\
+         INSTANCE \"egress\" BACKUP 100\n",
+        Role::Standby,
+    );
+    say("INSTANCE \"egress\" MASTER 100\n", Role::Active);
     // keepalived stopping: SIGTERM first, then its last lines.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(follower.id() as i32),
@@ -200,14 +201,8 @@ fn the_fifo_follower_applies_keepalived_states_in_order_and_demotes_when_keepali
         follower.try_wait().unwrap().is_none(),
         "SIGTERM ended the follower"
     );
-    keepalived
-        .write_all(b"INSTANCE \"egress\" STOP 100\n")
-        .unwrap();
-    until(Role::Standby);
-    keepalived
-        .write_all(b"INSTANCE \"egress\" MASTER 100\n")
-        .unwrap();
-    until(Role::Active);
+    say("INSTANCE \"egress\" STOP 100\n", Role::Standby);
+    say("INSTANCE \"egress\" MASTER 100\n", Role::Active);
     // keepalived gone (killed: no STOP line): the follower demotes and ends.
     drop(keepalived);
     let out = follower.wait_with_output().unwrap();
