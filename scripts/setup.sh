@@ -21,6 +21,8 @@ done
 # tests/openshift_compat.rs parses egress-router's /metrics with the Python prometheus_client
 # parsers, in the system's Python (/usr/bin/python3; EGRESS_PYTHON overrides it).
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
+# tcpdump: benches/failover.rs captures packets (-e) in the lab's namespaces with FAILOVER_TRACE.
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 # prometheus (2.42, with promtool): tests/openshift_compat.rs lints /metrics with `promtool check
 # metrics`; tests/monitoring.rs unit-tests deploy/monitoring's rules with `promtool test rules`
 # and scrapes a router with a real Prometheus in the lab (its own config, storage and address;

@@ -15,6 +15,9 @@
 //! - without the stable MAC, the new active router's announcements move the gateway's
 //!   existing neighbour entry for the egress IP to its own MAC;
 //! - split brain (both promoted, no stable MAC) fails diagnose's duplicate_address check;
+//! - `egress-router keepalived FIFO` (keepalived's vrrp_notify_fifo_script, which the lab's
+//!   pair runs) applies keepalived's state lines in order, only the latest of a burst, keeps
+//!   going through SIGTERM to the final `STOP`, and demotes when keepalived closes the FIFO;
 //! - with real conntrackd (FTFW over a sync link between the router namespaces, its commands in
 //!   the notify scripts around promote / demote, docs/ha.md): 20 long-lived TCP connections
 //!   (DNATed and SNATed by the router) are in the standby's external cache, the active node
@@ -31,7 +34,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use egress_core::{blocking, DiagnoseOptions, Netns as CoreNetns, Status};
+use egress_core::{blocking, DiagnoseOptions, Netns as CoreNetns, Role, Status};
 use egress_lab::{
     ha::{egress_ip, gap, HaLab, Node, HA_ROUTER, INTERNAL_VIP, STABLE_MAC},
     ip, CLIENT4, SERVICE_PORT, WEB4, WEB_PORT,
@@ -132,6 +135,87 @@ fn keepalived_fails_over_in_well_under_a_second_and_the_gateway_follows_the_stab
 }
 
 /// The election engine's part done by hand, in the order a graceful switch-over takes.
+/// keepalived writes its state lines to the FIFO in order, and the follower applies them in
+/// order (notify commands are separate processes that can finish out of order: two masters for
+/// a moment ran a demote and a promote a few milliseconds apart, the demote finished last, and
+/// a keepalived master was left with a standby router, no takeover for as long as it lasted).
+/// Here this test is keepalived: it writes the lines itself.
+#[test]
+fn the_fifo_follower_applies_keepalived_states_in_order_and_demotes_when_keepalived_exits() {
+    let _one = one_at_a_time();
+    let ha = HaLab::new(true, Duration::from_millis(20));
+    let dir = std::path::PathBuf::from(format!("/run/egt-{}-follow", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("vrrp.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut follower = std::process::Command::new("ip")
+        .args(["netns", "exec", ha.router(Node::A).name()])
+        .arg(ha.binary())
+        .args(["keepalived", "--name", HA_ROUTER, "--instance", "egress"])
+        .arg(&fifo)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Blocks until the follower opens it.
+    let mut keepalived = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let role = || {
+        blocking::inspect(&core_ns(&ha, Node::A), HA_ROUTER)
+            .unwrap()
+            .expect("the router")
+            .role
+    };
+    // keepalived writes `lines` (in one write: the follower finds them waiting together);
+    // the router becomes `want`.
+    let mut say = |lines: &str, want: Role| {
+        keepalived.write_all(lines.as_bytes()).unwrap();
+        let start = Instant::now();
+        while role() != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never {want:?} after {lines:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // This instance's MASTER promotes; another instance's line changes nothing.
+    say(
+        "INSTANCE \"egress\" MASTER 100\nINSTANCE \"other\" BACKUP 100\n",
+        Role::Active,
+    );
+    // Two masters for a moment: three lines in one write, the last one counts.
+    say(
+        "INSTANCE \"egress\" BACKUP 100\nINSTANCE \"egress\" MASTER 100\n\
+         INSTANCE \"egress\" BACKUP 100\n",
+        Role::Standby,
+    );
+    say("INSTANCE \"egress\" MASTER 100\n", Role::Active);
+    // keepalived stopping: SIGTERM first, then its last lines.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(follower.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "SIGTERM ended the follower"
+    );
+    say("INSTANCE \"egress\" STOP 100\n", Role::Standby);
+    say("INSTANCE \"egress\" MASTER 100\n", Role::Active);
+    // keepalived gone (killed: no STOP line): the follower demotes and ends.
+    drop(keepalived);
+    let out = follower.wait_with_output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(role(), Role::Standby);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let changes: Vec<&str> = stdout.lines().collect();
+    // MASTER, the burst as one demotion, MASTER, STOP, MASTER, the end.
+    assert_eq!(changes.len(), 6, "{stdout}");
+    assert!(changes[1].contains("demoted"), "{stdout}");
+}
+
 fn cli(ha: &HaLab, node: Node, verb: &str) -> String {
     ha.router(node)
         .exec(&[ha.binary().to_str().unwrap(), verb, "--name", HA_ROUTER])

@@ -9,6 +9,10 @@
 //!  router B (router_b):    macvlan0 on node B's eth0, eth0 192.0.2.4 on cbr0 (vrouterb)
 //!  client: 192.0.2.3 on cbr0, connects to the internal virtual IP 192.0.2.10
 //! ```
+//! Each keepalived reports its state changes on a notify FIFO the lab reads
+//! ([`HaLab::state_changes`], [`HaLab::wait_state`]); [`HaLab::log_role_changes`] has the
+//! notify commands log their steps with timestamps. [`crate::takeover`] measures what a
+//! takeover costs the client.
 //! keepalived runs inside each router namespace (`ip netns exec`), elects on the internal
 //! segment, holds the internal virtual IP [`INTERNAL_VIP`] on the active router's eth0 and calls
 //! `egress-router promote` / `demote` from its notify commands. Its files (configuration, the
@@ -22,19 +26,27 @@
 
 use std::{
     fs,
+    io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr},
-    os::unix::fs::PermissionsExt,
+    os::unix::{
+        fs::{OpenOptionsExt, PermissionsExt},
+        process::CommandExt,
+    },
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
-    thread,
-    time::{Duration, Instant},
+    thread::{self, JoinHandle},
+    time::{Duration, Instant, SystemTime},
 };
 
 use egress_core::{MacvlanMode, Protocol, Role, RouterSpec};
+use netlink_packet_route::{
+    link::{LinkAttribute, LinkFlags, LinkMessage},
+    RouteNetlinkMessage,
+};
 
 use crate::{
     ip, workspace_binary, Lab, Netns, EGRESS_SOURCE4, GATEWAY4, GATEWAY_LINK, MACVLAN_PARENT,
@@ -97,6 +109,13 @@ pub struct HaLab {
     binary: PathBuf,
     advert: Duration,
     keepalived: Mutex<[Option<Child>; 2]>,
+    /// keepalived's state changes as its notify FIFO reports them, both nodes, in order.
+    states: Arc<Mutex<Vec<StateChange>>>,
+    /// The threads reading each running keepalived's notify FIFO.
+    fifo_readers: Mutex<[Option<JoinHandle<()>>; 2]>,
+    /// Whether `egress-router promote` / `demote` log their steps with timestamps
+    /// ([`HaLab::log_role_changes`]).
+    role_log: AtomicBool,
     /// `Some` with conntrackd ([`HaLab::with_conntrackd`]): the daemons running, per node.
     conntrackd: Option<Mutex<[Option<Child>; 2]>>,
 }
@@ -158,6 +177,9 @@ impl HaLab {
             binary,
             advert,
             keepalived: Mutex::new([None, None]),
+            states: Arc::new(Mutex::new(Vec::new())),
+            fifo_readers: Mutex::new([None, None]),
+            role_log: AtomicBool::new(false),
             conntrackd: None,
         };
         for node in [Node::A, Node::B] {
@@ -210,7 +232,8 @@ impl HaLab {
         }
     }
 
-    /// The spec of `node`'s router.
+    /// The spec of `node`'s router: TCP and UDP [`SERVICE_PORT`] redirected to the web
+    /// server's [`WEB_PORT`], three announcements 20 ms apart.
     pub fn spec(&self, node: Node, stable_mac: bool) -> RouterSpec {
         let (parent_ns, parent) = match node {
             Node::A => (&self.lab.node, MACVLAN_PARENT),
@@ -224,6 +247,7 @@ impl HaLab {
             .source(EGRESS_SOURCE4)
             .gateway(GATEWAY4)
             .redirect(Protocol::Tcp, SERVICE_PORT, WEB4, Some(WEB_PORT))
+            .redirect(Protocol::Udp, SERVICE_PORT, WEB4, Some(WEB_PORT))
             .announce_spaced(3, Duration::from_millis(20));
         match stable_mac {
             true => b.stable_mac(STABLE_MAC),
@@ -251,12 +275,45 @@ impl HaLab {
         let tag = node.tag();
         let conf = self.dir.join(format!("keepalived-{tag}.conf"));
         let bin = self.binary.display();
-        let promote = format!("{bin} promote --name {HA_ROUTER}");
-        let demote = format!("{bin} demote --name {HA_ROUTER}");
-        let [notify_master, notify_backup, notify_fault] = match self.conntrackd {
-            None => [promote.clone(), demote.clone(), demote],
+        let logged = self.role_log.load(Ordering::Relaxed);
+        // The lab's own view of keepalived's states: the general notify FIFO (keepalived writes
+        // every state line to it as well as to the VRRP one).
+        let states = self.dir.join(format!("fifo-{tag}"));
+        self.read_fifo(node, &states);
+        // (lines for global_defs, lines for the vrrp_instance)
+        let (global, instance) = match &self.conntrackd {
+            // docs/ha.md: egress-router follows keepalived's VRRP notify FIFO, in order.
+            None => {
+                let follow = format!("{bin} keepalived --name {HA_ROUTER} --instance egress");
+                let script = match logged {
+                    false => follow,
+                    // Every step in JSON, with its timestamp, in notify-<node>.log.
+                    true => self.notify_script(
+                        node,
+                        "follow",
+                        &[
+                            "export EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json".into(),
+                            format!("exec {follow} \"$@\""),
+                        ],
+                    ),
+                };
+                let fifo = self.dir.join(format!("vrrp-fifo-{tag}"));
+                (
+                    format!(
+                        "    vrrp_notify_fifo {}\n    vrrp_notify_fifo_script \"{script}\"\n",
+                        fifo.display()
+                    ),
+                    String::new(),
+                )
+            }
             Some(_) => {
                 self.start_conntrackd(node);
+                let env = match logged {
+                    true => "EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json ",
+                    false => "",
+                };
+                let promote = format!("{env}{bin} promote --name {HA_ROUTER}");
+                let demote = format!("{env}{bin} demote --name {HA_ROUTER}");
                 let ctd = |flag: &str| {
                     format!(
                         "{} -C {} {flag} || echo \"conntrackd {flag} failed\"",
@@ -266,7 +323,7 @@ impl HaLab {
                 };
                 // primary-backup.sh's order: commit the peer's connections before promote
                 // claims the egress IP; demote before the kernel's timers are shortened.
-                [
+                let [master, backup, fault] = [
                     self.notify_script(
                         node,
                         "master",
@@ -274,7 +331,14 @@ impl HaLab {
                     ),
                     self.notify_script(node, "backup", &[demote.clone(), ctd("-t"), ctd("-n")]),
                     self.notify_script(node, "fault", &[demote, ctd("-t")]),
-                ]
+                ];
+                (
+                    String::new(),
+                    format!(
+                        "    notify_master \"{master}\"\n    notify_backup \"{backup}\"\n    \
+                         notify_fault \"{fault}\"\n"
+                    ),
+                )
             }
         };
         fs::write(
@@ -287,7 +351,8 @@ impl HaLab {
     enable_script_security
     vrrp_garp_master_delay 0
     vrrp_priority -20
-}}
+    notify_fifo {states}
+{global}}}
 vrrp_instance egress {{
     state BACKUP
     nopreempt
@@ -302,12 +367,10 @@ vrrp_instance egress {{
     virtual_ipaddress {{
         {INTERNAL_VIP}/24 dev eth0
     }}
-    notify_master \"{notify_master}\"
-    notify_backup \"{notify_backup}\"
-    notify_fault \"{notify_fault}\"
-}}
+{instance}}}
 ",
                 advert = self.advert.as_secs_f64(),
+                states = states.display(),
                 src = HaLab::eth0(node),
                 peer = HaLab::eth0(node.other()),
             ),
@@ -317,6 +380,7 @@ vrrp_instance egress {{
         let log = fs::File::create(self.dir.join(format!("keepalived-{tag}.log"))).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", self.router(node).name(), "keepalived"])
+            .process_group(0)
             .args(["-n", "-l", "-D", "-P", "-f"])
             .arg(&conf)
             .arg("-p")
@@ -331,17 +395,35 @@ vrrp_instance egress {{
         self.keepalived.lock().unwrap()[i] = Some(child);
     }
 
-    /// SIGKILLs `node`'s keepalived (the process started here and its VRRP child, by the pids
-    /// of its own pid files) and its conntrackd, if any.
+    /// SIGKILLs `node`'s keepalived (the process started here, its VRRP child and the notify
+    /// commands they run: the process group it leads, by its pid; and the VRRP child again by
+    /// the pid of its own pid file) and its conntrackd, if any.
+    ///
+    /// The whole group at once: killed alone, the parent's death would make the VRRP child
+    /// (`PR_SET_PDEATHSIG`) shut down gracefully, sending the priority 0 advertisement that
+    /// hands over at once, which a node that dies does not send.
     pub fn kill(&self, node: Node) {
+        self.kill_and(node, || {});
+    }
+
+    /// [`HaLab::kill`], running `meanwhile` once the processes are signalled and before they
+    /// are reaped (the wait, and the end of the FIFO's reader, take tens of milliseconds on a
+    /// loaded machine).
+    fn kill_and(&self, node: Node, meanwhile: impl FnOnce()) {
         self.kill_conntrackd(node);
         let tag = node.tag();
         let child = self.keepalived.lock().unwrap()[node as usize].take();
+        if let Some(child) = &child {
+            let group = i32::try_from(child.id()).expect("a pid fits an i32");
+            // SAFETY: kill(2) on the process group of the keepalived this lab started (it
+            // leads it: `process_group(0)`), not yet waited for, so the id is still its own.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        meanwhile();
         if let Some(mut child) = child {
             let vrrp = fs::read_to_string(self.dir.join(format!("vrrp-{tag}.pid")))
                 .ok()
                 .and_then(|p| p.trim().parse::<i32>().ok());
-            let _ = child.kill();
             let _ = child.wait();
             if let Some(pid) = vrrp {
                 // SAFETY: kill(2) on a pid this lab's keepalived wrote in its private pid
@@ -351,18 +433,116 @@ vrrp_instance egress {{
             let _ = fs::remove_file(self.dir.join(format!("vrrp-{tag}.pid")));
             let _ = fs::remove_file(self.dir.join(format!("keepalived-{tag}.pid")));
         }
+        self.stop_fifo_reader(node);
+    }
+
+    /// Reads the notify FIFO `fifo` of `node`'s keepalived (made here; keepalived writes a line
+    /// per state change, `INSTANCE "egress" MASTER 100`) on a thread that stamps each line as it
+    /// arrives, until keepalived is gone.
+    fn read_fifo(&self, node: Node, fifo: &Path) {
+        let _ = fs::remove_file(fifo);
+        nix::unistd::mkfifo(fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .unwrap_or_else(|e| panic!("mkfifo {}: {e}", fifo.display()));
+        let (path, states) = (fifo.to_path_buf(), self.states.clone());
+        let reader = thread::spawn(move || {
+            // Blocks until keepalived opens it (or stop_fifo_reader does).
+            let Ok(file) = fs::File::open(&path) else {
+                return;
+            };
+            for line in BufReader::new(file).lines() {
+                let Ok(line) = line else { break };
+                let (at, wall) = (Instant::now(), SystemTime::now());
+                if let Some(state) = line.split_whitespace().nth(2) {
+                    states.lock().unwrap().push(StateChange {
+                        node,
+                        at,
+                        wall,
+                        state: state.to_string(),
+                    });
+                }
+            }
+        });
+        self.fifo_readers.lock().unwrap()[node as usize] = Some(reader);
+    }
+
+    /// Ends the thread reading `node`'s notify FIFO: once keepalived is gone, the reader sees
+    /// the end of the FIFO, or, if keepalived never opened it, the open of a writer that
+    /// closes at once.
+    fn stop_fifo_reader(&self, node: Node) {
+        let Some(reader) = self.fifo_readers.lock().unwrap()[node as usize].take() else {
+            return;
+        };
+        let fifo = self.dir.join(format!("fifo-{}", node.tag()));
+        // ENXIO when no reader waits in open: then the reader is reading, or done.
+        let _ = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        let _ = reader.join();
+    }
+
+    /// keepalived's state changes so far (both nodes, in the order they arrived), as its
+    /// notify FIFO reports them.
+    pub fn state_changes(&self) -> Vec<StateChange> {
+        self.states.lock().unwrap().clone()
+    }
+
+    /// Waits up to `timeout` for `node`'s keepalived to report `state` (`BACKUP`, `MASTER`)
+    /// after `since`, and returns when it did; panics with the lab's state otherwise.
+    pub fn wait_state(
+        &self,
+        node: Node,
+        state: &str,
+        since: Instant,
+        timeout: Duration,
+    ) -> Instant {
+        let start = Instant::now();
+        loop {
+            let seen = self
+                .states
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|c| c.node == node && c.state == state && c.at >= since)
+                .map(|c| c.at);
+            if let Some(at) = seen {
+                return at;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "{node:?}'s keepalived did not report {state} in {timeout:?}:\n{}",
+                    self.state()
+                );
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// From now on, `egress-router promote` and `demote` in the notify commands log every step
+    /// of theirs in JSON with a timestamp (`EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json`),
+    /// into [`HaLab::role_change_log`]; for keepalived started after this call. The commands
+    /// then run through a notify script (`/bin/sh`, one more exec).
+    pub fn log_role_changes(&self) {
+        self.role_log.store(true, Ordering::Relaxed);
+    }
+
+    /// What the notify commands of `node` wrote (with [`HaLab::log_role_changes`], or with
+    /// conntrackd): a `--- master` / `--- backup` / `--- fault` line per run, then its output.
+    pub fn role_change_log(&self, node: Node) -> String {
+        fs::read_to_string(self.dir.join(format!("notify-{}.log", node.tag()))).unwrap_or_default()
     }
 
     /// `node` dies: its keepalived (and conntrackd) is killed and its links are cut (the
     /// internal veth on the node bridge, the external NIC under its macvlan, the sync link).
     /// Its router still holds what it held, unreachable.
     pub fn fail(&self, node: Node) {
-        self.kill(node);
-        self.set_links(node, "down");
+        self.kill_and(node, || self.set_links(node, false));
     }
 
     /// `node` comes back as a standby: its router demoted, the internal virtual IP gone from
-    /// its eth0, its links up, keepalived started again.
+    /// its eth0, its links up, its neighbour table empty, its address made known to the active
+    /// node, keepalived started again; returns once that keepalived reports `BACKUP` (a node
+    /// whose keepalived is still starting is no standby yet: a failure then waits for it).
     pub fn recover(&self, node: Node) {
         let router = self.router(node);
         router.exec(&[self.binary.to_str().unwrap(), "demote", "--name", HA_ROUTER]);
@@ -374,7 +554,7 @@ vrrp_instance egress {{
             "dev",
             "eth0",
         ]);
-        self.set_links(node, "up");
+        self.set_links(node, true);
         // keepalived starts only once its link carries: one that starts in BACKUP before its
         // veth's carrier is up hears no advertisement, becomes master beside the active node
         // and, the higher address winning between equal priorities, may take over from it
@@ -388,18 +568,47 @@ vrrp_instance egress {{
             );
             thread::sleep(Duration::from_millis(2));
         }
+        // A node that comes back (rebooted, its pod restarted) starts with an empty neighbour
+        // table. Without this, what its kernel wanted to send while its links were cut (a
+        // server's answer forwarded towards the client in the instant between the two cuts)
+        // left an unresolved entry, which asks again only after retrans_time (1 s): the
+        // router's first answers after its promotion waited in that queue (seen: 520 ms).
+        router.ip(&["neigh", "flush", "all"]);
+        // And it makes itself known to the active node, whose entry for this address is
+        // unresolved (its advertisements went nowhere while this node was gone) and would wait
+        // up to 1 s before asking again; meanwhile this keepalived would hear nothing and
+        // become master beside it (seen, and then the higher address took over).
+        let peer = ip(HaLab::eth0(node.other()));
+        assert!(
+            crate::ping(router, peer),
+            "{node:?} cannot reach {peer} after its links came up"
+        );
+        let since = Instant::now();
         self.start(node);
+        self.wait_state(node, "BACKUP", since, Duration::from_secs(10));
     }
 
-    fn set_links(&self, node: Node, state: &str) {
+    /// Sets `node`'s links up or down, each with one netlink request from this process (an
+    /// `ip` command per link took 30 ms median, up to 370 ms, on a loaded machine: a node
+    /// "dying" over that long still forwards meanwhile).
+    fn set_links(&self, node: Node, up: bool) {
         let (internal, ext_ns, ext) = match node {
             Node::A => ("vrouter", &self.lab.node, MACVLAN_PARENT),
             Node::B => ("vrouterb", &self.node_b, "eth0"),
         };
-        self.lab.node.ip(&["link", "set", internal, state]);
-        ext_ns.ip(&["link", "set", ext, state]);
+        let mut links = vec![(&self.lab.node, internal), (ext_ns, ext)];
         if self.conntrackd.is_some() {
-            self.router(node).ip(&["link", "set", SYNC_LINK, state]);
+            links.push((self.router(node), SYNC_LINK));
+        }
+        for (ns, link) in links {
+            let mut m = LinkMessage::default();
+            m.header.change_mask = LinkFlags::Up;
+            if up {
+                m.header.flags = LinkFlags::Up;
+            }
+            m.attributes.push(LinkAttribute::IfName(link.to_string()));
+            ns.rtnetlink(RouteNetlinkMessage::SetLink(m), 0)
+                .unwrap_or_else(|e| panic!("setting {link} in {} up={up}: {e}", ns.name()));
         }
     }
 
@@ -651,6 +860,19 @@ vrrp_instance egress {{
             (t, h.join().expect("the probe loop"))
         })
     }
+}
+
+/// A state change of a keepalived, as its notify FIFO reported it.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    /// Whose keepalived.
+    pub node: Node,
+    /// When the line arrived.
+    pub at: Instant,
+    /// The same moment on the wall clock (to set beside timestamps other tools print).
+    pub wall: SystemTime,
+    /// The state entered: `BACKUP`, `MASTER`, `FAULT`, `STOP`.
+    pub state: String,
 }
 
 /// What the probe loop has done so far.

@@ -158,6 +158,7 @@ pub mod ha;
 mod load;
 mod netns;
 mod snapshot;
+pub mod takeover;
 mod tools;
 mod topology;
 mod web;

@@ -82,9 +82,10 @@ EXAMPLES
   # The router does not work: why?
   kubectl exec egress-1 -- egress-router diagnose
 
-  # keepalived.conf, in the router's namespace (see docs/ha.md):
-  #   notify_master '/usr/bin/egress-router promote --name egress-1'
-  #   notify_backup '/usr/bin/egress-router demote --name egress-1'
+  # keepalived.conf, in the router's namespace (see docs/ha.md), global_defs:
+  #   vrrp_notify_fifo /run/keepalived/egress.fifo
+  #   vrrp_notify_fifo_script '/usr/bin/egress-router keepalived --name egress-1 --instance egress'
+  # keepalived, promote and demote run at nice -20 where they may (CAP_SYS_NICE)
 
   # On the node, as root: look at a pod's router (PID: any process of the pod), diagnose it,
   # remove it
@@ -171,6 +172,23 @@ enum Sub {
     ///
     /// The addresses first, so this instance stops answering ARP.
     Demote(Common),
+    /// Follow keepalived's notify FIFO (keepalived's vrrp_notify_fifo_script)
+    ///
+    /// keepalived starts it once, with the FIFO's path last, and writes a line at every state
+    /// change: MASTER promotes, BACKUP, FAULT and STOP demote, in keepalived's order (notify
+    /// commands can finish out of order); the lines already waiting are read first, so only
+    /// the latest state is applied. When keepalived closes the FIFO, the router is demoted.
+    #[command(verbatim_doc_comment)]
+    Keepalived {
+        #[command(flatten)]
+        common: Common,
+        /// The VRRP instance whose lines count (default: every instance's)
+        #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+        instance: Option<String>,
+        /// keepalived's notify FIFO (vrrp_notify_fifo; keepalived gives it last)
+        #[arg(value_name = "FIFO", value_parser = NonEmptyStringValueParser::new())]
+        fifo: String,
+    },
 }
 
 /// The options every subcommand takes.
@@ -224,6 +242,8 @@ pub enum Command {
     Teardown(Target),
     Promote(Target),
     Demote(Target),
+    /// keepalived's `vrrp_notify_fifo_script`: follow its state lines.
+    Keepalived(Target),
 }
 
 /// Where a subcommand works, and how it answers.
@@ -237,6 +257,10 @@ pub struct Target {
     pub timeout_ms: Option<u64>,
     /// diagnose: TCP ports tried on the fallback.
     pub fallback_ports: Vec<u16>,
+    /// keepalived: the notify FIFO.
+    pub fifo: Option<PathBuf>,
+    /// keepalived: the VRRP instance whose lines count (default: every instance's).
+    pub instance: Option<String>,
 }
 
 impl From<Common> for Target {
@@ -296,6 +320,15 @@ pub fn parse(args: &[OsString]) -> Result<Command, NotRun> {
         Some(Sub::Teardown(c)) => Command::Teardown(target(c)),
         Some(Sub::Promote(c)) => Command::Promote(target(c)),
         Some(Sub::Demote(c)) => Command::Demote(target(c)),
+        Some(Sub::Keepalived {
+            common,
+            instance,
+            fifo,
+        }) => Command::Keepalived(Target {
+            instance,
+            fifo: Some(fifo.into()),
+            ..target(common)
+        }),
     })
 }
 
@@ -394,6 +427,34 @@ mod tests {
     #[test]
     fn the_parser_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keepalived_takes_the_fifo_last_and_an_instance() {
+        assert_eq!(
+            parse_str(&[
+                "keepalived",
+                "--name",
+                "egress-1",
+                "--instance",
+                "egress",
+                "/run/keepalived/egress.fifo"
+            ]),
+            Ok(Command::Keepalived(Target {
+                name: Some("egress-1".into()),
+                instance: Some("egress".into()),
+                fifo: Some("/run/keepalived/egress.fifo".into()),
+                ..Target::default()
+            }))
+        );
+        for args in [
+            &["keepalived", "--name", "egress-1"][..],
+            &["keepalived", "/a", "/b"],
+            &["promote", "/a"],
+            &["promote", "--instance", "egress"],
+        ] {
+            assert!(parse_str(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]
