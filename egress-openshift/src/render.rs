@@ -1,0 +1,1052 @@
+//! `egress-router render`: OpenShift 4's `EgressRouter` object
+//! (`network.operator.openshift.io/v1`) as the Kubernetes manifests that run it with
+//! egress-cni.
+//!
+//! OpenShift's cluster network operator renders an EgressRouter for its own plugin: it uses the
+//! first address only, never passes `fallbackIP` on, and names what it makes with fixed names
+//! (a second object in the same namespace overwrites the first). [`render`] reads the same
+//! object (YAML or JSON) and returns, all named after the object:
+//!
+//! - a `NetworkAttachmentDefinition` whose `config` is the egress-cni configuration
+//!   (docs/cni.md) of **every** address, rule and the fallback;
+//! - a `Deployment`: one replica attached to that network (a pause container: the router is
+//!   the pod's network namespace), or with [`RenderOptions::ha`] the HA pair of
+//!   `deploy/kubernetes/egress-router-ha.yaml` — two replicas on different nodes, each router a
+//!   standby until the keepalived sidecar (a `ConfigMap` holds its configuration) elects it and
+//!   runs `egress-router promote`, and ready only while active, so that the Service sends to
+//!   the active one;
+//! - a `Service`: the rules' ports; headless (any port, to the pod's address) when there are
+//!   no rules, only a fallback.
+//!
+//! The object becomes the owner of each (`ownerReferences`: deleting the EgressRouter deletes
+//! them) when its uid is known: `metadata.uid` (as `kubectl get egressrouter NAME -o yaml`
+//! prints it) or [`RenderOptions::owner_uid`]; offline, without either, there is no owner
+//! (Kubernetes needs the uid) and [`Rendered::notes`] says so.
+//!
+//! Validation reports every invalid field at once, named by its path in the object
+//! (`spec.redirect.redirectRules[1].port`): first the object's shape (the CRD's types, enums
+//! and required fields, unknown fields refused), then everything egress-core checks in a
+//! router spec (addresses, families, ports, duplicate rules), its field names mapped back to
+//! the object's.
+//!
+//! ```
+//! use egress_openshift::render::{render, RenderOptions};
+//!
+//! let object = r#"
+//! apiVersion: network.operator.openshift.io/v1
+//! kind: EgressRouter
+//! metadata: {name: egress-1, namespace: egress}
+//! spec:
+//!   addresses: [{ip: 203.0.113.99/24, gateway: 203.0.113.1}]
+//!   mode: Redirect
+//!   networkInterface: {macvlan: {mode: Bridge, master: ens4}}
+//!   redirect:
+//!     redirectRules: [{destinationIP: 198.51.100.25, port: 80, protocol: TCP, targetPort: 8080}]
+//!     fallbackIP: 198.51.100.9
+//! "#;
+//! let rendered = render(object, &RenderOptions::default())?;
+//! let kinds: Vec<&str> = rendered.documents.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+//! assert_eq!(kinds, ["NetworkAttachmentDefinition", "Deployment", "Service"]);
+//! print!("{}", rendered.to_yaml());
+//!
+//! let bad = object.replace("port: 80", "port: 0").replace("mode: Bridge", "mode: bridge");
+//! let e = render(&bad, &RenderOptions::default()).unwrap_err();
+//! let paths: Vec<&str> = e.fields.iter().map(|f| f.field.as_str()).collect();
+//! assert_eq!(paths, ["spec.networkInterface.macvlan.mode", "spec.redirect.redirectRules[0].port"]);
+//! # Ok::<(), egress_openshift::render::RenderError>(())
+//! ```
+
+use std::{collections::BTreeSet, fmt, net::IpAddr};
+
+use egress_core::{InvalidField, RouterSpec};
+use serde_json::{json, Map, Value};
+
+/// The API version of the object [`render`] reads.
+pub const API_VERSION: &str = "network.operator.openshift.io/v1";
+/// Its kind.
+pub const KIND: &str = "EgressRouter";
+/// The router's name inside an HA pod (egress-cni's `routerName`): what keepalived's notify
+/// commands and the readiness probe name.
+pub const HA_ROUTER_NAME: &str = "egress-router";
+/// The image of the single replica's only container (the router is the pod's namespace).
+pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.9";
+/// The HA sidecar's image (scripts/package.sh builds it): keepalived, conntrackd and
+/// egress-router.
+pub const KEEPALIVED_IMAGE: &str = concat!(
+    "registry.example/egress-router-keepalived:",
+    env!("CARGO_PKG_VERSION")
+);
+/// VRRP's advertisement interval in the HA pair (seconds): over a pod network 100 ms, five
+/// times docs/ha.md's bare-metal 20 ms, so that a busy node's scheduling does not cost the
+/// master its role.
+pub const HA_ADVERT_INT: &str = "0.1";
+
+/// What to render besides the object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// The HA pair (two replicas, keepalived) instead of one replica.
+    pub ha: bool,
+    /// The EgressRouter's uid, for `ownerReferences`, when the object does not carry one in
+    /// `metadata.uid` (`kubectl get egressrouter NAME -o jsonpath='{.metadata.uid}'`).
+    pub owner_uid: Option<String>,
+    /// HA only: the routers share a stable MAC, the VRRP virtual MAC `00:00:5e:00:01:VRID`
+    /// (docs/ha.md): the gateway's ARP entry survives a failover.
+    pub stable_mac: bool,
+}
+
+/// The manifests of one EgressRouter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The Kubernetes objects, in the order to apply them.
+    pub documents: Vec<Value>,
+    /// What the user should know about the result (no owner, …): for stderr, not part of
+    /// the manifests.
+    pub notes: Vec<String>,
+}
+
+impl Rendered {
+    /// The documents as one YAML stream (`---` between them), ready for `kubectl apply -f -`.
+    pub fn to_yaml(&self) -> String {
+        self.documents
+            .iter()
+            .map(|d| serde_norway::to_string(d).expect("JSON values always serialize"))
+            .collect::<Vec<_>>()
+            .join("---\n")
+    }
+}
+
+/// An object [`render`] cannot run: every invalid field, with its path in the object
+/// (`spec.addresses[0].ip`), the value given and what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderError {
+    /// Every invalid field, in the order the object lists them (its shape first, then what
+    /// the router spec's validation found).
+    pub fields: Vec<InvalidField>,
+}
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.fields.len();
+        writeln!(
+            f,
+            "the EgressRouter has {n} invalid field{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for field in &self.fields {
+            writeln!(
+                f,
+                "  {}: `{}`: {}",
+                field.field, field.value, field.expected
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RenderError {}
+
+/// Reads one EgressRouter object (YAML or JSON: JSON is YAML) and renders its manifests.
+pub fn render(input: &str, options: &RenderOptions) -> Result<Rendered, RenderError> {
+    let value: Value = serde_norway::from_str(input).map_err(|e| RenderError {
+        fields: vec![invalid(
+            "(input)",
+            clip(input),
+            format!("one EgressRouter object in YAML or JSON ({e})"),
+        )],
+    })?;
+    let mut problems = Problems::default();
+    let object = EgressRouter::read(&value, &mut problems);
+    if let Some(o) = &object {
+        // Egress-core's validation of the router the well-formed part describes: its
+        // problems join the shape's, so that every invalid field is named at once.
+        o.check_spec(&mut problems);
+    }
+    match object {
+        Some(o) if problems.0.is_empty() => Ok(o.manifests(options)),
+        _ => Err(RenderError { fields: problems.0 }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The object, read and checked
+// ---------------------------------------------------------------------------------------------
+
+/// Invalid fields found so far.
+#[derive(Default)]
+struct Problems(Vec<InvalidField>);
+
+impl Problems {
+    fn add(
+        &mut self,
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        expected: impl Into<String>,
+    ) {
+        self.0.push(invalid(field, value, expected));
+    }
+}
+
+fn invalid(
+    field: impl Into<String>,
+    value: impl fmt::Display,
+    expected: impl Into<String>,
+) -> InvalidField {
+    InvalidField {
+        field: field.into(),
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+/// A value for a message: a string as it is, anything else as JSON, at most 80 characters.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => clip(s),
+        other => clip(&other.to_string()),
+    }
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// `v` as a mapping with only `known` keys (each other key is reported), or `None` (reported)
+/// when it is not one.
+fn mapping<'a>(
+    v: &'a Value,
+    path: &str,
+    known: &[&str],
+    what: &str,
+    problems: &mut Problems,
+) -> Option<&'a Map<String, Value>> {
+    let Value::Object(map) = v else {
+        let at = if path.is_empty() { "(root)" } else { path };
+        problems.add(at, shown(v), format!("an object: {what}"));
+        return None;
+    };
+    for (key, value) in map {
+        if !known.contains(&key.as_str()) {
+            problems.add(
+                join(path, key),
+                shown(value),
+                format!("no such field (the fields here are {})", known.join(", ")),
+            );
+        }
+    }
+    Some(map)
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A string field: `None` when absent; reported when not a string (or empty and `required`).
+fn string(
+    map: &Map<String, Value>,
+    path: &str,
+    key: &str,
+    required: Option<&str>,
+    problems: &mut Problems,
+) -> Option<String> {
+    let field = join(path, key);
+    match map.get(key) {
+        None | Some(Value::Null) => {
+            if let Some(what) = required {
+                problems.add(field, "(missing)", format!("required: {what}"));
+            }
+            None
+        }
+        Some(Value::String(s)) if s.is_empty() && required.is_some() => {
+            problems.add(
+                field,
+                "",
+                format!("required: {}", required.unwrap_or_default()),
+            );
+            None
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(v) => {
+            problems.add(field, shown(v), "a string");
+            None
+        }
+    }
+}
+
+/// A port field as the CRD types it (an integer): `None` when absent or reported. Its range
+/// is egress-core's to check.
+fn port(map: &Map<String, Value>, path: &str, key: &str, problems: &mut Problems) -> Option<u64> {
+    match map.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(v) => {
+            problems.add(join(path, key), shown(v), "an integer from 1 to 65535");
+            None
+        }
+    }
+}
+
+/// `metadata.name` and `namespace`: the Service is named after the object, so its name must
+/// be a DNS-1035 label (what a Service name is); a namespace is a DNS-1123 label.
+fn dns_label(s: &str, first_letter: bool) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && (b[0].is_ascii_lowercase() || (!first_letter && b[0].is_ascii_digit()))
+        && b[b.len() - 1] != b'-'
+}
+
+/// `spec.networkInterface.macvlan.mode`, the CRD's enum, and egress-cni's spelling of it.
+const MACVLAN_MODES: [(&str, &str); 4] = [
+    ("Bridge", "bridge"),
+    ("Private", "private"),
+    ("VEPA", "vepa"),
+    ("Passthru", "passthru"),
+];
+/// `redirectRules[].protocol`, the CRD's enum.
+const PROTOCOLS: [&str; 3] = ["TCP", "UDP", "SCTP"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Address {
+    ip: String,
+    gateway: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    destination_ip: String,
+    port: u64,
+    protocol: &'static str,
+    target_port: Option<u64>,
+}
+
+/// An EgressRouter as far as its shape is valid: each address and rule with its index in the
+/// object (those of a broken shape left out), placeholders where a field is broken (the
+/// problems say so, and nothing is rendered then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EgressRouter {
+    name: String,
+    namespace: Option<String>,
+    uid: Option<String>,
+    addresses: Vec<(usize, Address)>,
+    /// egress-cni's spelling (`bridge`).
+    mode: &'static str,
+    master: Option<String>,
+    rules: Vec<(usize, Rule)>,
+    fallback: Option<String>,
+}
+
+impl EgressRouter {
+    /// The object's shape, against the CRD: `None` when it is too broken to go on (every
+    /// problem is in `problems`).
+    fn read(v: &Value, problems: &mut Problems) -> Option<EgressRouter> {
+        let top = mapping(
+            v,
+            "",
+            &["apiVersion", "kind", "metadata", "spec", "status"],
+            "an EgressRouter object",
+            problems,
+        )?;
+        let api = string(top, "", "apiVersion", Some(API_VERSION), problems);
+        if api.as_deref().is_some_and(|a| a != API_VERSION) {
+            problems.add("apiVersion", api.unwrap_or_default(), API_VERSION);
+        }
+        let kind = string(top, "", "kind", Some(KIND), problems);
+        if kind.as_deref().is_some_and(|k| k != KIND) {
+            problems.add("kind", kind.unwrap_or_default(), KIND);
+        }
+
+        // metadata: whatever `kubectl get -o yaml` prints is fine; name, namespace and uid are
+        // read.
+        let (mut name, mut namespace, mut uid) = (None, None, None);
+        match top.get("metadata") {
+            Some(Value::Object(meta)) => {
+                name = string(
+                    meta,
+                    "metadata",
+                    "name",
+                    Some("the object's name"),
+                    problems,
+                );
+                if let Some(n) = name.as_deref().filter(|n| !dns_label(n, true)) {
+                    problems.add(
+                        "metadata.name",
+                        n,
+                        "a DNS-1035 label, as the Service named after it must be: at most 63 \
+                         lowercase letters, digits and '-', starting with a letter, not ending \
+                         with '-'",
+                    );
+                }
+                namespace = string(meta, "metadata", "namespace", None, problems);
+                if let Some(n) = namespace.as_deref().filter(|n| !dns_label(n, false)) {
+                    problems.add(
+                        "metadata.namespace",
+                        n,
+                        "a DNS-1123 label: at most 63 lowercase letters, digits and '-'",
+                    );
+                }
+                uid = string(meta, "metadata", "uid", None, problems);
+            }
+            Some(other) => problems.add("metadata", shown(other), "an object with the name"),
+            None => problems.add("metadata", "(missing)", "required: an object with the name"),
+        }
+
+        let Some(spec) = top.get("spec") else {
+            problems.add(
+                "spec",
+                "(missing)",
+                "required: the egress router's specification",
+            );
+            return None;
+        };
+        let spec = mapping(
+            spec,
+            "spec",
+            &["addresses", "mode", "networkInterface", "redirect"],
+            "the egress router's specification",
+            problems,
+        )?;
+        let addresses = Self::addresses(spec.get("addresses"), problems);
+        match spec.get("mode") {
+            // The CRD's default.
+            None => {}
+            Some(Value::String(m)) if m == "Redirect" => {}
+            Some(v) => problems.add("spec.mode", shown(v), "Redirect (the only mode)"),
+        }
+        let (mode, master) = Self::interface(spec.get("networkInterface"), problems);
+        let (rules, fallback) = Self::redirect(spec.get("redirect"), problems);
+        Some(EgressRouter {
+            name: name.unwrap_or_default(),
+            namespace,
+            uid,
+            addresses,
+            mode: mode.unwrap_or("bridge"),
+            master,
+            rules,
+            fallback,
+        })
+    }
+
+    fn addresses(v: Option<&Value>, problems: &mut Problems) -> Vec<(usize, Address)> {
+        const WHAT: &str = "a list of {ip, gateway}: the egress addresses (ADDR/PREFIX)";
+        let items = match v {
+            Some(Value::Array(items)) if !items.is_empty() => items,
+            Some(v @ Value::Array(_)) => {
+                problems.add("spec.addresses", shown(v), format!("at least one: {WHAT}"));
+                return Vec::new();
+            }
+            Some(v) => {
+                problems.add("spec.addresses", shown(v), WHAT);
+                return Vec::new();
+            }
+            None => {
+                problems.add("spec.addresses", "(missing)", format!("required: {WHAT}"));
+                return Vec::new();
+            }
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let path = format!("spec.addresses[{i}]");
+                let map = mapping(item, &path, &["ip", "gateway"], "{ip, gateway}", problems)?;
+                let ip = string(map, &path, "ip", Some("the address, ADDR/PREFIX"), problems);
+                let gateway = string(map, &path, "gateway", None, problems);
+                Some((i, Address { ip: ip?, gateway }))
+            })
+            .collect()
+    }
+
+    fn interface(
+        v: Option<&Value>,
+        problems: &mut Problems,
+    ) -> (Option<&'static str>, Option<String>) {
+        // The CRD's default: {macvlan: {mode: Bridge}}.
+        let Some(v) = v else {
+            return (Some("bridge"), None);
+        };
+        let Some(ni) = mapping(
+            v,
+            "spec.networkInterface",
+            &["macvlan"],
+            "{macvlan: {mode, master}}",
+            problems,
+        ) else {
+            return (None, None);
+        };
+        let Some(macvlan) = ni.get("macvlan") else {
+            problems.add(
+                "spec.networkInterface.macvlan",
+                "(missing)",
+                "required: {mode, master} (macvlan is the only interface type)",
+            );
+            return (None, None);
+        };
+        let path = "spec.networkInterface.macvlan";
+        let Some(m) = mapping(
+            macvlan,
+            path,
+            &["mode", "master"],
+            "{mode, master}",
+            problems,
+        ) else {
+            return (None, None);
+        };
+        let enumerated = MACVLAN_MODES.map(|(crd, _)| crd).join(", ");
+        let mode = match m.get("mode") {
+            None => Some("bridge"),
+            Some(Value::String(s)) => {
+                let found = MACVLAN_MODES
+                    .iter()
+                    .find(|(crd, _)| crd == s)
+                    .map(|(_, cni)| *cni);
+                if found.is_none() {
+                    problems.add(join(path, "mode"), s, format!("one of {enumerated}"));
+                }
+                found
+            }
+            Some(v) => {
+                problems.add(join(path, "mode"), shown(v), format!("one of {enumerated}"));
+                None
+            }
+        };
+        (mode, string(m, path, "master", None, problems))
+    }
+
+    fn redirect(
+        v: Option<&Value>,
+        problems: &mut Problems,
+    ) -> (Vec<(usize, Rule)>, Option<String>) {
+        let Some(v) = v else {
+            problems.add(
+                "spec.redirect",
+                "(missing)",
+                "required in mode Redirect: {redirectRules, fallbackIP}",
+            );
+            return (Vec::new(), None);
+        };
+        let Some(r) = mapping(
+            v,
+            "spec.redirect",
+            &["redirectRules", "fallbackIP"],
+            "{redirectRules, fallbackIP}",
+            problems,
+        ) else {
+            return (Vec::new(), None);
+        };
+        let fallback = string(r, "spec.redirect", "fallbackIP", None, problems);
+        let rules = match r.get("redirectRules") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| Some((i, Self::rule(i, item, problems)?)))
+                .collect(),
+            Some(v) => {
+                problems.add(
+                    "spec.redirect.redirectRules",
+                    shown(v),
+                    "a list of {destinationIP, port, protocol, targetPort}",
+                );
+                Vec::new()
+            }
+        };
+        let no_rules = matches!(r.get("redirectRules"), None | Some(Value::Null))
+            || r.get("redirectRules")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty);
+        if no_rules && fallback.is_none() && !r.contains_key("fallbackIP") {
+            problems.add(
+                "spec.redirect",
+                shown(v),
+                "redirectRules, a fallbackIP or both: without either the router forwards nothing",
+            );
+        }
+        (rules, fallback)
+    }
+
+    fn rule(i: usize, item: &Value, problems: &mut Problems) -> Option<Rule> {
+        let path = format!("spec.redirect.redirectRules[{i}]");
+        let map = mapping(
+            item,
+            &path,
+            &["destinationIP", "port", "protocol", "targetPort"],
+            "{destinationIP, port, protocol, targetPort}",
+            problems,
+        )?;
+        let destination_ip = string(
+            map,
+            &path,
+            "destinationIP",
+            Some("the destination's address"),
+            problems,
+        );
+        let port_value = port(map, &path, "port", problems);
+        if !map.contains_key("port") {
+            problems.add(
+                join(&path, "port"),
+                "(missing)",
+                "required: the router's port, 1 to 65535",
+            );
+        }
+        let protocol = match map.get("protocol") {
+            Some(Value::String(p)) => {
+                let found = PROTOCOLS.iter().find(|k| *k == p).copied();
+                if found.is_none() {
+                    problems.add(join(&path, "protocol"), p, "one of TCP, UDP, SCTP");
+                }
+                found
+            }
+            None => {
+                problems.add(
+                    join(&path, "protocol"),
+                    "(missing)",
+                    "required: one of TCP, UDP, SCTP",
+                );
+                None
+            }
+            Some(v) => {
+                problems.add(join(&path, "protocol"), shown(v), "one of TCP, UDP, SCTP");
+                None
+            }
+        };
+        let target_port = port(map, &path, "targetPort", problems);
+        Some(Rule {
+            destination_ip: destination_ip?,
+            port: port_value?,
+            protocol: protocol?,
+            target_port,
+        })
+    }
+
+    /// The gateways to give the router (each once), with the index of the address each came
+    /// from first.
+    fn gateways(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = Vec::new();
+        for (i, a) in &self.addresses {
+            if let Some(g) = &a.gateway {
+                if !out.iter().any(|(o, _)| o == g) {
+                    out.push((g.clone(), *i));
+                }
+            }
+        }
+        out
+    }
+
+    /// The router spec this object describes, in egress-core's JSON form: its validation is
+    /// the router's (a name and master that are only placeholders when the object has none).
+    fn spec_json(&self) -> Value {
+        json!({
+            "name": "render",
+            "external": {"macvlan": {
+                "parent": self.master.as_deref().unwrap_or("eth1"),
+                "mode": self.mode,
+                "name": "net1",
+            }},
+            "internal": crate::INTERNAL_LINK,
+            "sources": self.addresses.iter().map(|(_, a)| a.ip.clone()).collect::<Vec<_>>(),
+            "gateways": self.gateways().into_iter().map(|(g, _)| g).collect::<Vec<_>>(),
+            "redirects": self.rules.iter().map(|(_, r)| json!({
+                "protocol": r.protocol.to_ascii_lowercase(),
+                "port": r.port,
+                "to": r.destination_ip,
+                "to_port": r.target_port,
+            })).collect::<Vec<_>>(),
+            "fallback": self.fallback.iter().collect::<Vec<_>>(),
+        })
+    }
+
+    /// Egress-core's validation of [`EgressRouter::spec_json`], every field it names mapped
+    /// back to the object's path.
+    fn check_spec(&self, problems: &mut Problems) {
+        let Err(e) = RouterSpec::from_json_value(self.spec_json()) else {
+            return;
+        };
+        let fields = e.invalid_fields();
+        assert!(
+            !fields.is_empty(),
+            "a spec built from a checked object failed with {e}"
+        );
+        for f in fields {
+            let path = self.path_of(&f.field);
+            // The router's whole gateway list is named by an address that lacks one.
+            let value = if f.field == "gateways" {
+                "(missing)".into()
+            } else {
+                f.value
+            };
+            problems.add(path, value, f.expected);
+        }
+    }
+
+    /// The object's path for a field of the router spec (`redirects[1].to` →
+    /// `spec.redirect.redirectRules[1].destinationIP`).
+    fn path_of(&self, field: &str) -> String {
+        let indexed = |prefix: &str| -> Option<(usize, String)> {
+            let rest = field.strip_prefix(prefix)?.strip_prefix('[')?;
+            let (i, rest) = rest.split_once(']')?;
+            Some((i.parse().ok()?, rest.trim_start_matches('.').to_string()))
+        };
+        if let Some((k, _)) = indexed("sources") {
+            return format!(
+                "spec.addresses[{}].ip",
+                self.addresses.get(k).map_or(k, |(i, _)| *i)
+            );
+        }
+        if let Some((k, _)) = indexed("gateways") {
+            let i = self.gateways().get(k).map_or(0, |(_, i)| *i);
+            return format!("spec.addresses[{i}].gateway");
+        }
+        if field == "gateways" {
+            return format!("spec.addresses[{}].gateway", self.address_without_gateway());
+        }
+        if let Some((k, sub)) = indexed("redirects") {
+            let i = self.rules.get(k).map_or(k, |(i, _)| *i);
+            let key = match sub.as_str() {
+                "to" => "destinationIP",
+                "to_port" => "targetPort",
+                other => other,
+            };
+            return format!("spec.redirect.redirectRules[{i}].{key}");
+        }
+        if indexed("fallback").is_some() {
+            return "spec.redirect.fallbackIP".into();
+        }
+        match field {
+            "sources" => "spec.addresses".into(),
+            "external.macvlan.parent" => "spec.networkInterface.macvlan.master".into(),
+            other => format!("spec ({other})"),
+        }
+    }
+
+    /// The first address of a family no address gives a gateway for (the router needs one
+    /// per family).
+    fn address_without_gateway(&self) -> usize {
+        let family = |s: &str| {
+            s.split('/')
+                .next()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+                .map(|a| a.is_ipv4())
+        };
+        let with_gateway: BTreeSet<bool> = self
+            .addresses
+            .iter()
+            .filter_map(|(_, a)| a.gateway.as_deref().and_then(family))
+            .collect();
+        self.addresses
+            .iter()
+            .find(|(_, a)| family(&a.ip).is_some_and(|f| !with_gateway.contains(&f)))
+            .map_or(0, |(i, _)| *i)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The manifests
+// ---------------------------------------------------------------------------------------------
+
+impl EgressRouter {
+    fn manifests(&self, options: &RenderOptions) -> Rendered {
+        let mut notes = Vec::new();
+        let uid = self.uid.clone().or_else(|| options.owner_uid.clone());
+        if uid.is_none() {
+            notes.push(format!(
+                "no ownerReferences: the EgressRouter's uid is unknown (render `kubectl get \
+                 egressrouter {} -o yaml`, or give --owner-uid)",
+                self.name
+            ));
+        }
+        let meta = |name: &str| {
+            let mut m = json!({"name": name, "labels": self.labels()});
+            if let Some(ns) = &self.namespace {
+                m["namespace"] = json!(ns);
+            }
+            if let Some(uid) = &uid {
+                m["ownerReferences"] = json!([{
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": self.name,
+                    "uid": uid,
+                }]);
+            }
+            m
+        };
+        let mut documents = vec![json!({
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": meta(&self.name),
+            "spec": {"config": serde_json::to_string_pretty(&self.cni_config(options))
+                .expect("JSON values always serialize")},
+        })];
+        if options.ha {
+            documents.push(json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta(&self.keepalived_name()),
+                "data": {"keepalived.conf": self.keepalived_conf()},
+            }));
+        }
+        documents.push(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta(&self.name),
+            "spec": if options.ha { self.ha_deployment() } else { self.deployment() },
+        }));
+        documents.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(&self.name),
+            "spec": self.service(),
+        }));
+        if options.stable_mac && !options.ha {
+            notes.push("--stable-mac is for the HA pair (--ha): ignored".into());
+        }
+        Rendered { documents, notes }
+    }
+
+    /// What selects this router's pods: the object's name (two objects never share pods).
+    fn selector(&self) -> Value {
+        json!({"app.kubernetes.io/name": "egress-router", "app.kubernetes.io/instance": self.name})
+    }
+
+    fn labels(&self) -> Value {
+        let mut l = self.selector();
+        l["app.kubernetes.io/managed-by"] = json!("egress-router-render");
+        l
+    }
+
+    fn keepalived_name(&self) -> String {
+        format!("{}-keepalived", self.name)
+    }
+
+    /// The VRRP router id of the pair: derived from the namespace and name (FNV-1a), so that
+    /// two pairs on one network are unlikely to share one; 1 to 255.
+    fn vrid(&self) -> u8 {
+        let mut h: u32 = 0x811c_9dc5;
+        let key = format!("{}/{}", self.namespace.as_deref().unwrap_or(""), self.name);
+        for b in key.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        u8::try_from(h % 255).expect("below 255") + 1
+    }
+
+    /// egress-cni's configuration (docs/cni.md): every address, the gateways (one per
+    /// family), the rules as they are, the fallback; with `ha`, the standby role and the
+    /// router's fixed name (and the stable MAC) the keepalived sidecar works with.
+    fn cni_config(&self, options: &RenderOptions) -> Value {
+        let mut interface = json!({"mode": self.mode});
+        if let Some(m) = &self.master {
+            interface["master"] = json!(m);
+        }
+        let gateways: Vec<String> = self.gateways().into_iter().map(|(g, _)| g).collect();
+        let mut config = json!({
+            "cniVersion": "1.0.0",
+            "name": self.name,
+            "type": "egress-cni",
+            "interfaceArgs": interface,
+            "ip": {
+                "addresses": self.addresses.iter().map(|(_, a)| a.ip.clone()).collect::<Vec<_>>(),
+                "gateway": if gateways.len() == 1 { json!(gateways[0]) } else { json!(gateways) },
+            },
+        });
+        if !self.rules.is_empty() {
+            config["redirectRules"] = Value::Array(
+                self.rules
+                    .iter()
+                    .map(|(_, r)| {
+                        let mut rule = json!({
+                            "destinationIP": r.destination_ip,
+                            "port": r.port,
+                            "protocol": r.protocol,
+                        });
+                        if let Some(t) = r.target_port {
+                            rule["targetPort"] = json!(t);
+                        }
+                        rule
+                    })
+                    .collect(),
+            );
+        }
+        if let Some(f) = &self.fallback {
+            config["fallbackIP"] = json!(f);
+        }
+        if options.ha {
+            config["role"] = json!("standby");
+            config["routerName"] = json!(HA_ROUTER_NAME);
+            if options.stable_mac {
+                config["stableMac"] = json!(format!("00:00:5e:00:01:{:02x}", self.vrid()));
+            }
+        }
+        config
+    }
+
+    /// The single replica: a pause container in a pod that egress-cni makes the router.
+    fn deployment(&self) -> Value {
+        json!({
+            "replicas": 1,
+            // The old pod releases the egress address before the new one takes it.
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": self.selector()},
+            "template": {
+                "metadata": {
+                    "labels": self.labels(),
+                    "annotations": {"k8s.v1.cni.cncf.io/networks": self.name},
+                },
+                "spec": {
+                    "containers": [{"name": "pause", "image": PAUSE_IMAGE}],
+                },
+            },
+        })
+    }
+
+    /// The HA pair: deploy/kubernetes/egress-router-ha.yaml's shape.
+    fn ha_deployment(&self) -> Value {
+        ha_deployment_spec(
+            &self.selector(),
+            &self.labels(),
+            &self.name,
+            &self.keepalived_name(),
+        )
+    }
+
+    fn keepalived_conf(&self) -> String {
+        keepalived_conf(self.vrid(), HA_ADVERT_INT)
+    }
+
+    /// The rules' ports (each (port, protocol) once); headless (any port) with a fallback
+    /// only.
+    fn service(&self) -> Value {
+        let mut ports: Vec<(u64, &str)> = Vec::new();
+        for (_, r) in &self.rules {
+            if !ports.contains(&(r.port, r.protocol)) {
+                ports.push((r.port, r.protocol));
+            }
+        }
+        let families: BTreeSet<bool> = self
+            .rules
+            .iter()
+            .filter_map(|(_, r)| r.destination_ip.parse::<IpAddr>().ok().map(|a| a.is_ipv4()))
+            .collect();
+        let mut spec = json!({"selector": self.selector()});
+        if ports.is_empty() {
+            // No port to list: clients connect to the router pod's address (the Service's DNS
+            // name resolves to the ready pods), any port going to the fallback.
+            spec["clusterIP"] = json!("None");
+        } else {
+            spec["ports"] = Value::Array(
+                ports
+                    .iter()
+                    .map(|(port, protocol)| {
+                        json!({
+                            "name": format!("{}-{port}", protocol.to_ascii_lowercase()),
+                            "port": port,
+                            "protocol": protocol,
+                        })
+                    })
+                    .collect(),
+            );
+        }
+        if families.len() == 2 {
+            spec["ipFamilyPolicy"] = json!("PreferDualStack");
+        }
+        spec
+    }
+}
+
+/// keepalived's configuration in an HA router pod: VRRPv3 over the pod network (`eth0`,
+/// multicast: the peer's pod address is not known in advance), both instances BACKUP with
+/// `nopreempt`, the notify commands of docs/ha.md on the router egress-cni made
+/// ([`HA_ROUTER_NAME`]), at nice -20 (`vrrp_priority`, which needs `SYS_NICE`). No virtual IP:
+/// in Kubernetes the Service is the address clients use, and it sends to the ready pod, the
+/// active one.
+pub fn keepalived_conf(vrid: u8, advert_int: &str) -> String {
+    let bin = "/usr/bin/egress-router";
+    format!(
+        "global_defs {{
+    vrrp_version 3
+    script_user root
+    enable_script_security
+    vrrp_garp_master_delay 0
+    vrrp_priority -20
+}}
+vrrp_instance egress {{
+    state BACKUP
+    nopreempt
+    interface eth0
+    virtual_router_id {vrid}
+    priority 100
+    advert_int {advert_int}
+    notify_master \"{bin} promote --name {HA_ROUTER_NAME}\"
+    notify_backup \"{bin} demote --name {HA_ROUTER_NAME}\"
+    notify_fault \"{bin} demote --name {HA_ROUTER_NAME}\"
+}}
+"
+    )
+}
+
+/// The HA pair's Deployment spec: two replicas on different nodes, attached to `network`
+/// (egress-cni, as a standby), the keepalived sidecar with its configuration from the
+/// ConfigMap `config_map`, ready only while its router is active.
+pub fn ha_deployment_spec(
+    selector: &Value,
+    labels: &Value,
+    network: &str,
+    config_map: &str,
+) -> Value {
+    json!({
+        "replicas": 2,
+        // One pod at a time: the other keeps (or takes over) the egress address.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+        "selector": {"matchLabels": selector},
+        "template": {
+            "metadata": {
+                "labels": labels,
+                "annotations": {"k8s.v1.cni.cncf.io/networks": network},
+            },
+            "spec": {
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": selector},
+                    "topologyKey": "kubernetes.io/hostname",
+                }]}},
+                "terminationGracePeriodSeconds": 10,
+                "containers": [{
+                    "name": "keepalived",
+                    "image": KEEPALIVED_IMAGE,
+                    "securityContext": {
+                        "runAsUser": 0,
+                        "capabilities": {
+                            "drop": ["ALL"],
+                            // VRRP's raw sockets and the router's kernel changes; nice -20.
+                            "add": ["NET_ADMIN", "NET_RAW", "SYS_NICE"],
+                        },
+                    },
+                    "readinessProbe": {
+                        "exec": {"command": [
+                            "/usr/bin/egress-router", "inspect", "--name", HA_ROUTER_NAME,
+                            "--role", "active",
+                        ]},
+                        "periodSeconds": 1,
+                        "failureThreshold": 1,
+                    },
+                    "volumeMounts": [{
+                        "name": "keepalived",
+                        "mountPath": "/etc/keepalived",
+                        "readOnly": true,
+                    }],
+                }],
+                "volumes": [{"name": "keepalived", "configMap": {"name": config_map}}],
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests;
