@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::{json, Map, Value};
 
-use egress_core::{MacvlanMode, Protocol, Redirect, Result};
+use egress_core::{MacvlanMode, Protocol, Redirect, Result, Role};
 use egress_openshift::{parse_destination, CompatError, CompatErrorKind};
 
 use crate::{code, error::clip, CniError, Command, DEFAULT_INTERNAL_INTERFACE, SUPPORTED_VERSIONS};
@@ -133,6 +133,12 @@ pub struct NetConf {
     pub(crate) log_level: LogLevel,
     pub(crate) prev_result: Option<Value>,
     pub(crate) valid_attachments: Option<Vec<Attachment>>,
+    /// `role`: the role a new router is applied in (standby for an HA pair).
+    pub(crate) role: Role,
+    /// `routerName`: the router's name instead of the one derived from the attachment.
+    pub(crate) router_name: Option<String>,
+    /// `stableMac`: the MAC the macvlan takes on promotion.
+    pub(crate) stable_mac: Option<String>,
 }
 
 impl NetConf {
@@ -156,6 +162,16 @@ impl NetConf {
     /// when `interfaceArgs.master` is not given.
     pub fn first_address_is_ipv6(&self) -> bool {
         self.addresses[0].contains(':')
+    }
+    /// `role`: the role an ADD applies a new router in (`active` unless `standby` is asked
+    /// for: an HA pair's keepalived then runs `egress-router promote`).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// `routerName`, when given: the router's name in the pod, which keepalived's notify
+    /// commands name (else [`router_name`](crate::router_name) of the attachment).
+    pub fn router_name(&self) -> Option<&str> {
+        self.router_name.as_deref()
     }
     /// `log_file`.
     pub fn log_file(&self) -> Option<&Path> {
@@ -225,7 +241,7 @@ const RUNTIME_KEYS: [&str; 13] = [
 ];
 
 /// This plugin's keys.
-const PLUGIN_KEYS: [&str; 9] = [
+const PLUGIN_KEYS: [&str; 12] = [
     "interfaceType",
     "interfaceArgs",
     "ip",
@@ -235,6 +251,9 @@ const PLUGIN_KEYS: [&str; 9] = [
     "keepRoutes",
     "log_file",
     "log_level",
+    "role",
+    "routerName",
+    "stableMac",
 ];
 
 /// Well-known keys of features this plugin does not have, and why.
@@ -448,6 +467,7 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
             ))
         }
     };
+    let (role, router_name, stable_mac) = ha_keys(&obj)?;
     let valid_attachments = ["cni.dev/valid-attachments", "cni.dev/attachments"]
         .iter()
         .find_map(|k| obj.get(*k).map(|v| attachments(k, v)))
@@ -470,7 +490,40 @@ pub fn parse_config(stdin: &[u8]) -> Result<NetConf, CniError> {
         log_level,
         prev_result,
         valid_attachments,
+        role,
+        router_name,
+        stable_mac,
     })
+}
+
+/// The keys of a router in an HA pair (docs/ha.md): `role`, `routerName`, `stableMac`. The
+/// name and the MAC are checked by the spec's validation (`name`, `stable_mac`).
+fn ha_keys(obj: &Map<String, Value>) -> Result<(Role, Option<String>, Option<String>), CniError> {
+    let role = match obj.get("role") {
+        None => Role::Active,
+        Some(Value::String(s)) if s == "active" => Role::Active,
+        Some(Value::String(s)) if s == "standby" => Role::Standby,
+        Some(v) => {
+            return Err(CniError::config(
+                "role",
+                v,
+                "active (the default) or standby (a router for keepalived to promote)",
+            ))
+        }
+    };
+    let text = |key: &str, what: &str| match obj.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(CniError::config(key, v, what)),
+    };
+    Ok((
+        role,
+        text(
+            "routerName",
+            "a router name, [a-z0-9-], at most 32 characters",
+        )?,
+        text("stableMac", "a MAC address such as 00:00:5e:00:01:33")?,
+    ))
 }
 
 /// The `cniVersion` of a configuration, for the reply to a configuration that did not parse
