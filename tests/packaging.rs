@@ -36,6 +36,9 @@ use egress_lab::{
 };
 use serde_json::{json, Value};
 
+#[path = "packaging/ha.rs"]
+mod ha_pods;
+
 const T: Duration = Duration::from_secs(2);
 /// The port the manifests redirect to the web server's 443.
 const TLS_PORT: u16 = 8443;

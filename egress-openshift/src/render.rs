@@ -76,6 +76,9 @@ pub const KEEPALIVED_IMAGE: &str = concat!(
     "registry.example/egress-router-keepalived:",
     env!("CARGO_PKG_VERSION")
 );
+/// The virtual IP keepalived requires of a VRRP instance, on the HA pod's loopback: a
+/// documentation address nothing routes to (clients use the Service).
+pub const KEEPALIVED_VIP: &str = "192.0.2.254/32";
 /// VRRP's advertisement interval in the HA pair (seconds): over a pod network 100 ms, five
 /// times docs/ha.md's bare-metal 20 ms, so that a busy node's scheduling does not cost the
 /// master its role.
@@ -764,7 +767,7 @@ impl EgressRouter {
             ));
         }
         let meta = |name: &str| {
-            let mut m = json!({"name": name, "labels": self.labels()});
+            let mut m = json!({"name": name, "labels": self.selector()});
             if let Some(ns) = &self.namespace {
                 m["namespace"] = json!(ns);
             }
@@ -814,12 +817,6 @@ impl EgressRouter {
     /// What selects this router's pods: the object's name (two objects never share pods).
     fn selector(&self) -> Value {
         json!({"app.kubernetes.io/name": "egress-router", "app.kubernetes.io/instance": self.name})
-    }
-
-    fn labels(&self) -> Value {
-        let mut l = self.selector();
-        l["app.kubernetes.io/managed-by"] = json!("egress-router-render");
-        l
     }
 
     fn keepalived_name(&self) -> String {
@@ -897,7 +894,7 @@ impl EgressRouter {
             "selector": {"matchLabels": self.selector()},
             "template": {
                 "metadata": {
-                    "labels": self.labels(),
+                    "labels": self.selector(),
                     "annotations": {"k8s.v1.cni.cncf.io/networks": self.name},
                 },
                 "spec": {
@@ -909,12 +906,7 @@ impl EgressRouter {
 
     /// The HA pair: deploy/kubernetes/egress-router-ha.yaml's shape.
     fn ha_deployment(&self) -> Value {
-        ha_deployment_spec(
-            &self.selector(),
-            &self.labels(),
-            &self.name,
-            &self.keepalived_name(),
-        )
+        ha_deployment_spec(&self.selector(), &self.name, &self.keepalived_name())
     }
 
     fn keepalived_conf(&self) -> String {
@@ -964,9 +956,10 @@ impl EgressRouter {
 /// keepalived's configuration in an HA router pod: VRRPv3 over the pod network (`eth0`,
 /// multicast: the peer's pod address is not known in advance), both instances BACKUP with
 /// `nopreempt`, the notify commands of docs/ha.md on the router egress-cni made
-/// ([`HA_ROUTER_NAME`]), at nice -20 (`vrrp_priority`, which needs `SYS_NICE`). No virtual IP:
-/// in Kubernetes the Service is the address clients use, and it sends to the ready pod, the
-/// active one.
+/// ([`HA_ROUTER_NAME`]), at nice -20 (`vrrp_priority`, which needs `SYS_NICE`). The address
+/// clients use is the Service's, which sends to the ready pod, the active one: keepalived's
+/// virtual IP, which it requires, is [`KEEPALIVED_VIP`] on the pod's loopback, where nothing
+/// routes to it.
 pub fn keepalived_conf(vrid: u8, advert_int: &str) -> String {
     let bin = "/usr/bin/egress-router";
     format!(
@@ -984,9 +977,13 @@ vrrp_instance egress {{
     virtual_router_id {vrid}
     priority 100
     advert_int {advert_int}
+    virtual_ipaddress {{
+        {KEEPALIVED_VIP} dev lo
+    }}
     notify_master \"{bin} promote --name {HA_ROUTER_NAME}\"
     notify_backup \"{bin} demote --name {HA_ROUTER_NAME}\"
     notify_fault \"{bin} demote --name {HA_ROUTER_NAME}\"
+    notify_stop \"{bin} demote --name {HA_ROUTER_NAME}\"
 }}
 "
     )
@@ -995,12 +992,7 @@ vrrp_instance egress {{
 /// The HA pair's Deployment spec: two replicas on different nodes, attached to `network`
 /// (egress-cni, as a standby), the keepalived sidecar with its configuration from the
 /// ConfigMap `config_map`, ready only while its router is active.
-pub fn ha_deployment_spec(
-    selector: &Value,
-    labels: &Value,
-    network: &str,
-    config_map: &str,
-) -> Value {
+pub fn ha_deployment_spec(selector: &Value, network: &str, config_map: &str) -> Value {
     json!({
         "replicas": 2,
         // One pod at a time: the other keeps (or takes over) the egress address.
@@ -1008,7 +1000,7 @@ pub fn ha_deployment_spec(
         "selector": {"matchLabels": selector},
         "template": {
             "metadata": {
-                "labels": labels,
+                "labels": selector,
                 "annotations": {"k8s.v1.cni.cncf.io/networks": network},
             },
             "spec": {
@@ -1024,8 +1016,12 @@ pub fn ha_deployment_spec(
                         "runAsUser": 0,
                         "capabilities": {
                             "drop": ["ALL"],
-                            // VRRP's raw sockets and the router's kernel changes; nice -20.
-                            "add": ["NET_ADMIN", "NET_RAW", "SYS_NICE"],
+                            // VRRP's raw socket and the virtual IP; egress-router's role
+                            // changes (NET_ADMIN, and SYS_ADMIN: it enters the namespace);
+                            // nice -20; keepalived sets its notify commands' user.
+                            "add": [
+                                "NET_ADMIN", "SYS_ADMIN", "NET_RAW", "SYS_NICE", "SETUID", "SETGID",
+                            ],
                         },
                     },
                     "readinessProbe": {
