@@ -14,9 +14,12 @@
 //! - `EGRESS_PKG_TOOLS`: a virtualenv with ansible-core (`ansible-playbook`) and PyYAML (the
 //!   manifests are read with it);
 //! - `EGRESS_PKG_COLLECTIONS`: where `ansible-galaxy collection install` put the collection;
-//! - `EGRESS_PKG_PYTHON`: a Python with the `egress` package (the managed host's interpreter).
+//! - `EGRESS_PKG_PYTHON`: a Python with the `egress` package (the managed host's interpreter);
+//! - `EGRESS_HA_IMAGE`: the keepalived image (the same podman store);
+//! - `EGRESS_CNI_BIN`: the shipped (static) `egress-cni`, which the HA pods' network runs.
 //!
-//! Without them every test fails and says so.
+//! Without them every test fails and says so. `ha_pods` (tests/packaging/ha.rs) runs the HA
+//! pair of `deploy/kubernetes/egress-router-ha.yaml`.
 
 use std::{
     collections::HashMap,
@@ -46,13 +49,16 @@ const TLS_PORT: u16 = 8443;
 const OTHER_PORT: u16 = 9090;
 /// The largest image we ship.
 const IMAGE_LIMIT: u64 = 10 * 1000 * 1000;
+/// The largest keepalived image: Debian's keepalived and conntrackd with their libraries are
+/// 32 MB.
+const HA_IMAGE_LIMIT: u64 = 40 * 1000 * 1000;
 
 fn env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!(
             "{var} is not set: these tests exercise the artefacts of scripts/package.sh; run \
              scripts/test-pkg.sh, which builds them and sets EGRESS_IMAGE, EGRESS_PKG_TOOLS, \
-             EGRESS_PKG_COLLECTIONS and EGRESS_PKG_PYTHON"
+             EGRESS_PKG_COLLECTIONS, EGRESS_PKG_PYTHON, EGRESS_HA_IMAGE and EGRESS_CNI_BIN"
         )
     })
 }
@@ -313,6 +319,93 @@ fn image_is_small_labelled_and_tells_its_version() {
             }
         }
     }
+}
+
+#[test]
+fn keepalived_image_holds_keepalived_conntrackd_and_egress_router() {
+    let image = env("EGRESS_HA_IMAGE");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(image.ends_with(&format!(":{version}")), "{image}");
+    let size: u64 = podman_ok(&["image", "inspect", "--format", "{{.Size}}", &image])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        size < HA_IMAGE_LIMIT,
+        "the keepalived image has {size} bytes"
+    );
+    let labels: Value = serde_json::from_str(&podman_ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Labels}}",
+        &image,
+    ]))
+    .unwrap();
+    assert_eq!(labels["org.opencontainers.image.version"], version);
+    assert_eq!(
+        labels["org.opencontainers.image.title"],
+        "egress-router-keepalived"
+    );
+    // Each binary runs from the image alone (its libraries are in it), with no network.
+    let run = |entrypoint: &str, arg: &str| {
+        let r = podman(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            entrypoint,
+            &image,
+            arg,
+        ]);
+        assert_eq!(
+            r.code,
+            Some(0),
+            "{entrypoint} {arg}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+        r.stdout + &r.stderr
+    };
+    assert!(run("/usr/sbin/keepalived", "--version").contains("Keepalived v2."));
+    assert!(run("/usr/sbin/conntrackd", "-v").contains("Connection tracking userspace daemon v1."));
+    assert_eq!(
+        run("/usr/bin/egress-router", "--version"),
+        format!("egress-router {version}\n")
+    );
+    // keepalived checks the HA manifest's configuration (its script security: the notify
+    // binary root-owned in root-owned folders), in a namespace with the eth0 it names.
+    let ns = Netns::new("kacheck");
+    ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
+    let conf = std::env::temp_dir().join(format!("egt-{}-keepalived.conf", std::process::id()));
+    let docs = manifest("egress-router-ha.yaml");
+    fs::write(
+        &conf,
+        of_kind(&docs, "ConfigMap")["data"]["keepalived.conf"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let volume = format!("{}:/etc/keepalived/keepalived.conf:ro", conf.display());
+    let r = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        &network(&ns),
+        "--volume",
+        &volume,
+        &image,
+        "--config-test",
+    ]);
+    fs::remove_file(&conf).unwrap();
+    assert_eq!(
+        r.code,
+        Some(0),
+        "keepalived --config-test: {}{}",
+        r.stdout,
+        r.stderr
+    );
 }
 
 #[test]
