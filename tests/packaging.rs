@@ -24,7 +24,6 @@
 use std::{
     collections::HashMap,
     fs,
-    io::Write,
     net::IpAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -263,25 +262,34 @@ fn serve(lab: &Lab) -> egress_lab::WebServer {
     lab.ext.serve_http(&[WEB_PORT, 443, OTHER_PORT])
 }
 
-#[test]
-fn image_is_small_labelled_and_tells_its_version() {
-    let image = env("EGRESS_IMAGE");
+/// `image`'s tag and version label are the workspace's and it is smaller than `limit`: its
+/// labels.
+#[track_caller]
+fn versioned_image(image: &str, limit: u64) -> Value {
     let version = env!("CARGO_PKG_VERSION");
     assert!(image.ends_with(&format!(":{version}")), "{image}");
-    let size: u64 = podman_ok(&["image", "inspect", "--format", "{{.Size}}", &image])
+    let size: u64 = podman_ok(&["image", "inspect", "--format", "{{.Size}}", image])
         .trim()
         .parse()
         .unwrap();
-    assert!(size < IMAGE_LIMIT, "the image has {size} bytes");
+    assert!(size < limit, "{image} has {size} bytes");
     let labels: Value = serde_json::from_str(&podman_ok(&[
         "image",
         "inspect",
         "--format",
         "{{json .Labels}}",
-        &image,
+        image,
     ]))
     .unwrap();
     assert_eq!(labels["org.opencontainers.image.version"], version);
+    labels
+}
+
+#[test]
+fn image_is_small_labelled_and_tells_its_version() {
+    let image = env("EGRESS_IMAGE");
+    let version = env!("CARGO_PKG_VERSION");
+    let labels = versioned_image(&image, IMAGE_LIMIT);
     assert_eq!(
         labels["org.opencontainers.image.licenses"],
         "MIT OR Apache-2.0"
@@ -325,24 +333,7 @@ fn image_is_small_labelled_and_tells_its_version() {
 fn keepalived_image_holds_keepalived_conntrackd_and_egress_router() {
     let image = env("EGRESS_HA_IMAGE");
     let version = env!("CARGO_PKG_VERSION");
-    assert!(image.ends_with(&format!(":{version}")), "{image}");
-    let size: u64 = podman_ok(&["image", "inspect", "--format", "{{.Size}}", &image])
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        size < HA_IMAGE_LIMIT,
-        "the keepalived image has {size} bytes"
-    );
-    let labels: Value = serde_json::from_str(&podman_ok(&[
-        "image",
-        "inspect",
-        "--format",
-        "{{json .Labels}}",
-        &image,
-    ]))
-    .unwrap();
-    assert_eq!(labels["org.opencontainers.image.version"], version);
+    let labels = versioned_image(&image, HA_IMAGE_LIMIT);
     assert_eq!(
         labels["org.opencontainers.image.title"],
         "egress-router-keepalived"
@@ -377,7 +368,9 @@ fn keepalived_image_holds_keepalived_conntrackd_and_egress_router() {
     // keepalived checks the HA manifest's configuration (its script security: the notify
     // binary root-owned in root-owned folders), in a namespace with the eth0 it names.
     let ns = Netns::new("kacheck");
-    ns.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth1"]);
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
     let conf = std::env::temp_dir().join(format!("egt-{}-keepalived.conf", std::process::id()));
     let docs = manifest("egress-router-ha.yaml");
     fs::write(
@@ -632,38 +625,19 @@ fn daemonset_installs_egress_cni_which_attaches_a_pod_with_the_network_of_the_ma
     assert_eq!(config["ip"]["addresses"][0], EGRESS_SOURCE4);
     assert_eq!(config["ip"]["gateway"], GATEWAY4);
     config["interfaceArgs"]["master"] = json!(MACVLAN_PARENT);
+    let sandbox = lab.router.path().to_str().unwrap();
     let cni = |command: &str, config: &Value| {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", lab.node.name()])
-            .arg(&installed)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs([
+        lab.node.run_cni_plugin(
+            &installed,
+            &[
                 ("CNI_COMMAND", command),
                 ("CNI_CONTAINERID", "pkg-test-pod"),
-                ("CNI_NETNS", lab.router.path().to_str().unwrap()),
+                ("CNI_NETNS", sandbox),
                 ("CNI_IFNAME", "net1"),
                 ("CNI_PATH", host_dir.to_str().unwrap()),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(config.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{command}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+            ],
+            &config.to_string(),
+        )
     };
     let result: Value = serde_json::from_str(&cni("ADD", &config)).unwrap();
     assert_eq!(result["cniVersion"], "1.0.0", "{result}");

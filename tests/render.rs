@@ -10,9 +10,7 @@
 //! podman in tests/ha_pods.rs.)
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -55,46 +53,26 @@ fn nad_config(r: &Rendered) -> Value {
     serde_json::from_str(nad["spec"]["config"].as_str().unwrap()).unwrap()
 }
 
-/// `egress-cni` with `command` and `config` on stdin, from the node's namespace as a runtime
-/// runs it (Multus, for the pod `lab.router`, interface `net1`): its stdout, after exit 0.
+/// `egress-cni` with `command` and `config`, from the node's namespace as a runtime runs it
+/// (Multus, for the pod `lab.router`, interface `net1`): its stdout.
 fn egress_cni(lab: &Lab, command: &str, config: &Value) -> String {
     let binary = workspace_binary(
         "egress-cni",
         &["egress-cni", "egress-openshift", "egress-core"],
         "EGRESS_CNI_BIN",
     );
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", lab.node.name()])
-        .arg(binary)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs([
+    let sandbox = lab.router.path().to_str().unwrap();
+    lab.node.run_cni_plugin(
+        &binary,
+        &[
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", "render-test-pod"),
-            ("CNI_NETNS", lab.router.path().to_str().unwrap()),
+            ("CNI_NETNS", sandbox),
             ("CNI_IFNAME", "net1"),
             ("CNI_PATH", "/opt/cni/bin"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(config.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{command}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+        ],
+        &config.to_string(),
+    )
 }
 
 /// Renders `file`, attaches the lab's router pod with its network (the master set to the

@@ -19,8 +19,7 @@
 
 use std::{
     fs,
-    io::Write,
-    process::{Command, Stdio},
+    path::Path,
     thread,
     time::{Duration, Instant},
 };
@@ -61,39 +60,18 @@ fn documents(yaml: &str) -> Vec<Value> {
 fn cni(pod: &Pod, command: &str, config: &Value) -> String {
     let mut config = config.clone();
     config["interfaceArgs"]["master"] = json!(pod.master);
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", pod.node.name()])
-        .arg(env("EGRESS_CNI_BIN"))
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .envs([
+    let id = format!("ha-pod-{}", pod.tag);
+    pod.node.run_cni_plugin(
+        Path::new(&env("EGRESS_CNI_BIN")),
+        &[
             ("CNI_COMMAND", command),
-            ("CNI_CONTAINERID", &format!("ha-pod-{}", pod.tag)),
+            ("CNI_CONTAINERID", &id),
             ("CNI_NETNS", pod.sandbox.path().to_str().unwrap()),
             ("CNI_IFNAME", "net1"),
             ("CNI_PATH", "/opt/cni/bin"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(config.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{command} of pod {}: {stdout}{}",
-        pod.tag,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+        ],
+        &config.to_string(),
+    )
 }
 
 /// Whether `pod`'s router holds the egress address.

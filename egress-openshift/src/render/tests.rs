@@ -69,6 +69,13 @@ fn cni_config(r: &Rendered) -> Value {
     serde_json::from_str(nad["spec"]["config"].as_str().unwrap()).unwrap()
 }
 
+fn kinds(r: &Rendered) -> Vec<&str> {
+    r.documents
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect()
+}
+
 fn paths(e: &RenderError) -> Vec<&str> {
     e.fields.iter().map(|f| f.field.as_str()).collect()
 }
@@ -76,13 +83,8 @@ fn paths(e: &RenderError) -> Vec<&str> {
 #[test]
 fn the_documentations_example_renders_a_network_a_deployment_and_a_service() {
     let r = ok(DOCS_EXAMPLE, &RenderOptions::default());
-    let kinds: Vec<&str> = r
-        .documents
-        .iter()
-        .map(|d| d["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(&r),
         ["NetworkAttachmentDefinition", "Deployment", "Service"]
     );
     assert_eq!(
@@ -266,13 +268,8 @@ fn ha_renders_a_standby_network_keepalived_and_a_pair_ready_only_when_active() {
         ..RenderOptions::default()
     };
     let r = ok(REDIRECT_AND_FALLBACK, &options);
-    let kinds: Vec<&str> = r
-        .documents
-        .iter()
-        .map(|d| d["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(&r),
         [
             "NetworkAttachmentDefinition",
             "ConfigMap",
@@ -413,27 +410,26 @@ spec:
     );
 }
 
+/// The example with a second address (a flow-style mapping) after its first.
+fn with_address(address: &str) -> String {
+    REDIRECT_AND_FALLBACK.replace(
+        "      gateway: \"203.0.113.1\"\n    }\n",
+        &format!("      gateway: \"203.0.113.1\"\n    }},\n    {address}\n"),
+    )
+}
+
 #[test]
 fn a_family_without_a_gateway_names_its_first_address() {
-    let two = REDIRECT_AND_FALLBACK.replace(
-        "      gateway: \"203.0.113.1\"\n    }\n",
-        "      gateway: \"203.0.113.1\"\n    },\n    {ip: \"2001:db8:2::99/64\"}\n",
-    );
+    let two = with_address(r#"{ip: "2001:db8:2::99/64"}"#);
     let e = render(&two, &RenderOptions::default()).unwrap_err();
     assert_eq!(paths(&e), ["spec.addresses[1].gateway"], "{e}");
     assert!(e.fields[0].expected.contains("IPv6 gateway"), "{e}");
     // Two addresses of one family with different gateways: the router has one per family.
-    let clash = REDIRECT_AND_FALLBACK.replace(
-        "      gateway: \"203.0.113.1\"\n    }\n",
-        "      gateway: \"203.0.113.1\"\n    },\n    {ip: \"203.0.113.98/24\", gateway: \"203.0.113.2\"}\n",
-    );
+    let clash = with_address(r#"{ip: "203.0.113.98/24", gateway: "203.0.113.2"}"#);
     let e = render(&clash, &RenderOptions::default()).unwrap_err();
     assert_eq!(paths(&e), ["spec.addresses[1].gateway"], "{e}");
     // The same gateway twice is one gateway.
-    let same = REDIRECT_AND_FALLBACK.replace(
-        "      gateway: \"203.0.113.1\"\n    }\n",
-        "      gateway: \"203.0.113.1\"\n    },\n    {ip: \"203.0.113.98/24\", gateway: \"203.0.113.1\"}\n",
-    );
+    let same = with_address(r#"{ip: "203.0.113.98/24", gateway: "203.0.113.1"}"#);
     let c = cni_config(&ok(&same, &RenderOptions::default()));
     assert_eq!(
         c["ip"],
