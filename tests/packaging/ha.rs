@@ -178,6 +178,8 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
     let before: Vec<Snapshot> = pods.iter().map(|p| Snapshot::take(p.sandbox)).collect();
     // The kubelet's part for each pod: its network (a standby router), then its container.
     let cap_add = caps.join(",");
+    // One pod after the other, as a rollout starts them: the first is elected (no master to
+    // hear) and promotes; the second, started once the first is active, stays a standby.
     for pod in &mut pods {
         cni(pod, "ADD", &config);
         assert!(
@@ -186,7 +188,7 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
             pod.tag
         );
         let net = network(pod.sandbox);
-        pod.keepalived = Some(Container::start(
+        let container = Container::start(
             &format!("ha-{}", pod.tag),
             &[
                 "--network",
@@ -201,23 +203,25 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
                 &volume,
                 &image,
             ],
-        ));
-    }
-
-    // One pod is elected and promotes; only it is ready.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let active = loop {
-        let holding: Vec<usize> = (0..2).filter(|&i| holds(&pods[i])).collect();
-        if holding.len() == 1 {
-            break holding[0];
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no single active router 10 s after keepalived started:\n{}",
-            logs(&pods)
         );
-        thread::sleep(Duration::from_millis(20));
-    };
+        container.wait_for("Entering BACKUP STATE", 1);
+        pod.keepalived = Some(container);
+        if pod.tag == "a" {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !holds(pod) {
+                assert!(
+                    Instant::now() < deadline,
+                    "pod a was not elected in 10 s:\n{}",
+                    pod.keepalived.as_ref().unwrap().logs()
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // Over a few advertisements, the second stays a standby.
+    thread::sleep(Duration::from_millis(500));
+    let active = 0;
+    assert!(holds(&pods[0]) && !holds(&pods[1]), "{}", logs(&pods));
     let standby = 1 - active;
     assert!(ready(&pods[active], &probe), "{}", logs(&pods));
     assert!(!ready(&pods[standby], &probe), "a standby is not ready");
