@@ -331,6 +331,9 @@ struct Rule {
     target_port: Option<u64>,
 }
 
+/// Rules with their index in the object.
+type Rules = Vec<(usize, Rule)>;
+
 /// An EgressRouter as far as its shape is valid: each address and rule with its index in the
 /// object (those of a broken shape left out), placeholders where a field is broken (the
 /// problems say so, and nothing is rendered then).
@@ -343,7 +346,10 @@ struct EgressRouter {
     /// egress-cni's spelling (`bridge`).
     mode: &'static str,
     master: Option<String>,
-    rules: Vec<(usize, Rule)>,
+    rules: Rules,
+    /// Rules whose protocol is invalid, with a placeholder: their other fields are checked one
+    /// by one.
+    unsure_rules: Rules,
     fallback: Option<String>,
 }
 
@@ -425,7 +431,7 @@ impl EgressRouter {
             Some(v) => problems.add("spec.mode", shown(v), "Redirect (the only mode)"),
         }
         let (mode, master) = Self::interface(spec.get("networkInterface"), problems);
-        let (rules, fallback) = Self::redirect(spec.get("redirect"), problems);
+        let (rules, unsure_rules, fallback) = Self::redirect(spec.get("redirect"), problems);
         Some(EgressRouter {
             name: name.unwrap_or_default(),
             namespace,
@@ -434,6 +440,7 @@ impl EgressRouter {
             mode: mode.unwrap_or("bridge"),
             master,
             rules,
+            unsure_rules,
             fallback,
         })
     }
@@ -524,17 +531,15 @@ impl EgressRouter {
         (mode, string(m, path, "master", None, problems))
     }
 
-    fn redirect(
-        v: Option<&Value>,
-        problems: &mut Problems,
-    ) -> (Vec<(usize, Rule)>, Option<String>) {
+    /// The rules (those with an invalid protocol apart: the second list) and the fallback.
+    fn redirect(v: Option<&Value>, problems: &mut Problems) -> (Rules, Rules, Option<String>) {
         let Some(v) = v else {
             problems.add(
                 "spec.redirect",
                 "(missing)",
                 "required in mode Redirect: {redirectRules, fallbackIP}",
             );
-            return (Vec::new(), None);
+            return (Vec::new(), Vec::new(), None);
         };
         let Some(r) = mapping(
             v,
@@ -543,7 +548,7 @@ impl EgressRouter {
             "{redirectRules, fallbackIP}",
             problems,
         ) else {
-            return (Vec::new(), None);
+            return (Vec::new(), Vec::new(), None);
         };
         let fallback = string(r, "spec.redirect", "fallbackIP", None, problems);
         let rules = match r.get("redirectRules") {
@@ -552,7 +557,7 @@ impl EgressRouter {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, item)| Some((i, Self::rule(i, item, problems)?)))
-                .collect(),
+                .collect::<Vec<_>>(),
             Some(v) => {
                 problems.add(
                     "spec.redirect.redirectRules",
@@ -573,10 +578,15 @@ impl EgressRouter {
                 "redirectRules, a fallbackIP or both: without either the router forwards nothing",
             );
         }
-        (rules, fallback)
+        let (rules, unsure): (Vec<_>, Vec<_>) = rules.into_iter().partition(|(_, (_, ok))| *ok);
+        let strip = |rules: Vec<(usize, (Rule, bool))>| {
+            rules.into_iter().map(|(i, (r, _))| (i, r)).collect()
+        };
+        (strip(rules), strip(unsure), fallback)
     }
 
-    fn rule(i: usize, item: &Value, problems: &mut Problems) -> Option<Rule> {
+    /// One rule, and whether its protocol is valid; `None` without a destination or port.
+    fn rule(i: usize, item: &Value, problems: &mut Problems) -> Option<(Rule, bool)> {
         let path = format!("spec.redirect.redirectRules[{i}]");
         let map = mapping(
             item,
@@ -622,12 +632,15 @@ impl EgressRouter {
             }
         };
         let target_port = port(map, &path, "targetPort", problems);
-        Some(Rule {
+        let rule = Rule {
             destination_ip: destination_ip?,
             port: port_value?,
-            protocol: protocol?,
+            // A placeholder where the protocol is invalid (reported): the rule's other fields
+            // are still checked, alone ([`EgressRouter::check_spec`]).
+            protocol: protocol.unwrap_or("TCP"),
             target_port,
-        })
+        };
+        Some((rule, protocol.is_some()))
     }
 
     /// The gateways to give the router (each once), with the index of the address each came
@@ -646,7 +659,7 @@ impl EgressRouter {
 
     /// The router spec this object describes, in egress-core's JSON form: its validation is
     /// the router's (a name and master that are only placeholders when the object has none).
-    fn spec_json(&self) -> Value {
+    fn spec_json(&self, rules: &[(usize, Rule)]) -> Value {
         json!({
             "name": "render",
             "external": {"macvlan": {
@@ -657,7 +670,7 @@ impl EgressRouter {
             "internal": crate::INTERNAL_LINK,
             "sources": self.addresses.iter().map(|(_, a)| a.ip.clone()).collect::<Vec<_>>(),
             "gateways": self.gateways().into_iter().map(|(g, _)| g).collect::<Vec<_>>(),
-            "redirects": self.rules.iter().map(|(_, r)| json!({
+            "redirects": rules.iter().map(|(_, r)| json!({
                 "protocol": r.protocol.to_ascii_lowercase(),
                 "port": r.port,
                 "to": r.destination_ip,
@@ -667,19 +680,13 @@ impl EgressRouter {
         })
     }
 
-    /// Egress-core's validation of [`EgressRouter::spec_json`], every field it names mapped
-    /// back to the object's path.
+    /// Egress-core's validation of the router this object describes, every field it names
+    /// mapped back to the object's path; then each rule whose protocol is invalid, alone
+    /// with the rest of the router (its port, destination and target port: the spec's other
+    /// problems are already named).
     fn check_spec(&self, problems: &mut Problems) {
-        let Err(e) = RouterSpec::from_json_value(self.spec_json()) else {
-            return;
-        };
-        let fields = e.invalid_fields();
-        assert!(
-            !fields.is_empty(),
-            "a spec built from a checked object failed with {e}"
-        );
-        for f in fields {
-            let path = self.path_of(&f.field);
+        for f in self.spec_problems(&self.rules) {
+            let path = self.path_of(&self.rules, &f.field);
             // The router's whole gateway list is named by an address that lacks one.
             let value = if f.field == "gateways" {
                 "(missing)".into()
@@ -688,11 +695,34 @@ impl EgressRouter {
             };
             problems.add(path, value, f.expected);
         }
+        for rule in &self.unsure_rules {
+            let alone = std::slice::from_ref(rule);
+            for f in self.spec_problems(alone) {
+                if f.field.starts_with("redirects[0].") {
+                    problems.add(self.path_of(alone, &f.field), f.value, f.expected);
+                }
+            }
+        }
+    }
+
+    /// What egress-core's validation finds in the router with `rules`.
+    fn spec_problems(&self, rules: &[(usize, Rule)]) -> Vec<InvalidField> {
+        match RouterSpec::from_json_value(self.spec_json(rules)) {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                let fields = e.invalid_fields();
+                assert!(
+                    !fields.is_empty(),
+                    "a spec of a checked object failed with {e}"
+                );
+                fields
+            }
+        }
     }
 
     /// The object's path for a field of the router spec (`redirects[1].to` →
     /// `spec.redirect.redirectRules[1].destinationIP`).
-    fn path_of(&self, field: &str) -> String {
+    fn path_of(&self, rules: &[(usize, Rule)], field: &str) -> String {
         let indexed = |prefix: &str| -> Option<(usize, String)> {
             let rest = field.strip_prefix(prefix)?.strip_prefix('[')?;
             let (i, rest) = rest.split_once(']')?;
@@ -712,7 +742,7 @@ impl EgressRouter {
             return format!("spec.addresses[{}].gateway", self.address_without_gateway());
         }
         if let Some((k, sub)) = indexed("redirects") {
-            let i = self.rules.get(k).map_or(k, |(i, _)| *i);
+            let i = rules.get(k).map_or(k, |(i, _)| *i);
             let key = match sub.as_str() {
                 "to" => "destinationIP",
                 "to_port" => "targetPort",

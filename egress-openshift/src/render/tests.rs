@@ -361,7 +361,7 @@ spec:
   networkInterface: {macvlan: {mode: bridge, master: a-very-long-link-name}}
   redirect:
     redirectRules:
-    - {destinationIP: 198.51.100.25, port: 80, protocol: tcp}
+    - {destinationIP: 198.51.100.25, port: 80, protocol: tcp, targetPort: 70000}
     - {destinationIP: 198.51.100.25, port: 0, protocol: TCP, targetPort: 70000}
     - {destinationIP: 198.51.100.25, port: "8443", protocol: TCP}
     - {destinationIP: not-an-address, port: 53, protocol: UDP, targetport: 53}
@@ -388,6 +388,8 @@ spec:
             "spec.redirect.redirectRules[1].targetPort",
             "spec.redirect.redirectRules[3].destinationIP",
             "spec.redirect.fallbackIP",
+            // A rule whose protocol is invalid still has its other fields checked.
+            "spec.redirect.redirectRules[0].targetPort",
         ],
         "{e}"
     );
@@ -401,7 +403,7 @@ spec:
     assert_eq!(field("spec.addresses[1].gateway").value, "(missing)");
     let message = e.to_string();
     assert!(
-        message.starts_with("the EgressRouter has 15 invalid fields:\n"),
+        message.starts_with("the EgressRouter has 16 invalid fields:\n"),
         "{message}"
     );
     assert!(
