@@ -19,7 +19,7 @@
 
 use std::{
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
@@ -98,7 +98,7 @@ fn route_service(client: &Netns, ports: &[u64], eth0: &str) {
          flush table ip egt_service
          table ip egt_service {{
              chain output {{
-                 type nat hook output priority dstnat; policy accept;
+                 type nat hook output priority -100; policy accept;
                  ip daddr {SERVICE_IP} tcp dport {{ {} }} dnat to {eth0}
              }}
          }}",
@@ -146,13 +146,11 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
     let (lab, node_b, router_b) = two_nodes();
     let _web = lab.ext.serve_http(&[WEB_PORT, 443]);
     // The ConfigMap, as the volume the manifest mounts (read-only).
-    let dir = std::env::temp_dir().join(format!("egt-{}-keepalived", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("keepalived.conf"), &keepalived_conf).unwrap();
+    let dir = Dir::new("keepalived");
+    fs::write(dir.0.join("keepalived.conf"), &keepalived_conf).unwrap();
     let volume = format!(
         "{}:{}:ro",
-        dir.display(),
+        dir.0.display(),
         mount["mountPath"].as_str().unwrap()
     );
     assert_eq!(mount["readOnly"], true);
@@ -265,7 +263,13 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
         thread::sleep(Duration::from_millis(50));
     };
     assert!(holds(&pods[standby]));
-    // The killed pod's sandbox is exactly as before its ADD.
+    // The killed pod's sandbox is exactly as before its ADD, but for keepalived's virtual IP,
+    // which a SIGKILLed keepalived cannot take back (a deleted pod's namespace goes with it).
+    let vip = keepalived_conf
+        .lines()
+        .find_map(|l| l.trim().strip_suffix(" dev lo"))
+        .expect("the virtual IP on lo");
+    pods[active].sandbox.ip(&["addr", "del", vip, "dev", "lo"]);
     let after = Snapshot::take(pods[active].sandbox);
     assert!(before[active] == after, "{}", before[active].diff(&after));
     eprintln!(
@@ -280,7 +284,24 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
     cni(&pods[standby], "DEL", &config);
     let after = Snapshot::take(pods[standby].sandbox);
     assert!(before[standby] == after, "{}", before[standby].diff(&after));
-    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A private folder, removed when dropped (also after a failed assertion).
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(what: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("egt-{}-{what}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Both keepalived containers' output, for a failure message.
