@@ -278,9 +278,11 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
         started.elapsed().as_millis()
     );
 
-    // The survivor's pod is deleted too.
+    // The survivor's pod is deleted too: SIGTERM, and keepalived's notify_stop demotes the
+    // router (it gives the egress address back) before the pod's network goes.
     let survivor = pods[standby].keepalived.take().unwrap();
     assert_eq!(survivor.stop(10), 0, "{}", survivor.logs());
+    assert!(!holds(&pods[standby]), "notify_stop did not demote");
     cni(&pods[standby], "DEL", &config);
     let after = Snapshot::take(pods[standby].sandbox);
     assert!(before[standby] == after, "{}", before[standby].diff(&after));
