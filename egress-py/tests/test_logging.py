@@ -1,7 +1,7 @@
 """The core's tracing events in Python's logging (logger "egress"), from the core's own
 threads: per-step records of a real apply at DEBUG, none at WARNING, repairs at INFO, fields
 as record.egress_fields; logging.disable() is obeyed; a handler that calls back into the
-library neither deadlocks nor blocks the library's runtime (root)."""
+library is served: the call blocks the handler's thread like any other, it is no error (root)."""
 
 from __future__ import annotations
 
@@ -69,16 +69,19 @@ def test_logging_disable_is_respected(lab: Lab, caplog: pytest.LogCaptureFixture
 
 
 class CallsBack(logging.Handler):
-    """A handler that calls the library for each record: it runs on the library's thread."""
+    """A handler that calls the library for each record (of an apply: the library's own calls
+    log no step)."""
 
     def __init__(self, netns: str) -> None:
         super().__init__(logging.DEBUG)
         self.netns = netns
-        self.seen: list[BaseException] = []
+        self.seen: list[object] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        if not record.getMessage().startswith("step done"):
+            return
         try:
-            egress.inspect("py-log-back", netns=self.netns)
+            self.seen.append(egress.inspect("py-log-back", netns=self.netns))
         except egress.EgressError as e:
             self.seen.append(e)
 
@@ -96,6 +99,5 @@ def test_a_handler_that_calls_the_library(lab: Lab) -> None:
         logger.setLevel(level)
         logger.removeHandler(handler)
     assert handler.seen, "no record reached the handler"
-    for e in handler.seen:
-        assert isinstance(e, egress.BlockingInAsyncError) and isinstance(e, RuntimeError)
-        assert e.call == "inspect"
+    for answer in handler.seen:
+        assert answer is None or isinstance(answer, dict), answer
