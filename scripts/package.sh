@@ -5,6 +5,10 @@
 #   egress-router-image-VERSION.tar      the container image (OCI archive; also tagged
 #                                        registry.example/egress-router:VERSION in the private
 #                                        podman store of scripts/podman-env.sh)
+#   egress-router-keepalived-image-VERSION.tar
+#                                        the HA sidecar image: keepalived and conntrackd from
+#                                        Debian's packages, with egress-router (tagged
+#                                        registry.example/egress-router-keepalived:VERSION)
 #   egress-VERSION-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl, egress-VERSION.tar.gz
 #                                        the Python wheel and sdist
 #   egress-router-VERSION.tar.gz         the Ansible collection egress.router
@@ -36,6 +40,7 @@ dist=$target/packages
 work=$target/pkg
 musl=x86_64-unknown-linux-musl
 image_name=registry.example/egress-router
+ha_image_name=registry.example/egress-router-keepalived
 
 # `cargo pkgid` prints path+file:///…/egress-core#0.1.0.
 version=$(cargo pkgid -p egress-core | sed 's/.*[#@]//')
@@ -73,6 +78,39 @@ podman build --quiet --layers=false --network none -f deploy/Containerfile \
 podman image prune --force >/dev/null
 podman save --quiet --format oci-archive -o "$dist/egress-router-image-$version.tar" \
   "$image_name:$version"
+
+echo "== keepalived image $ha_image_name:$version"
+# Debian's keepalived and conntrackd as scripts/setup.sh installed them, each binary with the
+# shared libraries ldd lists (and the loader), the copyright file of every package a file came
+# from, and what keepalived looks up at run time; nothing is downloaded.
+root_fs=$work/keepalived-root
+rm -rf "$root_fs"
+mkdir -p "$root_fs"/{etc/keepalived,etc/conntrackd,run,var/lock,var/log,usr/share/doc}
+mkdir -m 1777 "$root_fs/tmp"
+files=()
+for binary in /usr/sbin/keepalived /usr/sbin/conntrackd; do
+  files+=("$binary")
+  # `libfoo.so.1 => /lib/…/libfoo.so.1 (0x…)`, and the loader as `/lib64/ld-linux….so.2 (0x…)`.
+  while read -r lib; do files+=("$lib"); done < <(ldd "$binary" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}')
+done
+for f in "${files[@]}"; do
+  cp --parents -L "$f" "$root_fs/"
+done
+# dpkg knows a library by its path under /usr (merged /usr: /lib is a link to usr/lib).
+for pkg in $(for f in "${files[@]}"; do dpkg -S "$(realpath "$f")" 2>/dev/null || dpkg -S "$f"; done |
+  cut -d: -f1 | sort -u); do
+  mkdir -p "$root_fs/usr/share/doc/$pkg"
+  cp -L "/usr/share/doc/$pkg/copyright" "$root_fs/usr/share/doc/$pkg/"
+done
+printf 'root:x:0:0:root:/:/usr/sbin/nologin\n' >"$root_fs/etc/passwd"
+printf 'root:x:0:\n' >"$root_fs/etc/group"
+podman build --quiet --layers=false --network none -f deploy/keepalived/Containerfile \
+  --build-arg VERSION="$version" --build-arg REVISION="$revision" \
+  --build-arg ROOT="${root_fs#"$root"/}" --build-arg BIN="${target#"$root"/}/$musl/dist" \
+  -t "$ha_image_name:$version" . >/dev/null
+podman image prune --force >/dev/null
+podman save --quiet --format oci-archive -o "$dist/egress-router-keepalived-image-$version.tar" \
+  "$ha_image_name:$version"
 
 echo "== python wheel and sdist (maturin)"
 # The same command and virtualenv as scripts/test-py.sh, so the second of them finds the build

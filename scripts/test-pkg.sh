@@ -8,9 +8,11 @@
 #                local wheelhouse, crates from ~/.cargo): it builds from the sdist alone
 #   C library    the tarball unpacked as a prefix; pkg-config; the C agent built and run
 #   collection   ansible-galaxy collection install, offline; ansible-doc; ansible-test sanity
+#   render       `egress-router render` of OpenShift's EgressRouter examples, validated as above
 #   and, in the lab (`cargo test --test packaging`): the image by podman as the init container and
 #   as the legacy Deployment, the installer DaemonSet and the NetworkAttachmentDefinition's
-#   configuration, the collection's module by its FQCN in a playbook (on the sdist's egress).
+#   configuration, the HA pair of egress-router-ha.yaml (the keepalived image) failing over, the
+#   collection's module by its FQCN in a playbook (on the sdist's egress).
 # "Offline" steps run in a network namespace of their own with nothing in it (unshare --net).
 # Network: PyPI for the tools and ansible-test's sanity requirements and maturin's wheel (pip
 # caches them), crates.io for `cargo publish --dry-run`'s index.
@@ -42,6 +44,20 @@ cargo publish --dry-run --no-verify --quiet --allow-dirty -p egress-core -p egre
 
 echo "== kubernetes manifests (kubernetes-validate, Multus's CRD)"
 "$tools/bin/python" scripts/validate-manifests.py
+
+echo "== egress-router render of OpenShift's EgressRouter examples (kubernetes-validate)"
+# The shipped binary renders each example of egress-openshift/src/render/examples (the
+# documentation's objects), one replica and the HA pair; the manifests are validated as above.
+rendered=$work/rendered
+rm -rf "$rendered"
+mkdir -p "$rendered"
+router_bin=$target/x86_64-unknown-linux-musl/dist/egress-router
+for example in egress-openshift/src/render/examples/*.yaml; do
+  name=$(basename "$example" .yaml)
+  "$router_bin" render "$example" >"$rendered/$name.yaml" 2>/dev/null
+  "$router_bin" render --ha --stable-mac - <"$example" >"$rendered/$name-ha.yaml" 2>/dev/null
+done
+"$tools/bin/python" scripts/validate-manifests.py "$rendered"
 
 echo "== python wheel (pip install, fresh virtualenv, offline)"
 wheel=$(ls "$dist"/egress-"$version"-cp39-abi3-*manylinux_2_17_x86_64*.whl)
@@ -180,5 +196,7 @@ echo "== in the lab: the image by podman, the manifests' workloads, the collecti
 source scripts/podman-env.sh
 cargo clippy --quiet --test packaging -- -D warnings
 EGRESS_IMAGE=registry.example/egress-router:$version EGRESS_PKG_TOOLS=$tools \
+  EGRESS_HA_IMAGE=registry.example/egress-router-keepalived:$version \
+  EGRESS_CNI_BIN=$target/x86_64-unknown-linux-musl/dist/egress-cni \
   EGRESS_PKG_COLLECTIONS=$collections EGRESS_PKG_PYTHON=$work/venv-sdist/bin/python \
   cargo test --quiet --test packaging

@@ -13,7 +13,10 @@ with kubernetes-validate installed):
 
 Then it makes sure that each kind of check can fail, on broken copies of the real manifests.
 
-    python3 scripts/validate-manifests.py [DIR]     # default: deploy/kubernetes
+    python3 scripts/validate-manifests.py [DIR ...]     # default: deploy/kubernetes
+
+Every DIR's *.yaml (scripts/test-pkg.sh adds the manifests `egress-router render` prints for
+the EgressRouter examples of OpenShift's documentation); the CRDs are deploy/kubernetes/schemas'.
 """
 
 from __future__ import annotations
@@ -106,14 +109,18 @@ def cni_config_errors(nad: Resource) -> list[str]:
 
 
 def main() -> int:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"
-    validator = Validator(root / "schemas")
-    manifests = sorted(root.glob("*.yaml"))
+    deploy = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"
+    roots = [Path(a) for a in sys.argv[1:]] or [deploy]
+    validator = Validator(deploy / "schemas")
+    manifests = [p for root in roots for p in sorted(root.glob("*.yaml"))]
+    if not manifests:
+        print(f"FAIL no manifests in {', '.join(map(str, roots))}")
+        return 1
     failed = 0
     checked: dict[str, Resource] = {}
     for path in manifests + validator.crd_files:
         for resource in documents(path):
-            name = f"{path.relative_to(root)}: {resource.get('kind')}/{resource.get('metadata', {}).get('name')}"
+            name = f"{path}: {resource.get('kind')}/{resource.get('metadata', {}).get('name')}"
             problems = validator.errors(resource)
             for p in problems:
                 print(f"FAIL {name}: {p}")

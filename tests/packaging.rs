@@ -14,14 +14,16 @@
 //! - `EGRESS_PKG_TOOLS`: a virtualenv with ansible-core (`ansible-playbook`) and PyYAML (the
 //!   manifests are read with it);
 //! - `EGRESS_PKG_COLLECTIONS`: where `ansible-galaxy collection install` put the collection;
-//! - `EGRESS_PKG_PYTHON`: a Python with the `egress` package (the managed host's interpreter).
+//! - `EGRESS_PKG_PYTHON`: a Python with the `egress` package (the managed host's interpreter);
+//! - `EGRESS_HA_IMAGE`: the keepalived image (the same podman store);
+//! - `EGRESS_CNI_BIN`: the shipped (static) `egress-cni`, which the HA pods' network runs.
 //!
-//! Without them every test fails and says so.
+//! Without them every test fails and says so. `ha_pods` (tests/packaging/ha.rs) runs the HA
+//! pair of `deploy/kubernetes/egress-router-ha.yaml`.
 
 use std::{
     collections::HashMap,
     fs,
-    io::Write,
     net::IpAddr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -36,6 +38,9 @@ use egress_lab::{
 };
 use serde_json::{json, Value};
 
+#[path = "packaging/ha.rs"]
+mod ha_pods;
+
 const T: Duration = Duration::from_secs(2);
 /// The port the manifests redirect to the web server's 443.
 const TLS_PORT: u16 = 8443;
@@ -43,13 +48,16 @@ const TLS_PORT: u16 = 8443;
 const OTHER_PORT: u16 = 9090;
 /// The largest image we ship.
 const IMAGE_LIMIT: u64 = 10 * 1000 * 1000;
+/// The largest keepalived image: Debian's keepalived and conntrackd with their libraries are
+/// 32 MB.
+const HA_IMAGE_LIMIT: u64 = 40 * 1000 * 1000;
 
 fn env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!(
             "{var} is not set: these tests exercise the artefacts of scripts/package.sh; run \
              scripts/test-pkg.sh, which builds them and sets EGRESS_IMAGE, EGRESS_PKG_TOOLS, \
-             EGRESS_PKG_COLLECTIONS and EGRESS_PKG_PYTHON"
+             EGRESS_PKG_COLLECTIONS, EGRESS_PKG_PYTHON, EGRESS_HA_IMAGE and EGRESS_CNI_BIN"
         )
     })
 }
@@ -254,25 +262,34 @@ fn serve(lab: &Lab) -> egress_lab::WebServer {
     lab.ext.serve_http(&[WEB_PORT, 443, OTHER_PORT])
 }
 
-#[test]
-fn image_is_small_labelled_and_tells_its_version() {
-    let image = env("EGRESS_IMAGE");
+/// `image`'s tag and version label are the workspace's and it is smaller than `limit`: its
+/// labels.
+#[track_caller]
+fn versioned_image(image: &str, limit: u64) -> Value {
     let version = env!("CARGO_PKG_VERSION");
     assert!(image.ends_with(&format!(":{version}")), "{image}");
-    let size: u64 = podman_ok(&["image", "inspect", "--format", "{{.Size}}", &image])
+    let size: u64 = podman_ok(&["image", "inspect", "--format", "{{.Size}}", image])
         .trim()
         .parse()
         .unwrap();
-    assert!(size < IMAGE_LIMIT, "the image has {size} bytes");
+    assert!(size < limit, "{image} has {size} bytes");
     let labels: Value = serde_json::from_str(&podman_ok(&[
         "image",
         "inspect",
         "--format",
         "{{json .Labels}}",
-        &image,
+        image,
     ]))
     .unwrap();
     assert_eq!(labels["org.opencontainers.image.version"], version);
+    labels
+}
+
+#[test]
+fn image_is_small_labelled_and_tells_its_version() {
+    let image = env("EGRESS_IMAGE");
+    let version = env!("CARGO_PKG_VERSION");
+    let labels = versioned_image(&image, IMAGE_LIMIT);
     assert_eq!(
         labels["org.opencontainers.image.licenses"],
         "MIT OR Apache-2.0"
@@ -310,6 +327,78 @@ fn image_is_small_labelled_and_tells_its_version() {
             }
         }
     }
+}
+
+#[test]
+fn keepalived_image_holds_keepalived_conntrackd_and_egress_router() {
+    let image = env("EGRESS_HA_IMAGE");
+    let version = env!("CARGO_PKG_VERSION");
+    let labels = versioned_image(&image, HA_IMAGE_LIMIT);
+    assert_eq!(
+        labels["org.opencontainers.image.title"],
+        "egress-router-keepalived"
+    );
+    // Each binary runs from the image alone (its libraries are in it), with no network.
+    let run = |entrypoint: &str, arg: &str| {
+        let r = podman(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            entrypoint,
+            &image,
+            arg,
+        ]);
+        assert_eq!(
+            r.code,
+            Some(0),
+            "{entrypoint} {arg}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+        r.stdout + &r.stderr
+    };
+    assert!(run("/usr/sbin/keepalived", "--version").contains("Keepalived v2."));
+    assert!(run("/usr/sbin/conntrackd", "-v").contains("Connection tracking userspace daemon v1."));
+    assert_eq!(
+        run("/usr/bin/egress-router", "--version"),
+        format!("egress-router {version}\n")
+    );
+    // keepalived checks the HA manifest's configuration (its script security: the notify
+    // binary root-owned in root-owned folders), in a namespace with the eth0 it names.
+    let ns = Netns::new("kacheck");
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    let conf = std::env::temp_dir().join(format!("egt-{}-keepalived.conf", std::process::id()));
+    let docs = manifest("egress-router-ha.yaml");
+    fs::write(
+        &conf,
+        of_kind(&docs, "ConfigMap")["data"]["keepalived.conf"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let volume = format!("{}:/etc/keepalived/keepalived.conf:ro", conf.display());
+    let r = podman(&[
+        "run",
+        "--rm",
+        "--network",
+        &network(&ns),
+        "--volume",
+        &volume,
+        &image,
+        "--config-test",
+    ]);
+    fs::remove_file(&conf).unwrap();
+    assert_eq!(
+        r.code,
+        Some(0),
+        "keepalived --config-test: {}{}",
+        r.stdout,
+        r.stderr
+    );
 }
 
 #[test]
@@ -536,38 +625,19 @@ fn daemonset_installs_egress_cni_which_attaches_a_pod_with_the_network_of_the_ma
     assert_eq!(config["ip"]["addresses"][0], EGRESS_SOURCE4);
     assert_eq!(config["ip"]["gateway"], GATEWAY4);
     config["interfaceArgs"]["master"] = json!(MACVLAN_PARENT);
+    let sandbox = lab.router.path().to_str().unwrap();
     let cni = |command: &str, config: &Value| {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", lab.node.name()])
-            .arg(&installed)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs([
+        lab.node.run_cni_plugin(
+            &installed,
+            &[
                 ("CNI_COMMAND", command),
                 ("CNI_CONTAINERID", "pkg-test-pod"),
-                ("CNI_NETNS", lab.router.path().to_str().unwrap()),
+                ("CNI_NETNS", sandbox),
                 ("CNI_IFNAME", "net1"),
                 ("CNI_PATH", host_dir.to_str().unwrap()),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(config.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{command}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+            ],
+            &config.to_string(),
+        )
     };
     let result: Value = serde_json::from_str(&cni("ADD", &config)).unwrap();
     assert_eq!(result["cniVersion"], "1.0.0", "{result}");

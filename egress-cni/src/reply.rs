@@ -98,8 +98,15 @@ pub fn prev_result_drift(
         )];
     };
     let mut drift = Vec::new();
+    // An HA pair's router (`stableMac`) takes the stable MAC while active: either is its own.
+    let stable = spec.stable_mac().map(|m| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    });
     if let (Some(mac), Some(link)) = (interfaces[index]["mac"].as_str(), link) {
-        if !mac.eq_ignore_ascii_case(&link.mac) {
+        if !mac.eq_ignore_ascii_case(&link.mac) && stable.as_deref() != Some(link.mac.as_str()) {
             drift.push(format!(
                 "interface {ifname}: MAC is {}, prevResult says {mac}",
                 link.mac

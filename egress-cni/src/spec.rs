@@ -26,14 +26,18 @@ impl NetConf {
         })
     }
 
-    /// The router of an ADD or CHECK: named [`router_name`], in `CNI_NETNS`, a macvlan called
+    /// The router of an ADD or CHECK: named `routerName`, else [`router_name`], in `CNI_NETNS`, a macvlan called
     /// `CNI_IFNAME` on `master` (in the namespace the plugin runs in), and everything the
     /// configuration says. A spec error names the configuration key it comes from.
     ///
     /// Panics if `inv` is not an ADD, CHECK (or a DEL with `CNI_NETNS`).
     pub fn router_spec(&self, inv: &Invocation, master: &str) -> Result<RouterSpec, CniError> {
         let (id, netns, ifname) = inv.attachment();
-        let mut b = RouterSpec::builder(router_name(id, ifname))
+        let name = self
+            .router_name
+            .clone()
+            .unwrap_or_else(|| router_name(id, ifname));
+        let mut b = RouterSpec::builder(name)
             .netns_path(netns)
             .macvlan(master, self.mode)
             .link_name(ifname)
@@ -55,6 +59,9 @@ impl NetConf {
         }
         for (dst, gw) in &self.keep_routes {
             b = b.keep_route(dst, gw.as_deref());
+        }
+        if let Some(mac) = &self.stable_mac {
+            b = b.stable_mac(mac);
         }
         b.build().map_err(|e| self.spec_error(e))
     }
@@ -103,6 +110,10 @@ impl NetConf {
                 "keepRoutes[{i}].{}",
                 if sub == "via" { "gw" } else { "dst" }
             )
+        } else if field == "name" && self.router_name.is_some() {
+            "routerName".into()
+        } else if field == "stable_mac" {
+            "stableMac".into()
         } else {
             let (code, key) = config_field(&field);
             let expected = expected.replace("the external link", "CNI_IFNAME (the macvlan)");

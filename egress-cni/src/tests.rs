@@ -1279,3 +1279,50 @@ fn control_characters_of_values_never_reach_a_message_raw() {
     assert_eq!(e.to_json(CniVersion::LATEST)["details"], "a\\u{1b}\nb");
     assert!(e.to_string().ends_with(": a\\u{1b}; b"), "{e}");
 }
+
+#[test]
+fn an_ha_pairs_router_is_a_named_standby_with_a_stable_mac() {
+    let ha = set(
+        set(
+            set(small(), "role", Some(json!("standby"))),
+            "routerName",
+            Some(json!("egress-router")),
+        ),
+        "stableMac",
+        Some(json!("00:00:5e:00:01:33")),
+    );
+    let conf = parse(&ha).unwrap();
+    assert_eq!(conf.role(), egress_core::Role::Standby);
+    assert_eq!(conf.router_name(), Some("egress-router"));
+    let s = spec(&ha).unwrap();
+    // The name keepalived's notify commands give, whatever the attachment.
+    assert_eq!(s.name(), "egress-router");
+    assert_eq!(s.stable_mac(), Some([0x00, 0x00, 0x5e, 0x00, 0x01, 0x33]));
+    // Without them: an active router named after the attachment, as before.
+    let conf = parse(&small()).unwrap();
+    assert_eq!(conf.role(), egress_core::Role::Active);
+    assert_eq!(
+        spec(&small()).unwrap().name(),
+        router_name("3f6940ab5ab43bc5", "net1")
+    );
+    let active = set(small(), "role", Some(json!("active")));
+    assert_eq!(parse(&active).unwrap().role(), egress_core::Role::Active);
+
+    // Each bad value names its key (code 7).
+    for (key, value) in [
+        ("role", json!("backup")),
+        ("role", json!(1)),
+        ("routerName", json!(7)),
+        ("stableMac", json!(["00:00:5e:00:01:33"])),
+    ] {
+        let e = parse(&set(small(), key, Some(value.clone()))).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), (7, Some(key)), "{value}: {e}");
+    }
+    for (key, value) in [
+        ("routerName", json!("Egress_Router")),
+        ("stableMac", json!("00:00:5e:00:01")),
+    ] {
+        let e = spec(&set(small(), key, Some(value.clone()))).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), (7, Some(key)), "{value}: {e}");
+    }
+}

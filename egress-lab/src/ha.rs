@@ -70,6 +70,42 @@ pub const SYNC_A: &str = "192.0.2.249";
 /// Router B's address on [`SYNC_LINK`].
 pub const SYNC_B: &str = "192.0.2.250";
 
+/// The two-node topology without routers or keepalived: [`Lab::with_switch`] (node A, router A
+/// on the cluster bridge at 192.0.2.2, the client, the gateway), node B attached to the
+/// external switch (its `eth0` the macvlan parent of router B) and router B's namespace on the
+/// cluster bridge at [`ROUTER_B_ETH0_4`], default route via the node. For a test that brings its
+/// own routers and election (the HA pods of `deploy/kubernetes/egress-router-ha.yaml`).
+pub fn two_nodes() -> (Lab, Netns, Netns) {
+    let lab = Lab::with_switch();
+    let node_b = lab.attach_host("nodeb");
+    let router_b = Netns::new("routerb");
+    router_b.sysctl_set("net.ipv6.conf.default.accept_dad", "0");
+    lab.node.ip(&[
+        "link",
+        "add",
+        "vrouterb",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        router_b.name(),
+    ]);
+    lab.node
+        .ip(&["link", "set", "vrouterb", "master", NODE_BRIDGE, "up"]);
+    router_b.ip(&[
+        "addr",
+        "add",
+        &format!("{ROUTER_B_ETH0_4}/24"),
+        "dev",
+        "eth0",
+    ]);
+    router_b.ip(&["link", "set", "eth0", "up"]);
+    router_b.ip(&["route", "add", "default", "via", NODE4]);
+    (lab, node_b, router_b)
+}
+
 /// Which node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Node {
@@ -125,33 +161,7 @@ impl HaLab {
     /// stable MAC when `stable_mac`); keepalived is not started yet ([`HaLab::start`]).
     /// `advert` is VRRP's advertisement interval.
     pub fn new(stable_mac: bool, advert: Duration) -> HaLab {
-        let lab = Lab::with_switch();
-        let node_b = lab.attach_host("nodeb");
-        let router_b = Netns::new("routerb");
-        router_b.sysctl_set("net.ipv6.conf.default.accept_dad", "0");
-        lab.node.ip(&[
-            "link",
-            "add",
-            "vrouterb",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            router_b.name(),
-        ]);
-        lab.node
-            .ip(&["link", "set", "vrouterb", "master", NODE_BRIDGE, "up"]);
-        router_b.ip(&[
-            "addr",
-            "add",
-            &format!("{ROUTER_B_ETH0_4}/24"),
-            "dev",
-            "eth0",
-        ]);
-        router_b.ip(&["link", "set", "eth0", "up"]);
-        router_b.ip(&["route", "add", "default", "via", NODE4]);
+        let (lab, node_b, router_b) = two_nodes();
         // The gateway ignores gratuitous ARP for addresses it has no entry for: only the
         // stable MAC (or an entry it learnt by asking) lets it reach the new active router.
         lab.ext.sysctl_set("net.ipv4.conf.all.arp_accept", "0");

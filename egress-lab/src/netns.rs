@@ -113,6 +113,41 @@ impl Netns {
         command("ip", &self.exec_args(cmd), None)
     }
 
+    /// Runs the CNI plugin `plugin` from this (a node's) namespace as a container runtime runs
+    /// it: `ip netns exec`, an environment of `cni_env` (`CNI_COMMAND`, `CNI_CONTAINERID`,
+    /// `CNI_NETNS`, …) and `PATH` only, `config` on stdin. Returns its stdout after exit 0;
+    /// panics with its output otherwise.
+    #[track_caller]
+    pub fn run_cni_plugin(&self, plugin: &Path, cni_env: &[(&str, &str)], config: &str) -> String {
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(plugin)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs(cni_env.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", plugin.display()));
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(config.as_bytes())
+            .expect("writing the configuration");
+        let out = child.wait_with_output().expect("waiting for the plugin");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{} with {cni_env:?}: {stdout}{}",
+            plugin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     fn exec_args<'a>(&'a self, cmd: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec!["netns", "exec", &self.name];
         args.extend_from_slice(cmd);

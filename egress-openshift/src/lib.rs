@@ -73,6 +73,7 @@ use egress_core::{Error, MacvlanMode, Netns, Protocol, Redirect, Role, RouterSpe
 
 pub mod logging;
 pub mod metrics;
+pub mod render;
 
 /// The router name when `EGRESS_ROUTER_NAME` is not set.
 pub const DEFAULT_NAME: &str = "egress-router";

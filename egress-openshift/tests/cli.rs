@@ -175,3 +175,93 @@ fn check_with_an_invalid_spec_file_exits_1_and_names_the_field() {
         "{stderr}"
     );
 }
+
+/// `render` with `stdin` piped in.
+fn render(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("render")
+        .args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("egress-router runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const OBJECT: &str = "
+apiVersion: network.operator.openshift.io/v1
+kind: EgressRouter
+metadata: {name: egress-1, namespace: egress, uid: 3f0b7c9e-1d2a-4e5f-8a6b-7c8d9e0f1a2b}
+spec:
+  addresses: [{ip: 203.0.113.99/24, gateway: 203.0.113.1}]
+  mode: Redirect
+  redirect:
+    redirectRules: [{destinationIP: 198.51.100.25, port: 80, protocol: TCP, targetPort: 8080}]
+    fallbackIP: 198.51.100.9
+";
+
+#[test]
+fn render_prints_manifests_and_an_invalid_object_every_field_and_nothing_on_stdout() {
+    let out = render(&["-"], OBJECT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("\n---\n").count(), 2, "{stdout}");
+    for kind in ["NetworkAttachmentDefinition", "Deployment", "Service"] {
+        assert!(stdout.contains(&format!("kind: {kind}\n")), "{stdout}");
+    }
+    assert!(
+        stdout.contains("uid: 3f0b7c9e-1d2a-4e5f-8a6b-7c8d9e0f1a2b"),
+        "{stdout}"
+    );
+    assert_eq!(text(&out.stderr), "");
+    // --ha: the keepalived ConfigMap too; no uid: a note on stderr, the manifests all the same.
+    let out = render(
+        &["--ha"],
+        &OBJECT.replace(", uid: 3f0b7c9e-1d2a-4e5f-8a6b-7c8d9e0f1a2b", ""),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("kind: ConfigMap\n"));
+    assert!(
+        text(&out.stderr).contains("no ownerReferences"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let bad = OBJECT
+        .replace("port: 80", "port: 0")
+        .replace("protocol: TCP", "protocol: tcp");
+    let out = render(&[], &bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "", "nothing on stdout");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("2 invalid fields"), "{stderr}");
+    for path in [
+        "spec.redirect.redirectRules[0].protocol: `tcp`",
+        "spec.redirect.redirectRules[0].port: `0`",
+    ] {
+        assert!(stderr.contains(path), "{path} in {stderr}");
+    }
+    let out = render(&["/nonexistent/egress-1.yaml"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("reading /nonexistent/egress-1.yaml"));
+}
+
+#[test]
+fn inspect_takes_a_role_to_require() {
+    let out = run(&["inspect", "--role", "backup"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--role backup: active or standby"),
+        "{}",
+        text(&out.stderr)
+    );
+}

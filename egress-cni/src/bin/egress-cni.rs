@@ -141,7 +141,7 @@ fn add(inv: &Invocation, conf: &NetConf) -> Result<Option<Value>, CniError> {
     for (i, step) in spec.plan().steps().iter().enumerate() {
         debug!("{}", format_args!("plan step {:>2}: {step}", i + 1),);
     }
-    let outcome = blocking::ensure(&spec).map_err(core)?;
+    let outcome = blocking::ensure_as(&spec, conf.role()).map_err(core)?;
     for d in &outcome.drift {
         debug!("found: {}", cni::escape_control(&d.to_string()));
     }
@@ -175,11 +175,13 @@ fn del(
     conf: Result<NetConf, CniError>,
     log: &Log,
 ) -> Result<Option<Value>, CniError> {
+    let mut configured_name = None;
     match conf {
         Ok(conf) => {
             if let Err(e) = log.open(&conf) {
                 error!("{e}; logging on stderr only");
             }
+            configured_name = conf.router_name().map(str::to_string);
         }
         Err(e) => error!(
             "{}",
@@ -189,7 +191,7 @@ fn del(
     let (Some(id), Some(ifname)) = (&inv.container_id, &inv.ifname) else {
         unreachable!("DEL has CNI_CONTAINERID and CNI_IFNAME")
     };
-    let name = cni::router_name(id, ifname);
+    let name = configured_name.unwrap_or_else(|| cni::router_name(id, ifname));
     let Some(netns) = &inv.netns else {
         info!("no CNI_NETNS: nothing to remove (the router lives in the pod's namespace only)",);
         return Ok(None);

@@ -6,7 +6,7 @@ use std::{net::IpAddr, path::PathBuf};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use egress_core::{MacvlanMode, Protocol, Redirect};
+use egress_core::{MacvlanMode, Protocol, Redirect, Role};
 use egress_openshift::{parse_destination, CompatError, CompatErrorKind};
 
 use super::{
@@ -35,7 +35,7 @@ const RUNTIME_KEYS: [&str; 13] = [
 ];
 
 /// This plugin's keys.
-const PLUGIN_KEYS: [&str; 9] = [
+const PLUGIN_KEYS: [&str; 12] = [
     "interfaceType",
     "interfaceArgs",
     "ip",
@@ -45,6 +45,9 @@ const PLUGIN_KEYS: [&str; 9] = [
     "keepRoutes",
     "log_file",
     "log_level",
+    "role",
+    "routerName",
+    "stableMac",
 ];
 
 /// Well-known keys of features this plugin does not have, and why.
@@ -104,6 +107,15 @@ pub(crate) fn net_conf(conf: Conf, repeated: Vec<String>) -> Result<NetConf, Cni
             s => s.parse().ok(),
         }
     });
+    // An HA pair's router: its role, its name and stable MAC (both checked by the spec's
+    // validation, as `name` and `stable_mac`).
+    let role = c.parsed(&conf.role, "role", ROLES, |s| match s.as_str() {
+        "active" => Some(Role::Active),
+        "standby" => Some(Role::Standby),
+        _ => None,
+    });
+    let router_name = c.valid(&conf.router_name, "routerName", "a router name, [a-z0-9-]");
+    let stable_mac = c.valid(&conf.stable_mac, "stableMac", "a MAC address");
     let prev_result = c.valid(
         &conf.prev_result,
         "prevResult",
@@ -135,11 +147,15 @@ pub(crate) fn net_conf(conf: Conf, repeated: Vec<String>) -> Result<NetConf, Cni
         log_level: log_level.unwrap_or_default(),
         prev_result: prev_result.cloned().flatten().map(Value::Object),
         valid_attachments,
+        role: role.unwrap_or(Role::Active),
+        router_name: router_name.cloned(),
+        stable_mac: stable_mac.cloned(),
     })
 }
 
 const ONE_PER_FAMILY: &str = "an address, or a list with one per address family";
 const LOG_LEVELS: &str = "one of panic, error, verbose, debug";
+const ROLES: &str = "active (the default) or standby (a router for keepalived to promote)";
 
 /// What the `ip` object and the redirects and fallbacks give.
 #[derive(Default)]

@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 
-use egress_core::{MacvlanMode, Redirect, Result};
+use egress_core::{MacvlanMode, Redirect, Result, Role};
 
 use crate::{code, error::clip, CniError, Command, SUPPORTED_VERSIONS};
 
@@ -139,6 +139,12 @@ pub struct NetConf {
     pub(crate) log_level: LogLevel,
     pub(crate) prev_result: Option<Value>,
     pub(crate) valid_attachments: Option<Vec<Attachment>>,
+    /// `role`: the role a new router is applied in (standby for an HA pair).
+    pub(crate) role: Role,
+    /// `routerName`: the router's name instead of the one derived from the attachment.
+    pub(crate) router_name: Option<String>,
+    /// `stableMac`: the MAC the macvlan takes on promotion.
+    pub(crate) stable_mac: Option<String>,
 }
 
 impl NetConf {
@@ -191,6 +197,16 @@ impl NetConf {
             None => Some(name),
             Some(parent) => (parent == dir).then_some(name),
         }
+    }
+    /// `role`: the role an ADD applies a new router in (`active` unless `standby` is asked
+    /// for: an HA pair's keepalived then runs `egress-router promote`).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    /// `routerName`, when given: the router's name in the pod, which keepalived's notify
+    /// commands name (else [`router_name`](crate::router_name) of the attachment).
+    pub fn router_name(&self) -> Option<&str> {
+        self.router_name.as_deref()
     }
     /// `log_level`.
     pub fn log_level(&self) -> LogLevel {

@@ -32,6 +32,11 @@ pub(crate) struct Conf {
     pub keep_routes: Field<Vec<Field<KeptRoute>>>,
     pub log_file: Field<String>,
     pub log_level: Field<String>,
+    pub role: Field<String>,
+    #[serde(rename = "routerName")]
+    pub router_name: Field<String>,
+    #[serde(rename = "stableMac")]
+    pub stable_mac: Field<String>,
     #[serde(rename = "prevResult")]
     pub prev_result: Field<Option<Map<String, Value>>>,
     #[serde(rename = "cni.dev/valid-attachments")]

@@ -10,7 +10,8 @@ use clap::{
     error::{ContextKind, ContextValue, ErrorKind},
     Args, CommandFactory, Parser, Subcommand,
 };
-use egress_core::Netns;
+use egress_core::{Netns, Role};
+use egress_openshift::render::RenderOptions;
 
 /// The text after the options in `--help`: the container contract, the exit codes, examples.
 const AFTER_LONG_HELP: &str = "\
@@ -61,14 +62,16 @@ CONTAINER ENTRYPOINT (no subcommand): the OpenShift variables, unchanged
 EXIT CODES
   0  done: configured, torn down (also when there was nothing to remove), router found
      (inspect), namespace matches its configuration (check)
-  1  invalid input (EGRESS_* variables or --spec); the message is on stderr; nothing changed
+  1  invalid input (EGRESS_* variables, --spec, or render's object); the message is on
+     stderr; nothing changed
   2  usage error (unknown subcommand or option)
   3  failed, and nothing is left changed: missing link, no permission (run as root), the
      kernel refused a change and everything was rolled back; legacy mode: the watch cannot
      recover (the router is gone), so the kubelet restarts the container
   4  failed, and something is left behind: rollback or teardown incomplete (the message lists
      what remains; `egress-router teardown` removes it)
-  5  inspect: no such router; check: the namespace differs from the configuration
+  5  inspect: no such router (or, with --role, not in that role); check: the namespace
+     differs from the configuration
   6  diagnose: a check failed (its line says what to change)
 
 EXAMPLES
@@ -81,6 +84,10 @@ EXAMPLES
 
   # The router does not work: why?
   kubectl exec egress-1 -- egress-router diagnose
+
+  # An OpenShift EgressRouter, run with egress-cni: one replica, or the keepalived HA pair
+  egress-router render egress-1.yaml | kubectl apply -f -
+  kubectl get egressrouter egress-1 -o yaml | egress-router render --ha - | kubectl apply -f -
 
   # keepalived.conf, in the router's namespace (see docs/ha.md), global_defs:
   #   vrrp_notify_fifo /run/keepalived/egress.fifo
@@ -125,7 +132,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Sub {
     /// Show what a router owns in a namespace
-    Inspect(Common),
+    Inspect {
+        #[command(flatten)]
+        common: Common,
+        /// Exit 5 unless the router holds this role: the readiness probe of an HA pair's pod
+        /// (`--role active`), ready only on the active router
+        #[arg(long, verbatim_doc_comment, value_name = "ROLE", value_parser = role)]
+        role: Option<Role>,
+    },
     /// Compare a namespace with its configuration (changes nothing)
     Check {
         #[command(flatten)]
@@ -189,6 +203,34 @@ enum Sub {
         #[arg(value_name = "FIFO", value_parser = NonEmptyStringValueParser::new())]
         fifo: String,
     },
+    /// Print the Kubernetes manifests of an OpenShift 4 EgressRouter object, for egress-cni
+    ///
+    /// Reads one EgressRouter (network.operator.openshift.io/v1, YAML or JSON) and prints,
+    /// named after it: its NetworkAttachmentDefinition (egress-cni's configuration of every
+    /// address, rule and the fallback), its Deployment (one replica, or with --ha the HA
+    /// pair of deploy/kubernetes/egress-router-ha.yaml and its keepalived ConfigMap) and its
+    /// Service. The object owns them when its uid is known (metadata.uid, or --owner-uid).
+    /// An invalid object: every invalid field by its path on stderr, nothing on stdout,
+    /// exit 1. Changes nothing; needs no privileges.
+    #[command(verbatim_doc_comment)]
+    Render {
+        /// The EgressRouter object (`-` or nothing: stdin)
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The HA pair (two pods, keepalived) instead of one replica
+        #[arg(long)]
+        ha: bool,
+        /// With --ha: the routers share the VRRP virtual MAC as their stable MAC
+        #[arg(long)]
+        stable_mac: bool,
+        /// The EgressRouter's uid, for ownerReferences, when the object has no metadata.uid
+        #[arg(long, value_name = "UID", value_parser = NonEmptyStringValueParser::new())]
+        owner_uid: Option<String>,
+    },
+}
+
+fn role(v: &str) -> Result<Role, String> {
+    v.parse().map_err(|_| "active or standby".into())
 }
 
 /// The options every subcommand takes.
@@ -244,6 +286,8 @@ pub enum Command {
     Demote(Target),
     /// keepalived's `vrrp_notify_fifo_script`: follow its state lines.
     Keepalived(Target),
+    /// `render`: the object's file (`None` or `-`: stdin) and what to render.
+    Render(Option<PathBuf>, RenderOptions),
 }
 
 /// Where a subcommand works, and how it answers.
@@ -261,6 +305,8 @@ pub struct Target {
     pub fifo: Option<PathBuf>,
     /// keepalived: the VRRP instance whose lines count (default: every instance's).
     pub instance: Option<String>,
+    /// inspect: the role the router must hold.
+    pub role: Option<Role>,
 }
 
 impl From<Common> for Target {
@@ -305,7 +351,10 @@ pub fn parse(args: &[OsString]) -> Result<Command, NotRun> {
     };
     Ok(match cli.command {
         None => Command::Contract(cli.metrics_listen),
-        Some(Sub::Inspect(c)) => Command::Inspect(target(c)),
+        Some(Sub::Inspect { common, role }) => Command::Inspect(Target {
+            role,
+            ..target(common)
+        }),
         Some(Sub::Check { common, spec }) => Command::Check(with_spec(common, spec)),
         Some(Sub::Diagnose {
             common,
@@ -329,6 +378,19 @@ pub fn parse(args: &[OsString]) -> Result<Command, NotRun> {
             fifo: Some(fifo.into()),
             ..target(common)
         }),
+        Some(Sub::Render {
+            file,
+            ha,
+            stable_mac,
+            owner_uid,
+        }) => Command::Render(
+            file,
+            RenderOptions {
+                ha,
+                owner_uid,
+                stable_mac,
+            },
+        ),
     })
 }
 
@@ -504,6 +566,40 @@ mod tests {
         for args in [&["--version"][..], &["-V"]] {
             assert_eq!(parse_str(args), Err("print DisplayVersion".into()));
         }
+    }
+
+    #[test]
+    fn render_takes_a_file_ha_and_an_owner_and_inspect_a_role() {
+        assert_eq!(
+            parse_str(&[
+                "render",
+                "egress-1.yaml",
+                "--ha",
+                "--stable-mac",
+                "--owner-uid",
+                "u-1"
+            ]),
+            Ok(Command::Render(
+                Some("egress-1.yaml".into()),
+                RenderOptions {
+                    ha: true,
+                    owner_uid: Some("u-1".into()),
+                    stable_mac: true,
+                }
+            ))
+        );
+        assert_eq!(
+            parse_str(&["render"]),
+            Ok(Command::Render(None, RenderOptions::default()))
+        );
+        assert_eq!(
+            parse_str(&["inspect", "--name", "egress-router", "--role", "active"]),
+            Ok(Command::Inspect(Target {
+                name: Some("egress-router".into()),
+                role: Some(Role::Active),
+                ..Target::default()
+            }))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `egress-router`: a drop-in for the OpenShift egress router image's entrypoint (the `EGRESS_*`
 //! environment contract of [`egress_openshift`]), plus operator subcommands (`inspect`,
-//! `check`, `diagnose`, `teardown`) over the same core. A thin front end: it builds a `RouterSpec` and calls
+//! `check`, `diagnose`, `teardown`, `promote`, `demote`) over the same core, and `render` (an
+//! OpenShift EgressRouter object as Kubernetes manifests). A thin front end: it builds a `RouterSpec` and calls
 //! `egress_core::blocking`; `egress-router --help` documents it for users.
 
 use std::{
@@ -8,6 +9,7 @@ use std::{
     ffi::OsString,
     io::{BufRead, BufReader, Read},
     net::{SocketAddr, TcpListener},
+    path::Path,
     process::ExitCode,
     sync::mpsc,
     thread,
@@ -22,6 +24,7 @@ use egress_core::{
 use egress_openshift::{
     self as openshift, logging,
     metrics::{self, Metrics},
+    render::RenderOptions,
     Config, Mode,
 };
 use nix::sys::signal::{SigSet, Signal};
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Promote(t) => with_logging(|| change_role(&t, Role::Active)),
         Command::Demote(t) => with_logging(|| change_role(&t, Role::Standby)),
         Command::Keepalived(t) => with_logging(|| follow_keepalived(&t)),
+        Command::Render(file, options) => render(file.as_deref(), &options),
     })
 }
 
@@ -571,7 +575,47 @@ fn inspect(t: Target) -> u8 {
             } else {
                 print!("{}", render_state(&state, &netns));
             }
+            match t.role {
+                // A readiness probe's answer: the role it asked for, or exit 5.
+                Some(role) if role != state.role => {
+                    eprintln!("egress-router: router {name} is {}, not {role}", state.role);
+                    code::NOT_AS_EXPECTED
+                }
+                _ => code::OK,
+            }
+        }
+    }
+}
+
+/// `render`: the EgressRouter object in `file` (or stdin) as manifests on stdout; the notes on
+/// stderr; an invalid object's every invalid field on stderr, nothing on stdout, exit 1.
+fn render(file: Option<&Path>, options: &RenderOptions) -> u8 {
+    let (what, read) = match file.filter(|f| *f != Path::new("-")) {
+        Some(f) => (f.display().to_string(), std::fs::read_to_string(f)),
+        None => {
+            let mut input = String::new();
+            let read = std::io::stdin().read_to_string(&mut input).map(|_| input);
+            ("stdin".to_string(), read)
+        }
+    };
+    let input = match read {
+        Ok(input) => input,
+        Err(e) => {
+            eprintln!("egress-router: render: reading {what}: {e}");
+            return code::INVALID;
+        }
+    };
+    match openshift::render::render(&input, options) {
+        Ok(rendered) => {
+            for note in &rendered.notes {
+                eprintln!("egress-router: render: {note}");
+            }
+            print!("{}", rendered.to_yaml());
             code::OK
+        }
+        Err(e) => {
+            eprint!("egress-router: render: {what}: {e}");
+            code::INVALID
         }
     }
 }

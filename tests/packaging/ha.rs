@@ -1,0 +1,317 @@
+//! The HA pair of `deploy/kubernetes/egress-router-ha.yaml` run under podman in the lab's two
+//! nodes (`egress_lab::ha::two_nodes`), the way tests/packaging.rs runs the other manifests'
+//! pods: the kubelet's part by hand, the containers by podman.
+//!
+//! Why not `podman kube play`: podman 4.3 has no Multus (the NetworkAttachmentDefinition is what
+//! makes each pod a router) and would make a network of its own; each pod here joins a lab
+//! namespace instead, as its sandbox, after egress-cni's ADD with the manifest's configuration
+//! (from the node's namespace, as Multus runs it). Then the keepalived sidecar starts from the
+//! keepalived image with the manifest's securityContext and its ConfigMap mounted where the
+//! manifest mounts it. The Service is played as kube-proxy plays it: a DNAT in the client's
+//! namespace from the Service's address to the pod whose readiness probe (the manifest's, run
+//! with `podman exec` as the kubelet runs it) passes.
+//!
+//! The test: one pod becomes active, and only it is ready; the client's requests to the
+//! Service reach the web server from the egress address; the active pod is killed (keepalived
+//! SIGKILLed, then its network removed: egress-cni's DEL, as the kubelet does for a deleted
+//! pod); the other pod promotes, becomes the only ready one, and the client's requests go
+//! through it again.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
+};
+
+use egress_lab::{
+    ha::{two_nodes, ROUTER_B_ETH0_4},
+    ip, Netns, Snapshot, EGRESS_SOURCE4, MACVLAN_PARENT, ROUTER_ETH0_4, WEB_PORT,
+};
+use serde_json::{json, Value};
+
+use super::{env, network, of_kind, podman_ok, strings, Container};
+
+/// The address the Service has in the lab (its ClusterIP): the client connects there.
+const SERVICE_IP: &str = "192.0.2.100";
+/// How long a takeover may take here, end to end (kill → the Service serves again): keepalived
+/// notices after ~3 advertisements of 100 ms, the readiness probe is run every 50 ms.
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
+
+/// One HA pod: its sandbox (a lab namespace), the node it runs on, and its keepalived.
+struct Pod<'a> {
+    tag: &'static str,
+    sandbox: &'a Netns,
+    node: &'a Netns,
+    master: &'static str,
+    eth0: &'static str,
+    keepalived: Option<Container>,
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// egress-cni (the shipped, static one: `EGRESS_CNI_BIN`) with `command` for `pod`, from its
+/// node's namespace, as Multus runs it.
+fn cni(pod: &Pod, command: &str, config: &Value) -> String {
+    let mut config = config.clone();
+    config["interfaceArgs"]["master"] = json!(pod.master);
+    let id = format!("ha-pod-{}", pod.tag);
+    pod.node.run_cni_plugin(
+        Path::new(&env("EGRESS_CNI_BIN")),
+        &[
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", &id),
+            ("CNI_NETNS", pod.sandbox.path().to_str().unwrap()),
+            ("CNI_IFNAME", "net1"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ],
+        &config.to_string(),
+    )
+}
+
+/// Whether `pod`'s router holds the egress address.
+fn holds(pod: &Pod) -> bool {
+    pod.sandbox
+        .ip(&["-4", "addr", "show", "dev", "net1"])
+        .contains(EGRESS_SOURCE4)
+}
+
+/// The manifest's readiness probe in `pod`'s keepalived container (`podman exec`, as the
+/// kubelet execs it): passed or not.
+fn ready(pod: &Pod, probe: &[String]) -> bool {
+    let Some(c) = &pod.keepalived else {
+        return false;
+    };
+    c.exec(probe) == Some(0)
+}
+
+/// kube-proxy's part: the Service's address in the client's namespace goes to `eth0`.
+fn route_service(client: &Netns, ports: &[u64], eth0: &str) {
+    let ports: Vec<String> = ports.iter().map(u64::to_string).collect();
+    client.nft(&format!(
+        "table ip egt_service {{}}
+         flush table ip egt_service
+         table ip egt_service {{
+             chain output {{
+                 type nat hook output priority -100; policy accept;
+                 ip daddr {SERVICE_IP} tcp dport {{ {} }} dnat to {eth0}
+             }}
+         }}",
+        ports.join(", ")
+    ));
+}
+
+#[test]
+fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
+    let image = env("EGRESS_HA_IMAGE");
+    let started = Instant::now();
+    let docs = documents(
+        &fs::read_to_string(super::repo().join("deploy/kubernetes/egress-router-ha.yaml")).unwrap(),
+    );
+    let nad = of_kind(&docs, "NetworkAttachmentDefinition");
+    let config: Value = serde_json::from_str(nad["spec"]["config"].as_str().unwrap()).unwrap();
+    let keepalived_conf = of_kind(&docs, "ConfigMap")["data"]["keepalived.conf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deployment = of_kind(&docs, "Deployment");
+    let pod_spec = &deployment["spec"]["template"]["spec"];
+    let c = super::container(deployment);
+    assert_eq!(c["image"], image.as_str());
+    let probe = strings(&c["readinessProbe"]["exec"]["command"]);
+    let caps = strings(&c["securityContext"]["capabilities"]["add"]);
+    assert_eq!(
+        strings(&c["securityContext"]["capabilities"]["drop"]),
+        ["ALL"]
+    );
+    let mount = &c["volumeMounts"][0];
+    assert_eq!(
+        pod_spec["volumes"][0]["configMap"]["name"],
+        of_kind(&docs, "ConfigMap")["metadata"]["name"]
+    );
+    let service_ports: Vec<u64> = of_kind(&docs, "Service")["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    // The manifest's rules, which the lab's web server answers: 80 -> WEB4:8080.
+    assert!(service_ports.contains(&80), "{service_ports:?}");
+
+    let (lab, node_b, router_b) = two_nodes();
+    let _web = lab.ext.serve_http(&[WEB_PORT, 443]);
+    // The ConfigMap, as the volume the manifest mounts (read-only).
+    let dir = Dir::new("keepalived");
+    fs::write(dir.0.join("keepalived.conf"), &keepalived_conf).unwrap();
+    let volume = format!(
+        "{}:{}:ro",
+        dir.0.display(),
+        mount["mountPath"].as_str().unwrap()
+    );
+    assert_eq!(mount["readOnly"], true);
+
+    let mut pods = [
+        Pod {
+            tag: "a",
+            sandbox: &lab.router,
+            node: &lab.node,
+            master: MACVLAN_PARENT,
+            eth0: ROUTER_ETH0_4,
+            keepalived: None,
+        },
+        Pod {
+            tag: "b",
+            sandbox: &router_b,
+            node: &node_b,
+            master: "eth0",
+            eth0: ROUTER_B_ETH0_4,
+            keepalived: None,
+        },
+    ];
+    let before: Vec<Snapshot> = pods.iter().map(|p| Snapshot::take(p.sandbox)).collect();
+    // The kubelet's part for each pod: its network (a standby router), then its container.
+    let cap_add = caps.join(",");
+    // One pod after the other, as a rollout starts them: the first is elected (no master to
+    // hear) and promotes; the second, started once the first is active, stays a standby.
+    for pod in &mut pods {
+        cni(pod, "ADD", &config);
+        assert!(
+            !holds(pod),
+            "pod {}: a standby holds no egress address",
+            pod.tag
+        );
+        let net = network(pod.sandbox);
+        let container = Container::start(
+            &format!("ha-{}", pod.tag),
+            &[
+                "--network",
+                &net,
+                "--user",
+                c["securityContext"]["runAsUser"].to_string().as_str(),
+                "--cap-drop",
+                "all",
+                "--cap-add",
+                &cap_add,
+                "--volume",
+                &volume,
+                &image,
+            ],
+        );
+        container.wait_for("Entering BACKUP STATE", 1);
+        pod.keepalived = Some(container);
+        if pod.tag == "a" {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !holds(pod) {
+                assert!(
+                    Instant::now() < deadline,
+                    "pod a was not elected in 10 s:\n{}",
+                    pod.keepalived.as_ref().unwrap().logs()
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    // Over a few advertisements, the second stays a standby.
+    thread::sleep(Duration::from_millis(500));
+    let active = 0;
+    assert!(holds(&pods[0]) && !holds(&pods[1]), "{}", logs(&pods));
+    let standby = 1 - active;
+    assert!(ready(&pods[active], &probe), "{}", logs(&pods));
+    assert!(!ready(&pods[standby], &probe), "a standby is not ready");
+    route_service(&lab.client, &service_ports, pods[active].eth0);
+    let get = || {
+        lab.client
+            .http_get(ip(SERVICE_IP), 80, Duration::from_millis(500))
+    };
+    let body = get().unwrap_or_else(|e| panic!("{e}\n{}", logs(&pods)));
+    assert_eq!(
+        body.trim(),
+        format!("peer={} port={WEB_PORT}", ip(EGRESS_SOURCE4))
+    );
+
+    // The active pod is killed: keepalived SIGKILLed (no goodbye advertisement), then its
+    // network removed as the kubelet removes a deleted pod's.
+    let killed_at = Instant::now();
+    let dead = pods[active].keepalived.take().unwrap();
+    podman_ok(&["kill", "--signal", "KILL", &dead.0]);
+    cni(&pods[active], "DEL", &config);
+    drop(dead);
+    // The other is elected, promotes and becomes ready; kube-proxy follows; the client's
+    // requests go through it.
+    let takeover = loop {
+        if ready(&pods[standby], &probe) {
+            route_service(&lab.client, &service_ports, pods[standby].eth0);
+            if let Ok(body) = get() {
+                assert_eq!(
+                    body.trim(),
+                    format!("peer={} port={WEB_PORT}", ip(EGRESS_SOURCE4))
+                );
+                break killed_at.elapsed();
+            }
+        }
+        assert!(
+            killed_at.elapsed() < TAKEOVER_LIMIT,
+            "pod {} did not take over in {TAKEOVER_LIMIT:?}:\n{}",
+            pods[standby].tag,
+            logs(&pods)
+        );
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(holds(&pods[standby]));
+    // The killed pod's sandbox is exactly as before its ADD, but for keepalived's virtual IP,
+    // which a SIGKILLed keepalived cannot take back (a deleted pod's namespace goes with it).
+    let vip = keepalived_conf
+        .lines()
+        .find_map(|l| l.trim().strip_suffix(" dev lo"))
+        .expect("the virtual IP on lo");
+    pods[active].sandbox.ip(&["addr", "del", vip, "dev", "lo"]);
+    let after = Snapshot::take(pods[active].sandbox);
+    assert!(before[active] == after, "{}", before[active].diff(&after));
+    eprintln!(
+        "HA pair under podman: takeover (kill -> the Service serves again) {} ms; the test {} ms",
+        takeover.as_millis(),
+        started.elapsed().as_millis()
+    );
+
+    // The survivor's pod is deleted too: SIGTERM, and keepalived's notify_stop demotes the
+    // router (it gives the egress address back) before the pod's network goes.
+    let survivor = pods[standby].keepalived.take().unwrap();
+    assert_eq!(survivor.stop(10), 0, "{}", survivor.logs());
+    assert!(!holds(&pods[standby]), "notify_stop did not demote");
+    cni(&pods[standby], "DEL", &config);
+    let after = Snapshot::take(pods[standby].sandbox);
+    assert!(before[standby] == after, "{}", before[standby].diff(&after));
+}
+
+/// A private folder, removed when dropped (also after a failed assertion).
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(what: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("egt-{}-{what}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Both keepalived containers' output, for a failure message.
+fn logs(pods: &[Pod]) -> String {
+    pods.iter()
+        .map(|p| match &p.keepalived {
+            Some(c) => format!("--- pod {}:\n{}", p.tag, c.logs()),
+            None => format!("--- pod {}: no container", p.tag),
+        })
+        .collect()
+}
