@@ -87,6 +87,7 @@ pub use ops::{
     record::{JOURNAL_TABLE, MIRROR_TABLE},
     role::Role,
     route::ROUTE_PROTOCOL,
+    sysctl::SysctlKey,
     Step,
 };
 pub use plan::Plan;

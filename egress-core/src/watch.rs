@@ -5,12 +5,13 @@
 //! polling: the kernel says when to look.
 //!
 //! A watch ends when it is stopped, or when the router is gone (torn down by someone else). It
-//! never fights a teardown: while one runs (its marker is in the journal table), it looks on.
-//! Nor a role change (a promotion or demotion by another process, keepalived's notify
-//! command): a promotion half done looks like drift of a standby (an egress address held, the
-//! role marker not yet replaced); while the role change's marker is there, the watch looks on
-//! too — for at most [`ROLE_CHANGE_AT_MOST`], so that a marker a crash left behind does not
-//! stop it for good.
+//! never fights a teardown: while one runs (its marker is in the journal table), it looks on —
+//! while the marker is younger than a teardown takes ([`record::TEARDOWN_AT_MOST`], by the
+//! time the marker carries), so that a marker left by a teardown that was killed does not stop
+//! it for good. Nor a role change (a promotion or demotion by another process, keepalived's
+//! notify command): a promotion half done looks like drift of a standby (an egress address
+//! held, the role marker not yet replaced); while the role change's marker is there, the watch
+//! looks on too — for at most [`ROLE_CHANGE_AT_MOST`] from when it saw it.
 
 use std::{
     os::fd::AsRawFd,
@@ -180,9 +181,9 @@ async fn watch_in(
     let mut ready = Some(ready);
     let mut changed_at = Instant::now();
     let mut retry = RETRY_FIRST;
-    let mut tearing_down = false;
-    // Since when a role change marker has been there (reset when it goes).
-    let mut role_change_since: Option<Instant> = None;
+    let (mut tearing_down, mut teardown_stale) = (false, false);
+    // Since when a marker whose age it does not carry has been there (reset when it goes).
+    let (mut role_change_since, mut teardown_since) = (None, None);
     // The connection is kept from one look to the next (a failed repair drops it).
     let mut conn: Option<Conn> = None;
     loop {
@@ -202,11 +203,18 @@ async fn watch_in(
             notifications.settle().await?;
             now = Current::read(&mut c, &spec.name).await?;
         }
+        // A teardown marker keeps the watch looking on while a teardown may still run: its
+        // age is in the marker (one of 7508fe2 has none: counted from when the watch saw it).
         let teardown = record::tearing_down(&now, &spec.name);
+        let teardown = looked_on(
+            &mut teardown_since,
+            teardown.map(|t| t.age),
+            record::TEARDOWN_AT_MOST,
+        );
         // In the role the router's record holds, read with the rest: a standby is repaired
         // as a standby (a promotion or demotion by another process is not drift).
         let desired = Desired::with_role(&spec, crate::ops::role::role_in(&now, &spec.name));
-        if !teardown && !desired.exists_in(&now) {
+        if !matches!(teardown, Look::On(_)) && !desired.exists_in(&now) {
             if ready.is_some() {
                 return Err(Error::NotFound {
                     field: "name".into(),
@@ -221,41 +229,47 @@ async fn watch_in(
         if let Some(ready) = ready.take() {
             let _ = ready.send(());
         }
-        if teardown && !tearing_down {
-            info!("a teardown is running: the watch looks on");
-            on_event(&WatchEvent::TeardownSeen);
+        match teardown {
+            Look::On(_) if !tearing_down => {
+                info!("a teardown is running: the watch looks on");
+                on_event(&WatchEvent::TeardownSeen);
+            }
+            Look::Past if !teardown_stale => warn!(
+                bound_s = record::TEARDOWN_AT_MOST.as_secs(),
+                "a teardown marker older than a teardown takes: left by one that was killed, \
+                 looked past"
+            ),
+            _ => {}
         }
-        tearing_down = teardown;
-        let role_change = match record::role_change_in(&now, &spec.name) {
-            Some(_) => {
-                let since = *role_change_since.get_or_insert_with(Instant::now);
-                let left = ROLE_CHANGE_AT_MOST.saturating_sub(since.elapsed());
-                match left.is_zero() {
-                    true => {
-                        warn!("a role change marker older than the watch allows: left by a crash, looked past");
-                        None
-                    }
-                    false => Some(left),
-                }
-            }
-            None => {
-                role_change_since = None;
-                None
-            }
-        };
-        let drift = match teardown || role_change.is_some() {
-            true => Vec::new(),
-            false => desired.compare(&now),
+        tearing_down = matches!(teardown, Look::On(_));
+        teardown_stale = teardown == Look::Past;
+        let role_change = looked_on(
+            &mut role_change_since,
+            record::role_change_in(&now, &spec.name).map(|_| None),
+            ROLE_CHANGE_AT_MOST,
+        );
+        if role_change == Look::Past {
+            warn!("a role change marker older than the watch allows: left by a crash, looked past");
+        }
+        let wait = [teardown, role_change]
+            .into_iter()
+            .filter_map(|l| match l {
+                Look::On(left) => Some(left),
+                _ => None,
+            })
+            .min();
+        let drift = match wait {
+            Some(_) => Vec::new(),
+            None => desired.compare(&now),
         };
         if !drift.is_empty() {
             // A plan that cannot be made (an adopted link is gone: the watch does not create
             // it) is a failed repair too: the watch goes on, and tries again.
             let result = match desired.plan(&now) {
-                Ok(plan) => {
-                    Tx::new(spec.clone(), c, now, parent.clone(), 0)
-                        .run(&desired, &plan)
-                        .await
-                }
+                Ok(plan) => match Tx::new(spec.clone(), c, now, parent.clone(), 0) {
+                    Ok(tx) => tx.run(&desired, &plan).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match result {
@@ -291,14 +305,13 @@ async fn watch_in(
                 }
             }
         }
-        // Idle until the kernel says something changed (or the watch is stopped), or a role
-        // change looked on for would no longer be.
-        let looked_on = role_change.unwrap_or(RETRY_AT_MOST);
+        // Idle until the kernel says something changed (or the watch is stopped), or a marker
+        // looked on for would no longer be.
         tokio::select! {
             biased;
             _ = &mut stopped => return Ok(WatchEnd::Stopped),
             changed = notifications.changed() => changed?,
-            () = tokio::time::sleep(looked_on), if role_change.is_some() => {}
+            () = tokio::time::sleep(wait.unwrap_or(RETRY_AT_MOST)), if wait.is_some() => {}
         }
         changed_at = Instant::now();
         conn = Some(c);
@@ -310,6 +323,31 @@ async fn watch_in(
 struct Notifications {
     route: AsyncFd<Socket>,
     nft: AsyncFd<Socket>,
+}
+
+/// What a marker (a teardown's, a role change's) makes the watch do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// No marker: the watch repairs.
+    Away,
+    /// A marker younger than its bound: the watch looks on, for at most this long.
+    On(Duration),
+    /// A marker older than its bound: left by a crash, looked past.
+    Past,
+}
+
+/// What a marker of age `age` (`None`: no marker; `Some(None)`: its age unknown, counted from
+/// `since`, when the watch first saw it) makes the watch do, given its `bound`.
+fn looked_on(since: &mut Option<Instant>, age: Option<Option<Duration>>, bound: Duration) -> Look {
+    let Some(age) = age else {
+        *since = None;
+        return Look::Away;
+    };
+    let age = age.unwrap_or_else(|| since.get_or_insert_with(Instant::now).elapsed());
+    match bound.checked_sub(age).filter(|left| !left.is_zero()) {
+        Some(left) => Look::On(left),
+        None => Look::Past,
+    }
 }
 
 /// Route netlink groups (`RTNLGRP_*`): links, IPv4 addresses, IPv4 routes, IPv6 addresses,
