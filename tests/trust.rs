@@ -215,6 +215,13 @@ fn a_teardown_of_a_name_without_a_record_touches_no_other_router() {
         let (code, stderr) = teardown_binary(&lab, "r66929");
         assert_eq!(code, Some(0), "{role}: {stderr}");
         applied.assert_restored(&format!("{role}: teardown of r66929"));
+        // Nor does an ensure of r66929 (its macvlan named as egress-router's) take
+        // egress-router's link for its own: one router per namespace.
+        let other = lab.router_spec("r66929").build().unwrap();
+        let e = blocking::ensure(&other).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{role}: {e}");
+        assert!(e.to_string().contains("egress-router"), "{role}: {e}");
+        applied.assert_restored(&format!("{role}: ensure of r66929"));
         assert!(blocking::check(&spec).unwrap().is_empty(), "{role}");
         let state = blocking::inspect(spec.netns(), spec.name())
             .unwrap()

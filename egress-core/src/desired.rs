@@ -207,12 +207,20 @@ impl Desired {
     }
 
     /// Whether anything of the router is in `now`: its table, its crash record, or the link it
-    /// created (with its marker).
+    /// created (with its marker), where no other router is.
     pub(crate) fn exists_in(&self, now: &Current) -> bool {
         let stores = Stores::of(now, &self.name);
+        // The link's group is a hash of the name: a hint, which counts only where no other
+        // router is (one with that hash would otherwise be taken for this one).
+        let another = stores.other_router.is_some()
+            || now
+                .tables
+                .iter()
+                .filter_map(|t| crate::spec::router_of_table(&t.name))
+                .any(|r| r != self.name);
         now.has_table(&crate::spec::table_name(&self.name))
             || stores.notes.is_some()
-            || (self.link.created() && self.link.find(now).is_some())
+            || (self.link.created() && self.link.find(now).is_some() && !another)
     }
 
     /// How `now` differs from this state; empty when it holds it exactly.
