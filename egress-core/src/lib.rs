@@ -61,6 +61,8 @@ mod error;
 mod failover;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod inspect;
 mod journal;
 mod netns;
