@@ -9,39 +9,17 @@
 
 use std::{
     net::Ipv6Addr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
-    sync::{mpsc, OnceLock},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use egress_core::{blocking, link_group_marker, ErrorKind, Netns as CoreNetns, Role, RouterSpec};
-use egress_lab::{workspace_binary, Lab, Netns, Snapshot, Snapshots};
+use egress_lab::{cni_binary, router_binary, seed, watched, Lab, Netns, Rng, Snapshot, Snapshots};
 
 /// The journal routing table, as `ip` names it.
 const JOURNAL: &str = "1701278323";
-
-fn router_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        workspace_binary(
-            "egress-router",
-            &["egress-openshift", "egress-core"],
-            "EGRESS_ROUTER_BIN",
-        )
-    })
-}
-
-fn cni_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        workspace_binary(
-            "egress-cni",
-            &["egress-cni", "egress-openshift", "egress-core"],
-            "EGRESS_CNI_BIN",
-        )
-    })
-}
 
 /// `egress-router teardown --netns ROUTER --name NAME`, run from the node's namespace as an
 /// operator runs it; its exit code and stderr.
@@ -277,21 +255,6 @@ fn plant_marker(lab: &Lab, addr: Ipv6Addr) {
     ]);
 }
 
-/// Watches `spec`, reporting each event on the returned channel.
-fn watch(
-    spec: &RouterSpec,
-) -> (
-    egress_core::Watcher,
-    mpsc::Receiver<egress_core::WatchEvent>,
-) {
-    let (tx, rx) = mpsc::channel();
-    let watcher = egress_core::watch(spec, move |e| {
-        let _ = tx.send(e.clone());
-    })
-    .unwrap();
-    (watcher, rx)
-}
-
 /// Waits until the watch reports a repair, at most `within`; how long it took.
 fn repaired_within(
     events: &mpsc::Receiver<egress_core::WatchEvent>,
@@ -324,7 +287,7 @@ fn a_teardown_marker_left_by_a_killed_teardown_stops_self_healing_for_a_bounded_
     legacy[..2].copy_from_slice(&[0x65, 0x78]);
     legacy[2..6].copy_from_slice(&link_group_marker(spec.name()).to_be_bytes());
     plant_marker(&lab, Ipv6Addr::from(legacy));
-    let (watcher, events) = watch(&spec);
+    let (watcher, events) = watched(&spec);
     lab.router.ip(&["route", "del", "default"]);
     let took = repaired_within(&events, Duration::from_secs(20))
         .expect("the default route stayed unrepaired under a teardown marker a crash left");
@@ -372,7 +335,7 @@ fn a_teardown_marker_carries_its_time_and_ensure_refuses_while_a_teardown_runs()
     // Left by a teardown killed a minute ago (or at boot, on a machine up for less): the
     // watch repairs at once, ensure too.
     plant_marker(&lab, marker(boottime().saturating_sub(60).max(1)));
-    let (watcher, events) = watch(&spec);
+    let (watcher, events) = watched(&spec);
     let took = repaired_within(&events, Duration::from_secs(5))
         .expect("the watch looked on under a marker a minute old");
     eprintln!("repaired in {took:?} under a stale marker");
@@ -393,40 +356,6 @@ fn a_teardown_marker_carries_its_time_and_ensure_refuses_while_a_teardown_runs()
 // ---------------------------------------------------------------------------------------------
 // Random and hostile plants
 // ---------------------------------------------------------------------------------------------
-
-/// A small seeded generator (xorshift); `EGRESS_SEED=N` replays a run (each prints its seed).
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Rng {
-        let seed = match std::env::var("EGRESS_SEED") {
-            Ok(s) => s
-                .parse()
-                .unwrap_or_else(|e| panic!("EGRESS_SEED={s:?}: {e}")),
-            Err(_) => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64,
-        };
-        eprintln!("hostile plants: EGRESS_SEED={seed}");
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<T: Clone>(&mut self, of: &[T]) -> T {
-        of[self.below(of.len())].clone()
-    }
-}
 
 /// The router the plants surround, the names torn down without a record, and a router of
 /// another name whose valid notes are planted too (never torn down: it is "another router").
@@ -457,7 +386,7 @@ fn hostile_entry(rng: &mut Rng, canary: &Canary) -> String {
 /// record can hold; or garbage; or (for `name` only) a truncated one, which is its debris.
 fn hostile_record(rng: &mut Rng, canary: &Canary, name: &str) -> String {
     let link = rng.pick(&["eth0", "macvlan0", "../../x", "a/b"]);
-    let id = rng.next() as u32;
+    let id = rng.next_u64() as u32;
     let mut text = format!(
         "egress/2 r={name} id={id:08x} link={link} c={} up={}",
         rng.below(2),
@@ -514,7 +443,10 @@ fn plant(rng: &mut Rng, canary: &Canary, victim_id: u32) -> Plant {
             .collect::<String>()
     };
     match rng.below(8) {
-        0 | 1 => Plant::Routes(notes(&hostile_record(rng, canary, name), rng.next() as u32)),
+        0 | 1 => Plant::Routes(notes(
+            &hostile_record(rng, canary, name),
+            rng.next_u64() as u32,
+        )),
         2 => {
             // A text that is not one, with the id of the victim's record: it mixes with it.
             let text = hostile_record(rng, canary, VICTIM);
@@ -539,10 +471,10 @@ fn plant(rng: &mut Rng, canary: &Canary, victim_id: u32) -> Plant {
             let tag = rng.pick(&[[0x65, 0x78], [0x65, 0x63], [0x65, 0x72]]);
             let key = match rng.below(3) {
                 0 => link_group_marker(rng.pick(&NAMES)),
-                1 => rng.next() as u32,
-                _ => rng.next() as u32 | 1,
+                1 => rng.next_u64() as u32,
+                _ => rng.next_u64() as u32 | 1,
             };
-            let rest: Vec<u8> = (0..rng.below(11)).map(|_| rng.next() as u8).collect();
+            let rest: Vec<u8> = (0..rng.below(11)).map(|_| rng.next_u64() as u8).collect();
             Plant::Routes(marker_line(tag, key, &rest))
         }
         5 => {
@@ -551,11 +483,11 @@ fn plant(rng: &mut Rng, canary: &Canary, victim_id: u32) -> Plant {
                 "ha/1 r={} i={c} l=eth0 c=0 s=203.0.113.7/24 g=- m=- o=- a=1,100",
                 rng.pick(&NAMES)
             );
-            Plant::Routes(notes(&claim, rng.next() as u32).replace("6567:", "6569:"))
+            Plant::Routes(notes(&claim, rng.next_u64() as u32).replace("6567:", "6569:"))
         }
         6 => {
             // Two texts with one id: neither is whole.
-            let id = rng.next() as u32;
+            let id = rng.next_u64() as u32;
             let a = notes(&hostile_record(rng, canary, name), id);
             let b = notes(&format!("egress/2 r={name} id={id:08x}"), id)
                 .replace(" metric ", " metric 9");
@@ -564,7 +496,7 @@ fn plant(rng: &mut Rng, canary: &Canary, victim_id: u32) -> Plant {
         _ => {
             // Far more notes than any text egress writes.
             let text = "egress/2 ".to_string() + &"4all.f=1 ".repeat(460);
-            Plant::Routes(notes(&text, rng.next() as u32))
+            Plant::Routes(notes(&text, rng.next_u64() as u32))
         }
     }
 }
@@ -596,7 +528,7 @@ fn foreign(s: &Snapshot) -> Vec<String> {
 /// that name's debris.
 #[test]
 fn hostile_plants_reach_nothing_beyond_the_routers_own() {
-    let mut rng = Rng::seeded();
+    let mut rng = Rng(seed("hostile plants"));
     let lab = Lab::new();
     let canary = Canary::new("plants");
     let before = Snapshots::take(&lab);
@@ -676,7 +608,7 @@ fn hostile_plants_reach_nothing_beyond_the_routers_own() {
         );
         canary.assert_empty(&format!("case {case}: teardown of {name}"));
         // The victim is repaired by a watch, and by ensure, through whatever is planted.
-        let (watcher, events) = watch(&spec);
+        let (watcher, events) = watched(&spec);
         lab.router.ip(&["route", "del", "default"]);
         repaired_within(&events, Duration::from_secs(5))
             .unwrap_or_else(|| panic!("case {case}: the watch did not repair the victim"));

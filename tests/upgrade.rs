@@ -20,13 +20,12 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::OnceLock,
 };
 
 use egress_core::{blocking, EnsureAction, Netns as CoreNetns, Role, RouterSpec};
 use egress_lab::{
-    workspace_binary, Lab, Netns, Snapshot, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4, FALLBACK6,
-    GATEWAY4, GATEWAY6, MACVLAN_PARENT, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
+    cni_binary, router_binary, Lab, Netns, Snapshot, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4,
+    FALLBACK6, GATEWAY4, GATEWAY6, MACVLAN_PARENT, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
 };
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::{
@@ -471,28 +470,6 @@ fn replay(lab: &Lab, f: &Value) {
         missing.is_empty() && extra.is_empty(),
         "the replay is not the recording: missing {missing:#?}, extra {extra:#?}"
     );
-}
-
-fn cni_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        workspace_binary(
-            "egress-cni",
-            &["egress-cni", "egress-openshift", "egress-core"],
-            "EGRESS_CNI_BIN",
-        )
-    })
-}
-
-fn router_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        workspace_binary(
-            "egress-router",
-            &["egress-openshift", "egress-core"],
-            "EGRESS_ROUTER_BIN",
-        )
-    })
 }
 
 /// An `egress-router` router of the earlier version: checked, repaired, its role changed,
