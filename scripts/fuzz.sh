@@ -10,7 +10,8 @@
 # Targets (fuzz/fuzz_targets/, `cargo fuzz list`): json_spec (RouterSpec::from_json),
 # egress_destination (egress_openshift::parse_destination), egress_env
 # (egress_openshift::from_env), cni_config (egress_cni::parse_config and the spec of an
-# attachment). The corpus grows in $FUZZ_CORPUS (default target/fuzz-corpus), seeded from
+# attachment), crash_record (what egress reads back from a namespace: the crash record, its
+# notes, the identity notes; egress_core::fuzzing). The corpus grows in $FUZZ_CORPUS (default target/fuzz-corpus), seeded from
 # fuzz/seeds; a crash leaves its input in fuzz/artifacts/TARGET/ and fails the script. Each
 # target's last line is its execution count.
 #

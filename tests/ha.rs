@@ -379,7 +379,8 @@ fn a_watch_never_undoes_a_role_change_under_way() {
         None,
         "a role change is not drift"
     );
-    // A promotion under way, by hand: its marker, then the address it claims first.
+    // A promotion under way, by hand: its marker (as 7508fe2 writes it: keyed by the name's
+    // group marker, place 1), then the address it claims first.
     let marker = format!(
         "6563:{:x}:{:x}::/128",
         egress_core::link_group_marker("ha-1") >> 16,
@@ -395,6 +396,8 @@ fn a_watch_never_undoes_a_role_change_under_way() {
         &table,
         "proto",
         "158",
+        "metric",
+        "1",
     ];
     lab.router.ip(&[&["-6"][..], &route[..]].concat());
     lab.router

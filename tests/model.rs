@@ -79,8 +79,8 @@ fn check_plan_and_ensure_follow_from_the_model() {
                 actual: "0".into(),
             }],
             steps: vec![Step::SetSysctl {
-                key: "net/ipv4/conf/macvlan0/arp_notify".into(),
-                value: "1".into(),
+                key: "net/ipv4/conf/macvlan0/arp_notify".parse().unwrap(),
+                value: 1,
             }],
         },
         Case {

@@ -115,7 +115,7 @@ impl Floor {
             .arg(&trace)
             .args([
                 "-e",
-                "trace=setns,socket,openat,sendto,sendmsg,write,writev,pwrite64",
+                "trace=setns,socket,openat,openat2,sendto,sendmsg,write,writev,pwrite64",
                 "-e",
                 "write=all",
             ])
@@ -396,7 +396,7 @@ struct Call {
     result: i64,
     result_note: Option<String>,
     protocol: Option<i32>,
-    /// An `openat` for reading.
+    /// An `openat` or `openat2` for reading (not a directory's `O_PATH`).
     read_only: bool,
     data: Vec<u8>,
 }
@@ -469,7 +469,7 @@ fn calls(text: &str) -> Vec<Call> {
             result: result.parse().unwrap_or(-1),
             result_note,
             protocol,
-            read_only: args.contains("O_RDONLY"),
+            read_only: args.contains("O_RDONLY") && !args.contains("O_PATH"),
             data: Vec::new(),
         });
     }
@@ -499,7 +499,9 @@ fn parse(text: &str, reads: bool) -> (Vec<Socket>, Vec<Unit>) {
         }
         let note = c.fd.as_deref().unwrap_or("");
         match c.name.as_str() {
-            "openat" => {
+            // Sysctl files are opened beneath their directory (openat2), the directory with
+            // O_PATH: only a file opened for reading is a read.
+            "openat" | "openat2" => {
                 if let Some(path) = c.result_note {
                     if reads && c.read_only && path.starts_with("/proc/sys/") {
                         units.push(Unit::SysctlRead {

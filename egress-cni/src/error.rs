@@ -201,6 +201,8 @@ impl CniError {
             },
             Error::Teardown { .. } | Error::UndoSkipped { .. } => code::LEFT_BEHIND,
             Error::Verify { .. } => code::ROLLED_BACK,
+            // A teardown of the router runs (its marker is fresh): nothing was changed.
+            Error::TeardownInProgress { .. } => code::TRY_AGAIN_LATER,
             // The core's error is non-exhaustive: a variant added after this mapping was
             // written is a bug here until it gets its code, not a code to guess.
             _ => code::INTERNAL,

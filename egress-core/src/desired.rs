@@ -17,7 +17,7 @@ use crate::{
         record::{Journal, RecordSpec, Stores},
         role::{Claim, Role, RoleMark, StableMac},
         route::{DefaultRoute, OurRoute},
-        sysctl::{Forwarding, Sysctl},
+        sysctl::{self, Forwarding, Sysctl},
         Current, KernelObject, Step,
     },
     plan::Plan,
@@ -109,7 +109,7 @@ impl Desired {
             staged(Box::new(Sysctl {
                 link: ext.clone(),
                 key,
-                value: "1".into(),
+                value: 1,
             }));
         }
         // Foreign addresses go first: deleting a primary IPv4 address takes the secondaries of
@@ -196,29 +196,31 @@ impl Desired {
     pub(crate) fn record_spec(spec: &RouterSpec) -> RecordSpec {
         let (link, _) = external(spec);
         let (v4, v6) = (spec.gateway4().is_some(), spec.gateway6().is_some());
-        let link_sysctls = [
-            (v4, format!("net/ipv4/conf/{}/arp_notify", link.name)),
-            (v6, format!("net/ipv6/conf/{}/ndisc_notify", link.name)),
-        ]
-        .into_iter()
-        .filter_map(|(used, key)| used.then_some(key))
-        .collect();
+        let link_sysctls = sysctl::announcing(&link.name, (v4, v6));
         RecordSpec {
             router: spec.name().to_string(),
             link,
             families: (v4, v6),
             link_sysctls,
-            claim: Claim::of(spec),
+            claim: Some(Claim::of(spec)),
         }
     }
 
     /// Whether anything of the router is in `now`: its table, its crash record, or the link it
-    /// created (with its marker).
+    /// created (with its marker), where no other router is.
     pub(crate) fn exists_in(&self, now: &Current) -> bool {
         let stores = Stores::of(now, &self.name);
+        // The link's group is a hash of the name: a hint, which counts only where no other
+        // router is (one with that hash would otherwise be taken for this one).
+        let another = stores.other_router.is_some()
+            || now
+                .tables
+                .iter()
+                .filter_map(|t| crate::spec::router_of_table(&t.name))
+                .any(|r| r != self.name);
         now.has_table(&crate::spec::table_name(&self.name))
             || stores.notes.is_some()
-            || (self.link.created() && self.link.find(now).is_some())
+            || (self.link.created() && self.link.find(now).is_some() && !another)
     }
 
     /// How `now` differs from this state; empty when it holds it exactly.

@@ -140,6 +140,19 @@ pub enum Error {
         /// What differs.
         reason: String,
     },
+    /// A teardown of the router is under way (its marker is in the namespace, younger than a
+    /// teardown takes): `ensure` changed nothing, so as not to fight it. Once the teardown is
+    /// done the router is gone (ensure applies it again); a marker older than a teardown takes
+    /// is a leftover of one that was killed, which ensure repairs past.
+    #[error("router `{name}` in namespace {netns} is being torn down (its teardown marker is {}s old): nothing was changed", .since.as_secs())]
+    TeardownInProgress {
+        /// The router's name.
+        name: String,
+        /// Its namespace.
+        netns: String,
+        /// How long ago the teardown started.
+        since: std::time::Duration,
+    },
     /// An apply failed at one step and was rolled back.
     #[error("apply failed at step {step_index} ({step}): {source}; {rollback}")]
     Apply {
@@ -216,6 +229,8 @@ pub enum ErrorKind {
     Verify,
     /// [`Error::StaleHandle`].
     StaleHandle,
+    /// [`Error::TeardownInProgress`].
+    TeardownInProgress,
 }
 
 impl Error {
@@ -231,6 +246,7 @@ impl Error {
             Error::UndoSkipped { .. } => ErrorKind::UndoSkipped,
             Error::Verify { .. } => ErrorKind::Verify,
             Error::StaleHandle { .. } => ErrorKind::StaleHandle,
+            Error::TeardownInProgress { .. } => ErrorKind::TeardownInProgress,
             Error::Apply { rollback, .. } if rollback.is_complete() => ErrorKind::Apply,
             Error::Apply { .. } => ErrorKind::RollbackIncomplete,
             Error::Teardown { .. } => ErrorKind::Teardown,

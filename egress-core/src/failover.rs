@@ -144,7 +144,7 @@ async fn change_in(c: Conn, now: Current, spec: RouterSpec, role: Role) -> Resul
         });
     }
     let name = spec.name.clone();
-    let (_, _, pending) = Tx::new(spec, c, now, None, 0)
+    let (_, _, pending) = Tx::new(spec, c, now, None, 0)?
         .identity_only()
         .run_announcing(&desired, &plan)
         .await?;

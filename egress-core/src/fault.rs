@@ -1,6 +1,7 @@
 //! Test-only fault injection (feature `fault-injection`, never in release builds): makes a
 //! chosen apply step or undo fail on the calling thread, to prove that rollback and teardown
-//! leave the kernel exactly as it was, whichever step fails.
+//! leave the kernel exactly as it was, whichever step fails; and stands in for an older kernel
+//! than this one ([`without_ifa_proto`], [`without_openat2`]), to prove the fallbacks.
 //!
 //! ```no_run
 //! # #[cfg(feature = "fault-injection")] {
@@ -23,6 +24,8 @@ thread_local! {
     static UNDO: Cell<Option<usize>> = const { Cell::new(None) };
     static INDEX_TAKEN: Cell<bool> = const { Cell::new(false) };
     static VERIFY: Cell<bool> = const { Cell::new(false) };
+    static NO_IFA_PROTO: Cell<bool> = const { Cell::new(false) };
+    static NO_OPENAT2: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The errno an injected fault reports.
@@ -53,12 +56,38 @@ pub fn fail_verify() {
     VERIFY.with(|s| s.set(true));
 }
 
+/// Until [`clear`], the calls of this thread read addresses as a kernel before 6.3 does: no
+/// address carries a protocol (`IFA_PROTO`), ours included, and the kernel is not taken to
+/// keep one. Not consumed by a call, unlike the faults.
+pub fn without_ifa_proto() {
+    NO_IFA_PROTO.with(|s| s.set(true));
+}
+
+/// Whether [`without_ifa_proto`] is on for this thread.
+pub(crate) fn ifa_proto_ignored() -> bool {
+    NO_IFA_PROTO.with(Cell::get)
+}
+
+/// Until [`clear`], the calls of this thread open sysctl files as on a kernel before 5.6
+/// (or under a seccomp filter that refuses it): `openat2` answers ENOSYS. Not consumed by a
+/// call.
+pub fn without_openat2() {
+    NO_OPENAT2.with(|s| s.set(true));
+}
+
+/// Whether [`without_openat2`] is on for this thread.
+pub(crate) fn openat2_missing() -> bool {
+    NO_OPENAT2.with(Cell::get)
+}
+
 /// Clears every pending fault of this thread.
 pub fn clear() {
     STEP.with(|s| s.set(None));
     UNDO.with(|s| s.set(None));
     INDEX_TAKEN.with(|s| s.set(false));
     VERIFY.with(|s| s.set(false));
+    NO_IFA_PROTO.with(|s| s.set(false));
+    NO_OPENAT2.with(|s| s.set(false));
 }
 
 /// The faults armed on a thread: carried by each call to the pool thread that runs it, and the
@@ -69,6 +98,8 @@ pub(crate) struct Armed {
     undo: Option<usize>,
     index_taken: bool,
     verify: bool,
+    no_ifa_proto: bool,
+    no_openat2: bool,
 }
 
 /// Takes the faults armed on this thread.
@@ -78,6 +109,8 @@ pub(crate) fn take() -> Armed {
         undo: UNDO.with(|s| s.take()),
         index_taken: INDEX_TAKEN.with(|s| s.take()),
         verify: VERIFY.with(|s| s.take()),
+        no_ifa_proto: NO_IFA_PROTO.with(|s| s.take()),
+        no_openat2: NO_OPENAT2.with(|s| s.take()),
     }
 }
 
@@ -87,6 +120,8 @@ pub(crate) fn arm(a: Armed) {
     UNDO.with(|s| s.set(a.undo));
     INDEX_TAKEN.with(|s| s.set(a.index_taken));
     VERIFY.with(|s| s.set(a.verify));
+    NO_IFA_PROTO.with(|s| s.set(a.no_ifa_proto));
+    NO_OPENAT2.with(|s| s.set(a.no_openat2));
 }
 
 /// Whether [`take_ifindex`] is armed; consumes it.

@@ -12,9 +12,12 @@ use crate::{
     error::Result,
     netns::{require_net_admin, Conn, NsHandle},
     ops::{
+        addr,
         link::{self, group_marker, is_macvlan},
         record::{fingerprint, Stores, JOURNAL_TABLE, MIRROR_TABLE},
-        route, sysctl, Current,
+        route,
+        sysctl::{self, ConfEntry, Family, Knob, SysctlKey},
+        Current,
     },
     spec::{format_mac, table_name, validate_name, MacvlanMode, Netns},
     Error,
@@ -99,7 +102,7 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
     let record = stores.proven(now)?.clone();
     let names = now.names();
     let marker = group_marker(name);
-    let ext = now.link(&record.link);
+    let ext = now.link(record.link.as_str());
     let link = ext.map(|l| LinkState {
         name: l.name.clone(),
         index: l.index,
@@ -113,25 +116,23 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
     // (key as shown, key as read): IPv4's `all/forwarding` is the value of `ip_forward`.
     let mut keys = vec![
         (
-            sysctl::forwarding_key(false).to_string(),
-            "net/ipv4/conf/all/forwarding".to_string(),
+            sysctl::forwarding_key(false),
+            SysctlKey::knob(Family::V4, ConfEntry::All, Knob::Forwarding),
         ),
-        (
-            sysctl::forwarding_key(true).to_string(),
-            "net/ipv6/conf/all/forwarding".to_string(),
-        ),
+        (sysctl::forwarding_key(true), sysctl::forwarding_key(true)),
     ];
-    if let Some(l) = ext {
-        for key in [
-            format!("net/ipv4/conf/{}/arp_notify", l.name),
-            format!("net/ipv6/conf/{}/ndisc_notify", l.name),
+    if let Some(entry) = ext.and_then(|l| ConfEntry::link(&l.name)) {
+        for (family, knob) in [
+            (Family::V4, Knob::ArpNotify),
+            (Family::V6, Knob::NdiscNotify),
         ] {
+            let key = SysctlKey::knob(family, entry.clone(), knob);
             keys.push((key.clone(), key));
         }
     }
     let sysctls = keys
         .iter()
-        .filter_map(|(shown, read)| Some((sysctl::dotted(shown), now.sysctl(read)?.to_string())))
+        .filter_map(|(shown, read)| Some((shown.to_string(), now.sysctl(read)?.to_string())))
         .collect();
     // Each saved route once: its copy in the journal table, else in the mirror.
     let mut saved = BTreeMap::new();
@@ -151,7 +152,7 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
             .map(|l| {
                 now.addrs
                     .iter()
-                    .filter(|a| a.ours && a.index == l.index)
+                    .filter(|a| a.index == l.index && addr::marked(now, a, name))
                     .map(|a| a.net)
                     .collect()
             })

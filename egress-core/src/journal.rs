@@ -13,7 +13,7 @@ use crate::{
         nat::{NatRules, NftSocket},
         record::{JOURNAL_TABLE, MIRROR_TABLE},
         route::{self, Route},
-        sysctl,
+        sysctl::{self, ConfEntry, ConfName, Family, SysctlKey},
     },
     spec::MacvlanMode,
 };
@@ -80,7 +80,7 @@ pub(crate) enum Undo {
     },
     /// Write sysctls back, in order.
     RestoreSysctls {
-        writes: Vec<(String, String)>,
+        writes: Vec<(SysctlKey, i64)>,
     },
     /// Delete the crash record's notes.
     DeleteNotes {
@@ -113,7 +113,7 @@ impl Undo {
                 "sysctls not restored: {}",
                 writes
                     .iter()
-                    .map(|(k, v)| format!("{}={v}", sysctl::dotted(k)))
+                    .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -139,7 +139,7 @@ impl Undo {
     /// Whether the undo writes `forwarding`: it runs first, so that the router stops
     /// forwarding before anything else goes.
     fn closes_forwarding(&self) -> bool {
-        matches!(self, Undo::RestoreSysctls { writes } if writes.iter().any(|(k, _)| sysctl::takes_rtnl(k)))
+        matches!(self, Undo::RestoreSysctls { writes } if writes.iter().any(|(k, _)| k.takes_rtnl()))
     }
 
     /// What the undo does, close to its `ip`/`nft`/`sysctl` equivalent.
@@ -172,7 +172,7 @@ impl Undo {
                 "sysctl -w {}",
                 writes
                     .iter()
-                    .map(|(k, v)| format!("{}={v}", sysctl::dotted(k)))
+                    .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
                     .join(" ")
             ),
@@ -265,7 +265,7 @@ impl Undo {
                         None => return Ok(()),
                         // A link that is gone took its sysctls with it.
                         Some(e)
-                            if e.errno() == Some(libc::ENOENT) && is_link_key(&pending[done].0) =>
+                            if e.errno() == Some(libc::ENOENT) && pending[done].0.is_link_key() =>
                         {
                             pending = &pending[done + 1..];
                         }
@@ -315,13 +315,6 @@ async fn delete_address_keeping_routes(
     Ok(())
 }
 
-/// Whether a sysctl key belongs to one link (not `all` or `default`).
-fn is_link_key(key: &str) -> bool {
-    key.split('/')
-        .nth(3)
-        .is_some_and(|entry| entry != "all" && entry != "default")
-}
-
 fn gone_is_done(r: Result<()>) -> Result<()> {
     match r {
         Err(e) if e.errno().is_some_and(is_gone) => Ok(()),
@@ -333,17 +326,22 @@ fn gone_is_done(r: Result<()>) -> Result<()> {
 /// deletes every IPv6 address of the link unless `keep_addr_on_down` is set, so it is set for
 /// the moment of the change.
 async fn set_link_down(c: &mut Conn, index: u32, name: &str) -> Result<()> {
-    let key = format!("net/ipv6/conf/{name}/keep_addr_on_down");
-    let old = sysctl::read_many(&c.ns, std::slice::from_ref(&key))?;
-    let toggle = old.first().is_some_and(|v| v.as_deref() == Some("0"));
-    if toggle {
-        if let (_, Some(e)) = sysctl::write_many(&c.ns, &[(key.clone(), "1".into())])? {
+    let toggle = match ConfEntry::link(name) {
+        Some(entry) => {
+            let key = SysctlKey::conf(Family::V6, entry, ConfName::KeepAddrOnDown);
+            let old = sysctl::read_many(&c.ns, std::slice::from_ref(&key))?;
+            old.first().is_some_and(|v| *v == Some(0)).then_some(key)
+        }
+        None => None,
+    };
+    if let Some(key) = &toggle {
+        if let (_, Some(e)) = sysctl::write_many(&c.ns, &[(key.clone(), 1)])? {
             return Err(e);
         }
     }
     let down = gone_is_done(link::set_up(&c.rt, index, name, false).await);
-    if toggle {
-        match sysctl::write_many(&c.ns, &[(key, "0".into())])? {
+    if let Some(key) = toggle {
+        match sysctl::write_many(&c.ns, &[(key, 0)])? {
             (_, Some(e)) if !e.errno().is_some_and(is_gone) => return down.and(Err(e)),
             _ => {}
         }

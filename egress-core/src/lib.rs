@@ -71,6 +71,8 @@ mod error;
 mod failover;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod inspect;
 mod journal;
 mod netns;
@@ -98,6 +100,7 @@ pub use ops::{
     record::{JOURNAL_TABLE, MIRROR_TABLE},
     role::Role,
     route::ROUTE_PROTOCOL,
+    sysctl::SysctlKey,
     Step,
 };
 pub use plan::Plan;

@@ -15,11 +15,13 @@ use crate::{
     journal::{Journal, Undo},
     netns::{require_net_admin, Conn, NsHandle},
     ops::{
+        addr,
         link::{group_marker, is_macvlan},
-        record::{self, Record, Stores, JOURNAL_TABLE, MIRROR_TABLE},
+        record::{self, Record, Restore, Stores, JOURNAL_TABLE, MIRROR_TABLE},
         role::{role_in, Claim, Role},
         route::{self, Route},
-        sysctl, Current,
+        sysctl::Knob,
+        Current,
     },
     plan::Plan,
     spec::{table_name, validate_name, Netns, RouterSpec},
@@ -129,6 +131,23 @@ async fn ensure_in(
 ) -> Result<EnsureOutcome> {
     let mut c = Conn::open(ns)?;
     let now = Current::read(&mut c, &spec.name).await?;
+    // A teardown under way is not drift: it is let finish. A marker older than a teardown
+    // takes (or of 7508fe2, whose age is unknown) was left by one that was killed.
+    if let Some(t) = record::tearing_down(&now, &spec.name) {
+        match t.age {
+            Some(age) if !t.is_stale() => {
+                return Err(Error::TeardownInProgress {
+                    name: spec.name.clone(),
+                    netns: now.netns.clone(),
+                    since: age,
+                })
+            }
+            _ => warn!(
+                age_s = t.age.map(|a| a.as_secs()),
+                "a teardown marker left by a teardown that did not finish: repairing"
+            ),
+        }
+    }
     let desired = Desired::with_role(&spec, role_in(&now, &spec.name));
     let drift = desired.compare(&now);
     if drift.is_empty() {
@@ -149,7 +168,7 @@ async fn ensure_in(
     for d in &drift {
         info!(drift = %d, kind = %d.kind(), "repairing");
     }
-    Tx::new(spec, c, now, parent, 0)
+    Tx::new(spec, c, now, parent, 0)?
         .run(&desired, &plan)
         .await?;
     Ok(EnsureOutcome {
@@ -216,17 +235,20 @@ pub(crate) async fn teardown_in(
     let journal = owned.journal(&now);
     let undone = journal.described();
     // While it runs, a watcher of the router (another process's) must not repair it.
-    let marker = record::teardown_marker(&name);
-    let marked = owned.anything()
-        && match route::add(&c.rt, &marker, "the teardown marker").await {
-            Ok(()) => true,
-            Err(e) if e.errno() == Some(libc::EEXIST) => true,
-            Err(e) => return Err(e),
-        };
+    let marker = owned
+        .record
+        .as_ref()
+        .map(|r| record::teardown_marker(r.id, record::boottime()));
+    if let Some(m) = &marker {
+        match route::add(&c.rt, m, "the teardown marker").await {
+            Err(e) if e.errno() != Some(libc::EEXIST) => return Err(e),
+            _ => {}
+        }
+    }
     let mut failures = journal.unwind(&mut c).await;
-    if marked || record::tearing_down(&now, &name) {
-        if let Err(e) = route::delete(&c.rt, &marker, "the teardown marker").await {
-            failures.push((marker.describe(&now.names()), e));
+    if let Some(m) = marker {
+        if let Err(e) = route::delete(&c.rt, &m, "the teardown marker").await {
+            failures.push((m.describe(&now.names()), e));
         }
     }
     if failures.is_empty() {
@@ -238,7 +260,9 @@ pub(crate) async fn teardown_in(
     }
 }
 
-/// What of router `name` a namespace holds that is proven the router's.
+/// What of router `name` a namespace holds that is proven the router's: nothing without its
+/// crash record (but the debris of a record whose writing a crash cut short), and with it
+/// what the record names and what carries the router's markers.
 struct Owned<'a> {
     name: &'a str,
     /// The crash record, when proven.
@@ -247,7 +271,7 @@ struct Owned<'a> {
     notes: Vec<&'a Route>,
     /// Whether the table is proven the router's.
     table: bool,
-    /// The macvlan the router created (its marker).
+    /// The macvlan the router created: the one its record names, with its group marker.
     created_link: Option<(u32, String)>,
     /// Why something that looks like the router's was left alone.
     unproven: Option<String>,
@@ -256,39 +280,66 @@ struct Owned<'a> {
 impl<'a> Owned<'a> {
     fn of(now: &'a Current, name: &'a str) -> Owned<'a> {
         let stores = Stores::of(now, name);
+        stores.warn_rejected(name);
+        let record = stores.proven(now).cloned();
+        let table_exists = now.has_table(&table_name(name));
         let marker = group_marker(name);
+        let unproven = match &record {
+            Some(_) => None,
+            None if table_exists => Some(format!(
+                "table inet {} exists, but no marked object of the router vouches for it \
+                 (no crash record routes in table {JOURNAL_TABLE}, no macvlan with group \
+                 {marker:#x} where its comment says, no address or route of ours on the link \
+                 its comment names)",
+                table_name(name)
+            )),
+            None => now
+                .links
+                .iter()
+                .find(|l| l.group == marker && is_macvlan(l))
+                .map(|l| {
+                    format!(
+                        "macvlan {} carries the group marker {marker:#x} of this name, but no \
+                         crash record of router `{name}` names it (the marker is a hash of \
+                         the name: another router's, or the record was flushed)",
+                        l.name
+                    )
+                }),
+        };
+        // The debris of a record whose writing was cut short: this router's, and nothing else.
+        let mut notes = stores.debris;
+        let Some(r) = &record else {
+            return Owned {
+                name,
+                record,
+                notes,
+                table: false,
+                created_link: None,
+                unproven,
+            };
+        };
         let created_link = now
             .links
             .iter()
-            .find(|l| l.group == marker && is_macvlan(l))
+            .find(|l| r.created && l.name == r.link.as_str() && l.group == marker && is_macvlan(l))
             .map(|l| (l.index, l.name.clone()));
-        let table_exists = now.has_table(&table_name(name));
-        let record = stores.proven(now).cloned();
-        let proven = record.is_some() || created_link.is_some();
-        let unproven = (table_exists && !proven).then(|| {
-            format!(
-                "table inet {} exists, but no marked object of the router vouches for it \
-                 (no crash record routes in table {JOURNAL_TABLE}, no macvlan with group \
-                 {marker:#x}, no address or route of ours on the link its comment names)",
-                table_name(name)
-            )
-        });
-        // The notes of its record, and the debris of a record whose writing was interrupted;
-        // its identity notes and its role marker.
-        let mut notes = stores.note_routes;
-        notes.extend(stores.orphans);
+        // The notes of its record; its identity notes and its role markers; the markers a
+        // crash left (a role change's, a teardown's).
+        notes.extend(stores.note_routes);
         notes.extend(Claim::notes_in(now, name));
-        if let Some(r) = &record {
-            notes.extend(Claim::unfinished(now, r.id));
-        }
+        notes.extend(Claim::unfinished(now, r.id));
         notes.extend(crate::ops::role::markers_in(now, name));
-        // A role change marker a crash left.
         notes.extend(record::role_change_in(now, name));
+        notes.extend(
+            record::teardown_markers(now, name)
+                .into_iter()
+                .map(|(m, _)| m),
+        );
         Owned {
             name,
             record,
             notes,
-            table: table_exists && proven,
+            table: table_exists,
             created_link,
             unproven,
         }
@@ -309,22 +360,14 @@ impl<'a> Owned<'a> {
                 routes: self.notes.iter().map(|r| (*r).clone()).collect(),
             });
         }
+        let Some(record) = &self.record else {
+            return j;
+        };
         if self.table {
             j.push(Undo::DeleteTable {
                 table: table_name(self.name),
             });
         }
-        let Some(record) = &self.record else {
-            // Nothing vouches for a crash record: only the marked link goes (with what it
-            // carries), and routes of ours through it.
-            if let Some((index, link)) = &self.created_link {
-                j.push(Undo::DeleteLink {
-                    index: *index,
-                    name: link.clone(),
-                });
-            }
-            return j;
-        };
         let mut saved: BTreeMap<u32, Route> = BTreeMap::new();
         for table in [MIRROR_TABLE, JOURNAL_TABLE] {
             for copy in Stores::copies(now, record, table) {
@@ -338,7 +381,7 @@ impl<'a> Owned<'a> {
                 });
             }
         }
-        let ext = now.link(&record.link);
+        let ext = now.link(record.link.as_str());
         match (&self.created_link, ext) {
             (Some((index, link)), _) => j.push(Undo::DeleteLink {
                 index: *index,
@@ -350,16 +393,24 @@ impl<'a> Owned<'a> {
             }),
             _ => {}
         }
-        let (family, link_keys): (Vec<_>, Vec<_>) = record
+        // Forwarding (and what writing it changes) last; the link's own values first.
+        let (family, link_keys): (Vec<&Restore>, Vec<&Restore>) = record
             .restore
             .iter()
-            .cloned()
-            .partition(|(k, _)| sysctl::takes_rtnl(k) || k.ends_with("/accept_redirects"));
+            .partition(|e| matches!(e.knob, Knob::Forwarding | Knob::AcceptRedirects));
+        let (family, link_keys): (Vec<_>, Vec<_>) = (
+            family.into_iter().map(Restore::write).collect(),
+            link_keys.into_iter().map(Restore::write).collect(),
+        );
         if !link_keys.is_empty() {
             j.push(Undo::RestoreSysctls { writes: link_keys });
         }
         if let Some(l) = ext {
-            for a in now.addrs.iter().filter(|a| a.index == l.index && a.ours) {
+            for a in now
+                .addrs
+                .iter()
+                .filter(|a| a.index == l.index && addr::marked(now, a, self.name))
+            {
                 j.push(Undo::DeleteAddress {
                     index: a.index,
                     link: l.name.clone(),

@@ -139,11 +139,10 @@ fn stats_of(mut c: Conn, name: String) -> Result<Option<Stats>> {
     let Some(state) = c.nft.read(&table)?.1 else {
         return Ok(None);
     };
-    let key = "net/netfilter/nf_conntrack_count".to_string();
-    let conntrack_entries = sysctl::read_many(&c.ns, std::slice::from_ref(&key))?
+    let conntrack_entries = sysctl::read_many(&c.ns, &[sysctl::SysctlKey::CONNTRACK_COUNT])?
         .pop()
         .flatten()
-        .and_then(|v| v.parse().ok())
+        .and_then(|v| u64::try_from(v).ok())
         .unwrap_or(0);
     Ok(Some(from_counters(
         name,

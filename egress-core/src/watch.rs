@@ -5,12 +5,13 @@
 //! polling: the kernel says when to look.
 //!
 //! A watch ends when it is stopped, or when the router is gone (torn down by someone else). It
-//! never fights a teardown: while one runs (its marker is in the journal table), it looks on.
-//! Nor a role change (a promotion or demotion by another process, keepalived's notify
-//! command): a promotion half done looks like drift of a standby (an egress address held, the
-//! role marker not yet replaced); while the role change's marker is there, the watch looks on
-//! too — for at most [`ROLE_CHANGE_AT_MOST`], so that a marker a crash left behind does not
-//! stop it for good.
+//! never fights a teardown: while one runs (its marker is in the journal table), it looks on —
+//! while the marker is younger than a teardown takes ([`record::TEARDOWN_AT_MOST`], by the
+//! time the marker carries), so that a marker left by a teardown that was killed does not stop
+//! it for good. Nor a role change (a promotion or demotion by another process, keepalived's
+//! notify command): a promotion half done looks like drift of a standby (an egress address
+//! held, the role marker not yet replaced); while the role change's marker is there, the watch
+//! looks on too — for at most [`ROLE_CHANGE_AT_MOST`] from when it saw it.
 //!
 //! Nothing else stops it for good either: a repair that fails ([`WatchEvent::Failed`]) or a
 //! look that fails (reading the namespace, listening to the kernel: [`WatchEvent::LookFailed`])
@@ -262,9 +263,9 @@ async fn watch_in(
     let mut retry = RETRY_FIRST;
     // Whether the last look or repair failed (until one succeeds).
     let mut failing = false;
-    let mut tearing_down = false;
-    // Since when a role change marker has been there (reset when it goes).
-    let mut role_change_since: Option<Instant> = None;
+    let (mut tearing_down, mut teardown_stale) = (false, false);
+    // Since when a marker whose age it does not carry has been there (reset when it goes).
+    let (mut role_change_since, mut teardown_since) = (None, None);
     // The role last reported, and when the change to another began (the first notification
     // of the look that saw its marker).
     let mut role_seen: Option<Role> = None;
@@ -299,12 +300,19 @@ async fn watch_in(
                 continue;
             }
         };
+        // A teardown marker keeps the watch looking on while a teardown may still run: its
+        // age is in the marker (one of 7508fe2 has none: counted from when the watch saw it).
         let teardown = record::tearing_down(&now, &spec.name);
+        let teardown = looked_on(
+            &mut teardown_since,
+            teardown.map(|t| t.age),
+            record::TEARDOWN_AT_MOST,
+        );
         // In the role the router's record holds, read with the rest: a standby is repaired
         // as a standby (a promotion or demotion by another process is not drift).
         let role = role_in(&now, &spec.name);
         let desired = Desired::with_role(&spec, role);
-        if !teardown && !desired.exists_in(&now) {
+        if !matches!(teardown, Look::On(_)) && !desired.exists_in(&now) {
             if ready.is_some() {
                 return Err(Error::NotFound {
                     field: "name".into(),
@@ -320,30 +328,40 @@ async fn watch_in(
         if let Some(ready) = ready.take() {
             let _ = ready.send(());
         }
-        if teardown && !tearing_down {
-            info!("a teardown is running: the watch looks on");
-            on_event(&WatchEvent::TeardownSeen);
+        match teardown {
+            Look::On(_) if !tearing_down => {
+                info!("a teardown is running: the watch looks on");
+                on_event(&WatchEvent::TeardownSeen);
+            }
+            Look::Past if !teardown_stale => warn!(
+                bound_s = record::TEARDOWN_AT_MOST.as_secs(),
+                "a teardown marker older than a teardown takes: left by one that was killed, \
+                 looked past"
+            ),
+            _ => {}
         }
-        tearing_down = teardown;
-        let role_change = match record::role_change_in(&now, &spec.name) {
-            Some(_) => {
-                role_change_began.get_or_insert(changed_at);
-                let since = *role_change_since.get_or_insert_with(Instant::now);
-                let left = ROLE_CHANGE_AT_MOST.saturating_sub(since.elapsed());
-                match left.is_zero() {
-                    true => {
-                        warn!("a role change marker older than the watch allows: left by a crash, looked past");
-                        None
-                    }
-                    false => Some(left),
-                }
-            }
-            None => {
-                role_change_since = None;
-                None
-            }
-        };
-        if !teardown && role_change.is_none() {
+        tearing_down = matches!(teardown, Look::On(_));
+        teardown_stale = teardown == Look::Past;
+        let role_changing = record::role_change_in(&now, &spec.name).is_some();
+        if role_changing {
+            role_change_began.get_or_insert(changed_at);
+        }
+        let role_change = looked_on(
+            &mut role_change_since,
+            role_changing.then_some(None),
+            ROLE_CHANGE_AT_MOST,
+        );
+        if role_change == Look::Past {
+            warn!("a role change marker older than the watch allows: left by a crash, looked past");
+        }
+        let wait = [teardown, role_change]
+            .into_iter()
+            .filter_map(|l| match l {
+                Look::On(left) => Some(left),
+                _ => None,
+            })
+            .min();
+        if wait.is_none() {
             let began = role_change_began.take().unwrap_or(changed_at);
             if role_seen != Some(role) {
                 let took = role_seen.is_some().then(|| began.elapsed());
@@ -352,19 +370,18 @@ async fn watch_in(
                 role_seen = Some(role);
             }
         }
-        let drift = match teardown || role_change.is_some() {
-            true => Vec::new(),
-            false => desired.compare(&now),
+        let drift = match wait {
+            Some(_) => Vec::new(),
+            None => desired.compare(&now),
         };
         if !drift.is_empty() {
             // A plan that cannot be made (an adopted link is gone: the watch does not create
             // it) is a failed repair too: the watch goes on, and tries again.
             let result = match desired.plan(&now) {
-                Ok(plan) => {
-                    Tx::new(spec.clone(), c, now, parent.clone(), 0)
-                        .run(&desired, &plan)
-                        .await
-                }
+                Ok(plan) => match Tx::new(spec.clone(), c, now, parent.clone(), 0) {
+                    Ok(tx) => tx.run(&desired, &plan).await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match result {
@@ -398,21 +415,20 @@ async fn watch_in(
                 }
             }
         }
-        if failing && !teardown && role_change.is_none() {
+        if failing && wait.is_none() {
             info!("nothing to repair: the watch runs again");
             on_event(&WatchEvent::Resumed);
             failing = false;
         }
         retry = RETRY_FIRST;
-        // Idle until the kernel says something changed (or the watch is stopped), or a role
-        // change looked on for would no longer be.
-        let looked_on = role_change.unwrap_or(RETRY_AT_MOST);
+        // Idle until the kernel says something changed (or the watch is stopped), or a marker
+        // looked on for would no longer be.
         let listen = notifications.as_ref().expect("opened by this look");
         let changed = tokio::select! {
             biased;
             _ = &mut stopped => return Ok(WatchEnd::Stopped),
             changed = listen.changed() => changed,
-            () = tokio::time::sleep(looked_on), if role_change.is_some() => Ok(()),
+            () = tokio::time::sleep(wait.unwrap_or(RETRY_AT_MOST)), if wait.is_some() => Ok(()),
         };
         if let Err(e) = changed {
             // Looked at again right away, on new sockets; a failure then backs off.
@@ -467,6 +483,31 @@ async fn back_off(retry: &mut Duration, stopped: &mut oneshot::Receiver<()>) -> 
 struct Notifications {
     route: AsyncFd<Socket>,
     nft: AsyncFd<Socket>,
+}
+
+/// What a marker (a teardown's, a role change's) makes the watch do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// No marker: the watch repairs.
+    Away,
+    /// A marker younger than its bound: the watch looks on, for at most this long.
+    On(Duration),
+    /// A marker older than its bound: left by a crash, looked past.
+    Past,
+}
+
+/// What a marker of age `age` (`None`: no marker; `Some(None)`: its age unknown, counted from
+/// `since`, when the watch first saw it) makes the watch do, given its `bound`.
+fn looked_on(since: &mut Option<Instant>, age: Option<Option<Duration>>, bound: Duration) -> Look {
+    let Some(age) = age else {
+        *since = None;
+        return Look::Away;
+    };
+    let age = age.unwrap_or_else(|| since.get_or_insert_with(Instant::now).elapsed());
+    match bound.checked_sub(age).filter(|left| !left.is_zero()) {
+        Some(left) => Look::On(left),
+        None => Look::Past,
+    }
 }
 
 /// Route netlink groups (`RTNLGRP_*`): links, IPv4 addresses, IPv4 routes, IPv6 addresses,

@@ -148,6 +148,14 @@ enum egress_result
    */
   EGRESS_RESULT_STALE_HANDLE = 3004,
   /*
+   `egress_spec_ensure` found a teardown of the router under way (its marker in the
+   namespace is younger than a teardown takes): nothing was changed. Once the teardown is
+   done, ensure applies the router again; a marker left by a teardown that was killed is
+   looked past once it is older than that. In the 3000 range because what the kernel holds
+   rules the call out before any change.
+   */
+  EGRESS_RESULT_TEARDOWN_IN_PROGRESS = 3005,
+  /*
    The kernel differs from the spec; the message lists how.
    */
   EGRESS_RESULT_DRIFT_FOUND = 3100,
@@ -722,8 +730,9 @@ void egress_router_free(struct egress_router *router);
  Converges the kernel to `spec` and stores what it did in `*action_out` (on success only):
  applies it when the router is not configured, does nothing when it matches, repairs what
  drifted, in place, as one transaction that is verified and rolled back on failure (the
- codes are those of `egress_spec_apply`). The router is left in place either way (there is
- no handle); remove it with `egress_router_teardown_by_name`.
+ codes are those of `egress_spec_apply`, and `EGRESS_RESULT_TEARDOWN_IN_PROGRESS` while a
+ teardown of the router runs: nothing is changed then). The router is left in place either
+ way (there is no handle); remove it with `egress_router_teardown_by_name`.
 
  # Safety
  `spec` must be NULL or a live spec; `action_out` must be NULL or point to a writable

@@ -74,6 +74,12 @@ pub enum egress_result {
     /// range because what the kernel holds rules the call out before any change. Tear the
     /// router down by name if it must go.
     StaleHandle = 3004,
+    /// `egress_spec_ensure` found a teardown of the router under way (its marker in the
+    /// namespace is younger than a teardown takes): nothing was changed. Once the teardown is
+    /// done, ensure applies the router again; a marker left by a teardown that was killed is
+    /// looked past once it is older than that. In the 3000 range because what the kernel holds
+    /// rules the call out before any change.
+    TeardownInProgress = 3005,
     /// The kernel differs from the spec; the message lists how.
     DriftFound = 3100,
     /// An apply or repair ran every step, then read the namespace back and found that it does
@@ -103,7 +109,7 @@ pub enum egress_result {
 
 impl egress_result {
     /// Every value, in numeric order.
-    pub(crate) const ALL: [egress_result; 21] = [
+    pub(crate) const ALL: [egress_result; 22] = [
         egress_result::Ok,
         egress_result::NullParameter,
         egress_result::InvalidUtf8,
@@ -118,6 +124,7 @@ impl egress_result {
         egress_result::AlreadyExists,
         egress_result::Conflict,
         egress_result::StaleHandle,
+        egress_result::TeardownInProgress,
         egress_result::DriftFound,
         egress_result::VerifyFailed,
         egress_result::DiagnosisFailed,
@@ -144,6 +151,7 @@ impl egress_result {
             egress_result::AlreadyExists => c"EGRESS_RESULT_ALREADY_EXISTS",
             egress_result::Conflict => c"EGRESS_RESULT_CONFLICT",
             egress_result::StaleHandle => c"EGRESS_RESULT_STALE_HANDLE",
+            egress_result::TeardownInProgress => c"EGRESS_RESULT_TEARDOWN_IN_PROGRESS",
             egress_result::DriftFound => c"EGRESS_RESULT_DRIFT_FOUND",
             egress_result::VerifyFailed => c"EGRESS_RESULT_VERIFY_FAILED",
             egress_result::DiagnosisFailed => c"EGRESS_RESULT_DIAGNOSIS_FAILED",
@@ -171,6 +179,7 @@ impl egress_result {
             (ErrorKind::AlreadyExists, _) => egress_result::AlreadyExists,
             (ErrorKind::Conflict, _) => egress_result::Conflict,
             (ErrorKind::StaleHandle, _) => egress_result::StaleHandle,
+            (ErrorKind::TeardownInProgress, _) => egress_result::TeardownInProgress,
             (ErrorKind::Verify, _) => egress_result::VerifyFailed,
             (ErrorKind::Kernel, _) => egress_result::NetlinkFailure,
             (ErrorKind::RollbackIncomplete, _) => egress_result::RollbackIncomplete,
@@ -444,7 +453,7 @@ pub(crate) mod tests {
             numbers,
             [
                 0, 1000, 1001, 1002, 1003, 1004, 1100, 1101, 2000, 3000, 3001, 3002, 3003, 3004,
-                3100, 3101, 3102, 4000, 4001, 4002, 4003
+                3005, 3100, 3101, 3102, 4000, 4001, 4002, 4003
             ]
         );
         // The codes of removed errors stay unused.
@@ -562,6 +571,14 @@ pub(crate) mod tests {
                     reason: "its crash record holds apply id 00000002".into(),
                 },
                 egress_result::StaleHandle,
+            ),
+            (
+                Error::TeardownInProgress {
+                    name: "r".into(),
+                    netns: "/run/netns/pod".into(),
+                    since: std::time::Duration::from_secs(1),
+                },
+                egress_result::TeardownInProgress,
             ),
             (verify(), egress_result::VerifyFailed),
             (skipped(), egress_result::UndoSkipped),

@@ -136,8 +136,9 @@ pub unsafe extern "C" fn egress_router_free(router: *mut egress_router) {
 /// Converges the kernel to `spec` and stores what it did in `*action_out` (on success only):
 /// applies it when the router is not configured, does nothing when it matches, repairs what
 /// drifted, in place, as one transaction that is verified and rolled back on failure (the
-/// codes are those of `egress_spec_apply`). The router is left in place either way (there is
-/// no handle); remove it with `egress_router_teardown_by_name`.
+/// codes are those of `egress_spec_apply`, and `EGRESS_RESULT_TEARDOWN_IN_PROGRESS` while a
+/// teardown of the router runs: nothing is changed then). The router is left in place either
+/// way (there is no handle); remove it with `egress_router_teardown_by_name`.
 ///
 /// # Safety
 /// `spec` must be NULL or a live spec; `action_out` must be NULL or point to a writable

@@ -81,3 +81,28 @@ fn newest_file(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
     }
     out
 }
+
+/// `egress-router` of this workspace ([`workspace_binary`], `$EGRESS_ROUTER_BIN` to test
+/// another).
+pub fn router_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "egress-router",
+            &["egress-openshift", "egress-core"],
+            "EGRESS_ROUTER_BIN",
+        )
+    })
+}
+
+/// `egress-cni` of this workspace ([`workspace_binary`], `$EGRESS_CNI_BIN` to test another).
+pub fn cni_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        workspace_binary(
+            "egress-cni",
+            &["egress-cni", "egress-openshift", "egress-core"],
+            "EGRESS_CNI_BIN",
+        )
+    })
+}

@@ -157,16 +157,34 @@ mod binary;
 pub mod ha;
 mod load;
 mod netns;
+mod random;
 mod snapshot;
 pub mod takeover;
 mod tools;
 mod topology;
 mod web;
 
-pub use binary::workspace_binary;
+pub use binary::{cni_binary, router_binary, workspace_binary};
 pub use load::{while_held, SLOW_BYTE_EVERY};
 pub use netns::{leftover_namespaces, ping, Netns};
+pub use random::{seed, Rng};
 pub use snapshot::{Snapshot, Snapshots};
 pub use tools::root_links;
 pub use topology::Lab;
 pub use web::WebServer;
+
+/// A watch of `spec`'s router ([`egress_core::watch`]), its events sent to the returned
+/// channel.
+pub fn watched(
+    spec: &egress_core::RouterSpec,
+) -> (
+    egress_core::Watcher,
+    std::sync::mpsc::Receiver<egress_core::WatchEvent>,
+) {
+    let (tx, events) = std::sync::mpsc::channel();
+    let watcher = egress_core::watch(spec, move |e| {
+        let _ = tx.send(e.clone());
+    })
+    .expect("a watch of the router");
+    (watcher, events)
+}

@@ -94,6 +94,17 @@ create_exception!(
 );
 create_exception!(
     egress,
+    TeardownInProgressError,
+    EgressError,
+    "ensure() refused: a teardown of the router is under way (its marker in the namespace is \
+     younger than a teardown takes). Nothing was changed; once the teardown is done, ensure \
+     applies the router again. A marker left by a teardown that was killed is looked past \
+     once it is older than that.\n\n\
+     Attributes: name (the router's), netns (its namespace), since (seconds since the \
+     teardown started)."
+);
+create_exception!(
+    egress,
     VerifyError,
     EgressError,
     "After the changes of an apply (or ensure), the namespace did not hold what the spec \
@@ -131,6 +142,10 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("TeardownError", py.get_type::<TeardownError>())?;
     m.add("StaleHandleError", py.get_type::<StaleHandleError>())?;
+    m.add(
+        "TeardownInProgressError",
+        py.get_type::<TeardownInProgressError>(),
+    )?;
     m.add("VerifyError", py.get_type::<VerifyError>())?;
     m.add("UndoSkippedError", py.get_type::<UndoSkippedError>())?;
     Ok(())
@@ -190,6 +205,7 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
         ErrorKind::RollbackIncomplete => py.get_type::<RollbackIncompleteError>(),
         ErrorKind::Teardown => py.get_type::<TeardownError>(),
         ErrorKind::StaleHandle => py.get_type::<StaleHandleError>(),
+        ErrorKind::TeardownInProgress => py.get_type::<TeardownInProgressError>(),
         ErrorKind::Verify => py.get_type::<VerifyError>(),
         ErrorKind::UndoSkipped => py.get_type::<UndoSkippedError>(),
         // The core may grow kinds: they still arrive as egress errors, with their message.
@@ -261,6 +277,11 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             exc.setattr("name", name)?;
             exc.setattr("netns", netns)?;
             exc.setattr("reason", reason)?;
+        }
+        Error::TeardownInProgress { name, netns, since } => {
+            exc.setattr("name", name)?;
+            exc.setattr("netns", netns)?;
+            exc.setattr("since", since.as_secs_f64())?;
         }
         Error::Verify { drift } => {
             let drift = drift.iter().map(Drift::new).collect::<PyResult<Vec<_>>>()?;

@@ -417,6 +417,7 @@ def test_exception_hierarchy() -> None:
         egress.RollbackIncompleteError,
         egress.TeardownError,
         egress.StaleHandleError,
+        egress.TeardownInProgressError,
         egress.VerifyError,
         egress.UndoSkippedError,
     ]
@@ -429,7 +430,12 @@ def test_exception_hierarchy() -> None:
     # with the second runtime that caused them.
     assert not hasattr(egress, "BlockingInAsyncError")
     assert not hasattr(egress, "NoRuntimeError")
-    for kind in (egress.StaleHandleError, egress.VerifyError, egress.UndoSkippedError):
+    for kind in (
+        egress.StaleHandleError,
+        egress.TeardownInProgressError,
+        egress.VerifyError,
+        egress.UndoSkippedError,
+    ):
         assert not issubclass(kind, (ValueError, RuntimeError, egress.ApplyError))
     assert issubclass(egress.RollbackIncompleteError, egress.ApplyError)
     assert issubclass(egress.EgressError, Exception)

@@ -31,9 +31,18 @@ impl Tx {
             // undone.
             Step::WriteJournal { .. } => {
                 let stores = Stores::of(&self.now, &self.spec.name);
+                // The notes of its record, and those with its apply id that a rewrite cut
+                // short left (they would mix with the new ones).
+                let id = self.record.id;
                 let mut out: Vec<Change> = stores
                     .note_routes
                     .into_iter()
+                    .chain(
+                        stores
+                            .debris
+                            .into_iter()
+                            .filter(|r| record::note_id(r) == id),
+                    )
                     .map(|r| Change::DeleteRoute {
                         route: r.clone(),
                         what: NOTE.into(),

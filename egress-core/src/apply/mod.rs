@@ -203,7 +203,7 @@ pub(crate) async fn fresh(
         crate::diagnose::before_claim(&spec, &c, &now, parent.as_ref()).await?;
     }
     let plan = desired.plan(&now)?;
-    let (c, done) = Tx::new(spec.clone(), c, now, parent.clone(), random_id())
+    let (c, done) = Tx::new(spec.clone(), c, now, parent.clone(), random_id())?
         .run(&desired, &plan)
         .await?;
     Ok(Router {
@@ -352,15 +352,17 @@ impl Drop for Pending {
 }
 
 impl Tx {
+    /// A transaction of router `spec` from `now`; its crash record is the one `now` holds, or
+    /// a fresh one with apply id `id` (an error when `now` holds a value it cannot keep).
     pub(crate) fn new(
         spec: RouterSpec,
         c: Conn,
         now: Current,
         parent: Option<NsHandle>,
         id: u32,
-    ) -> Tx {
-        let record = record_spec(&spec).wanted(&now, id);
-        Tx {
+    ) -> Result<Tx> {
+        let record = record_spec(&spec).wanted(&now, id)?;
+        Ok(Tx {
             spec,
             c,
             now,
@@ -373,7 +375,7 @@ impl Tx {
             mac_set: None,
             identity_only: false,
             pending: None,
-        }
+        })
     }
 
     /// A transaction that changes the role only (promotion, demotion): verified against
@@ -411,7 +413,7 @@ impl Tx {
         }
         // A role change tells watchers (another process's) to look on until it is done.
         let role_change = self.identity_only.then(|| {
-            let route = record::role_change_marker(&self.spec.name);
+            let route = record::role_change_marker(self.record.id);
             self.batch.push((
                 0,
                 Change::RoleChanging {
@@ -655,9 +657,9 @@ impl Tx {
                 }
             }
             Step::SetSysctl { key, value } => {
-                let old = self.now.sysctl(key).map(str::to_string);
-                if old.as_deref() != Some(value.as_str()) {
-                    let writes = [(key.clone(), value.clone())];
+                let old = self.now.sysctl(key);
+                if old != Some(*value) {
+                    let writes = [(key.clone(), *value)];
                     if let (_, Some(e)) = sysctl::write_gated(&self.c.ns, &writes).await? {
                         return Err(e);
                     }
@@ -671,9 +673,9 @@ impl Tx {
                 }
             }
             Step::EnableForwarding { ipv6 } => {
-                let family = if *ipv6 { "ipv6" } else { "ipv4" };
+                let family = sysctl::Family::of(*ipv6);
                 if let Some(restore) = sysctl::forwarding_restore(&self.now.sysctls, family) {
-                    let writes = [(sysctl::forwarding_key(*ipv6).to_string(), "1".to_string())];
+                    let writes = [(sysctl::forwarding_key(*ipv6), 1)];
                     if let (_, Some(e)) = sysctl::write_gated(&self.c.ns, &writes).await? {
                         return Err(e);
                     }

@@ -54,7 +54,11 @@ use crate::{
     desired::Desired,
     error::{Error, Result},
     netns::{require_net_admin, Conn, NsHandle},
-    ops::{role::Role, sysctl, Current},
+    ops::{
+        role::Role,
+        sysctl::{self, ConfEntry, ConfName, Family, Knob, SysctlKey},
+        Current,
+    },
     spec::{table_name, validate_name, External, Netns, RouterSpec},
     Router,
 };
@@ -435,7 +439,7 @@ async fn run(ns: NsHandle, what: What, options: DiagnoseOptions) -> Result<Diagn
     // Before the probes: their own connections are tracked too.
     let sysctls = read_sysctls(&c, &now)?;
     let conntrack_entries = sysctls
-        .get(CONNTRACK_COUNT)
+        .get(&SysctlKey::CONNTRACK_COUNT.path())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let stats = match (&counters, &now.table) {
@@ -526,26 +530,33 @@ async fn run(ns: NsHandle, what: What, options: DiagnoseOptions) -> Result<Diagn
     })
 }
 
-/// `nf_conntrack_count`: the connections the namespace tracks.
-const CONNTRACK_COUNT: &str = "net/netfilter/nf_conntrack_count";
-
-/// The sysctls the `sysctl` check reads: forwarding, and `rp_filter` of `all` and of every link
-/// but `lo` (the router's: its external link and its internal one); and the conntrack count.
+/// The sysctls the `sysctl` check reads, by path (`net/ipv4/ip_forward`): forwarding, and
+/// `rp_filter` of `all` and of every link but `lo` (the router's: its external link and its
+/// internal one); and the conntrack count.
 fn read_sysctls(c: &Conn, now: &Current) -> Result<std::collections::BTreeMap<String, String>> {
-    let mut keys: Vec<String> = vec![
-        sysctl::forwarding_key(false).to_string(),
-        sysctl::forwarding_key(true).to_string(),
-        "net/ipv4/conf/all/rp_filter".to_string(),
-        CONNTRACK_COUNT.to_string(),
+    let mut keys = vec![
+        sysctl::forwarding_key(false),
+        sysctl::forwarding_key(true),
+        SysctlKey::conf(Family::V4, ConfEntry::All, ConfName::RpFilter),
+        SysctlKey::CONNTRACK_COUNT,
     ];
-    for l in now.links.iter().filter(|l| l.name != "lo") {
-        keys.push(format!("net/ipv4/conf/{}/rp_filter", l.name));
-        keys.push(format!("net/ipv4/conf/{}/forwarding", l.name));
+    for entry in now
+        .links
+        .iter()
+        .filter(|l| l.name != "lo")
+        .filter_map(|l| ConfEntry::link(&l.name))
+    {
+        keys.push(SysctlKey::conf(
+            Family::V4,
+            entry.clone(),
+            ConfName::RpFilter,
+        ));
+        keys.push(SysctlKey::knob(Family::V4, entry, Knob::Forwarding));
     }
     let values = sysctl::read_many(&c.ns, &keys)?;
     Ok(keys
         .into_iter()
         .zip(values)
-        .filter_map(|(k, v)| Some((k, v?)))
+        .filter_map(|(k, v)| Some((k.path(), v?.to_string())))
         .collect())
 }

@@ -12,11 +12,12 @@ use crate::{
     desired::Desired,
     drift::Drift,
     ops::{
+        addr,
         link::{group_marker, ExternalLink, LinkRef},
         record::{Journal, RecordSpec, Stores},
-        role::{role_in, Claim, Role},
+        role::{role_in, Role},
         route::{DefaultRoute, OurRoute},
-        sysctl::{Forwarding, Sysctl},
+        sysctl::{self, Forwarding, Sysctl},
         Current, KernelObject,
     },
     spec::{table_name, External, Protocol, Redirect, RouterSpec},
@@ -89,13 +90,13 @@ impl Subject {
     pub(super) fn by_name(name: &str, now: &Current, stats: Option<&Stats>) -> Subject {
         let stores = Stores::of(now, name);
         let record = stores.proven(now);
-        let link = record.map(|r| r.link.clone());
+        let link = record.map(|r| r.link.to_string());
         let ext = link.as_deref().and_then(|l| now.link(l));
         let mut sources: Vec<IpNetwork> = ext
             .map(|l| {
                 now.addrs
                     .iter()
-                    .filter(|a| a.ours && a.index == l.index)
+                    .filter(|a| a.index == l.index && addr::marked(now, a, name))
                     .map(|a| a.net)
                     .collect()
             })
@@ -195,20 +196,14 @@ impl Subject {
             return vec![Drift::RouterMissing { table }];
         };
         let link = LinkRef {
-            name: record.link.clone(),
+            name: record.link.to_string(),
             marker: record.created.then(|| group_marker(&self.name)),
         };
         let (v4, v6) = (
             self.gateways.iter().any(IpAddr::is_ipv4),
             self.gateways.iter().any(IpAddr::is_ipv6),
         );
-        let link_sysctls: Vec<String> = [
-            (v4, format!("net/ipv4/conf/{}/arp_notify", link.name)),
-            (v6, format!("net/ipv6/conf/{}/ndisc_notify", link.name)),
-        ]
-        .into_iter()
-        .filter_map(|(used, key)| used.then_some(key))
-        .collect();
+        let link_sysctls = sysctl::announcing(&link.name, (v4, v6));
         let mut objects: Vec<Box<dyn KernelObject>> = vec![
             Box::new(Journal {
                 spec: RecordSpec {
@@ -216,23 +211,8 @@ impl Subject {
                     link: link.clone(),
                     families: (v4, v6),
                     link_sysctls: link_sysctls.clone(),
-                    // By name, what the kernel holds (none: reported as missing).
-                    claim: Claim::in_kernel(now, &self.name)
-                        .map(|(c, _)| c)
-                        .unwrap_or_else(|| Claim {
-                            router: self.name.clone(),
-                            internal: String::new(),
-                            link: record.link.clone(),
-                            created: record.created,
-                            sources: Vec::new(),
-                            gateways: self.gateways.clone(),
-                            stable_mac: None,
-                            own_mac: None,
-                            announce: crate::spec::Announce {
-                                count: 0,
-                                interval: crate::spec::DEFAULT_ANNOUNCE_INTERVAL,
-                            },
-                        }),
+                    // By name, whatever the kernel holds (none: reported as missing).
+                    claim: None,
                 },
             }),
             Box::new(ExternalLink {
@@ -245,7 +225,7 @@ impl Subject {
             objects.push(Box::new(Sysctl {
                 link: link.clone(),
                 key,
-                value: "1".into(),
+                value: 1,
             }));
         }
         for g in &self.gateways {

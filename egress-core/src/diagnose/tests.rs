@@ -296,6 +296,7 @@ fn an_egress_address_is_held_only_while_it_is_on_the_external_link() {
         index,
         net: net.parse().unwrap(),
         ours: true,
+        has_protocol: true,
     };
     let mut now = now();
     assert!(held_sources(&now, "egress-1", "macvlan0", &sources).is_empty());

@@ -26,7 +26,49 @@ pub const ADDRESS_PROTOCOL: u8 = 158;
 pub(crate) struct Addr {
     pub index: u32,
     pub net: IpNetwork,
+    /// It carries our address protocol.
     pub ours: bool,
+    /// It carries an address protocol at all (`IFA_PROTO`).
+    pub has_protocol: bool,
+}
+
+/// Whether the kernel keeps an address's protocol (`IFA_PROTO`, Linux 6.3): it says so by
+/// its release, or by an address that carries one. A kernel without it (RHEL 9's 5.14) takes
+/// the attribute in a request and drops it.
+pub(crate) fn kernel_keeps_protocol(addrs: &[Addr]) -> bool {
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::ifa_proto_ignored() {
+        return false;
+    }
+    addrs.iter().any(|a| a.has_protocol) || release_at_least(6, 3)
+}
+
+/// Whether the running kernel's release is `major.minor` or later (`uname -r`).
+fn release_at_least(major: u32, minor: u32) -> bool {
+    static RELEASE: std::sync::OnceLock<Option<(u32, u32)>> = std::sync::OnceLock::new();
+    let release = RELEASE.get_or_init(|| {
+        // SAFETY: uname(2) fills the `utsname` it is given, whose fields are NUL-terminated.
+        let uts = unsafe {
+            let mut uts: libc::utsname = std::mem::zeroed();
+            (libc::uname(&mut uts) == 0).then_some(uts)?
+        };
+        // SAFETY: `release` is a NUL-terminated array inside `uts`.
+        let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) };
+        let mut parts = release.to_str().ok()?.split(|c: char| !c.is_ascii_digit());
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    });
+    release.is_some_and(|r| r >= (major, minor))
+}
+
+/// Whether address `a` is router `router`'s: it carries our address protocol; or, on a kernel
+/// that does not keep an address's protocol, it is one of the egress sources the router's
+/// identity notes list (on such a kernel, an address that was on an adopted link before the
+/// router and is also one of its sources cannot be told apart: it is taken for the router's).
+pub(crate) fn marked(now: &Current, a: &Addr, router: &str) -> bool {
+    a.ours
+        || (!now.addr_protocol
+            && super::role::Claim::in_kernel(now, router)
+                .is_some_and(|(claim, _)| claim.sources.contains(&a.net)))
 }
 
 /// `ip addr add NET dev LINK proto 158 [nodad]`.
@@ -105,16 +147,23 @@ pub(crate) async fn list(h: &Handle, index: Option<u32>) -> Result<Vec<Addr>> {
         req.execute()
     })
     .await?;
+    // A test stands in for a kernel before 6.3, which keeps no address protocol.
+    #[cfg(feature = "fault-injection")]
+    let keeps_protocol = !crate::fault::ifa_proto_ignored();
+    #[cfg(not(feature = "fault-injection"))]
+    let keeps_protocol = true;
     Ok(msgs
         .iter()
         .filter_map(|m| {
             let mut ip: Option<IpAddr> = None;
-            let mut ours = false;
+            let mut protocol = None;
             for a in &m.attributes {
                 match a {
                     AddressAttribute::Local(v) => ip = Some(*v),
                     AddressAttribute::Address(v) if ip.is_none() => ip = Some(*v),
-                    AddressAttribute::Protocol(p) => ours = u8::from(*p) == ADDRESS_PROTOCOL,
+                    AddressAttribute::Protocol(p) if keeps_protocol => {
+                        protocol = Some(u8::from(*p))
+                    }
                     _ => {}
                 }
             }
@@ -122,7 +171,8 @@ pub(crate) async fn list(h: &Handle, index: Option<u32>) -> Result<Vec<Addr>> {
             Some(Addr {
                 index: m.header.index,
                 net,
-                ours,
+                ours: protocol == Some(ADDRESS_PROTOCOL),
+                has_protocol: protocol.is_some(),
             })
         })
         .collect())

@@ -12,7 +12,7 @@ use super::{
     link::{Link, LinkConf},
     nat::{NatState, TableInfo},
     route::{self, Route},
-    sysctl,
+    sysctl::{self, ConfEntry, Family, Knob, SysctlKey},
 };
 use crate::{
     error::Result,
@@ -35,9 +35,11 @@ pub(crate) struct Current {
     pub addrs: Vec<Addr>,
     /// Every route of both families, in every table.
     pub routes: Vec<Route>,
-    /// Sysctl values in path form: the files read, and each link's own values from the link
-    /// dump.
-    pub sysctls: BTreeMap<String, String>,
+    /// Sysctl values: the files read, and each link's own values from the link dump.
+    pub sysctls: BTreeMap<SysctlKey, i64>,
+    /// Whether the kernel keeps an address's protocol (`IFA_PROTO`, Linux 6.3): without it, no
+    /// address carries our marker.
+    pub addr_protocol: bool,
 }
 
 impl Current {
@@ -68,7 +70,7 @@ impl Current {
         let (routes4, routes6) =
             futures::try_join!(route::list(&c.rt, false), route::list(&c.rt, true))?;
         let mut sysctls = match whole {
-            true => sysctl::read_forwarding(&c.ns, &["ipv4", "ipv6"])?,
+            true => sysctl::read_forwarding(&c.ns, &[Family::V4, Family::V6])?,
             false => BTreeMap::new(),
         };
         sysctls.extend(links.iter().flat_map(|l| l.conf.sysctls(&l.name)));
@@ -77,6 +79,7 @@ impl Current {
             tables,
             table: content,
             links,
+            addr_protocol: super::addr::kernel_keeps_protocol(&addrs),
             addrs,
             routes: routes4.into_iter().chain(routes6).collect(),
             sysctls,
@@ -107,17 +110,14 @@ impl Current {
             }
         }
         let mut sysctls = BTreeMap::new();
-        for key in [
-            "net/ipv4/conf/all/forwarding",
-            "net/ipv4/conf/default/forwarding",
-            "net/ipv6/conf/all/forwarding",
-            "net/ipv6/conf/default/forwarding",
-        ] {
-            sysctls.insert(key.to_string(), "0".to_string());
+        for family in [Family::V4, Family::V6] {
+            for entry in [ConfEntry::All, ConfEntry::Default] {
+                sysctls.insert(SysctlKey::knob(family, entry, Knob::Forwarding), 0);
+            }
         }
         sysctls.insert(
-            "net/ipv4/conf/all/accept_redirects".to_string(),
-            "1".to_string(),
+            SysctlKey::knob(Family::V4, ConfEntry::All, Knob::AcceptRedirects),
+            1,
         );
         for l in &links {
             sysctls.extend(l.conf.sysctls(&l.name));
@@ -136,9 +136,9 @@ impl Current {
         self.links.iter().find(|l| l.name == name)
     }
 
-    /// A sysctl's value (path form), when it was read and exists.
-    pub(crate) fn sysctl(&self, key: &str) -> Option<&str> {
-        self.sysctls.get(key).map(String::as_str)
+    /// A sysctl's value, when it was read and exists.
+    pub(crate) fn sysctl(&self, key: &SysctlKey) -> Option<i64> {
+        self.sysctls.get(key).copied()
     }
 
     /// Link names by index, for describing routes.

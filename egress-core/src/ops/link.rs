@@ -12,7 +12,11 @@ use netlink_packet_route::{
 };
 use rtnetlink::{Handle, LinkGetRequest, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 
-use super::{dump, errno, Current, KernelObject, Step};
+use super::{
+    dump, errno,
+    sysctl::{ConfEntry, Family, Knob, SysctlKey},
+    Current, KernelObject, Step,
+};
 use crate::{
     drift::Drift,
     error::{is_gone, Error, Result},
@@ -46,17 +50,20 @@ pub(crate) struct LinkConf {
 }
 
 impl LinkConf {
-    /// `(key, value)` of the sysctls of link `name` this holds, in `/proc/sys` path form.
-    pub(crate) fn sysctls(&self, name: &str) -> Vec<(String, String)> {
+    /// `(key, value)` of the sysctls of link `name` (a name the kernel gave) this holds.
+    pub(crate) fn sysctls(&self, name: &str) -> Vec<(SysctlKey, i64)> {
+        let Some(entry) = ConfEntry::link(name) else {
+            return Vec::new();
+        };
         [
-            ("ipv4", "forwarding", self.forwarding4),
-            ("ipv4", "arp_notify", self.arp_notify),
-            ("ipv6", "forwarding", self.forwarding6),
-            ("ipv6", "ndisc_notify", self.ndisc_notify),
+            (Family::V4, Knob::Forwarding, self.forwarding4),
+            (Family::V4, Knob::ArpNotify, self.arp_notify),
+            (Family::V6, Knob::Forwarding, self.forwarding6),
+            (Family::V6, Knob::NdiscNotify, self.ndisc_notify),
         ]
         .into_iter()
-        .filter_map(|(family, key, v)| {
-            Some((format!("net/{family}/conf/{name}/{key}"), v?.to_string()))
+        .filter_map(|(family, knob, v)| {
+            Some((SysctlKey::knob(family, entry.clone(), knob), i64::from(v?)))
         })
         .collect()
     }
@@ -584,21 +591,17 @@ mod tests {
             forwarding6: Some(0),
             ndisc_notify: Some(1),
         };
+        let paths: Vec<(String, i64)> = conf
+            .sysctls("eth0.100")
+            .into_iter()
+            .map(|(k, v)| (k.path(), v))
+            .collect();
         assert_eq!(
-            conf.sysctls("eth0.100"),
+            paths,
             vec![
-                (
-                    "net/ipv4/conf/eth0.100/forwarding".to_string(),
-                    "1".to_string()
-                ),
-                (
-                    "net/ipv6/conf/eth0.100/forwarding".to_string(),
-                    "0".to_string()
-                ),
-                (
-                    "net/ipv6/conf/eth0.100/ndisc_notify".to_string(),
-                    "1".to_string()
-                ),
+                ("net/ipv4/conf/eth0.100/forwarding".to_string(), 1),
+                ("net/ipv6/conf/eth0.100/forwarding".to_string(), 0),
+                ("net/ipv6/conf/eth0.100/ndisc_notify".to_string(), 1),
             ]
         );
         assert!(LinkConf::default().sysctls("lo").is_empty());

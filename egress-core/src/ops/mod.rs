@@ -8,6 +8,7 @@
 
 pub(crate) mod addr;
 pub(crate) mod current;
+pub(crate) mod ifname;
 pub(crate) mod link;
 pub(crate) mod nat;
 pub(crate) mod record;

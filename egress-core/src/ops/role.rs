@@ -29,6 +29,7 @@ use netlink_packet_route::route::RouteType;
 use serde::Serialize;
 
 use super::{
+    ifname::IfName,
     link::{group_marker, random_mac, LinkRef},
     record::{is_tagged, note, note_id, read_text_notes, text_notes, JOURNAL_TABLE, MIRROR_TABLE},
     route::Route,
@@ -37,7 +38,10 @@ use super::{
 use crate::{
     drift::Drift,
     error::{Error, Result},
-    spec::{format_mac, Announce, External, Macvlan, RouterSpec},
+    spec::{
+        format_mac, validate_name, Announce, External, Macvlan, RouterSpec, MAX_ANNOUNCE,
+        MAX_ANNOUNCE_INTERVAL,
+    },
 };
 
 /// Whether a router holds the egress identity (its addresses, its default route via the
@@ -99,15 +103,23 @@ pub(crate) fn marker(router: &str, role: Role, own: Option<[u8; 6]>) -> Route {
 /// The tables that keep the role marker, the one read first first.
 pub(crate) const MARKER_TABLES: [u32; 2] = [JOURNAL_TABLE, MIRROR_TABLE];
 
-/// Router `router`'s role marker in table `table` of `now`, if any.
+/// Router `router`'s role marker in table `table` of `now`, if any: a `/128` route of ours
+/// of place (metric) 1, a blackhole or an unreachable one, whose address is the tag, the
+/// router's group marker and a MAC, then zeros. (The group marker is a hint among the
+/// namespace's objects: one router per namespace, its record proven before a marker is acted
+/// on by name.)
 pub(crate) fn marker_in_table<'a>(now: &'a Current, router: &str, table: u32) -> Option<&'a Route> {
     let prefix = marker_bytes(&marker(router, Role::Active, None));
     // The kernel reports these routes on `lo`: compared by what the marker is made of.
     now.routes.iter().find(|r| {
+        let b = marker_bytes(r);
         r.table == table
             && r.is_ours()
             && r.dst.prefix() == 128
-            && marker_bytes(r)[..6] == prefix[..6]
+            && r.metric() == 1
+            && matches!(r.kind, RouteType::BlackHole | RouteType::Unreachable)
+            && b[..6] == prefix[..6]
+            && b[12..] == [0; 4]
     })
 }
 
@@ -157,8 +169,8 @@ const CLAIM_MAGIC: &str = "ha/1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Claim {
     pub router: String,
-    pub internal: String,
-    pub link: String,
+    pub internal: IfName,
+    pub link: IfName,
     pub created: bool,
     pub sources: Vec<IpNetwork>,
     pub gateways: Vec<IpAddr>,
@@ -173,10 +185,12 @@ impl Claim {
             External::Macvlan(m) => m.mac,
             External::Adopt(_) => None,
         };
+        // A spec's link names passed the same rule when it was validated.
+        let link_name = |n: &str| IfName::parse(n).expect("a spec's link names are link names");
         Claim {
             router: spec.name.clone(),
-            internal: spec.internal.clone(),
-            link: spec.external.link_name().to_string(),
+            internal: link_name(&spec.internal),
+            link: link_name(spec.external.link_name()),
             created: matches!(spec.external, External::Macvlan(_)),
             sources: spec.sources.clone(),
             gateways: spec
@@ -212,48 +226,56 @@ impl Claim {
         )
     }
 
+    /// The claim in `s`, read with the grammar [`encode`](Self::encode) writes and nothing
+    /// else (each field in its place, once; names, addresses and numbers as a spec allows
+    /// them, each written as `encode` writes it); `None` for anything else.
     pub(crate) fn decode(s: &str) -> Option<Claim> {
         let mut it = s.split(' ');
         if it.next()? != CLAIM_MAGIC {
             return None;
         }
-        let mut fields = std::collections::HashMap::new();
-        for tok in it {
-            let (k, v) = tok.split_once('=')?;
-            fields.insert(k, v);
-        }
-        fn list(v: &str) -> Vec<&str> {
-            match v {
-                "-" => Vec::new(),
-                v => v.split(',').collect(),
-            }
-        }
+        let mut field = |name: &str| it.next()?.strip_prefix(name);
+        let router = field("r=")?.to_string();
+        validate_name(&router).ok()?;
+        let internal = IfName::parse(field("i=")?)?;
+        let link = IfName::parse(field("l=")?)?;
+        let created = match field("c=")? {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        };
+        let sources = canonical_list::<IpNetwork>(field("s=")?)?;
+        let gateways = canonical_list::<IpAddr>(field("g=")?)?;
+        let one_of_each = gateways.iter().filter(|g| g.is_ipv4()).count() <= 1
+            && gateways.iter().filter(|g| g.is_ipv6()).count() <= 1;
         let mac = |v: &str| -> Option<Option<[u8; 6]>> {
             match v {
                 "-" => Some(None),
                 v => unhex(v).map(Some),
             }
         };
-        let (count, ms) = fields.get("a")?.split_once(',')?;
+        let stable_mac = mac(field("m=")?)?;
+        let own_mac = mac(field("o=")?)?;
+        let (count, ms) = field("a=")?.split_once(',')?;
+        let announce = Announce {
+            count: canonical::<u8>(count).filter(|c| *c <= MAX_ANNOUNCE)?,
+            interval: Duration::from_millis(canonical::<u64>(ms)?),
+        };
+        let interval_ok =
+            !announce.interval.is_zero() && announce.interval <= MAX_ANNOUNCE_INTERVAL;
+        if it.next().is_some() || !one_of_each || !interval_ok {
+            return None;
+        }
         Some(Claim {
-            router: fields.get("r")?.to_string(),
-            internal: fields.get("i")?.to_string(),
-            link: fields.get("l")?.to_string(),
-            created: *fields.get("c")? == "1",
-            sources: list(fields.get("s")?)
-                .into_iter()
-                .map(|s| s.parse().ok())
-                .collect::<Option<_>>()?,
-            gateways: list(fields.get("g")?)
-                .into_iter()
-                .map(|s| s.parse().ok())
-                .collect::<Option<_>>()?,
-            stable_mac: mac(fields.get("m")?)?,
-            own_mac: mac(fields.get("o")?)?,
-            announce: Announce {
-                count: count.parse().ok()?,
-                interval: Duration::from_millis(ms.parse().ok()?),
-            },
+            router,
+            internal,
+            link,
+            created,
+            sources,
+            gateways,
+            stable_mac,
+            own_mac,
+            announce,
         })
     }
 
@@ -313,11 +335,11 @@ impl Claim {
                     mode: crate::MacvlanMode::default(),
                     mtu: None,
                     mac: self.own_mac,
-                    name: self.link.clone(),
+                    name: self.link.to_string(),
                 }),
-                false => External::Adopt(self.link.clone()),
+                false => External::Adopt(self.link.to_string()),
             },
-            internal: self.internal.clone(),
+            internal: self.internal.to_string(),
             sources: self.sources.clone(),
             gateway4,
             gateway6,
@@ -337,15 +359,30 @@ fn hex(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Twelve lowercase hex digits (what [`hex`] writes).
 fn unhex(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
-    if s.len() != 12 {
+    if s.len() != 12 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     for (i, b) in mac.iter_mut().enumerate() {
         *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(mac)
+}
+
+/// `s` as a `T`, when `T` writes it back exactly so (no sign, no leading zero, no other
+/// spelling of the same value).
+fn canonical<T: FromStr + ToString>(s: &str) -> Option<T> {
+    s.parse().ok().filter(|v: &T| v.to_string() == s)
+}
+
+/// `-` (none) or values separated by `,`, each [`canonical`].
+fn canonical_list<T: FromStr + ToString>(s: &str) -> Option<Vec<T>> {
+    match s {
+        "-" => Some(Vec::new()),
+        s => s.split(',').map(canonical).collect(),
+    }
 }
 
 /// The stable MAC of the external macvlan: held while active, never while standby (the
@@ -502,8 +539,8 @@ mod tests {
     fn a_claim_round_trips_as_text() {
         let c = Claim {
             router: "egress-1".into(),
-            internal: "eth0".into(),
-            link: "macvlan0".into(),
+            internal: IfName::parse("eth0").unwrap(),
+            link: IfName::parse("macvlan0").unwrap(),
             created: true,
             sources: vec![
                 "203.0.113.99/24".parse().unwrap(),
@@ -529,6 +566,49 @@ mod tests {
         assert_eq!(read.len(), 1);
         assert_eq!(Claim::decode(&read[0].1), Some(c));
         assert_eq!(Claim::decode("egress/2 r=x"), None);
+    }
+
+    const CLAIM: &str =
+        "ha/1 r=egress-1 i=eth0 l=macvlan0 c=1 s=203.0.113.99/24,2001:db8:1::99/64 \
+                         g=203.0.113.1,2001:db8:1::1 m=00005e000133 o=020000000007 a=3,100";
+
+    #[test]
+    fn a_claim_is_what_encode_writes_and_nothing_else() {
+        let c = Claim::decode(CLAIM).unwrap();
+        assert_eq!(c.encode(), CLAIM);
+        let with = |from: &str, to: &str| {
+            assert!(CLAIM.contains(from), "{from}");
+            CLAIM.replacen(from, to, 1)
+        };
+        for bad in [
+            with("ha/1", "ha/2"),
+            with("r=egress-1", "r=Egress"),
+            with("i=eth0", "i=../../etc"),
+            with("l=macvlan0", "l=a/b"),
+            with("l=macvlan0", "l=1234567890123456"),
+            with("c=1", "c=2"),
+            with("s=203.0.113.99/24", "s=203.0.113.99"),
+            with("s=203.0.113.99/24", "s=203.0.113.099/24"),
+            with("s=203.0.113.99/24,", "s=,"),
+            with("g=203.0.113.1,", "g=203.0.113.1,203.0.113.2,"),
+            with("g=203.0.113.1", "g=foo"),
+            with("m=00005e000133", "m=00005E000133"),
+            with("m=00005e000133", "m=00005e00013"),
+            with("o=020000000007", "o="),
+            with("a=3,100", "a=17,100"),
+            with("a=3,100", "a=3,0"),
+            with("a=3,100", "a=3,10001"),
+            with("a=3,100", "a=03,100"),
+            with("a=3,100", "a=3"),
+            with(" c=1", " c=1 c=1"),
+            with(" c=1", ""),
+            with("i=eth0 l=macvlan0", "l=macvlan0 i=eth0"),
+            format!("{CLAIM} x=1"),
+            format!("{CLAIM} "),
+            with(" a=", "  a="),
+        ] {
+            assert_eq!(Claim::decode(&bad), None, "{bad:?}");
+        }
     }
 
     #[test]

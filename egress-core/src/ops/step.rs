@@ -81,10 +81,10 @@ pub enum Step {
     },
     /// Set a sysctl.
     SetSysctl {
-        /// The key in path form (`net/ipv4/conf/macvlan0/arp_notify`).
-        key: String,
+        /// The key (`net.ipv4.conf.macvlan0.arp_notify`).
+        key: sysctl::SysctlKey,
         /// The value.
-        value: String,
+        value: i64,
     },
     /// Add an egress source address to the external link.
     AddAddress {
@@ -230,9 +230,7 @@ impl fmt::Display for Step {
                 mac,
                 mode,
             } => f.write_str(&link::set_command(link, *mtu, *mac, *mode)),
-            Step::SetSysctl { key, value } => {
-                write!(f, "sysctl -w {}={value}", sysctl::dotted(key))
-            }
+            Step::SetSysctl { key, value } => write!(f, "sysctl -w {key}={value}"),
             Step::AddAddress { link, address } => f.write_str(&addr::add_command(link, *address)),
             Step::DeleteAddress { link, address } => {
                 write!(f, "ip addr del {address} dev {link}")
@@ -246,9 +244,7 @@ impl fmt::Display for Step {
                 if via.is_ipv6() { "-6 " } else { "" },
                 route::ROUTE_PROTOCOL
             ),
-            Step::EnableForwarding { ipv6 } => {
-                f.write_str(sysctl::forwarding_command(*ipv6))
-            }
+            Step::EnableForwarding { ipv6 } => f.write_str(&sysctl::forwarding_command(*ipv6)),
             Step::WithdrawAddress { link, address } => {
                 write!(f, "ip addr del {address} dev {link} (withdrawn: standby)")
             }

@@ -657,13 +657,8 @@ fn validate_netns(field: &str, ns: Option<RawNetns>) -> Checked<Netns> {
 /// characters (the kernel's `dev_valid_name`), and no `%` (the kernel reads `name%d` as a
 /// template and picks a name of its own).
 fn validate_ifname(field: &str, name: &str) -> Checked<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_IFNAME_LEN
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| matches!(c, '/' | ':' | '%') || c.is_whitespace() || c.is_control());
+    let ok = crate::ops::ifname::valid(name)
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {

@@ -27,6 +27,7 @@ __all__ = [
     "StaleHandleError",
     "Step",
     "TeardownError",
+    "TeardownInProgressError",
     "UndoSkippedError",
     "VerifyError",
     "__version__",
@@ -235,6 +236,11 @@ class StaleHandleError(EgressError):
     name: str
     netns: str
     reason: str
+
+class TeardownInProgressError(EgressError):
+    name: str
+    netns: str
+    since: float
 
 class VerifyError(EgressError):
     drift: list[Drift]

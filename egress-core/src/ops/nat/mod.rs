@@ -494,7 +494,7 @@ impl KernelObject for Ruleset {
         let summary = self.rules.summary();
         match &now.table {
             None => steps.push(Step::CreateTable { table, summary }),
-            Some(_) if !self.comment_holds(now, Some(&self.record.wanted(now, 0))) => {
+            Some(_) if !self.comment_holds(now, Some(&self.record.wanted(now, 0)?)) => {
                 steps.push(Step::RewriteJournal { table })
             }
             Some(have) if *have != self.rules.expected() => {
