@@ -118,6 +118,16 @@ pub fn plan(spec: &RouterSpec) -> Result<Plan> {
     block_on("plan", crate::plan(spec))
 }
 
+/// [`crate::plan_as`], blocking.
+pub fn plan_as(spec: &RouterSpec, role: Role) -> Result<Plan> {
+    block_on("plan_as", crate::plan_as(spec, role))
+}
+
+/// [`crate::plan_teardown`], blocking.
+pub fn plan_teardown(netns: &Netns, name: &str) -> Result<Vec<String>> {
+    block_on("plan_teardown", crate::plan_teardown(netns, name))
+}
+
 /// [`crate::ensure`], blocking.
 pub fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
     block_on("ensure", crate::ensure(spec))
