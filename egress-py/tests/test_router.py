@@ -68,6 +68,35 @@ def test_context_manager_tears_down_on_an_exception(lab: Lab) -> None:
     assert_same(before, lab.snapshot())
 
 
+def test_a_failed_teardown_at_the_end_of_a_with_block_keeps_the_blocks_exception(lab: Lab) -> None:
+    before = lab.snapshot()
+    ns = lab.path("router")
+    spec = lab.spec("py-exit")
+
+    def replace_behind_the_handle() -> None:
+        # Torn down and applied again by someone else: the handle's teardown refuses.
+        egress.teardown("py-exit", netns=ns)
+        spec.apply()
+
+    with pytest.raises(RuntimeError, match="boom") as e:
+        with spec.apply() as router:
+            replace_behind_the_handle()
+            raise RuntimeError("boom")
+    assert not router.active
+    [note] = e.value.__notes__
+    assert note.startswith(
+        'egress: tearing down router "py-exit" when the with block ended failed as well: '
+        "StaleHandleError: "
+    ), note
+    assert egress.teardown("py-exit", netns=ns)
+    # Without an exception in the block, the teardown's own error is raised.
+    with pytest.raises(egress.StaleHandleError):
+        with spec.apply():
+            replace_behind_the_handle()
+    assert egress.teardown("py-exit", netns=ns)
+    assert_same(before, lab.snapshot())
+
+
 def test_stats_count_the_connections_made(lab: Lab) -> None:
     c = lab.c
     lab.ask("serve")
