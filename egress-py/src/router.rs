@@ -394,9 +394,7 @@ pub(crate) fn promote<'py>(
     name: String,
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ns = netns_checked(netns)?;
-    let change = log::detached(py, || announced(blocking::promote(&ns, &name)?));
-    role_change(py, change.map_err(CoreError)?)
+    role_by_name(py, netns, move |ns| blocking::promote(ns, &name))
 }
 
 /// Demotes router `name` in namespace `netns` to standby, from what the kernel holds: see
@@ -408,8 +406,18 @@ pub(crate) fn demote<'py>(
     name: String,
     netns: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    role_by_name(py, netns, move |ns| blocking::demote(ns, &name))
+}
+
+/// What promote() and demote() by name share: the namespace checked, the GIL released while
+/// the role changes and its announcements are sent.
+fn role_by_name<'py>(
+    py: Python<'py>,
+    netns: Option<&Bound<'py, PyAny>>,
+    change: impl FnOnce(&Netns) -> egress_core::Result<RoleChange> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
     let ns = netns_checked(netns)?;
-    let change = log::detached(py, || announced(blocking::demote(&ns, &name)?));
+    let change = log::detached(py, || announced(change(&ns)?));
     role_change(py, change.map_err(CoreError)?)
 }
 
