@@ -131,9 +131,14 @@ fn cni(lab: &Lab, env: &Env, stdin: &str) -> Run {
 }
 
 fn run_in(ns: &Netns, env: &Env, stdin: &str) -> Run {
+    run_binary(cni_binary(), ns, env, stdin)
+}
+
+/// Runs the plugin `bin` from namespace `ns`, as the runtime does.
+fn run_binary(bin: &Path, ns: &Netns, env: &Env, stdin: &str) -> Run {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns.name()])
-        .arg(cni_binary())
+        .arg(bin)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::piped())
@@ -876,12 +881,6 @@ fn config_errors_have_the_spec_codes_and_change_nothing() {
             "not found",
         ),
         (
-            add.clone(),
-            set("/log_file", json!("/proc/egress-cni.log")),
-            5,
-            "opening log_file /proc/egress-cni.log",
-        ),
-        (
             add.clone().with("CNI_COMMAND", Some("STATUS")),
             config.clone(),
             1,
@@ -905,7 +904,6 @@ fn config_errors_have_the_spec_codes_and_change_nothing() {
     let e = cni(&lab, &add, &set("/cniVersion", json!("0.3.1"))).error(1);
     assert_eq!(e["cniVersion"], "1.1.0");
     snaps.assert_restored("after the configuration errors");
-    assert!(!Path::new("/proc/egress-cni.log").exists());
 }
 
 #[test]
@@ -1030,4 +1028,272 @@ fn without_a_master_the_nodes_default_route_names_it() {
     )
     .quiet();
     snaps.assert_restored("after DEL");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The network configuration is untrusted input: log_file, control characters, size, repeats
+// ---------------------------------------------------------------------------------------------
+
+/// A node's CNI plugin directory of its own: the plugin (a hard link to the binary under test)
+/// and, when the node's admin chose a log directory, the node configuration beside it.
+/// Removed when dropped, with the directories of [`Plugin::dir`].
+struct Plugin {
+    bin_dir: PathBuf,
+    others: Vec<PathBuf>,
+}
+
+impl Plugin {
+    fn new(tag: &str, log_dir: Option<&Path>) -> Plugin {
+        let bin_dir = Plugin::fresh(&format!("{tag}-bin"));
+        let bin = bin_dir.join("egress-cni");
+        if std::fs::hard_link(cni_binary(), &bin).is_err() {
+            std::fs::copy(cni_binary(), &bin).unwrap();
+        }
+        if let Some(dir) = log_dir {
+            let node = egress_cni::NodeConfig::new(Some(dir.to_path_buf())).unwrap();
+            std::fs::write(bin_dir.join(egress_cni::NODE_CONFIG_FILE), node.to_json()).unwrap();
+        }
+        Plugin {
+            bin_dir,
+            others: Vec::new(),
+        }
+    }
+
+    /// A fresh directory `egt-PID-TAG` in the temporary directory.
+    fn fresh(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("egt-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Another fresh directory, removed with the plugin.
+    fn dir(&mut self, tag: &str) -> PathBuf {
+        let dir = Plugin::fresh(tag);
+        self.others.push(dir.clone());
+        dir
+    }
+
+    fn run(&self, lab: &Lab, env: &Env, stdin: &str) -> Run {
+        run_binary(&self.bin_dir.join("egress-cni"), &lab.node, env, stdin)
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        for dir in self.others.iter().chain([&self.bin_dir]) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// STATUS: the command that reads the configuration and opens its log without changing
+/// anything (the master is looked up on the node).
+fn status_env() -> Env {
+    Env(vec![
+        ("CNI_COMMAND", Some("STATUS".into())),
+        ("CNI_PATH", Some("/opt/cni/bin".into())),
+    ])
+}
+
+fn logging_config(log_file: &Path) -> Value {
+    let mut config = openshift_config();
+    config["cniVersion"] = "1.1.0".into();
+    config["log_level"] = "verbose".into();
+    config["log_file"] = log_file.to_str().unwrap().into();
+    config
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn log_file_is_written_only_in_the_nodes_log_directory_and_never_through_a_link() {
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let status = status_env();
+    let mut scratch = Plugin::new("log-scratch", None);
+    let logs = scratch.dir("log-dir");
+    let outside = scratch.dir("log-outside");
+
+    // No log directory on the node: log_file is not honoured, with a warning; nothing created.
+    let r = scratch
+        .run(
+            &lab,
+            &status,
+            &logging_config(&logs.join("egress.log")).to_string(),
+        )
+        .quiet();
+    assert!(
+        r.stderr.contains(&format!(
+            "warn: log_file `{}/egress.log` not honoured, logging on stderr only: this node has \
+             no log directory",
+            logs.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(names_in(&logs), Vec::<String>::new());
+
+    let plugin = Plugin::new("log-plugin", Some(&logs));
+    // A file name, or a path in the directory: created 0600, a regular file, appended to.
+    plugin
+        .run(
+            &lab,
+            &status,
+            &logging_config(Path::new("egress.log")).to_string(),
+        )
+        .quiet();
+    plugin
+        .run(
+            &lab,
+            &status,
+            &logging_config(&logs.join("egress.log")).to_string(),
+        )
+        .quiet();
+    let log = logs.join("egress.log");
+    let meta = std::fs::symlink_metadata(&log).unwrap();
+    assert!(meta.file_type().is_file());
+    assert_eq!(
+        (meta.permissions().mode() & 0o777, meta.nlink()),
+        (0o600, 1)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("ready: master ext0 is present").count(),
+        2,
+        "{text}"
+    );
+
+    // Elsewhere: not honoured, with a warning.
+    let r = plugin
+        .run(
+            &lab,
+            &status,
+            &logging_config(&outside.join("x.log")).to_string(),
+        )
+        .quiet();
+    assert!(
+        r.stderr.contains("not in the node's log directory"),
+        "{}",
+        r.stderr
+    );
+    // A link in the directory, to a missing file or an existing one elsewhere: refused (code 5),
+    // the file it names neither created nor written.
+    let victim = outside.join("victim");
+    symlink(outside.join("created-as-root"), logs.join("dangling.log")).unwrap();
+    std::fs::write(&victim, "untouched").unwrap();
+    symlink(&victim, logs.join("link.log")).unwrap();
+    for name in ["dangling.log", "link.log"] {
+        let e = plugin
+            .run(&lab, &status, &logging_config(Path::new(name)).to_string())
+            .error(5);
+        assert_eq!(
+            e["msg"],
+            format!(
+                "opening log_file {name} in {}: a symbolic link: refused",
+                logs.display()
+            )
+        );
+    }
+    assert_eq!(names_in(&outside), ["victim"]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert_eq!(names_in(&logs), ["dangling.log", "egress.log", "link.log"]);
+    snaps.assert_restored("after the log files");
+}
+
+#[test]
+fn a_newline_in_a_configuration_value_cannot_start_a_line_of_the_log() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let mut scratch = Plugin::new("forge-scratch", None);
+    let logs = scratch.dir("forge-logs");
+    let plugin = Plugin::new("forge-plugin", Some(&logs));
+    let forged = "egress-cni: error: forged";
+    let mut config = openshift_config();
+    config["log_file"] = logs.join("egress.log").to_str().unwrap().into();
+    config["ip"]["addresses"] = json!([format!("{EGRESS_SOURCE4}0\n{forged}\r\u{1b}[2J")]);
+    let env = Env::new("ADD", "e2eforge", lab.router.path());
+    let r = plugin.run(&lab, &env, &config.to_string());
+    let stderr = r.stderr.clone();
+    let e = r.error(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("\\n{forged}\\r\\u{{1b}}[2J`")),
+        "{e}"
+    );
+    let file = std::fs::read_to_string(logs.join("egress.log")).unwrap();
+    for (what, text) in [("stderr", &stderr), ("the log file", &file)] {
+        assert!(text.contains(forged), "{what}: {text}");
+        for line in text.lines() {
+            // `TIME egress-cni: LEVEL: …`: every line is one of the plugin's.
+            let (time, rest) = line.split_once(' ').unwrap();
+            assert!(
+                time.starts_with("20") && rest.starts_with("egress-cni: "),
+                "{what}: a forged line: {line:?}"
+            );
+        }
+    }
+    assert_eq!(file.lines().count(), 1, "{file}");
+    snaps.assert_restored("after the forged value");
+}
+
+#[test]
+fn stdin_over_1_mib_and_repeated_keys_are_refused_but_del_still_cleans_up() {
+    let lab = Lab::new();
+    let snaps = Snapshots::take(&lab);
+    let status = status_env();
+    let mut config = openshift_config();
+    config["cniVersion"] = "1.1.0".into();
+    // Exactly 1 MiB (spaces after the object) is read; one byte more is refused unread.
+    let mut padded = config.to_string();
+    padded.extend(std::iter::repeat_n(
+        ' ',
+        egress_cni::MAX_CONFIG_LEN - padded.len(),
+    ));
+    cni(&lab, &status, &padded).quiet();
+    padded.push(' ');
+    let e = cni(&lab, &status, &padded).error(7);
+    assert_eq!(
+        e["msg"],
+        "the network configuration on stdin is over 1048576 bytes (1 MiB): refused unread"
+    );
+    // A key twice: refused, naming it (serde_json alone would keep the last value silently).
+    let repeated = config.to_string().replacen(
+        "\"interfaceArgs\":",
+        "\"interfaceArgs\":{\"master\":\"nope0\"},\"interfaceArgs\":",
+        1,
+    );
+    let e = cni(&lab, &status, &repeated).error(7);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("duplicate key interfaceArgs: "),
+        "{e}"
+    );
+
+    // DEL needs no configuration: an attachment is removed whatever stdin holds, the inputs
+    // 7508fe2's plugin accepted and the ones refused now alike.
+    let id = "e2ebounded";
+    let add = Env::new("ADD", id, lab.router.path());
+    let del = add.clone().with("CNI_COMMAND", Some("DEL"));
+    let mut operator = openshift_config();
+    operator["log_file"] = "/tmp/egress-router-log".into();
+    for stdin in [repeated.clone(), padded.clone(), operator.to_string()] {
+        cni(&lab, &add, &openshift_config().to_string()).ok();
+        let r = cni(&lab, &del, &stdin).quiet();
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+        snaps.assert_restored("after DEL");
+    }
 }

@@ -1,6 +1,6 @@
 //! The CNI error object (with its codes mapped from the core's errors).
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use serde_json::{json, Value};
 
@@ -43,7 +43,7 @@ impl CniError {
         let expected = expected.into();
         CniError {
             code,
-            msg: format!("invalid {field} `{}`: {expected}", clip(value)),
+            msg: format!("invalid {} `{}`: {expected}", clip(field), clip(value)),
             details: String::new(),
             field: Some(field.to_string()),
         }
@@ -60,7 +60,7 @@ impl CniError {
     pub(crate) fn missing(field: &str, expected: impl Into<String>) -> Self {
         CniError {
             code: code::INVALID_CONFIG,
-            msg: format!("{field} is missing: {}", expected.into()),
+            msg: format!("{} is missing: {}", clip(field), expected.into()),
             details: String::new(),
             field: Some(field.to_string()),
         }
@@ -69,10 +69,56 @@ impl CniError {
     pub(crate) fn unsupported(field: &str, value: &Value, why: impl Into<String>) -> Self {
         CniError {
             code: code::UNSUPPORTED_FIELD,
-            msg: format!("unsupported field {field} = {}", clip(&value.to_string())),
+            msg: format!(
+                "unsupported field {} = {}",
+                clip(field),
+                clip(&value.to_string())
+            ),
             details: why.into(),
             field: Some(field.to_string()),
         }
+    }
+
+    /// A key an object of the configuration repeats (code 7): JSON readers disagree on which
+    /// of its values counts.
+    pub(crate) fn repeated(field: &str) -> Self {
+        CniError {
+            code: code::INVALID_CONFIG,
+            msg: format!(
+                "duplicate key {}: each key once (JSON readers differ on which value counts)",
+                clip(field)
+            ),
+            details: String::new(),
+            field: Some(field.to_string()),
+        }
+    }
+
+    /// Every problem of a configuration as one error: the most fundamental first (the lowest
+    /// code: a version, then unknown keys, then values; in the order found within a code),
+    /// its message naming the other keys, and the details every problem, one per line.
+    /// `problems` is not empty.
+    pub(crate) fn all(mut problems: Vec<CniError>) -> Self {
+        problems.sort_by_key(|e| e.code);
+        let mut first = problems.remove(0);
+        if problems.is_empty() {
+            return first;
+        }
+        let keys: Vec<&str> = problems.iter().filter_map(|e| e.field.as_deref()).collect();
+        let details: Vec<String> = std::iter::once(&first)
+            .chain(&problems)
+            .map(|e| match e.details.as_str() {
+                "" => e.msg.clone(),
+                details => format!("{}: {details}", e.msg),
+            })
+            .collect();
+        first.msg = format!(
+            "{}; and {} more: {}",
+            first.msg,
+            problems.len(),
+            keys.join(", ")
+        );
+        first.details = details.join("\n");
+        first
     }
 
     /// An I/O failure (code 5): reading stdin, opening the log file.
@@ -112,11 +158,15 @@ impl CniError {
         )
     }
 
-    /// The spec's error object in `version` (`details` omitted when empty).
+    /// The spec's error object in `version` (`details` omitted when empty). Control
+    /// characters are escaped (a runtime logs `msg`), but the line breaks between the lines of
+    /// `details`.
     pub fn to_json(&self, version: CniVersion) -> Value {
-        let mut v = json!({"cniVersion": version.as_str(), "code": self.code, "msg": self.msg});
+        let msg = escape_control(&self.msg);
+        let mut v = json!({"cniVersion": version.as_str(), "code": self.code, "msg": msg});
         if !self.details.is_empty() {
-            v["details"] = self.details.clone().into();
+            let lines: Vec<_> = self.details.lines().map(escape_control).collect();
+            v["details"] = lines.join("\n").into();
         }
         v
     }
@@ -191,11 +241,14 @@ impl CniError {
     }
 }
 
+/// One line: the message, the code, and the details' lines joined by `; `, every control
+/// character escaped (a value of the configuration cannot start a line of the log).
 impl fmt::Display for CniError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (CNI error {})", self.msg, self.code)?;
+        write!(f, "{} (CNI error {})", escape_control(&self.msg), self.code)?;
         if !self.details.is_empty() {
-            write!(f, ": {}", self.details.replace('\n', "; "))?;
+            let lines: Vec<_> = self.details.lines().map(escape_control).collect();
+            write!(f, ": {}", lines.join("; "))?;
         }
         Ok(())
     }
@@ -251,10 +304,38 @@ pub(crate) fn shown(v: &Value) -> String {
     }
 }
 
-/// At most 80 characters, for messages.
+/// At most 80 characters, for messages, control characters escaped.
 pub(crate) fn clip(s: &str) -> String {
+    let s = escape_control(s);
     match s.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+        None => s.into_owned(),
     }
+}
+
+/// `s` with its control characters (C0, DEL, C1) and the Unicode line and paragraph
+/// separators escaped as Rust writes them (`\n`, `\u{1b}`, `\u{2028}`): text from a network
+/// configuration, safe to put in a line of a log. Everything else is left as it is.
+///
+/// ```
+/// assert_eq!(
+///     egress_cni::escape_control("203.0.113.9\negress-cni: error: forged\u{1b}[2J"),
+///     "203.0.113.9\\negress-cni: error: forged\\u{1b}[2J"
+/// );
+/// assert_eq!(egress_cni::escape_control("net1 ünïcode"), "net1 ünïcode");
+/// ```
+pub fn escape_control(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !s.contains(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }

@@ -48,13 +48,18 @@
 //! | `fallbackIP` | EgressRouter's fallback: where every other port goes (or a list, one per family) |
 //! | `internalInterface` | the pod's cluster link, where clients connect (default [`DEFAULT_INTERNAL_INTERFACE`], the link the primary plugin created before Multus calls this one) |
 //! | `keepRoutes` | routes kept through the internal link once the default route is the router's: `[{"dst": "10.128.0.0/14", "gw": "10.129.0.1"}]` |
-//! | `log_file`, `log_level` | append the plugin's log to this file; `panic`, `error` (default), `verbose`, `debug` |
+//! | `log_file`, `log_level` | append the plugin's log to this file, in the node's log directory only ([`NetConf::log_file_in`], [`NodeConfig`], [`open_log_file`]); `panic`, `error` (default: failures and warnings), `verbose`, `debug` |
 //!
 //! Keys that runtimes add (`args`, `runtimeConfig`, `capabilities`, `prevResult`, `cniVersions`,
 //! `disableCheck`, `disableGC`, `loadOnlyInlinedPlugins`, `cni.dev/valid-attachments`,
 //! `cni.dev/attachments`) are accepted. Every other key is an error naming it (code 2): a typo
 //! must not be silently ignored. So are the keys of features this plugin does not have
 //! (`ipam`, `dns`, `ipMasq`, `podIP`, `ipConfig`).
+//!
+//! The configuration is untrusted (a namespace's admin writes it; the plugin runs as the node's
+//! root): at most [`MAX_CONFIG_LEN`] bytes, every key of an object once, every invalid key
+//! reported at once, and control characters of values escaped in every message
+//! ([`escape_control`]).
 //!
 //! The router is named after the attachment ([`router_name`]), lives in `CNI_NETNS`, and its
 //! macvlan is `CNI_IFNAME`, created on the master directly inside the pod.
@@ -67,9 +72,9 @@
 //! | 2 | unsupported field: an unknown key, or a feature this plugin does not have |
 //! | 3 | container unknown: `CNI_NETNS` does not exist (ADD, CHECK) |
 //! | 4 | invalid environment variables (`CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`) |
-//! | 5 | I/O failure (reading stdin, opening `log_file`) |
+//! | 5 | I/O failure (reading stdin, opening `log_file` in the node's log directory) |
 //! | 6 | decode failure: stdin is not a JSON object |
-//! | 7 | invalid network configuration: the message names the key and the value |
+//! | 7 | invalid network configuration: the message names the key and the value; a repeated key; over [`MAX_CONFIG_LEN`] bytes |
 //! | 11 | try again later: the kernel was busy, everything was rolled back |
 //! | 50 | STATUS: not available (no `CAP_NET_ADMIN`, no master link) |
 //! | 100 | the node or the pod rules the configuration out (a link missing or already there, an MTU over the master's); nothing changed |
@@ -124,12 +129,16 @@ pub mod code {
 mod config;
 mod error;
 mod invocation;
+mod node;
 mod reply;
 mod spec;
 
-pub use config::{parse_config, reply_version, Attachment, CniVersion, LogLevel, NetConf};
-pub use error::CniError;
+pub use config::{
+    parse_config, reply_version, Attachment, CniVersion, LogLevel, NetConf, MAX_CONFIG_LEN,
+};
+pub use error::{escape_control, CniError};
 pub use invocation::{router_name, Command, Invocation};
+pub use node::{open_log_file, NodeConfig, NODE_CONFIG_FILE};
 pub use reply::{add_result, prev_result_drift, probe, version_result};
 
 #[cfg(test)]

@@ -506,12 +506,22 @@ fn the_envelope_decode_and_version_codes() {
         let e = parse_config(stdin).unwrap_err();
         assert_eq!(e.code, code, "{}: {e}", String::from_utf8_lossy(stdin));
     }
-    let e = parse_config(br#"{"cniVersion": "0.3.1"}"#).unwrap_err();
+    let e = parse_config(br#"{"cniVersion": "0.3.1", "name": "n", "type": "t", "ip": {"addresses": ["203.0.113.9"]}}"#).unwrap_err();
     assert_eq!(
         e.msg,
         "incompatible CNI version: cniVersion `0.3.1` is not supported"
     );
     assert_eq!(e.details, "this plugin supports 0.4.0, 1.0.0, 1.1.0");
+    // With other problems, the version comes first and the others are named too.
+    let e = parse_config(br#"{"cniVersion": "0.3.1"}"#).unwrap_err();
+    assert_eq!(
+        e.msg,
+        "incompatible CNI version: cniVersion `0.3.1` is not supported; and 3 more: name, type, ip"
+    );
+    assert_eq!(
+        e.details.lines().next(),
+        Some("incompatible CNI version: cniVersion `0.3.1` is not supported: this plugin supports 0.4.0, 1.0.0, 1.1.0")
+    );
     // A version error wins over everything else; an unknown key over bad values.
     let e = parse(&json!({"cniVersion": "9", "bogus": 1})).unwrap_err();
     assert_eq!(e.code, 1);
@@ -704,7 +714,18 @@ fn each_bad_value_is_code_7_naming_its_key() {
             Some(json!([{"dst": "10.0.0.0/8", "gw": 1}])),
             "keepRoutes[0].gw",
         ),
-        ("log_file", Some(json!("relative.log")), "log_file"),
+        ("log_file", Some(json!("logs/relative.log")), "log_file"),
+        (
+            "log_file",
+            Some(json!("/var/log/../../etc/cron.d/x")),
+            "log_file",
+        ),
+        ("log_file", Some(json!("/var/log/./x")), "log_file"),
+        ("log_file", Some(json!("..")), "log_file"),
+        ("log_file", Some(json!("/var/log/x/")), "log_file"),
+        ("log_file", Some(json!("//var/log/x")), "log_file"),
+        ("log_file", Some(json!("egress\n.log")), "log_file"),
+        ("log_file", Some(json!(7)), "log_file"),
         ("log_level", Some(json!("trace")), "log_level"),
         ("prevResult", Some(json!("{}")), "prevResult"),
         (
@@ -1129,4 +1150,132 @@ fn log_levels() {
     assert_eq!("error".parse::<LogLevel>(), Ok(LogLevel::Error));
     assert!("info".parse::<LogLevel>().is_err());
     assert!(LogLevel::Panic < LogLevel::Error && LogLevel::Verbose < LogLevel::Debug);
+}
+
+// -- untrusted input: bounds, repeated keys, every problem at once, logs ---------------------
+
+#[test]
+fn stdin_is_bounded_at_1_mib() {
+    let mut config = serde_json::to_vec(&small()).unwrap();
+    // Exactly the bound, in spaces after the object: accepted.
+    config.resize(MAX_CONFIG_LEN, b' ');
+    parse_config(&config).unwrap();
+    config.push(b' ');
+    let e = parse_config(&config).unwrap_err();
+    assert_eq!(e.code, code::INVALID_CONFIG);
+    assert_eq!(
+        e.msg,
+        "the network configuration on stdin is over 1048576 bytes (1 MiB): refused unread"
+    );
+    assert_eq!(reply_version(&config), CniVersion::LATEST);
+}
+
+#[test]
+fn a_repeated_key_is_refused_naming_it() {
+    let config = br#"{"cniVersion": "1.1.0", "name": "egress", "type": "egress-cni",
+        "ip": {"addresses": ["203.0.113.99/24"], "gateway": "203.0.113.1", "gateway": "203.0.113.2"},
+        "fallbackIP": "198.51.100.9", "fallbackIP": "198.51.100.8"}"#;
+    let e = parse_config(config).unwrap_err();
+    assert_eq!((e.code, e.field.as_deref()), (7, Some("ip.gateway")), "{e}");
+    assert_eq!(
+        e.msg,
+        "duplicate key ip.gateway: each key once (JSON readers differ on which value counts); \
+         and 1 more: fallbackIP"
+    );
+    assert_eq!(
+        e.details,
+        "duplicate key ip.gateway: each key once (JSON readers differ on which value counts)\n\
+         duplicate key fallbackIP: each key once (JSON readers differ on which value counts)"
+    );
+    // In a list's objects too, and even where the two values agree.
+    let config = br#"{"cniVersion": "1.1.0", "name": "egress", "type": "egress-cni",
+        "ip": {"addresses": ["203.0.113.99/24"]},
+        "redirectRules": [{"destinationIP": "198.51.100.1", "port": 80, "port": 80, "protocol": "TCP"}]}"#;
+    let e = parse_config(config).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("redirectRules[0].port"), "{e}");
+}
+
+#[test]
+fn every_invalid_key_is_reported_at_once() {
+    let v = set(small(), "log_level", Some(json!("trace")));
+    let v = set(v, "ip.addresses", Some(json!(["203.0.113.99/24", 5])));
+    let v = set(v, "keepRoutes", Some(json!([{"gw": "10.0.0.1"}])));
+    let v = set(v, "fallbackIp", Some(json!("198.51.100.9")));
+    let v = set(
+        v,
+        "redirectRules",
+        Some(json!([{"port": 0, "protocol": "ICMP", "destinationIP": "198.51.100.1"}])),
+    );
+    let e = parse(&v).unwrap_err();
+    // The unknown key first (code 2), then each value in the configuration's order.
+    assert_eq!((e.code, e.field.as_deref()), (2, Some("fallbackIp")), "{e}");
+    assert_eq!(
+        e.msg,
+        "unsupported field fallbackIp = \"198.51.100.9\"; and 5 more: ip.addresses[1], \
+         redirectRules[0].port, redirectRules[0].protocol, keepRoutes[0].dst, log_level"
+    );
+    let details: Vec<&str> = e.details.lines().collect();
+    assert_eq!(details.len(), 6, "{}", e.details);
+    assert!(details[0].starts_with(
+        "unsupported field fallbackIp = \"198.51.100.9\": egress-cni does not know this key"
+    ));
+    assert_eq!(
+        &details[1..],
+        [
+            "invalid ip.addresses[1] `5`: a string",
+            "invalid redirectRules[0].port `0`: a port from 1 to 65535",
+            "invalid redirectRules[0].protocol `ICMP`: one of TCP, UDP, SCTP (any case)",
+            "keepRoutes[0].dst is missing: the network to keep",
+            "invalid log_level `trace`: one of panic, error, verbose, debug",
+        ]
+    );
+}
+
+#[test]
+fn log_file_names_a_file_in_the_nodes_log_directory_only() {
+    let dir = Path::new("/var/log/egress-cni");
+    for (log_file, name) in [
+        ("egress-1.log", Some("egress-1.log")),
+        ("/var/log/egress-cni/egress-1.log", Some("egress-1.log")),
+        ("/var/log/egress-cni", None),
+        ("/var/log/egress-cni/sub/e.log", None),
+        ("/var/log/egress-cni.log", None),
+        ("/tmp/egress-router-log", None),
+    ] {
+        let conf = parse(&set(small(), "log_file", Some(json!(log_file)))).unwrap();
+        assert_eq!(conf.log_file(), Some(Path::new(log_file)));
+        assert_eq!(
+            conf.log_file_in(dir),
+            name.map(std::ffi::OsStr::new),
+            "{log_file}"
+        );
+    }
+    assert_eq!(parse(&small()).unwrap().log_file_in(dir), None);
+}
+
+#[test]
+fn control_characters_of_values_never_reach_a_message_raw() {
+    let forged = "203.0.113.999/24\negress-cni: error: forged\r\u{1b}[2J\u{85}\u{2028}";
+    let e = spec(&set(small(), "ip.addresses", Some(json!([forged])))).unwrap_err();
+    let e2 = parse(&set(small(), "log_level", Some(json!(forged)))).unwrap_err();
+    let e3 = parse(&set(small(), forged, Some(json!(forged)))).unwrap_err();
+    for e in [e, e2, e3] {
+        let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+        assert!(!e.msg.contains(unsafe_char), "{:?}", e.msg);
+        assert!(!e.to_string().contains(unsafe_char), "{e:?}");
+        let json = e.to_json(CniVersion::LATEST);
+        assert!(
+            !json["msg"].as_str().unwrap().contains(unsafe_char),
+            "{json}"
+        );
+        assert!(
+            e.msg
+                .contains(r"\negress-cni: error: forged\r\u{1b}[2J\u{85}\u{2028}"),
+            "{e}"
+        );
+    }
+    // Lines of the details stay lines in the reply, and one line in the log.
+    let e = CniError::drift(&["a\u{1b}".into(), "b".into()]);
+    assert_eq!(e.to_json(CniVersion::LATEST)["details"], "a\\u{1b}\nb");
+    assert!(e.to_string().ends_with(": a\\u{1b}; b"), "{e}");
 }

@@ -1,7 +1,8 @@
 //! `egress_cni::parse_config` on any bytes (a CNI network configuration on stdin), and a
 //! configuration that parses mapped onto the router of an attachment: a spec that prints and
 //! parses back to itself and plans, and an ADD result with every address on the macvlan;
-//! anything else is a CNI error with the spec's code and a message. Never a panic.
+//! anything else is a CNI error with the spec's code and a message that is one line of the
+//! log whatever the input holds (control characters escaped). Never a panic.
 
 #![no_main]
 
@@ -9,10 +10,20 @@ use egress_cni::{self as cni, code, CniVersion, Invocation};
 use egress_core::{LinkState, RouterSpec};
 use libfuzzer_sys::fuzz_target;
 
+/// What the plugin logs of an error, and the `msg` a runtime logs: one line, nothing a
+/// terminal or a log reader would take as control.
+fn assert_one_clean_line(e: &cni::CniError) {
+    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    assert!(!e.to_string().contains(unsafe_char), "{e:?}");
+    let reply = e.to_json(CniVersion::LATEST);
+    assert!(!reply["msg"].as_str().unwrap_or_default().contains(unsafe_char), "{reply}");
+}
+
 fuzz_target!(|data: &[u8]| {
     let conf = match cni::parse_config(data) {
         Ok(conf) => conf,
         Err(e) => {
+            assert_one_clean_line(&e);
             assert!(
                 matches!(
                     e.code,
@@ -66,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert_eq!(e.code, code::INVALID_CONFIG, "{e:?}");
             assert!(e.field.is_some(), "{e:?}");
+            assert_one_clean_line(&e);
         }
     }
 });

@@ -11,17 +11,19 @@
 
 use std::{
     env,
-    fs::OpenOptions,
     io::Read,
     panic::{self, AssertUnwindSafe},
+    path::Path,
     process::ExitCode,
 };
 
-use egress_cni::{self as cni, CniError, CniVersion, Command, Invocation, LogLevel, NetConf};
+use egress_cni::{
+    self as cni, CniError, CniVersion, Command, Invocation, LogLevel, NetConf, NodeConfig,
+};
 use egress_core::{blocking, EnsureAction, ErrorKind, Netns};
 use egress_openshift::logging;
 use serde_json::Value;
-use tracing::{debug, error, info, info_span};
+use tracing::{debug, error, info, info_span, warn};
 use tracing_subscriber::filter::LevelFilter;
 
 fn main() -> ExitCode {
@@ -95,8 +97,10 @@ fn command(inv: &Invocation, log: &Log) -> (CniVersion, Result<Option<Value>, Cn
     if inv.command == Command::Version {
         return (CniVersion::LATEST, Ok(Some(cni::version_result())));
     }
+    // One byte more than a configuration may have: enough to tell it is too long.
     let mut stdin = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+    let limit = cni::MAX_CONFIG_LEN as u64 + 1;
+    if let Err(e) = std::io::stdin().take(limit).read_to_end(&mut stdin) {
         return (
             CniVersion::LATEST,
             Err(CniError::io(
@@ -139,7 +143,7 @@ fn add(inv: &Invocation, conf: &NetConf) -> Result<Option<Value>, CniError> {
     }
     let outcome = blocking::ensure(&spec).map_err(core)?;
     for d in &outcome.drift {
-        debug!("found: {d}");
+        debug!("found: {}", cni::escape_control(&d.to_string()));
     }
     let what = match outcome.action {
         EnsureAction::Created => "configured",
@@ -157,7 +161,7 @@ fn add(inv: &Invocation, conf: &NetConf) -> Result<Option<Value>, CniError> {
     if result.is_err() {
         // Configured, but no result to report: an ADD that fails leaves nothing behind.
         if let Err(e) = blocking::teardown_by_name(spec.netns(), spec.name()) {
-            error!("undoing the ADD: {e}");
+            error!("undoing the ADD: {}", cni::escape_control(&e.to_string()));
         }
     }
     result.map(Some)
@@ -203,7 +207,7 @@ fn del(
             ),
         ),
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            info!("{e}: nothing to remove")
+            info!("{}: nothing to remove", cni::escape_control(&e.to_string()))
         }
         Err(e) => return Err(core(e)),
     }
@@ -258,29 +262,54 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
     Ok(())
 }
 
-/// The plugin's log: stderr, and `log_file` when the configuration names one, at its
-/// `log_level`.
+/// The plugin's log: stderr, and `log_file` when the configuration names one in the node's
+/// log directory, at its `log_level`.
 struct Log(logging::Output);
 
 impl Log {
-    /// Takes `log_level` and `log_file` from the configuration.
+    /// Takes `log_level` and `log_file` from the configuration. A `log_file` the node does not
+    /// allow is a warning; one it allows that cannot be opened safely is an error (code 5).
     fn open(&self, conf: &NetConf) -> Result<(), CniError> {
         self.0.set_level(match conf.log_level() {
             LogLevel::Panic => LevelFilter::OFF,
-            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Error => LevelFilter::WARN,
             LogLevel::Verbose => LevelFilter::INFO,
             LogLevel::Debug => LevelFilter::DEBUG,
         });
-        if let Some(path) = conf.log_file() {
-            let file = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(path)
-                .map_err(|e| {
-                    CniError::io(format_args!("opening log_file {}", path.display()), &e)
-                })?;
-            self.0.also_to(file);
-        }
+        let Some(path) = conf.log_file() else {
+            return Ok(());
+        };
+        let shown = cni::escape_control(&path.to_string_lossy()).into_owned();
+        let dir = match node_config() {
+            Ok(node) => node.log_directory().map(Path::to_path_buf),
+            Err(e) => {
+                warn!("log_file `{shown}` not honoured, logging on stderr only: {e}");
+                return Ok(());
+            }
+        };
+        let Some(dir) = dir else {
+            warn!(
+                "log_file `{shown}` not honoured, logging on stderr only: this node has no log \
+                 directory for network configurations (egress-cni-install --log-dir)"
+            );
+            return Ok(());
+        };
+        let Some(name) = conf.log_file_in(&dir) else {
+            warn!(
+                "log_file `{shown}` not honoured, logging on stderr only: not in the node's log \
+                 directory {}",
+                dir.display()
+            );
+            return Ok(());
+        };
+        self.0.also_to(cni::open_log_file(&dir, name)?);
         Ok(())
     }
+}
+
+/// The node configuration beside this binary ([`cni::NODE_CONFIG_FILE`]).
+fn node_config() -> Result<NodeConfig, CniError> {
+    let exe = env::current_exe()
+        .map_err(|e| CniError::io("finding the plugin's directory (/proc/self/exe)", &e))?;
+    NodeConfig::read_in(exe.parent().unwrap_or(Path::new("/")))
 }
