@@ -4,6 +4,7 @@
 set -euo pipefail
 
 need=()
+need_bare=()
 # setpriv: tests/reliability.rs drops CAP_NET_ADMIN in a child with it, and scripts/test.sh
 # runs egress-core's unit tests as nobody. strace: benches/apply_teardown.rs records the
 # netlink requests of an apply with it (the kernel has no nlmon). arping: what OpenShift's
@@ -20,6 +21,11 @@ done
 # tests/openshift_compat.rs parses egress-router's /metrics with the Python prometheus_client
 # parsers, in the system's Python (/usr/bin/python3; EGRESS_PYTHON overrides it).
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need+=(python3-prometheus-client)
+# prometheus (2.42, with promtool): tests/openshift_compat.rs lints /metrics with `promtool check
+# metrics`; tests/monitoring.rs unit-tests deploy/monitoring's rules with `promtool test rules`
+# and scrapes a router with a real Prometheus in the lab (its own config, storage and address;
+# Debian's prometheus.service is not used). Without the recommends (node exporter).
+command -v promtool >/dev/null 2>&1 || need_bare=(prometheus)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -29,7 +35,7 @@ fi
 # Packaging (scripts/package.sh, scripts/test-pkg.sh): podman with runc builds and runs the
 # container image; strip and pkg-config pack the C library and build against it; python3-venv makes
 # the virtualenvs. Without the recommends (no crun, slirp4netns, fuse-overlayfs, buildah).
-pkg=()
+pkg=("${need_bare[@]}")
 for pair in podman:podman runc:runc pkg-config:pkg-config strip:binutils; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || pkg+=("${pair#*:}")
 done

@@ -11,7 +11,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{mpsc, OnceLock},
@@ -21,8 +21,8 @@ use std::{
 
 use egress_core::{blocking, Netns as CoreNetns};
 use egress_lab::{
-    ip, workspace_binary, Lab, Netns, Snapshot, Snapshots, EGRESS_SOURCE4, FALLBACK4, GATEWAY4,
-    NODE4, ROUTER_ETH0_4, SERVICE_PORT, WEB4, WEB_PORT,
+    ip, while_held, workspace_binary, Lab, Netns, Snapshot, Snapshots, EGRESS_SOURCE4, FALLBACK4,
+    GATEWAY4, NODE4, ROUTER_ETH0_4, SERVICE_PORT, WEB4, WEB_PORT,
 };
 use serde_json::Value;
 
@@ -677,7 +677,12 @@ fn legacy_mode_repairs_what_others_change_and_sleeps_otherwise() {
 
 /// `ip netns exec NS curl URL`: the HTTP status, the content type and the body.
 fn curl(ns: &Netns, url: &str) -> (u16, String, String) {
-    let out = ns.exec(&[
+    curl_with(ns, url, &[])
+}
+
+/// [`curl`] with more arguments (`-H 'Accept: …'`).
+fn curl_with(ns: &Netns, url: &str, args: &[&str]) -> (u16, String, String) {
+    let mut cmd = vec![
         "curl",
         "-sS",
         "-g",
@@ -685,8 +690,10 @@ fn curl(ns: &Netns, url: &str) -> (u16, String, String) {
         "10",
         "-w",
         "\n%{http_code} %{content_type}",
-        url,
-    ]);
+    ];
+    cmd.extend_from_slice(args);
+    cmd.push(url);
+    let out = ns.exec(&cmd);
     let (body, tail) = out.rsplit_once('\n').unwrap();
     let (status, content_type) = tail.split_once(' ').unwrap();
     (
@@ -700,6 +707,29 @@ fn curl(ns: &Netns, url: &str) -> (u16, String, String) {
 /// python3-prometheus-client); `EGRESS_PYTHON` overrides it.
 fn python() -> String {
     std::env::var("EGRESS_PYTHON").unwrap_or_else(|_| "/usr/bin/python3".into())
+}
+
+/// `promtool check metrics` (Debian's `prometheus` package, scripts/setup.sh) on `text`:
+/// it must exit 0 and say nothing (a lint problem is a line of output).
+fn promtool_check_metrics(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool (scripts/setup.sh installs it): {e}"));
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{text}"
+    );
 }
 
 /// One sample as the Python `prometheus_client` parsers read it.
@@ -770,9 +800,15 @@ struct Scrape {
     lines: usize,
 }
 
+/// The `Accept` header of Prometheus 2.42's scrapes.
+const PROMETHEUS_ACCEPT: &str = "Accept: application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 impl Scrape {
+    /// Asks as Prometheus does: OpenMetrics.
     fn take(ns: &Netns, base: &str) -> Scrape {
-        let (status, content_type, body) = curl(ns, &format!("{base}/metrics"));
+        let (status, content_type, body) =
+            curl_with(ns, &format!("{base}/metrics"), &["-H", PROMETHEUS_ACCEPT]);
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             content_type,
@@ -898,10 +934,28 @@ fn legacy_mode_serves_metrics_and_healthz() {
         after.lines,
         after.samples.len()
     );
+    // The role, as the watch read it: active, never changed.
+    assert_eq!(after.value("egress_router_role", &[router_label]), 1.0);
+    assert_eq!(
+        after.value("egress_router_role_changes_total", &[router_label]),
+        0.0
+    );
+    assert_eq!(after.value("egress_router_watch_up", &[router_label]), 1.0);
+    // A plain curl (Accept: */*) gets the text format 0.0.4: the same samples, and
+    // `promtool check metrics` finds nothing to say about it.
+    let (status, content_type, text) = curl(&lab.router, &format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!text.contains("# EOF"), "{text}");
+    assert!(
+        text.contains("# TYPE egress_redirect_connections_total counter\n"),
+        "{text}"
+    );
+    promtool_check_metrics(&text);
 
     // A repair counts by kind; /healthz stays 200.
     let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
-    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!((status, body.as_str()), (200, "ok: active\n"));
     lab.router.exec(&["ip", "route", "del", "default"]);
     router.wait_for_line("kind=route_missing");
     let repaired = Scrape::take(&lab.router, base);
@@ -924,22 +978,30 @@ fn legacy_mode_serves_metrics_and_healthz() {
     // /healthz says what differs; the repairs fail until the link is back.
     lab.router.exec(&["ip", "link", "del", "macvlan0"]);
     router.wait_for_line("repair failed");
+    // /healthz names the watch's last error while it cannot repair, and what differs.
     let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
     assert_eq!(status, 503, "{body}");
     assert!(
-        body.starts_with("router egress-router differs from its configuration:\n"),
+        body.starts_with(
+            "router egress-router: the watch is not running: its last repair failed: "
+        ) && body.contains("macvlan0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("\nrouter egress-router differs from its configuration:\n"),
         "{body}"
     );
     assert!(body.contains("link macvlan0 is missing"), "{body}");
     let down = Scrape::take(&lab.router, base);
     assert_eq!(down.value("egress_router_up", &[router_label]), 0.0);
+    assert_eq!(down.value("egress_router_watch_up", &[router_label]), 0.0);
     assert!(down.value("egress_router_repair_failures_total", &[router_label]) >= 1.0);
     // The SDN moves a new macvlan0 in: the watch repairs, /healthz is 200 again.
     lab.make_sdn_macvlan("macvlan0");
     // (It comes down and bare: the watch brings it up and puts the address and routes back.)
     router.wait_for_line("kind=address_missing");
     let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
-    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!((status, body.as_str()), (200, "ok: active\n"));
     lab.client
         .http_get(ip(ROUTER_ETH0_4), SERVICE_PORT, T)
         .unwrap();
@@ -1034,7 +1096,7 @@ fn metrics_listener_binds_where_told_or_stops_before_any_change() {
     router.wait_for_line("serving /metrics and /healthz on [::1]:9100");
     router.wait_for_line("waiting for SIGTERM or SIGINT");
     let (status, _, body) = curl(&lab.router, "http://[::1]:9100/healthz");
-    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!((status, body.as_str()), (200, "ok: active\n"));
     assert!(lab
         .router
         .try_exec(&[
@@ -1088,7 +1150,7 @@ fn metrics_on_the_pod_address_reach_the_router_past_the_fallback() {
     let base = format!("http://{ROUTER_ETH0_4}:9100");
     // From the client's namespace, through the router's internal link, as a probe comes.
     let (status, _, body) = curl(&lab.client, &format!("{base}/healthz"));
-    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!((status, body.as_str()), (200, "ok: active\n"));
     let scrape = Scrape::take(&lab.client, &base);
     assert_eq!(
         scrape.value("egress_router_up", &[("router", "egress-router")]),
@@ -1133,4 +1195,126 @@ fn metrics_on_the_pod_address_reach_the_router_past_the_fallback() {
 
     assert_eq!(router.signal(libc::SIGTERM).code(), Some(0));
     snaps.assert_restored("after the metrics past the fallback and SIGTERM");
+}
+
+/// A listener that answered one connection at a time, with a 2 s timeout per read, was held
+/// by three clients sending a byte every 1.5 s, or by 200 idle connections: every probe timed
+/// out (a liveness probe then restarts the pod: an outage caused from the network). With both
+/// at once, every probe is answered well within 1 s, and so is every scrape.
+#[test]
+fn slow_and_idle_clients_never_delay_a_probe() {
+    let lab = Lab::with_adopted_macvlan();
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let mut vars = env_vars(&dest, "legacy");
+    vars.push(("EGRESS_ROUTER_METRICS", "0.0.0.0:9100"));
+    let mut router = Legacy::start(&lab.router, &vars);
+    router.wait_for_line("serving /metrics and /healthz on 0.0.0.0:9100");
+    router.wait_for_line("waiting for SIGTERM or SIGINT");
+    // From the cluster side, through the router's internal link.
+    let at: SocketAddr = format!("{ROUTER_ETH0_4}:9100").parse().unwrap();
+    let within = Duration::from_secs(1);
+    let (idle, probes, scrapes) = while_held(&lab.client, at, 3, 200, |idle| {
+        let (mut probes, mut scrapes) = (Vec::new(), Vec::new());
+        for i in 0..10 {
+            let started = Instant::now();
+            let answer = lab.client.http_get_path(at, "/healthz", within);
+            probes.push((answer, started.elapsed()));
+            if i % 3 == 0 {
+                let started = Instant::now();
+                let answer = lab.client.http_get_path(at, "/metrics", within);
+                scrapes.push((answer, started.elapsed()));
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        (idle, probes, scrapes)
+    });
+    assert_eq!(idle, 200);
+    for (i, (answer, took)) in probes.iter().enumerate() {
+        assert_eq!(
+            answer.as_deref(),
+            Ok("ok: active\n"),
+            "probe {i} after {took:?}"
+        );
+        eprintln!("probe {i}: {took:?}");
+    }
+    for (i, (answer, took)) in scrapes.iter().enumerate() {
+        match answer {
+            Ok(body) if body.contains("egress_router_up{router=\"egress-router\"} 1") => {}
+            other => panic!("scrape {i}: {other:?} after {took:?}"),
+        }
+        eprintln!("scrape {i}: {took:?}");
+    }
+    assert_eq!(router.signal(libc::SIGTERM).code(), Some(0));
+    snaps.assert_restored("after the slow and idle clients and SIGTERM");
+}
+
+/// The running router learns of a promotion and a demotion made by another process
+/// (`egress-router promote` from keepalived's notify command): `/healthz` says the role (a
+/// standby is healthy), `/metrics` has it with the changes counted and the promotion's
+/// duration.
+#[test]
+fn legacy_mode_reports_the_role_another_process_gives_it() {
+    let lab = Lab::with_adopted_macvlan();
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let mut vars = env_vars(&dest, "legacy");
+    vars.push(("EGRESS_ROUTER_ROLE", "standby"));
+    vars.push(("EGRESS_ROUTER_METRICS", "127.0.0.1:9100"));
+    let mut router = Legacy::start(&lab.router, &vars);
+    router.wait_for_line("waiting for SIGTERM or SIGINT");
+    let base = "http://127.0.0.1:9100";
+    let r = [("router", "egress-router")];
+    let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok: standby\n"));
+    let standby = Scrape::take(&lab.router, base);
+    assert_eq!(standby.value("egress_router_role", &r), 0.0);
+    assert_eq!(standby.value("egress_router_role_changes_total", &r), 0.0);
+    assert!(!standby.has("egress_router_last_promote_seconds"));
+    // Waits until the watch has seen the role change (it looks at the kernel's notification).
+    let role_becomes = |role: f64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let scrape = Scrape::take(&lab.router, base);
+            if scrape.value("egress_router_role", &r) == role {
+                return scrape;
+            }
+            assert!(Instant::now() < deadline, "the role stayed {}", 1.0 - role);
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    run(&lab.router, &["promote"], &[]).expect(0);
+    let active = role_becomes(1.0);
+    assert_eq!(active.value("egress_router_role_changes_total", &r), 1.0);
+    let promote = active.value("egress_router_last_promote_seconds", &r);
+    assert!(promote > 0.0 && promote < 5.0, "{promote}");
+    let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok: active\n"));
+    run(&lab.router, &["demote"], &[]).expect(0);
+    let demoted = role_becomes(0.0);
+    assert_eq!(demoted.value("egress_router_role_changes_total", &r), 2.0);
+    let (status, _, body) = curl(&lab.router, &format!("{base}/healthz"));
+    assert_eq!((status, body.as_str()), (200, "ok: standby\n"));
+    assert_eq!(router.signal(libc::SIGTERM).code(), Some(0));
+    snaps.assert_restored("after the role changes and SIGTERM");
+}
+
+/// A router torn down under the running process (by hand, by another tool) cannot be healed
+/// by the watch: the process exits non-zero, so that the kubelet restarts the container and
+/// the new one applies the router again (it went on running, unwatched, for good).
+#[test]
+fn legacy_mode_exits_3_when_its_router_is_torn_down_under_it() {
+    let lab = Lab::with_adopted_macvlan();
+    let snaps = Snapshots::take(&lab);
+    let dest = destination();
+    let mut router = Legacy::start(&lab.router, &env_vars(&dest, "legacy"));
+    router.wait_for_line("waiting for SIGTERM or SIGINT");
+    run(&lab.router, &["teardown"], &[]).expect(0);
+    let (status, out) = router.exit();
+    assert_eq!(status.code(), Some(3), "{out}");
+    assert!(
+        out.contains("egress-router: router egress-router is gone (torn down by someone else)"),
+        "{out}"
+    );
+    snaps.assert_restored("after a teardown under the legacy process");
 }

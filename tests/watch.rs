@@ -22,11 +22,14 @@ fn spec(lab: &Lab, name: &str) -> RouterSpec {
     lab.router_spec(name).build().unwrap()
 }
 
-/// Watches `spec`, reporting each event on the returned channel.
+/// Watches `spec`, reporting each event on the returned channel (but the role: these
+/// routers stay active).
 fn watch(spec: &RouterSpec) -> (egress_core::Watcher, mpsc::Receiver<WatchEvent>) {
     let (tx, rx) = mpsc::channel();
     let watcher = egress_core::watch(spec, move |e| {
-        let _ = tx.send(e.clone());
+        if !matches!(e, WatchEvent::Role { .. }) {
+            let _ = tx.send(e.clone());
+        }
     })
     .unwrap();
     (watcher, rx)
@@ -168,8 +171,11 @@ fn a_teardown_under_the_watch_ends_it_and_restores_the_namespace() {
     assert!(!undone.is_empty());
     assert_eq!(watcher.wait().unwrap(), WatchEnd::TornDown);
     let seen: Vec<WatchEvent> = events.try_iter().collect();
+    assert_eq!(seen.last(), Some(&WatchEvent::RouterGone), "{seen:?}");
     assert!(
-        seen.iter().all(|e| *e == WatchEvent::TeardownSeen),
+        seen[..seen.len() - 1]
+            .iter()
+            .all(|e| *e == WatchEvent::TeardownSeen),
         "the watch repaired during the teardown: {seen:?}"
     );
     snapshots.assert_restored("after a teardown under the watch");
@@ -220,5 +226,76 @@ fn an_adopted_link_gone_fails_the_repairs_until_it_is_back() {
     }
     assert!(blocking::check(&spec).unwrap().is_empty());
     through(&lab);
+    assert_eq!(watcher.stop().unwrap(), WatchEnd::Stopped);
+}
+
+/// A repair that keeps failing is tried again after pauses that grow (50 ms doubling up to
+/// 5 s), and changes elsewhere in the namespace meanwhile do not cut them short (they once
+/// did: any notification, the repair's own included, started the next try at once, so a busy
+/// namespace made the failing watch a busy loop). Once the cause is gone the watch repairs.
+#[test]
+fn failed_repairs_back_off_whatever_the_namespace_notifies() {
+    let lab = Lab::with_adopted_macvlan();
+    let spec = lab
+        .router_spec("backoff")
+        .adopt(egress_lab::SDN_MACVLAN)
+        .build()
+        .unwrap();
+    let _router = blocking::apply(&spec).unwrap();
+    let (tx, events) = mpsc::channel();
+    let watcher = egress_core::watch(&spec, move |e| {
+        if !matches!(e, WatchEvent::Role { .. }) {
+            let _ = tx.send((Instant::now(), e.clone()));
+        }
+    })
+    .unwrap();
+    lab.router
+        .exec(&["ip", "link", "del", egress_lab::SDN_MACVLAN]);
+    // Something else keeps changing the namespace: an address on lo, added and removed every
+    // 20 ms (no drift of the router, but a notification each time).
+    let started = Instant::now();
+    let mut noise = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let verb = if noise % 2 == 0 { "add" } else { "del" };
+        lab.router
+            .exec(&["ip", "addr", verb, "192.0.2.254/32", "dev", "lo"]);
+        noise += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failed: Vec<Instant> = events
+        .try_iter()
+        .map(|(at, e)| match e {
+            WatchEvent::Failed { .. } => at,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // 50 + 100 + 200 + 400 + 800 + 1600 ms: 6 or 7 tries in 3 s, where a notification that
+    // cut the pause would make one every 20 ms.
+    assert!(
+        (4..=8).contains(&failed.len()),
+        "{} failed repairs in 3 s ({noise} changes meanwhile)",
+        failed.len()
+    );
+    for (i, pair) in failed.windows(2).enumerate() {
+        let gap = pair[1] - pair[0];
+        let pause = Duration::from_millis(50 << i);
+        assert!(
+            gap >= pause,
+            "try {}: {gap:?} after the last, under {pause:?}",
+            i + 2
+        );
+    }
+    // The cause removed: repaired at the next try (at most 5 s away).
+    lab.make_sdn_macvlan(egress_lab::SDN_MACVLAN);
+    let deadline = Instant::now() + REPORT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left).expect("repaired").1 {
+            WatchEvent::Repaired { .. } => break,
+            WatchEvent::Failed { .. } => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(blocking::check(&spec).unwrap().is_empty());
     assert_eq!(watcher.stop().unwrap(), WatchEnd::Stopped);
 }

@@ -11,6 +11,14 @@
 //! role marker not yet replaced); while the role change's marker is there, the watch looks on
 //! too — for at most [`ROLE_CHANGE_AT_MOST`], so that a marker a crash left behind does not
 //! stop it for good.
+//!
+//! Nothing else stops it for good either: a repair that fails ([`WatchEvent::Failed`]) or a
+//! look that fails (reading the namespace, listening to the kernel: [`WatchEvent::LookFailed`])
+//! is tried again after a pause that doubles from 50 ms to 5 s while the failures go on, and
+//! that no notification cuts short (the watch's own repair and its rollback notify too: a
+//! notification that cut the pause would make it a busy loop). The first look that finds
+//! nothing to repair after a failure is [`WatchEvent::Resumed`]. The router's role is reported
+//! at the first look and at each change ([`WatchEvent::Role`]), whoever made it.
 
 use std::{
     os::fd::AsRawFd,
@@ -31,8 +39,9 @@ use crate::{
     drift::Drift,
     error::{Error, Result},
     netns::{require_net_admin, Conn, NsHandle},
-    ops::{record, Current},
+    ops::{record, role::role_in, Current},
     spec::RouterSpec,
+    Role,
 };
 
 /// What a watch saw and did.
@@ -47,7 +56,7 @@ pub enum WatchEvent {
         took: Duration,
     },
     /// A repair failed and was rolled back; the watch tries again after a pause (doubling
-    /// from 50 ms to 5 s while repairs keep failing), or at the next change.
+    /// from 50 ms to 5 s while repairs keep failing; a notification does not cut it short).
     Failed {
         /// What differed.
         drift: Vec<Drift>,
@@ -57,6 +66,32 @@ pub enum WatchEvent {
     /// A teardown of the router started (or was interrupted): the watch leaves the router
     /// alone until the teardown ends.
     TeardownSeen,
+    /// The watch could not look at the namespace (a read of it, or the kernel's
+    /// notifications, failed): it tries again after `retry_in`, doubling from 50 ms to 5 s
+    /// while looks and repairs keep failing.
+    LookFailed {
+        /// Why the look failed.
+        error: String,
+        /// When the watch looks again.
+        retry_in: Duration,
+    },
+    /// After a [`WatchEvent::Failed`] or [`WatchEvent::LookFailed`], a look found the router as
+    /// its spec says: nothing to repair, the watch runs again. (A repair that succeeds after a
+    /// failure is [`WatchEvent::Repaired`].)
+    Resumed,
+    /// The router's role, as its record holds it: reported at the first look and each time it
+    /// changes (a promotion or demotion by any process: keepalived's notify command).
+    Role {
+        /// The role now.
+        role: Role,
+        /// From the kernel's first notification of the change (its marker, or the change
+        /// itself when the watch did not look while it ran) to the look that saw it done;
+        /// `None` at the first look.
+        took: Option<Duration>,
+    },
+    /// The router is gone (torn down by someone else): the watch ends with
+    /// [`WatchEnd::TornDown`] right after this event.
+    RouterGone,
 }
 
 /// How a watch ended.
@@ -176,36 +211,54 @@ async fn watch_in(
     mut stopped: oneshot::Receiver<()>,
     ready: oneshot::Sender<()>,
 ) -> Result<WatchEnd> {
-    let notifications = Notifications::open()?;
+    let mut notifications = Some(Notifications::open()?);
     let mut ready = Some(ready);
     let mut changed_at = Instant::now();
     let mut retry = RETRY_FIRST;
+    // Whether the last look or repair failed (until one succeeds).
+    let mut failing = false;
     let mut tearing_down = false;
     // Since when a role change marker has been there (reset when it goes).
     let mut role_change_since: Option<Instant> = None;
+    // The role last reported, and when the change to another began (the first notification
+    // of the look that saw its marker).
+    let mut role_seen: Option<Role> = None;
+    let mut role_change_began: Option<Instant> = None;
     // The connection is kept from one look to the next (a failed repair drops it).
     let mut conn: Option<Conn> = None;
     loop {
-        // What is queued is older than what is read now (the repair's own changes, too).
-        notifications.drain().map(drop)?;
-        let mut c = match conn.take() {
-            Some(c) => c,
-            None => Conn::open(ns.clone())?,
+        // Sockets that failed are opened again (in this thread's namespace, the router's).
+        let listening = match notifications.take() {
+            Some(n) => Ok(n),
+            None => Notifications::open(),
         };
-        let mut now = Current::read(&mut c, &spec.name).await?;
-        // A read is several dumps, not one snapshot: when something changed while it ran (a
-        // teardown, say), it may mix before and after. Read again once the namespace is quiet.
-        for _ in 0..REREADS {
-            if !notifications.drain()? {
-                break;
+        let read = match listening {
+            Ok(n) => read_quiet(notifications.insert(n), conn.take(), &ns, &spec.name).await,
+            Err(e) => Err(e),
+        };
+        let (c, now) = match read {
+            Ok(read) => read,
+            // The first look is `watch`'s to report: the watch has not started.
+            Err(e) if ready.is_some() => return Err(e),
+            Err(e) => {
+                warn!(error = %e, retry_ms = retry.as_millis() as u64, "the watch could not look");
+                on_event(&WatchEvent::LookFailed {
+                    error: e.to_string(),
+                    retry_in: retry,
+                });
+                (failing, notifications) = (true, None);
+                if !back_off(&mut retry, &mut stopped).await {
+                    return Ok(WatchEnd::Stopped);
+                }
+                changed_at = Instant::now();
+                continue;
             }
-            notifications.settle().await?;
-            now = Current::read(&mut c, &spec.name).await?;
-        }
+        };
         let teardown = record::tearing_down(&now, &spec.name);
         // In the role the router's record holds, read with the rest: a standby is repaired
         // as a standby (a promotion or demotion by another process is not drift).
-        let desired = Desired::with_role(&spec, crate::ops::role::role_in(&now, &spec.name));
+        let role = role_in(&now, &spec.name);
+        let desired = Desired::with_role(&spec, role);
         if !teardown && !desired.exists_in(&now) {
             if ready.is_some() {
                 return Err(Error::NotFound {
@@ -216,6 +269,7 @@ async fn watch_in(
                 });
             }
             info!("the router is gone: the watch ends");
+            on_event(&WatchEvent::RouterGone);
             return Ok(WatchEnd::TornDown);
         }
         if let Some(ready) = ready.take() {
@@ -228,6 +282,7 @@ async fn watch_in(
         tearing_down = teardown;
         let role_change = match record::role_change_in(&now, &spec.name) {
             Some(_) => {
+                role_change_began.get_or_insert(changed_at);
                 let since = *role_change_since.get_or_insert_with(Instant::now);
                 let left = ROLE_CHANGE_AT_MOST.saturating_sub(since.elapsed());
                 match left.is_zero() {
@@ -243,6 +298,15 @@ async fn watch_in(
                 None
             }
         };
+        if !teardown && role_change.is_none() {
+            let began = role_change_began.take().unwrap_or(changed_at);
+            if role_seen != Some(role) {
+                let took = role_seen.is_some().then(|| began.elapsed());
+                info!(%role, "the router's role");
+                on_event(&WatchEvent::Role { role, took });
+                role_seen = Some(role);
+            }
+        }
         let drift = match teardown || role_change.is_some() {
             true => Vec::new(),
             false => desired.compare(&now),
@@ -267,6 +331,7 @@ async fn watch_in(
                     }
                     on_event(&WatchEvent::Repaired { drift, took });
                     retry = RETRY_FIRST;
+                    failing = false;
                     // Look again right away: nothing that came meanwhile is missed.
                     changed_at = Instant::now();
                     continue;
@@ -277,32 +342,79 @@ async fn watch_in(
                         drift,
                         error: e.to_string(),
                     });
-                    // The repair's own changes and their rollback are older than what comes now.
-                    notifications.drain().map(drop)?;
-                    tokio::select! {
-                        biased;
-                        _ = &mut stopped => return Ok(WatchEnd::Stopped),
-                        () = tokio::time::sleep(retry) => {}
-                        changed = notifications.changed() => changed?,
+                    failing = true;
+                    // The repair's own changes and their rollback notify too: the pause runs
+                    // its full length, and the next look reads whatever came meanwhile.
+                    if !back_off(&mut retry, &mut stopped).await {
+                        return Ok(WatchEnd::Stopped);
                     }
-                    retry = (retry * 2).min(RETRY_AT_MOST);
                     changed_at = Instant::now();
                     continue;
                 }
             }
         }
+        if failing && !teardown && role_change.is_none() {
+            info!("nothing to repair: the watch runs again");
+            on_event(&WatchEvent::Resumed);
+            failing = false;
+        }
+        retry = RETRY_FIRST;
         // Idle until the kernel says something changed (or the watch is stopped), or a role
         // change looked on for would no longer be.
         let looked_on = role_change.unwrap_or(RETRY_AT_MOST);
-        tokio::select! {
+        let listen = notifications.as_ref().expect("opened by this look");
+        let changed = tokio::select! {
             biased;
             _ = &mut stopped => return Ok(WatchEnd::Stopped),
-            changed = notifications.changed() => changed?,
-            () = tokio::time::sleep(looked_on), if role_change.is_some() => {}
+            changed = listen.changed() => changed,
+            () = tokio::time::sleep(looked_on), if role_change.is_some() => Ok(()),
+        };
+        if let Err(e) = changed {
+            // Looked at again right away, on new sockets; a failure then backs off.
+            warn!(error = %e, "listening to the kernel failed: the watch looks again");
+            notifications = None;
         }
         changed_at = Instant::now();
         conn = Some(c);
     }
+}
+
+/// Reads the namespace once nothing has changed in it while it was read: the notifications
+/// queued before (the repair's own changes, too) are older than the read.
+async fn read_quiet(
+    notifications: &Notifications,
+    conn: Option<Conn>,
+    ns: &NsHandle,
+    name: &str,
+) -> Result<(Conn, Current)> {
+    notifications.drain().map(drop)?;
+    let mut c = match conn {
+        Some(c) => c,
+        None => Conn::open(ns.clone())?,
+    };
+    let mut now = Current::read(&mut c, name).await?;
+    // A read is several dumps, not one snapshot: when something changed while it ran (a
+    // teardown, say), it may mix before and after. Read again once the namespace is quiet.
+    for _ in 0..REREADS {
+        if !notifications.drain()? {
+            break;
+        }
+        notifications.settle().await?;
+        now = Current::read(&mut c, name).await?;
+    }
+    Ok((c, now))
+}
+
+/// Waits out the pause after a failure, and doubles it for the next one (up to
+/// [`RETRY_AT_MOST`]): no notification cuts it short, only a stop (then `false`).
+async fn back_off(retry: &mut Duration, stopped: &mut oneshot::Receiver<()>) -> bool {
+    let paused = tokio::select! {
+        biased;
+        _ = stopped => false,
+        () = tokio::time::sleep(*retry) => true,
+    };
+    *retry = (*retry * 2).min(RETRY_AT_MOST);
+    paused
 }
 
 /// The notification sockets of one namespace: route netlink (links, addresses, routes,

@@ -155,6 +155,7 @@ use std::net::IpAddr;
 
 mod binary;
 pub mod ha;
+mod load;
 mod netns;
 mod snapshot;
 mod tools;
@@ -162,6 +163,7 @@ mod topology;
 mod web;
 
 pub use binary::workspace_binary;
+pub use load::{while_held, SLOW_BYTE_EVERY};
 pub use netns::{leftover_namespaces, ping, Netns};
 pub use snapshot::{Snapshot, Snapshots};
 pub use tools::root_links;

@@ -323,13 +323,23 @@ impl Netns {
     /// and read each bounded by `timeout`) and returns the body of a `200` answer; any other
     /// outcome is an `Err` that says what happened.
     pub fn http_get(&self, addr: IpAddr, port: u16, timeout: Duration) -> Result<String, String> {
-        let target = SocketAddr::new(addr, port);
-        let context = format!("GET http://{target}/ from {}", self.name);
+        self.http_get_path(SocketAddr::new(addr, port), "/", timeout)
+    }
+
+    /// [`Netns::http_get`] of `path` at `target` (`/healthz`, `/metrics`).
+    pub fn http_get_path(
+        &self,
+        target: SocketAddr,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let context = format!("GET http://{target}{path} from {}", self.name);
         self.run(|| -> std::io::Result<String> {
             let mut stream = TcpStream::connect_timeout(&target, timeout)?;
             stream.set_read_timeout(Some(timeout))?;
             stream.set_write_timeout(Some(timeout))?;
-            stream.write_all(format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
+            stream
+                .write_all(format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
             let mut response = String::new();
             stream.read_to_string(&mut response)?;
             Ok(response)
