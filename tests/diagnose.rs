@@ -3,8 +3,9 @@
 //! to name — the switch dropping the macvlan's MAC, the gateway gone, another host holding the
 //! egress IP, a destination that refuses and one behind a firewall, drift — plus the traffic
 //! counted per redirect, the apply-time conflict probe, the probe timeout as the bound of every
-//! wait, and a router applied by the `egress-router` binary diagnosed by name (library and
-//! binary).
+//! wait, a router applied by the `egress-router` binary diagnosed by name (library and
+//! binary), and a diagnosis that moves none of the gateway's neighbour entries for the egress
+//! addresses, on a standby as on the active router.
 //!
 //! The binary is the one `cargo build --bin egress-router` puts next to this test's directory
 //! (`scripts/test.sh` builds it first); set `EGRESS_ROUTER_BIN` to test another one. A missing
@@ -19,7 +20,7 @@ use std::{
 };
 
 use egress_core::{
-    blocking, Check, DiagnoseOptions, Diagnosis, ErrorKind, Netns, Protocol, RouterSpec,
+    blocking, Check, DiagnoseOptions, Diagnosis, ErrorKind, Netns, Protocol, Role, RouterSpec,
     RouterSpecBuilder, Status, DEFAULT_PROBE_TIMEOUT,
 };
 use egress_lab::{
@@ -228,6 +229,86 @@ fn a_healthy_router_passes_every_check_within_a_second_and_is_left_unchanged() {
 
     // Nothing changed: neither the router's namespace nor its parent's.
     snaps.assert_restored("after two diagnoses");
+}
+
+/// The MACs the gateway's neighbour table holds for the egress addresses, IPv4 then IPv6.
+fn gateway_entries(lab: &Lab) -> [Option<String>; 2] {
+    [source4(), ip(EGRESS_SOURCE6)].map(|a| lab.ext.neighbour_mac(a))
+}
+
+/// diagnose claims nothing. A standby beside the active router (its own namespace, a macvlan
+/// on the same parent, the same egress addresses) does not hold the egress identity: it asks
+/// the gateway from the unspecified address (an ARP probe, a DAD solicitation), so after its
+/// diagnosis — from the spec and by name — the gateway's neighbour entries for the egress
+/// addresses still point to the active router, and the diagnosis still says that the gateway
+/// answers. The active router asks from the egress addresses it holds; the entries stay its
+/// own too.
+#[test]
+fn diagnose_moves_no_neighbour_entry_of_the_gateway_on_a_standby_or_the_active_router() {
+    let lab = Lab::new();
+    let spec = dual_stack(&lab, "pair").build().unwrap();
+    let _active = blocking::apply(&spec).unwrap();
+    let beside = egress_lab::Netns::new("standby");
+    beside.sysctl_set("net.ipv6.conf.default.accept_dad", "0");
+    // Its internal link: one end of a veth pair whose other end stays beside it.
+    beside.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    beside.ip(&["link", "set", "eth0", "up"]);
+    let standby = dual_stack(&lab, "pair").netns(ns(&beside)).build().unwrap();
+    let _standby = blocking::apply_as(&standby, Role::Standby).unwrap();
+
+    // The gateway reaches the egress addresses at the active router's MAC.
+    for a in [source4(), ip(EGRESS_SOURCE6)] {
+        assert!(egress_lab::ping(&lab.ext, a), "ping {a}");
+    }
+    let active_mac = Some(lab.router.link_mac("macvlan0"));
+    let want = [active_mac.clone(), active_mac];
+    assert_eq!(gateway_entries(&lab), want);
+
+    let options = DiagnoseOptions::new();
+    // Each diagnosis runs right before its own look at the gateway's table: a later one
+    // (the active router's asks from the egress addresses) would put the entries back.
+    type Diagnose<'a> = Box<dyn Fn() -> egress_core::Result<Diagnosis> + 'a>;
+    let diagnoses: [(&str, Diagnose); 3] = [
+        (
+            "the standby",
+            Box::new(|| blocking::diagnose_spec(&standby, &options)),
+        ),
+        (
+            "the standby, by name",
+            Box::new(|| blocking::diagnose(&ns(&beside), "pair", &options)),
+        ),
+        (
+            "the active router",
+            Box::new(|| blocking::diagnose_spec(&spec, &options)),
+        ),
+    ];
+    for (who, diagnose) in diagnoses {
+        let d = diagnose().unwrap();
+        assert_eq!(gateway_entries(&lab), want, "after diagnosing {who}:\n{d}");
+        let gateway_mac = lab.ext.link_mac(GATEWAY_LINK);
+        let active = who == "the active router";
+        for (gateway, probe, sender) in [
+            (
+                GATEWAY4,
+                ["ARP probe (sender 0.0.0.0)", "ARP request"],
+                EGRESS_SOURCE4,
+            ),
+            (
+                GATEWAY6,
+                ["DAD solicitation (source ::)", "neighbour solicitation"],
+                EGRESS_SOURCE6,
+            ),
+        ] {
+            let c = check(&d, "gateway", "gateway", gateway);
+            assert_eq!(c.status, Status::Ok, "{who}:\n{d}");
+            assert_eq!(c.evidence["answered_by"][0]["mac"], gateway_mac, "{who}");
+            assert_eq!(c.evidence["probe"], probe[usize::from(active)], "{who}");
+            let sender = active.then(|| ip(sender).to_string());
+            assert_eq!(c.evidence["sender"].as_str(), sender.as_deref(), "{who}");
+        }
+    }
 }
 
 #[test]

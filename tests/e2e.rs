@@ -121,7 +121,7 @@ fn dual_stack_router_forwards_real_tcp_and_tears_down_exactly() {
     assert!(nft_table(&lab, &table).is_some());
     let chains = nft_objects(&lab, &table, "chain");
     let hooks: Vec<&str> = chains.iter().filter_map(|c| c["hook"].as_str()).collect();
-    for h in ["prerouting", "postrouting", "forward"] {
+    for h in ["prerouting", "postrouting", "forward", "input"] {
         assert!(hooks.contains(&h), "{hooks:?}");
     }
     let forward = chains.iter().find(|c| c["hook"] == "forward").unwrap();
@@ -277,6 +277,56 @@ fn router_forwards_only_what_it_translated_and_announces_itself() {
         &source4().to_string(),
     ]);
     assert!(!egress_lab::ping(&lab.ext, ip("192.0.2.3")));
+
+    blocking::teardown(router).unwrap();
+}
+
+/// The router's own ports serve the cluster side only (its input filter): a listener in the
+/// router's namespace on `[::]` (dual stack, so `0.0.0.0` too) answers the client through the
+/// router's internal addresses, and nobody on the external segment through the egress
+/// addresses, in either family — the connection attempt meets silence, not a reset. What the
+/// external link must still carry does: the DNAT path with its replies (the gateway resolving
+/// the egress IPv6 address by neighbour discovery first), the router's own connections'
+/// replies, and ping of the egress addresses.
+#[test]
+fn the_router_s_own_ports_answer_the_cluster_side_only() {
+    let lab = Lab::new();
+    let web = lab.ext.serve_http(&[WEB_PORT]);
+    let spec = dual_stack(&lab, "input").build().unwrap();
+    let router = blocking::apply(&spec).unwrap();
+    let own = lab.router.serve_http(&[0]);
+    let port = own.ports()[0];
+
+    for addr in [ROUTER_ETH0_4, ROUTER_ETH0_6] {
+        let body = lab.client.http_get(ip(addr), port, T).unwrap();
+        assert!(body.starts_with("peer="), "{body}");
+    }
+    let short = Duration::from_millis(500);
+    for addr in [source4(), source6()] {
+        let e = lab.ext.http_get(addr, port, short).unwrap_err();
+        assert!(e.contains("timed out"), "from the external segment: {e}");
+    }
+    assert_eq!(
+        own.peers().len(),
+        2,
+        "only the client's connections arrived"
+    );
+
+    // The gateway forgets the router: it must ask (IPv6: a neighbour solicitation to the
+    // router, through the input filter) before the replies can come back.
+    lab.ext.ip(&["neigh", "flush", "all"]);
+    for (addr, source) in [(ROUTER_ETH0_4, source4()), (ROUTER_ETH0_6, source6())] {
+        let body = lab.client.http_get(ip(addr), SERVICE_PORT, T).unwrap();
+        assert_eq!(body.trim(), format!("peer={source} port={WEB_PORT}"));
+    }
+    for to in [WEB4, WEB6] {
+        lab.router.http_get(ip(to), WEB_PORT, T).unwrap();
+    }
+    assert_eq!(web.peers().len(), 4);
+    // Ping of the egress addresses is answered (docs/metrics.md says why).
+    for addr in [source4(), source6()] {
+        assert!(egress_lab::ping(&lab.ext, addr), "ping {addr}");
+    }
 
     blocking::teardown(router).unwrap();
 }

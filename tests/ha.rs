@@ -98,11 +98,11 @@ fn a_standby_holds_nothing_of_the_identity_until_promoted_and_gives_it_back_on_d
     );
     assert_ne!(mac, STABLE_MAC, "a standby never holds the stable MAC");
     let own = mac;
-    // Staged: the table, the link, the gateway host route, forwarding.
-    assert!(lab
+    // Staged: the table with its input filter, the link, the gateway host route, forwarding.
+    let input = lab
         .router
-        .exec(&["nft", "list", "tables"])
-        .contains(&spec.table_name()));
+        .exec(&["nft", "list", "chain", "inet", &spec.table_name(), "input"]);
+    assert!(input.contains("policy drop"), "{input}");
     assert!(lab.router.ip(&["-4", "route"]).contains(GATEWAY4));
     assert_eq!(lab.router.sysctl_get("net.ipv4.ip_forward"), "1");
     assert!(!reaches_web(&lab), "a standby never forwards");

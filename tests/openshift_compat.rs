@@ -260,6 +260,13 @@ fn bad_input_changes_nothing() {
     let lab = Lab::with_adopted_macvlan();
     let snaps = Snapshots::take(&lab);
     let dest = destination();
+    // A valid environment but for one variable (the last value of a key wins), for what only
+    // the spec's validation finds, after the script's own checks.
+    let with = |var| {
+        let mut vars = env_vars(&dest, "legacy");
+        vars.push(var);
+        vars
+    };
     let cases: Vec<(Vec<(&str, &str)>, String)> =
         vec![
         (vec![], "EGRESS_SOURCE unspecified or invalid".into()),
@@ -272,8 +279,20 @@ fn bad_input_changes_nothing() {
             "EGRESS_SOURCE '203.0.113.99/33' is invalid: prefix length 33 is over 32".into(),
         ),
         (
+            with(("EGRESS_SOURCE", "203.0.113.99/0")),
+            "EGRESS_SOURCE '203.0.113.99/0' is invalid: a prefix length from 1 to 32 (/0 would \
+             put every address on the external link)"
+                .into(),
+        ),
+        (
             vec![("EGRESS_SOURCE", EGRESS_SOURCE4), ("EGRESS_GATEWAY", "gw")],
             "EGRESS_GATEWAY unspecified or invalid".into(),
+        ),
+        (
+            with(("EGRESS_GATEWAY", "203.0.113.255")),
+            "EGRESS_GATEWAY '203.0.113.255' is invalid: an address other than the broadcast \
+             address of the egress subnet 203.0.113.0/24"
+                .into(),
         ),
         (
             vec![
@@ -310,6 +329,12 @@ fn bad_input_changes_nothing() {
             // The script would flush the NAT table, then fail in iptables-restore.
             env_vars("80 tcp 198.51.100.25\n8080 tcp 198.51.100.256", "legacy"),
             "EGRESS_DESTINATION value '8080 tcp 198.51.100.256' is invalid: octet 256 is over 255"
+                .into(),
+        ),
+        (
+            env_vars("80 tcp 198.51.100.25\n203.0.113.255", "legacy"),
+            "EGRESS_DESTINATION '203.0.113.255' is invalid: an address other than the broadcast \
+             address of the egress subnet 203.0.113.0/24"
                 .into(),
         ),
         (

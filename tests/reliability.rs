@@ -19,6 +19,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
+    net::IpAddr,
     process::{Child, ChildStdout, Command, Stdio},
     sync::{Barrier, RwLock, RwLockReadGuard, RwLockWriteGuard},
     thread,
@@ -1419,6 +1420,22 @@ fn address(v6: bool, n: u16) -> String {
     }
 }
 
+/// Whether `a` is the network address (IPv4 or IPv6) or the broadcast address (IPv4) of one of
+/// `subnets` (address, prefix) that has more than two addresses: no host, so no destination.
+fn subnet_edge(subnets: &[(IpAddr, u8)], a: IpAddr) -> bool {
+    subnets.iter().any(|(s, prefix)| match (s, a) {
+        (IpAddr::V4(s), IpAddr::V4(a)) if *prefix <= 30 => {
+            let mask = u32::MAX << (32 - prefix);
+            let (s, a) = (u32::from(*s), u32::from(a));
+            a == s & mask || a == s | !mask
+        }
+        (IpAddr::V6(s), IpAddr::V6(a)) if *prefix <= 126 => {
+            u128::from(a) == u128::from(*s) & (u128::MAX << (128 - prefix))
+        }
+        _ => false,
+    })
+}
+
 /// Valid specs, built through the builder: every field, every variant.
 fn spec_strategy() -> impl Strategy<Value = RouterSpec> {
     let macvlan = (
@@ -1487,13 +1504,19 @@ fn spec_strategy() -> impl Strategy<Value = RouterSpec> {
                 let (has4, has6) = (families.contains(&false), families.contains(&true));
                 let family = |i: usize| families[i % families.len()];
                 let mut sources = std::collections::HashSet::new();
+                let mut subnets = Vec::new();
                 for (i, a) in addrs.iter().enumerate() {
                     let prefix = if family(i) { 64 + a % 65 } else { 8 + a % 25 };
                     sources.insert(address(family(i), *a));
+                    subnets.push((address(family(i), *a).parse().unwrap(), prefix as u8));
                     b = b.source(format!("{}/{prefix}", address(family(i), *a)));
                 }
-                // The egress source is never a destination.
-                let not_source = |a: String| (!sources.contains(&a)).then_some(a);
+                // The egress source is never a destination, nor its subnet's network or
+                // broadcast address.
+                let not_source = |a: String| {
+                    (!sources.contains(&a) && !subnet_edge(&subnets, a.parse().unwrap()))
+                        .then_some(a)
+                };
                 for &v6 in &families {
                     b = b.gateway(address(v6, 700)); // sources use 0..700
                 }

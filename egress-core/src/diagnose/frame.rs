@@ -307,6 +307,43 @@ mod tests {
         }
     }
 
+    /// What a standby asks the gateway (it does not hold the egress address): an ARP probe and
+    /// a DAD solicitation, from which the gateway learns nothing — no sender address, no
+    /// source link-layer option — to the gateway's own solicited-node group; and the gateway's
+    /// answer to the solicitation, an advertisement to all nodes without the solicited flag
+    /// (RFC 4861 §7.2.4), counts as its answer.
+    #[test]
+    fn a_question_from_the_unspecified_address_names_no_address_and_is_answered() {
+        let gateway = v6("2001:db8:2::1");
+        let ns = who_has(MAC, None, gateway.into());
+        assert_eq!(&ns.bytes[22..38], &[0; 16], "source ::");
+        assert_eq!(&ns.bytes[38..54], &v6("ff02::1:ff00:1").octets());
+        assert_eq!(ns.bytes.len(), ETH_HEADER + IPV6_HEADER + 24, "no option");
+        let probe = who_has(MAC, None, v4("203.0.113.1").into());
+        assert_eq!(&probe.bytes[28..32], &[0; 4], "sender 0.0.0.0");
+
+        let all_nodes = v6("ff02::1");
+        let mut icmp = vec![NEIGHBOUR_ADVERTISEMENT, 0, 0, 0, 0x20, 0, 0, 0]; // override only
+        icmp.extend_from_slice(&gateway.octets());
+        icmp.extend_from_slice(&[2, 1]);
+        icmp.extend_from_slice(&OTHER);
+        let mut f = vec![0x33, 0x33, 0, 0, 0, 1];
+        f.extend_from_slice(&OTHER);
+        f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, icmp.len() as u8, ICMPV6, 255]);
+        f.extend_from_slice(&gateway.octets());
+        f.extend_from_slice(&all_nodes.octets());
+        f.extend_from_slice(&icmp);
+        assert_eq!(
+            claim(&f),
+            Some(Claim {
+                address: gateway.into(),
+                mac: OTHER,
+                answer: true
+            })
+        );
+    }
+
     #[test]
     fn an_advertisement_claims_its_target_with_the_option_s_mac() {
         let target = v6("2001:db8:2::1");

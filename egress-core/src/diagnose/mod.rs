@@ -3,7 +3,9 @@
 //! A diagnosis reads the router's namespace once (as `check` does), then probes, side by side
 //! and each bounded by one timeout ([`DiagnoseOptions::timeout`], 300 ms by default):
 //! - from the external link, an ARP request (IPv6: a neighbour solicitation) for each gateway,
-//!   sent from the egress address, and an ARP probe (a DAD solicitation) for each egress
+//!   sent from the egress address when this instance holds it (else an ARP probe / a DAD
+//!   solicitation from the unspecified address: a standby never teaches the gateway that the
+//!   egress address is at its MAC), and an ARP probe (a DAD solicitation) for each egress
 //!   address, which nobody else should answer;
 //! - a TCP connection from the egress address to each TCP destination;
 //! - only when a gateway did not answer: the same question from the macvlan's parent link, in
@@ -14,8 +16,9 @@
 //! It then reads the ruleset's counters and the connections conntrack holds, and returns a
 //! [`Diagnosis`]: one [`Check`] per question, each with a stable name, a [`Status`], a
 //! one-line summary, the evidence it saw and, when something is wrong, a hint that says what
-//! to change. It changes nothing in the router: it sends probe frames, and opens and closes
-//! probe sockets (the TCP connections are closed with a reset, so nothing lingers).
+//! to change. It changes nothing in the router nor in its neighbours' tables: it sends probe
+//! frames, and opens and closes probe sockets (the TCP connections are closed with a reset, so
+//! nothing lingers).
 //!
 //! A healthy router's diagnosis takes one timeout and a little: the duplicate address probe
 //! waits the whole timeout for the answer that must not come.
@@ -289,8 +292,10 @@ impl DiagnoseOptions {
 ///
 /// It changes nothing in the router. It probes, side by side and each bounded by the timeout:
 /// from the external link, an ARP request (IPv6: a neighbour solicitation) for each gateway,
-/// sent from the egress address, and an ARP probe (a DAD solicitation) for each egress
-/// address, which nobody else should answer; a TCP connection from the egress address to each
+/// sent from the egress address when this instance holds it (active, the address on its link;
+/// else an ARP probe / a DAD solicitation from the unspecified address, so that a standby never
+/// moves the gateway's neighbour entry for the egress IP), and an ARP probe (a DAD
+/// solicitation) for each egress address, which nobody else should answer; a TCP connection from the egress address to each
 /// TCP destination, closed with a reset. Only when a gateway does not answer, it asks again
 /// from the macvlan's parent link, in the parent's namespace, with the parent's own MAC and
 /// the unspecified sender: the parent getting an answer the macvlan does not get means frames

@@ -1,6 +1,7 @@
 //! The probes of a diagnosis, run side by side and bounded by one timeout: from the external
-//! link, who-has each gateway (sent from the egress address) and an ARP probe / DAD
-//! solicitation for each egress address; a TCP connection from the egress address to each
+//! link, who-has each gateway (sent from the egress address when this instance holds it,
+//! else from the unspecified address: an ARP probe / DAD solicitation, which teaches the
+//! gateway nothing) and an ARP probe / DAD solicitation for each egress address; a TCP connection from the egress address to each
 //! TCP destination. Then, only for a gateway that did not answer the external link, the same
 //! question from its parent link, in the parent's namespace, from the parent's own MAC and the
 //! unspecified address.
@@ -74,20 +75,7 @@ pub(super) fn start(
     timeout: Duration,
 ) -> Round {
     let deadline = Instant::now() + timeout;
-    let mut asks: Vec<Ask> = subject
-        .gateways
-        .iter()
-        .map(|g| Ask {
-            target: *g,
-            sender: subject.source_for(*g),
-            conflict: false,
-        })
-        .collect();
-    asks.extend(subject.sources.iter().map(|s| Ask {
-        target: s.ip(),
-        sender: None,
-        conflict: true,
-    }));
+    let asks = asks(subject);
     let listen = match link {
         None => Err(format!(
             "the external link {} is missing",
@@ -114,6 +102,23 @@ pub(super) fn start(
         tcp: tcp.to_vec(),
         connects,
     }
+}
+
+/// The who-has questions of the first round: each gateway, from the egress address of its
+/// family only when this instance holds it ([`Subject::sender_for`]), then each egress address
+/// from the unspecified address (nobody else should answer).
+pub(super) fn asks(subject: &Subject) -> Vec<Ask> {
+    let gateways = subject.gateways.iter().map(|g| Ask {
+        target: *g,
+        sender: subject.sender_for(*g),
+        conflict: false,
+    });
+    let sources = subject.sources.iter().map(|s| Ask {
+        target: s.ip(),
+        sender: None,
+        conflict: true,
+    });
+    gateways.chain(sources).collect()
 }
 
 impl Round {

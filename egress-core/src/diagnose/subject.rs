@@ -38,6 +38,9 @@ pub(super) struct Subject {
     pub created: bool,
     /// The egress addresses.
     pub sources: Vec<IpNetwork>,
+    /// The egress addresses this instance holds ([`held_sources`]): the only ones a probe may
+    /// send from.
+    pub held: Vec<IpAddr>,
     /// The gateways, IPv4 first.
     pub gateways: Vec<IpAddr>,
     /// The redirects.
@@ -58,6 +61,12 @@ impl Subject {
             link: Some(spec.external().link_name().to_string()),
             created: matches!(spec.external(), External::Macvlan(_)),
             sources: spec.sources().to_vec(),
+            held: held_sources(
+                now,
+                spec.name(),
+                spec.external().link_name(),
+                spec.sources(),
+            ),
             gateways: spec
                 .gateway4()
                 .map(IpAddr::from)
@@ -139,6 +148,10 @@ impl Subject {
             .filter(|l| l.up && l.name != "lo" && Some(&l.name) != link.as_ref())
             .map(|l| l.name.clone())
             .collect();
+        let held = match &link {
+            Some(l) => held_sources(now, name, l, &sources),
+            None => Vec::new(),
+        };
         Subject {
             name: name.to_string(),
             spec: None,
@@ -146,6 +159,7 @@ impl Subject {
             created: record.is_some_and(|r| r.created),
             link,
             sources,
+            held,
             gateways,
             redirects,
             fallback,
@@ -159,6 +173,13 @@ impl Subject {
             .iter()
             .map(IpNetwork::ip)
             .find(|s| s.is_ipv6() == ip.is_ipv6())
+    }
+
+    /// The sender address of a question about `ip` (a gateway): the egress source of its
+    /// family when this instance holds it, else `None` — the unspecified address (an ARP
+    /// probe, a DAD solicitation), from which nobody learns anything.
+    pub(super) fn sender_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        self.source_for(ip).filter(|s| self.held.contains(s))
     }
 
     /// How `now` differs from the router: with a spec, what `check` reports; by name, what
@@ -266,6 +287,34 @@ impl Subject {
         }
         drift
     }
+}
+
+/// The egress addresses among `sources` that this instance holds in `now`: router `name` is
+/// active (as its role marker says) and the address is on its external link `link`. A question
+/// sent from an address teaches whoever answers it that the address is here: from a standby
+/// (or while the address is absent) it would move the gateway's neighbour entry for the egress
+/// IP away from the active router.
+pub(super) fn held_sources(
+    now: &Current,
+    name: &str,
+    link: &str,
+    sources: &[IpNetwork],
+) -> Vec<IpAddr> {
+    let Some(index) = now.link(link).map(|l| l.index) else {
+        return Vec::new();
+    };
+    if role_in(now, name) != Role::Active {
+        return Vec::new();
+    }
+    sources
+        .iter()
+        .map(IpNetwork::ip)
+        .filter(|ip| {
+            now.addrs
+                .iter()
+                .any(|a| a.index == index && a.net.ip() == *ip)
+        })
+        .collect()
 }
 
 /// The TCP destinations among `redirects`: each `(to, to_port)` once, with the local ports

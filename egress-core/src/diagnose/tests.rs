@@ -10,15 +10,16 @@ use std::{
 use super::{
     checks::{self, Seen},
     conntrack::Flow,
-    probe::{Connected, Probes, Reply},
+    probe::{self, Connected, Probes, Reply},
     reads::{LinkFacts, Parent, RouteSeen},
     socket::{Heard, Reached},
-    subject::{tcp_targets, Subject},
+    subject::{held_sources, tcp_targets, Subject},
     Check, DiagnoseOptions, Diagnosis, Status,
 };
 use crate::{
     netns::NsHandle,
     ops::{
+        addr::Addr,
         link::{Link, LinkConf},
         Current,
     },
@@ -45,6 +46,7 @@ fn subject() -> Subject {
         link: Some("macvlan0".into()),
         created: true,
         sources: vec!["203.0.113.99/24".parse().unwrap()],
+        held: vec![ip("203.0.113.99")],
         gateways: vec![ip("203.0.113.1")],
         redirects: vec![
             Redirect::of(Protocol::Tcp, 80, "198.51.100.25", 8080),
@@ -239,6 +241,70 @@ fn healthy_findings_make_every_check_ok() {
             "traffic",
         ]
     );
+}
+
+/// An instance that does not hold the egress address (a standby, or the address gone) asks
+/// the gateway from the unspecified address, an ARP probe, and the gateway's answer still
+/// says it is there; one that holds it asks from it. The egress addresses are always probed
+/// from the unspecified address.
+#[test]
+fn the_gateway_is_asked_from_the_egress_address_only_where_it_is_held() {
+    let held = subject();
+    let gateway_ask = |s: &Subject| probe::asks(s)[0];
+    assert_eq!(gateway_ask(&held).sender, Some(ip("203.0.113.99")));
+    let standby = Subject {
+        held: vec![],
+        ..subject()
+    };
+    assert_eq!(gateway_ask(&standby).target, ip("203.0.113.1"));
+    assert_eq!(gateway_ask(&standby).sender, None);
+    assert!(probe::asks(&standby)[1..]
+        .iter()
+        .all(|a| a.sender.is_none() && a.conflict));
+
+    let d = diagnose_with(
+        &standby,
+        healthy(&standby),
+        Ok(parent()),
+        vec![],
+        Some(stats(1)),
+        vec![],
+    );
+    let gateway = one(&d, "gateway");
+    assert_eq!(gateway.status, Status::Ok, "{d}");
+    assert_eq!(gateway.evidence["probe"], "ARP probe (sender 0.0.0.0)");
+    assert_eq!(gateway.evidence["sender"], serde_json::Value::Null);
+    assert!(
+        gateway.summary.starts_with(
+            "203.0.113.1 answered an ARP probe (sender 0.0.0.0) from macvlan0 (203.0.113.99 \
+             is not held here)"
+        ),
+        "{}",
+        gateway.summary
+    );
+}
+
+/// Held: the address is on the router's external link (and the router is active: no role
+/// marker says otherwise).
+#[test]
+fn an_egress_address_is_held_only_while_it_is_on_the_external_link() {
+    let sources: Vec<ipnetwork::IpNetwork> = vec![
+        "203.0.113.99/24".parse().unwrap(),
+        "2001:db8:2::99/64".parse().unwrap(),
+    ];
+    let addr = |index: u32, net: &str| Addr {
+        index,
+        net: net.parse().unwrap(),
+        ours: true,
+    };
+    let mut now = now();
+    assert!(held_sources(&now, "egress-1", "macvlan0", &sources).is_empty());
+    now.addrs = vec![addr(EXT, "203.0.113.99/24"), addr(INT, "2001:db8:2::99/64")];
+    assert_eq!(
+        held_sources(&now, "egress-1", "macvlan0", &sources),
+        [ip("203.0.113.99")]
+    );
+    assert!(held_sources(&now, "egress-1", "macvlan1", &sources).is_empty());
 }
 
 #[test]

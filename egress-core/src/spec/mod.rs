@@ -644,7 +644,10 @@ impl RouterSpecBuilder {
         self.raw.internal = Some(link.into());
         self
     }
-    /// Adds an egress source, `ADDR` or `ADDR/PREFIX` (`ip addr add … dev macvlan0`).
+    /// Adds an egress source, `ADDR` or `ADDR/PREFIX` (`ip addr add … dev macvlan0`); a bare
+    /// address is a host (`/32`, `/128`: the gateway is reached through the router's host
+    /// route), a prefix of 0 is invalid. Gateways, redirect destinations and fallbacks must be
+    /// hosts of the source's subnet, not its network or (IPv4) broadcast address.
     pub fn source(mut self, cidr: impl Into<String>) -> Self {
         self.raw.sources.push(cidr.into());
         self

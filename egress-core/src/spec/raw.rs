@@ -218,7 +218,8 @@ impl RawSpec {
         for (i, s) in self.sources.iter().enumerate() {
             let field = format!("sources[{i}]");
             let net = parse_cidr(&field, s, false)
-                .and_then(|net| check_unicast(&field, s, net.ip()).map(|()| net));
+                .and_then(|net| check_unicast(&field, s, net.ip()).map(|()| net))
+                .and_then(|net| check_source_prefix(&field, s, net));
             let Some(net) = found.ok(net) else { continue };
             if sources.iter().any(|o| o.ip() == net.ip()) {
                 found.add(field, s, "an address not listed before");
@@ -250,6 +251,19 @@ impl RawSpec {
                     "",
                     "an address other than an egress source (the router's own address)",
                 ));
+            }
+            for s in &sources {
+                if let Some(what) = no_host_of(s, ip) {
+                    return Err(InvalidField::new(
+                        "",
+                        "",
+                        format!(
+                            "an address other than the {what} of the egress subnet {}/{}",
+                            s.network(),
+                            s.prefix()
+                        ),
+                    ));
+                }
             }
             Ok(())
         };
@@ -711,6 +725,41 @@ fn check_unicast(field: &str, value: &str, ip: IpAddr) -> Checked<()> {
         ));
     }
     Ok(())
+}
+
+/// An egress source's prefix: not /0, which would put every address on the external link
+/// (the kernel's prefix route for it would be a second default route). /32 and /128 are
+/// valid: OpenShift's script added the egress IP as /32, and the router reaches its gateway
+/// through the host route it adds on the link.
+fn check_source_prefix(field: &str, value: &str, net: IpNetwork) -> Checked<IpNetwork> {
+    if net.prefix() == 0 {
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        return Err(InvalidField::new(
+            field,
+            value,
+            format!(
+                "a prefix length from 1 to {max} (/0 would put every address on the external \
+                 link)"
+            ),
+        ));
+    }
+    Ok(net)
+}
+
+/// What `ip` is to the subnet of egress source `source` when it is no host of it: the
+/// network address (IPv4; in IPv6 the subnet-router anycast address, which the router itself
+/// answers once it forwards) or the broadcast address (IPv4). Subnets of one or two
+/// addresses (/31, /32: RFC 3021; /127, /128: RFC 6164) have neither.
+fn no_host_of(source: &IpNetwork, ip: IpAddr) -> Option<&'static str> {
+    let bits = if source.is_ipv4() { 32 } else { 128 };
+    if bits - source.prefix() < 2 {
+        return None;
+    }
+    match (source, ip) {
+        (_, ip) if ip == source.network() => Some("network address"),
+        (IpNetwork::V4(net), IpAddr::V4(a)) if a == net.broadcast() => Some("broadcast address"),
+        _ => None,
+    }
 }
 
 fn parse_port(field: &str, port: u64) -> Checked<u16> {

@@ -355,6 +355,125 @@ fn the_egress_source_is_never_a_next_hop_or_a_destination() {
     }
 }
 
+/// An egress source with prefix /0 (either family) is invalid, with the field and the value
+/// named; /32 and /128 are valid (OpenShift's script added the egress IP as /32, the gateway
+/// is reached through its host route).
+#[test]
+fn a_source_prefix_of_zero_is_invalid_and_a_host_prefix_is_not() {
+    let e = RouterSpec::builder("r")
+        .adopt("m")
+        .source("203.0.113.99/0")
+        .source("2001:db8:2::99/0")
+        .gateway("203.0.113.1")
+        .gateway("2001:db8:2::1")
+        .build()
+        .unwrap_err();
+    let invalid = e.invalid_fields();
+    let fields: Vec<(&str, &str, &str)> = invalid
+        .iter()
+        .map(|f| (f.field.as_str(), f.value.as_str(), f.expected.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (
+                "sources[0]",
+                "203.0.113.99/0",
+                "a prefix length from 1 to 32 (/0 would put every address on the external link)"
+            ),
+            (
+                "sources[1]",
+                "2001:db8:2::99/0",
+                "a prefix length from 1 to 128 (/0 would put every address on the external \
+                 link)"
+            ),
+        ],
+        "{e}"
+    );
+    for source in ["203.0.113.99/32", "2001:db8:2::99/128"] {
+        let gateway = if source.contains(':') {
+            "2001:db8:2::1"
+        } else {
+            "203.0.113.1"
+        };
+        RouterSpec::builder("r")
+            .adopt("m")
+            .source(source)
+            .gateway(gateway)
+            .build()
+            .unwrap();
+    }
+}
+
+/// The broadcast address of an egress subnet (IPv4) and its network address (both families:
+/// in IPv6 the subnet-router anycast address, which the forwarding router answers itself) are
+/// no host: invalid as a gateway, a redirect's destination or a fallback, each field named.
+/// Subnets without them (/31, /127) do not restrict.
+#[test]
+fn an_egress_subnet_s_broadcast_and_network_addresses_are_no_destination() {
+    let dual = || base().source("2001:db8:2::99/64").gateway("2001:db8:2::1");
+    let expect = |what: &str, net: &str| {
+        format!("an address other than the {what} of the egress subnet {net}")
+    };
+    let cases = [
+        (
+            dual().fallback("203.0.113.255"),
+            "fallback[0]",
+            expect("broadcast address", "203.0.113.0/24"),
+        ),
+        (
+            dual().fallback("203.0.113.0"),
+            "fallback[0]",
+            expect("network address", "203.0.113.0/24"),
+        ),
+        (
+            dual().redirect(Protocol::Tcp, 80, "203.0.113.255", None),
+            "redirects[0].to",
+            expect("broadcast address", "203.0.113.0/24"),
+        ),
+        (
+            dual().redirect(Protocol::Udp, 53, "2001:db8:2::", None),
+            "redirects[0].to",
+            expect("network address", "2001:db8:2::/64"),
+        ),
+        (
+            RouterSpec::builder("r")
+                .adopt("m")
+                .source("203.0.113.99/24")
+                .gateway("203.0.113.255"),
+            "gateways[0]",
+            expect("broadcast address", "203.0.113.0/24"),
+        ),
+        (
+            RouterSpec::builder("r")
+                .adopt("m")
+                .source("2001:db8:2::99/64")
+                .gateway("2001:db8:2::"),
+            "gateways[0]",
+            expect("network address", "2001:db8:2::/64"),
+        ),
+    ];
+    for (builder, field, expected) in cases {
+        let e = builder.build().unwrap_err();
+        let invalid = e.invalid_fields();
+        let f = &invalid[0];
+        assert_eq!(
+            (invalid.len(), f.field.as_str(), f.expected.as_str()),
+            (1, field, expected.as_str()),
+            "{e}"
+        );
+    }
+    // A /31 (RFC 3021) and a /127 (RFC 6164): both addresses are hosts.
+    RouterSpec::builder("r")
+        .adopt("m")
+        .source("203.0.113.1/31")
+        .gateway("203.0.113.0")
+        .source("2001:db8:2::1/127")
+        .gateway("2001:db8:2::")
+        .build()
+        .unwrap();
+}
+
 #[test]
 fn kept_routes_are_unique_and_link_names_have_no_template() {
     let dup = base()

@@ -28,11 +28,13 @@ pub(super) fn gateways(s: &Seen) -> Vec<Check> {
         .iter()
         .enumerate()
         .map(|(i, g)| {
-            let sender = sub.source_for(*g);
+            let source = sub.source_for(*g);
+            let sender = sub.sender_for(*g);
             let q = question(*g, sender.is_some());
-            let sent = match sender {
-                Some(a) => format!("sender {a}"),
-                None => "no egress address of its family".to_string(),
+            let sent = match (sender, source) {
+                (Some(a), _) => format!("sender {a}"),
+                (None, Some(s)) => format!("{s} is not held here"),
+                (None, None) => "no egress address of its family".to_string(),
             };
             let mut evidence = json!({
                 "gateway": g,
@@ -78,7 +80,7 @@ pub(super) fn gateways(s: &Seen) -> Vec<Check> {
                             "the gateway does not answer the node's own link either: check \
                              the address (the spec's gateways, EGRESS_GATEWAY) and that the \
                              gateway is up on the network of {}",
-                            sender.map_or_else(|| "the egress address".into(), |a| a.to_string())
+                            source.map_or_else(|| "the egress address".into(), |a| a.to_string())
                         ),
                         _ => "check the gateway's address, that it is up on the external \
                               network, and l2_filter"

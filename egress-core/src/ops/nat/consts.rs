@@ -57,6 +57,8 @@ pub(super) const NFT_META_NFPROTO: u32 = 15;
 pub(super) const NFT_META_L4PROTO: u32 = 16;
 pub(super) const NFT_CMP_EQ: u32 = 0;
 pub(super) const NFT_CMP_NEQ: u32 = 1;
+pub(super) const NFT_CMP_LTE: u32 = 3;
+pub(super) const NFT_CMP_GTE: u32 = 5;
 pub(super) const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 pub(super) const NFTA_FIB_F_DADDR: u32 = 2;
 pub(super) const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
@@ -76,9 +78,12 @@ pub(super) const NF_NAT_RANGE_MAP_IPS: u32 = 0x1;
 pub(super) const NF_NAT_RANGE_PROTO_SPECIFIED: u32 = 0x2;
 pub(super) const NFPROTO_IPV4: u8 = 2;
 pub(super) const NFPROTO_IPV6: u8 = 10;
+pub(super) const IPPROTO_ICMP: u8 = 1;
+pub(super) const IPPROTO_ICMPV6: u8 = 58;
 pub(super) const NF_DROP: u32 = 0;
 pub(super) const NF_ACCEPT: u32 = 1;
 pub(super) const NF_INET_PRE_ROUTING: u32 = 0;
+pub(super) const NF_INET_LOCAL_IN: u32 = 1;
 pub(super) const NF_INET_FORWARD: u32 = 2;
 pub(super) const NF_INET_POST_ROUTING: u32 = 4;
 pub(super) const NF_IP_PRI_NAT_DST: i32 = -100;
@@ -134,6 +139,7 @@ pub(super) const ATTEMPTS: usize = 5;
 pub(super) const CHAIN_PREROUTING: &str = "prerouting";
 pub(super) const CHAIN_POSTROUTING: &str = "postrouting";
 pub(super) const CHAIN_FORWARD: &str = "forward";
+pub(super) const CHAIN_INPUT: &str = "input";
 
 // Traffic counters.
 /// `NFTA_CT_DIRECTION` (a u8): which tuple of the connection a `ct` key reads.

@@ -559,6 +559,8 @@ fn cmp_op_name(op: u32) -> String {
     match op {
         NFT_CMP_EQ => "eq".into(),
         NFT_CMP_NEQ => "neq".into(),
+        NFT_CMP_LTE => "lte".into(),
+        NFT_CMP_GTE => "gte".into(),
         n => format!("op {n}"),
     }
 }

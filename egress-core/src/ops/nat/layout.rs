@@ -188,27 +188,6 @@ impl Layout {
             postrouting.push(RulePlan { comment, exprs });
         }
 
-        // `ct KEY & BITS != 0`.
-        let ct_bits = |key: u32, bits: u32| {
-            [
-                Expr::Ct {
-                    key,
-                    dreg: NFT_REG_1,
-                    dir: None,
-                },
-                Expr::Bitwise {
-                    sreg: NFT_REG_1,
-                    dreg: NFT_REG_1,
-                    mask: bits.to_ne_bytes().to_vec(),
-                    xor: 0u32.to_ne_bytes().to_vec(),
-                },
-                Expr::Cmp {
-                    op: NFT_CMP_NEQ,
-                    sreg: NFT_REG_1,
-                    data: 0u32.to_ne_bytes().to_vec(),
-                },
-            ]
-        };
         // Counting first (no verdict): every packet of every DNAT-ed connection, both
         // directions, by the local port it was redirected from (its original destination port);
         // all DNAT-ed traffic of a family (the fallback's is what the redirects' leave); what
@@ -230,17 +209,7 @@ impl Layout {
                 let name = super::traffic_set(protocol, v6);
                 let id = 3 + port_sets.len() as u32;
                 let mut exprs = nfproto_match(nfproto).to_vec();
-                exprs.extend([
-                    Expr::Meta {
-                        key: NFT_META_L4PROTO,
-                        dreg: NFT_REG_1,
-                    },
-                    Expr::Cmp {
-                        op: NFT_CMP_EQ,
-                        sreg: NFT_REG_1,
-                        data: vec![protocol.number()],
-                    },
-                ]);
+                exprs.extend(l4proto_match(protocol.number()));
                 exprs.extend(ct_bits(NFT_CT_STATUS, IPS_DST_NAT));
                 exprs.extend([
                     Expr::Ct {
@@ -314,16 +283,8 @@ impl Layout {
         if !prerouting.is_empty() {
             let local = rules.local_ports.iter().map(|l| {
                 let mut exprs = to_the_router(&rules.internal);
+                exprs.extend(l4proto_match(l.protocol.number()));
                 exprs.extend([
-                    Expr::Meta {
-                        key: NFT_META_L4PROTO,
-                        dreg: NFT_REG_1,
-                    },
-                    Expr::Cmp {
-                        op: NFT_CMP_EQ,
-                        sreg: NFT_REG_1,
-                        data: vec![l.protocol.number()],
-                    },
                     Expr::Payload {
                         base: NFT_PAYLOAD_TRANSPORT_HEADER,
                         offset: 2,
@@ -373,6 +334,14 @@ impl Layout {
             priority: NF_IP_PRI_FILTER,
             policy: NF_DROP,
             rules: forward,
+        });
+        chains.push(ChainPlan {
+            name: CHAIN_INPUT,
+            kind: "filter",
+            hook: NF_INET_LOCAL_IN,
+            priority: NF_IP_PRI_FILTER,
+            policy: NF_DROP,
+            rules: input_rules(&rules.external),
         });
         Layout {
             maps,
@@ -563,6 +532,101 @@ impl Layout {
     }
 }
 
+/// The ICMP messages the router accepts from the external link beside replies, as
+/// `(protocol, first type, last type)`: the errors (those of a tracked connection are `related`
+/// anyway), echo requests (operators and gateways ping the egress IP; the reply says nothing
+/// ARP does not), MLD (an MLD-snooping switch stops sending the solicited-node group of the
+/// egress IP to a host that never answers its queries) and neighbour discovery. Ranges, one
+/// rule each, so that the chain stays short (each rule costs an apply its install and its
+/// read back): what they take in beside those is what the kernel ignores or answers harmlessly
+/// (IPv4 router discovery, 9 and 10; ICMPv6 echo replies and MLD reports).
+const INPUT_ICMP: [(u8, u8, u8); 4] = [
+    (IPPROTO_ICMP, 3, 3),       // destination unreachable
+    (IPPROTO_ICMP, 8, 12),      // echo request, router discovery, time exceeded, parameter problem
+    (IPPROTO_ICMPV6, 1, 4),     // unreachable, packet too big, time exceeded, parameter problem
+    (IPPROTO_ICMPV6, 128, 137), // echo, MLD, router and neighbour discovery, redirect
+];
+
+/// The input filter (policy drop): whatever arrives on another link than `external` (the
+/// internal link, loopback) is accepted; from `external`, replies and [`INPUT_ICMP`] only, so
+/// that a host on the external network reaches none of the router's own ports, whatever
+/// address they are bound to. The ruleset `nft -f` writes for
+///
+/// ```text
+/// iifname != "macvlan0" accept
+/// ct state established,related accept
+/// meta l4proto icmp icmp type 8-12 accept      (one rule per INPUT_ICMP entry)
+/// ```
+fn input_rules(external: &str) -> Vec<RulePlan> {
+    let mut other = ifname_cmp(NFT_META_IIFNAME, NFT_CMP_NEQ, external);
+    other.push(Expr::Accept);
+    let mut replies = ct_bits(NFT_CT_STATE, CT_STATE_ESTABLISHED_RELATED).to_vec();
+    replies.push(Expr::Accept);
+    let mut rules = vec![
+        RulePlan {
+            comment: "egress input other links".into(),
+            exprs: other,
+        },
+        RulePlan {
+            comment: "egress input replies".into(),
+            exprs: replies,
+        },
+    ];
+    for (protocol, first, last) in INPUT_ICMP {
+        let mut exprs = l4proto_match(protocol).to_vec();
+        exprs.push(Expr::Payload {
+            base: NFT_PAYLOAD_TRANSPORT_HEADER,
+            offset: 0,
+            len: 1,
+            dreg: NFT_REG_1,
+        });
+        let cmp = |op, t: u8| Expr::Cmp {
+            op,
+            sreg: NFT_REG_1,
+            data: vec![t],
+        };
+        if first == last {
+            exprs.push(cmp(NFT_CMP_EQ, first));
+        } else {
+            exprs.extend([cmp(NFT_CMP_GTE, first), cmp(NFT_CMP_LTE, last)]);
+        }
+        exprs.push(Expr::Accept);
+        let family = if protocol == IPPROTO_ICMP { 4 } else { 6 };
+        let types = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        };
+        rules.push(RulePlan {
+            comment: format!("egress input icmp{family} {types}"),
+            exprs,
+        });
+    }
+    rules
+}
+
+/// `ct KEY & BITS != 0`.
+fn ct_bits(key: u32, bits: u32) -> [Expr; 3] {
+    [
+        Expr::Ct {
+            key,
+            dreg: NFT_REG_1,
+            dir: None,
+        },
+        Expr::Bitwise {
+            sreg: NFT_REG_1,
+            dreg: NFT_REG_1,
+            mask: bits.to_ne_bytes().to_vec(),
+            xor: 0u32.to_ne_bytes().to_vec(),
+        },
+        Expr::Cmp {
+            op: NFT_CMP_NEQ,
+            sreg: NFT_REG_1,
+            data: 0u32.to_ne_bytes().to_vec(),
+        },
+    ]
+}
+
 /// What arrives on the internal link addressed to the router itself (`iifname INTERNAL fib daddr
 /// type local`): the head of every DNAT rule and of the local ports' rules.
 fn to_the_router(internal: &str) -> Vec<Expr> {
@@ -583,6 +647,11 @@ fn to_the_router(internal: &str) -> Vec<Expr> {
 }
 
 pub(super) fn ifname_match(key: u32, name: &str) -> Vec<Expr> {
+    ifname_cmp(key, NFT_CMP_EQ, name)
+}
+
+/// `meta KEY OP NAME` for an interface name key (`iifname`, `oifname`).
+fn ifname_cmp(key: u32, op: u32, name: &str) -> Vec<Expr> {
     // nft compares the whole 16-byte (IFNAMSIZ) register: the name, zero padded.
     let mut data = name.as_bytes().to_vec();
     data.resize(data.len().max(15) + 1, 0);
@@ -592,9 +661,24 @@ pub(super) fn ifname_match(key: u32, name: &str) -> Vec<Expr> {
             dreg: NFT_REG_1,
         },
         Expr::Cmp {
-            op: NFT_CMP_EQ,
+            op,
             sreg: NFT_REG_1,
             data,
+        },
+    ]
+}
+
+/// `meta l4proto PROTOCOL`.
+fn l4proto_match(protocol: u8) -> [Expr; 2] {
+    [
+        Expr::Meta {
+            key: NFT_META_L4PROTO,
+            dreg: NFT_REG_1,
+        },
+        Expr::Cmp {
+            op: NFT_CMP_EQ,
+            sreg: NFT_REG_1,
+            data: vec![protocol],
         },
     ]
 }

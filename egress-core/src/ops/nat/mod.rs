@@ -1,5 +1,5 @@
-//! nftables over netlink: the router's NAT and forward filter ([`Ruleset`]), installed as one
-//! atomic batch, read back and compared.
+//! nftables over netlink: the router's NAT, forward filter and input filter ([`Ruleset`]),
+//! installed as one atomic batch, read back and compared.
 //!
 //! A small blocking client for `NETLINK_NETFILTER` ([`NftSocket`]; a call takes about a
 //! millisecond, 20 ms for 10,000 redirects; the async core calls it directly). It writes
@@ -21,12 +21,20 @@
 //!     chain forward { type filter hook forward priority filter; policy drop;
 //!         ct state established,related accept comment "egress replies"
 //!         iifname "eth0" oifname "macvlan0" ct status dnat accept comment "egress dnat-ed" }
+//!     chain input { type filter hook input priority filter; policy drop;
+//!         iifname != "macvlan0" accept comment "egress input other links"
+//!         ct state established,related accept comment "egress input replies"
+//!         meta l4proto icmp icmp type 3 accept comment "egress input icmp4 3"
+//!         (the same for ICMP 8-12, ICMPv6 1-4 and 128-137: `cmp gte`, `cmp lte`) }
 //! }
 //! ```
 //!
 //! Maps and chains exist only when they hold something (no `redirect6` without IPv6 redirects,
 //! no `prerouting` without redirects or fallback, no `postrouting` without a SNAT source); the
-//! forward filter always exists.
+//! forward and input filters always exist. The input filter is what keeps the router's own
+//! ports (its probes, `/metrics`) from the external network whatever address they are bound
+//! to: the external link is matched by name, as the forward filter matches it, so the filter
+//! holds for a link made again by a repair.
 //!
 //! Every change is one nfnetlink batch (`NFNL_MSG_BATCH_BEGIN` … `END`, one `sendmsg`): the
 //! kernel applies all of it or, on the first error, none of it.
@@ -195,6 +203,10 @@ impl NatRules {
             ));
         }
         parts.push("forward filter (policy drop)".to_string());
+        parts.push(format!(
+            "input filter on {} (replies, ICMP errors, ping, neighbour discovery)",
+            self.external
+        ));
         format!("nft add rules to inet {}: {}", self.table, parts.join(", "))
     }
 }
@@ -435,7 +447,7 @@ pub(crate) fn redirect_map(v6: bool) -> &'static str {
     }
 }
 
-/// The router's table: its NAT and forward filter, and its comment, which holds the crash
+/// The router's table: its NAT, forward and input filters, and its comment, which holds the crash
 /// record ([`super::record`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Ruleset {

@@ -162,8 +162,8 @@ fn nat_element_list_encoding() {
 fn nat_expected_v4() {
     let s = rules_v4("egress_x").expected();
     let names: Vec<&str> = s.chains.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["forward", "postrouting", "prerouting"]);
-    let pre = &s.chains[2];
+    assert_eq!(names, ["forward", "input", "postrouting", "prerouting"]);
+    let pre = &s.chains[3];
     assert_eq!(pre.kind.as_deref(), Some("nat"));
     assert_eq!(pre.hook.as_deref(), Some("prerouting"));
     assert_eq!(pre.priority, Some(-100));
@@ -240,7 +240,7 @@ fn nat_expected_v4() {
             s.replace("0x06000000", "0x00000006")
         })
     );
-    assert_eq!(s.chains[1].rules.len(), 1);
+    assert_eq!(s.chains[2].rules.len(), 1);
     let sets: Vec<(&str, &[u16])> = s
         .maps
         .iter()
@@ -308,7 +308,7 @@ fn nat_expected_dual_and_plain() {
 
     let s = rules_plain("egress_x").expected();
     let names: Vec<&str> = s.chains.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["forward", "postrouting"]);
+    assert_eq!(names, ["forward", "input", "postrouting"]);
     assert!(s.maps.is_empty());
 
     let only_filter = NatRules {
@@ -321,7 +321,7 @@ fn nat_expected_dual_and_plain() {
         .into_iter()
         .map(|c| c.name)
         .collect();
-    assert_eq!(names, ["forward"]);
+    assert_eq!(names, ["forward", "input"]);
 }
 
 #[test]
@@ -332,18 +332,21 @@ fn nat_summary() {
     assert_eq!(
         r.summary(),
         "nft add rules to inet egress_x: dnat 3 redirects via map + fallback 198.51.100.9, \
-         snat to 203.0.113.99 on macvlan0, forward filter (policy drop)"
+         snat to 203.0.113.99 on macvlan0, forward filter (policy drop), input filter on \
+         macvlan0 (replies, ICMP errors, ping, neighbour discovery)"
     );
     assert_eq!(
         rules_dual("egress_y").summary(),
         "nft add rules to inet egress_y: dnat 3 redirects via map + fallback 198.51.100.9 \
          and 2001:db8:2::9, snat to 203.0.113.99 and 2001:db8:1::99 on macvlan0, forward \
-         filter (policy drop)"
+         filter (policy drop), input filter on macvlan0 (replies, ICMP errors, ping, neighbour \
+         discovery)"
     );
     assert_eq!(
         rules_plain("egress_z").summary(),
         "nft add rules to inet egress_z: snat to 203.0.113.99 on macvlan0, forward filter \
-         (policy drop)"
+         (policy drop), input filter on macvlan0 (replies, ICMP errors, ping, neighbour \
+         discovery)"
     );
     let fallback_only = NatRules {
         redirects: vec![],
@@ -352,6 +355,87 @@ fn nat_summary() {
     assert!(fallback_only
         .summary()
         .contains(": dnat to fallback 198.51.100.9, snat"));
+}
+
+/// The comments of a chain's rules, in order.
+fn comments(chain: &ChainState) -> Vec<&str> {
+    chain
+        .rules
+        .iter()
+        .map(|r| r.comment.as_deref().unwrap())
+        .collect()
+}
+
+/// The input filter: whatever arrives on another link is accepted first; from the external
+/// link only replies and the ICMP the protocols need, in the form `nft -f` writes (`icmpv6 type
+/// 128-137` is a `gte` and an `lte`); every other packet meets the policy, drop. Every ruleset
+/// has it, a plain one too.
+#[test]
+fn nat_input_filter_keeps_the_external_link_to_replies_and_icmp() {
+    for rules in [
+        rules_v4("egress_x"),
+        rules_dual("egress_x"),
+        rules_plain("egress_x"),
+    ] {
+        let s = rules.expected();
+        let input = s.chains.iter().find(|c| c.name == "input").unwrap();
+        assert_eq!(
+            (
+                input.kind.as_deref(),
+                input.hook.as_deref(),
+                input.priority,
+                input.policy.as_deref()
+            ),
+            (Some("filter"), Some("input"), Some(0), Some("drop"))
+        );
+        assert_eq!(
+            comments(input),
+            [
+                "egress input other links",
+                "egress input replies",
+                "egress input icmp4 3",
+                "egress input icmp4 8-12",
+                "egress input icmp6 1-4",
+                "egress input icmp6 128-137",
+            ]
+        );
+        // `iifname != "macvlan0" accept`: the external link by name, as the forward filter.
+        assert_eq!(
+            input.rules[0].exprs,
+            [
+                "meta load iifname => reg 1",
+                "cmp neq reg 1 0x6d6163766c616e300000000000000000",
+                "immediate reg 0 accept",
+            ]
+        );
+        let fwd = s.chains.iter().find(|c| c.name == "forward").unwrap();
+        let replies = fwd
+            .rules
+            .iter()
+            .find(|r| r.comment.as_deref() == Some("egress replies"));
+        assert_eq!(input.rules[1].exprs, replies.unwrap().exprs);
+        assert_eq!(
+            input.rules[2].exprs,
+            [
+                "meta load l4proto => reg 1",
+                "cmp eq reg 1 0x01",
+                "payload load 1b @ transport header + 0 => reg 1",
+                "cmp eq reg 1 0x03",
+                "immediate reg 0 accept",
+            ]
+        );
+        assert_eq!(
+            input.rules[5].exprs,
+            [
+                "meta load l4proto => reg 1",
+                "cmp eq reg 1 0x3a",
+                "payload load 1b @ transport header + 0 => reg 1",
+                "cmp gte reg 1 0x80",
+                "cmp lte reg 1 0x89",
+                "immediate reg 0 accept",
+            ]
+        );
+    }
 }
 
 /// The router's own ports are accepted at the head of prerouting, before both families'
@@ -375,13 +459,8 @@ fn nat_local_ports_head_prerouting() {
     };
     let s = r.expected();
     let pre = s.chains.iter().find(|c| c.name == "prerouting").unwrap();
-    let comments: Vec<&str> = pre
-        .rules
-        .iter()
-        .map(|r| r.comment.as_deref().unwrap())
-        .collect();
     assert_eq!(
-        comments,
+        comments(pre),
         [
             "egress local tcp/9100",
             "egress local udp/5353",
