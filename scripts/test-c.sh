@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The C side of the test suite (as root): checks that egress-ffi/include/egress.h is exactly what
 # the pinned cbindgen generates, installs libegress with `make install` into the target dir,
-# runs the C tests under AddressSanitizer + UBSan + LeakSanitizer (two of them apply a real
-# router in throwaway namespaces; one diagnoses it, its JSON read by Python's json), and builds the C agent that tests/c_agent.rs drives during
-# `cargo test`. Installs what it needs first.
+# runs the C tests under AddressSanitizer + UBSan + LeakSanitizer (most apply a real router in
+# throwaway namespaces: through the API, every output after every failure (a test generated from
+# the header), fork and daemon(), a main thread that exits, one handle shared by threads; one
+# diagnoses it, its JSON read by Python's json), and builds the C agent that tests/c_agent.rs
+# drives during `cargo test`. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -64,14 +66,24 @@ if ! diff -u \
 fi
 
 echo "== C tests (AddressSanitizer, UBSan, LeakSanitizer)"
-sanitize=(-std=c11 -g -Wall -Wextra -Werror -fsanitize=address,undefined
+sanitize=(-std=c11 -g -Wall -Wextra -Werror -pthread -fsanitize=address,undefined
   -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
 static_libs=$(pkg-config --static --libs-only-l egress)
 static_libs=${static_libs//-legress/}
-for t in api_test router_test diagnose_test leak_canary; do
+# Every function of the header that has an output, on each of its failure paths: generated from
+# the header, so that a function added later is tested as soon as it is there.
+python3 egress-ffi/tests/c/gen_outputs_test.py "$c/prefix/include/egress.h" >"$c/outputs_test.c"
+for t in api_test router_test diagnose_test leak_canary fork_test main_exit_test threads_test \
+  "$c/outputs_test"; do
+  src=egress-ffi/tests/c/$t.c
+  [[ $t != /* ]] || src=$t.c
+  flags=("${sanitize[@]}")
+  # GCC 12's AddressSanitizer allocator is not fork-safe with threads (a lock another thread
+  # holds at fork stays locked in the child): fork_test runs under UBSan alone.
+  [[ $t != fork_test ]] || flags=("${flags[@]/-fsanitize=address,undefined/-fsanitize=undefined}")
   # shellcheck disable=SC2046,SC2086 # word splitting of compiler flags is intended
-  cc "${sanitize[@]}" $(pkg-config --cflags egress) "egress-ffi/tests/c/$t.c" \
-    "$lib/libegress.a" $static_libs -o "$c/bin/$t"
+  cc "${flags[@]}" -I egress-ffi/tests/c $(pkg-config --cflags egress) "$src" \
+    "$lib/libegress.a" $static_libs -o "$c/bin/$(basename "$t")"
 done
 export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 # Leak checking must be live here: the canary's deliberate leak has to be reported.
@@ -109,11 +121,45 @@ state() {
   ip netns exec "$ns" sysctl -a 2>/dev/null | grep -E 'forwarding|arp_notify|ndisc_notify' | sort
 }
 before=$(state)
+unchanged() {
+  if ! diff -u <(echo "$before") <(state); then
+    echo "test-c: $1 left the namespace changed" >&2
+    exit 1
+  fi
+}
 "$c/bin/router_test" "$ns"
-if ! diff -u <(echo "$before") <(state); then
-  echo "test-c: router_test left the namespace changed" >&2
+unchanged router_test
+"$c/bin/outputs_test" "$ns"
+unchanged outputs_test
+"$c/bin/threads_test" "$ns"
+unchanged threads_test
+"$c/bin/main_exit_test" "$ns"
+unchanged main_exit_test
+# fork_test ends in daemon(): its first half exits with what it found before; the daemon writes
+# its pid and report to a file, and its sanitizers to the log.
+result=$c/fork_test.result
+rm -f "$result"
+"$c/bin/fork_test" "$ns" "$result" 2>"$c/fork_test.log" || {
+  cat "$c/fork_test.log" >&2
+  exit 1
+}
+for _ in $(seq 300); do
+  [[ -f $result && $(wc -l <"$result") -ge 2 ]] && break
+  sleep 0.1
+done
+daemon_pid=$(head -1 "$result" 2>/dev/null || true)
+for _ in $(seq 100); do
+  [[ -n $daemon_pid ]] && kill -0 "$daemon_pid" 2>/dev/null || break
+  sleep 0.1
+done
+if ! grep -q '^fork_test daemon: [1-9][0-9]* passed, 0 failed$' "$result" 2>/dev/null ||
+  grep -q 'ERROR: \|runtime error' "$c/fork_test.log"; then
+  cat "$result" "$c/fork_test.log" >&2 2>/dev/null || true
+  echo "test-c: the daemon of fork_test failed, hung or did not report" >&2
   exit 1
 fi
+tail -1 "$result"
+unchanged fork_test
 cleanup
 
 # diagnose_test's namespaces: the router's as router_test's, except that ext0's peer ext1 is in

@@ -1,6 +1,6 @@
 /*
  * The C leg of scripts/bench-bindings.sh: applies and tears down one router N times through
- * libegress (egress_spec_from_json, egress_apply, egress_router_teardown) and prints how long
+ * libegress (egress_spec_from_json, egress_spec_apply, egress_router_teardown) and prints how long
  * each call took, like examples/apply_loop.rs does through egress_core::blocking.
  *
  *   cc -O2 -Wall -Wextra -Werror apply_loop.c $(pkg-config --cflags --libs egress)
@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
     for (long round = 0; status == 0 && round <= n; round++) {
         egress_router *router = NULL;
         t[round][0] = now();
-        r = egress_apply(spec, &router);
+        r = egress_spec_apply(spec, &router);
         t[round][1] = now();
         if (r != EGRESS_RESULT_OK) {
             status = fail("apply", r);

@@ -113,20 +113,6 @@ pub enum Error {
         /// The positive errno the kernel returned.
         errno: i32,
     },
-    /// A call of [`crate::blocking`] was made on a thread that runs an async runtime: it would
-    /// block that runtime's thread. Use the async API there.
-    #[error("egress_core::blocking::{call} called from inside an async runtime: await egress_core::{call} instead")]
-    BlockingInAsync {
-        /// The blocking function called.
-        call: &'static str,
-    },
-    /// An async function of the crate was polled outside a tokio runtime (it drives netlink
-    /// sockets on one). Run it inside a tokio runtime, or use [`crate::blocking`].
-    #[error("{operation} needs a tokio runtime (none is running on this thread): use egress_core::blocking, or call it inside a tokio runtime")]
-    NoRuntime {
-        /// What needed the runtime.
-        operation: String,
-    },
     /// An undo was skipped on purpose: what it would have removed is kept because something
     /// else could not be restored, and is needed to finish later (the router's crash record).
     #[error("{undo} skipped: {reason}")]
@@ -224,10 +210,6 @@ pub enum ErrorKind {
     RollbackIncomplete,
     /// [`Error::Teardown`].
     Teardown,
-    /// [`Error::BlockingInAsync`].
-    BlockingInAsync,
-    /// [`Error::NoRuntime`].
-    NoRuntime,
     /// [`Error::UndoSkipped`].
     UndoSkipped,
     /// [`Error::Verify`].
@@ -246,8 +228,6 @@ impl Error {
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::Conflict { .. } => ErrorKind::Conflict,
             Error::Kernel { .. } => ErrorKind::Kernel,
-            Error::BlockingInAsync { .. } => ErrorKind::BlockingInAsync,
-            Error::NoRuntime { .. } => ErrorKind::NoRuntime,
             Error::UndoSkipped { .. } => ErrorKind::UndoSkipped,
             Error::Verify { .. } => ErrorKind::Verify,
             Error::StaleHandle { .. } => ErrorKind::StaleHandle,

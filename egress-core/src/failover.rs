@@ -161,7 +161,8 @@ async fn change_in(c: Conn, now: Current, spec: RouterSpec, role: Role) -> Resul
 impl Router {
     /// Promotes this router to active (see [`promote`]), from its spec. A handle whose router
     /// was torn down and applied again (another apply id in its crash record) changes nothing:
-    /// [`Error::StaleHandle`].
+    /// [`Error::StaleHandle`]. Role changes through one handle run one at a time: one called
+    /// while another runs starts when it ends.
     pub async fn promote(&self) -> Result<RoleChange> {
         self.change_role(Role::Active).await
     }
@@ -174,6 +175,7 @@ impl Router {
 
     async fn change_role(&self, role: Role) -> Result<RoleChange> {
         require_net_admin("change the role of an egress router")?;
+        let _one_at_a_time = self.one_change_at_a_time().await;
         let spec = self.spec().clone();
         let identity = self.identity();
         let span = info_span!("role", router = %spec.name, role = %role);

@@ -203,7 +203,7 @@ impl Undo {
             Undo::DeleteTable { table } => c.nft.delete_table(table).map(drop),
             Undo::RewriteTable { comment, rules } => c.nft.rewrite(comment, rules),
             Undo::DeleteLink { index, name } => {
-                let _deleting = sysctl::RTNL_GATE.read().await;
+                let _deleting = sysctl::RTNL_GATE.get().read().await;
                 link::delete(&c.rt, *index, name).await.map(drop)
             }
             Undo::SetLinkDown { index, name } => set_link_down(c, *index, name).await,

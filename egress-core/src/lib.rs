@@ -51,6 +51,16 @@
 //! router's is trusted only when a marked object vouches for it.
 //!
 //! All calls need `CAP_NET_ADMIN` (and `CAP_SYS_ADMIN` to enter other namespaces).
+//!
+//! ## Threads, fork
+//! The namespace work runs on the crate's own threads, never on the caller's: each call is a
+//! job on a pool thread (at most [`MAX_CALL_THREADS`] at once, more calls wait their turn;
+//! [`MAX_NESTED_THREADS`] for the work calls start beside them; a watch on a thread of its
+//! own), driven by that thread's tokio runtime. The async API awaits the job on any executor;
+//! [`blocking`] parks the calling thread, inside an async runtime too. A [`Router`] is `Send` and
+//! `Sync` (role changes through one handle run one at a time) and acts on the namespaces it
+//! holds. A child of `fork` may call anything, and use its parent's handles: the pool and the
+//! other process-wide state are made again in it.
 
 mod apply;
 pub mod blocking;
@@ -81,6 +91,7 @@ pub use drift::Drift;
 pub use error::{Error, ErrorKind, InvalidField, Result, Rollback};
 pub use failover::{demote, promote, RoleChange};
 pub use inspect::{default_route_link, inspect, link_exists, LinkState, RouterState};
+pub use netns::{MAX_CALL_THREADS, MAX_NESTED_THREADS};
 pub use ops::{
     addr::ADDRESS_PROTOCOL,
     link::group_marker as link_group_marker,

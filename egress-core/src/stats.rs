@@ -7,13 +7,16 @@ use serde::Serialize;
 use tracing::{info_span, Instrument};
 
 use crate::{
+    desired::Desired,
     error::{Error, Result},
     netns::{require_net_admin, Conn, NsHandle},
     ops::{
+        current::Current,
         nat::{
             dnat_traffic_rule, fallback_rule, redirect_map, snat_rule, snat_traffic_rule,
             traffic_set, Count, Counters, NatState,
         },
+        role::Role,
         sysctl,
     },
     spec::{table_name, validate_name, Netns, Protocol},
@@ -103,14 +106,32 @@ pub async fn stats(netns: &Netns, name: &str) -> Result<Option<Stats>> {
 }
 
 impl Router {
-    /// This router's traffic ([`stats`]).
+    /// This router's traffic ([`stats`]), in the namespace the handle holds; `None` once it is
+    /// gone. A router torn down and applied again by someone else since is
+    /// [`Error::StaleHandle`]: its counters are not this handle's router's.
     pub async fn stats(&self) -> Result<Option<Stats>> {
-        stats(self.spec().netns(), self.spec().name()).await
+        require_net_admin("read an egress router's counters")?;
+        let span = info_span!("stats", router = %self.spec().name());
+        let spec = self.spec().clone();
+        let identity = self.identity();
+        self.ns()
+            .within(move |ns| async move {
+                let mut c = Conn::open(ns)?;
+                let now = Current::read_identity(&mut c, &spec.name).await?;
+                identity.check(&now, &spec.name, &Desired::with_role(&spec, Role::Active))?;
+                stats_of(c, spec.name)
+            })
+            .instrument(span)
+            .await
     }
 }
 
 async fn stats_in(ns: NsHandle, name: String) -> Result<Option<Stats>> {
-    let mut c = Conn::open(ns)?;
+    stats_of(Conn::open(ns)?, name)
+}
+
+/// The traffic of router `name`, read through `c`.
+fn stats_of(mut c: Conn, name: String) -> Result<Option<Stats>> {
     let table = table_name(&name);
     let Some(counters) = c.nft.counters(&table)? else {
         return Ok(None);

@@ -38,7 +38,7 @@ use crate::{
     desired::Desired,
     drift::Drift,
     error::{Error, Result},
-    netns::{require_net_admin, Conn, NsHandle},
+    netns::{require_net_admin, this_process, Conn, Length, NsHandle},
     ops::{record, role::role_in, Current},
     spec::RouterSpec,
     Role,
@@ -104,15 +104,27 @@ pub enum WatchEnd {
 }
 
 /// A running watch; dropping it stops the watch and waits for it.
+///
+/// The watch runs on a thread of the process that started it. In a child of `fork`, which
+/// has a copy of the `Watcher` but not that thread, [`stop`](Watcher::stop), [`wait`] and
+/// dropping it return at once ([`WatchEnd::Stopped`]: no watch runs in the child; the
+/// parent's goes on).
+///
+/// [`wait`]: Watcher::wait
 #[derive(Debug)]
 pub struct Watcher {
     stop: Option<oneshot::Sender<()>>,
     done: Option<oneshot::Receiver<Result<Result<WatchEnd>>>>,
+    /// The process whose thread runs the watch.
+    process: (u32, u64),
 }
 
 impl Watcher {
     /// Stops the watch (a repair under way finishes first) and says how it ended.
     pub fn stop(mut self) -> Result<WatchEnd> {
+        if self.of_another_process() {
+            return Ok(WatchEnd::Stopped);
+        }
         if let Some(stop) = self.stop.take() {
             // The watch may have ended by itself: then no one listens.
             let _ = stop.send(());
@@ -129,15 +141,35 @@ impl Watcher {
         let Some(done) = self.done.take() else {
             return Ok(WatchEnd::Stopped);
         };
-        match futures::executor::block_on(done) {
+        if self.of_another_process() {
+            return Ok(WatchEnd::Stopped);
+        }
+        match crate::blocking::wait(done) {
             Ok(outcome) => outcome?,
             Err(oneshot::Canceled) => Err(Error::kernel("watch the router", libc::ECANCELED)),
         }
     }
 }
 
+impl Watcher {
+    /// Whether the watch runs in another process (this is a child of `fork`): then its
+    /// channels are let go without a word, since telling the other end would wake a task of a
+    /// runtime that only the parent runs (its locks perhaps held at fork).
+    fn of_another_process(&mut self) -> bool {
+        if self.process == this_process() {
+            return false;
+        }
+        std::mem::forget(self.stop.take());
+        std::mem::forget(self.done.take());
+        true
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
+        if self.of_another_process() {
+            return;
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -182,18 +214,31 @@ pub fn watch(
     require_net_admin("watch an egress router")?;
     let ns = NsHandle::open(&spec.netns, "netns")?;
     let parent = open_parent(spec)?;
+    watch_from(ns, parent, spec, on_event)
+}
+
+/// Starts the watch of `spec`'s router in `ns` (its macvlan's parent in `parent`).
+fn watch_from(
+    ns: NsHandle,
+    parent: Option<NsHandle>,
+    spec: &RouterSpec,
+    on_event: impl FnMut(&WatchEvent) + Send + 'static,
+) -> Result<Watcher> {
     let (stop, stopped) = oneshot::channel();
     let (ready, listening) = oneshot::channel();
     let spec = spec.clone();
     let span = info_span!("watch", router = %spec.name, netns = %spec.netns);
     let done = span.in_scope(|| {
-        ns.spawn_within(move |ns| watch_in(ns, spec, parent, on_event, stopped, ready))
+        ns.spawn_within(Length::Lasting, move |ns| {
+            watch_in(ns, spec, parent, on_event, stopped, ready)
+        })
     })?;
     let mut watcher = Watcher {
         stop: Some(stop),
         done: Some(done),
+        process: this_process(),
     };
-    match futures::executor::block_on(listening) {
+    match crate::blocking::wait(listening) {
         Ok(()) => Ok(watcher),
         // It ended before listening: its outcome says why.
         Err(oneshot::Canceled) => match watcher.join() {
@@ -520,9 +565,15 @@ fn listen_error(e: std::io::Error) -> Error {
 }
 
 impl crate::Router {
-    /// [`watch`] this router: repairs what drifts until the watch is stopped or the router is
-    /// torn down.
+    /// [`watch`] this router, in the namespaces the handle holds: repairs what drifts until the
+    /// watch is stopped or the router is torn down.
     pub fn watch(&self, on_event: impl FnMut(&WatchEvent) + Send + 'static) -> Result<Watcher> {
-        watch(self.spec(), on_event)
+        require_net_admin("watch an egress router")?;
+        watch_from(
+            self.ns().clone(),
+            self.parent().cloned(),
+            self.spec(),
+            on_event,
+        )
     }
 }

@@ -10,6 +10,49 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+/*
+ Conventions: every function of this header follows them.
+
+ - Opaque handles: `egress_spec_builder`, `egress_spec`, `egress_router`. Functions are named
+   `egress_<object>_<verb>` and take the object first, then inputs, then `*_out` outputs. The
+   `egress_router_*_by_name` functions act on a router found in the kernel by namespace path
+   and name instead of through a handle.
+ - Every function that can fail returns an `egress_result`; `EGRESS_RESULT_OK` is 0. On failure,
+   `egress_last_error_message` gives this thread's detailed message: the failed function, and
+   the field, value, plan step and errno the error concerns. A successful call clears it.
+ - Outputs are set before anything else, to NULL (`*action_out` to `EGRESS_ENSURE_ACTION_NONE`,
+   `*out_n` to 0), and stay so after any failure, so they can be freed unconditionally. Three
+   failures carry an output, and say so: `EGRESS_RESULT_DRIFT_FOUND` and
+   `EGRESS_RESULT_DIAGNOSIS_FAILED` (the JSON), `EGRESS_RESULT_INSUFFICIENT_SIZE` (the length).
+ - A NULL pointer where an argument is required returns `EGRESS_RESULT_NULL_PARAMETER`.
+ - Integer arguments are `int64_t` (any C integer converts to it as it is) and enumerations
+   `uint32_t`: a value the field cannot hold (a port above 65535, a negative count, an unknown
+   enumerator) returns `EGRESS_RESULT_OUT_OF_RANGE`, naming the argument and the value; one it
+   can hold but that is invalid (port 0) is refused by name where the spec is validated.
+ - Strings in are NUL-terminated UTF-8 (`EGRESS_RESULT_INVALID_UTF8` otherwise); strings out
+   are allocated by the library and released with `egress_string_free`.
+ - `*_free(NULL)` does nothing. Using a handle after it was freed or consumed, or freeing it
+   twice, is undefined behaviour.
+ - No Rust panic crosses the boundary: it is caught and returned as `EGRESS_RESULT_PANIC`.
+ - Threads: any thread may call any function; calls block until done. An `egress_spec` may be
+   used by several threads at once, and so may an `egress_router` (role changes through it run
+   one at a time), except `egress_router_teardown` and `egress_router_free`, which consume it:
+   no other call on that router may run meanwhile or after. A builder is used by one thread at
+   a time. The library does its namespace work on threads of its own: at most 128 calls' work
+   at once (more calls wait their turn; egress_core's `MAX_CALL_THREADS`), and 32 more for
+   work that calls start beside them (`MAX_NESTED_THREADS`).
+ - Signals: block `SIGTERM` (and the other signals you `sigwait` for) before the first call: the
+   library's threads inherit the signal mask of the thread that starts them.
+ - `fork`: a child may call the library whatever its parent was doing when it forked
+   (`daemon()` after configuring included): the library's threads, queues and locks are made
+   again, empty, in the child. A router handle made by the parent is valid in the child (its
+   namespace descriptors are inherited): the router is kernel state, shared by both, so tear
+   it down in one process only.
+ - The main thread may exit (`pthread_exit` in `main`) while other threads go on calling: between
+   jobs the library's threads wait in the process's namespace, opened while the main thread
+   lived (or, first called after it exited, the namespace of the thread that called).
+ */
+
 
 /*
  What a call of the C API returned. `EGRESS_RESULT_OK` (0) is success; every other value is a
@@ -18,7 +61,9 @@
  Values come in ranges by cause and are never reused for another meaning:
  - 1000–1099: the arguments of the call (NULL, not UTF-8, out of range, buffer too small);
  - 1100–1199: the library itself, whatever the arguments and the kernel (a caught panic, an
-   error this version does not know, its async runtime entered the wrong way);
+   error this version does not know); 1102 and 1103 were codes of errors the library no
+   longer has (a call made inside one of its async runtimes, work run outside one): reserved,
+   never returned;
  - 2000–2099: the spec is invalid, whatever the kernel holds;
  - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects,
    a router that is no longer the handle's);
@@ -51,7 +96,9 @@ enum egress_result
    */
   EGRESS_RESULT_INVALID_UTF8 = 1001,
   /*
-   An enumeration argument holds a value outside its enum; the message names it.
+   An enumeration argument holds a value outside its enum, or an integer argument one that
+   the field it sets cannot hold (a port above 65535, a negative count); the message names
+   the argument, its value and the range.
    */
   EGRESS_RESULT_OUT_OF_RANGE = 1002,
   /*
@@ -71,20 +118,6 @@ enum egress_result
    An error of a kind this version of the C API does not know; the message says what.
    */
   EGRESS_RESULT_UNKNOWN_ERROR = 1101,
-  /*
-   A call was made on a thread that was running one of the library's own async runtimes,
-   which it would have blocked. In the 1100 range because it concerns how the library runs,
-   not the arguments or the kernel. A C program cannot get it (every call runs to its end
-   on a runtime of the calling thread, and the library calls nothing back); it has its code
-   so that every error of the core has one.
-   */
-  EGRESS_RESULT_BLOCKING_IN_ASYNC = 1102,
-  /*
-   The library's netlink work ran outside an async runtime. In the 1100 range, as
-   `EGRESS_RESULT_BLOCKING_IN_ASYNC`: a bug if it ever reaches C, since every call brings
-   its runtime.
-   */
-  EGRESS_RESULT_NO_RUNTIME = 1103,
   /*
    The spec is invalid: the message names every invalid field (the first, then "; and N
    more: ..."), each with its value and what would be valid.
@@ -171,6 +204,11 @@ enum egress_ensure_action
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /*
+   The call failed: `egress_spec_ensure` sets `*action_out` to it first, and leaves it on
+   any failure.
+   */
+  EGRESS_ENSURE_ACTION_NONE = 0,
+  /*
    Nothing was configured: the router was applied.
    */
   EGRESS_ENSURE_ACTION_CREATED = 1,
@@ -256,9 +294,21 @@ typedef uint32_t egress_protocol;
 #endif // __cplusplus
 
 /*
- A live router (opaque): what `egress_spec_apply` built, with the journal that undoes it.
- Consumed by `egress_router_teardown`; `egress_router_free` releases the handle and
- leaves the router configured. It may be passed between threads, used by one at a time.
+ A live router (opaque): what `egress_spec_apply` built. It holds the router's namespace
+ (an open file descriptor: a namespace given by pid, or the caller's, stays the one it was)
+ and the apply id of its crash record; every call through it acts on that router in that
+ namespace, and refuses with `EGRESS_RESULT_STALE_HANDLE` one torn down and applied again
+ by someone else since. Consumed by `egress_router_teardown`; `egress_router_free`
+ releases the handle and leaves the router configured.
+
+ Threads: any number of threads may call `egress_router_promote`, `egress_router_demote`,
+ `egress_router_stats_json` and `egress_router_diagnose_json` on one router at once; the
+ role changes run one at a time (a second waits for the first to end), the reads beside
+ them. `egress_router_teardown` and `egress_router_free` consume the handle: no other call
+ on it may run at the same time or come after.
+
+ Fork: a child process may use a router its parent made (to tear it down, or anything
+ else); the router is kernel state, which parent and child share.
  */
 typedef struct egress_router egress_router;
 
@@ -273,8 +323,12 @@ typedef struct egress_spec egress_spec;
  A router spec being built call by call (opaque). Made by `egress_spec_builder_new`,
  consumed by `egress_spec_builder_build` or released by `egress_spec_builder_free`.
 
- Setters check only their arguments (NULL, UTF-8, enum values); every check of the values
- themselves runs in `egress_spec_builder_build`, which names the field that is wrong.
+ Setters check only their arguments (NULL, UTF-8, enum values, integers that the field
+ cannot hold: `EGRESS_RESULT_OUT_OF_RANGE`); every check of the values themselves runs in
+ `egress_spec_builder_build`, which names the field that is wrong.
+
+ Integer arguments are `int64_t`, which holds any C integer a caller has without conversion:
+ a port of 65616 is refused as such, never taken as 80, a negative count as such.
  */
 typedef struct egress_spec_builder egress_spec_builder;
 
@@ -303,7 +357,8 @@ const char *egress_version(void);
  Returns `EGRESS_RESULT_OK` when the whole message fit, `EGRESS_RESULT_INSUFFICIENT_SIZE` when
  it was truncated (at a UTF-8 character boundary, still NUL-terminated when `len > 0`; call
  again with a buffer of `*out_n + 1` bytes), `EGRESS_RESULT_NULL_PARAMETER` when `buf` or
- `out_n` is NULL. This function never changes the stored message.
+ `out_n` is NULL (the other, if given, is emptied: `*out_n` 0, `buf` an empty string). This
+ function never changes the stored message.
 
  # Safety
  `buf` must be NULL or point to at least `len` writable bytes; `out_n` must be NULL or point
@@ -371,13 +426,13 @@ egress_result egress_spec_builder_netns_name(struct egress_spec_builder *builder
                                              const char *netns);
 
 /*
- The router namespace as the namespace of process `pid` (above 0; checked by
- `egress_spec_builder_build`).
+ The router namespace as the namespace of process `pid` (above 0: 0 is refused by
+ `egress_spec_builder_build`; negative or above 4294967295, `EGRESS_RESULT_OUT_OF_RANGE`).
 
  # Safety
  `builder` must be NULL or a live builder used by no other thread.
  */
-egress_result egress_spec_builder_netns_pid(struct egress_spec_builder *builder, uint32_t pid);
+egress_result egress_spec_builder_netns_pid(struct egress_spec_builder *builder, int64_t pid);
 
 /*
  Creates a macvlan on link `parent` as the external link, directly inside the router
@@ -421,7 +476,8 @@ egress_result egress_spec_builder_parent_netns_name(struct egress_spec_builder *
                                                     const char *netns);
 
 /*
- The namespace of the macvlan's parent link, as the namespace of process `pid`.
+ The namespace of the macvlan's parent link, as the namespace of process `pid` (as
+ `egress_spec_builder_netns_pid`).
 
  Returns `EGRESS_RESULT_MACVLAN_NOT_SET` unless `egress_spec_builder_macvlan` was called
  before.
@@ -430,11 +486,12 @@ egress_result egress_spec_builder_parent_netns_name(struct egress_spec_builder *
  `builder` must be NULL or a live builder used by no other thread.
  */
 egress_result egress_spec_builder_parent_netns_pid(struct egress_spec_builder *builder,
-                                                   uint32_t pid);
+                                                   int64_t pid);
 
 /*
  The macvlan's MTU (`ip link add ... mtu N`; at least 68, 1280 with IPv6, at most the
- parent's).
+ parent's: checked by `egress_spec_builder_build`; negative or above 4294967295,
+ `EGRESS_RESULT_OUT_OF_RANGE`).
 
  Returns `EGRESS_RESULT_MACVLAN_NOT_SET` unless `egress_spec_builder_macvlan` was called
  before.
@@ -442,7 +499,7 @@ egress_result egress_spec_builder_parent_netns_pid(struct egress_spec_builder *b
  # Safety
  `builder` must be NULL or a live builder used by no other thread.
  */
-egress_result egress_spec_builder_mtu(struct egress_spec_builder *builder, uint32_t mtu);
+egress_result egress_spec_builder_mtu(struct egress_spec_builder *builder, int64_t mtu);
 
 /*
  The macvlan's MAC address, such as `02:00:00:00:00:99` (default: the kernel picks one).
@@ -510,8 +567,9 @@ egress_result egress_spec_builder_add_gateway(struct egress_spec_builder *builde
 /*
  Adds a redirect: connections to `port`/`protocol` on the router's internal link go to
  `to`:`to_port` (`to_port` 0 = `port`). `protocol` is an `egress_protocol`; any other value
- returns `EGRESS_RESULT_OUT_OF_RANGE`. `port` must be 1 to 65535 (checked by
- `egress_spec_builder_build`).
+ returns `EGRESS_RESULT_OUT_OF_RANGE`. `port` must be 1 to 65535 (0 is refused by
+ `egress_spec_builder_build`); a port or `to_port` below 0 or above 65535 returns
+ `EGRESS_RESULT_OUT_OF_RANGE`.
 
  # Safety
  `builder` must be NULL or a live builder used by no other thread; `to` must be NULL or a
@@ -519,9 +577,9 @@ egress_result egress_spec_builder_add_gateway(struct egress_spec_builder *builde
  */
 egress_result egress_spec_builder_add_redirect(struct egress_spec_builder *builder,
                                                uint32_t protocol,
-                                               uint16_t port,
+                                               int64_t port,
                                                const char *to,
-                                               uint16_t to_port);
+                                               int64_t to_port);
 
 /*
  Sets the fallback destination of one address family: connections to any port that is
@@ -547,12 +605,13 @@ egress_result egress_spec_builder_add_kept_route(struct egress_spec_builder *bui
 
 /*
  How many gratuitous ARPs / unsolicited neighbour advertisements to send per egress address
- when it comes up (default 1, 0 = none, at most 16; checked by `egress_spec_builder_build`).
+ when it comes up (default 1, 0 = none, at most 16: 17 to 255 are refused by
+ `egress_spec_builder_build`; negative or above 255, `EGRESS_RESULT_OUT_OF_RANGE`).
 
  # Safety
  `builder` must be NULL or a live builder used by no other thread.
  */
-egress_result egress_spec_builder_announce(struct egress_spec_builder *builder, uint8_t count);
+egress_result egress_spec_builder_announce(struct egress_spec_builder *builder, int64_t count);
 
 /*
  Validates everything that needs no kernel and stores the spec in `*spec_out`.
@@ -630,16 +689,6 @@ egress_result egress_spec_to_json(const struct egress_spec *spec, char **json_ou
 egress_result egress_spec_apply(const struct egress_spec *spec, struct egress_router **router_out);
 
 /*
- Deprecated alias of `egress_spec_apply` (its name before the functions followed the
- `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
- exactly as `egress_spec_apply`; its error messages name `egress_apply`.
-
- # Safety
- As for `egress_spec_apply`.
- */
-egress_result egress_apply(const struct egress_spec *spec, struct egress_router **router_out);
-
-/*
  Tears the router down: undoes everything its apply did, in reverse order (restores the
  previous default routes and sysctl values, deletes what it created). Runs every undo even
  when one fails; `EGRESS_RESULT_TEARDOWN_INCOMPLETE` lists what remains. A router that is
@@ -683,16 +732,6 @@ void egress_router_free(struct egress_router *router);
 egress_result egress_spec_ensure(const struct egress_spec *spec, egress_ensure_action *action_out);
 
 /*
- Deprecated alias of `egress_spec_ensure` (its name before the functions followed the
- `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
- exactly as `egress_spec_ensure`; its error messages name `egress_ensure`.
-
- # Safety
- As for `egress_spec_ensure`.
- */
-egress_result egress_ensure(const struct egress_spec *spec, egress_ensure_action *action_out);
-
-/*
  Compares the kernel with `spec`; changes nothing. Stores the differences in `*drift_out` as
  a JSON array (`[]` when there are none; each element an object with a `"kind"` such as
  `"link_down"` or `"route_missing"` and its details; free it with `egress_string_free`).
@@ -705,16 +744,6 @@ egress_result egress_ensure(const struct egress_spec *spec, egress_ensure_action
  a pointer.
  */
 egress_result egress_spec_check(const struct egress_spec *spec, char **drift_out);
-
-/*
- Deprecated alias of `egress_spec_check` (its name before the functions followed the
- `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
- exactly as `egress_spec_check`; its error messages name `egress_check`.
-
- # Safety
- As for `egress_spec_check`.
- */
-egress_result egress_check(const struct egress_spec *spec, char **drift_out);
 
 /*
  What the namespace of `spec` still needs to hold the router, as it is now: only the steps
@@ -743,17 +772,6 @@ egress_result egress_spec_plan_live(const struct egress_spec *spec, char **plan_
 egress_result egress_router_teardown_by_name(const char *netns_path, const char *name);
 
 /*
- Deprecated alias of `egress_router_teardown_by_name` (its name before the functions followed
- the `egress_<object>_<verb>` rule), kept exported for programs built against it. It behaves
- exactly as `egress_router_teardown_by_name`; its error messages name
- `egress_teardown_by_name`.
-
- # Safety
- As for `egress_router_teardown_by_name`.
- */
-egress_result egress_teardown_by_name(const char *netns_path, const char *name);
-
-/*
  What router `name` owns in the namespace at `netns_path` (see
  `egress_router_teardown_by_name` for the path), read from the kernel without a handle, as a
  JSON object in `*json_out` (free it with `egress_string_free`): `name`, `table`, `link`
@@ -767,17 +785,6 @@ egress_result egress_teardown_by_name(const char *netns_path, const char *name);
 egress_result egress_router_inspect_json_by_name(const char *netns_path,
                                                  const char *name,
                                                  char **json_out);
-
-/*
- Deprecated alias of `egress_router_inspect_json_by_name` (its name before the functions
- followed the `egress_<object>_<verb>` rule), kept exported for programs built against it.
- It behaves exactly as `egress_router_inspect_json_by_name`; its error messages name
- `egress_inspect_json`.
-
- # Safety
- As for `egress_router_inspect_json_by_name`.
- */
-egress_result egress_inspect_json(const char *netns_path, const char *name, char **json_out);
 
 /*
  Applies `spec` as a standby (`egress_spec_apply` otherwise): everything is staged (link,
@@ -796,10 +803,12 @@ egress_result egress_spec_apply_standby(const struct egress_spec *spec,
  gateway and the stable MAC in one flight of netlink requests, then sends the first
  announcement and returns (the others follow, spaced, on a thread of the library: a program
  that exits right away may cut them short). A transaction: on failure the router is standby
- as before. An active router is left as it is.
+ as before. An active router is left as it is. Role changes through one handle run one at a
+ time: called while another runs, it starts when that one ends.
 
  # Safety
- `router` must be NULL or a live router used by no other thread.
+ `router` must be NULL or a live router (other threads may use it meanwhile, except to tear
+ it down or free it).
  */
 egress_result egress_router_promote(const struct egress_router *router);
 
@@ -809,7 +818,8 @@ egress_result egress_router_promote(const struct egress_router *router);
  own MAC back. A transaction; a standby router is left as it is.
 
  # Safety
- `router` must be NULL or a live router used by no other thread.
+ `router` must be NULL or a live router (other threads may use it meanwhile, except to tear
+ it down or free it).
  */
 egress_result egress_router_demote(const struct egress_router *router);
 
@@ -840,12 +850,14 @@ egress_result egress_router_demote_by_name(const char *netns_path, const char *n
  `snat`, one per family with an egress source (`source`, `packets`, `bytes`);
  `conntrack_entries`, the connections the namespace tracks now. Connections count their
  first packet, packets and bytes both directions. A repair that rebuilds the router's
- ruleset starts the counters again. `EGRESS_RESULT_NOT_FOUND` when the router is not
- configured any more.
+ ruleset starts the counters again. Read in the namespace the handle holds.
+ `EGRESS_RESULT_NOT_FOUND` when the router is not configured any more;
+ `EGRESS_RESULT_STALE_HANDLE` when the router there is not the one this handle applied (torn
+ down and applied again by someone else).
 
  # Safety
- `router` must be NULL or a live router used by no other thread; `json_out` must be NULL or
- point to writable storage for a pointer.
+ `router` must be NULL or a live router (other threads may use it meanwhile, except to tear
+ it down or free it); `json_out` must be NULL or point to writable storage for a pointer.
  */
 egress_result egress_router_stats_json(const struct egress_router *router, char **json_out);
 
@@ -879,7 +891,8 @@ egress_result egress_router_stats_json_by_name(const char *netns_path,
  `EGRESS_RESULT_DIAGNOSIS_FAILED` when one did (`*json_out` is set too, and the message
  lists each failed check with its hint). A router that is not there is a diagnosis too:
  its `state` check fails. `EGRESS_RESULT_INVALID_SPEC`: an invalid name or a timeout above
- 10000 ms (the message names the field and the value).
+ 10000 ms (the message names the field and the value); `EGRESS_RESULT_OUT_OF_RANGE`: a
+ negative timeout.
 
  # Safety
  `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be
@@ -887,8 +900,23 @@ egress_result egress_router_stats_json_by_name(const char *netns_path,
  */
 egress_result egress_router_diagnose_json_by_name(const char *netns_path,
                                                   const char *name,
-                                                  uint32_t timeout_ms,
+                                                  int64_t timeout_ms,
                                                   char **json_out);
+
+/*
+ Diagnoses `router` as `egress_spec_diagnose_json` diagnoses its spec (the same JSON,
+ results and timeout), in the namespaces the handle holds (the router's, and its macvlan
+ parent's as the apply found it). `EGRESS_RESULT_STALE_HANDLE` when the router there is not
+ the one this handle applied (torn down and applied again by someone else); one that is gone
+ is a diagnosis whose `state` check fails.
+
+ # Safety
+ `router` must be NULL or a live router (other threads may use it meanwhile, except to tear
+ it down or free it); `json_out` must be NULL or point to writable storage for a pointer.
+ */
+egress_result egress_router_diagnose_json(const struct egress_router *router,
+                                          int64_t timeout_ms,
+                                          char **json_out);
 
 /*
  Diagnoses the router `spec` describes, as `egress_router_diagnose_json_by_name` does (the
@@ -900,7 +928,7 @@ egress_result egress_router_diagnose_json_by_name(const char *netns_path,
  for a pointer.
  */
 egress_result egress_spec_diagnose_json(const struct egress_spec *spec,
-                                        uint32_t timeout_ms,
+                                        int64_t timeout_ms,
                                         char **json_out);
 
 #ifdef __cplusplus

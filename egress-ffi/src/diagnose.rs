@@ -6,16 +6,19 @@ use std::{ffi::c_char, time::Duration};
 use egress_core::{blocking, DiagnoseOptions, Diagnosis, Netns, Status};
 
 use crate::{
-    error::{arg_out, arg_ref, arg_str, call, egress_result, put_string, Failure},
+    error::{arg_int, arg_out, arg_ref, arg_str, call, egress_result, put_string, Failure},
+    router::egress_router,
     spec::egress_spec,
 };
 
-/// The options of a diagnosis with `timeout_ms` (0: the default).
-fn options(timeout_ms: u32) -> DiagnoseOptions {
-    match timeout_ms {
+/// The options of a diagnosis with `timeout_ms` (0: the default); a negative one is out of
+/// range (one above the longest is the core's to refuse, by name).
+fn options(timeout_ms: i64) -> Result<DiagnoseOptions, Failure> {
+    let ms: u64 = arg_int(timeout_ms, "timeout_ms", "0 (the default) to 10000 ms")?;
+    Ok(match ms {
         0 => DiagnoseOptions::new(),
-        ms => DiagnoseOptions::new().timeout(Duration::from_millis(ms.into())),
-    }
+        ms => DiagnoseOptions::new().timeout(Duration::from_millis(ms)),
+    })
 }
 
 /// Puts the JSON form of `d` into `out`; a failed check makes the call fail with
@@ -68,7 +71,8 @@ fn answer(out: &mut *mut c_char, d: &Diagnosis) -> Result<(), Failure> {
 /// `EGRESS_RESULT_DIAGNOSIS_FAILED` when one did (`*json_out` is set too, and the message
 /// lists each failed check with its hint). A router that is not there is a diagnosis too:
 /// its `state` check fails. `EGRESS_RESULT_INVALID_SPEC`: an invalid name or a timeout above
-/// 10000 ms (the message names the field and the value).
+/// 10000 ms (the message names the field and the value); `EGRESS_RESULT_OUT_OF_RANGE`: a
+/// negative timeout.
 ///
 /// # Safety
 /// `netns_path` and `name` must each be NULL or a NUL-terminated string; `json_out` must be
@@ -77,7 +81,7 @@ fn answer(out: &mut *mut c_char, d: &Diagnosis) -> Result<(), Failure> {
 pub unsafe extern "C" fn egress_router_diagnose_json_by_name(
     netns_path: *const c_char,
     name: *const c_char,
-    timeout_ms: u32,
+    timeout_ms: i64,
     json_out: *mut *mut c_char,
 ) -> egress_result {
     call("egress_router_diagnose_json_by_name", || {
@@ -85,7 +89,33 @@ pub unsafe extern "C" fn egress_router_diagnose_json_by_name(
         let out = unsafe { arg_out(json_out, "json_out") }?;
         let netns = unsafe { arg_str(netns_path, "netns_path") }?;
         let name = unsafe { arg_str(name, "name") }?;
-        let d = blocking::diagnose(&Netns::Path(netns.into()), name, &options(timeout_ms))?;
+        let options = options(timeout_ms)?;
+        let d = blocking::diagnose(&Netns::Path(netns.into()), name, &options)?;
+        answer(out, &d)
+    })
+}
+
+/// Diagnoses `router` as `egress_spec_diagnose_json` diagnoses its spec (the same JSON,
+/// results and timeout), in the namespaces the handle holds (the router's, and its macvlan
+/// parent's as the apply found it). `EGRESS_RESULT_STALE_HANDLE` when the router there is not
+/// the one this handle applied (torn down and applied again by someone else); one that is gone
+/// is a diagnosis whose `state` check fails.
+///
+/// # Safety
+/// `router` must be NULL or a live router (other threads may use it meanwhile, except to tear
+/// it down or free it); `json_out` must be NULL or point to writable storage for a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn egress_router_diagnose_json(
+    router: *const egress_router,
+    timeout_ms: i64,
+    json_out: *mut *mut c_char,
+) -> egress_result {
+    call("egress_router_diagnose_json", || {
+        // SAFETY (both): as documented for the caller.
+        let out = unsafe { arg_out(json_out, "json_out") }?;
+        let router = unsafe { arg_ref(router, "router") }?;
+        let options = options(timeout_ms)?;
+        let d = blocking::diagnose_router(router.inner(), &options)?;
         answer(out, &d)
     })
 }
@@ -100,14 +130,15 @@ pub unsafe extern "C" fn egress_router_diagnose_json_by_name(
 #[no_mangle]
 pub unsafe extern "C" fn egress_spec_diagnose_json(
     spec: *const egress_spec,
-    timeout_ms: u32,
+    timeout_ms: i64,
     json_out: *mut *mut c_char,
 ) -> egress_result {
     call("egress_spec_diagnose_json", || {
         // SAFETY (both): as documented for the caller.
         let out = unsafe { arg_out(json_out, "json_out") }?;
         let spec = unsafe { arg_ref(spec, "spec") }?;
-        let d = blocking::diagnose_spec(&spec.0, &options(timeout_ms))?;
+        let options = options(timeout_ms)?;
+        let d = blocking::diagnose_spec(&spec.0, &options)?;
         answer(out, &d)
     })
 }

@@ -5,6 +5,7 @@ use std::{
     any::Any,
     cell::RefCell,
     ffi::{c_char, CStr, CString},
+    fmt::Display,
     panic::{catch_unwind, AssertUnwindSafe},
 };
 
@@ -16,7 +17,9 @@ use egress_core::{Error, ErrorKind};
 /// Values come in ranges by cause and are never reused for another meaning:
 /// - 1000–1099: the arguments of the call (NULL, not UTF-8, out of range, buffer too small);
 /// - 1100–1199: the library itself, whatever the arguments and the kernel (a caught panic, an
-///   error this version does not know, its async runtime entered the wrong way);
+///   error this version does not know); 1102 and 1103 were codes of errors the library no
+///   longer has (a call made inside one of its async runtimes, work run outside one): reserved,
+///   never returned;
 /// - 2000–2099: the spec is invalid, whatever the kernel holds;
 /// - 3000–3099: the kernel's state rules the call out (permission, missing or existing objects,
 ///   a router that is no longer the handle's);
@@ -39,7 +42,9 @@ pub enum egress_result {
     NullParameter = 1000,
     /// A string argument is not valid UTF-8; the message names it and the byte offset.
     InvalidUtf8 = 1001,
-    /// An enumeration argument holds a value outside its enum; the message names it.
+    /// An enumeration argument holds a value outside its enum, or an integer argument one that
+    /// the field it sets cannot hold (a port above 65535, a negative count); the message names
+    /// the argument, its value and the range.
     OutOfRange = 1002,
     /// The caller's buffer is too small; the output was truncated.
     InsufficientSize = 1003,
@@ -50,16 +55,8 @@ pub enum egress_result {
     Panic = 1100,
     /// An error of a kind this version of the C API does not know; the message says what.
     UnknownError = 1101,
-    /// A call was made on a thread that was running one of the library's own async runtimes,
-    /// which it would have blocked. In the 1100 range because it concerns how the library runs,
-    /// not the arguments or the kernel. A C program cannot get it (every call runs to its end
-    /// on a runtime of the calling thread, and the library calls nothing back); it has its code
-    /// so that every error of the core has one.
-    BlockingInAsync = 1102,
-    /// The library's netlink work ran outside an async runtime. In the 1100 range, as
-    /// `EGRESS_RESULT_BLOCKING_IN_ASYNC`: a bug if it ever reaches C, since every call brings
-    /// its runtime.
-    NoRuntime = 1103,
+    // 1102 and 1103: reserved (EGRESS_RESULT_BLOCKING_IN_ASYNC and EGRESS_RESULT_NO_RUNTIME
+    // before 0.1.0, errors of how the library ran that it no longer has); never reused.
     /// The spec is invalid: the message names every invalid field (the first, then "; and N
     /// more: ..."), each with its value and what would be valid.
     InvalidSpec = 2000,
@@ -106,7 +103,7 @@ pub enum egress_result {
 
 impl egress_result {
     /// Every value, in numeric order.
-    pub(crate) const ALL: [egress_result; 23] = [
+    pub(crate) const ALL: [egress_result; 21] = [
         egress_result::Ok,
         egress_result::NullParameter,
         egress_result::InvalidUtf8,
@@ -115,8 +112,6 @@ impl egress_result {
         egress_result::MacvlanNotSet,
         egress_result::Panic,
         egress_result::UnknownError,
-        egress_result::BlockingInAsync,
-        egress_result::NoRuntime,
         egress_result::InvalidSpec,
         egress_result::PermissionDenied,
         egress_result::NotFound,
@@ -143,8 +138,6 @@ impl egress_result {
             egress_result::MacvlanNotSet => c"EGRESS_RESULT_MACVLAN_NOT_SET",
             egress_result::Panic => c"EGRESS_RESULT_PANIC",
             egress_result::UnknownError => c"EGRESS_RESULT_UNKNOWN_ERROR",
-            egress_result::BlockingInAsync => c"EGRESS_RESULT_BLOCKING_IN_ASYNC",
-            egress_result::NoRuntime => c"EGRESS_RESULT_NO_RUNTIME",
             egress_result::InvalidSpec => c"EGRESS_RESULT_INVALID_SPEC",
             egress_result::PermissionDenied => c"EGRESS_RESULT_PERMISSION_DENIED",
             egress_result::NotFound => c"EGRESS_RESULT_NOT_FOUND",
@@ -183,8 +176,6 @@ impl egress_result {
             (ErrorKind::RollbackIncomplete, _) => egress_result::RollbackIncomplete,
             (ErrorKind::Teardown, _) => egress_result::TeardownIncomplete,
             (ErrorKind::UndoSkipped, _) => egress_result::UndoSkipped,
-            (ErrorKind::BlockingInAsync, _) => egress_result::BlockingInAsync,
-            (ErrorKind::NoRuntime, _) => egress_result::NoRuntime,
             _ => egress_result::UnknownError,
         }
     }
@@ -212,7 +203,7 @@ impl Failure {
         )
     }
 
-    pub(crate) fn out_of_range(arg: &str, value: u32, valid: &str) -> Self {
+    pub(crate) fn out_of_range(arg: &str, value: impl Display, valid: &str) -> Self {
         Failure::new(
             egress_result::OutOfRange,
             format!("argument `{arg}` is {value}, expected {valid}"),
@@ -301,7 +292,8 @@ pub(crate) unsafe fn arg_mut<'a, T>(p: *mut T, arg: &str) -> Result<&'a mut T, F
     unsafe { p.as_mut() }.ok_or_else(|| Failure::null(arg))
 }
 
-/// An output pointer argument, set to NULL before anything else happens.
+/// An output pointer argument, set to NULL at once. Every function takes its outputs first,
+/// before it looks at any other argument, so that every failure leaves them NULL.
 ///
 /// # Safety
 /// `p` is NULL or points to writable storage for a pointer, valid for `'a`.
@@ -315,6 +307,12 @@ pub(crate) unsafe fn arg_out<'a, T>(p: *mut *mut T, arg: &str) -> Result<&'a mut
         p.write(std::ptr::null_mut());
         Ok(&mut *p)
     }
+}
+
+/// An integer argument that must fit `T` (the type of the field it sets): out of range is
+/// `EGRESS_RESULT_OUT_OF_RANGE`, naming the argument, the value and `valid`.
+pub(crate) fn arg_int<T: TryFrom<i64>>(value: i64, arg: &str, valid: &str) -> Result<T, Failure> {
+    T::try_from(value).map_err(|_| Failure::out_of_range(arg, value, valid))
 }
 
 /// Hands `text` to C as a string the caller frees with `egress_string_free`.
@@ -344,7 +342,8 @@ pub(crate) fn put_string(out: &mut *mut c_char, text: String) -> Result<(), Fail
 /// Returns `EGRESS_RESULT_OK` when the whole message fit, `EGRESS_RESULT_INSUFFICIENT_SIZE` when
 /// it was truncated (at a UTF-8 character boundary, still NUL-terminated when `len > 0`; call
 /// again with a buffer of `*out_n + 1` bytes), `EGRESS_RESULT_NULL_PARAMETER` when `buf` or
-/// `out_n` is NULL. This function never changes the stored message.
+/// `out_n` is NULL (the other, if given, is emptied: `*out_n` 0, `buf` an empty string). This
+/// function never changes the stored message.
 ///
 /// # Safety
 /// `buf` must be NULL or point to at least `len` writable bytes; `out_n` must be NULL or point
@@ -357,6 +356,16 @@ pub unsafe extern "C" fn egress_last_error_message(
 ) -> egress_result {
     boundary(egress_result::Panic, || {
         if buf.is_null() || out_n.is_null() {
+            // SAFETY: each is NULL or writable, as the caller promises: what is given is
+            // emptied.
+            unsafe {
+                if !out_n.is_null() {
+                    out_n.write(0);
+                }
+                if !buf.is_null() && len > 0 {
+                    buf.write(0);
+                }
+            }
             return egress_result::NullParameter;
         }
         LAST_ERROR
@@ -434,10 +443,15 @@ pub(crate) mod tests {
         assert_eq!(
             numbers,
             [
-                0, 1000, 1001, 1002, 1003, 1004, 1100, 1101, 1102, 1103, 2000, 3000, 3001, 3002,
-                3003, 3004, 3100, 3101, 3102, 4000, 4001, 4002, 4003
+                0, 1000, 1001, 1002, 1003, 1004, 1100, 1101, 2000, 3000, 3001, 3002, 3003, 3004,
+                3100, 3101, 3102, 4000, 4001, 4002, 4003
             ]
         );
+        // The codes of removed errors stay unused.
+        for reserved in [1102, 1103] {
+            let name = unsafe { CStr::from_ptr(egress_result_name(reserved)) };
+            assert_eq!(name, c"unknown egress_result");
+        }
     }
 
     #[test]
@@ -541,16 +555,6 @@ pub(crate) mod tests {
             rollback,
         };
         let cases = [
-            (
-                Error::BlockingInAsync { call: "plan" },
-                egress_result::BlockingInAsync,
-            ),
-            (
-                Error::NoRuntime {
-                    operation: "open a route netlink socket".into(),
-                },
-                egress_result::NoRuntime,
-            ),
             (
                 Error::StaleHandle {
                     name: "r".into(),

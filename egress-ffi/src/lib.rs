@@ -24,39 +24,13 @@
 //! ```
 //!
 //! ## Conventions (as in rustls-ffi)
-//! - Opaque handles: `egress_spec_builder`, `egress_spec`, `egress_router`.
-//! - Functions are named `egress_<object>_<verb>` and take the object first, then inputs, then
-//!   `*_out` outputs. The object is the handle the function works on (`egress_spec_apply(spec,
-//!   ...)`, `egress_router_teardown(router)`) or the one it makes (`egress_spec_builder_new`,
-//!   `egress_spec_from_json`); `egress_string_free` and `egress_result_name` take a string and
-//!   a result code. The `egress_router_*_by_name` functions act on a router found in the kernel
-//!   by namespace path and name instead of through a handle. `egress_version` and
-//!   `egress_last_error_message` have no object: they concern the library and the calling
-//!   thread.
-//! - The names of 0.1 that broke this rule stay exported as deprecated aliases: `egress_apply`,
-//!   `egress_check`, `egress_ensure`, `egress_teardown_by_name` and `egress_inspect_json` are
-//!   `egress_spec_apply`, `egress_spec_check`, `egress_spec_ensure`,
-//!   `egress_router_teardown_by_name` and `egress_router_inspect_json_by_name`.
-//! - `egress_router_diagnose_json_by_name` and `egress_spec_diagnose_json` answer "why does my
-//!   router not work?" with the JSON form of `docs/diagnose.md` (each check with its status,
-//!   evidence and hint); `EGRESS_RESULT_DIAGNOSIS_FAILED` when a check failed.
-//! - Every function that can fail returns an `egress_result`; `EGRESS_RESULT_OK` is 0. On
-//!   failure, `egress_last_error_message` gives this thread's detailed message: the failed
-//!   function, and the field, value, plan step and errno the error concerns. A successful call
-//!   clears it.
-//! - A failed `egress_spec_apply` or `egress_spec_ensure` leaves the kernel as it was unless it
-//!   returns `EGRESS_RESULT_ROLLBACK_INCOMPLETE`, whose message lists what remains.
-//! - A `NULL` pointer where an argument is required returns `EGRESS_RESULT_NULL_PARAMETER`;
-//!   outputs are set to `NULL` before anything else, so they can be freed unconditionally.
-//! - Strings in are NUL-terminated UTF-8 (`EGRESS_RESULT_INVALID_UTF8` otherwise); strings out
-//!   are allocated by the library and released with `egress_string_free`.
-//! - `*_free(NULL)` does nothing. Using a handle after it was freed or consumed, or freeing it
-//!   twice, is undefined behaviour.
-//! - No Rust panic crosses the boundary: it is caught and returned as `EGRESS_RESULT_PANIC`.
-//! - An `egress_spec` is immutable: it may be used from several threads at once. A builder
-//!   or a router must be used by one thread at a time.
-//! - Block `SIGTERM` (and the other signals you `sigwait` for) before the first egress call: the
-//!   library runs threads, which inherit the signal mask of the thread that starts them.
+//!
+//! The header opens with the conventions every function follows (`cbindgen.toml` writes them
+//! there, where C programmers read them): handles and names, result codes and the last error
+//! message, outputs NULL after any failure, integer widths, strings, threads, signals and
+//! `fork`. The code keeps them with a few helpers of `error.rs`: every function runs behind
+//! `call`'s panic boundary, takes its outputs first (`arg_out`) and its integers through
+//! `arg_int`.
 
 #![allow(non_camel_case_types)]
 
@@ -71,18 +45,16 @@ mod diagnose;
 
 use std::ffi::{c_char, CStr};
 
-pub use diagnose::{egress_router_diagnose_json_by_name, egress_spec_diagnose_json};
-pub use error::{egress_last_error_message, egress_result, egress_result_name, egress_string_free};
-// The deprecated aliases, listed like every other function.
-#[allow(deprecated)]
-pub use router::{
-    egress_apply, egress_check, egress_ensure, egress_inspect_json, egress_teardown_by_name,
+pub use diagnose::{
+    egress_router_diagnose_json, egress_router_diagnose_json_by_name, egress_spec_diagnose_json,
 };
+pub use error::{egress_last_error_message, egress_result, egress_result_name, egress_string_free};
 pub use router::{
-    egress_ensure_action, egress_router, egress_router_free, egress_router_inspect_json_by_name,
-    egress_router_stats_json, egress_router_stats_json_by_name, egress_router_teardown,
-    egress_router_teardown_by_name, egress_spec_apply, egress_spec_check, egress_spec_ensure,
-    egress_spec_plan_live,
+    egress_ensure_action, egress_router, egress_router_demote, egress_router_demote_by_name,
+    egress_router_free, egress_router_inspect_json_by_name, egress_router_promote,
+    egress_router_promote_by_name, egress_router_stats_json, egress_router_stats_json_by_name,
+    egress_router_teardown, egress_router_teardown_by_name, egress_spec_apply,
+    egress_spec_apply_standby, egress_spec_check, egress_spec_ensure, egress_spec_plan_live,
 };
 pub use spec::{
     egress_macvlan_mode, egress_protocol, egress_spec, egress_spec_builder,
@@ -116,6 +88,16 @@ pub unsafe extern "C" fn egress_version() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The header states the thread bounds of the core it was built with.
+    #[test]
+    fn the_header_states_the_thread_bounds() {
+        let header = include_str!("../include/egress.h");
+        let calls = format!("at most {} calls' work", egress_core::MAX_CALL_THREADS);
+        let nested = format!("and {} more for", egress_core::MAX_NESTED_THREADS);
+        assert!(header.contains(&calls), "{calls}");
+        assert!(header.contains(&nested), "{nested}");
+    }
 
     #[test]
     fn version_is_the_package_version() {

@@ -4,7 +4,9 @@ use std::ffi::c_char;
 
 use egress_core::{MacvlanMode, Netns, Protocol, RouterSpec, RouterSpecBuilder};
 
-use crate::error::{arg_mut, arg_out, arg_ref, arg_str, call, egress_result, put_string, Failure};
+use crate::error::{
+    arg_int, arg_mut, arg_out, arg_ref, arg_str, call, egress_result, put_string, Failure,
+};
 
 /// Macvlan modes, for `egress_spec_builder_macvlan`; the values are the kernel's
 /// (`MACVLAN_MODE_*` in `linux/if_link.h`).
@@ -68,8 +70,12 @@ fn protocol(protocol: u32) -> Result<Protocol, Failure> {
 /// A router spec being built call by call (opaque). Made by `egress_spec_builder_new`,
 /// consumed by `egress_spec_builder_build` or released by `egress_spec_builder_free`.
 ///
-/// Setters check only their arguments (NULL, UTF-8, enum values); every check of the values
-/// themselves runs in `egress_spec_builder_build`, which names the field that is wrong.
+/// Setters check only their arguments (NULL, UTF-8, enum values, integers that the field
+/// cannot hold: `EGRESS_RESULT_OUT_OF_RANGE`); every check of the values themselves runs in
+/// `egress_spec_builder_build`, which names the field that is wrong.
+///
+/// Integer arguments are `int64_t`, which holds any C integer a caller has without conversion:
+/// a port of 65616 is refused as such, never taken as 80, a negative count as such.
 pub struct egress_spec_builder {
     inner: RouterSpecBuilder,
     /// Whether `egress_spec_builder_macvlan` was called last of the two external-link setters,
@@ -196,23 +202,27 @@ pub unsafe extern "C" fn egress_spec_builder_netns_name(
     })
 }
 
-/// The router namespace as the namespace of process `pid` (above 0; checked by
-/// `egress_spec_builder_build`).
+/// The router namespace as the namespace of process `pid` (above 0: 0 is refused by
+/// `egress_spec_builder_build`; negative or above 4294967295, `EGRESS_RESULT_OUT_OF_RANGE`).
 ///
 /// # Safety
 /// `builder` must be NULL or a live builder used by no other thread.
 #[no_mangle]
 pub unsafe extern "C" fn egress_spec_builder_netns_pid(
     builder: *mut egress_spec_builder,
-    pid: u32,
+    pid: i64,
 ) -> egress_result {
     call("egress_spec_builder_netns_pid", || {
         // SAFETY: as documented for the caller.
         let b = unsafe { arg_mut(builder, "builder") }?;
+        let pid = arg_int(pid, "pid", PID)?;
         b.set(|inner| inner.netns_pid(pid));
         Ok(())
     })
 }
+
+/// What a process id argument may be.
+const PID: &str = "a process id (above 0)";
 
 /// Creates a macvlan on link `parent` as the external link, directly inside the router
 /// namespace (`ip link add macvlan0 link PARENT netns NS type macvlan mode MODE`). `mode` is an
@@ -280,7 +290,8 @@ pub unsafe extern "C" fn egress_spec_builder_parent_netns_name(
     })
 }
 
-/// The namespace of the macvlan's parent link, as the namespace of process `pid`.
+/// The namespace of the macvlan's parent link, as the namespace of process `pid` (as
+/// `egress_spec_builder_netns_pid`).
 ///
 /// Returns `EGRESS_RESULT_MACVLAN_NOT_SET` unless `egress_spec_builder_macvlan` was called
 /// before.
@@ -290,17 +301,19 @@ pub unsafe extern "C" fn egress_spec_builder_parent_netns_name(
 #[no_mangle]
 pub unsafe extern "C" fn egress_spec_builder_parent_netns_pid(
     builder: *mut egress_spec_builder,
-    pid: u32,
+    pid: i64,
 ) -> egress_result {
     call("egress_spec_builder_parent_netns_pid", || {
         // SAFETY: as documented for the caller.
         let b = unsafe { arg_mut(builder, "builder") }?;
+        let pid = arg_int(pid, "pid", PID)?;
         b.set_macvlan_option(|inner| inner.parent_netns(Netns::Pid(pid)))
     })
 }
 
 /// The macvlan's MTU (`ip link add ... mtu N`; at least 68, 1280 with IPv6, at most the
-/// parent's).
+/// parent's: checked by `egress_spec_builder_build`; negative or above 4294967295,
+/// `EGRESS_RESULT_OUT_OF_RANGE`).
 ///
 /// Returns `EGRESS_RESULT_MACVLAN_NOT_SET` unless `egress_spec_builder_macvlan` was called
 /// before.
@@ -310,11 +323,12 @@ pub unsafe extern "C" fn egress_spec_builder_parent_netns_pid(
 #[no_mangle]
 pub unsafe extern "C" fn egress_spec_builder_mtu(
     builder: *mut egress_spec_builder,
-    mtu: u32,
+    mtu: i64,
 ) -> egress_result {
     call("egress_spec_builder_mtu", || {
         // SAFETY: as documented for the caller.
         let b = unsafe { arg_mut(builder, "builder") }?;
+        let mtu = arg_int(mtu, "mtu", "an MTU (68 to the parent's)")?;
         b.set_macvlan_option(|inner| inner.mtu(mtu))
     })
 }
@@ -438,8 +452,9 @@ pub unsafe extern "C" fn egress_spec_builder_add_gateway(
 
 /// Adds a redirect: connections to `port`/`protocol` on the router's internal link go to
 /// `to`:`to_port` (`to_port` 0 = `port`). `protocol` is an `egress_protocol`; any other value
-/// returns `EGRESS_RESULT_OUT_OF_RANGE`. `port` must be 1 to 65535 (checked by
-/// `egress_spec_builder_build`).
+/// returns `EGRESS_RESULT_OUT_OF_RANGE`. `port` must be 1 to 65535 (0 is refused by
+/// `egress_spec_builder_build`); a port or `to_port` below 0 or above 65535 returns
+/// `EGRESS_RESULT_OUT_OF_RANGE`.
 ///
 /// # Safety
 /// `builder` must be NULL or a live builder used by no other thread; `to` must be NULL or a
@@ -448,15 +463,21 @@ pub unsafe extern "C" fn egress_spec_builder_add_gateway(
 pub unsafe extern "C" fn egress_spec_builder_add_redirect(
     builder: *mut egress_spec_builder,
     protocol: u32,
-    port: u16,
+    port: i64,
     to: *const c_char,
-    to_port: u16,
+    to_port: i64,
 ) -> egress_result {
     call("egress_spec_builder_add_redirect", || {
         // SAFETY (both): as documented for the caller.
         let b = unsafe { arg_mut(builder, "builder") }?;
         let to = unsafe { arg_str(to, "to") }?;
         let protocol = self::protocol(protocol)?;
+        let port = arg_int(port, "port", "a port from 1 to 65535")?;
+        let to_port: u16 = arg_int(
+            to_port,
+            "to_port",
+            "a port from 1 to 65535, or 0 for `port`",
+        )?;
         let to_port = (to_port != 0).then_some(to_port);
         b.set(|inner| inner.redirect(protocol, port, to, to_port));
         Ok(())
@@ -509,18 +530,20 @@ pub unsafe extern "C" fn egress_spec_builder_add_kept_route(
 }
 
 /// How many gratuitous ARPs / unsolicited neighbour advertisements to send per egress address
-/// when it comes up (default 1, 0 = none, at most 16; checked by `egress_spec_builder_build`).
+/// when it comes up (default 1, 0 = none, at most 16: 17 to 255 are refused by
+/// `egress_spec_builder_build`; negative or above 255, `EGRESS_RESULT_OUT_OF_RANGE`).
 ///
 /// # Safety
 /// `builder` must be NULL or a live builder used by no other thread.
 #[no_mangle]
 pub unsafe extern "C" fn egress_spec_builder_announce(
     builder: *mut egress_spec_builder,
-    count: u8,
+    count: i64,
 ) -> egress_result {
     call("egress_spec_builder_announce", || {
         // SAFETY: as documented for the caller.
         let b = unsafe { arg_mut(builder, "builder") }?;
+        let count = arg_int(count, "count", "a count from 0 to 16")?;
         b.set(|inner| inner.announce(count));
         Ok(())
     })
@@ -541,17 +564,18 @@ pub unsafe extern "C" fn egress_spec_builder_build(
     spec_out: *mut *mut egress_spec,
 ) -> egress_result {
     call("egress_spec_builder_build", || {
+        // SAFETY: as documented for the caller. The output first (NULL on every failure),
+        // then the builder, consumed on every path, before a NULL `spec_out` is reported.
+        let out = unsafe { arg_out(spec_out, "spec_out") };
         if builder.is_null() {
             return Err(Failure::new(
                 egress_result::NullParameter,
                 "argument `builder` is NULL",
             ));
         }
-        // SAFETY: made by `Box::into_raw` and not released yet, as the caller promises; taken
-        // first so that the builder is consumed on every path.
+        // SAFETY: made by `Box::into_raw` and not released yet, as the caller promises.
         let b = unsafe { Box::from_raw(builder) };
-        // SAFETY: as documented for the caller.
-        let out = unsafe { arg_out(spec_out, "spec_out") }?;
+        let out = out?;
         let spec = b.inner.build()?;
         *out = Box::into_raw(Box::new(egress_spec(spec)));
         Ok(())
@@ -865,6 +889,74 @@ mod tests {
         unsafe { egress_spec_builder_free(b) };
     }
 
+    /// An integer the field cannot hold is refused by name and value, never truncated.
+    #[test]
+    fn integers_out_of_the_field_s_range() {
+        let b = new(c"r");
+        let to = c"198.51.100.1".as_ptr();
+        assert_eq!(
+            unsafe { egress_spec_builder_macvlan(b, c"eth1".as_ptr(), 1) },
+            egress_result::Ok
+        );
+        type Set = Box<dyn Fn(*mut egress_spec_builder) -> egress_result>;
+        let cases: [(Set, &str); 8] = [
+            (
+                Box::new(move |b| unsafe { egress_spec_builder_add_redirect(b, 6, 65_616, to, 0) }),
+                "argument `port` is 65616, expected a port from 1 to 65535",
+            ),
+            (
+                Box::new(move |b| unsafe { egress_spec_builder_add_redirect(b, 6, -1, to, 0) }),
+                "argument `port` is -1, expected a port from 1 to 65535",
+            ),
+            (
+                Box::new(move |b| unsafe {
+                    egress_spec_builder_add_redirect(b, 6, 80, to, 70_000)
+                }),
+                "argument `to_port` is 70000",
+            ),
+            (
+                Box::new(|b| unsafe { egress_spec_builder_announce(b, 256) }),
+                "argument `count` is 256, expected a count from 0 to 16",
+            ),
+            (
+                Box::new(|b| unsafe { egress_spec_builder_announce(b, -1) }),
+                "argument `count` is -1",
+            ),
+            (
+                Box::new(|b| unsafe { egress_spec_builder_netns_pid(b, -1) }),
+                "argument `pid` is -1, expected a process id (above 0)",
+            ),
+            (
+                Box::new(|b| unsafe { egress_spec_builder_parent_netns_pid(b, 1 << 32) }),
+                "argument `pid` is 4294967296",
+            ),
+            (
+                Box::new(|b| unsafe { egress_spec_builder_mtu(b, -1500) }),
+                "argument `mtu` is -1500",
+            ),
+        ];
+        for (set, message) in cases {
+            assert_eq!(set(b), egress_result::OutOfRange, "{message}");
+            assert!(last_error().contains(message), "{}", last_error());
+        }
+        // What the fields hold reaches the spec as it is.
+        assert_eq!(
+            unsafe { egress_spec_builder_add_redirect(b, 6, 65_535, to, 65_535) },
+            egress_result::Ok
+        );
+        assert_eq!(
+            unsafe { egress_spec_builder_announce(b, 16) },
+            egress_result::Ok
+        );
+        unsafe { egress_spec_builder_adopt(b, c"m".as_ptr()) };
+        unsafe { egress_spec_builder_add_source(b, c"203.0.113.9".as_ptr()) };
+        unsafe { egress_spec_builder_add_gateway(b, c"203.0.113.1".as_ptr()) };
+        let spec = build(b).unwrap();
+        let redirect = &unsafe { &(*spec).0 }.redirects()[0];
+        assert_eq!((redirect.port, redirect.to_port), (65_535, 65_535));
+        unsafe { egress_spec_free(spec) };
+    }
+
     #[test]
     fn macvlan_options_need_a_macvlan() {
         let b = new(c"r");
@@ -923,6 +1015,13 @@ mod tests {
             unsafe { egress_spec_builder_build(null_mut(), null_mut()) },
             egress_result::NullParameter
         );
+        // A NULL builder leaves the output NULL too, whatever it held.
+        let mut spec = std::ptr::dangling_mut::<egress_spec>();
+        assert_eq!(
+            unsafe { egress_spec_builder_build(null_mut(), &mut spec) },
+            egress_result::NullParameter
+        );
+        assert!(spec.is_null());
         unsafe {
             egress_spec_builder_free(null_mut());
             egress_spec_free(null_mut());

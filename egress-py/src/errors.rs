@@ -1,9 +1,8 @@
 //! The exception hierarchy, and the one place core errors become Python exceptions.
 //!
-//! Every core [`ErrorKind`] has its own class under `egress.EgressError`. The classes that must
-//! also be builtin exceptions (`InvalidSpecError` a `ValueError`; `BlockingInAsyncError` and
-//! `NoRuntimeError` a `RuntimeError`) are declared in the Python package (`egress/__init__.py`)
-//! and looked up from here; the others are created here.
+//! Every core [`ErrorKind`] has its own class under `egress.EgressError`. A class that must
+//! also be a builtin exception (`InvalidSpecError`, a `ValueError`) is declared in the Python
+//! package (`egress/__init__.py`) and looked up from here; the others are created here.
 //!
 //! Errors inside errors keep their class: an `ApplyError`'s cause (the failed step's error, or
 //! the `VerifyError` of a failed verify) is its `__cause__`, and a `TeardownError` lists each
@@ -168,18 +167,6 @@ fn invalid_spec_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
     package_type(py, &TYPE, "InvalidSpecError")
 }
 
-/// `egress.BlockingInAsyncError(EgressError, RuntimeError)`.
-fn blocking_in_async_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
-    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    package_type(py, &TYPE, "BlockingInAsyncError")
-}
-
-/// `egress.NoRuntimeError(EgressError, RuntimeError)`.
-fn no_runtime_type(py: Python<'_>) -> PyResult<Bound<'_, PyType>> {
-    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-    package_type(py, &TYPE, "NoRuntimeError")
-}
-
 impl From<CoreError> for PyErr {
     fn from(CoreError(e): CoreError) -> PyErr {
         Python::attach(|py| match exception(py, &e) {
@@ -208,8 +195,6 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
         ErrorKind::StaleHandle => py.get_type::<StaleHandleError>(),
         ErrorKind::Verify => py.get_type::<VerifyError>(),
         ErrorKind::UndoSkipped => py.get_type::<UndoSkippedError>(),
-        ErrorKind::BlockingInAsync => blocking_in_async_type(py)?,
-        ErrorKind::NoRuntime => no_runtime_type(py)?,
         // The core may grow kinds: they still arrive as egress errors, with their message.
         _ => py.get_type::<EgressError>(),
     };
@@ -299,8 +284,6 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             exc.setattr("undo", undo)?;
             exc.setattr("reason", reason)?;
         }
-        Error::BlockingInAsync { call } => exc.setattr("call", *call)?,
-        Error::NoRuntime { operation } => exc.setattr("operation", operation)?,
         _ => {}
     }
     Ok(exc)

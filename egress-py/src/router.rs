@@ -3,14 +3,16 @@
 //! module).
 //!
 //! Threads: every method of a Router may be called from any thread while another runs. The
-//! core handle sits behind a mutex that is only ever taken with the GIL released (inside the
-//! `detach` of the call) and dropped before the GIL is taken back, so a thread that holds the
-//! GIL never waits for a thread that waits for the GIL; what the getters and `repr()` read
-//! (the name, the spec, whether it is torn down) is outside the lock.
+//! core handle sits behind a read-write lock that is only ever taken with the GIL released
+//! (inside the `detach` of the call) and dropped before the GIL is taken back, so a thread
+//! that holds the GIL never waits for a thread that waits for the GIL; what the getters and
+//! `repr()` read (the name, the spec, whether it is torn down) is outside the lock. Only
+//! teardown, which takes the core handle away, locks it for writing; the calls that use it
+//! share it (the core runs one role change of a handle at a time).
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
-    Mutex, PoisonError,
+    PoisonError, RwLock,
 };
 
 use egress_core::{blocking, Netns, RoleChange};
@@ -31,15 +33,16 @@ use crate::{
 /// replaced. As a context manager (`with spec.apply() as router:`) it tears down when the
 /// block ends, also on an exception. Dropping the handle leaves the router configured.
 ///
-/// Every method may be called from any thread, also while another thread is in one: calls
-/// that change the router (promote, demote, teardown) run one at a time, in the order they
-/// get the handle; name, spec, active and repr() never wait for them.
+/// Every method may be called from any thread, also while another thread is in one: promote
+/// and demote run one at a time; teardown waits for the calls under way (stats and diagnose
+/// included), and the calls after it find the handle spent; name, spec, active and repr()
+/// never wait.
 #[pyclass(name = "Router", module = "egress", frozen)]
 pub(crate) struct PyRouter {
     name: String,
     spec: egress_core::RouterSpec,
     /// The core's handle until teardown takes it; locked with the GIL released only.
-    handle: Mutex<Option<egress_core::Router>>,
+    handle: RwLock<Option<egress_core::Router>>,
     /// Whether teardown has not taken the handle yet (read without the lock).
     active: AtomicBool,
 }
@@ -49,30 +52,35 @@ impl PyRouter {
         PyRouter {
             name: router.spec().name().to_owned(),
             spec: router.spec().clone(),
-            handle: Mutex::new(Some(router)),
+            handle: RwLock::new(Some(router)),
             active: AtomicBool::new(true),
         }
     }
 
-    /// Runs `f` on the core's handle with the GIL released (the lock taken and dropped without
-    /// it); a handle that tore its router down is [`egress_core::Error::StaleHandle`].
+    /// Runs `f` on the core's handle (None once this handle tore its router down) with the GIL
+    /// released: the lock is taken and dropped without it.
     fn with_handle<T: Send>(
         &self,
         py: Python<'_>,
-        f: impl FnOnce(&egress_core::Router) -> egress_core::Result<T> + Send,
+        f: impl FnOnce(Option<&egress_core::Router>) -> egress_core::Result<T> + Send,
     ) -> Result<T, CoreError> {
         log::detached(py, || {
-            let handle = self.handle.lock().unwrap_or_else(PoisonError::into_inner);
-            match handle.as_ref() {
-                Some(router) => f(router),
-                None => Err(egress_core::Error::StaleHandle {
-                    name: self.name.clone(),
-                    netns: self.spec.netns().to_string(),
-                    reason: "this handle tore it down".into(),
-                }),
-            }
+            f(self
+                .handle
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref())
         })
         .map_err(CoreError)
+    }
+
+    /// What a role change through this handle is once it tore its router down.
+    fn torn_down(&self) -> egress_core::Error {
+        egress_core::Error::StaleHandle {
+            name: self.name.clone(),
+            netns: self.spec.netns().to_string(),
+            reason: "this handle tore it down".into(),
+        }
     }
 }
 
@@ -110,7 +118,7 @@ impl PyRouter {
         let undone = log::detached(py, || {
             let taken = self
                 .handle
-                .lock()
+                .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             self.active.store(false, Ordering::Release);
@@ -126,18 +134,27 @@ impl PyRouter {
     /// on failure; nothing to do when active already. Returns {"name", "previous", "role",
     /// "steps"}. The GIL is released meanwhile.
     fn promote<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let change = self.with_handle(py, |r| announced(blocking::promote_router(r)?))?;
+        let change = self.with_handle(py, |r| {
+            announced(blocking::promote_router(
+                r.ok_or_else(|| self.torn_down())?,
+            )?)
+        })?;
         role_change(py, change)
     }
 
     /// Gives the egress identity back (active becomes standby): the addresses first, then
     /// the default route and the stable MAC. As promote() otherwise.
     fn demote<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let change = self.with_handle(py, |r| announced(blocking::demote_router(r)?))?;
+        let change = self.with_handle(py, |r| {
+            announced(blocking::demote_router(r.ok_or_else(|| self.torn_down())?)?)
+        })?;
         role_change(py, change)
     }
 
-    /// Diagnoses the router: RouterSpec.diagnose() with the spec it was applied from.
+    /// Diagnoses the router through the handle (in the namespaces it holds), as
+    /// RouterSpec.diagnose() does with the spec it was applied from. A router torn down and
+    /// applied again by someone else since raises StaleHandleError; once this handle tore it
+    /// down, the diagnosis's state check says it is not configured.
     #[pyo3(signature = (*, timeout_ms=None, fallback_ports=None))]
     fn diagnose(
         &self,
@@ -146,14 +163,20 @@ impl PyRouter {
         fallback_ports: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Diagnosis> {
         let options = crate::diagnose::options(timeout_ms, fallback_ports)?;
-        crate::diagnose::of_spec(py, &self.spec, &options)
+        let d = self.with_handle(py, |r| match r {
+            Some(r) => blocking::diagnose_router(r, &options),
+            None => blocking::diagnose_spec(&self.spec, &options),
+        })?;
+        Diagnosis::new(py, d)
     }
 
-    /// This router's traffic, read from the kernel now, as egress.stats() returns it (None
-    /// once it is torn down). The GIL is released while the kernel is read.
+    /// This router's traffic, read from the kernel now through the handle (in the namespace
+    /// it holds), as egress.stats() returns it; None once it is gone. A router torn down and
+    /// applied again by someone else since raises StaleHandleError: its counters are not
+    /// this handle's router's. The GIL is released while the kernel is read.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let stats = log::detached(py, || blocking::stats(self.spec.netns(), &self.name));
-        to_py(py, &stats.map_err(CoreError)?)
+        let stats = self.with_handle(py, |r| r.map_or(Ok(None), blocking::stats_router))?;
+        to_py(py, &stats)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

@@ -1,6 +1,6 @@
-"""The library as a guest in someone else's process (root): a forked child's calls, one Router
-used from many threads at once, a promote that has sent every announcement when it returns
-(keepalived's notify script exits right after it), and Ctrl-C during an apply. Whatever could
+"""The library as a guest in someone else's process (root): one Router used from many threads
+at once, a promote that has sent every announcement when it returns (keepalived's notify
+script exits right after it), and Ctrl-C during an apply (fork: test_fork.py). Whatever could
 hang runs in a child interpreter with a timeout, so that a hang fails the test instead of
 stalling the suite."""
 
@@ -30,68 +30,6 @@ def run_python(code: str, *args: str, timeout: float = 60) -> str:
         pytest.fail(f"hung: killed after {timeout} s\nstdout: {e.stdout!r}\nstderr: {e.stderr!r}")
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
-
-
-FORK = r"""
-import json, multiprocessing, os, signal, sys, time
-import egress
-
-spec, ns = egress.RouterSpec.from_dict(json.loads(sys.argv[1])), sys.argv[2]
-
-
-def in_child(call):
-    # fork, run `call` in the child (its return value is the exit code); 'hung' after 20 s.
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os._exit(call())
-        except BaseException as e:
-            print(f"child: {e!r}", file=sys.stderr, flush=True)
-            os._exit(3)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return "hung"
-
-
-seen = {}
-# Right after a call of the parent's.
-assert egress.inspect(spec.name, netns=ns) is None
-seen["inspect"] = in_child(lambda: 0 if egress.inspect(spec.name, netns=ns) is None else 4)
-# multiprocessing with fork: the worker is forked right after a call.
-egress.inspect(spec.name, netns=ns)
-with multiprocessing.get_context("fork").Pool(1) as pool:
-    answer = pool.apply_async(egress.inspect, (spec.name,), {"netns": ns})
-    try:
-        seen["pool"] = answer.get(timeout=20)
-    except multiprocessing.TimeoutError:
-        seen["pool"] = "hung"
-# A handle of the parent's, used in the child: it tears the router down there.
-router = spec.apply()
-seen["child_teardown"] = in_child(lambda: 0 if router.teardown() else 5)
-seen["after"] = egress.inspect(spec.name, netns=ns)
-seen["parent_teardown"] = router.teardown()
-print(json.dumps(seen))
-"""
-
-
-def test_a_forked_child_calls_the_library(lab: Lab) -> None:
-    before = lab.snapshot()
-    spec = lab.spec("py-fork")
-    out = run_python(FORK, json.dumps(spec.to_dict()), lab.path("router"))
-    assert json.loads(out) == {
-        "inspect": 0,
-        "pool": None,
-        "child_teardown": 0,
-        "after": None,
-        "parent_teardown": [],
-    }
-    assert_same(before, lab.snapshot())
 
 
 THREADS = r"""

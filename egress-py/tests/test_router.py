@@ -200,6 +200,11 @@ def test_a_stale_handle_leaves_the_new_router_alone(lab: Lab) -> None:
     old = spec.apply()
     assert egress.teardown("py-stale", netns=ns)  # by name, behind the handle's back
     new = spec.apply()  # the same router, applied again by someone else
+    # The handle reads what it holds: the new router's counters and state are not its own.
+    with pytest.raises(egress.StaleHandleError):
+        old.stats()
+    with pytest.raises(egress.StaleHandleError):
+        old.diagnose(timeout_ms=50)
     with pytest.raises(egress.StaleHandleError) as e:
         old.teardown()
     err = e.value

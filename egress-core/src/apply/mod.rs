@@ -11,7 +11,7 @@ use crate::{
     desired::{nat_rules, Desired},
     error::{Error, Result, Rollback},
     journal::{Journal, Undo},
-    netns::{require_net_admin, Conn, NsHandle},
+    netns::{require_net_admin, this_process, Conn, Length, NsHandle, PerProcess},
     ops::{
         link::{self, Link},
         record::{self, Record, Stores},
@@ -31,11 +31,28 @@ use change::Change;
 ///
 /// Dropping it leaves the router in place (it is a kernel configuration, not a process); call
 /// [`Router::teardown`], or [`teardown_by_name`](crate::teardown_by_name) from anywhere later.
+///
+/// It holds the namespaces it was applied in (open, as file descriptors: a namespace given as
+/// [`Netns::Current`](crate::Netns::Current) or by pid stays the one it was) and the apply id
+/// of its crash record. Every method acts on the router in the namespace the handle holds, and
+/// only on the router this handle applied: one torn down and applied again by someone else
+/// since is refused ([`Error::StaleHandle`]), as one that is gone is reported gone.
+///
+/// `Send` and `Sync`: any number of threads may use one handle at once (a
+/// [`teardown`](Router::teardown) takes it, so none may use it afterwards). Role changes through
+/// one handle run one at a time, in turn; reads run beside them. After `fork`, a child may use a
+/// handle its parent made (the namespace descriptors are copied): to tear the router down, or
+/// anything else — the router is kernel state, shared by parent and child alike.
 #[derive(Debug)]
 pub struct Router {
     spec: RouterSpec,
     ns: NsHandle,
+    /// The namespace of the macvlan's parent link, as the apply opened it.
+    parent: Option<NsHandle>,
     identity: Identity,
+    /// Held while a role change through this handle runs: one at a time. Per process: a child
+    /// of `fork` does not inherit one its parent's thread was making.
+    changing: PerProcess<futures::lock::Mutex<()>>,
 }
 
 /// What tells the router a handle applied from one applied again later: the random apply id
@@ -79,6 +96,17 @@ impl Router {
     /// Its namespace.
     pub(crate) fn ns(&self) -> &NsHandle {
         &self.ns
+    }
+
+    /// The namespace of its macvlan's parent, as the apply opened it.
+    pub(crate) fn parent(&self) -> Option<&NsHandle> {
+        self.parent.as_ref()
+    }
+
+    /// Waits until no other role change runs through this handle; the change runs while the
+    /// guard lives.
+    pub(crate) async fn one_change_at_a_time(&self) -> futures::lock::MutexGuard<'_, ()> {
+        self.changing.get().lock().await
     }
 
     /// The apply id it recognises its router by.
@@ -175,13 +203,15 @@ pub(crate) async fn fresh(
         crate::diagnose::before_claim(&spec, &c, &now, parent.as_ref()).await?;
     }
     let plan = desired.plan(&now)?;
-    let (c, done) = Tx::new(spec.clone(), c, now, parent, random_id())
+    let (c, done) = Tx::new(spec.clone(), c, now, parent.clone(), random_id())
         .run(&desired, &plan)
         .await?;
     Ok(Router {
         spec,
         ns: c.ns,
+        parent,
         identity: done,
+        changing: PerProcess::new(),
     })
 }
 
@@ -277,17 +307,46 @@ pub(crate) struct Tx {
     pending: Option<Pending>,
 }
 
-/// The announcements of a promotion still being sent (spaced) after it returned.
+/// The announcements of a promotion still being sent (spaced) after it returned, by a thread
+/// of the process that promoted.
 #[derive(Debug)]
-pub(crate) struct Pending(futures::channel::oneshot::Receiver<Result<Result<()>>>);
+pub(crate) struct Pending {
+    sent: Option<futures::channel::oneshot::Receiver<Result<Result<()>>>>,
+    process: (u32, u64),
+}
 
 impl Pending {
-    /// Waits until the last of them is sent.
-    pub(crate) async fn finish(self) -> Result<()> {
-        match self.0.await {
+    fn new(sent: futures::channel::oneshot::Receiver<Result<Result<()>>>) -> Pending {
+        Pending {
+            sent: Some(sent),
+            process: this_process(),
+        }
+    }
+
+    /// Waits until the last of them is sent. In a child of `fork`, at once: the parent's
+    /// thread sends them (the child has none to wait for).
+    pub(crate) async fn finish(mut self) -> Result<()> {
+        // In a child, `drop` lets the channel go.
+        if self.process != this_process() {
+            return Ok(());
+        }
+        let Some(sent) = self.sent.take() else {
+            return Ok(());
+        };
+        match sent.await {
             Ok(r) => r?,
             // The pool thread is gone: nothing more will be sent.
             Err(_) => Ok(()),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // In a child of `fork`, the channel is let go without a word: its other end is a
+        // parent's thread.
+        if self.process != this_process() {
+            std::mem::forget(self.sent.take());
         }
     }
 }
@@ -649,7 +708,7 @@ impl Tx {
                 // The others, spaced, on a thread of their own: the claim is done.
                 if *count > 1 {
                     let (more, interval, name) = (*count - 1, *interval, name.clone());
-                    let rx = self.c.ns.spawn_within(move |ns| async move {
+                    let rx = self.c.ns.spawn_within(Length::Call, move |ns| async move {
                         let h = ns.route_connection()?;
                         for _ in 0..more {
                             tokio::time::sleep(interval).await;
@@ -663,7 +722,7 @@ impl Tx {
                         }
                         Ok(())
                     })?;
-                    self.pending = Some(Pending(rx));
+                    self.pending = Some(Pending::new(rx));
                 }
             }
             Step::WriteJournal { .. }

@@ -50,10 +50,11 @@ use self::{
     subject::Subject,
 };
 use crate::{
-    apply::open_parent,
+    apply::{open_parent, Identity},
+    desired::Desired,
     error::{Error, Result},
     netns::{require_net_admin, Conn, NsHandle},
-    ops::{sysctl, Current},
+    ops::{role::Role, sysctl, Current},
     spec::{table_name, validate_name, External, Netns, RouterSpec},
     Router,
 };
@@ -322,6 +323,7 @@ pub async fn diagnose(netns: &Netns, name: &str, options: &DiagnoseOptions) -> R
         name: name.to_string(),
         spec: None,
         parent: ParentHint::Search { caller },
+        identity: None,
     };
     let options = options.clone();
     NsHandle::open(netns, "netns")?
@@ -345,8 +347,22 @@ pub async fn diagnose(netns: &Netns, name: &str, options: &DiagnoseOptions) -> R
 pub async fn diagnose_spec(spec: &RouterSpec, options: &DiagnoseOptions) -> Result<Diagnosis> {
     options.validate()?;
     require_net_admin("diagnose an egress router")?;
+    let parent = open_parent(spec)?;
+    let ns = NsHandle::open(spec.netns(), "netns")?;
+    diagnose_in(ns, parent, spec, None, options).await
+}
+
+/// Diagnoses `spec`'s router in `ns`, its macvlan's parent in `parent`; with `identity`, only
+/// the router a handle applied.
+async fn diagnose_in(
+    ns: NsHandle,
+    parent: Option<NsHandle>,
+    spec: &RouterSpec,
+    identity: Option<Identity>,
+    options: &DiagnoseOptions,
+) -> Result<Diagnosis> {
     let span = info_span!("diagnose", router = %spec.name());
-    let parent = match (spec.external(), open_parent(spec)?) {
+    let parent = match (spec.external(), parent) {
         (External::Macvlan(m), Some(ns)) => ParentHint::Spec {
             ns,
             name: m.parent().to_string(),
@@ -359,16 +375,18 @@ pub async fn diagnose_spec(spec: &RouterSpec, options: &DiagnoseOptions) -> Resu
         name: spec.name().to_string(),
         spec: Some(spec.clone()),
         parent,
+        identity,
     };
     let options = options.clone();
-    NsHandle::open(spec.netns(), "netns")?
-        .within(move |ns| run(ns, what, options))
+    ns.within(move |ns| run(ns, what, options))
         .instrument(span)
         .await
 }
 
 impl Router {
-    /// Diagnoses this router ([`diagnose_spec`] with its spec).
+    /// Diagnoses this router ([`diagnose_spec`] with its spec), in the namespaces the handle
+    /// holds. A router torn down and applied again by someone else since is
+    /// [`Error::StaleHandle`]; one that is gone is a diagnosis whose `state` check fails.
     ///
     /// ```no_run
     /// # async fn demo(spec: egress_core::RouterSpec) -> egress_core::Result<()> {
@@ -378,7 +396,16 @@ impl Router {
     /// # Ok(()) }
     /// ```
     pub async fn diagnose(&self, options: &DiagnoseOptions) -> Result<Diagnosis> {
-        diagnose_spec(self.spec(), options).await
+        options.validate()?;
+        require_net_admin("diagnose an egress router")?;
+        diagnose_in(
+            self.ns().clone(),
+            self.parent().cloned(),
+            self.spec(),
+            Some(self.identity()),
+            options,
+        )
+        .await
     }
 }
 
@@ -387,6 +414,8 @@ struct What {
     name: String,
     spec: Option<RouterSpec>,
     parent: ParentHint,
+    /// The apply id of the router a handle applied: another router of the name is refused.
+    identity: Option<Identity>,
 }
 
 /// The diagnosis, inside the router's namespace: what the probes need is read first, the
@@ -395,6 +424,9 @@ async fn run(ns: NsHandle, what: What, options: DiagnoseOptions) -> Result<Diagn
     let started = Instant::now();
     let mut c = Conn::open(ns.clone())?;
     let now = Current::read(&mut c, &what.name).await?;
+    if let (Some(identity), Some(spec)) = (what.identity, &what.spec) {
+        identity.check(&now, &what.name, &Desired::with_role(spec, Role::Active))?;
+    }
     let table = table_name(&what.name);
     let counters = match now.table {
         Some(_) => c.nft.counters(&table)?,

@@ -11,7 +11,7 @@ use std::{
     io,
     net::{IpAddr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    sync::{mpsc, Mutex, OnceLock},
+    sync::{mpsc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -21,6 +21,7 @@ use nix::sys::socket::{
 };
 
 use super::frame::{self, Frame};
+use crate::netns::PerProcess;
 
 /// `ETH_P_ALL`: every protocol (the filter keeps ARP and ICMPv6).
 const ETH_P_ALL: u16 = 0x0003;
@@ -177,10 +178,11 @@ impl Drop for PacketSocket {
 }
 
 /// Closes `fd` on one background thread (inline if it cannot start): closing a packet socket
-/// waits for an RCU grace period, which the caller need not wait for.
+/// waits for an RCU grace period, which the caller need not wait for. One thread per process:
+/// a child of `fork` starts its own.
 fn close_later(fd: OwnedFd) {
-    static CLOSER: OnceLock<Option<Mutex<mpsc::Sender<OwnedFd>>>> = OnceLock::new();
-    let closer = CLOSER.get_or_init(|| {
+    static CLOSER: PerProcess<Option<Mutex<mpsc::Sender<OwnedFd>>>> = PerProcess::new();
+    let closer = CLOSER.get_or(|| {
         let (tx, rx) = mpsc::channel::<OwnedFd>();
         std::thread::Builder::new()
             .name("egress-close".into())

@@ -11,7 +11,7 @@ use super::{link::LinkRef, Current, KernelObject, Step};
 use crate::{
     drift::Drift,
     error::{Error, Result},
-    netns::NsHandle,
+    netns::{NsHandle, PerProcess},
 };
 
 /// The dotted form of a key given in path form (`net/ipv4/conf/eth0.100/forwarding` →
@@ -71,8 +71,9 @@ pub(crate) fn write_many(
 /// 0.1 ms, and more teardowns can run side by side, sharing grace periods, instead of
 /// spinning (300 routers, 128 at a time: 0.6 s; without the gate more at a time is slower).
 /// The gate orders this process's own calls only: another process deleting links still makes
-/// the kernel retry the write, as before.
-pub(crate) static RTNL_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// the kernel retry the write, as before. Per process: a child of `fork` does not inherit a
+/// gate held by one of its parent's threads.
+pub(crate) static RTNL_GATE: PerProcess<tokio::sync::RwLock<()>> = PerProcess::new();
 
 /// Whether writing `key` takes the RTNL lock with a trylock (see [`RTNL_GATE`]).
 pub(crate) fn takes_rtnl(key: &str) -> bool {
@@ -85,7 +86,7 @@ pub(crate) async fn write_gated(
     writes: &[(String, String)],
 ) -> Result<(usize, Option<Error>)> {
     let _writing = match writes.iter().any(|(k, _)| takes_rtnl(k)) {
-        true => Some(RTNL_GATE.write().await),
+        true => Some(RTNL_GATE.get().write().await),
         false => None,
     };
     write_many(ns, writes)

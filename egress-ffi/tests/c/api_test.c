@@ -1,8 +1,9 @@
 /* The C API's contract, under AddressSanitizer + UBSan + LeakSanitizer: every function with NULL
  * for each pointer argument, invalid UTF-8 in each string argument, enum and integer values out
- * of range, result numbers and names, the last error message; the pure calls (builder, JSON,
- * plan) end to end; the kernel calls failing cleanly on a namespace that does not exist, under
- * their names and under the deprecated aliases of 0.1.
+ * of range (integers as wide as a C caller's: an int 65616 is refused as a port, never taken as
+ * 80), result numbers and names, the last error message; the pure calls (builder, JSON, plan)
+ * end to end; the kernel calls failing cleanly on a namespace that does not exist. (Every
+ * output after every failure: outputs_test, generated from the header.)
  *
  * Needs root (the kernel calls check CAP_NET_ADMIN first) and creates nothing.
  * Usage: api_test EXPECTED_VERSION */
@@ -60,8 +61,6 @@ static void test_names_and_version(const char *expected_version) {
       {EGRESS_RESULT_MACVLAN_NOT_SET, 1004, "EGRESS_RESULT_MACVLAN_NOT_SET"},
       {EGRESS_RESULT_PANIC, 1100, "EGRESS_RESULT_PANIC"},
       {EGRESS_RESULT_UNKNOWN_ERROR, 1101, "EGRESS_RESULT_UNKNOWN_ERROR"},
-      {EGRESS_RESULT_BLOCKING_IN_ASYNC, 1102, "EGRESS_RESULT_BLOCKING_IN_ASYNC"},
-      {EGRESS_RESULT_NO_RUNTIME, 1103, "EGRESS_RESULT_NO_RUNTIME"},
       {EGRESS_RESULT_INVALID_SPEC, 2000, "EGRESS_RESULT_INVALID_SPEC"},
       {EGRESS_RESULT_PERMISSION_DENIED, 3000, "EGRESS_RESULT_PERMISSION_DENIED"},
       {EGRESS_RESULT_NOT_FOUND, 3001, "EGRESS_RESULT_NOT_FOUND"},
@@ -81,6 +80,9 @@ static void test_names_and_version(const char *expected_version) {
     CHECK(strcmp(egress_result_name(names[i].code), names[i].name) == 0);
   }
   CHECK(strcmp(egress_result_name(1), "unknown egress_result") == 0);
+  /* The codes of errors removed before 0.1.0 stay reserved. */
+  CHECK(strcmp(egress_result_name(1102), "unknown egress_result") == 0);
+  CHECK(strcmp(egress_result_name(1103), "unknown egress_result") == 0);
   CHECK(strcmp(egress_result_name(1104), "unknown egress_result") == 0);
   CHECK(strcmp(egress_result_name(4004), "unknown egress_result") == 0);
   CHECK(strcmp(egress_result_name(UINT32_MAX), "unknown egress_result") == 0);
@@ -230,14 +232,63 @@ static void test_other_setters(void) {
   /* `via` is optional: NULL is a directly connected network. */
   CHECK_RESULT(egress_spec_builder_add_kept_route(b, "10.0.0.0/8", NULL), EGRESS_RESULT_OK);
 
-  /* build: NULL builder; NULL spec_out still consumes the builder (LeakSanitizer checks). */
-  egress_spec *spec = NOT_NULL(egress_spec);
+  /* build: NULL builder (the output is NULL after it, whatever it held, so that it can be
+   * freed); NULL spec_out still consumes the builder (LeakSanitizer checks). */
+  egress_spec *spec = (void *)1;
   CHECK_RESULT(egress_spec_builder_build(NULL, &spec), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK(spec == NULL);
+  egress_spec_free(spec);
   CHECK_MESSAGE("argument `builder` is NULL");
   CHECK_RESULT(egress_spec_builder_build(b, NULL), EGRESS_RESULT_NULL_PARAMETER);
   CHECK_MESSAGE("argument `spec_out` is NULL");
 
   egress_spec_builder_free(NULL);
+}
+
+/* Integers are int64_t: what a C caller holds reaches the library as it is, and a value the
+ * field cannot hold is refused by name and value, never truncated. */
+static void test_integers_as_wide_as_the_caller_s(void) {
+  egress_spec_builder *b = valid_builder();
+  int port = 65616, to_port = 70000, count = 256;
+  long pid = -1;
+  CHECK_RESULT(egress_spec_builder_add_redirect(b, EGRESS_PROTOCOL_TCP, port, "198.51.100.1", 0),
+               EGRESS_RESULT_OUT_OF_RANGE);
+  CHECK_MESSAGE("egress_spec_builder_add_redirect: argument `port` is 65616, expected a port "
+                "from 1 to 65535");
+  CHECK_RESULT(egress_spec_builder_add_redirect(b, EGRESS_PROTOCOL_TCP, -80, "198.51.100.1", 0),
+               EGRESS_RESULT_OUT_OF_RANGE);
+  CHECK_MESSAGE("argument `port` is -80");
+  CHECK_RESULT(egress_spec_builder_add_redirect(b, EGRESS_PROTOCOL_TCP, 80, "198.51.100.1", to_port),
+               EGRESS_RESULT_OUT_OF_RANGE);
+  CHECK_MESSAGE("argument `to_port` is 70000");
+  CHECK_RESULT(egress_spec_builder_announce(b, count), EGRESS_RESULT_OUT_OF_RANGE);
+  CHECK_MESSAGE("egress_spec_builder_announce: argument `count` is 256, expected a count from 0 "
+                "to 16");
+  CHECK_RESULT(egress_spec_builder_announce(b, -1), EGRESS_RESULT_OUT_OF_RANGE);
+  CHECK_RESULT(egress_spec_builder_netns_pid(b, pid), EGRESS_RESULT_OUT_OF_RANGE);
+  CHECK_MESSAGE("argument `pid` is -1");
+  CHECK_RESULT(egress_spec_builder_netns_pid(b, INT64_C(1) << 32), EGRESS_RESULT_OUT_OF_RANGE);
+  CHECK_MESSAGE("argument `pid` is 4294967296");
+  CHECK_RESULT(egress_spec_builder_netns_pid(NULL, -1), EGRESS_RESULT_NULL_PARAMETER);
+  /* The extremes the fields hold are taken as they are. */
+  CHECK_RESULT(egress_spec_builder_add_redirect(b, EGRESS_PROTOCOL_TCP, 65535, "198.51.100.1",
+                                                65535),
+               EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_announce(b, 16), EGRESS_RESULT_OK);
+  egress_spec *spec = NULL;
+  CHECK_RESULT(egress_spec_builder_build(b, &spec), EGRESS_RESULT_OK);
+  char *json = NULL;
+  CHECK_RESULT(egress_spec_to_json(spec, &json), EGRESS_RESULT_OK);
+  CHECK(json != NULL && strstr(json, "\"port\": 65535") != NULL);
+  CHECK(json != NULL && strstr(json, "\"announce\": 16") != NULL);
+  egress_string_free(json);
+  egress_spec_free(spec);
+  /* A negative timeout is out of range; one above the longest is an invalid field. */
+  char *out = NOT_NULL(char);
+  CHECK_RESULT(egress_router_diagnose_json_by_name(missing_netns, "c-test", -1, &out),
+               EGRESS_RESULT_OUT_OF_RANGE);
+  CHECK(out == NULL);
+  CHECK_MESSAGE("argument `timeout_ms` is -1");
 }
 
 static void test_values_checked_at_build(void) {
@@ -436,57 +487,13 @@ static void test_kernel_calls_on_a_missing_namespace(void) {
                EGRESS_RESULT_NOT_FOUND);
   CHECK(text == NULL);
 
-  egress_spec_free(spec);
-}
-
-/* The names of 0.1 are still exported, do what the new names do, and their messages name the
- * function that was called. */
-static void test_deprecated_aliases(void) {
-  egress_spec_builder *b = valid_builder();
-  CHECK_RESULT(egress_spec_builder_netns_path(b, missing_netns), EGRESS_RESULT_OK);
-  egress_spec *spec = NULL;
-  CHECK_RESULT(egress_spec_builder_build(b, &spec), EGRESS_RESULT_OK);
-
-  egress_router *router = NOT_NULL(egress_router);
-  CHECK_RESULT(egress_apply(NULL, &router), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK(router == NULL);
-  CHECK_MESSAGE("egress_apply: argument `spec` is NULL");
-  CHECK_RESULT(egress_apply(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
-  router = NOT_NULL(egress_router);
-  CHECK_RESULT(egress_apply(spec, &router), EGRESS_RESULT_NOT_FOUND);
-  CHECK(router == NULL);
-  CHECK_MESSAGE("egress_apply: netns: network namespace");
-
-  egress_ensure_action action = EGRESS_ENSURE_ACTION_UNCHANGED;
-  CHECK_RESULT(egress_ensure(NULL, &action), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_RESULT(egress_ensure(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("egress_ensure: argument `action_out` is NULL");
-  CHECK_RESULT(egress_ensure(spec, &action), EGRESS_RESULT_NOT_FOUND);
-
-  char *text = NOT_NULL(char);
-  CHECK_RESULT(egress_check(NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK(text == NULL);
-  CHECK_RESULT(egress_check(spec, NULL), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("egress_check: argument `drift_out` is NULL");
-  CHECK_RESULT(egress_check(spec, &text), EGRESS_RESULT_NOT_FOUND);
-  CHECK(text == NULL);
-
-  CHECK_RESULT(egress_teardown_by_name(NULL, "c-test"), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_MESSAGE("egress_teardown_by_name: argument `netns_path` is NULL");
-  CHECK_RESULT(egress_teardown_by_name(missing_netns, NULL), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_RESULT(egress_teardown_by_name(BAD_UTF8, "c-test"), EGRESS_RESULT_INVALID_UTF8);
-  CHECK_RESULT(egress_teardown_by_name(missing_netns, BAD_UTF8), EGRESS_RESULT_INVALID_UTF8);
-  CHECK_RESULT(egress_teardown_by_name(missing_netns, "c-test"), EGRESS_RESULT_NOT_FOUND);
-
   text = NOT_NULL(char);
-  CHECK_RESULT(egress_inspect_json(NULL, "c-test", &text), EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_RESULT(egress_router_diagnose_json(NULL, 0, &text), EGRESS_RESULT_NULL_PARAMETER);
   CHECK(text == NULL);
-  CHECK_MESSAGE("egress_inspect_json: argument `netns_path` is NULL");
-  CHECK_RESULT(egress_inspect_json(missing_netns, NULL, &text), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_RESULT(egress_inspect_json(missing_netns, "c-test", NULL), EGRESS_RESULT_NULL_PARAMETER);
-  CHECK_RESULT(egress_inspect_json(missing_netns, BAD_UTF8, &text), EGRESS_RESULT_INVALID_UTF8);
-  CHECK_RESULT(egress_inspect_json(missing_netns, "c-test", &text), EGRESS_RESULT_NOT_FOUND);
-  CHECK(text == NULL);
+  CHECK_MESSAGE("egress_router_diagnose_json: argument `router` is NULL");
+  CHECK_RESULT(egress_router_diagnose_json(NOT_NULL(egress_router), 0, NULL),
+               EGRESS_RESULT_NULL_PARAMETER);
+  CHECK_MESSAGE("argument `json_out` is NULL");
 
   egress_spec_free(spec);
 }
@@ -501,9 +508,9 @@ int main(int argc, char **argv) {
   test_last_error_message();
   test_string_setters();
   test_other_setters();
+  test_integers_as_wide_as_the_caller_s();
   test_values_checked_at_build();
   test_spec_calls();
   test_kernel_calls_on_a_missing_namespace();
-  test_deprecated_aliases();
   return report("api_test");
 }

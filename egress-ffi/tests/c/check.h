@@ -1,6 +1,7 @@
 /* A few checking macros for the C tests of libegress: every check counts, a failing one prints
  * where it failed, the last egress result name and message, and the run goes on. main() ends
- * with `return report("NAME");`, which prints "NAME: N passed, N failed". */
+ * with `return report("NAME");`, which prints "NAME: N passed, N failed". And the builder of
+ * the router the tests apply. */
 #ifndef EGRESS_TEST_CHECK_H
 #define EGRESS_TEST_CHECK_H
 
@@ -58,6 +59,19 @@ static const char *last_message(void) {
               __LINE__, (needle), msg_);                                    \
     }                                                                       \
   } while (0)
+
+/* A builder of the router the tests apply in scripts/test-c.sh's namespace at `netns_path`: it
+ * adopts ext0, its internal link is int0, source 203.0.113.99/24, gateway 203.0.113.1. */
+static inline egress_spec_builder *test_router_builder(const char *name, const char *netns_path) {
+  egress_spec_builder *b = NULL;
+  CHECK_RESULT(egress_spec_builder_new(name, &b), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_netns_path(b, netns_path), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_adopt(b, "ext0"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_internal(b, "int0"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_add_source(b, "203.0.113.99/24"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_builder_add_gateway(b, "203.0.113.1"), EGRESS_RESULT_OK);
+  return b;
+}
 
 static int report(const char *name) {
   printf("%s: %d passed, %d failed\n", name, checks_passed, checks_failed);

@@ -21,14 +21,8 @@ static const char *gateway_netns;
 static const char *checker;
 
 static egress_spec *router_spec(void) {
-  egress_spec_builder *b = NULL;
   egress_spec *spec = NULL;
-  CHECK_RESULT(egress_spec_builder_new("c-diag", &b), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_netns_path(b, netns_path), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_adopt(b, "ext0"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_internal(b, "int0"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_add_source(b, "203.0.113.99/24"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_add_gateway(b, "203.0.113.1"), EGRESS_RESULT_OK);
+  egress_spec_builder *b = test_router_builder("c-diag", netns_path);
   /* A TCP destination that accepts (the gateway's listener), a UDP one (route check only). */
   CHECK_RESULT(egress_spec_builder_add_redirect(b, EGRESS_PROTOCOL_TCP, 80, "203.0.113.1", 8080),
                EGRESS_RESULT_OK);

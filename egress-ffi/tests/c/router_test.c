@@ -1,8 +1,8 @@
 /* A real router through the C API, under AddressSanitizer + UBSan + LeakSanitizer: apply, check,
  * the live plan, ensure, inspect, stats, drift and repair, teardown by handle and by name, a stale
- * handle, and the deprecated names of 0.1, in a throwaway namespace that scripts/test-c.sh
- * makes (veth int0 on 192.0.2.2/24 with a default route, veth ext0 down to adopt) and compares
- * before and after.
+ * handle (refused by teardown, stats and diagnosis alike), in a throwaway namespace that
+ * scripts/test-c.sh makes (veth int0 on 192.0.2.2/24 with a default route, veth ext0 down to
+ * adopt) and compares before and after.
  *
  * Usage: router_test NETNS_NAME (as root) */
 #include <stdio.h>
@@ -15,14 +15,8 @@ static char netns_path[256];
 static const char *netns_name;
 
 static egress_spec *router_spec(void) {
-  egress_spec_builder *b = NULL;
   egress_spec *spec = NULL;
-  CHECK_RESULT(egress_spec_builder_new("c-api", &b), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_netns_path(b, netns_path), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_adopt(b, "ext0"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_internal(b, "int0"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_add_source(b, "203.0.113.99/24"), EGRESS_RESULT_OK);
-  CHECK_RESULT(egress_spec_builder_add_gateway(b, "203.0.113.1"), EGRESS_RESULT_OK);
+  egress_spec_builder *b = test_router_builder("c-api", netns_path);
   CHECK_RESULT(egress_spec_builder_add_redirect(b, EGRESS_PROTOCOL_TCP, 80, "198.51.100.25", 8080),
                EGRESS_RESULT_OK);
   CHECK_RESULT(egress_spec_builder_add_fallback(b, "198.51.100.9"), EGRESS_RESULT_OK);
@@ -127,8 +121,8 @@ int main(int argc, char **argv) {
   CHECK_MESSAGE("egress_spec_apply: ");
   CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
-  static char sentinel;
-  stats = &sentinel; /* set to NULL by the failed call */
+  static char unset;
+  stats = &unset; /* set to NULL by the failed call */
   CHECK_RESULT(egress_router_stats_json_by_name(netns_path, "c-api", &stats),
                EGRESS_RESULT_NOT_FOUND);
   CHECK(stats == NULL);
@@ -158,6 +152,27 @@ int main(int argc, char **argv) {
   CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
   router = NULL;
   CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_OK);
+  /* Its reads are refused too: the counters there are not its router's. */
+  static char sentinel;
+  char *out = &sentinel;
+  CHECK_RESULT(egress_router_stats_json(stale, &out), EGRESS_RESULT_STALE_HANDLE);
+  CHECK(out == NULL);
+  CHECK_MESSAGE("egress_router_stats_json: router `c-api` in namespace");
+  out = &sentinel;
+  CHECK_RESULT(egress_router_diagnose_json(stale, 1, &out), EGRESS_RESULT_STALE_HANDLE);
+  CHECK(out == NULL);
+  /* The new handle reads its router, and its diagnosis is the JSON form. */
+  CHECK_RESULT(egress_router_stats_json(router, &out), EGRESS_RESULT_OK);
+  CHECK(out != NULL && strstr(out, "{\"name\":\"c-api\"") == out);
+  egress_string_free(out);
+  out = NULL;
+  egress_result diagnosed = egress_router_diagnose_json(router, 1, &out);
+  CHECK(diagnosed == EGRESS_RESULT_OK || diagnosed == EGRESS_RESULT_DIAGNOSIS_FAILED);
+  CHECK(out != NULL && strstr(out, "{\"router\":\"c-api\",\"checks\":[{\"name\":\"state\","
+                                   "\"status\":\"ok\"") == out);
+  if (out != NULL && strstr(out, "\"status\":\"ok\"") == NULL)
+    fprintf(stderr, "diagnosis: %s\n", out);
+  egress_string_free(out);
   CHECK_RESULT(egress_router_teardown(stale), EGRESS_RESULT_STALE_HANDLE);
   CHECK_MESSAGE("egress_router_teardown: router `c-api` in namespace");
   CHECK_MESSAGE("is not the one this handle applied");
@@ -187,22 +202,15 @@ int main(int argc, char **argv) {
   CHECK_RESULT(egress_router_teardown(router), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
 
-  /* Freeing the handle leaves the router in place, for teardown by name later; the deprecated
-   * names of 0.1 do the same as the new ones. */
+  /* Freeing the handle leaves the router in place, for teardown by name later. */
   router = NULL;
-  CHECK_RESULT(egress_apply(spec, &router), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_spec_apply(spec, &router), EGRESS_RESULT_OK);
   egress_router_free(router);
-  char *json = NULL;
-  CHECK_RESULT(egress_inspect_json(netns_path, "c-api", &json), EGRESS_RESULT_OK);
-  CHECK(json != NULL && strstr(json, "\"name\":\"c-api\"") != NULL);
-  egress_string_free(json);
-  char *drift = NULL;
-  CHECK_RESULT(egress_check(spec, &drift), EGRESS_RESULT_OK);
-  CHECK(drift != NULL && strcmp(drift, "[]") == 0);
-  egress_string_free(drift);
-  CHECK_RESULT(egress_ensure(spec, &action), EGRESS_RESULT_OK);
+  check_inspect(EGRESS_RESULT_OK, "\"name\":\"c-api\"");
+  check_drift(spec, EGRESS_RESULT_OK, "[]");
+  CHECK_RESULT(egress_spec_ensure(spec, &action), EGRESS_RESULT_OK);
   CHECK(action == EGRESS_ENSURE_ACTION_UNCHANGED);
-  CHECK_RESULT(egress_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
+  CHECK_RESULT(egress_router_teardown_by_name(netns_path, "c-api"), EGRESS_RESULT_OK);
   check_inspect(EGRESS_RESULT_NOT_FOUND, NULL);
 
   egress_spec_free(spec);

@@ -154,26 +154,9 @@ class InvalidSpecError(EgressError, ValueError):
     errors: list[InvalidField]
 
 
-class BlockingInAsyncError(EgressError, RuntimeError):
-    """A call was made on one of the library's own threads, which runs its async runtime and
-    must not block: from a logging handler that runs for one of the library's log records.
-    Call the library from your own threads. Attributes: call (the function called)."""
-
-    call: str
-
-
-class NoRuntimeError(EgressError, RuntimeError):
-    """Part of the library ran outside its async runtime. The calls of this package always
-    run on that runtime: this would be a bug of the library; the class exists so that every
-    error of the library has one. Attributes: operation (what needed the runtime)."""
-
-    operation: str
-
-
 __all__ = [
     "AlreadyExistsError",
     "ApplyError",
-    "BlockingInAsyncError",
     "Check",
     "ConflictError",
     "Diagnosis",
@@ -184,7 +167,6 @@ __all__ = [
     "InvalidField",
     "InvalidSpecError",
     "KernelError",
-    "NoRuntimeError",
     "NotFoundError",
     "PermissionDeniedError",
     "RedirectStats",
