@@ -105,7 +105,8 @@ pub use ops::{
 };
 pub use plan::Plan;
 pub use reconcile::{
-    check, ensure, ensure_as, plan, teardown_by_name, EnsureAction, EnsureOutcome,
+    check, ensure, ensure_as, plan, plan_as, plan_teardown, teardown_by_name, EnsureAction,
+    EnsureOutcome,
 };
 pub use spec::{
     Announce, External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect,

@@ -83,13 +83,24 @@ pub async fn check(spec: &RouterSpec) -> Result<Vec<Drift>> {
 /// whole plan when the router is not there; changes nothing (Ansible's check mode, a dry run of
 /// [`ensure`]).
 pub async fn plan(spec: &RouterSpec) -> Result<Plan> {
+    plan_as(spec, Role::Active).await
+}
+
+/// [`plan`], the dry run of [`ensure_as`]: a router that is not there is planned in role
+/// `role` (a standby's plan stages everything but the egress identity); one that is there
+/// keeps the role its record holds.
+pub async fn plan_as(spec: &RouterSpec, role: Role) -> Result<Plan> {
     require_net_admin("plan an egress router")?;
     let spec = spec.clone();
     NsHandle::open(&spec.netns, "netns")?
         .within(move |ns| async move {
             let mut c = Conn::open(ns)?;
             let now = Current::read(&mut c, &spec.name).await?;
-            Desired::with_role(&spec, role_in(&now, &spec.name)).plan(&now)
+            let desired = Desired::with_role(&spec, role_in(&now, &spec.name));
+            match desired.exists_in(&now) {
+                true => desired.plan(&now),
+                false => Desired::with_role(&spec, role).plan(&now),
+            }
         })
         .await
 }
@@ -197,6 +208,23 @@ pub async fn teardown_by_name(netns: &Netns, name: &str) -> Result<Vec<String>> 
     NsHandle::open(netns, "netns")?
         .within(move |ns| teardown_in(ns, name, None))
         .instrument(span)
+        .await
+}
+
+/// What [`teardown_by_name`] would undo now, in its words and its order; changes nothing (the
+/// dry run of a teardown by name: Ansible's check mode of `state: absent`). Empty when nothing
+/// of the router is there. Like the teardown, it counts only what is proven the router's: a
+/// marked macvlan whose crash record is gone is listed, a look-alike table is not.
+pub async fn plan_teardown(netns: &Netns, name: &str) -> Result<Vec<String>> {
+    validate_name(name).map_err(|f| Error::invalid_spec(f.field, f.value, f.expected))?;
+    require_net_admin("plan the teardown of an egress router")?;
+    let name = name.to_string();
+    NsHandle::open(netns, "netns")?
+        .within(move |ns| async move {
+            let mut c = Conn::open(ns)?;
+            let now = Current::read(&mut c, &name).await?;
+            Ok(Owned::of(&now, &name).journal(&now).described())
+        })
         .await
 }
 
