@@ -20,6 +20,7 @@ use crate::{
     netns::NsHandle,
     ops::{
         addr::Addr,
+        ifname::IfName,
         link::{Link, LinkConf},
         role::{marker, role_in, Claim, Role},
         Current,
@@ -447,8 +448,8 @@ fn standby_now(stable_mac: Option<[u8; 6]>) -> Current {
     let s = subject();
     let claim = Claim {
         router: s.name.clone(),
-        internal: "eth0".into(),
-        link: "macvlan0".into(),
+        internal: IfName::parse("eth0").unwrap(),
+        link: IfName::parse("macvlan0").unwrap(),
         created: true,
         sources: s.sources.clone(),
         gateways: s.gateways.clone(),
