@@ -10,12 +10,14 @@
 //!  client: 192.0.2.3 on cbr0, connects to the internal virtual IP 192.0.2.10
 //! ```
 //! Each keepalived reports its state changes on a notify FIFO the lab reads
-//! ([`HaLab::state_changes`], [`HaLab::wait_state`]); [`HaLab::log_role_changes`] has the
-//! notify commands log their steps with timestamps. [`crate::takeover`] measures what a
+//! ([`HaLab::state_changes`], [`HaLab::wait_state`]); [`HaLab::log_role_changes`] has
+//! egress-router log its steps with timestamps. [`crate::takeover`] measures what a
 //! takeover costs the client.
 //! keepalived runs inside each router namespace (`ip netns exec`), elects on the internal
-//! segment, holds the internal virtual IP [`INTERNAL_VIP`] on the active router's eth0 and calls
-//! `egress-router promote` / `demote` from its notify commands. Its files (configuration, the
+//! segment, holds the internal virtual IP [`INTERNAL_VIP`] on the active router's eth0 and
+//! drives the router through its VRRP notify FIFO, which `egress-router keepalived` follows
+//! (docs/ha.md); with conntrackd, notify commands run conntrackd's commands around
+//! `egress-router promote` / `demote`. Its files (configuration, the
 //! notify binary, pid files, logs) are in a private root-owned 0755 folder under /run, as
 //! `enable_script_security` wants; only the processes started here are ever killed, by pid.
 //!
@@ -233,7 +235,8 @@ impl HaLab {
         ha
     }
 
-    /// The `egress-router` binary keepalived's notify commands run (in the private folder).
+    /// The `egress-router` binary keepalived runs (its FIFO follower, or the notify commands
+    /// with conntrackd), in the private folder.
     pub fn binary(&self) -> &Path {
         &self.binary
     }
@@ -602,10 +605,11 @@ vrrp_instance egress {{
         }
     }
 
-    /// From now on, `egress-router promote` and `demote` in the notify commands log every step
-    /// of theirs in JSON with a timestamp (`EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json`),
-    /// into [`HaLab::role_change_log`]; for keepalived started after this call. The commands
-    /// then run through a notify script (`/bin/sh`, one more exec).
+    /// From now on, the `egress-router` keepalived starts (the FIFO follower, or `promote` and
+    /// `demote` in the notify commands) logs every step in JSON with a timestamp
+    /// (`EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json`), into [`HaLab::role_change_log`]; for
+    /// keepalived started after this call. It then runs through a notify script (`/bin/sh`,
+    /// one more exec).
     pub fn log_role_changes(&self) {
         self.role_log.store(true, Ordering::Relaxed);
     }
