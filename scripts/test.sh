@@ -32,22 +32,30 @@ core=$(cargo test --workspace --no-run --quiet --message-format=json |
 cargo build --workspace --lib --bins --examples --quiet   # as scripts/test-c.sh selects it
 
 # The release builds, beside the tests: the wheel and its virtualenv (scripts/test-py.sh
-# --venv), the static binaries of the images and the C library's release build, exactly as
-# scripts/package.sh builds them (so that it finds them done).
+# --venv) first, then the static binaries of the images and the C library's release build,
+# exactly as scripts/package.sh builds them (so that it finds them done).
 mkdir -p "$target"
 prebuild_log=$target/prebuild.log
+wheel_done=$target/prebuild.wheel-done
+rm -f "$wheel_done"
 # Its own session (setsid), so that a failure here stops the whole group.
 (
   exec setsid chrt --idle 0 nice -n 19 bash -c '
     set -euo pipefail
     scripts/test-py.sh --venv
+    touch "$1"
     cargo build --quiet --profile dist --target x86_64-unknown-linux-musl \
       --bin egress-router --bin egress-cni --bin egress-cni-install
     cargo --quiet build -p egress-ffi --lib --release
-  '
+  ' prebuild "$wheel_done"
 ) >"$prebuild_log" 2>&1 &
 prebuild=$!
 trap 'kill -- -"$prebuild" 2>/dev/null || true' EXIT
+prebuild_failed() {
+  cat "$prebuild_log" >&2
+  echo "test: the release builds failed" >&2
+  exit 1
+}
 
 scripts/test-c.sh                   # C header, ASan C tests; builds the agent tests/c_agent.rs runs
 echo "== tests";   cargo test --workspace
@@ -61,14 +69,16 @@ rm -r "$unpriv"
 # the crates it packages.
 echo "== lab";     cargo run --quiet --example lab
 
-echo "== release builds (beside the tests: $prebuild_log)"
-if ! wait "$prebuild"; then
-  cat "$prebuild_log" >&2
-  echo "test: the release builds failed" >&2
-  exit 1
-fi
-trap - EXIT
+echo "== the wheel (built beside the tests: $prebuild_log)"
+while [[ ! -e $wheel_done ]]; do
+  kill -0 "$prebuild" 2>/dev/null || { wait "$prebuild" || prebuild_failed; }
+  sleep 1
+done
+# The Python tests while the rest of the release builds goes on.
 scripts/test-py.sh --tests          # stubtest, pytest, ansible-playbook, the fuzzer
+echo "== the release builds (beside the tests: $prebuild_log)"
+wait "$prebuild" || prebuild_failed
+trap - EXIT
 scripts/test-pkg.sh                 # every artefact of scripts/package.sh, used as users use them
 
 left=$(ip netns list | awk '{print $1}' | grep '^egt-' || true)
