@@ -24,6 +24,12 @@ if [[ $EUID -ne 0 ]]; then
   echo "test-pkg: needs root (podman, network namespaces)" >&2
   exit 1
 fi
+# tests/packaging.rs, checked and built before scripts/package.sh: its `cargo package` cleans the
+# debug build of the crates it packages, which the test binary is built from. It runs last.
+cargo clippy --quiet --test packaging -- -D warnings
+packaging_test=$(cargo test --quiet --test packaging --no-run --message-format=json |
+  grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
+[[ -x $packaging_test ]] || { echo "test-pkg: tests/packaging.rs did not build" >&2; exit 1; }
 scripts/package.sh
 target=${CARGO_TARGET_DIR:-$root/target}
 [[ $target == /* ]] || target=$root/$target
@@ -191,12 +197,12 @@ ran=$(grep -c '^Running sanity test' "$log" || true)
 ((ran >= 20)) || fail "ansible-test sanity ran $ran tests (log: $log)"
 echo "test-pkg: ansible-test sanity: $ran tests passed"
 
-echo "== in the lab: the image by podman, the manifests' workloads, the collection (cargo test)"
+echo "== in the lab: the image by podman, the manifests' workloads, the collection (tests/packaging.rs)"
 # shellcheck source=scripts/podman-env.sh
 source scripts/podman-env.sh
-cargo clippy --quiet --test packaging -- -D warnings
-EGRESS_IMAGE=registry.example/egress-router:$version EGRESS_PKG_TOOLS=$tools \
+# From egress-lab/, as `cargo test` runs it.
+(cd egress-lab && EGRESS_IMAGE=registry.example/egress-router:$version EGRESS_PKG_TOOLS=$tools \
   EGRESS_HA_IMAGE=registry.example/egress-router-keepalived:$version \
   EGRESS_CNI_BIN=$target/x86_64-unknown-linux-musl/dist/egress-cni \
   EGRESS_PKG_COLLECTIONS=$collections EGRESS_PKG_PYTHON=$work/venv-sdist/bin/python \
-  cargo test --quiet --test packaging
+  "$packaging_test" --quiet)
