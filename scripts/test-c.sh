@@ -41,6 +41,8 @@ if [[ ! -x $cbindgen || "$("$cbindgen" --version)" != "cbindgen $CBINDGEN_VERSIO
   echo "test-c: installing cbindgen $CBINDGEN_VERSION into $tools"
   cargo install cbindgen --version "=$CBINDGEN_VERSION" --locked --quiet --force --root "$tools"
 fi
+# `scripts/test-c.sh --tools`: only that (scripts/test.sh installs it beside its builds).
+[[ ${1:-} != --tools ]] || exit 0
 (cd egress-ffi && "$cbindgen" --quiet --config cbindgen.toml --crate egress-ffi \
   --output "$c/egress.h")
 if ! diff -u egress-ffi/include/egress.h "$c/egress.h"; then

@@ -1,18 +1,48 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (needs root: the tests build throwaway namespaces).
 #
-# About 10 minutes on 2 cores from cold. The order keeps the CPUs busy: the static checks, then
-# one debug build of everything the Rust and C tests run; while those tests run (they mostly
-# wait on the kernel and the network), the release builds that the Python and packaging checks
-# need are compiled beside them in the idle scheduling class (`chrt --idle`: they get only the
-# CPU time the tests leave, so the tests' timing is unchanged), and the packaging scripts then
-# find them done.
+# Under 10 minutes on 2 cores from cold. The order keeps both CPUs busy: the release builds
+# that the Python and packaging checks need (the wheel, the images' static binaries, the C
+# library) and the cbindgen the C checks pin start at once, beside everything else, in the
+# idle scheduling class (`chrt --idle`): they get only the CPU time the foreground leaves —
+# the gaps of the debug build, then the Rust and C tests, which mostly wait on the kernel and
+# the network — so the foreground's pace and the tests' timing are unchanged. The packaging
+# scripts then find those builds done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 target=${CARGO_TARGET_DIR:-$root/target}
 [[ $target == /* ]] || target=$root/$target
 scripts/setup.sh
+
+# Beside everything (idle class): the release builds — the wheel and its virtualenv
+# (scripts/test-py.sh --venv) first, then the static binaries of the images and the C
+# library's release build, exactly as scripts/package.sh builds them (so that it finds them
+# done) — and the pinned cbindgen of scripts/test-c.sh.
+mkdir -p "$target"
+prebuild_log=$target/prebuild.log
+wheel_done=$target/prebuild.wheel-done
+rm -f "$wheel_done"
+# Its own session (setsid), so that a failure here stops the whole group.
+(
+  exec setsid chrt --idle 0 nice -n 19 bash -c '
+    set -euo pipefail
+    scripts/test-py.sh --venv
+    touch "$1"
+    cargo build --quiet --profile dist --target x86_64-unknown-linux-musl \
+      --bin egress-router --bin egress-cni --bin egress-cni-install
+    cargo --quiet build -p egress-ffi --lib --release
+  ' prebuild "$wheel_done"
+) >"$prebuild_log" 2>&1 &
+prebuild=$!
+(exec setsid chrt --idle 0 nice -n 19 scripts/test-c.sh --tools) >"$target/cbindgen.log" 2>&1 &
+cbindgen=$!
+trap 'kill -- -"$prebuild" -"$cbindgen" 2>/dev/null || true' EXIT
+prebuild_failed() {
+  cat "$prebuild_log" >&2
+  echo "test: the release builds failed" >&2
+  exit 1
+}
 
 echo "== format";  cargo fmt --all -- --check
 echo "== clippy";  cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -31,32 +61,7 @@ core=$(cargo test --workspace --no-run --quiet --message-format=json |
 [[ -x $core ]] || { echo "test: no unit test binary of egress-core" >&2; exit 1; }
 cargo build --workspace --lib --bins --examples --quiet   # as scripts/test-c.sh selects it
 
-# The release builds, beside the tests: the wheel and its virtualenv (scripts/test-py.sh
-# --venv) first, then the static binaries of the images and the C library's release build,
-# exactly as scripts/package.sh builds them (so that it finds them done).
-mkdir -p "$target"
-prebuild_log=$target/prebuild.log
-wheel_done=$target/prebuild.wheel-done
-rm -f "$wheel_done"
-# Its own session (setsid), so that a failure here stops the whole group.
-(
-  exec setsid chrt --idle 0 nice -n 19 bash -c '
-    set -euo pipefail
-    scripts/test-py.sh --venv
-    touch "$1"
-    cargo build --quiet --profile dist --target x86_64-unknown-linux-musl \
-      --bin egress-router --bin egress-cni --bin egress-cni-install
-    cargo --quiet build -p egress-ffi --lib --release
-  ' prebuild "$wheel_done"
-) >"$prebuild_log" 2>&1 &
-prebuild=$!
-trap 'kill -- -"$prebuild" 2>/dev/null || true' EXIT
-prebuild_failed() {
-  cat "$prebuild_log" >&2
-  echo "test: the release builds failed" >&2
-  exit 1
-}
-
+wait "$cbindgen" || { cat "$target/cbindgen.log" >&2; exit 1; }
 scripts/test-c.sh                   # C header, ASan C tests; builds the agent tests/c_agent.rs runs
 echo "== tests";   cargo test --workspace
 # egress-core's own tests are pure (the privileged ones are egress-lab's): its unit test binary
