@@ -1322,6 +1322,11 @@ fn two_appliers_of_one_router_exactly_one_wins() {
         }
         applied.assert_restored_but_record(&format!("round {round}: not as one apply leaves it"));
         assert!(blocking::check(&spec).unwrap().is_empty());
+        assert_eq!(
+            handles_taken_by_others(&pair.router, &spec.table_name()),
+            0,
+            "round {round}: the loser's batch added (then took back) rules in the winner's table"
+        );
         let router = won.into_iter().next().unwrap().unwrap();
         blocking::teardown(router).unwrap();
         before.assert_restored(&format!("round {round}, after the winner's teardown"));
@@ -1330,6 +1335,157 @@ fn two_appliers_of_one_router_exactly_one_wins() {
         "{rounds} races: the loser stopped at preflight {preflight} times, at the table {} times",
         rounds - preflight
     );
+}
+
+/// How many handles of `table` (in `ns`) were taken by objects that are no longer in it: the
+/// kernel numbers a table's chains, sets and rules with one counter, which a rule added by a
+/// batch that the kernel then aborts advances too. Found with a probe rule, added (its handle
+/// is the next one) and deleted again.
+fn handles_taken_by_others(ns: &Netns, table: &str) -> u64 {
+    let handles = |listing: &str| -> Vec<u64> {
+        listing
+            .lines()
+            .filter_map(|l| l.rsplit_once("# handle "))
+            .map(|(_, h)| h.trim().parse().unwrap())
+            .collect()
+    };
+    let listed = ns.exec(&["nft", "-a", "list", "table", "inet", table]);
+    // The first line's is the table's own (a namespace-wide counter).
+    let highest = handles(&listed).into_iter().skip(1).max().unwrap();
+    let added = ns.exec(&[
+        "nft", "-e", "-a", "add", "rule", "inet", table, "input", "counter",
+    ]);
+    let probe = *handles(&added).first().unwrap();
+    ns.exec(&[
+        "nft",
+        "delete",
+        "rule",
+        "inet",
+        table,
+        "input",
+        "handle",
+        &probe.to_string(),
+    ]);
+    probe - highest - 1
+}
+
+/// The batch of an apply that lost the race for `table` to another, as the create step sent
+/// it before it looked for the table first: NEWTABLE `table` with `NLM_F_EXCL` (which fails:
+/// the table exists), then `per_chain` rules appended to each of `chains`, named by name. The
+/// kernel processes every message (the rules go, uncommitted, into the existing table's
+/// chains), then aborts the batch.
+fn losing_batch(table: &str, chains: &[String], per_chain: usize, seq: u32) -> Vec<u8> {
+    const SUBSYS_NFTABLES: u16 = 10;
+    const NFPROTO_INET: u8 = 1;
+    fn attr(out: &mut Vec<u8>, kind: u16, text: &str) {
+        let len = 4 + text.len() + 1;
+        out.extend((len as u16).to_ne_bytes());
+        out.extend(kind.to_ne_bytes());
+        out.extend(text.as_bytes());
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    let mut batch = Vec::new();
+    let mut message = |kind: u16, flags: u16, family: u8, res_id: u16, attrs: &[(u16, &str)]| {
+        let mut body = vec![family, 0];
+        body.extend(res_id.to_be_bytes());
+        for (k, v) in attrs {
+            attr(&mut body, *k, v);
+        }
+        batch.extend((16 + body.len() as u32).to_ne_bytes());
+        batch.extend(kind.to_ne_bytes());
+        batch.extend((libc::NLM_F_REQUEST as u16 | flags).to_ne_bytes());
+        batch.extend(seq.to_ne_bytes());
+        batch.extend(0u32.to_ne_bytes());
+        batch.extend(body);
+    };
+    // NFNL_MSG_BATCH_BEGIN / END, NFT_MSG_NEWTABLE / NEWRULE; NFTA_TABLE_NAME,
+    // NFTA_RULE_TABLE, NFTA_RULE_CHAIN.
+    message(0x10, 0, 0, SUBSYS_NFTABLES, &[]);
+    let (create, excl, append) = (0x400, 0x200, 0x800);
+    message(
+        SUBSYS_NFTABLES << 8,
+        create | excl,
+        NFPROTO_INET,
+        0,
+        &[(1, table)],
+    );
+    for chain in chains {
+        for _ in 0..per_chain {
+            let attrs = [(1, table), (2, chain.as_str())];
+            message(
+                SUBSYS_NFTABLES << 8 | 6,
+                create | append,
+                NFPROTO_INET,
+                0,
+                &attrs,
+            );
+        }
+    }
+    message(0x11, 0, 0, SUBSYS_NFTABLES, &[]);
+    batch
+}
+
+#[test]
+fn reads_are_exact_while_aborted_batches_append_to_the_routers_chains() {
+    let _lock = shared();
+    let reads = if long() { 2000 } else { 100 };
+    let pair = Pair::new("abort");
+    let spec = pair.spec("abort");
+    let table = spec.table_name();
+    // Dumps in several parts, read slowly, as on a busy machine: the kernel resumes a dump by
+    // counting the rules before the point it stopped at, and the aborted batches' rules, there
+    // or not when it makes each part, shift that count.
+    fault::slow_dumps();
+    let router = blocking::apply(&spec).unwrap();
+    let listed = pair.router.exec(&["nft", "list", "table", "inet", &table]);
+    let chains: Vec<String> = listed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("chain ")?.strip_suffix(" {"))
+        .map(str::to_string)
+        .collect();
+    assert!(chains.len() >= 3, "{listed}");
+    let socket = pair.router.run(|| {
+        let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+        std::io::Result::Ok(socket)
+    });
+    let socket = socket.unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let refused = thread::scope(|s| {
+        let appender = s.spawn(|| {
+            let mut refused = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                socket
+                    .send(&losing_batch(&table, &chains, 500, refused), 0)
+                    .unwrap();
+                // The batch asks for no acks: its one answer is the NEWTABLE's error.
+                let (reply, _) = socket.recv_from_full().unwrap();
+                let errno = -i32::from_ne_bytes(reply[16..20].try_into().unwrap());
+                assert_eq!(errno, libc::EEXIST, "{reply:?}");
+                refused += 1;
+            }
+            refused
+        });
+        for read in 0..reads {
+            let drift = blocking::check(&spec);
+            if !matches!(&drift, Ok(d) if d.is_empty()) {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("read {read}: {drift:?}");
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        appender.join().unwrap()
+    });
+    fault::clear();
+    // The reads ran among the batches, not after them.
+    assert!(
+        refused as usize >= reads,
+        "{refused} batches in {reads} reads"
+    );
+    eprintln!("{reads} exact reads among {refused} aborted batches");
+    blocking::teardown(router).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@
 //! request, and each `/proc/sys` file the apply opened for reading, read again.
 //!
 //! What is per-process is rewritten: the namespace fd of the macvlan's `RTM_NEWLINK`
-//! (`IFLA_NET_NS_FD`, which the core sets to its own fd of the router namespace), the
+//! (`IFLA_NET_NS_FD`, which the core sets to its own fd of the router namespace), the ruleset
+//! generation an nftables batch is checked against (`NFNL_BATCH_GENID`, zeroed: no check), the
 //! sequence numbers and port ids. Everything else (the ifindex and MAC the create chose, the
 //! apply id in the crash record) is the recorded value, which teardown frees again.
 //!
@@ -53,6 +54,7 @@ const NLM_F_ACK: u16 = 4;
 const RTM_NEWLINK: u16 = 16;
 const IFLA_NET_NS_FD: u16 = 28;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_BATCH_GENID: u16 = 1;
 
 /// The child: one apply, the marker, a teardown.
 pub fn child(spec_json: &str) {
@@ -595,6 +597,19 @@ fn parse(text: &str, reads: bool) -> (Vec<Socket>, Vec<Unit>) {
                                 let fd = i32::from_ne_bytes(m[a + 4..a + 8].try_into().unwrap());
                                 let path = fd_paths.get(&i64::from(fd)).map(|p| p.to_string());
                                 fixups.push((at + a + 4, ns_path(&path)));
+                            }
+                            a += (len.max(4) + 3) & !3;
+                        }
+                    }
+                    if batch && ty == NFNL_MSG_BATCH_BEGIN {
+                        // The generation the apply read its table at, which the kernel checks
+                        // the batch against: not the replay's. Zero asks for no check.
+                        let mut a = 20; // nlmsghdr + nfgenmsg
+                        while a + 8 <= m.len() {
+                            let len = u16::from_ne_bytes([m[a], m[a + 1]]) as usize;
+                            let ty = u16::from_ne_bytes([m[a + 2], m[a + 3]]) & 0x3fff;
+                            if ty == NFNL_BATCH_GENID {
+                                m[a + 4..a + 8].fill(0);
                             }
                             a += (len.max(4) + 3) & !3;
                         }

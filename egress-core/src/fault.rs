@@ -26,6 +26,7 @@ thread_local! {
     static VERIFY: Cell<bool> = const { Cell::new(false) };
     static NO_IFA_PROTO: Cell<bool> = const { Cell::new(false) };
     static NO_OPENAT2: Cell<bool> = const { Cell::new(false) };
+    static SLOW_DUMPS: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The errno an injected fault reports.
@@ -80,6 +81,21 @@ pub(crate) fn openat2_missing() -> bool {
     NO_OPENAT2.with(Cell::get)
 }
 
+/// Until [`clear`], the calls of this thread read nftables dumps as on a busy machine: in
+/// parts of at most 4 KB (as the kernel cuts them when it cannot allocate the 32 KB of a
+/// larger part), the thread pausing 1 ms before it takes each part (as when it is preempted).
+/// The kernel makes a dump's next part when the reader takes the previous one, so another
+/// writer's batch, which the kernel may abort, can change the ruleset in between. Not consumed
+/// by a call.
+pub fn slow_dumps() {
+    SLOW_DUMPS.with(|s| s.set(true));
+}
+
+/// Whether [`slow_dumps`] is on for this thread.
+pub(crate) fn dumps_slow() -> bool {
+    SLOW_DUMPS.with(Cell::get)
+}
+
 /// Clears every pending fault of this thread.
 pub fn clear() {
     STEP.with(|s| s.set(None));
@@ -88,6 +104,7 @@ pub fn clear() {
     VERIFY.with(|s| s.set(false));
     NO_IFA_PROTO.with(|s| s.set(false));
     NO_OPENAT2.with(|s| s.set(false));
+    SLOW_DUMPS.with(|s| s.set(false));
 }
 
 /// The faults armed on a thread: carried by each call to the pool thread that runs it, and the
@@ -100,6 +117,7 @@ pub(crate) struct Armed {
     verify: bool,
     no_ifa_proto: bool,
     no_openat2: bool,
+    slow_dumps: bool,
 }
 
 /// Takes the faults armed on this thread.
@@ -111,6 +129,7 @@ pub(crate) fn take() -> Armed {
         verify: VERIFY.with(|s| s.take()),
         no_ifa_proto: NO_IFA_PROTO.with(|s| s.take()),
         no_openat2: NO_OPENAT2.with(|s| s.take()),
+        slow_dumps: SLOW_DUMPS.with(|s| s.take()),
     }
 }
 
@@ -122,6 +141,7 @@ pub(crate) fn arm(a: Armed) {
     VERIFY.with(|s| s.set(a.verify));
     NO_IFA_PROTO.with(|s| s.set(a.no_ifa_proto));
     NO_OPENAT2.with(|s| s.set(a.no_openat2));
+    SLOW_DUMPS.with(|s| s.set(a.slow_dumps));
 }
 
 /// Whether [`take_ifindex`] is armed; consumes it.

@@ -129,6 +129,13 @@ const _: () = assert!(ELEMENTS_PER_MESSAGE * 48 + 64 < u16::MAX as usize);
 pub(super) const SEND_BUFFER: usize = 4 << 20;
 /// Receive buffer for one datagram (dumps come in ≤ 32 KiB datagrams).
 pub(super) const RECV_BUFFER: usize = 256 << 10;
+/// The receive buffer under `fault::slow_dumps`: the kernel then cuts every dump into parts
+/// of at most this size (a busy machine's, where it cannot allocate 32 KB).
+#[cfg(feature = "fault-injection")]
+pub(super) const SMALL_RECV_BUFFER: usize = 4096;
+/// The pause before each part of a dump under `fault::slow_dumps` (a preempted reader's).
+#[cfg(feature = "fault-injection")]
+pub(super) const SLOW_DUMP_PAUSE: Duration = Duration::from_millis(1);
 /// How long to wait for the kernel's answer (it answers synchronously; this only guards
 /// against a lost reply).
 pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(10);

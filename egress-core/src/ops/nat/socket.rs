@@ -74,7 +74,7 @@ impl NftSocket {
             // Any start will do (replies are matched per socket); a non-zero one is easier to
             // tell apart from kernel notifications in a trace.
             seq: std::process::id().wrapping_mul(0x9e37_79b9) | 1,
-            buf: Vec::with_capacity(RECV_BUFFER),
+            buf: Vec::with_capacity(receive_buffer()),
         };
         nft.raise_send_buffer(SEND_BUFFER);
         Ok(nft)
@@ -82,7 +82,11 @@ impl NftSocket {
 
     /// `nft add table inet TABLE { comment "COMMENT"; maps; chains; rules }` in one batch:
     /// the whole table appears at once, or nothing does. An existing table is refused
-    /// (`NLM_F_EXCL`: [`Error::Kernel`] with errno EEXIST, which the caller maps).
+    /// ([`Error::Kernel`] with errno EEXIST, which the caller maps) before any message names it:
+    /// the kernel processes every message of a batch before it aborts one, so a batch whose
+    /// NEWTABLE failed (`NLM_F_EXCL`) would still append its rules, uncommitted, to the other
+    /// table's chains, shifting the dumps of another reader. The batch carries the generation at
+    /// which the table was missing ([`guarded`](Self::guarded)).
     ///
     /// The comment is the table's userdata as libnftnl encodes it; a table's userdata is at
     /// most 256 bytes and cannot be changed later.
@@ -91,9 +95,15 @@ impl NftSocket {
             "nft add table inet {} (one batch with its NAT and filter)",
             rules.table
         );
-        let mut msgs = vec![new_table(&rules.table, comment)?];
-        msgs.extend(Layout::of(rules).messages(&rules.table, &BTreeSet::new()));
-        self.batch(&op, msgs, None)
+        self.guarded(&op, |nft| {
+            if nft.exists(&op, &rules.table)? {
+                return Err(Error::kernel(&op, libc::EEXIST));
+            }
+            let mut msgs = vec![new_table(&rules.table, comment)?];
+            msgs.extend(Layout::of(rules).messages(&rules.table, &BTreeSet::new()));
+            Ok(Some(msgs))
+        })
+        .map(drop)
     }
 
     /// Replaces whatever chains and maps the table holds with `rules`, in one batch, keeping
@@ -176,25 +186,28 @@ impl NftSocket {
 
     /// Deletes table `TABLE` (if it exists) and creates it again with `comment` and `rules`, in
     /// one batch: the ruleset never misses it, and the comment (which the kernel never
-    /// changes on an existing table) is the new one.
+    /// changes on an existing table) is the new one. Guarded by the generation at which the
+    /// table was found or missing, as [`create`](Self::create).
     pub(crate) fn rewrite(&mut self, comment: &str, rules: &NatRules) -> Result<()> {
         let op = format!(
             "nft delete table inet {} + add it again with its comment (one batch)",
             rules.table
         );
-        let exists = self.tables()?.iter().any(|t| t.name == rules.table);
-        let mut msgs = Vec::new();
-        if exists {
-            msgs.push((
-                inet(NfTablesMessage::DeleteTable(TableMessage {
-                    attributes: vec![TableAttribute::Name(rules.table.clone())],
-                })),
-                0,
-            ));
-        }
-        msgs.push(new_table(&rules.table, comment)?);
-        msgs.extend(Layout::of(rules).messages(&rules.table, &BTreeSet::new()));
-        self.batch(&op, msgs, None)
+        self.guarded(&op, |nft| {
+            let mut msgs = Vec::new();
+            if nft.exists(&op, &rules.table)? {
+                msgs.push((
+                    inet(NfTablesMessage::DeleteTable(TableMessage {
+                        attributes: vec![TableAttribute::Name(rules.table.clone())],
+                    })),
+                    0,
+                ));
+            }
+            msgs.push(new_table(&rules.table, comment)?);
+            msgs.extend(Layout::of(rules).messages(&rules.table, &BTreeSet::new()));
+            Ok(Some(msgs))
+        })
+        .map(drop)
     }
 
     /// The ruleset generation (`NFT_MSG_GETGEN`): it changes with every committed batch.
@@ -240,6 +253,17 @@ impl NftSocket {
             )
             .collect())
     }
+}
+
+/// The size of the buffer replies are received in. The kernel cuts a dump into parts of the
+/// largest buffer a socket has received with (at most 32 KB; 4 KB when it cannot allocate
+/// more).
+fn receive_buffer() -> usize {
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::dumps_slow() {
+        return SMALL_RECV_BUFFER;
+    }
+    RECV_BUFFER
 }
 
 pub(super) fn inet(msg: NfTablesMessage) -> NetfilterMessage {
@@ -422,6 +446,10 @@ impl NftSocket {
             let mut out = Vec::new();
             let mut interrupted = false;
             'dump: loop {
+                #[cfg(feature = "fault-injection")]
+                if crate::fault::dumps_slow() {
+                    std::thread::sleep(SLOW_DUMP_PAUSE);
+                }
                 let Some(replies) = self.recv(op, false)? else {
                     continue;
                 };
@@ -473,6 +501,123 @@ impl NftSocket {
         }
     }
 
+    /// Whether table `table` exists (`nft list table inet TABLE`, without its content).
+    fn exists(&mut self, op: &str, table: &str) -> Result<bool> {
+        let get = inet(NfTablesMessage::GetTable(TableMessage {
+            attributes: vec![TableAttribute::Name(table.to_string())],
+        }));
+        match self.request(op, get) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends the batch that `build` makes from what it reads, guarded by the ruleset generation
+    /// read before (`NFNL_BATCH_GENID`): if another batch was committed since, the kernel
+    /// refuses the whole batch before processing any of its messages, and it is built again.
+    /// `build` returns `None` when there is nothing to send: `Ok(false)`.
+    fn guarded(
+        &mut self,
+        op: &str,
+        mut build: impl FnMut(&mut Self) -> Result<Option<Vec<(NetfilterMessage, u16)>>>,
+    ) -> Result<bool> {
+        for _ in 0..ATTEMPTS {
+            let generation = self.generation()?;
+            let Some(msgs) = build(self)? else {
+                return Ok(false);
+            };
+            match self.batch(op, msgs, Some(generation)) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.errno() == Some(libc::ERESTART) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::kernel(op, libc::EAGAIN))
+    }
+
+    /// The rules of the table's chains `chains` (each with its use count, as its dump gives
+    /// it), each chain's in order, each rule as its attributes.
+    ///
+    /// The kernel makes a dump in walks, one per part and a last one that finds nothing left,
+    /// each resuming by counting the rules before the point the last stopped at, uncommitted
+    /// ones included; and a batch of another writer that it aborts changes no generation.
+    /// Rules that such a batch adds and takes back between two walks (it appends them to any
+    /// chain it names, the router's too) shift that point: a rule of a later chain comes twice,
+    /// or not at all. So one dump of the table's rules is taken if each chain's list in it is
+    /// unbroken ([`unbroken`]: a rule twice shows) and as long as the chain's use count (each
+    /// of its rules adds one, uncommitted ones included: a rule missed shows); else one dump
+    /// per chain ([`chain_rules`](Self::chain_rules)).
+    fn rules(
+        &mut self,
+        op: &str,
+        table: &str,
+        chains: &[(ChainState, Option<u32>)],
+    ) -> Result<Vec<Vec<Vec<RuleAttribute>>>> {
+        let replies = self.dump(op, || {
+            inet(NfTablesMessage::GetRule(RuleMessage {
+                attributes: vec![RuleAttribute::Table(table.to_string())],
+            }))
+        })?;
+        let mut rules: Vec<Vec<_>> = chains.iter().map(|_| Vec::new()).collect();
+        for attributes in replies
+            .iter()
+            .filter_map(|r| r.inet_attributes(NFT_MSG_NEWRULE, rule_attribute))
+        {
+            let (t, c) = place(&attributes);
+            if let Some(i) = chains.iter().position(|(chain, _)| c == Some(&chain.name)) {
+                if t == Some(table) {
+                    rules[i].push(attributes);
+                }
+            }
+        }
+        let whole = rules
+            .iter()
+            .zip(chains)
+            .all(|(rules, (_, used))| unbroken(rules) && *used == u32::try_from(rules.len()).ok());
+        if whole {
+            return Ok(rules);
+        }
+        chains
+            .iter()
+            .map(|(chain, _)| self.chain_rules(op, table, &chain.name))
+            .collect()
+    }
+
+    /// The rules of chain `chain`, as [`rules`](Self::rules) gives them: one dump of that chain
+    /// alone, read again until its list is unbroken. Rules that another writer's batch appends
+    /// go behind the chain's last, where they cannot shift the dump of that chain alone; the
+    /// check catches the rest, but a missed last rule (see [`unbroken`]).
+    fn chain_rules(
+        &mut self,
+        op: &str,
+        table: &str,
+        chain: &str,
+    ) -> Result<Vec<Vec<RuleAttribute>>> {
+        for _ in 0..ATTEMPTS {
+            let replies = self.dump(op, || {
+                inet(NfTablesMessage::GetRule(RuleMessage {
+                    attributes: vec![
+                        RuleAttribute::Table(table.to_string()),
+                        RuleAttribute::Chain(chain.to_string()),
+                    ],
+                }))
+            })?;
+            let rules: Vec<Vec<RuleAttribute>> = replies
+                .iter()
+                .filter_map(|r| r.inet_attributes(NFT_MSG_NEWRULE, rule_attribute))
+                .filter(|attributes| place(attributes) == (Some(table), Some(chain)))
+                .collect();
+            if unbroken(&rules) {
+                return Ok(rules);
+            }
+        }
+        Err(Error::kernel(
+            format!("{op} (chain {chain}: each dump repeated or skipped a rule)"),
+            libc::EINTR,
+        ))
+    }
+
     /// One pass of [`read`](Self::read), without the consistency check.
     fn read_once(
         &mut self,
@@ -480,21 +625,54 @@ impl NftSocket {
         table: &str,
         with_elements: bool,
     ) -> Result<Option<NatState>> {
-        let get = inet(NfTablesMessage::GetTable(TableMessage {
-            attributes: vec![TableAttribute::Name(table.to_string())],
-        }));
-        match self.request(op, get) {
-            Ok(_) => {}
-            Err(e) if e.errno() == Some(libc::ENOENT) => return Ok(None),
-            Err(e) => return Err(e),
+        if !self.exists(op, table)? {
+            return Ok(None);
         }
+        let mut chains = Vec::new();
+        for (mut chain, rules) in self.chains(op, table)? {
+            for attributes in rules {
+                let mut rule = RuleState {
+                    comment: None,
+                    exprs: Vec::new(),
+                };
+                for a in attributes {
+                    match a {
+                        RuleAttribute::UserData(u) => rule.comment = decode_comment(&u),
+                        RuleAttribute::Expressions(list) => {
+                            rule.exprs = list
+                                .iter()
+                                .map(|e| match e {
+                                    ListAttribute::Element(attrs) => Expr::decode(attrs)
+                                        .map_or_else(|| render_raw(attrs), |x| x.render()),
+                                    other => format!("(foreign list entry {other:?})"),
+                                })
+                                .collect();
+                        }
+                        _ => {}
+                    }
+                }
+                chain.rules.push(rule);
+            }
+            chains.push(chain);
+        }
+        chains.sort_by(|a, b| a.name.cmp(&b.name));
+        let maps = self.maps(op, table, with_elements)?;
+        Ok(Some(NatState { chains, maps }))
+    }
 
+    /// The chains of table `table` (their rules left empty), each with its rules as
+    /// [`rules`](Self::rules) reads them.
+    fn chains(
+        &mut self,
+        op: &str,
+        table: &str,
+    ) -> Result<Vec<(ChainState, Vec<Vec<RuleAttribute>>)>> {
         let replies = self.dump(op, || {
             inet(NfTablesMessage::GetChain(ChainMessage {
                 attributes: vec![ChainAttribute::Table(table.to_string())],
             }))
         })?;
-        let mut chains: Vec<ChainState> = Vec::new();
+        let mut chains = Vec::new();
         for m in replies.iter().filter_map(Reply::inet) {
             let NfTablesMessage::NewChain(c) = m else {
                 continue;
@@ -507,10 +685,11 @@ impl NftSocket {
                 policy: None,
                 rules: Vec::new(),
             };
-            let mut in_table = false;
+            let (mut in_table, mut used) = (false, None);
             for a in c.attributes {
                 match a {
                     ChainAttribute::Table(t) => in_table = t == table,
+                    ChainAttribute::Use(n) => used = Some(n),
                     ChainAttribute::Name(n) => chain.name = n,
                     ChainAttribute::Type(t) => chain.kind = Some(t),
                     ChainAttribute::Policy(p) => chain.policy = Some(policy_name(p)),
@@ -527,51 +706,16 @@ impl NftSocket {
                 }
             }
             if in_table && !chain.name.is_empty() {
-                chains.push(chain);
+                chains.push((chain, used));
             }
         }
 
-        let replies = self.dump(op, || {
-            inet(NfTablesMessage::GetRule(RuleMessage {
-                attributes: vec![RuleAttribute::Table(table.to_string())],
-            }))
-        })?;
-        for attributes in replies
-            .iter()
-            .filter_map(|r| r.inet_attributes(NFT_MSG_NEWRULE, rule_attribute))
-        {
-            let (mut in_table, mut chain_name) = (false, None);
-            let mut rule = RuleState {
-                comment: None,
-                exprs: Vec::new(),
-            };
-            for a in attributes {
-                match a {
-                    RuleAttribute::Table(t) => in_table = t == table,
-                    RuleAttribute::Chain(c) => chain_name = Some(c),
-                    RuleAttribute::UserData(u) => rule.comment = decode_comment(&u),
-                    RuleAttribute::Expressions(list) => {
-                        rule.exprs = list
-                            .iter()
-                            .map(|e| match e {
-                                ListAttribute::Element(attrs) => Expr::decode(attrs)
-                                    .map_or_else(|| render_raw(attrs), |x| x.render()),
-                                other => format!("(foreign list entry {other:?})"),
-                            })
-                            .collect();
-                    }
-                    _ => {}
-                }
-            }
-            let chain = chains
-                .iter_mut()
-                .find(|c| in_table && Some(&c.name) == chain_name.as_ref());
-            if let Some(chain) = chain {
-                chain.rules.push(rule);
-            }
-        }
-        chains.sort_by(|a, b| a.name.cmp(&b.name));
+        let rules = self.rules(op, table, &chains)?;
+        Ok(chains.into_iter().map(|(c, _)| c).zip(rules).collect())
+    }
 
+    /// The sets and maps of table `table`, with their elements if `with_elements`.
+    fn maps(&mut self, op: &str, table: &str, with_elements: bool) -> Result<Vec<MapState>> {
         let replies = self.dump(op, || {
             inet(NfTablesMessage::GetSet(SetMessage {
                 attributes: vec![SetAttribute::Table(table.to_string())],
@@ -629,7 +773,7 @@ impl NftSocket {
                 map.other_elements.sort();
             }
         }
-        Ok(Some(NatState { chains, maps }))
+        Ok(maps)
     }
 
     /// Deletes the table's chains and maps and installs `rules` anew — one batch, guarded by the
@@ -637,10 +781,9 @@ impl NftSocket {
     /// `Ok(false)` when the table does not exist.
     fn replace(&mut self, op: &str, table: &str, rules: &NatRules) -> Result<bool> {
         let layout = Layout::of(rules);
-        for _ in 0..ATTEMPTS {
-            let generation = self.generation()?;
-            let Some(current) = self.read_once(op, table, false)? else {
-                return Ok(false);
+        self.guarded(op, |nft| {
+            let Some(current) = nft.read_once(op, table, false)? else {
+                return Ok(None);
             };
             let wanted = layout.state();
             let mut msgs = Vec::new();
@@ -689,13 +832,8 @@ impl NftSocket {
                 ));
             }
             msgs.extend(layout.messages(table, &keep));
-            match self.batch(op, msgs, Some(generation)) {
-                Ok(()) => return Ok(true),
-                Err(e) if e.errno() == Some(libc::ERESTART) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::kernel(op, libc::EAGAIN))
+            Ok(Some(msgs))
+        })
     }
 }
 
@@ -723,6 +861,40 @@ fn new_table(table: &str, comment: &str) -> Result<(NetfilterMessage, u16)> {
         ],
     }));
     Ok((msg, NLM_F_CREATE | NLM_F_EXCL))
+}
+
+/// The table and chain a rule of a dump names.
+fn place(attributes: &[RuleAttribute]) -> (Option<&str>, Option<&str>) {
+    let (mut table, mut chain) = (None, None);
+    for a in attributes {
+        match a {
+            RuleAttribute::Table(t) => table = Some(t.as_str()),
+            RuleAttribute::Chain(c) => chain = Some(c.as_str()),
+            _ => {}
+        }
+    }
+    (table, chain)
+}
+
+/// Whether the rules of one chain's dump form one unbroken list: the kernel gives each rule
+/// the handle of the one before it in the chain (`NFTA_RULE_POSITION`, none for the first), so
+/// a rule dumped twice, or one missed before another, shows. A missed last rule does not: a
+/// dump of one chain misses one only if a rule before it was taken back between two parts.
+pub(super) fn unbroken(rules: &[Vec<RuleAttribute>]) -> bool {
+    let mut previous = 0;
+    rules.iter().all(|attributes| {
+        let (mut handle, mut position) = (0, 0);
+        for a in attributes {
+            match a {
+                RuleAttribute::Handle(h) => handle = *h,
+                RuleAttribute::Position(p) => position = *p,
+                _ => {}
+            }
+        }
+        let linked = handle != 0 && position == previous;
+        previous = handle;
+        linked
+    })
 }
 
 /// Adds the elements of map `map` in one dump message to `map`.
@@ -785,23 +957,15 @@ pub(crate) struct Count {
 }
 
 impl NftSocket {
-    /// The counters of `table` (`None` when it does not exist): one dump of its rules, and one
-    /// of each set's elements.
+    /// The counters of `table` (`None` when it does not exist): its rules
+    /// ([`rules`](Self::rules)), and one dump of each set's elements.
     pub(crate) fn counters(&mut self, table: &str) -> Result<Option<Counters>> {
         let op = format!("nft list table inet {table} (its counters)");
-        let Some(state) = self.read_once(&op, table, false)? else {
+        if !self.exists(&op, table)? {
             return Ok(None);
-        };
+        }
         let mut out = Counters::default();
-        let replies = self.dump(&op, || {
-            inet(NfTablesMessage::GetRule(RuleMessage {
-                attributes: vec![RuleAttribute::Table(table.to_string())],
-            }))
-        })?;
-        for attributes in replies
-            .iter()
-            .filter_map(|r| r.inet_attributes(NFT_MSG_NEWRULE, rule_attribute))
-        {
+        for attributes in self.chains(&op, table)?.into_iter().flat_map(|(_, r)| r) {
             let (mut comment, mut count, mut address) = (None, None, None);
             for a in attributes {
                 match a {
@@ -822,7 +986,7 @@ impl NftSocket {
                 out.rules.insert(comment, (count, address));
             }
         }
-        for set in &state.maps {
+        for set in self.maps(&op, table, false)? {
             let replies = self.dump(&op, || {
                 inet(NfTablesMessage::GetSetElement(SetElementMessage {
                     attributes: vec![

@@ -585,3 +585,34 @@ fn nat_describe_difference() {
     );
     assert!(want.lines().iter().any(|l| l.contains("egress dnat4 map")));
 }
+
+#[test]
+fn nat_chain_dump_unbroken() {
+    use netlink_packet_netfilter::nftables::RuleAttribute::{Handle, Position, UserData};
+    // A rule as a chain's dump gives it: its handle, and the handle of the one before it
+    // (none for the first).
+    let rule = |handle: u64, position: Option<u64>| {
+        let mut attributes = vec![Handle(handle)];
+        attributes.extend(position.map(Position));
+        attributes
+    };
+    let chain = [rule(4, None), rule(5, Some(4)), rule(9, Some(5))];
+    assert!(super::socket::unbroken(&chain));
+    assert!(super::socket::unbroken(&[]));
+    // The last rule twice (a dump that resumed one rule early).
+    let repeated = [
+        rule(4, None),
+        rule(5, Some(4)),
+        rule(9, Some(5)),
+        rule(9, Some(5)),
+    ];
+    assert!(!super::socket::unbroken(&repeated));
+    // A rule missed (one that resumed a rule late), and a first rule that is not the first.
+    assert!(!super::socket::unbroken(&[rule(4, None), rule(9, Some(5))]));
+    assert!(!super::socket::unbroken(&[
+        rule(5, Some(4)),
+        rule(9, Some(5))
+    ]));
+    // A rule without a handle.
+    assert!(!super::socket::unbroken(&[vec![UserData(vec![])]]));
+}
