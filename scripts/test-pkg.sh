@@ -97,6 +97,44 @@ rm -rf "$venv"
 offline "$venv/bin/pip" install --quiet --disable-pip-version-check --no-index "$wheel"
 check_egress "$venv/bin/python"
 
+echo "== ansible collection (ansible-galaxy install offline, ansible-doc, ansible-test sanity)"
+collections=$work/collections
+rm -rf "$collections"
+out=$(ANSIBLE_HOME=$work/ansible-home offline "$tools/bin/ansible-galaxy" collection install \
+  --offline -p "$collections" "$dist/egress-router-$version.tar.gz" 2>&1) ||
+  fail "ansible-galaxy collection install failed: $out"
+for module in egress_router egress_router_info; do
+  doc=$(ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_HOME=$work/ansible-home \
+    "$tools/bin/ansible-doc" "egress.router.$module")
+  grep -q "egress.router.$module" <<<"$doc" || fail "ansible-doc does not know $module"
+done
+installed=$collections/ansible_collections/egress/router
+manifest_version=$("$tools/bin/python" -c 'import json, sys
+print(json.load(open(sys.argv[1]))["collection_info"]["version"])' "$installed/MANIFEST.json")
+[[ $manifest_version == "$version" ]] || fail "the collection has version $manifest_version"
+for module in egress_router egress_router_info; do
+  cmp "$installed/plugins/modules/$module.py" "examples/ansible/library/$module.py" ||
+    fail "the collection's $module is not examples/ansible/library/$module.py"
+done
+# ansible-test sanity on the installed collection, i.e. on what users get, copied out of this
+# git work tree (inside one, ansible-test takes only the files git tracks: none of these). It
+# keeps a virtualenv per sanity test in $HOME/.ansible/test: under target/, for the next run.
+home=$work/ansible-test-home
+mkdir -p "$home/.ansible/test/cache"
+cp scripts/ansible-test-get-pip.py "$home/.ansible/test/cache/get_pip_24_2.py"
+sanity=$(mktemp -d /tmp/egress-sanity.XXXXXX)
+trap '[[ -z ${sanity_job:-} ]] || kill "$sanity_job" 2>/dev/null; rm -rf "$sanity"' EXIT
+mkdir -p "$sanity/ansible_collections/egress"
+cp -R "$installed" "$sanity/ansible_collections/egress/router"
+log=$work/ansible-test-sanity.log
+# pip keeps using the machine's download cache, not one under the new HOME.
+# In the background, while the sdist builds (it mostly waits on pip and Python); its result
+# is read before the lab.
+(cd "$sanity/ansible_collections/egress/router" &&
+  PIP_CACHE_DIR=${PIP_CACHE_DIR:-$HOME/.cache/pip} HOME=$home "$tools/bin/ansible-test" sanity \
+  --local --requirements --python 3.11 >"$log" 2>&1) &
+sanity_job=$!
+
 echo "== python sdist (pip install with build isolation, fresh virtualenv, offline)"
 # What the sdist's build needs besides itself: its build backend (pyproject.toml's
 # build-system.requires) in a local wheelhouse, and the crates, already in ~/.cargo.
@@ -156,40 +194,8 @@ if readelf -d "$prefix/agent-static" | grep -q libegress; then
 fi
 echo "test-pkg: the C agent built against the tarball, shared and static"
 
-echo "== ansible collection (ansible-galaxy install offline, ansible-doc, ansible-test sanity)"
-collections=$work/collections
-rm -rf "$collections"
-out=$(ANSIBLE_HOME=$work/ansible-home offline "$tools/bin/ansible-galaxy" collection install \
-  --offline -p "$collections" "$dist/egress-router-$version.tar.gz" 2>&1) ||
-  fail "ansible-galaxy collection install failed: $out"
-for module in egress_router egress_router_info; do
-  doc=$(ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_HOME=$work/ansible-home \
-    "$tools/bin/ansible-doc" "egress.router.$module")
-  grep -q "egress.router.$module" <<<"$doc" || fail "ansible-doc does not know $module"
-done
-installed=$collections/ansible_collections/egress/router
-manifest_version=$("$tools/bin/python" -c 'import json, sys
-print(json.load(open(sys.argv[1]))["collection_info"]["version"])' "$installed/MANIFEST.json")
-[[ $manifest_version == "$version" ]] || fail "the collection has version $manifest_version"
-for module in egress_router egress_router_info; do
-  cmp "$installed/plugins/modules/$module.py" "examples/ansible/library/$module.py" ||
-    fail "the collection's $module is not examples/ansible/library/$module.py"
-done
-# ansible-test sanity on the installed collection, i.e. on what users get, copied out of this
-# git work tree (inside one, ansible-test takes only the files git tracks: none of these). It
-# keeps a virtualenv per sanity test in $HOME/.ansible/test: under target/, for the next run.
-home=$work/ansible-test-home
-mkdir -p "$home/.ansible/test/cache"
-cp scripts/ansible-test-get-pip.py "$home/.ansible/test/cache/get_pip_24_2.py"
-sanity=$(mktemp -d /tmp/egress-sanity.XXXXXX)
-trap 'rm -rf "$sanity"' EXIT
-mkdir -p "$sanity/ansible_collections/egress"
-cp -R "$installed" "$sanity/ansible_collections/egress/router"
-log=$work/ansible-test-sanity.log
-# pip keeps using the machine's download cache, not one under the new HOME.
-(cd "$sanity/ansible_collections/egress/router" &&
-  PIP_CACHE_DIR=${PIP_CACHE_DIR:-$HOME/.cache/pip} HOME=$home "$tools/bin/ansible-test" sanity \
-  --local --requirements --python 3.11 >"$log" 2>&1) || {
+echo "== ansible-test sanity (run beside the sdist's build)"
+wait "$sanity_job" || {
   grep -vE '^(Collecting|Downloading|Installing|Successfully|  |Requirement|Using cached)' "$log" >&2
   fail "ansible-test sanity failed (log: $log)"
 }
