@@ -202,6 +202,10 @@ import json, logging, os, signal, sys, threading, time
 import egress
 
 spec, ns = egress.RouterSpec.from_dict(json.loads(sys.argv[1])), sys.argv[2]
+# Python installs its Ctrl-C handler only where SIGINT is not ignored, and a shell ignores it
+# for the commands it starts in the background (a test run under `nohup … &`): the handler an
+# interactive program has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 # At DEBUG, the apply's records reach logging on this thread when the call is back: Python runs
 # the pending Ctrl-C handler inside that logging call, before the binding's own check.
 logging.basicConfig(level=sys.argv[3], stream=sys.stderr)
