@@ -20,7 +20,16 @@ use self::raw::{
     RawAnnounce, RawExternal, RawKeptRoute, RawLocalPort, RawMacvlan, RawNetns, RawProbe,
     RawRedirect, RawSpaced, RawSpec,
 };
-use crate::error::{Error, InvalidField, Result};
+use crate::{
+    error::{Error, InvalidField, Result},
+    role::Role,
+};
+
+/// The probe timeout a diagnosis uses unless told otherwise, and the one a spec's `probe`
+/// uses when it gives none.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// The longest probe timeout.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 mod raw;
 #[cfg(test)]
@@ -751,5 +760,16 @@ fn truncate(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Role> {
+        match s {
+            "active" => Ok(Role::Active),
+            "standby" => Ok(Role::Standby),
+            _ => Err(Error::invalid("role", s, "active or standby")),
+        }
     }
 }
