@@ -1,8 +1,7 @@
 //! One call's transaction: the plan's steps run against the namespace, each undo logged once the
 //! kernel accepted its change, verified, rolled back on failure.
 
-mod change;
 pub(crate) mod tx;
 pub(crate) mod undo;
 
-pub(crate) use self::tx::{Identity, Pending, Tx};
+pub(crate) use self::tx::{Identity, Tx};

@@ -1,29 +1,33 @@
-//! Runs a plan as one transaction: each step's undo is journaled only after the kernel accepted
-//! it; then the namespace is read again and compared with the desired state (verify); on any
-//! failure the journal is unwound. `apply`, `ensure` and the role changes all run here.
+//! Runs a plan as one transaction: each step is turned into its changes (each object's module
+//! says what they are and what undoes each); route netlink requests are sent back to back and
+//! acknowledged together, the others one at a time; each change's undo is logged once the
+//! kernel took it; then the namespace is read again and compared with the model (verify); on
+//! any failure the log is unwound. `apply`, `ensure`, the watch and the role changes all run
+//! here.
 
 use std::time::Instant;
 
 use rtnetlink::Handle;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::undo::UndoLog;
 use crate::{
-    context::undo::{Journal, Undo},
     error::{Error, Result, Rollback},
-    kernel::netns::{this_process, Conn, Length, NsHandle},
-    kernel::procfs::{self},
-    model::desired::{nat_rules, Desired},
-    model::plan::Plan,
+    kernel::netns::{Conn, NsHandle},
+    model::{
+        desired::{nat_rules, Desired},
+        plan::Plan,
+    },
     objects::{
-        link::{self, Link},
-        record::{self, Record, Stores},
-        route::{self},
-        sysctl, Current, Step,
+        change::{At, Change, Kernel, Made},
+        link::{self, Link, LinkRef, Pending},
+        nat::NatRules,
+        record::{self, Record, RecordSpec, Stores, ROLE_CHANGE},
+        role::Claim,
+        route, Current, Step,
     },
     spec::{External, RouterSpec},
 };
-
-use super::change::Change;
 
 /// What tells the router a handle applied from one applied again later: the random apply id
 /// its crash record holds.
@@ -59,71 +63,29 @@ impl Identity {
 
 /// One transaction: a plan's steps against what the namespace held when it began.
 pub(crate) struct Tx {
-    pub(super) spec: RouterSpec,
-    pub(super) c: Conn,
+    spec: RouterSpec,
+    c: Conn,
     /// The namespace when the transaction began.
-    pub(super) now: Current,
-    pub(super) parent: Option<NsHandle>,
+    now: Current,
+    parent: Option<NsHandle>,
+    /// The router's parts the changes need.
+    external: LinkRef,
+    rules: NatRules,
+    claim: Claim,
     /// The crash record the transaction writes (or keeps).
-    pub(super) record: Record,
-    pub(super) journal: Journal,
-    /// The macvlan, once this transaction created it.
-    pub(super) created: Option<Link>,
-    /// Route and address requests held to be sent together (step index, request).
-    pub(super) batch: Vec<(usize, Change)>,
+    record: Record,
+    log: UndoLog,
+    /// What the transaction made that `now` does not hold.
+    made: Made,
+    /// Route netlink requests held to be sent together (step index, request).
+    batch: Vec<(usize, Box<dyn Change>)>,
     /// The macvlan's parent link and a socket of its namespace, looked up before the first
     /// change when the plan creates the macvlan.
-    pub(super) parent_link: Option<(Handle, Link)>,
-    /// The MAC address this transaction gave the external link, if it changed it.
-    pub(super) mac_set: Option<[u8; 6]>,
+    parent_link: Option<(Handle, Link)>,
     /// Whether the transaction changes the role only: verified against the identity objects.
-    pub(super) identity_only: bool,
+    identity_only: bool,
     /// The announcements still to send after the transaction returns.
-    pub(super) pending: Option<Pending>,
-}
-
-/// The announcements of a promotion still being sent (spaced) after it returned, by a thread
-/// of the process that promoted.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    sent: Option<futures::channel::oneshot::Receiver<Result<Result<()>>>>,
-    process: (u32, u64),
-}
-
-impl Pending {
-    fn new(sent: futures::channel::oneshot::Receiver<Result<Result<()>>>) -> Pending {
-        Pending {
-            sent: Some(sent),
-            process: this_process(),
-        }
-    }
-
-    /// Waits until the last of them is sent. In a child of `fork`, at once: the parent's
-    /// thread sends them (the child has none to wait for).
-    pub(crate) async fn finish(mut self) -> Result<()> {
-        // In a child, `drop` lets the channel go.
-        if self.process != this_process() {
-            return Ok(());
-        }
-        let Some(sent) = self.sent.take() else {
-            return Ok(());
-        };
-        match sent.await {
-            Ok(r) => r?,
-            // The pool thread is gone: nothing more will be sent.
-            Err(_) => Ok(()),
-        }
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        // In a child of `fork`, the channel is let go without a word: its other end is a
-        // parent's thread.
-        if self.process != this_process() {
-            std::mem::forget(self.sent.take());
-        }
-    }
+    pending: Option<Pending>,
 }
 
 impl Tx {
@@ -136,18 +98,21 @@ impl Tx {
         parent: Option<NsHandle>,
         id: u32,
     ) -> Result<Tx> {
-        let record = record_spec(&spec).wanted(&now, id)?;
+        let record_spec = record_spec(&spec);
+        let record = record_spec.wanted(&now, id)?;
         Ok(Tx {
+            external: record_spec.link,
+            rules: nat_rules(&spec),
+            claim: Claim::of(&spec),
             spec,
             c,
             now,
             parent,
             record,
-            journal: Journal::default(),
-            created: None,
+            log: UndoLog::default(),
+            made: Made::default(),
             batch: Vec::new(),
             parent_link: None,
-            mac_set: None,
             identity_only: false,
             pending: None,
         })
@@ -188,51 +153,38 @@ impl Tx {
         }
         // A role change tells watchers (another process's) to look on until it is done.
         let role_change = self.identity_only.then(|| {
-            let route = record::role_change_marker(self.record.id);
-            self.batch.push((
-                0,
-                Change::RoleChanging {
-                    route: route.clone(),
-                },
-            ));
+            let (route, change) = record::mark_role_changing(self.record.id);
+            self.batch.push((0, change));
             route
         });
-        for (i, step) in plan.steps().iter().enumerate() {
+        let steps = plan.steps();
+        for (i, step) in steps.iter().enumerate() {
             #[cfg(feature = "fault-injection")]
             if let Err(e) = crate::fault::at_step(i + 1, || step.to_string()) {
                 // The steps before this one were done, pipelined requests included.
-                let (k, e) = self.flush().await.err().unwrap_or((i, e));
+                let (k, e) = self.flush(steps).await.err().unwrap_or((i, e));
                 return Err(self.fail_at(plan, k, e).await);
             }
             let started = Instant::now();
-            let result = match self.changes(step) {
-                Ok(Some(changes)) => {
-                    self.batch.extend(changes.into_iter().map(|ch| (i, ch)));
-                    Ok(())
-                }
-                Ok(None) => match self.flush().await {
-                    Err((k, e)) => return Err(self.fail_at(plan, k, e).await),
-                    Ok(()) => self.exec(step).await,
-                },
-                Err(e) => Err(e),
+            let result = match step.changes(&self.at(&steps[..i])) {
+                Ok(changes) => self.take(steps, i, changes).await,
+                Err(e) => Err((i, e)),
             };
             match &result {
                 Ok(()) => {
                     debug!(step = %step, us = started.elapsed().as_micros() as u64, "step done")
                 }
-                Err(e) => warn!(step = %step, error = %e, "step failed"),
+                Err((_, e)) => warn!(step = %step, error = %e, "step failed"),
             }
-            if let Err(e) = result {
-                return Err(self.fail_at(plan, i, e).await);
+            if let Err((k, e)) = result {
+                return Err(self.fail_at(plan, k, e).await);
             }
         }
-        if let Err((k, e)) = self.flush().await {
+        if let Err((k, e)) = self.flush(steps).await {
             return Err(self.fail_at(plan, k, e).await);
         }
         if let Err(e) = self.verify(desired).await {
-            return Err(self
-                .fail(VERIFY.to_string(), plan.steps().len() + 1, e)
-                .await);
+            return Err(self.fail(VERIFY.to_string(), steps.len() + 1, e).await);
         }
         if let Some(marker) = role_change {
             // Done and verified: a marker left here only makes watchers wait (for a while).
@@ -242,6 +194,94 @@ impl Tx {
         }
         let id = self.record.id;
         Ok((self.c, Identity { id }, self.pending))
+    }
+
+    /// What the transaction knows, for the step after `earlier`.
+    fn at<'a>(&'a self, earlier: &'a [Step]) -> At<'a> {
+        At {
+            now: &self.now,
+            name: &self.spec.name,
+            internal: &self.spec.internal,
+            external: &self.external,
+            stable_mac: self.spec.stable_mac,
+            rules: Some(&self.rules),
+            claim: Some(&self.claim),
+            record: &self.record,
+            made: &self.made,
+            earlier,
+        }
+    }
+
+    /// Takes the changes of step `i`: route netlink requests are held to go together, any
+    /// other is sent once the held ones are (in order).
+    async fn take(
+        &mut self,
+        steps: &[Step],
+        i: usize,
+        changes: Vec<Box<dyn Change>>,
+    ) -> std::result::Result<(), (usize, Error)> {
+        for change in changes {
+            if change.pipelined() {
+                self.batch.push((i, change));
+                continue;
+            }
+            self.flush(steps).await?;
+            let done = {
+                let at = self.at(&steps[..i]);
+                let k = Kernel {
+                    c: &self.c,
+                    parent: self.parent_link.as_ref(),
+                    at: Some(&at),
+                };
+                change.send(&k).await.map_err(|e| (i, e))?
+            };
+            if let Some(u) = change.undo(&done) {
+                self.log.push(u);
+            }
+            self.learn(done);
+        }
+        Ok(())
+    }
+
+    /// Sends the held requests together and logs the undo of each one the kernel took; on
+    /// failure, the step (index) of the first request that failed, and why.
+    async fn flush(&mut self, steps: &[Step]) -> std::result::Result<(), (usize, Error)> {
+        let sent = std::mem::take(&mut self.batch);
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let results = {
+            let last = sent.last().map_or(0, |(i, _)| *i);
+            let at = self.at(&steps[..last]);
+            let k = Kernel {
+                c: &self.c,
+                parent: self.parent_link.as_ref(),
+                at: Some(&at),
+            };
+            futures::future::join_all(sent.iter().map(|(_, ch)| ch.send(&k))).await
+        };
+        let mut failed = None;
+        for ((i, ch), result) in sent.into_iter().zip(results) {
+            match result {
+                Ok(done) => {
+                    if let Some(u) = ch.undo(&done) {
+                        self.log.push(u);
+                    }
+                    self.learn(done);
+                }
+                Err(e) => {
+                    failed.get_or_insert((i, e));
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Takes in what a change's sending yielded.
+    fn learn(&mut self, done: crate::objects::change::Done) {
+        if let Some(p) = self.made.learn(done) {
+            self.pending = Some(p);
+        }
     }
 
     /// Reads the namespace again: it must hold `desired` exactly.
@@ -267,13 +307,13 @@ impl Tx {
     /// Step `index` (from 1) failed with `e`: undoes everything done so far and says so. When
     /// nothing had been changed yet, the cause is returned as it is.
     async fn fail(mut self, step: String, step_index: usize, e: Error) -> Error {
-        if self.journal.is_empty() {
+        if self.log.is_empty() {
             return e;
         }
         let failures = {
             let span = info_span!("rollback", router = %self.spec.name, step = %step);
-            let journal = std::mem::take(&mut self.journal);
-            journal.unwind(&mut self.c).instrument(span).await
+            let log = std::mem::take(&mut self.log);
+            log.unwind(&self.c).instrument(span).await
         };
         let rollback = match failures.is_empty() {
             true => Rollback::Complete,
@@ -290,233 +330,6 @@ impl Tx {
             source: Box::new(e),
             rollback,
         }
-    }
-
-    /// The index of link `name`: the one this transaction created, or one the namespace had.
-    pub(super) fn index_of(&self, name: &str) -> Result<u32> {
-        if let Some(l) = self.created.as_ref().filter(|l| l.name == name) {
-            return Ok(l.index);
-        }
-        self.now
-            .link(name)
-            .map(|l| l.index)
-            .ok_or_else(|| Error::NotFound {
-                field: if name == self.spec.internal {
-                    "internal"
-                } else {
-                    "external"
-                }
-                .into(),
-                object: "link",
-                value: name.to_string(),
-                netns: self.now.netns.clone(),
-            })
-    }
-
-    /// Sends the held requests together and journals each one the kernel accepted; on failure,
-    /// the step (index) of the first request that failed, and why.
-    async fn flush(&mut self) -> std::result::Result<(), (usize, Error)> {
-        let sent = std::mem::take(&mut self.batch);
-        if sent.is_empty() {
-            return Ok(());
-        }
-        let rt = &self.c.rt;
-        let results = futures::future::join_all(sent.iter().map(|(_, ch)| ch.send(rt))).await;
-        let mut failed = None;
-        for ((i, ch), result) in sent.into_iter().zip(results) {
-            match result {
-                Ok(()) => {
-                    if let Change::SetMac { mac, .. } = &ch {
-                        self.mac_set = Some(*mac);
-                    }
-                    self.journal.push(ch.undo())
-                }
-                Err(e) => {
-                    failed.get_or_insert((i, e));
-                }
-            }
-        }
-        failed.map_or(Ok(()), Err)
-    }
-
-    /// Runs a step that is not made of route netlink requests.
-    async fn exec(&mut self, step: &Step) -> Result<()> {
-        match step {
-            Step::CreateTable { table, .. } => {
-                let comment = self.record.encode()?;
-                self.c
-                    .nft
-                    .create(&comment, &nat_rules(&self.spec))
-                    .map_err(|e| match e.errno() {
-                        Some(libc::EEXIST) => Error::AlreadyExists {
-                            object: "router",
-                            value: self.spec.name.clone(),
-                            netns: self.now.netns.clone(),
-                            hint: Some("another apply of the same router won the race".into()),
-                        },
-                        _ => e,
-                    })?;
-                self.journal.push(Undo::DeleteTable {
-                    table: table.clone(),
-                });
-            }
-            Step::RewriteJournal { table } => {
-                let old = self.now.comment_of(table).unwrap_or_default().to_string();
-                let rules = nat_rules(&self.spec);
-                self.c.nft.rewrite(&self.record.encode()?, &rules)?;
-                self.journal.push(Undo::RewriteTable {
-                    comment: old,
-                    rules,
-                });
-            }
-            // The previous ruleset was drift: a failed repair leaves the repaired one.
-            Step::ReplaceRuleset { .. } => self.c.nft.reinstall(&nat_rules(&self.spec))?,
-            Step::CreateMacvlan { macvlan, group, .. } => {
-                let (prt, parent) = self
-                    .parent_link
-                    .clone()
-                    .expect("the parent is looked up before the first change");
-                let free_index = self
-                    .now
-                    .links
-                    .iter()
-                    .map(|l| l.index)
-                    .max()
-                    .and_then(|i| i.checked_add(1))
-                    .filter(|i| *i <= i32::MAX as u32);
-                #[cfg(feature = "fault-injection")]
-                let free_index = match crate::fault::index_taken() {
-                    true => self.now.link(&self.spec.internal).map(|l| l.index),
-                    false => free_index,
-                };
-                let router = link::RouterNs {
-                    rt: &self.c.rt,
-                    fd: self.c.ns.raw_fd(),
-                    label: self.c.ns.label(),
-                };
-                let created =
-                    link::create_macvlan(&prt, &router, macvlan, &parent, *group, free_index)
-                        .await?;
-                self.journal.push(Undo::DeleteLink {
-                    index: created.index,
-                    name: created.name.clone(),
-                });
-                self.created = Some(created);
-            }
-            Step::SetLinkUp { link: name } => {
-                let index = self.index_of(name)?;
-                link::set_up(&self.c.rt, index, name, true).await?;
-                self.journal.push(Undo::SetLinkDown {
-                    index,
-                    name: name.clone(),
-                });
-            }
-            Step::SetLink {
-                link: name,
-                mtu,
-                mac,
-                mode,
-            } => {
-                let index = self.index_of(name)?;
-                let old = self.now.link(name).cloned();
-                link::set_props(&self.c.rt, index, name, *mtu, *mac, *mode).await?;
-                self.mac_set = mac.or(self.mac_set);
-                if let Some(old) = old {
-                    self.journal.push(Undo::SetLink {
-                        index,
-                        name: name.clone(),
-                        mtu: mtu.map(|_| old.mtu),
-                        mac: mac.and_then(|_| old.mac.as_slice().try_into().ok()),
-                        mode: mode.and(old.macvlan_mode),
-                    });
-                }
-            }
-            Step::SetSysctl { key, value } => {
-                let old = self.now.sysctl(key);
-                if old != Some(*value) {
-                    let writes = [(key.clone(), *value)];
-                    if let (_, Some(e)) = procfs::write_gated(&self.c.ns, &writes).await? {
-                        return Err(e);
-                    }
-                    // A created link's sysctls vanish with it; a link that was there gets its
-                    // value back.
-                    if let Some(old) = old {
-                        self.journal.push(Undo::RestoreSysctls {
-                            writes: vec![(key.clone(), old)],
-                        });
-                    }
-                }
-            }
-            Step::EnableForwarding { ipv6 } => {
-                let family = procfs::Family::of(*ipv6);
-                if let Some(restore) = sysctl::forwarding_restore(&self.now.sysctls, family) {
-                    let writes = [(sysctl::forwarding_key(*ipv6), 1)];
-                    if let (_, Some(e)) = procfs::write_gated(&self.c.ns, &writes).await? {
-                        return Err(e);
-                    }
-                    self.journal.push(Undo::RestoreSysctls { writes: restore });
-                }
-            }
-            Step::Announce {
-                link: name,
-                count,
-                interval,
-                ..
-            } => {
-                let (index, mac) = match self.created.as_ref().filter(|l| l.name == *name) {
-                    // The MAC the link has now: this transaction may have set it.
-                    Some(l) => (
-                        l.index,
-                        self.mac_set.map_or_else(|| l.mac.clone(), |m| m.to_vec()),
-                    ),
-                    None => {
-                        let l = self.now.link(name).ok_or_else(|| Error::NotFound {
-                            field: "external".into(),
-                            object: "link",
-                            value: name.clone(),
-                            netns: self.now.netns.clone(),
-                        })?;
-                        // The MAC the link has now: this transaction may have set it.
-                        let mac = self.mac_set.map_or_else(|| l.mac.clone(), |m| m.to_vec());
-                        (l.index, mac)
-                    }
-                };
-                link::announce(&self.c.rt, index, name, &mac).await?;
-                // The others, spaced, on a thread of their own: the claim is done.
-                if *count > 1 {
-                    let (more, interval, name) = (*count - 1, *interval, name.clone());
-                    let rx = self.c.ns.spawn_within(Length::Call, move |ns| async move {
-                        let h = ns.route_connection()?;
-                        for _ in 0..more {
-                            tokio::time::sleep(interval).await;
-                            // A demotion meanwhile gave the MAC (or the link) up: announcing
-                            // would take it back.
-                            match link::get(&h, &name).await? {
-                                Some(l) if l.index == index && l.mac == mac => {}
-                                _ => break,
-                            }
-                            link::announce(&h, index, &name, &mac).await?;
-                        }
-                        Ok(())
-                    })?;
-                    self.pending = Some(Pending::new(rx));
-                }
-            }
-            Step::WriteJournal { .. }
-            | Step::RestoreSavedRoutes { .. }
-            | Step::SaveDefaultRoutes { .. }
-            | Step::AddAddress { .. }
-            | Step::DeleteAddress { .. }
-            | Step::AddRoute { .. }
-            | Step::ReplaceDefaultRoute { .. }
-            | Step::WithdrawAddress { .. }
-            | Step::WithdrawDefaultRoute { .. }
-            | Step::SetMac { .. }
-            | Step::MarkRole { .. } => {
-                unreachable!("route, address and link address steps are sent by flush")
-            }
-        }
-        Ok(())
     }
 
     /// The macvlan's parent link and a socket of its namespace; checks the spec's MTU.
@@ -550,14 +363,10 @@ impl Tx {
     }
 }
 
-/// How the role change marker is named in errors.
-pub(super) const ROLE_CHANGE: &str =
-    "the role change marker (ip -6 route … 6563:…/128 table 1701278323 proto 158)";
-
 /// The step name of the verification, in errors.
 const VERIFY: &str =
     "verify: read the namespace again and compare it with the router's desired state";
 
-pub(super) fn record_spec(spec: &RouterSpec) -> record::RecordSpec {
+fn record_spec(spec: &RouterSpec) -> RecordSpec {
     Desired::record_spec(spec)
 }

@@ -107,11 +107,11 @@ pub(crate) struct Conn {
     pub ns: NsHandle,
     /// Route netlink, driven by the current tokio runtime.
     pub rt: rtnetlink::Handle,
-    /// nftables.
-    pub nft: NftSocket,
+    /// nftables (a blocking socket: borrowed for one call at a time, never across an await).
+    nft: std::cell::RefCell<NftSocket>,
     /// Undos run through this connection, for fault injection.
     #[cfg(feature = "fault-injection")]
-    pub undos_run: usize,
+    pub undos_run: Cell<usize>,
 }
 
 impl Conn {
@@ -122,10 +122,15 @@ impl Conn {
         Ok(Conn {
             ns,
             rt,
-            nft,
+            nft: std::cell::RefCell::new(nft),
             #[cfg(feature = "fault-injection")]
-            undos_run: 0,
+            undos_run: Cell::new(0),
         })
+    }
+
+    /// The nftables socket, for one call.
+    pub(crate) fn nft(&self) -> std::cell::RefMut<'_, NftSocket> {
+        self.nft.borrow_mut()
     }
 }
 

@@ -11,7 +11,12 @@ use netlink_packet_route::{
 };
 use rtnetlink::Handle;
 
-use super::{link::LinkRef, Current, KernelObject, Step};
+use super::{
+    change::{boxed, gone_is_done, At, Change, Done, Kernel, Sent},
+    link::LinkRef,
+    route::{self, Route},
+    Current, KernelObject, Step,
+};
 use crate::{
     drift::Drift,
     error::{is_gone, Error, Result},
@@ -288,4 +293,353 @@ impl KernelObject for OnlyOurAddresses {
         }
         Ok(())
     }
+}
+
+/// `ip addr add NET dev LINK proto 158`: an egress address; undone by deleting it.
+#[derive(Debug)]
+pub(crate) struct AddAddress {
+    pub index: u32,
+    pub link: String,
+    pub net: IpNetwork,
+}
+
+impl Change for AddAddress {
+    fn describe(&self) -> String {
+        add_command(&self.link, self.net)
+    }
+
+    fn remains(&self) -> String {
+        format!("address {} not back on {}", self.net, self.link)
+    }
+
+    fn pipelined(&self) -> bool {
+        true
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            add(&k.c.rt, self.index, &self.link, self.net).await?;
+            Ok(Done::Nothing)
+        })
+    }
+
+    fn undo(&self, _: &Done) -> Option<Box<dyn Change>> {
+        Some(boxed(DeleteAddress {
+            index: self.index,
+            link: self.link.clone(),
+            net: self.net,
+        }))
+    }
+}
+
+/// `ip addr del NET dev LINK`, keeping the routes of ours through the link: the kernel deletes
+/// every IPv4 route through a link whose last IPv4 address goes (`fib_disable_ip`), so those
+/// are added back (a rolled back promotion leaves the standby's gateway host route). The undo
+/// of an added address, and what a teardown does with the router's addresses.
+#[derive(Debug)]
+pub(crate) struct DeleteAddress {
+    pub index: u32,
+    pub link: String,
+    pub net: IpNetwork,
+}
+
+impl Change for DeleteAddress {
+    fn describe(&self) -> String {
+        format!("ip addr del {} dev {}", self.net, self.link)
+    }
+
+    fn remains(&self) -> String {
+        format!("address {} on {}", self.net, self.link)
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            let rt = &k.c.rt;
+            let last = self.net.is_ipv4()
+                && !list(rt, Some(self.index))
+                    .await?
+                    .iter()
+                    .any(|a| a.net.is_ipv4() && a.net != self.net);
+            let kept: Vec<Route> = match last {
+                true => route::list(rt, false)
+                    .await?
+                    .into_iter()
+                    .filter(|r| {
+                        r.oif == Some(self.index) && r.table == route::main_table() && r.is_ours()
+                    })
+                    .collect(),
+                false => Vec::new(),
+            };
+            delete(rt, self.index, &self.link, self.net).await?;
+            add_back(rt, &kept, "a route the deleted address took along").await?;
+            Ok(Done::Nothing)
+        })
+    }
+
+    fn goes_with_link(&self, index: u32) -> bool {
+        self.index == index
+    }
+
+    fn still_in(&self, _: &[Route], addrs: &[Addr]) -> Option<bool> {
+        Some(
+            addrs
+                .iter()
+                .any(|a| a.index == self.index && a.net == self.net),
+        )
+    }
+}
+
+/// Routes added back; "already there" is success.
+async fn add_back(rt: &Handle, routes: &[Route], what: &str) -> Result<()> {
+    for r in routes {
+        match route::add(rt, r, what).await {
+            Err(e) if e.errno() == Some(libc::EEXIST) => {}
+            r => r?,
+        }
+    }
+    Ok(())
+}
+
+/// `ip addr del NET dev LINK` of an address that is not the router's, on the link it created;
+/// undone by adding it back, unmarked.
+#[derive(Debug)]
+pub(crate) struct DeleteForeignAddress {
+    pub index: u32,
+    pub link: String,
+    pub net: IpNetwork,
+}
+
+impl Change for DeleteForeignAddress {
+    fn describe(&self) -> String {
+        format!("ip addr del {} dev {}", self.net, self.link)
+    }
+
+    fn remains(&self) -> String {
+        format!("address {} on {}", self.net, self.link)
+    }
+
+    fn pipelined(&self) -> bool {
+        true
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            delete(&k.c.rt, self.index, &self.link, self.net).await?;
+            Ok(Done::Nothing)
+        })
+    }
+
+    fn undo(&self, _: &Done) -> Option<Box<dyn Change>> {
+        Some(boxed(AddForeignAddress {
+            index: self.index,
+            link: self.link.clone(),
+            net: self.net,
+        }))
+    }
+}
+
+/// `ip addr add NET dev LINK`, without our marker: an address that was not ours, put back.
+#[derive(Debug)]
+pub(crate) struct AddForeignAddress {
+    pub index: u32,
+    pub link: String,
+    pub net: IpNetwork,
+}
+
+impl Change for AddForeignAddress {
+    fn describe(&self) -> String {
+        format!("ip addr add {} dev {}", self.net, self.link)
+    }
+
+    fn remains(&self) -> String {
+        format!("address {} not back on {}", self.net, self.link)
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            gone_is_done(add_foreign(&k.c.rt, self.index, &self.link, self.net).await)?;
+            Ok(Done::Nothing)
+        })
+    }
+
+    fn goes_with_link(&self, index: u32) -> bool {
+        self.index == index
+    }
+}
+
+/// An egress address withdrawn (demotion: the instance stops answering ARP / ND for it), with
+/// the routes the kernel deletes with it (the link's last IPv4 address takes the IPv4 routes
+/// through the link along); undone by claiming it again, and those routes.
+#[derive(Debug)]
+pub(crate) struct WithdrawAddress {
+    pub index: u32,
+    pub link: String,
+    pub net: IpNetwork,
+    pub lost: Vec<Route>,
+}
+
+impl Change for WithdrawAddress {
+    fn describe(&self) -> String {
+        format!("ip addr del {} dev {}", self.net, self.link)
+    }
+
+    fn remains(&self) -> String {
+        format!("address {} on {}", self.net, self.link)
+    }
+
+    fn pipelined(&self) -> bool {
+        true
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            delete(&k.c.rt, self.index, &self.link, self.net).await?;
+            Ok(Done::Nothing)
+        })
+    }
+
+    fn undo(&self, _: &Done) -> Option<Box<dyn Change>> {
+        Some(boxed(ClaimAddress {
+            index: self.index,
+            link: self.link.clone(),
+            net: self.net,
+            routes: self.lost.clone(),
+        }))
+    }
+}
+
+/// An egress address claimed again, with our marker (the undo of a withdrawal), then the routes
+/// the kernel deleted with it.
+#[derive(Debug)]
+pub(crate) struct ClaimAddress {
+    pub index: u32,
+    pub link: String,
+    pub net: IpNetwork,
+    pub routes: Vec<Route>,
+}
+
+impl Change for ClaimAddress {
+    fn describe(&self) -> String {
+        add_command(&self.link, self.net)
+    }
+
+    fn remains(&self) -> String {
+        format!("address {} not back on {}", self.net, self.link)
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            match add(&k.c.rt, self.index, &self.link, self.net).await {
+                Err(Error::AlreadyExists { .. }) => {}
+                r => gone_is_done(r)?,
+            }
+            add_back(
+                &k.c.rt,
+                &self.routes,
+                "a route the withdrawn address took along",
+            )
+            .await?;
+            Ok(Done::Nothing)
+        })
+    }
+}
+
+impl Step {
+    /// `ip addr add NET dev LINK proto 158`.
+    pub(crate) fn add_address_changes(
+        at: &At<'_>,
+        link: &str,
+        net: IpNetwork,
+    ) -> Result<Vec<Box<dyn Change>>> {
+        Ok(vec![boxed(AddAddress {
+            index: at.index_of(link)?,
+            link: link.to_string(),
+            net,
+        })])
+    }
+
+    /// `ip addr del NET dev LINK` of a foreign address.
+    pub(crate) fn delete_address_changes(
+        at: &At<'_>,
+        link: &str,
+        net: IpNetwork,
+    ) -> Result<Vec<Box<dyn Change>>> {
+        Ok(vec![boxed(DeleteForeignAddress {
+            index: at.index_of(link)?,
+            link: link.to_string(),
+            net,
+        })])
+    }
+
+    /// An egress address withdrawn, with the routes it takes along.
+    pub(crate) fn withdraw_address_changes(
+        at: &At<'_>,
+        link: &str,
+        net: IpNetwork,
+    ) -> Result<Vec<Box<dyn Change>>> {
+        let index = at.index_of(link)?;
+        let withdrawn = withdrawn_before(at, index);
+        let last = net.is_ipv4()
+            && !at.now.addrs.iter().any(|a| {
+                a.index == index && a.net.is_ipv4() && a.net != net && !withdrawn.contains(&a.net)
+            });
+        Ok(vec![boxed(WithdrawAddress {
+            index,
+            link: link.to_string(),
+            net,
+            lost: match last {
+                true => ipv4_routes_through(at.now, index),
+                false => Vec::new(),
+            },
+        })])
+    }
+}
+
+/// The addresses of link `index` that the plan's earlier steps withdraw.
+fn withdrawn_before(at: &At<'_>, index: u32) -> Vec<IpNetwork> {
+    at.earlier
+        .iter()
+        .filter_map(|s| match s {
+            Step::WithdrawAddress { link, address }
+                if at.link(link).map(|l| l.index) == Some(index) =>
+            {
+                Some(*address)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The routes of ours in the main table through link `index` that the kernel deletes with its
+/// last IPv4 address.
+fn ipv4_routes_through(now: &Current, index: u32) -> Vec<Route> {
+    now.routes
+        .iter()
+        .filter(|r| r.oif == Some(index) && r.dst.is_ipv4())
+        .filter(|r| r.table == route::main_table() && r.is_ours())
+        .cloned()
+        .collect()
+}
+
+/// The routes that the plan's earlier withdrawals of a link's last IPv4 addresses take along.
+pub(crate) fn lost_with_withdrawals(at: &At<'_>) -> Vec<Route> {
+    let mut links: Vec<u32> = Vec::new();
+    for s in at.earlier {
+        if let Step::WithdrawAddress { link, .. } = s {
+            if let Some(l) = at.link(link).filter(|l| !links.contains(&l.index)) {
+                links.push(l.index);
+            }
+        }
+    }
+    links
+        .into_iter()
+        .filter(|index| {
+            let withdrawn = withdrawn_before(at, *index);
+            !at.now
+                .addrs
+                .iter()
+                .any(|a| a.index == *index && a.net.is_ipv4() && !withdrawn.contains(&a.net))
+        })
+        .flat_map(|index| ipv4_routes_through(at.now, index))
+        .collect()
 }

@@ -61,9 +61,9 @@ impl Current {
 
     async fn read_of(c: &mut Conn, name: &str, whole: bool) -> Result<Current> {
         let table = table_name(name);
-        let tables = c.nft.tables()?;
+        let tables = c.nft().tables()?;
         let content = match whole && tables.iter().any(|t| t.name == table) {
-            true => c.nft.read(&table)?.1,
+            true => c.nft().read(&table)?.1,
             false => None,
         };
         let links = super::link::list(&c.rt).await?;

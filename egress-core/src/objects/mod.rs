@@ -7,6 +7,7 @@
 //! plan shows it and the transaction runs it.
 
 pub(crate) mod addr;
+pub(crate) mod change;
 pub(crate) mod current;
 pub(crate) mod link;
 pub(crate) mod nat;

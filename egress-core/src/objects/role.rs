@@ -27,9 +27,10 @@ use ipnetwork::IpNetwork;
 use netlink_packet_route::route::RouteType;
 
 use super::{
+    change::{boxed, At, Change, Done, Kernel, Sent},
     link::{group_marker, random_mac, LinkRef},
     record::{is_tagged, note, note_id, read_text_notes, text_notes, JOURNAL_TABLE, MIRROR_TABLE},
-    route::Route,
+    route::{self, Route},
     Current, KernelObject, Step,
 };
 use crate::{
@@ -486,6 +487,97 @@ impl RoleMark {
         MARKER_TABLES
             .into_iter()
             .filter(|t| marker_in_table(now, &self.router, *t).is_none_or(|m| m.kind != read.kind))
+            .collect()
+    }
+}
+
+/// `ip -6 route replace … 6572:…/128` in one marker table: the role marker set, replaced in
+/// place; undone by putting the one before back (or deleting it: there was none).
+#[derive(Debug)]
+pub(crate) struct MarkRole {
+    pub set: Route,
+    pub previous: Option<Route>,
+}
+
+impl Change for MarkRole {
+    fn describe(&self) -> String {
+        "ip -6 route replace …: the role marker".to_string()
+    }
+
+    fn remains(&self) -> String {
+        "the role marker of the old role".to_string()
+    }
+
+    fn pipelined(&self) -> bool {
+        true
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            route::replace(&k.c.rt, &self.set, "the role marker").await?;
+            Ok(Done::Nothing)
+        })
+    }
+
+    fn undo(&self, _: &Done) -> Option<Box<dyn Change>> {
+        Some(boxed(UnmarkRole {
+            current: self.set.clone(),
+            previous: self.previous.clone(),
+        }))
+    }
+}
+
+/// The role marker put back as it was: `previous`, or none.
+#[derive(Debug)]
+pub(crate) struct UnmarkRole {
+    pub current: Route,
+    pub previous: Option<Route>,
+}
+
+impl Change for UnmarkRole {
+    fn describe(&self) -> String {
+        match self.previous {
+            Some(_) => "ip -6 route replace …: the previous role marker".to_string(),
+            None => "ip -6 route del …: the role marker".to_string(),
+        }
+    }
+
+    fn remains(&self) -> String {
+        "the role marker of the new role".to_string()
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            match &self.previous {
+                Some(p) => route::replace(&k.c.rt, p, "the previous role marker").await?,
+                None => drop(route::delete(&k.c.rt, &self.current, "the role marker").await?),
+            }
+            Ok(Done::Nothing)
+        })
+    }
+}
+
+impl Step {
+    /// The role marker replaced in both marker tables, the journal table's first (the commit
+    /// point). It keeps the link's own MAC: the one the marker there keeps (replaced in
+    /// place), else the one the link has while it does not hold the stable MAC.
+    pub(crate) fn mark_role_changes(at: &At<'_>, role: Role) -> Vec<Box<dyn Change>> {
+        let own = match marker_in(at.now, at.name) {
+            Some(_) => own_mac_in(at.now, at.name),
+            None => at
+                .link(&at.external.name)
+                .and_then(|l| <[u8; 6]>::try_from(l.mac.as_slice()).ok())
+                .filter(|m| Some(*m) != at.stable_mac),
+        };
+        let current = marker(at.name, role, own);
+        MARKER_TABLES
+            .into_iter()
+            .map(|table| {
+                boxed(MarkRole {
+                    set: route::in_table(&current, table),
+                    previous: marker_in_table(at.now, at.name, table).cloned(),
+                })
+            })
             .collect()
     }
 }

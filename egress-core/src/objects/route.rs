@@ -14,7 +14,13 @@ use netlink_packet_route::{
 };
 use rtnetlink::Handle;
 
-use super::{link::LinkRef, Current, KernelObject, Step};
+use super::{
+    addr::Addr,
+    change::{boxed, At, Change, Done, Kernel, Phase, Sent},
+    link::LinkRef,
+    record::{JOURNAL_TABLE, MIRROR_TABLE},
+    Current, KernelObject, Step,
+};
 use crate::{
     drift::Drift,
     error::{is_gone, Error, Result},
@@ -447,4 +453,201 @@ fn describe_ours(dst: IpNetwork, via: Option<IpAddr>, link: &str) -> String {
         s += &format!(" via {v}");
     }
     s + &format!(" dev {link} proto {ROUTE_PROTOCOL}")
+}
+
+/// `ip route add …`: a route of ours (or a note, a copy of a saved route); undone by deleting it.
+#[derive(Debug)]
+pub(crate) struct AddRoute {
+    pub route: Route,
+    /// How it is named in messages.
+    pub what: String,
+}
+
+impl Change for AddRoute {
+    fn describe(&self) -> String {
+        format!("ip route add {}", self.what)
+    }
+
+    fn remains(&self) -> String {
+        format!("route {} not added", self.what)
+    }
+
+    fn pipelined(&self) -> bool {
+        true
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            add(&k.c.rt, &self.route, &self.what).await?;
+            Ok(Done::Nothing)
+        })
+    }
+
+    fn undo(&self, _: &Done) -> Option<Box<dyn Change>> {
+        Some(boxed(DeleteRoute {
+            route: self.route.clone(),
+            what: self.what.clone(),
+        }))
+    }
+}
+
+/// `ip route del …`: a route the router replaces (a default route, saved before), an older
+/// note, or (as an undo, or at teardown) one of the router's; undone by putting it back.
+#[derive(Debug)]
+pub(crate) struct DeleteRoute {
+    pub route: Route,
+    /// How it is named in messages.
+    pub what: String,
+}
+
+impl Change for DeleteRoute {
+    fn describe(&self) -> String {
+        format!("ip route del {}", self.what)
+    }
+
+    fn remains(&self) -> String {
+        format!("route {}", self.what)
+    }
+
+    fn pipelined(&self) -> bool {
+        true
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            delete(&k.c.rt, &self.route, &self.what).await?;
+            Ok(Done::Nothing)
+        })
+    }
+
+    fn undo(&self, _: &Done) -> Option<Box<dyn Change>> {
+        Some(boxed(RestoreRoute {
+            route: in_table(&self.route, self.route.table),
+            what: self.what.clone(),
+        }))
+    }
+
+    /// A copy of a saved route (or a note) is part of the crash record: it goes last.
+    fn phase(&self) -> Phase {
+        match self.route.table == JOURNAL_TABLE || self.route.table == MIRROR_TABLE {
+            true => Phase::Record,
+            false => Phase::Rest,
+        }
+    }
+
+    fn goes_with_link(&self, index: u32) -> bool {
+        self.route.oif == Some(index) && self.route.table == MAIN_TABLE
+    }
+
+    fn still_in(&self, routes: &[Route], _: &[Addr]) -> Option<bool> {
+        Some(routes.iter().any(|r| r.same_as(&self.route)))
+    }
+}
+
+/// `ip route add …` of a route that was there before (a replaced default route): "already
+/// there" is success when it is this route, not another one in its place.
+#[derive(Debug)]
+pub(crate) struct RestoreRoute {
+    pub route: Route,
+    /// How it is named in messages.
+    pub what: String,
+}
+
+impl Change for RestoreRoute {
+    fn describe(&self) -> String {
+        format!("ip route add {}", self.what)
+    }
+
+    fn remains(&self) -> String {
+        format!("route {} not restored", self.what)
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            match add(&k.c.rt, &self.route, &self.what).await {
+                Err(e) if e.errno() == Some(libc::EEXIST) => {
+                    let routes = list(&k.c.rt, self.route.dst.is_ipv6()).await?;
+                    match routes.iter().any(|r| r.same_as(&self.route)) {
+                        true => Ok(Done::Nothing),
+                        false => Err(e),
+                    }
+                }
+                r => r.map(|()| Done::Nothing),
+            }
+        })
+    }
+}
+
+impl Step {
+    /// `ip route add DST [via VIA] dev LINK proto 158`.
+    pub(crate) fn add_route_changes(
+        at: &At<'_>,
+        dst: IpNetwork,
+        via: Option<IpAddr>,
+        link: &str,
+    ) -> Result<Vec<Box<dyn Change>>> {
+        let route = ours(dst, via, at.index_of(link)?);
+        let what = route.describe(&at.names());
+        Ok(vec![boxed(AddRoute { route, what })])
+    }
+
+    /// The namespace's default routes of `via`'s family deleted (the router saved them
+    /// before), and the router's added.
+    pub(crate) fn replace_default_changes(
+        at: &At<'_>,
+        via: IpAddr,
+        link: &str,
+    ) -> Result<Vec<Box<dyn Change>>> {
+        let oif = at.index_of(link)?;
+        let names = at.names();
+        let mut changes: Vec<Box<dyn Change>> = at
+            .now
+            .routes
+            .iter()
+            .filter(|r| r.table == MAIN_TABLE && r.is_default())
+            .filter(|r| !r.is_ours() && r.dst.is_ipv6() == via.is_ipv6())
+            .map(|r| {
+                boxed(DeleteRoute {
+                    route: r.clone(),
+                    what: r.describe(&names),
+                })
+            })
+            .collect();
+        let ours = ours(default_dst(via.is_ipv6()), Some(via), oif);
+        if !at.now.routes.iter().any(|r| r.same_as(&ours)) {
+            let what = ours.describe(&names);
+            changes.push(boxed(AddRoute { route: ours, what }));
+        }
+        Ok(changes)
+    }
+
+    /// The router's default route of `via`'s family deleted, and any other of that family
+    /// (saved before): a standby has none. The routes an earlier step's withdrawal of the
+    /// link's last IPv4 address takes along are gone already (that withdrawal's undo puts
+    /// them back).
+    pub(crate) fn withdraw_default_changes(
+        at: &At<'_>,
+        via: IpAddr,
+        link: &str,
+    ) -> Result<Vec<Box<dyn Change>>> {
+        let oif = at.index_of(link)?;
+        let names = at.names();
+        let ours = ours(default_dst(via.is_ipv6()), Some(via), oif);
+        let lost = crate::objects::addr::lost_with_withdrawals(at);
+        Ok(at
+            .now
+            .routes
+            .iter()
+            .filter(|r| r.table == MAIN_TABLE && r.is_default())
+            .filter(|r| r.dst.is_ipv6() == via.is_ipv6())
+            .filter(|r| !r.is_ours() || r.same_as(&ours))
+            .filter(|r| !lost.iter().any(|l| l.same_as(r)))
+            .map(|r| {
+                boxed(DeleteRoute {
+                    route: r.clone(),
+                    what: r.describe(&names),
+                })
+            })
+            .collect())
+    }
 }

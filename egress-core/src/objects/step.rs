@@ -4,7 +4,12 @@ use std::{fmt, net::IpAddr, time::Duration};
 
 use ipnetwork::IpNetwork;
 
-use super::{addr, link, record, route, sysctl};
+use super::{
+    addr,
+    change::{boxed, At, Change},
+    link, record, route, sysctl,
+};
+use crate::error::Result;
 use crate::kernel::procfs::{self};
 use crate::role::Role;
 use crate::spec::{format_mac, Macvlan, MacvlanMode};
@@ -178,6 +183,61 @@ impl Step {
                 | Step::SetLink { mac: Some(_), .. }
                 | Step::SetMac { .. }
         )
+    }
+}
+
+impl Step {
+    /// The changes that make this step, against what the transaction knows (`at`); each
+    /// object's module says what they are.
+    pub(crate) fn changes(&self, at: &At<'_>) -> Result<Vec<Box<dyn Change>>> {
+        Ok(match self {
+            Step::WriteJournal { .. } => Step::write_record_changes(at)?,
+            Step::CreateTable { .. } => Step::create_table_changes(at)?,
+            Step::RewriteJournal { table } => Step::rewrite_table_changes(at, table)?,
+            Step::RestoreSavedRoutes { table } => Step::restore_saved_changes(at, *table),
+            Step::ReplaceRuleset { .. } => Step::replace_ruleset_changes(at)?,
+            Step::SaveDefaultRoutes { ipv6 } => Step::save_default_changes(at, *ipv6),
+            Step::CreateMacvlan {
+                macvlan,
+                netns,
+                group,
+            } => Step::create_macvlan_changes(at, macvlan, netns, *group),
+            Step::SetLinkUp { link } => Step::set_link_up_changes(at, link)?,
+            Step::SetLink {
+                link,
+                mtu,
+                mac,
+                mode,
+            } => Step::set_link_changes(at, link, *mtu, *mac, *mode)?,
+            Step::SetSysctl { key, value } => Step::set_sysctl_changes(at, key, *value),
+            Step::AddAddress { link, address } => Step::add_address_changes(at, link, *address)?,
+            Step::DeleteAddress { link, address } => {
+                Step::delete_address_changes(at, link, *address)?
+            }
+            Step::AddRoute { dst, via, link } => Step::add_route_changes(at, *dst, *via, link)?,
+            Step::ReplaceDefaultRoute { via, link } => {
+                Step::replace_default_changes(at, *via, link)?
+            }
+            Step::WithdrawAddress { link, address } => {
+                Step::withdraw_address_changes(at, link, *address)?
+            }
+            Step::WithdrawDefaultRoute { via, link } => {
+                Step::withdraw_default_changes(at, *via, link)?
+            }
+            Step::SetMac { link, mac } => Step::set_mac_changes(at, link, *mac)?,
+            Step::MarkRole { role } => Step::mark_role_changes(at, *role),
+            Step::EnableForwarding { ipv6 } => Step::enable_forwarding_changes(at, *ipv6),
+            Step::Announce {
+                link,
+                count,
+                interval,
+                ..
+            } => vec![boxed(crate::objects::link::Announce {
+                name: link.clone(),
+                count: *count,
+                interval: *interval,
+            })],
+        })
     }
 }
 

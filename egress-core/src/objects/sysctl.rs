@@ -4,13 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use super::{link::LinkRef, Current, KernelObject, Step};
+use super::{
+    change::{boxed, At, Change, Done, Kernel, Phase, Sent},
+    link::LinkRef,
+    Current, KernelObject, Step,
+};
 use crate::{
     drift::Drift,
     error::Result,
     kernel::{
         netns::NsHandle,
-        procfs::{read_many, ConfEntry, ConfName, Family, Knob, SysctlKey},
+        procfs::{self, read_many, ConfEntry, ConfName, Family, Knob, SysctlKey},
     },
 };
 
@@ -233,6 +237,157 @@ impl KernelObject for Forwarding {
             steps.push(Step::SetSysctl { key, value: 1 });
         }
         Ok(())
+    }
+}
+
+/// `sysctl -w KEY=VALUE`; undone by writing back the value it had — none for a key of a link
+/// the router created (it goes with the link).
+#[derive(Debug)]
+pub(crate) struct WriteSysctl {
+    pub key: SysctlKey,
+    pub value: i64,
+    /// The value it had, when the key existed.
+    pub old: Option<i64>,
+}
+
+impl Change for WriteSysctl {
+    fn describe(&self) -> String {
+        format!("sysctl -w {}={}", self.key, self.value)
+    }
+
+    fn remains(&self) -> String {
+        format!("sysctl {} not set to {}", self.key, self.value)
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            let writes = [(self.key.clone(), self.value)];
+            match procfs::write_gated(&k.c.ns, &writes).await? {
+                (_, Some(e)) => Err(e),
+                _ => Ok(Done::Nothing),
+            }
+        })
+    }
+
+    fn undo(&self, _: &Done) -> Option<Box<dyn Change>> {
+        let old = self.old?;
+        Some(boxed(RestoreSysctls {
+            writes: vec![(self.key.clone(), old)],
+        }))
+    }
+}
+
+/// `sysctl -w net.ipv4.ip_forward=1` (or IPv6's `conf/all/forwarding`); undone by the writes
+/// that restore every value writing it changed.
+#[derive(Debug)]
+pub(crate) struct EnableForwarding {
+    pub ipv6: bool,
+    /// What restores the values before ([`forwarding_restore`]).
+    pub restore: Vec<(SysctlKey, i64)>,
+}
+
+impl Change for EnableForwarding {
+    fn describe(&self) -> String {
+        forwarding_command(self.ipv6)
+    }
+
+    fn remains(&self) -> String {
+        format!("{} not on", forwarding_key(self.ipv6))
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            let writes = [(forwarding_key(self.ipv6), 1)];
+            match procfs::write_gated(&k.c.ns, &writes).await? {
+                (_, Some(e)) => Err(e),
+                _ => Ok(Done::Nothing),
+            }
+        })
+    }
+
+    fn undo(&self, _: &Done) -> Option<Box<dyn Change>> {
+        Some(boxed(RestoreSysctls {
+            writes: self.restore.clone(),
+        }))
+    }
+}
+
+/// `sysctl -w KEY=VALUE …`: values the router replaced, written back in order. A link that is
+/// gone took its own keys with it. Restoring forwarding runs first in an unwind: the router
+/// stops forwarding before anything else goes.
+#[derive(Debug)]
+pub(crate) struct RestoreSysctls {
+    pub writes: Vec<(SysctlKey, i64)>,
+}
+
+impl Change for RestoreSysctls {
+    fn describe(&self) -> String {
+        format!("sysctl -w {}", self.listed(" "))
+    }
+
+    fn remains(&self) -> String {
+        format!("sysctls not restored: {}", self.listed(", "))
+    }
+
+    fn send<'a>(&'a self, k: &'a Kernel<'a>) -> Sent<'a> {
+        Box::pin(async move {
+            let mut pending = self.writes.as_slice();
+            loop {
+                let (done, failed) = procfs::write_gated(&k.c.ns, pending).await?;
+                match failed {
+                    None => return Ok(Done::Nothing),
+                    // A link that is gone took its sysctls with it.
+                    Some(e) if e.errno() == Some(libc::ENOENT) && pending[done].0.is_link_key() => {
+                        pending = &pending[done + 1..];
+                    }
+                    Some(e) => return Err(e),
+                }
+            }
+        })
+    }
+
+    fn phase(&self) -> Phase {
+        match self.writes.iter().any(|(k, _)| k.takes_rtnl()) {
+            true => Phase::First,
+            false => Phase::Rest,
+        }
+    }
+}
+
+impl RestoreSysctls {
+    fn listed(&self, sep: &str) -> String {
+        self.writes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+}
+
+impl Step {
+    /// `sysctl -w KEY=VALUE`, when the key does not hold the value already.
+    pub(crate) fn set_sysctl_changes(
+        at: &At<'_>,
+        key: &SysctlKey,
+        value: i64,
+    ) -> Vec<Box<dyn Change>> {
+        let old = at.now.sysctl(key);
+        match old == Some(value) {
+            true => Vec::new(),
+            false => vec![boxed(WriteSysctl {
+                key: key.clone(),
+                value,
+                old,
+            })],
+        }
+    }
+
+    /// Forwarding turned on, when it is off.
+    pub(crate) fn enable_forwarding_changes(at: &At<'_>, ipv6: bool) -> Vec<Box<dyn Change>> {
+        match forwarding_restore(&at.now.sysctls, Family::of(ipv6)) {
+            Some(restore) => vec![boxed(EnableForwarding { ipv6, restore })],
+            None => Vec::new(),
+        }
     }
 }
 

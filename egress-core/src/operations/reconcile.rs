@@ -8,7 +8,7 @@ use serde::Serialize;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::{
-    context::undo::{Journal, Undo},
+    context::undo::UndoLog,
     context::{Identity, Tx},
     drift::Drift,
     error::{Error, Result},
@@ -17,11 +17,15 @@ use crate::{
     model::desired::Desired,
     model::plan::Plan,
     objects::{
-        addr,
+        addr::{self, DeleteAddress},
+        change::boxed,
         link::{group_marker, is_macvlan},
-        record::{self, Record, Restore, Stores, JOURNAL_TABLE, MIRROR_TABLE},
+        link::{DeleteLink, SetLinkDown},
+        nat::DeleteTable,
+        record::{self, DeleteNotes, Record, Restore, Stores, JOURNAL_TABLE, MIRROR_TABLE},
         role::{role_in, Claim},
-        route::{self, Route},
+        route::{self, DeleteRoute, RestoreRoute, Route},
+        sysctl::RestoreSysctls,
         Current,
     },
     operations::apply::{fresh, open_parent},
@@ -247,7 +251,7 @@ pub(crate) async fn teardown_in(
             _ => {}
         }
     }
-    let mut failures = journal.unwind(&mut c).await;
+    let mut failures = journal.unwind(&c).await;
     if let Some(m) = marker {
         if let Err(e) = route::delete(&c.rt, &m, "the teardown marker").await {
             failures.push((m.describe(&now.names()), e));
@@ -352,23 +356,23 @@ impl<'a> Owned<'a> {
         self.table || self.record.is_some() || self.created_link.is_some() || !self.notes.is_empty()
     }
 
-    /// The undo journal of what is proven the router's, in apply order (unwinding runs it in
-    /// the order teardown needs).
-    fn journal(&self, now: &Current) -> Journal {
-        let mut j = Journal::default();
+    /// The undos of what is proven the router's, in apply order (unwinding runs them in the
+    /// order teardown needs).
+    fn journal(&self, now: &Current) -> UndoLog {
+        let mut j = UndoLog::default();
         let names = now.names();
         if !self.notes.is_empty() {
-            j.push(Undo::DeleteNotes {
+            j.push(boxed(DeleteNotes {
                 routes: self.notes.iter().map(|r| (*r).clone()).collect(),
-            });
+            }));
         }
         let Some(record) = &self.record else {
             return j;
         };
         if self.table {
-            j.push(Undo::DeleteTable {
+            j.push(boxed(DeleteTable {
                 table: table_name(self.name),
-            });
+            }));
         }
         let mut saved: BTreeMap<u32, Route> = BTreeMap::new();
         for table in [MIRROR_TABLE, JOURNAL_TABLE] {
@@ -380,22 +384,22 @@ impl<'a> Owned<'a> {
                     )),
                     copy.clone(),
                 );
-                j.push(Undo::DeleteRoute {
+                j.push(boxed(DeleteRoute {
                     route: copy.clone(),
                     what: copy.describe(&names),
-                });
+                }));
             }
         }
         let ext = now.link(record.link.as_str());
         match (&self.created_link, ext) {
-            (Some((index, link)), _) => j.push(Undo::DeleteLink {
+            (Some((index, link)), _) => j.push(boxed(DeleteLink {
                 index: *index,
                 name: link.clone(),
-            }),
-            (None, Some(l)) if !record.created && !record.was_up => j.push(Undo::SetLinkDown {
+            })),
+            (None, Some(l)) if !record.created && !record.was_up => j.push(boxed(SetLinkDown {
                 index: l.index,
                 name: l.name.clone(),
-            }),
+            })),
             _ => {}
         }
         // Forwarding (and what writing it changes) last; the link's own values first.
@@ -408,7 +412,7 @@ impl<'a> Owned<'a> {
             link_keys.into_iter().map(Restore::write).collect(),
         );
         if !link_keys.is_empty() {
-            j.push(Undo::RestoreSysctls { writes: link_keys });
+            j.push(boxed(RestoreSysctls { writes: link_keys }));
         }
         if let Some(l) = ext {
             for a in now
@@ -416,31 +420,31 @@ impl<'a> Owned<'a> {
                 .iter()
                 .filter(|a| a.index == l.index && addr::marked(now, a, self.name))
             {
-                j.push(Undo::DeleteAddress {
+                j.push(boxed(DeleteAddress {
                     index: a.index,
                     link: l.name.clone(),
                     net: a.net,
-                });
+                }));
             }
         }
         for copy in saved.values() {
-            j.push(Undo::RestoreRoute {
+            j.push(boxed(RestoreRoute {
                 route: route::in_table(copy, route::main_table()),
                 what: route::in_table(copy, route::main_table()).describe(&names),
-            });
+            }));
         }
         for r in now
             .routes
             .iter()
             .filter(|r| r.is_ours() && r.table == route::main_table())
         {
-            j.push(Undo::DeleteRoute {
+            j.push(boxed(DeleteRoute {
                 route: r.clone(),
                 what: r.describe(&names),
-            });
+            }));
         }
         if !family.is_empty() {
-            j.push(Undo::RestoreSysctls { writes: family });
+            j.push(boxed(RestoreSysctls { writes: family }));
         }
         j
     }

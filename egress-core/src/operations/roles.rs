@@ -14,11 +14,12 @@ use serde::Serialize;
 use tracing::{info, info_span, Instrument};
 
 use crate::{
-    context::{Pending, Tx},
+    context::Tx,
     error::{Error, Result},
     kernel::netns::{require_net_admin, Conn, NsHandle},
     model::desired::Desired,
     objects::{
+        link::Pending,
         record::Stores,
         role::{role_in, Claim},
         Current,

@@ -131,12 +131,12 @@ async fn stats_in(ns: NsHandle, name: String) -> Result<Option<Stats>> {
 }
 
 /// The traffic of router `name`, read through `c`.
-fn stats_of(mut c: Conn, name: String) -> Result<Option<Stats>> {
+fn stats_of(c: Conn, name: String) -> Result<Option<Stats>> {
     let table = table_name(&name);
-    let Some(counters) = c.nft.counters(&table)? else {
+    let Some(counters) = c.nft().counters(&table)? else {
         return Ok(None);
     };
-    let Some(state) = c.nft.read(&table)?.1 else {
+    let Some(state) = c.nft().read(&table)?.1 else {
         return Ok(None);
     };
     let conntrack_entries = procfs::read_many(&c.ns, &[procfs::SysctlKey::CONNTRACK_COUNT])?

@@ -45,6 +45,7 @@
 //! minor versions, and `nat_same_as_nft` (tests/nat.rs) proves byte for byte what this
 //! module writes with the version it was checked against.
 
+mod change;
 mod counters;
 mod expr;
 mod layout;
@@ -57,8 +58,11 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-pub(crate) use self::counters::{Count, Counters};
 use self::layout::{type_name, Layout};
+pub(crate) use self::{
+    change::DeleteTable,
+    counters::{Count, Counters},
+};
 use super::{Current, KernelObject, Step};
 use crate::{
     drift::Drift,

@@ -41,13 +41,14 @@ use crate::{
     spec::validate_name,
 };
 
+mod change;
 mod markers;
 mod notes;
 
 pub(crate) use self::{
+    change::{mark_role_changing, DeleteNotes, ROLE_CHANGE},
     markers::{
-        boottime, role_change_in, role_change_marker, teardown_marker, teardown_markers,
-        tearing_down, TEARDOWN_AT_MOST,
+        boottime, role_change_in, teardown_marker, teardown_markers, tearing_down, TEARDOWN_AT_MOST,
     },
     notes::{is_tagged, note, note_id, read_text_notes, text_notes},
 };
@@ -322,10 +323,6 @@ fn restore_entry(tok: &str) -> Option<Restore> {
 /// The tag of the crash record's notes (`6567:`, "eg").
 const RECORD_TAG: [u8; 2] = [0x65, 0x67];
 
-/// Whether `r` is a note of some router's record.
-pub(crate) fn is_note(r: &Route) -> bool {
-    is_tagged(r, RECORD_TAG)
-}
 
 /// Whether the text of notes that hold no record is what a write of router `name`'s record
 /// cut short leaves: the beginning of its header (`egress/2 r=<name> `), or all of it followed
@@ -758,7 +755,7 @@ mod tests {
             notes.len(),
             r.encode().unwrap().len().div_ceil(notes::NOTE_PAYLOAD)
         );
-        assert!(notes.iter().all(is_note));
+        assert!(notes.iter().all(|n| is_tagged(n, RECORD_TAG)));
         let now = |routes: Vec<Route>| Current {
             routes,
             ..Current::default()

@@ -427,7 +427,7 @@ async fn run(ns: NsHandle, what: What, options: DiagnoseOptions) -> Result<Diagn
     }
     let table = table_name(&what.name);
     let counters = match now.table {
-        Some(_) => c.nft.counters(&table)?,
+        Some(_) => c.nft().counters(&table)?,
         None => None,
     };
     // Before the probes: their own connections are tracked too.
@@ -472,7 +472,7 @@ async fn run(ns: NsHandle, what: What, options: DiagnoseOptions) -> Result<Diagn
     // While the probes wait.
     let drift = subject.drift(&now);
     let flows = c
-        .nft
+        .nft()
         .conntrack()
         .map(|entries| conntrack::dnat_flows(&entries))
         .map_err(|e| e.to_string());

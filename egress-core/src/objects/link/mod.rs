@@ -12,6 +12,9 @@ use netlink_packet_route::{
 };
 use rtnetlink::{Handle, LinkGetRequest, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 
+mod change;
+
+pub(crate) use self::change::{Announce, DeleteLink, Pending, SetLinkDown};
 use super::{Current, KernelObject, Step};
 use crate::{
     drift::Drift,
