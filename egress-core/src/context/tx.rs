@@ -14,19 +14,13 @@ use super::undo::UndoLog;
 use crate::{
     error::{Error, Result, Rollback},
     kernel::netns::{Conn, NsHandle},
-    model::{
-        desired::{nat_rules, Desired},
-        plan::Plan,
-    },
+    model::{desired::Desired, parts::Parts, plan::Plan},
     objects::{
         change::{At, Change, Kernel, Made},
-        link::{self, Link, LinkRef, Pending},
-        nat::NatRules,
-        record::{self, Record, RecordSpec, Stores, ROLE_CHANGE},
-        role::Claim,
+        link::{self, Link, Pending},
+        record::{self, Record, Stores, ROLE_CHANGE},
         route, Current, Step,
     },
-    spec::{External, RouterSpec},
 };
 
 /// What tells the router a handle applied from one applied again later: the random apply id
@@ -63,15 +57,12 @@ impl Identity {
 
 /// One transaction: a plan's steps against what the namespace held when it began.
 pub(crate) struct Tx {
-    spec: RouterSpec,
+    /// What the router is made of.
+    parts: Parts,
     c: Conn,
     /// The namespace when the transaction began.
     now: Current,
     parent: Option<NsHandle>,
-    /// The router's parts the changes need.
-    external: LinkRef,
-    rules: NatRules,
-    claim: Claim,
     /// The crash record the transaction writes (or keeps).
     record: Record,
     log: UndoLog,
@@ -89,22 +80,19 @@ pub(crate) struct Tx {
 }
 
 impl Tx {
-    /// A transaction of router `spec` from `now`; its crash record is the one `now` holds, or
-    /// a fresh one with apply id `id` (an error when `now` holds a value it cannot keep).
+    /// A transaction of router `model` from `now`; its crash record is the one `now` holds,
+    /// or a fresh one with apply id `id` (an error when `now` holds a value it cannot keep).
     pub(crate) fn new(
-        spec: RouterSpec,
+        model: &Desired,
         c: Conn,
         now: Current,
         parent: Option<NsHandle>,
         id: u32,
     ) -> Result<Tx> {
-        let record_spec = record_spec(&spec);
-        let record = record_spec.wanted(&now, id)?;
+        let parts = model.parts().clone();
+        let record = parts.record.wanted(&now, id)?;
         Ok(Tx {
-            external: record_spec.link,
-            rules: nat_rules(&spec),
-            claim: Claim::of(&spec),
-            spec,
+            parts,
             c,
             now,
             parent,
@@ -198,14 +186,15 @@ impl Tx {
 
     /// What the transaction knows, for the step after `earlier`.
     fn at<'a>(&'a self, earlier: &'a [Step]) -> At<'a> {
+        let p = &self.parts;
         At {
             now: &self.now,
-            name: &self.spec.name,
-            internal: &self.spec.internal,
-            external: &self.external,
-            stable_mac: self.spec.stable_mac,
-            rules: Some(&self.rules),
-            claim: Some(&self.claim),
+            name: &p.name,
+            internal: p.internal.as_deref().unwrap_or_default(),
+            external: &p.external,
+            stable_mac: p.stable_mac,
+            rules: p.rules.as_ref(),
+            claim: p.record.claim.as_ref(),
             record: &self.record,
             made: &self.made,
             earlier,
@@ -288,7 +277,7 @@ impl Tx {
     async fn verify(&mut self, desired: &Desired) -> Result<()> {
         #[cfg(feature = "fault-injection")]
         crate::fault::at_verify()?;
-        let name = &self.spec.name;
+        let name = &self.parts.name;
         let drift = match self.identity_only {
             true => desired.compare_identity(&Current::read_identity(&mut self.c, name).await?),
             false => desired.compare(&Current::read(&mut self.c, name).await?),
@@ -311,7 +300,7 @@ impl Tx {
             return e;
         }
         let failures = {
-            let span = info_span!("rollback", router = %self.spec.name, step = %step);
+            let span = info_span!("rollback", router = %self.parts.name, step = %step);
             let log = std::mem::take(&mut self.log);
             log.unwind(&self.c).instrument(span).await
         };
@@ -334,7 +323,7 @@ impl Tx {
 
     /// The macvlan's parent link and a socket of its namespace; checks the spec's MTU.
     async fn find_parent(&self, parent_ns: &NsHandle) -> Result<(Handle, Link)> {
-        let External::Macvlan(m) = &self.spec.external else {
+        let Some(m) = &self.parts.macvlan else {
             unreachable!("only a created macvlan has a parent")
         };
         let prt = match parent_ns.same_as(&self.c.ns) {
@@ -366,7 +355,3 @@ impl Tx {
 /// The step name of the verification, in errors.
 const VERIFY: &str =
     "verify: read the namespace again and compare it with the router's desired state";
-
-fn record_spec(spec: &RouterSpec) -> RecordSpec {
-    Desired::record_spec(spec)
-}

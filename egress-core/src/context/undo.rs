@@ -10,7 +10,8 @@ use crate::{
     objects::{
         addr,
         change::{Change, Kernel, Phase},
-        route,
+        record::DeleteNotes,
+        route, Inverse,
     },
 };
 
@@ -28,6 +29,22 @@ impl UndoLog {
             }
         }
         self.0.push(u)
+    }
+
+    /// The log that undoes a router read back from the kernel (a teardown): the deletion of
+    /// its notes and markers, then each object's undos, as a transaction would have logged
+    /// them.
+    pub(crate) fn of(inverse: Inverse<'_>) -> UndoLog {
+        let mut log = UndoLog::default();
+        if !inverse.notes.is_empty() {
+            log.push(Box::new(DeleteNotes {
+                routes: inverse.notes,
+            }));
+        }
+        for u in inverse.undos {
+            log.push(u);
+        }
+        log
     }
 
     pub(crate) fn is_empty(&self) -> bool {

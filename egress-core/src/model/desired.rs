@@ -1,28 +1,30 @@
 //! [`Desired`]: what a router *is* — every kernel object it consists of — computed from a
-//! [`RouterSpec`] without touching the kernel. Everything else is derived from it: the plan
-//! (the steps that take a namespace there), `check` (how a namespace differs), `ensure` (the
-//! plan, run), the verification after an apply, and the standby and active roles.
+//! [`RouterSpec`] without touching the kernel, or read back from what the kernel proves to be
+//! the router, in the same shape. Everything else is derived from it: the plan (the steps that
+//! take a namespace there), `check` (how a namespace differs), `ensure` (the plan, run), the
+//! verification after an apply, the standby and active roles; and, read back, teardown (its
+//! inverse), inspect, promotion and diagnosis by name.
 
-use std::{fmt, net::IpAddr, time::Duration};
+use std::fmt;
 
 use ipnetwork::IpNetwork;
 
+use super::{parts::Parts, plan::Plan};
 use crate::{
     drift::Drift,
     error::Result,
-    model::plan::Plan,
     objects::{
         addr::{Address, OnlyOurAddresses},
-        link::{group_marker, ExternalLink, LinkRef},
-        nat::{NatRules, Ruleset},
-        record::{Journal, RecordSpec, Stores},
-        role::{Claim, RoleMark, StableMac},
+        link::{ExternalLink, LinkRef},
+        nat::Ruleset,
+        record::{Journal, Record, Stores},
+        role::{role_in, RoleMark, StableMac},
         route::{DefaultRoute, OurRoute},
-        sysctl::{self, Forwarding, Sysctl},
-        Current, KernelObject, Step,
+        sysctl::{Forwarding, Sysctl},
+        Current, Inverse, KernelObject, Step,
     },
     role::Role,
-    spec::{External, RouterSpec},
+    spec::{table_name, Macvlan, RouterSpec},
 };
 
 /// The desired state of a router: its kernel objects, in the order an apply creates them.
@@ -47,22 +49,11 @@ use crate::{
 /// a promotion or demotion is the plan of those objects alone.
 #[derive(Debug)]
 pub struct Desired {
-    name: String,
+    /// What its objects are built from.
+    parts: Parts,
     role: Role,
-    /// The external link, which tells whether anything of the router is left.
-    link: LinkRef,
     /// Each object, and whether it claims the egress identity.
     objects: Vec<(bool, Box<dyn KernelObject>)>,
-    announce: Announce,
-}
-
-/// The announcements that follow a change claiming the egress identity.
-#[derive(Debug)]
-struct Announce {
-    link: String,
-    addresses: Vec<IpAddr>,
-    count: u8,
-    interval: Duration,
 }
 
 impl Desired {
@@ -73,144 +64,171 @@ impl Desired {
 
     /// The desired state of the router `spec` describes, in role `role`.
     pub(crate) fn with_role(spec: &RouterSpec, role: Role) -> Desired {
-        let (ext, macvlan) = external(spec);
-        let internal = LinkRef::named(spec.internal());
-        let (v4, v6) = (spec.gateway4().is_some(), spec.gateway6().is_some());
-        let record = Self::record_spec(spec);
-        let link_sysctls = record.link_sysctls.clone();
-        let gateways: Vec<IpAddr> = spec
-            .gateway4()
-            .map(IpAddr::from)
-            .into_iter()
-            .chain(spec.gateway6().map(IpAddr::from))
-            .collect();
+        Desired::of(Parts::of(spec), role)
+    }
 
+    /// Router `name` as the kernel proves it, in the role its record holds: the read-back,
+    /// in the same shape a spec gives (see [`Parts::read`]), with the proven crash record.
+    /// `None` when no record proves anything the router's.
+    pub(crate) fn read(now: &Current, name: &str) -> Option<(Desired, Record)> {
+        let (parts, record) = Parts::read(now, name)?;
+        Some((Desired::of(parts, role_in(now, name)), record))
+    }
+
+    /// The same router in role `role`.
+    pub(crate) fn as_role(&self, role: Role) -> Desired {
+        Desired::of(self.parts.clone(), role)
+    }
+
+    /// The router's objects, in the order an apply creates them: the one place that lists
+    /// what a router is made of.
+    pub(crate) fn of(parts: Parts, role: Role) -> Desired {
+        let p = &parts;
+        let ext = p.external.clone();
         let held = role == Role::Active;
         let mut objects: Vec<(bool, Box<dyn KernelObject>)> = Vec::new();
-        let mut staged = |o: Box<dyn KernelObject>| objects.push((false, o));
-        staged(Box::new(Journal {
-            spec: record.clone(),
-        }));
-        staged(Box::new(Ruleset {
-            rules: nat_rules(spec),
-            record,
-        }));
+        let mut add = |identity: bool, o: Box<dyn KernelObject>| objects.push((identity, o));
+        add(
+            false,
+            Box::new(Journal {
+                spec: p.record.clone(),
+            }),
+        );
+        add(
+            false,
+            Box::new(Ruleset {
+                table: table_name(&p.name),
+                rules: p.rules.clone(),
+                record: p.record.clone(),
+            }),
+        );
         // While the stable MAC is held, it is the stable MAC object's, not the link's.
-        let own_mac = macvlan.as_ref().and_then(|m| m.mac);
-        let macvlan = match (held, spec.stable_mac()) {
-            (true, Some(_)) => macvlan.map(|m| crate::spec::Macvlan { mac: None, ..m }),
-            _ => macvlan,
+        let macvlan = match (held, p.stable_mac) {
+            (true, Some(_)) => p.macvlan.clone().map(|m| Macvlan { mac: None, ..m }),
+            _ => p.macvlan.clone(),
         };
-        staged(Box::new(ExternalLink {
-            link: ext.clone(),
-            macvlan,
-            netns: spec.netns().to_string(),
-        }));
-        for key in link_sysctls {
-            staged(Box::new(Sysctl {
+        add(
+            false,
+            Box::new(ExternalLink {
                 link: ext.clone(),
-                key,
-                value: 1,
-            }));
+                macvlan,
+                netns: p.netns.clone(),
+            }),
+        );
+        for key in &p.record.link_sysctls {
+            add(
+                false,
+                Box::new(Sysctl {
+                    link: ext.clone(),
+                    key: key.clone(),
+                    value: 1,
+                }),
+            );
         }
         // Foreign addresses go first: deleting a primary IPv4 address takes the secondaries of
         // its subnet with it.
         if ext.created() {
-            staged(Box::new(OnlyOurAddresses {
-                link: ext.clone(),
-                ours: spec.sources().to_vec(),
-            }));
+            add(
+                false,
+                Box::new(OnlyOurAddresses {
+                    link: ext.clone(),
+                    ours: p.sources.clone(),
+                }),
+            );
         }
-        let mut identity = Vec::<Box<dyn KernelObject>>::new();
-        for s in spec.sources() {
-            identity.push(Box::new(Address {
-                link: ext.clone(),
-                net: *s,
-                held,
-            }));
+        for net in &p.sources {
+            add(
+                true,
+                Box::new(Address {
+                    link: ext.clone(),
+                    net: *net,
+                    held,
+                }),
+            );
         }
-        objects.extend(identity.drain(..).map(|o| (true, o)));
-        let mut staged = |o: Box<dyn KernelObject>| objects.push((false, o));
-        for g in &gateways {
-            staged(Box::new(OurRoute {
-                dst: IpNetwork::from(*g),
-                via: None,
-                link: ext.clone(),
-            }));
+        for g in &p.gateways {
+            add(
+                false,
+                Box::new(OurRoute {
+                    dst: IpNetwork::from(*g),
+                    via: None,
+                    link: ext.clone(),
+                }),
+            );
         }
-        for g in &gateways {
-            identity.push(Box::new(DefaultRoute {
-                via: *g,
-                link: ext.clone(),
-                held,
-            }));
+        for g in &p.gateways {
+            add(
+                true,
+                Box::new(DefaultRoute {
+                    via: *g,
+                    link: ext.clone(),
+                    held,
+                }),
+            );
         }
-        if let Some(stable) = spec.stable_mac() {
-            identity.push(Box::new(StableMac {
-                router: spec.name().to_string(),
-                link: ext.clone(),
-                stable,
-                own: own_mac,
-                held,
-            }));
+        if let Some(stable) = p.stable_mac {
+            add(
+                true,
+                Box::new(StableMac {
+                    router: p.name.clone(),
+                    link: ext.clone(),
+                    stable,
+                    own: p.own_mac,
+                    held,
+                }),
+            );
         }
         // Last: the commit point of a role change.
-        identity.push(Box::new(RoleMark {
-            router: spec.name().to_string(),
-            role,
-        }));
-        objects.extend(identity.drain(..).map(|o| (true, o)));
-        let mut staged = |o: Box<dyn KernelObject>| objects.push((false, o));
-        for k in spec.kept_routes() {
-            staged(Box::new(OurRoute {
-                dst: k.to,
-                via: k.via,
-                link: internal.clone(),
-            }));
+        add(
+            true,
+            Box::new(RoleMark {
+                router: p.name.clone(),
+                role,
+            }),
+        );
+        for (dst, via, link) in &p.routes {
+            add(
+                false,
+                Box::new(OurRoute {
+                    dst: *dst,
+                    via: *via,
+                    link: LinkRef::named(link),
+                }),
+            );
         }
+        let internal = p.internal.as_deref().map(LinkRef::named);
+        let (v4, v6) = p.families();
         for (used, ipv6) in [(v4, false), (v6, true)] {
             if used {
-                staged(Box::new(Forwarding {
-                    ipv6,
-                    links: match ipv6 {
-                        false => vec![internal.clone(), ext.clone()],
-                        true => Vec::new(),
-                    },
-                }));
+                add(
+                    false,
+                    Box::new(Forwarding {
+                        ipv6,
+                        links: match ipv6 {
+                            false => internal.iter().cloned().chain([ext.clone()]).collect(),
+                            true => Vec::new(),
+                        },
+                    }),
+                );
             }
         }
         Desired {
-            name: spec.name().to_string(),
+            parts,
             role,
-            announce: Announce {
-                link: ext.name.clone(),
-                addresses: spec.sources().iter().map(IpNetwork::ip).collect(),
-                count: spec.announce(),
-                interval: spec.announcements().interval,
-            },
-            link: ext,
             objects,
         }
     }
 
-    /// What the crash record of `spec`'s router is made of.
-    pub(crate) fn record_spec(spec: &RouterSpec) -> RecordSpec {
-        let (link, _) = external(spec);
-        let (v4, v6) = (spec.gateway4().is_some(), spec.gateway6().is_some());
-        let link_sysctls = sysctl::announcing(&link.name, (v4, v6));
-        RecordSpec {
-            router: spec.name().to_string(),
-            link,
-            families: (v4, v6),
-            link_sysctls,
-            claim: Some(Claim::of(spec)),
-        }
+    /// What the router is made of.
+    pub(crate) fn parts(&self) -> &Parts {
+        &self.parts
     }
 
     /// Whether anything of the router is in `now`: its table, its crash record, or the link it
     /// created (with its marker), where no other router is.
     pub(crate) fn exists_in(&self, now: &Current) -> bool {
-        let stores = Stores::of(now, &self.name);
+        let name = &self.parts.name;
+        let stores = Stores::of(now, name);
         // The link's group is a hash of the name: a hint, which counts only where no other
         // router is (one with that hash would otherwise be taken for this one).
         let another = stores.other_router.is_some()
@@ -218,17 +236,18 @@ impl Desired {
                 .tables
                 .iter()
                 .filter_map(|t| crate::spec::router_of_table(&t.name))
-                .any(|r| r != self.name);
-        now.has_table(&crate::spec::table_name(&self.name))
+                .any(|r| r != *name);
+        let link = &self.parts.external;
+        now.has_table(&table_name(name))
             || stores.notes.is_some()
-            || (self.link.created() && self.link.find(now).is_some() && !another)
+            || (link.created() && link.find(now).is_some() && !another)
     }
 
     /// How `now` differs from this state; empty when it holds it exactly.
     pub(crate) fn compare(&self, now: &Current) -> Vec<Drift> {
         if !self.exists_in(now) {
             return vec![Drift::RouterMissing {
-                table: crate::spec::table_name(&self.name),
+                table: table_name(&self.parts.name),
             }];
         }
         self.compare_of(now, false)
@@ -264,11 +283,12 @@ impl Desired {
             o.repair(now, &mut steps)?;
         }
         steps.extend(self.routes_lost_with_ipv4(now, &steps)?);
-        let a = &self.announce;
+        let p = &self.parts;
+        let a = p.announce;
         if self.role == Role::Active && a.count > 0 && steps.iter().any(Step::claims_identity) {
             steps.push(Step::Announce {
-                link: a.link.clone(),
-                addresses: a.addresses.clone(),
+                link: p.external.name.clone(),
+                addresses: p.sources.iter().map(IpNetwork::ip).collect(),
                 count: a.count,
                 interval: a.interval,
             });
@@ -287,7 +307,8 @@ impl Desired {
                 _ => None,
             })
             .collect();
-        let Some(l) = self.link.find(now) else {
+        let ext = &self.parts.external;
+        let Some(l) = ext.find(now) else {
             return Ok(Vec::new());
         };
         let left = now
@@ -307,8 +328,18 @@ impl Desired {
         for (_, o) in self.objects.iter().filter(|(i, _)| !*i) {
             o.repair(&after, &mut again)?;
         }
-        again.retain(|s| matches!(s, Step::AddRoute { link, .. } if *link == self.link.name));
+        again.retain(|s| matches!(s, Step::AddRoute { link, .. } if *link == ext.name));
         Ok(again)
+    }
+
+    /// The changes that take this router, as `now` holds it, out of the kernel (`record`: its
+    /// crash record, proven): each object's inverse, in the order an apply makes them.
+    pub(crate) fn inverse<'a>(&self, now: &Current, record: &'a Record) -> Inverse<'a> {
+        let mut inverse = Inverse::new(record.router.as_str(), record);
+        for (_, o) in &self.objects {
+            o.remove(now, &mut inverse);
+        }
+        inverse
     }
 
     /// The role this state is of.
@@ -323,35 +354,6 @@ impl fmt::Display for Desired {
             writeln!(f, "{}", o.render())?;
         }
         Ok(())
-    }
-}
-
-/// The external link of `spec`: how to find it, and the macvlan to create, if any.
-fn external(spec: &RouterSpec) -> (LinkRef, Option<crate::spec::Macvlan>) {
-    match spec.external() {
-        External::Macvlan(m) => (
-            LinkRef {
-                name: m.name().to_string(),
-                marker: Some(group_marker(spec.name())),
-            },
-            Some(m.clone()),
-        ),
-        External::Adopt(name) => (LinkRef::named(name), None),
-    }
-}
-
-/// The NAT ruleset of a spec.
-pub(crate) fn nat_rules(spec: &RouterSpec) -> NatRules {
-    NatRules {
-        table: spec.table_name(),
-        internal: spec.internal().to_string(),
-        external: spec.external().link_name().to_string(),
-        snat4: spec.snat4(),
-        snat6: spec.snat6(),
-        redirects: spec.redirects().to_vec(),
-        local_ports: spec.local_ports().to_vec(),
-        fallback4: spec.fallback4(),
-        fallback6: spec.fallback6(),
     }
 }
 

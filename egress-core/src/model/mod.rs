@@ -2,6 +2,7 @@
 //! it, and the [`Plan`] that takes a namespace there.
 
 pub(crate) mod desired;
+pub(crate) mod parts;
 pub(crate) mod plan;
 
 pub use self::{desired::Desired, plan::Plan};

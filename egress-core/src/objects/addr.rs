@@ -15,7 +15,7 @@ use super::{
     change::{boxed, gone_is_done, At, Change, Done, Kernel, Sent},
     link::LinkRef,
     route::{self, Route},
-    Current, KernelObject, Step,
+    Current, Inverse, KernelObject, Step,
 };
 use crate::{
     drift::Drift,
@@ -241,6 +241,24 @@ impl KernelObject for Address {
             }),
         }
         Ok(())
+    }
+
+    /// The address deleted, when the link holds it with the router's marker.
+    fn remove(&self, now: &Current, inverse: &mut Inverse<'_>) {
+        let Some(l) = now.link(&self.link.name) else {
+            return;
+        };
+        for a in now
+            .addrs
+            .iter()
+            .filter(|a| a.index == l.index && a.net == self.net && marked(now, a, inverse.name))
+        {
+            inverse.undo(boxed(DeleteAddress {
+                index: a.index,
+                link: l.name.clone(),
+                net: a.net,
+            }));
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use std::fmt;
 
 pub(crate) use self::current::Current;
 pub use self::step::Step;
+use self::{change::Change, record::Record, route::Route};
 use crate::{drift::Drift, error::Result};
 
 /// What every kernel object of a router knows about itself.
@@ -34,4 +35,43 @@ pub(crate) trait KernelObject: fmt::Debug + Send + Sync {
     /// The steps that make `now` hold this object; nothing when [`compare`](Self::compare)
     /// finds nothing. An error when no change can (the adopted link is gone).
     fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()>;
+
+    /// The changes that take this object, as `now` holds it, out of the kernel: its inverse,
+    /// for a router read back from the kernel (teardown). What it replaced is put back by the
+    /// crash record's inverse; nothing by default (a sysctl, the role: the record restores
+    /// them, or they go with the link).
+    fn remove(&self, now: &Current, inverse: &mut Inverse<'_>) {
+        let _ = (now, inverse);
+    }
+}
+
+/// The inverse of a router read back from the kernel, as its objects add to it: the undos of a
+/// teardown, in the order a transaction would have logged them, and the notes and markers of
+/// its crash record (deleted as one undo, last).
+pub(crate) struct Inverse<'a> {
+    /// The router's name.
+    pub name: &'a str,
+    /// Its crash record, proven.
+    pub record: &'a Record,
+    /// The undos, in order.
+    pub undos: Vec<Box<dyn Change>>,
+    /// The routes of its crash record's notes, its identity notes and its markers.
+    pub notes: Vec<Route>,
+}
+
+impl<'a> Inverse<'a> {
+    /// An empty inverse of router `name`, whose record is `record`.
+    pub(crate) fn new(name: &'a str, record: &'a Record) -> Inverse<'a> {
+        Inverse {
+            name,
+            record,
+            undos: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Adds an undo.
+    pub(crate) fn undo(&mut self, u: Box<dyn Change>) {
+        self.undos.push(u);
+    }
 }

@@ -31,7 +31,7 @@ use super::{
     link::{group_marker, random_mac, LinkRef},
     record::{is_tagged, note, note_id, read_text_notes, text_notes, JOURNAL_TABLE, MIRROR_TABLE},
     route::{self, Route},
-    Current, KernelObject, Step,
+    Current, Inverse, KernelObject, Step,
 };
 use crate::{
     drift::Drift,
@@ -39,7 +39,7 @@ use crate::{
     kernel::ifname::IfName,
     role::Role,
     spec::{
-        format_mac, validate_name, Announce, External, Macvlan, RouterSpec, MAX_ANNOUNCE,
+        format_mac, validate_name, Announce, External, RouterSpec, MAX_ANNOUNCE,
         MAX_ANNOUNCE_INTERVAL,
     },
 };
@@ -274,45 +274,6 @@ impl Claim {
             .map(|(_, notes)| notes)
             .unwrap_or_default()
     }
-
-    /// The spec of the router as the kernel holds it, enough to change its role: its identity,
-    /// its links. (Its NAT rules and the macvlan's parent are not part of it.)
-    pub(crate) fn spec(&self, netns: crate::Netns) -> RouterSpec {
-        let (mut gateway4, mut gateway6) = (None, None);
-        for g in &self.gateways {
-            match g {
-                IpAddr::V4(a) => gateway4 = Some(*a),
-                IpAddr::V6(a) => gateway6 = Some(*a),
-            }
-        }
-        RouterSpec {
-            name: self.router.clone(),
-            netns,
-            external: match self.created {
-                true => External::Macvlan(Macvlan {
-                    parent: String::new(),
-                    parent_netns: crate::Netns::Current,
-                    mode: crate::MacvlanMode::default(),
-                    mtu: None,
-                    mac: self.own_mac,
-                    name: self.link.to_string(),
-                }),
-                false => External::Adopt(self.link.to_string()),
-            },
-            internal: self.internal.to_string(),
-            sources: self.sources.clone(),
-            gateway4,
-            gateway6,
-            redirects: Vec::new(),
-            fallback4: None,
-            fallback6: None,
-            kept_routes: Vec::new(),
-            local_ports: Vec::new(),
-            announce: self.announce,
-            probe: None,
-            stable_mac: self.stable_mac,
-        }
-    }
 }
 
 fn hex(mac: &[u8; 6]) -> String {
@@ -474,6 +435,13 @@ impl KernelObject for RoleMark {
             steps.push(Step::MarkRole { role: self.role });
         }
         Ok(())
+    }
+
+    /// Both copies of the role marker, deleted with the crash record's notes.
+    fn remove(&self, now: &Current, inverse: &mut Inverse<'_>) {
+        inverse
+            .notes
+            .extend(markers_in(now, &self.router).into_iter().cloned());
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
     change::{boxed, At, Change, Done, Kernel, Phase, Sent},
     link::LinkRef,
     record::{JOURNAL_TABLE, MIRROR_TABLE},
-    Current, KernelObject, Step,
+    Current, Inverse, KernelObject, Step,
 };
 use crate::{
     drift::Drift,
@@ -332,6 +332,11 @@ impl KernelObject for OurRoute {
         }
         Ok(())
     }
+
+    /// The route deleted, when the main table holds it (through the link of that name).
+    fn remove(&self, now: &Current, inverse: &mut Inverse<'_>) {
+        delete_ours(now, inverse, self.dst, self.via, &self.link.name);
+    }
 }
 
 /// The router's default route of one family through the gateway, and no other default route
@@ -421,6 +426,34 @@ impl KernelObject for DefaultRoute {
             });
         }
         Ok(())
+    }
+
+    /// The router's default route deleted (what it replaced is the crash record's to put
+    /// back).
+    fn remove(&self, now: &Current, inverse: &mut Inverse<'_>) {
+        let dst = default_dst(self.via.is_ipv6());
+        delete_ours(now, inverse, dst, Some(self.via), &self.link.name);
+    }
+}
+
+/// Deletes the routes of ours in the main table to `dst` via `via` through link `link` (by
+/// name; a route whose link is gone, or that names none, where no link is called so).
+fn delete_ours(
+    now: &Current,
+    inverse: &mut Inverse<'_>,
+    dst: IpNetwork,
+    via: Option<IpAddr>,
+    link: &str,
+) {
+    let oif = now.link(link).map(|l| l.index);
+    let names = now.names();
+    for r in now.routes.iter().filter(|r| {
+        r.is_ours() && r.table == MAIN_TABLE && r.dst == dst && r.via == via && r.oif == oif
+    }) {
+        inverse.undo(boxed(DeleteRoute {
+            route: r.clone(),
+            what: r.describe(&names),
+        }));
     }
 }
 

@@ -80,7 +80,7 @@ impl Router {
         let name = self.spec.name.clone();
         let identity = self.identity;
         self.ns
-            .within(move |ns| crate::operations::reconcile::teardown_in(ns, name, Some(identity)))
+            .within(move |ns| crate::operations::teardown::teardown_in(ns, name, Some(identity)))
             .instrument(info_span!("teardown", router = %self.spec.name))
             .await
     }
@@ -157,7 +157,7 @@ pub(crate) async fn fresh(
         crate::operations::diagnose::before_claim(&spec, &c, &now, parent.as_ref()).await?;
     }
     let plan = desired.plan(&now)?;
-    let (c, done) = Tx::new(spec.clone(), c, now, parent.clone(), random_id())?
+    let (c, done) = Tx::new(&desired, c, now, parent.clone(), random_id())?
         .run(&desired, &plan)
         .await?;
     Ok(Router {

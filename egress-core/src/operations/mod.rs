@@ -3,8 +3,9 @@
 
 pub(crate) mod apply;
 pub(crate) mod diagnose;
+pub(crate) mod ensure;
 pub(crate) mod inspect;
-pub(crate) mod reconcile;
 pub(crate) mod roles;
 pub(crate) mod stats;
+pub(crate) mod teardown;
 pub(crate) mod watch;

@@ -18,15 +18,10 @@ use crate::{
     error::{Error, Result},
     kernel::netns::{require_net_admin, Conn, NsHandle},
     model::desired::Desired,
-    objects::{
-        link::Pending,
-        record::Stores,
-        role::{role_in, Claim},
-        Current,
-    },
+    objects::{link::Pending, role::role_in, Current},
     operations::apply::Router,
     role::Role,
-    spec::{table_name, validate_name, Netns, RouterSpec},
+    spec::{table_name, validate_name, Netns},
 };
 
 /// What a [`promote`] or [`demote`] did.
@@ -84,72 +79,69 @@ async fn change_by_name(netns: &Netns, name: &str, role: Role) -> Result<RoleCha
     validate_name(name).map_err(|f| Error::invalid_spec(f.field, f.value, f.expected))?;
     require_net_admin("change the role of an egress router")?;
     let span = info_span!("role", router = %name, role = %role);
-    let (name, netns) = (name.to_string(), netns.clone());
-    NsHandle::open(&netns, "netns")?
+    let name = name.to_string();
+    NsHandle::open(netns, "netns")?
         .within(move |ns| async move {
             let mut c = Conn::open(ns)?;
             let now = Current::read_identity(&mut c, &name).await?;
-            let spec = spec_in(&now, &name, netns)?;
-            change_in(c, now, spec, role).await
+            let model = read_back(&now, &name)?;
+            change_in(c, now, model.as_role(role), role).await
         })
         .instrument(span)
         .await
 }
 
-/// The part of router `name`'s spec that a role change needs, as `now` holds it.
-fn spec_in(now: &Current, name: &str, netns: Netns) -> Result<RouterSpec> {
-    let missing = || Error::NotFound {
-        field: "name".into(),
-        object: "router",
-        value: name.to_string(),
-        netns: now.netns.clone(),
-    };
-    let record = Stores::of(now, name)
-        .proven(now)
-        .cloned()
-        .ok_or_else(missing)?;
-    let (claim, _) = Claim::in_kernel(now, name).ok_or_else(|| Error::Conflict {
-        field: "name".into(),
-        value: name.to_string(),
-        reason: format!(
-            "router `{name}` (table inet {}) holds no identity notes (applied by an older \
-             version, or table 1701278323 was flushed): run ensure with its spec once",
-            table_name(name)
-        ),
-    })?;
-    match claim.link == record.link {
-        true => Ok(claim.spec(netns)),
-        false => Err(missing()),
-    }
-}
-
-/// The role change of `spec`'s router to `role`, inside its namespace.
-async fn change_in(c: Conn, now: Current, spec: RouterSpec, role: Role) -> Result<RoleChange> {
-    let desired = Desired::with_role(&spec, role);
-    if !desired.exists_in(&now) {
+/// Router `name` as `now` holds it, with what a role change needs: its identity notes (what a
+/// promotion claims).
+fn read_back(now: &Current, name: &str) -> Result<Desired> {
+    let Some((model, _)) = Desired::read(now, name) else {
         return Err(Error::NotFound {
             field: "name".into(),
             object: "router",
-            value: spec.name.clone(),
+            value: name.to_string(),
+            netns: now.netns.clone(),
+        });
+    };
+    match model.parts().record.claim {
+        Some(_) => Ok(model),
+        None => Err(Error::Conflict {
+            field: "name".into(),
+            value: name.to_string(),
+            reason: format!(
+                "router `{name}` (table inet {}) holds no identity notes (applied by an older \
+                 version, or table 1701278323 was flushed): run ensure with its spec once",
+                table_name(name)
+            ),
+        }),
+    }
+}
+
+/// The role change of router `model` to `role`, inside its namespace.
+async fn change_in(c: Conn, now: Current, model: Desired, role: Role) -> Result<RoleChange> {
+    let name = model.parts().name.clone();
+    if !model.exists_in(&now) {
+        return Err(Error::NotFound {
+            field: "name".into(),
+            object: "router",
+            value: name,
             netns: now.netns.clone(),
         });
     }
-    let previous = role_in(&now, &spec.name);
-    let plan = desired.plan_identity(&now)?;
+    let previous = role_in(&now, &name);
+    let plan = model.plan_identity(&now)?;
     let steps: Vec<String> = plan.steps().iter().map(ToString::to_string).collect();
     if plan.is_empty() {
         return Ok(RoleChange {
-            name: spec.name,
+            name,
             previous,
             role,
             steps,
             pending: None,
         });
     }
-    let name = spec.name.clone();
-    let (_, _, pending) = Tx::new(spec, c, now, None, 0)?
+    let (_, _, pending) = Tx::new(&model, c, now, None, 0)?
         .identity_only()
-        .run_announcing(&desired, &plan)
+        .run_announcing(&model, &plan)
         .await?;
     info!(%previous, %role, steps = steps.len(), "role changed");
     Ok(RoleChange {
@@ -186,8 +178,9 @@ impl Router {
             .within(move |ns| async move {
                 let mut c = Conn::open(ns)?;
                 let now = Current::read_identity(&mut c, &spec.name).await?;
-                identity.check(&now, &spec.name, &Desired::with_role(&spec, role))?;
-                change_in(c, now, spec, role).await
+                let model = Desired::with_role(&spec, role);
+                identity.check(&now, &spec.name, &model)?;
+                change_in(c, now, model, role).await
             })
             .instrument(span)
             .await

@@ -379,7 +379,7 @@ async fn watch_in(
             // A plan that cannot be made (an adopted link is gone: the watch does not create
             // it) is a failed repair too: the watch goes on, and tries again.
             let result = match desired.plan(&now) {
-                Ok(plan) => match Tx::new(spec.clone(), c, now, parent.clone(), 0) {
+                Ok(plan) => match Tx::new(&desired, c, now, parent.clone(), 0) {
                     Ok(tx) => tx.run(&desired, &plan).await,
                     Err(e) => Err(e),
                 },

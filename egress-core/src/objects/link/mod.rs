@@ -15,7 +15,7 @@ use rtnetlink::{Handle, LinkGetRequest, LinkMacVlan, LinkMessageBuilder, LinkUns
 mod change;
 
 pub(crate) use self::change::{Announce, DeleteLink, Pending, SetLinkDown};
-use super::{Current, KernelObject, Step};
+use super::{Current, Inverse, KernelObject, Step};
 use crate::{
     drift::Drift,
     error::{is_gone, Error, Result},
@@ -548,6 +548,29 @@ impl KernelObject for ExternalLink {
             }
         }
         Ok(())
+    }
+
+    /// The macvlan the router created deleted (with its addresses and the routes through
+    /// it); an adopted link that was down set down again.
+    fn remove(&self, now: &Current, inverse: &mut Inverse<'_>) {
+        let record = inverse.record;
+        match (self.link.created(), now.link(&self.link.name)) {
+            (true, _) => {
+                if let Some(l) = self.link.find(now).filter(|_| record.created) {
+                    inverse.undo(Box::new(DeleteLink {
+                        index: l.index,
+                        name: l.name.clone(),
+                    }));
+                }
+            }
+            (false, Some(l)) if !record.created && !record.was_up => {
+                inverse.undo(Box::new(SetLinkDown {
+                    index: l.index,
+                    name: l.name.clone(),
+                }))
+            }
+            _ => {}
+        }
     }
 }
 

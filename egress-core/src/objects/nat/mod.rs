@@ -63,7 +63,7 @@ pub(crate) use self::{
     change::DeleteTable,
     counters::{Count, Counters},
 };
-use super::{Current, KernelObject, Step};
+use super::{change::boxed, Current, Inverse, KernelObject, Step};
 use crate::{
     drift::Drift,
     error::Result,
@@ -450,27 +450,41 @@ pub(crate) fn redirect_map(v6: bool) -> &'static str {
     }
 }
 
-/// The router's table: its NAT, forward and input filters, and its comment, which holds the crash
-/// record ([`super::record`]).
+/// The router's table: its NAT, forward and input filters, and its comment, which holds the
+/// crash record ([`super::record`]). Read back by name, its ruleset is what the kernel holds
+/// (`rules` is `None`): only that the table is there, with the record in its comment, is
+/// compared.
 #[derive(Debug, Clone)]
 pub(crate) struct Ruleset {
-    /// The rules.
-    pub rules: NatRules,
+    /// The table (family `inet`).
+    pub table: String,
+    /// The rules (`None`: as the kernel holds them).
+    pub rules: Option<NatRules>,
     /// What the crash record in the comment is made of.
     pub record: super::record::RecordSpec,
 }
 
 impl KernelObject for Ruleset {
     fn render(&self) -> String {
-        self.rules.summary()
+        match &self.rules {
+            Some(rules) => rules.summary(),
+            None => format!(
+                "nft list table inet {} (as the kernel holds it)",
+                self.table
+            ),
+        }
     }
 
     fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
-        let table = &self.rules.table;
+        let table = &self.table;
         let Some(have) = &now.table else {
             drift.push(Drift::NatChanged {
                 table: table.clone(),
-                detail: "the table is missing (and with it the crash record in its comment)".into(),
+                detail: match self.rules {
+                    Some(_) => "the table is missing (and with it the crash record in its comment)",
+                    None => "the table is missing (and with it the redirects and the fallback)",
+                }
+                .into(),
             });
             return;
         };
@@ -483,7 +497,8 @@ impl KernelObject for Ruleset {
                 ),
             });
         }
-        let want = self.rules.expected();
+        let Some(rules) = &self.rules else { return };
+        let want = rules.expected();
         if *have != want {
             drift.push(Drift::NatChanged {
                 table: table.clone(),
@@ -493,19 +508,30 @@ impl KernelObject for Ruleset {
     }
 
     fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
-        let table = self.rules.table.clone();
-        let summary = self.rules.summary();
+        let table = self.table.clone();
+        let Some(rules) = &self.rules else {
+            return Ok(());
+        };
+        let summary = rules.summary();
         match &now.table {
             None => steps.push(Step::CreateTable { table, summary }),
             Some(_) if !self.comment_holds(now, Some(&self.record.wanted(now, 0)?)) => {
                 steps.push(Step::RewriteJournal { table })
             }
-            Some(have) if *have != self.rules.expected() => {
+            Some(have) if *have != rules.expected() => {
                 steps.push(Step::ReplaceRuleset { table, summary })
             }
             Some(_) => {}
         }
         Ok(())
+    }
+
+    fn remove(&self, now: &Current, inverse: &mut Inverse<'_>) {
+        if now.has_table(&self.table) {
+            inverse.undo(boxed(DeleteTable {
+                table: self.table.clone(),
+            }));
+        }
     }
 }
 
@@ -513,7 +539,7 @@ impl Ruleset {
     /// Whether the table's comment holds `record`.
     fn comment_holds(&self, now: &Current, record: Option<&super::record::Record>) -> bool {
         let comment = now
-            .comment_of(&self.rules.table)
+            .comment_of(&self.table)
             .and_then(super::record::Record::decode);
         comment.as_ref() == record
     }

@@ -24,14 +24,17 @@
 //! family, `all`, `default` or a link name as the kernel allows one, one of four keys, and 0
 //! or 1. Anything else is not a record, and nothing it names is acted on.
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use tracing::warn;
 
 use super::{
+    change::boxed,
     link::{group_marker, is_macvlan, LinkRef},
-    route::{self, Route},
-    sysctl, Current, KernelObject, Step,
+    role::Claim,
+    route::{self, DeleteRoute, RestoreRoute, Route},
+    sysctl::{self, RestoreSysctls},
+    Current, Inverse, KernelObject, Step,
 };
 use crate::{
     drift::Drift,
@@ -322,7 +325,6 @@ fn restore_entry(tok: &str) -> Option<Restore> {
 
 /// The tag of the crash record's notes (`6567:`, "eg").
 const RECORD_TAG: [u8; 2] = [0x65, 0x67];
-
 
 /// Whether the text of notes that hold no record is what a write of router `name`'s record
 /// cut short leaves: the beginning of its header (`egress/2 r=<name> `), or all of it followed
@@ -691,6 +693,62 @@ impl KernelObject for Journal {
                 .map(|(_, _, step)| step),
         );
         Ok(())
+    }
+
+    /// The crash record's inverse: its notes (with the identity notes, the markers a crash
+    /// left, and the debris of a write cut short), the copies of the saved default routes; and
+    /// what the router replaced put back — its link's own sysctls, the saved default routes,
+    /// forwarding (first, in the unwind).
+    fn remove(&self, now: &Current, inverse: &mut Inverse<'_>) {
+        let (name, record) = (inverse.name, inverse.record);
+        let stores = Stores::of(now, name);
+        inverse.notes.extend(stores.debris.into_iter().cloned());
+        inverse
+            .notes
+            .extend(stores.note_routes.into_iter().cloned());
+        inverse
+            .notes
+            .extend(Claim::notes_in(now, name).into_iter().cloned());
+        inverse
+            .notes
+            .extend(Claim::unfinished(now, record.id).into_iter().cloned());
+        inverse.notes.extend(role_change_in(now, name).cloned());
+        inverse.notes.extend(
+            teardown_markers(now, name)
+                .into_iter()
+                .map(|(m, _)| m.clone()),
+        );
+        let names = now.names();
+        let mut saved: BTreeMap<u32, Route> = BTreeMap::new();
+        for table in [MIRROR_TABLE, JOURNAL_TABLE] {
+            for copy in Stores::copies(now, record, table) {
+                saved.insert(copy_fingerprint(copy), copy.clone());
+                inverse.undo(boxed(DeleteRoute {
+                    route: copy.clone(),
+                    what: copy.describe(&names),
+                }));
+            }
+        }
+        // Forwarding (and what writing it changes) last; the link's own values first.
+        let (family, link_keys): (Vec<&Restore>, Vec<&Restore>) = record
+            .restore
+            .iter()
+            .partition(|e| matches!(e.knob, Knob::Forwarding | Knob::AcceptRedirects));
+        if !link_keys.is_empty() {
+            inverse.undo(boxed(RestoreSysctls {
+                writes: link_keys.into_iter().map(Restore::write).collect(),
+            }));
+        }
+        for copy in saved.values() {
+            let route = route::in_table(copy, route::main_table());
+            let what = route.describe(&names);
+            inverse.undo(boxed(RestoreRoute { route, what }));
+        }
+        if !family.is_empty() {
+            inverse.undo(boxed(RestoreSysctls {
+                writes: family.into_iter().map(Restore::write).collect(),
+            }));
+        }
     }
 }
 
