@@ -4,8 +4,9 @@
 //! egress IP, a destination that refuses and one behind a firewall, drift — plus the traffic
 //! counted per redirect, the apply-time conflict probe, the probe timeout as the bound of every
 //! wait, a router applied by the `egress-router` binary diagnosed by name (library and
-//! binary), and a diagnosis that moves none of the gateway's neighbour entries for the egress
-//! addresses, on a standby as on the active router.
+//! binary), a diagnosis that moves none of the gateway's neighbour entries for the egress
+//! addresses, on a standby as on the active router, and a standby's `duplicate_address`, which
+//! names the active instance (and warns when there is none).
 //!
 //! The binary is the one `cargo build --bin egress-router` puts next to this test's directory
 //! (`scripts/test.sh` builds it first); set `EGRESS_ROUTER_BIN` to test another one. A missing
@@ -20,12 +21,12 @@ use std::{
 };
 
 use egress_core::{
-    blocking, Check, DiagnoseOptions, Diagnosis, ErrorKind, Netns, Protocol, Role, RouterSpec,
-    RouterSpecBuilder, Status, DEFAULT_PROBE_TIMEOUT,
+    blocking, Check, DiagnoseOptions, Diagnosis, ErrorKind, MacvlanMode, Netns, Protocol, Role,
+    Router, RouterSpec, RouterSpecBuilder, Status, DEFAULT_PROBE_TIMEOUT,
 };
 use egress_lab::{
     ip, workspace_binary, Lab, Snapshots, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4, GATEWAY4,
-    GATEWAY6, GATEWAY_LINK, ROUTER_ETH0_4, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
+    GATEWAY6, GATEWAY_LINK, MACVLAN_PARENT, ROUTER_ETH0_4, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
 };
 use serde_json::Value;
 
@@ -236,6 +237,101 @@ fn gateway_entries(lab: &Lab) -> [Option<String>; 2] {
     [source4(), ip(EGRESS_SOURCE6)].map(|a| lab.ext.neighbour_mac(a))
 }
 
+/// A standby of the router `spec` builds beside the lab's router (applied by the caller,
+/// active): its own namespace, a macvlan on the same parent (one segment), the same egress
+/// addresses. Its namespace, spec and handle (drop the handle first).
+fn standby_beside(spec: RouterSpecBuilder) -> (egress_lab::Netns, RouterSpec, Router) {
+    let beside = egress_lab::Netns::new("standby");
+    beside.sysctl_set("net.ipv6.conf.default.accept_dad", "0");
+    // Its internal link: one end of a veth pair whose other end stays beside it.
+    beside.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+    ]);
+    beside.ip(&["link", "set", "eth0", "up"]);
+    let standby = spec.netns(ns(&beside)).build().unwrap();
+    let router = blocking::apply_as(&standby, Role::Standby).unwrap();
+    (beside, standby, router)
+}
+
+/// On a standby the active instance answering for the egress addresses is what a healthy
+/// pair looks like: `duplicate_address` is ok and names the active router's MAC, both
+/// families, from the spec, by name and through `egress-router diagnose --json`; the active
+/// router hears nobody else. Once the active router is demoted too, nobody holds the
+/// addresses: the standby warns (no active instance). Both macvlans in bridge mode: they reach
+/// each other as two nodes on one segment do (in private mode their parent keeps them apart).
+#[test]
+fn on_a_standby_duplicate_address_names_the_active_instance_and_warns_when_there_is_none() {
+    let lab = Lab::new();
+    let bridged = || {
+        dual_stack(&lab, "pair")
+            .macvlan(MACVLAN_PARENT, MacvlanMode::Bridge)
+            .parent_netns(ns(&lab.node))
+    };
+    let spec = bridged().build().unwrap();
+    let active = blocking::apply(&spec).unwrap();
+    let (beside, standby, _standby) = standby_beside(bridged());
+    let active_mac = lab.router.link_mac("macvlan0");
+    let options = DiagnoseOptions::new();
+    let of_standby = || {
+        [
+            blocking::diagnose_spec(&standby, &options).unwrap(),
+            blocking::diagnose(&ns(&beside), "pair", &options).unwrap(),
+        ]
+    };
+    let sources = [EGRESS_SOURCE4, EGRESS_SOURCE6].map(|s| ip(s).to_string());
+
+    for d in of_standby() {
+        for source in &sources {
+            let c = check(&d, "duplicate_address", "address", source);
+            assert_eq!(c.status, Status::Ok, "{d}");
+            assert_eq!(c.evidence["role"], "standby", "{d}");
+            assert_eq!(c.evidence["answered_by"][0]["mac"], active_mac, "{d}");
+            assert_eq!(c.evidence["answered_by"].as_array().unwrap().len(), 1);
+            assert!(c.summary.contains(&active_mac), "{}", c.summary);
+        }
+    }
+    let (_, out) = run(
+        &lab.node,
+        &[
+            "diagnose",
+            "--netns",
+            beside.path().to_str().unwrap(),
+            "--name",
+            "pair",
+            "--json",
+        ],
+        &[],
+    );
+    let json: Value = serde_json::from_str(&out).unwrap();
+    let dup: Vec<&Value> = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "duplicate_address")
+        .collect();
+    assert_eq!(dup.len(), 2, "{out}");
+    assert!(dup.iter().all(|c| c["status"] == "ok"), "{out}");
+    // The active router: the standby does not answer, nobody else does.
+    let d = blocking::diagnose_spec(&spec, &options).unwrap();
+    for source in &sources {
+        let c = check(&d, "duplicate_address", "address", source);
+        assert_eq!(c.status, Status::Ok, "{d}");
+        assert_eq!(c.evidence["role"], "active", "{d}");
+        assert!(c.evidence.get("answered_by").is_none(), "{d}");
+    }
+
+    // Both standbys: nobody holds the egress identity.
+    blocking::demote_router(&active).unwrap();
+    for d in of_standby() {
+        for source in &sources {
+            let c = check(&d, "duplicate_address", "address", source);
+            assert_eq!(c.status, Status::Warn, "{d}");
+            assert!(c.summary.contains("no instance holds"), "{}", c.summary);
+            assert!(c.evidence.get("answered_by").is_none(), "{d}");
+        }
+    }
+}
+
 /// diagnose claims nothing. A standby beside the active router (its own namespace, a macvlan
 /// on the same parent, the same egress addresses) does not hold the egress identity: it asks
 /// the gateway from the unspecified address (an ARP probe, a DAD solicitation), so after its
@@ -248,15 +344,7 @@ fn diagnose_moves_no_neighbour_entry_of_the_gateway_on_a_standby_or_the_active_r
     let lab = Lab::new();
     let spec = dual_stack(&lab, "pair").build().unwrap();
     let _active = blocking::apply(&spec).unwrap();
-    let beside = egress_lab::Netns::new("standby");
-    beside.sysctl_set("net.ipv6.conf.default.accept_dad", "0");
-    // Its internal link: one end of a veth pair whose other end stays beside it.
-    beside.ip(&[
-        "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
-    ]);
-    beside.ip(&["link", "set", "eth0", "up"]);
-    let standby = dual_stack(&lab, "pair").netns(ns(&beside)).build().unwrap();
-    let _standby = blocking::apply_as(&standby, Role::Standby).unwrap();
+    let (beside, standby, _standby) = standby_beside(dual_stack(&lab, "pair"));
 
     // The gateway reaches the egress addresses at the active router's MAC.
     for a in [source4(), ip(EGRESS_SOURCE6)] {

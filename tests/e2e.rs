@@ -155,10 +155,17 @@ fn teardown_by_name_restores_after_the_applier_is_gone() {
     let spec = dual_stack(&lab, "by-name").build().unwrap();
     // The handle is dropped: only the kernel remembers the router.
     drop(blocking::apply(&spec).unwrap());
+    // Its dry run says what it will undo, and changes nothing.
+    let planned = blocking::plan_teardown(spec.netns(), spec.name()).unwrap();
+    assert!(blocking::check(&spec).unwrap().is_empty());
     let undone = blocking::teardown_by_name(spec.netns(), spec.name()).unwrap();
     assert!(!undone.is_empty());
+    assert_eq!(planned, undone);
     snaps.assert_restored("after teardown_by_name");
     // Idempotent: nothing left, nothing to do.
+    assert!(blocking::plan_teardown(spec.netns(), spec.name())
+        .unwrap()
+        .is_empty());
     assert!(blocking::teardown_by_name(spec.netns(), spec.name())
         .unwrap()
         .is_empty());

@@ -80,6 +80,15 @@ fn a_standby_holds_nothing_of_the_identity_until_promoted_and_gives_it_back_on_d
     let snaps = Snapshots::take(&lab);
     let spec = spec(&lab, true);
 
+    // The dry run of a standby is the plan of one (what Ansible's check mode shows): nothing
+    // of the identity, which the active plan claims.
+    let shown = |plan: egress_core::Plan| -> Vec<String> {
+        plan.steps().iter().map(ToString::to_string).collect()
+    };
+    let standby = shown(blocking::plan_as(&spec, Role::Standby).unwrap());
+    let active = shown(blocking::plan(&spec).unwrap());
+    let claims = |steps: &[String]| steps.iter().any(|s| s.starts_with("ip addr add"));
+    assert!(claims(&active) && !claims(&standby), "{standby:#?}");
     let router = blocking::apply_as(&spec, Role::Standby).unwrap();
     assert_eq!(role(&lab), Role::Standby);
     let (addr, default, mac) = identity(&lab);

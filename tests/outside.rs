@@ -228,6 +228,9 @@ fn a_look_alike_table_is_left_alone() {
             "table inet egress_fake {{\n comment \"{comment}\"\n chain forward {{ type filter hook forward priority 0; policy accept; }}\n}}"
         ));
         let before = Snapshots::take(&lab);
+        assert!(blocking::plan_teardown(&core(&lab), "fake")
+            .unwrap()
+            .is_empty());
         let undone = blocking::teardown_by_name(&core(&lab), "fake").unwrap();
         assert!(undone.is_empty(), "{undone:?}");
         assert!(blocking::inspect(&core(&lab), "fake").unwrap().is_none());

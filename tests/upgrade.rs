@@ -22,7 +22,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use egress_core::{blocking, EnsureAction, Netns as CoreNetns, Role, RouterSpec};
+use egress_core::{blocking, Drift, EnsureAction, Netns as CoreNetns, Role, RouterSpec};
 use egress_lab::{
     cni_binary, router_binary, Lab, Netns, Snapshot, EGRESS_SOURCE4, EGRESS_SOURCE6, FALLBACK4,
     FALLBACK6, GATEWAY4, GATEWAY6, MACVLAN_PARENT, SERVICE_PORT, WEB4, WEB6, WEB_PORT,
@@ -472,8 +472,23 @@ fn replay(lab: &Lab, f: &Value) {
     );
 }
 
-/// An `egress-router` router of the earlier version: checked, repaired, its role changed,
-/// torn down by this version's binary, to exactly the namespace before.
+/// What a router of this version has that one of 7508fe2 has not: the input filter in the
+/// router's table (the external link takes replies and the ICMP the protocols need). `check`
+/// reports it missing, as the only drift; `ensure` (a CNI ADD) installs it.
+fn only_the_input_filter_is_new(drift: &[Drift], table: &str) {
+    assert_eq!(
+        drift,
+        [Drift::NatChanged {
+            table: table.to_string(),
+            detail: "chain input is missing".into(),
+        }],
+        "a router of 7508fe2 should lack the input filter, and nothing else"
+    );
+}
+
+/// An `egress-router` router of the earlier version: checked (only the input filter is new),
+/// upgraded by `ensure`, repaired, its role changed, torn down by this version's binary, to
+/// exactly the namespace before.
 fn upgrade_openshift(scenario: Scenario) {
     let f = fixture(scenario);
     let lab = scenario.lab();
@@ -482,6 +497,14 @@ fn upgrade_openshift(scenario: Scenario) {
     replay(&lab, &f);
     let spec = scenario.spec(&lab).unwrap();
     let netns = CoreNetns::Path(lab.router.path().into());
+    only_the_input_filter_is_new(
+        &blocking::check(&spec).unwrap(),
+        &format!("egress_{}", spec.name().replace('-', "_")),
+    );
+    assert_eq!(
+        blocking::ensure(&spec).unwrap().action,
+        EnsureAction::Repaired
+    );
     assert_eq!(blocking::check(&spec).unwrap(), vec![], "{scenario:?}");
     let state = blocking::inspect(&netns, spec.name()).unwrap().unwrap();
     let standby = scenario == Scenario::OpenshiftStandby;
@@ -547,8 +570,8 @@ fn a_router_on_an_adopted_link_of_7508fe2() {
 }
 
 /// A CNI attachment added by the plugin of the earlier version: an ADD of this version's
-/// plugin changes nothing, one after a deleted default route repairs it, and its DEL restores
-/// the namespace exactly.
+/// plugin adds only the input filter, one after a deleted default route repairs it, and its
+/// DEL restores the namespace exactly.
 #[test]
 fn a_cni_attachment_of_7508fe2() {
     let scenario = Scenario::CniDualStack;
@@ -564,12 +587,23 @@ fn a_cni_attachment_of_7508fe2() {
     assert_eq!(state.addresses.len(), 2, "{state:?}");
     let replayed = Snapshot::take(&lab.router);
     run(&lab.node, cni_binary(), &[], &cni_env(&lab, "ADD"), &stdin);
+    let upgraded = Snapshot::take(&lab.router);
+    let added = replayed.diff(&upgraded);
+    let changed: Vec<&str> = added.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        !changed.is_empty()
+            && changed.iter().all(|l| l.starts_with("+ nft chain")
+                && l.contains(r#""name":"input""#)
+                || l.starts_with("+ nft rule") && l.contains(" input #")),
+        "the first ADD of this version should add the input filter and nothing else:\n{added}"
+    );
+    run(&lab.node, cni_binary(), &[], &cni_env(&lab, "ADD"), &stdin);
     let again = Snapshot::take(&lab.router);
-    assert!(replayed == again, "{}", replayed.diff(&again));
+    assert!(upgraded == again, "{}", upgraded.diff(&again));
     lab.router.ip(&["-6", "route", "del", "default"]);
     run(&lab.node, cni_binary(), &[], &cni_env(&lab, "ADD"), &stdin);
     let repaired = Snapshot::take(&lab.router);
-    assert!(replayed == repaired, "{}", replayed.diff(&repaired));
+    assert!(upgraded == repaired, "{}", upgraded.diff(&repaired));
     run(&lab.node, cni_binary(), &[], &cni_env(&lab, "DEL"), &stdin);
     let after = Snapshot::take(&lab.router);
     assert!(before == after, "{}", before.diff(&after));

@@ -48,7 +48,7 @@
 //! | `fallbackIP` | EgressRouter's fallback: where every other port goes (or a list, one per family) |
 //! | `internalInterface` | the pod's cluster link, where clients connect (default [`DEFAULT_INTERNAL_INTERFACE`], the link the primary plugin created before Multus calls this one) |
 //! | `keepRoutes` | routes kept through the internal link once the default route is the router's: `[{"dst": "10.128.0.0/14", "gw": "10.129.0.1"}]` |
-//! | `role`, `routerName`, `stableMac` | an HA pair's router ([`NetConf::role`]): applied as a `standby`, named for keepalived's notify commands, with the MAC it takes while active |
+//! | `role`, `routerName`, `stableMac` | an HA pair's router ([`NetConf::role`]): applied as a `standby`, named for the keepalived sidecar's `egress-router keepalived`, with the MAC it takes while active |
 //! | `log_file`, `log_level` | append the plugin's log to this file, in the node's log directory only ([`NetConf::log_file_in`], [`NodeConfig`], [`open_log_file`]); `panic`, `error` (default: failures and warnings), `verbose`, `debug` |
 //!
 //! Keys that runtimes add (`args`, `runtimeConfig`, `capabilities`, `prevResult`, `cniVersions`,

@@ -1295,7 +1295,7 @@ fn an_ha_pairs_router_is_a_named_standby_with_a_stable_mac() {
     assert_eq!(conf.role(), egress_core::Role::Standby);
     assert_eq!(conf.router_name(), Some("egress-router"));
     let s = spec(&ha).unwrap();
-    // The name keepalived's notify commands give, whatever the attachment.
+    // The name the HA sidecar's egress-router gives, whatever the attachment.
     assert_eq!(s.name(), "egress-router");
     assert_eq!(s.stable_mac(), Some([0x00, 0x00, 0x5e, 0x00, 0x01, 0x33]));
     // Without them: an active router named after the attachment, as before.

@@ -90,6 +90,16 @@ pub fn plan(spec: &RouterSpec) -> Result<Plan> {
     wait(crate::plan(spec))
 }
 
+/// [`crate::plan_as`], blocking.
+pub fn plan_as(spec: &RouterSpec, role: Role) -> Result<Plan> {
+    wait(crate::plan_as(spec, role))
+}
+
+/// [`crate::plan_teardown`], blocking.
+pub fn plan_teardown(netns: &Netns, name: &str) -> Result<Vec<String>> {
+    wait(crate::plan_teardown(netns, name))
+}
+
 /// [`crate::ensure`], blocking.
 pub fn ensure(spec: &RouterSpec) -> Result<EnsureOutcome> {
     wait(crate::ensure(spec))

@@ -94,11 +94,11 @@ pub use objects::{
 pub use operations::{
     apply::{apply, apply_as, Router},
     diagnose::{diagnose, diagnose_spec, Check, DiagnoseOptions, Diagnosis, Status},
-    ensure::{check, ensure, ensure_as, plan, EnsureAction, EnsureOutcome},
+    ensure::{check, ensure, ensure_as, plan, plan_as, EnsureAction, EnsureOutcome},
     inspect::{default_route_link, inspect, link_exists, LinkState, RouterState},
     roles::{demote, promote, RoleChange},
     stats::{stats, FallbackStats, RedirectStats, SnatStats, Stats},
-    teardown::teardown_by_name,
+    teardown::{plan_teardown, teardown_by_name},
     watch::{watch, WatchEnd, WatchEvent, Watcher},
 };
 pub use role::Role;

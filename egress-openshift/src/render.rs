@@ -13,8 +13,8 @@
 //!   the pod's network namespace), or with [`RenderOptions::ha`] the HA pair of
 //!   `deploy/kubernetes/egress-router-ha.yaml` — two replicas on different nodes, each router a
 //!   standby until the keepalived sidecar (a `ConfigMap` holds its configuration) elects it and
-//!   runs `egress-router promote`, and ready only while active, so that the Service sends to
-//!   the active one;
+//!   `egress-router keepalived`, following keepalived's notify FIFO, promotes it; ready only
+//!   while active, so that the Service sends to the active one;
 //! - a `Service`: the rules' ports; headless (any port, to the pod's address) when there are
 //!   no rules, only a fallback.
 //!
@@ -65,8 +65,8 @@ use serde_json::{json, Map, Value};
 pub const API_VERSION: &str = "network.operator.openshift.io/v1";
 /// Its kind.
 pub const KIND: &str = "EgressRouter";
-/// The router's name inside an HA pod (egress-cni's `routerName`): what keepalived's notify
-/// commands and the readiness probe name.
+/// The router's name inside an HA pod (egress-cni's `routerName`): what keepalived's FIFO
+/// follower (`egress-router keepalived`) and the readiness probe name.
 pub const HA_ROUTER_NAME: &str = "egress-router";
 /// The image of the single replica's only container (the router is the pod's namespace).
 pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.9";
@@ -79,6 +79,9 @@ pub const KEEPALIVED_IMAGE: &str = concat!(
 /// The virtual IP keepalived requires of a VRRP instance, on the HA pod's loopback: a
 /// documentation address nothing routes to (clients use the Service).
 pub const KEEPALIVED_VIP: &str = "192.0.2.254/32";
+/// Where keepalived makes its notify FIFO in an HA pod: an `emptyDir` volume (keepalived
+/// creates the FIFO in an existing directory, and none exists there in the image).
+pub const HA_FIFO_DIR: &str = "/run/keepalived";
 /// VRRP's advertisement interval in the HA pair (seconds): over a pod network 100 ms, five
 /// times docs/ha.md's bare-metal 20 ms, so that a busy node's scheduling does not cost the
 /// master its role.

@@ -419,14 +419,3 @@ pub(crate) fn netns_checked(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Netns> {
         None => Ok(ns),
     }
 }
-
-/// A namespace in the JSON form; `None` for the calling thread's namespace (an absent key).
-pub(crate) fn netns_json(ns: &Netns) -> Option<Value> {
-    let (key, value) = match ns {
-        Netns::Path(p) => ("path", Value::from(p.to_string_lossy().into_owned())),
-        Netns::Name(n) => ("name", Value::from(n.clone())),
-        Netns::Pid(p) => ("pid", Value::from(*p)),
-        Netns::Current => return None,
-    };
-    Some(Value::Object(Map::from_iter([(key.to_owned(), value)])))
-}

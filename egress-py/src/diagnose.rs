@@ -45,6 +45,16 @@ pub(crate) fn options(
     Ok(options)
 }
 
+/// The diagnosis of the router `spec` describes (RouterSpec.diagnose(), Router.diagnose()).
+pub(crate) fn of_spec(
+    py: Python<'_>,
+    spec: &egress_core::RouterSpec,
+    options: &DiagnoseOptions,
+) -> PyResult<Diagnosis> {
+    let d = log::detached(py, || blocking::diagnose_spec(spec, options)).map_err(CoreError)?;
+    Diagnosis::new(py, d)
+}
+
 /// One question a diagnosis answered: name (stable: state, link, sysctl, gateway, l2_filter,
 /// duplicate_address, destination, traffic), status ("ok", "warn", "fail" or "skipped"),
 /// summary (one line), hint (what to change, for warn and fail; else None) and evidence (a
@@ -233,9 +243,6 @@ pub(crate) fn diagnose(
 ) -> PyResult<Diagnosis> {
     let ns = netns_checked(netns)?;
     let options = options(timeout_ms, fallback_ports)?;
-    log::refresh(py);
-    let d = py
-        .detach(|| blocking::diagnose(&ns, &name, &options))
-        .map_err(CoreError)?;
+    let d = log::detached(py, || blocking::diagnose(&ns, &name, &options)).map_err(CoreError)?;
     Diagnosis::new(py, d)
 }

@@ -38,7 +38,10 @@ create_exception!(
     egress,
     NotFoundError,
     EgressError,
-    "Something the spec names (a link, a namespace) does not exist in the kernel."
+    "Something the spec names (a link, a namespace) does not exist in the kernel.\n\n\
+     Attributes: field (the spec field that names it, such as \"netns\" or \"internal\"), \
+     object (\"link\", \"network namespace\", \"router\"), value (its name), netns (the \
+     namespace it was looked up in)."
 );
 create_exception!(
     egress,
@@ -232,6 +235,17 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
             }
             exc.setattr("errors", errors)?;
         }
+        Error::NotFound {
+            field,
+            object,
+            value,
+            netns,
+        } => {
+            exc.setattr("field", field)?;
+            exc.setattr("object", *object)?;
+            exc.setattr("value", value)?;
+            exc.setattr("netns", netns)?;
+        }
         Error::PermissionDenied {
             operation,
             capability,
@@ -300,4 +314,23 @@ fn exception<'py>(py: Python<'py>, e: &Error) -> PyResult<Bound<'py, PyAny>> {
 /// port cannot even be written in the JSON form's unsigned fields).
 pub(crate) fn invalid(field: impl Into<String>, value: impl Display, expected: &str) -> PyErr {
     CoreError(Error::invalid_spec(field, value, expected)).into()
+}
+
+/// Adds `text` to exception `exc` as a note (PEP 678: `add_note`, shown under its traceback);
+/// before Python 3.11, which has no `add_note`, appended to `__notes__` as it would be. A
+/// note that cannot be added is reported as unraisable.
+pub(crate) fn add_note(exc: &Bound<'_, PyAny>, text: &str) {
+    let added = match exc.hasattr("add_note") {
+        Ok(true) => exc.call_method1("add_note", (text,)).map(drop),
+        _ => exc
+            .getattr("__notes__")
+            .or_else(|_| {
+                let notes = PyList::empty(exc.py()).into_any();
+                exc.setattr("__notes__", &notes).map(|()| notes)
+            })
+            .and_then(|notes| notes.call_method1("append", (text,)).map(drop)),
+    };
+    if let Err(e) = added {
+        e.write_unraisable(exc.py(), Some(exc));
+    }
 }

@@ -15,14 +15,24 @@
 //! disabled event costs the core one relaxed load and a compare — the GIL is never taken for
 //! it. A level changed while a call runs takes effect at the next call.
 //!
-//! Threads: events fire on the core's namespace threads while the calling thread waits with
-//! the GIL released (`py.detach`); the layer attaches to the interpreter for each event it
-//! forwards (`Python::try_attach`: a thread that holds the GIL already uses it, an interpreter
-//! shutting down drops the event). Nothing of the layer's is locked while it waits for the GIL.
+//! Threads and namespaces: events fire on the core's namespace threads, each inside the
+//! namespace it works in, while the calling thread waits with the GIL released. A handler run
+//! there would run inside the router's namespace (a `SocketHandler` would connect from it) and
+//! on a thread of the library's. So the layer only queues each event (no GIL, a lock held for
+//! one push), and the thread that called the library emits the queued records when the call
+//! returns, in order, before it returns itself ([`detached`]): handlers run on the caller's
+//! thread, in the caller's namespace, and every record of a call has been handled when the
+//! call returns. With several threads calling at once, a thread emits whatever is queued when
+//! its call returns, which may include records of another thread's call that finished in the
+//! meantime. A record's `created` time is when it is emitted; the durations it reports (`us`)
+//! are measured where the event fired.
 
 use std::{
-    fmt,
-    sync::atomic::{AtomicU8, Ordering},
+    fmt, mem,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Mutex, PoisonError,
+    },
 };
 
 use pyo3::{
@@ -47,6 +57,16 @@ const LOGGER: &str = "egress";
 
 /// The most verbose level forwarded, as [`rank`] numbers it; 0: none.
 static THRESHOLD: AtomicU8 = AtomicU8::new(0);
+
+/// The events the core logged that no caller has emitted yet, in the order they fired.
+/// Locked for a push or a swap only, never while the GIL is awaited.
+static QUEUED: Mutex<Vec<Queued>> = Mutex::new(Vec::new());
+
+/// One event, as it waits in [`QUEUED`].
+struct Queued {
+    metadata: &'static Metadata<'static>,
+    fields: Fields,
+}
 
 /// A tracing level as a number that grows with verbosity (ERROR 1 … TRACE 5).
 fn rank(level: Level) -> u8 {
@@ -115,10 +135,20 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// Runs `f` (a call into the core) with the GIL released, then emits the records it logged on
+/// this thread: the level is read before, the queued records are handed to `logging` after,
+/// whatever `f` returned.
+pub(crate) fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
+    refresh(py);
+    let out = py.detach(f);
+    emit(py);
+    out
+}
+
 /// Reads again which levels the `egress` logger passes; called on the caller's thread before
 /// each call into the core. A `logging` that cannot be read (a broken configuration) is
 /// reported as unraisable and leaves the last level in force.
-pub(crate) fn refresh(py: Python<'_>) {
+fn refresh(py: Python<'_>) {
     match threshold(py) {
         Ok(t) => {
             if THRESHOLD.swap(t, Ordering::Relaxed) != t {
@@ -127,6 +157,17 @@ pub(crate) fn refresh(py: Python<'_>) {
             }
         }
         Err(e) => e.write_unraisable(py, None),
+    }
+}
+
+/// Hands every queued event to `logging`, on this thread. A handler that fails is reported as
+/// unraisable, as `logging` itself would not raise either; the other records still go.
+fn emit(py: Python<'_>) {
+    let queued = mem::take(&mut *QUEUED.lock().unwrap_or_else(PoisonError::into_inner));
+    for event in queued {
+        if let Err(e) = forward(py, event.metadata, &event.fields) {
+            e.write_unraisable(py, None);
+        }
     }
 }
 
@@ -168,11 +209,10 @@ impl<S: Subscriber> Layer<S> for ToLogging {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let metadata = event.metadata();
-        Python::try_attach(|py| {
-            if let Err(e) = forward(py, metadata, &fields) {
-                e.write_unraisable(py, None);
-            }
-        });
+        QUEUED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Queued { metadata, fields });
     }
 }
 

@@ -1,23 +1,32 @@
-//! `egress.RouterSpec`: the builder, its JSON form, and the operations that take a spec.
+//! `egress.RouterSpec` ([`PyRouterSpec`] here): the core's builder behind Python's chained
+//! methods, the JSON form, and the operations that take a spec.
 //!
-//! The Python object holds the spec in its JSON form (DESIGN.md), unvalidated, so that it can be
-//! built piece by piece; every operation validates it through `egress_core::RouterSpec`, the one
-//! validation every front end shares.
+//! The Python object holds an [`egress_core::RouterSpecBuilder`], so that a spec can be built
+//! piece by piece and nothing is checked until it is used: each method is the builder's setter
+//! of the same name, and every operation validates through the builder's `build()`, the one
+//! validation every front end shares. A redirect's port beyond 16 bits or unknown protocol,
+//! which the builder's types cannot hold but the JSON form can, is kept aside and validated
+//! in the JSON form, so that it is reported with every other invalid field, as before the
+//! builder was used. What not even the JSON form holds (a negative port, an integer beyond
+//! 64 bits, a macvlan mode that does not exist) is refused by the method itself, naming the
+//! field in the words of the core's validation.
 
-use egress_core::{blocking, MacvlanMode, Protocol, RouterSpec as CoreSpec, MAX_ANNOUNCE};
+use egress_core::{
+    blocking, MacvlanMode, Protocol, Role, RouterSpec, RouterSpecBuilder, MAX_ANNOUNCE,
+};
 use pyo3::{
     exceptions::{PyDeprecationWarning, PyTypeError},
     prelude::*,
     types::{PyDict, PyString, PyTuple},
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{
-    convert::{int_field, json_to_py, netns_arg, netns_json, parse_spec, py_to_json, type_name},
+    convert::{int_field, json_to_py, netns_arg, parse_spec, py_to_json, type_name},
     diagnose::{self, Diagnosis},
-    errors::{invalid, CoreError},
+    errors::{add_note, invalid, CoreError},
     log,
-    router::{Drift, EnsureResult, Router, Step},
+    router::{Drift, EnsureResult, PyRouter, Step},
 };
 
 const PORT: &str = "a port from 1 to 65535";
@@ -42,58 +51,62 @@ const PORT: &str = "a port from 1 to 65535";
 /// Namespaces (netns, parent_netns) are a path (a str starting with "/", or an os.PathLike),
 /// a name under /run/netns (any other str), or a process id (int); None is the namespace of
 /// the thread that calls apply().
-#[pyclass(module = "egress", frozen)]
+#[pyclass(name = "RouterSpec", module = "egress", frozen)]
 #[derive(Clone)]
-pub(crate) struct RouterSpec {
-    raw: Map<String, Value>,
+pub(crate) struct PyRouterSpec {
+    builder: RouterSpecBuilder,
+    /// Values of redirects that the builder's types cannot hold but the JSON form can (a port
+    /// of 70000, a protocol "icmp"), kept for validation to report with every other invalid
+    /// field, as it reports them in a JSON form; the builder holds a placeholder meanwhile.
+    unheld: Vec<Unheld>,
 }
 
-impl RouterSpec {
-    /// A copy with `f` applied to the JSON form.
-    fn with(&self, f: impl FnOnce(&mut Map<String, Value>)) -> Self {
-        let mut raw = self.raw.clone();
-        f(&mut raw);
-        RouterSpec { raw }
+/// A redirect's value that the builder cannot hold: `redirects[index].key` is `value`.
+#[derive(Clone)]
+struct Unheld {
+    index: usize,
+    key: &'static str,
+    value: Value,
+}
+
+impl PyRouterSpec {
+    /// A copy with `f` applied to the builder.
+    fn with(&self, f: impl FnOnce(RouterSpecBuilder) -> RouterSpecBuilder) -> Self {
+        PyRouterSpec {
+            builder: f(self.builder.clone()),
+            unheld: self.unheld.clone(),
+        }
     }
 
-    fn push(&self, key: &str, value: Value) -> Self {
-        self.with(|raw| {
-            if let Value::Array(items) = raw.entry(key).or_insert_with(|| Value::Array(vec![])) {
-                items.push(value);
-            }
-        })
+    /// What was set so far, in the JSON form, not validated.
+    fn raw(&self) -> Value {
+        let mut raw = self.builder.to_json_value();
+        for u in &self.unheld {
+            raw["redirects"][u.index][u.key] = u.value.clone();
+        }
+        raw
     }
 
-    fn len_of(&self, key: &str) -> usize {
-        self.raw
-            .get(key)
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len)
+    /// The validated core spec: the builder's `build()`, or with values it cannot hold, the
+    /// same validation of the JSON form holding them.
+    pub(crate) fn build(&self) -> Result<RouterSpec, CoreError> {
+        match self.unheld.is_empty() {
+            true => Ok(self.builder.clone().build()?),
+            false => parse_spec(self.raw()),
+        }
     }
 
-    /// The validated core spec.
-    pub(crate) fn build(&self) -> Result<CoreSpec, CoreError> {
-        parse_spec(Value::Object(self.raw.clone()))
-    }
-
-    /// A Python RouterSpec holding the canonical JSON form of a validated spec.
-    pub(crate) fn from_core(spec: &CoreSpec) -> Self {
-        match spec.to_json_value() {
-            Value::Object(raw) => RouterSpec { raw },
-            other => unreachable!("a RouterSpec serializes to an object, not {other}"),
+    /// A Python RouterSpec holding a validated spec.
+    pub(crate) fn from_core(spec: &RouterSpec) -> Self {
+        PyRouterSpec {
+            builder: spec.to_builder(),
+            unheld: Vec::new(),
         }
     }
 }
 
-fn set_netns(raw: &mut Map<String, Value>, key: &str, ns: &egress_core::Netns) {
-    match netns_json(ns) {
-        Some(v) => raw.insert(key.to_owned(), v),
-        None => raw.remove(key),
-    };
-}
-
 #[pymethods]
-impl RouterSpec {
+impl PyRouterSpec {
     /// Starts a spec for router `name` ([a-z0-9-], at most 32 characters). The keyword
     /// arguments set the same fields as the methods of the same (singular) name.
     #[new]
@@ -108,22 +121,26 @@ impl RouterSpec {
         fallback: Option<Vec<String>>,
         announce: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let mut raw = Map::new();
-        raw.insert("name".into(), Value::from(name));
-        set_netns(&mut raw, "netns", &netns_arg(netns, "netns")?);
+        let mut b = RouterSpec::builder(name).netns(netns_arg(netns, "netns")?);
         if let Some(link) = internal {
-            raw.insert("internal".into(), Value::from(link));
+            b = b.internal(link);
         }
-        for (key, list) in [
-            ("sources", sources),
-            ("gateways", gateways),
-            ("fallback", fallback),
-        ] {
-            if let Some(list) = list {
-                raw.insert(key.into(), Value::from(list));
-            }
-        }
-        let spec = RouterSpec { raw };
+        b = sources
+            .into_iter()
+            .flatten()
+            .fold(b, RouterSpecBuilder::source);
+        b = gateways
+            .into_iter()
+            .flatten()
+            .fold(b, RouterSpecBuilder::gateway);
+        b = fallback
+            .into_iter()
+            .flatten()
+            .fold(b, RouterSpecBuilder::fallback);
+        let spec = PyRouterSpec {
+            builder: b,
+            unheld: Vec::new(),
+        };
         match announce {
             Some(count) => spec.announce(count),
             None => Ok(spec),
@@ -150,7 +167,7 @@ impl RouterSpec {
             )));
         }
         let spec = parse_spec(py_to_json(spec)?)?;
-        Ok(RouterSpec::from_core(&spec))
+        Ok(PyRouterSpec::from_core(&spec))
     }
 
     /// The spec OpenShift's egress router image describes in its environment: EGRESS_SOURCE,
@@ -186,7 +203,7 @@ impl RouterSpec {
             vars.push((as_str(&key)?, as_str(&value)?));
         }
         let config = egress_openshift::from_env(vars).map_err(|e| CoreError(e.into()))?;
-        Ok(RouterSpec::from_core(&config.spec))
+        Ok(PyRouterSpec::from_core(&config.spec))
     }
 
     /// The validated spec in its JSON form, as a dict that from_dict() reads back.
@@ -203,11 +220,7 @@ impl RouterSpec {
     /// The router's name.
     #[getter]
     fn name(&self) -> String {
-        self.raw
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
+        self.raw()["name"].as_str().unwrap_or_default().to_owned()
     }
 
     /// The router's namespace (see the class docs for the forms it takes).
@@ -215,7 +228,7 @@ impl RouterSpec {
     /// Like `ip netns exec NS`: every change is made inside it.
     fn netns(&self, netns: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let ns = netns_arg(netns, "netns")?;
-        Ok(self.with(|raw| set_netns(raw, "netns", &ns)))
+        Ok(self.with(|b| b.netns(ns)))
     }
 
     /// Creates a macvlan on `parent` as the external link, directly inside the router's
@@ -234,62 +247,53 @@ impl RouterSpec {
         mac: Option<String>,
         name: Option<String>,
     ) -> PyResult<Self> {
-        serde_json::from_value::<MacvlanMode>(Value::from(mode))
+        let mode = serde_json::from_value::<MacvlanMode>(Value::from(mode))
             .map_err(|e| invalid("external.macvlan.mode", mode, &e.to_string()))?;
-        let mut m = Map::new();
-        m.insert("parent".into(), Value::from(parent));
-        set_netns(
-            &mut m,
-            "parent_netns",
-            &netns_arg(parent_netns, "external.macvlan.parent_netns")?,
-        );
-        m.insert("mode".into(), Value::from(mode));
-        if let Some(mtu) = mtu {
-            let mtu: u32 = int_field(
+        let parent_netns = netns_arg(parent_netns, "external.macvlan.parent_netns")?;
+        let mtu = match mtu {
+            Some(mtu) => Some(int_field::<u32>(
                 mtu,
                 "mtu",
                 "external.macvlan.mtu",
                 "an MTU from 68 to 65535",
-            )?;
-            m.insert("mtu".into(), Value::from(mtu));
-        }
-        if let Some(mac) = mac {
-            m.insert("mac".into(), Value::from(mac));
-        }
-        if let Some(name) = name {
-            m.insert("name".into(), Value::from(name));
-        }
-        let external = Value::Object(Map::from_iter([("macvlan".to_owned(), Value::Object(m))]));
-        Ok(self.with(|raw| {
-            raw.insert("external".into(), external);
+            )?),
+            None => None,
+        };
+        Ok(self.with(|b| {
+            let mut b = b.macvlan(parent, mode).parent_netns(parent_netns);
+            if let Some(mtu) = mtu {
+                b = b.mtu(mtu);
+            }
+            if let Some(mac) = mac {
+                b = b.mac(mac);
+            }
+            if let Some(name) = name {
+                b = b.link_name(name);
+            }
+            b
         }))
     }
 
     /// Adopts `link`, an existing link of the router's namespace, as the external link
     /// (OpenShift's legacy mode, where the SDN made "macvlan0"). Teardown leaves the link.
     fn adopt(&self, link: String) -> Self {
-        let external = Value::Object(Map::from_iter([("adopt".to_owned(), Value::from(link))]));
-        self.with(|raw| {
-            raw.insert("external".into(), external);
-        })
+        self.with(|b| b.adopt(link))
     }
 
     /// The internal (cluster) link, default "eth0": DNAT applies to connections arriving on it.
     fn internal(&self, link: String) -> Self {
-        self.with(|raw| {
-            raw.insert("internal".into(), Value::from(link));
-        })
+        self.with(|b| b.internal(link))
     }
 
     /// Adds an egress source, "ADDR" or "ADDR/PREFIX" — like `ip addr add CIDR dev macvlan0`.
     /// The first source of each family is the SNAT source.
     fn source(&self, cidr: String) -> Self {
-        self.push("sources", Value::from(cidr))
+        self.with(|b| b.source(cidr))
     }
 
     /// Sets the gateway of one address family — like `ip route replace default via IP`.
     fn gateway(&self, ip: String) -> Self {
-        self.push("gateways", Value::from(ip))
+        self.with(|b| b.gateway(ip))
     }
 
     /// Adds a redirect: connections to `port`/`protocol` (tcp, udp or sctp) on the router go
@@ -346,48 +350,66 @@ impl RouterSpec {
         let [(_, to), (_, to_port), (_, protocol)] = given;
         let to =
             to.ok_or_else(|| PyTypeError::new_err("redirect() missing required argument 'to'"))?;
-        let i = self.len_of("redirects");
-        let mut r = Map::new();
+        let index = self.raw()["redirects"].as_array().map_or(0, Vec::len);
+        let mut unheld = Vec::new();
         let protocol = match protocol {
-            Some(p) => str_arg(&p, "protocol")?,
-            None => Protocol::Tcp.as_str().to_owned(),
+            Some(p) => {
+                let text = str_arg(&p, "protocol")?;
+                text.parse::<Protocol>().unwrap_or_else(|_| {
+                    unheld.push(Unheld {
+                        index,
+                        key: "protocol",
+                        value: Value::from(text),
+                    });
+                    Protocol::Tcp
+                })
+            }
+            None => Protocol::Tcp,
         };
-        r.insert("protocol".into(), Value::from(protocol));
-        let port: u64 = int_field(port, "port", &format!("redirects[{i}].port"), PORT)?;
-        r.insert("port".into(), Value::from(port));
-        r.insert("to".into(), Value::from(str_arg(&to, "to")?));
-        if let Some(to_port) = to_port.filter(|p| !p.is_none()) {
-            let field = format!("redirects[{i}].to_port");
-            let to_port: u64 = int_field(&to_port, "to_port", &field, PORT)?;
-            r.insert("to_port".into(), Value::from(to_port));
-        }
-        Ok(self.push("redirects", Value::Object(r)))
+        let field = |key: &str| format!("redirects[{index}].{key}");
+        // A port the JSON form holds (64 bits, unsigned) but 16 bits do not is left to the
+        // validation; another one is refused here.
+        let mut port16 = |value: u64, key: &'static str| {
+            u16::try_from(value).unwrap_or_else(|_| {
+                unheld.push(Unheld {
+                    index,
+                    key,
+                    value: Value::from(value),
+                });
+                0
+            })
+        };
+        let port = port16(int_field(port, "port", &field("port"), PORT)?, "port");
+        let to = str_arg(&to, "to")?;
+        let to_port = match to_port.filter(|p| !p.is_none()) {
+            Some(p) => Some(port16(
+                int_field(&p, "to_port", &field("to_port"), PORT)?,
+                "to_port",
+            )),
+            None => None,
+        };
+        let mut spec = self.with(|b| b.redirect(protocol, port, to, to_port));
+        spec.unheld.extend(unheld);
+        Ok(spec)
     }
 
     /// Sets the fallback destination of one family: whatever is not redirected goes there.
     fn fallback(&self, ip: String) -> Self {
-        self.push("fallback", Value::from(ip))
+        self.with(|b| b.fallback(ip))
     }
 
     /// Keeps network `to` reachable through the internal link (the cluster and node networks)
     /// — like `ip route add TO [via VIA] dev eth0`.
     #[pyo3(signature = (to, via=None))]
     fn keep_route(&self, to: String, via: Option<String>) -> Self {
-        let mut k = Map::new();
-        k.insert("to".into(), Value::from(to));
-        if let Some(via) = via {
-            k.insert("via".into(), Value::from(via));
-        }
-        self.push("kept_routes", Value::Object(k))
+        self.with(|b| b.keep_route(to, via.as_deref()))
     }
 
     /// How many gratuitous ARPs / unsolicited NAs to send per address (default 1, 0 = none).
     fn announce(&self, count: &Bound<'_, PyAny>) -> PyResult<Self> {
         let expected = format!("a count from 0 to {MAX_ANNOUNCE}");
         let count: u8 = int_field(count, "count", "announce", &expected)?;
-        Ok(self.with(|raw| {
-            raw.insert("announce".into(), Value::from(count));
-        }))
+        Ok(self.with(|b| b.announce(count)))
     }
 
     /// The dry run: every kernel change apply() would make, in order, computed from the spec
@@ -398,11 +420,15 @@ impl RouterSpec {
 
     /// The dry run of ensure(): the steps the router's namespace still needs now, read from
     /// the kernel — only what is missing or wrong, the whole plan when the router is not
-    /// there, [] when it matches. Changes nothing (Ansible's check mode). Needs
-    /// CAP_NET_ADMIN, like check(); the GIL is released while the kernel is read.
-    fn plan_live(&self, py: Python<'_>) -> PyResult<Vec<Step>> {
-        log::refresh(py);
-        let plan = py.detach(|| Ok::<_, CoreError>(blocking::plan(&self.build()?)?))?;
+    /// there, [] when it matches. Changes nothing (Ansible's check mode). With standby=True,
+    /// a router that is not there is planned as ensure(standby=True) would apply it; one that
+    /// is there keeps the role it has either way. Needs CAP_NET_ADMIN, like check(); the GIL
+    /// is released while the kernel is read.
+    #[pyo3(signature = (*, standby=false))]
+    fn plan_live(&self, py: Python<'_>, standby: bool) -> PyResult<Vec<Step>> {
+        let plan = log::detached(py, || {
+            Ok::<_, CoreError>(blocking::plan_as(&self.build()?, role(standby))?)
+        })?;
         Ok(Step::all(&plan))
     }
 
@@ -416,35 +442,52 @@ impl RouterSpec {
     /// egress addresses, the default route via the gateway, the stable MAC, the
     /// announcements): Router.promote() or egress.promote(name, netns=...) claims it.
     /// The GIL is released for the whole call (validation included).
+    ///
+    /// A signal that arrives meanwhile (Ctrl-C: KeyboardInterrupt) is handled as soon as
+    /// the call is back, before it returns: when its handler raises, the router just applied
+    /// is torn down again and the exception propagates, so that no router is left without a
+    /// handle (should that teardown fail, its error is a note on the exception and its
+    /// __context__, and egress.teardown(name, netns=...) is the way to remove the router).
     #[pyo3(signature = (*, standby=false))]
-    fn apply(&self, py: Python<'_>, standby: bool) -> PyResult<Router> {
-        log::refresh(py);
-        let role = match standby {
-            true => egress_core::Role::Standby,
-            false => egress_core::Role::Active,
-        };
-        let (router, spec) = py.detach(|| {
-            let spec = self.build()?;
-            let router = blocking::apply_as(&spec, role)?;
-            Ok::<_, CoreError>((router, RouterSpec::from_core(&spec)))
+    fn apply(&self, py: Python<'_>, standby: bool) -> PyResult<PyRouter> {
+        let router = log::detached(py, || {
+            Ok::<_, CoreError>(blocking::apply_as(&self.build()?, role(standby))?)
         })?;
-        Ok(Router::new(router, spec))
+        if let Err(signal) = py.check_signals() {
+            let name = router.spec().name().to_owned();
+            if let Err(e) = log::detached(py, || blocking::teardown(router)) {
+                let e = PyErr::from(CoreError(e));
+                let text = format!(
+                    "egress: router {name:?} was applied when the exception was raised and \
+                     tearing it down failed: {}: {}",
+                    e.get_type(py).name()?,
+                    e.value(py)
+                );
+                add_note(signal.value(py), &text);
+                signal.set_context(py, Some(e));
+            }
+            return Err(signal);
+        }
+        Ok(PyRouter::new(router))
     }
 
     /// How the kernel differs from this spec, as a list of Drift; empty when the router is
     /// configured exactly. Changes nothing. The GIL is released while the kernel is read.
     fn check(&self, py: Python<'_>) -> PyResult<Vec<Drift>> {
-        log::refresh(py);
-        let drift = py.detach(|| Ok::<_, CoreError>(blocking::check(&self.build()?)?))?;
+        let drift = log::detached(py, || Ok::<_, CoreError>(blocking::check(&self.build()?)?))?;
         drift.iter().map(Drift::new).collect()
     }
 
     /// Converges the kernel to this spec, idempotently: applies it when it is missing,
     /// does nothing when it matches, repairs it when it drifted. Returns an EnsureResult
-    /// (changed, action, drift). The router is left in place. The GIL is released meanwhile.
-    fn ensure(&self, py: Python<'_>) -> PyResult<EnsureResult> {
-        log::refresh(py);
-        let outcome = py.detach(|| Ok::<_, CoreError>(blocking::ensure(&self.build()?)?))?;
+    /// (changed, action, drift). The router is left in place. A router that is there keeps
+    /// the role it has (a standby is never promoted by ensure()); one that is not is applied
+    /// active, or as a standby with standby=True. The GIL is released meanwhile.
+    #[pyo3(signature = (*, standby=false))]
+    fn ensure(&self, py: Python<'_>, standby: bool) -> PyResult<EnsureResult> {
+        let outcome = log::detached(py, || {
+            Ok::<_, CoreError>(blocking::ensure_as(&self.build()?, role(standby))?)
+        })?;
         EnsureResult::new(py, &outcome)
     }
 
@@ -454,22 +497,37 @@ impl RouterSpec {
     /// each bounded by timeout_ms, default 300, 1 to 10000). An invalid spec or option raises
     /// InvalidSpecError naming the field. The GIL is released meanwhile.
     #[pyo3(signature = (*, timeout_ms=None, fallback_ports=None))]
-    pub(crate) fn diagnose(
+    fn diagnose(
         &self,
         py: Python<'_>,
         timeout_ms: Option<&Bound<'_, PyAny>>,
         fallback_ports: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Diagnosis> {
         let options = diagnose::options(timeout_ms, fallback_ports)?;
-        log::refresh(py);
-        let d =
-            py.detach(|| Ok::<_, CoreError>(blocking::diagnose_spec(&self.build()?, &options)?))?;
-        Diagnosis::new(py, d)
+        let spec = self.build()?;
+        diagnose::of_spec(py, &spec, &options)
+    }
+
+    /// Pickles through the JSON form: RouterSpec.from_dict(spec.to_dict()). Only a valid spec
+    /// pickles (an invalid one raises InvalidSpecError, as to_dict() does).
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyAny>,))> {
+        let from_dict = slf.get_type().getattr("from_dict")?;
+        Ok((from_dict, (slf.get().to_dict(slf.py())?,)))
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let raw = json_to_py(py, &Value::Object(self.raw.clone()))?;
+        let raw = json_to_py(py, &self.raw())?;
         Ok(format!("RouterSpec.from_dict({})", raw.repr()?))
+    }
+}
+
+/// The role `standby=` asks for.
+fn role(standby: bool) -> Role {
+    match standby {
+        true => Role::Standby,
+        false => Role::Active,
     }
 }
 

@@ -1,8 +1,10 @@
 """The Ansible modules (examples/ansible) run by a real ansible-playbook against the lab (root):
-check mode changes nothing and reports the live plan, apply reports changed, re-apply reports
-unchanged, drift is repaired, absent removes everything, and a library error comes back as
-`failed` (an invalid spec with every invalid field); egress_router_info (diagnose.yml) changes
-nothing, in check mode or not, and returns the router's state and its diagnosis."""
+check mode changes nothing and reports the live plan (a standby's for state standby), apply
+reports changed, re-apply reports unchanged, drift is repaired, absent removes everything
+(also the marked macvlan of a router whose record is gone) and is ok when the namespace is
+gone, and a library error comes back as `failed` (an invalid spec with every invalid field);
+egress_router_info (diagnose.yml) changes nothing, in check mode or not, and returns the
+router's state and its diagnosis."""
 
 from __future__ import annotations
 
@@ -169,8 +171,18 @@ def test_playbook_standby_creates_a_standby_and_leaves_the_role_to_the_election(
     before = lab.snapshot()
     book = Playbook(lab, tmp_path)
     router_ns = lab.path("router")
+    # Check mode plans the standby: nothing of the egress identity (its address, the default
+    # route via the gateway), which the active plan claims.
+    active = book.run("--check")["plan"]
+    planned = book.run("--check", egress_state="standby")
+    assert (planned["changed"], planned["action"]) == (True, "created")
+    identity = [f"ip addr add {lab.c['EGRESS_SOURCE4']} dev macvlan0 proto 158"]
+    assert set(identity) <= set(active)
+    assert not set(identity) & set(planned["plan"]), planned["plan"]
+    assert not any(step.startswith("ip route replace default") for step in planned["plan"])
+    assert_same(before, lab.snapshot())
     r = book.run(egress_state="standby")
-    assert (r["changed"], r["action"]) == (True, "created")
+    assert (r["changed"], r["action"], r["plan"]) == (True, "created", planned["plan"])
     assert r["router"]["role"] == "standby" and r["router"]["addresses"] == []
     assert book.run(egress_state="standby")["changed"] is False
     # The election engine promotes it; Ansible does not fight it, in either state.
@@ -181,6 +193,47 @@ def test_playbook_standby_creates_a_standby_and_leaves_the_role_to_the_election(
     r = book.run(egress_state="absent")
     assert (r["changed"], r["action"]) == (True, "removed")
     assert_same(before, lab.snapshot())
+
+
+def test_absent_is_ok_when_the_namespace_is_gone(lab: Lab, tmp_path: Path) -> None:
+    book = Playbook(lab, tmp_path)
+    gone = lab.path("router") + "-gone"
+    assert not Path(gone).exists()
+    for args in (("--check",), ()):
+        r = book.run(*args, egress_state="absent", egress_netns=gone)
+        assert (r["status"], r["changed"], r["action"], r["plan"]) == ("ok", False, "unchanged", [])
+    # Present still needs the namespace: that is a failure naming it.
+    r = book.run(egress_netns=gone)
+    assert (r["status"], r["error"]) == ("failed", "NotFoundError")
+    assert gone in r["msg"]
+
+
+def test_absent_removes_what_is_left_of_a_router_whose_record_is_gone(lab: Lab, tmp_path: Path) -> None:
+    book = Playbook(lab, tmp_path)
+    router_ns = lab.path("router")
+    lab.spec("py-ansible").apply()
+    # Its crash record lost (both journal tables flushed, its nftables table deleted): what
+    # proves the rest is the macvlan's marker, which teardown by name still goes by.
+    for family, table in (("-4", "1701278323"), ("-4", "1701278317"), ("-6", "1701278323")):
+        lab.ip("router", family, "route", "flush", "table", table)
+    subprocess.run(
+        ["ip", "netns", "exec", lab.ns["router"]["name"], "nft", "delete", "table", "inet", "egress_py_ansible"],
+        check=True,
+    )
+    assert egress.inspect("py-ansible", netns=router_ns) is None
+    assert "macvlan0" in lab.ip("router", "link", "show")
+
+    r = book.run("--check", "--diff", egress_state="absent")
+    assert (r["status"], r["changed"], r["action"]) == ("ok", True, "removed")
+    assert r["plan"] == ["ip link del dev macvlan0"]
+    assert r["diff"]["before"] == {"state": "leftovers", "teardown": r["plan"]}
+    assert "macvlan0" in lab.ip("router", "link", "show")
+
+    r = book.run(egress_state="absent")
+    assert (r["changed"], r["action"], r["removed"]) == (True, "removed", ["ip link del dev macvlan0"])
+    assert "macvlan0" not in lab.ip("router", "link", "show")
+    r = book.run(egress_state="absent")
+    assert (r["changed"], r["action"], r["removed"]) == (False, "unchanged", [])
 
 
 def test_library_errors_come_back_as_failed(lab: Lab, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ waits for it with one: a hang fails the test, it does not stall it."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
@@ -64,4 +65,22 @@ def test_a_child_tears_down_with_its_parent_s_handle(lab: Lab) -> None:
 
     assert in_child(teardown) == 0
     assert egress.inspect("py-fork-handle", netns=path) is None
+    # The parent's copy finds nothing left to undo.
+    assert router.teardown() == []
     assert_same(before, lab.snapshot())
+
+
+def test_a_multiprocessing_fork_worker_calls_right_after_its_parent(lab: Lab) -> None:
+    path = lab.path("router")
+    with lab.spec("py-fork-pool").apply():
+        assert egress.inspect("py-fork-pool", netns=path) is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # as in_child() says
+            pool = multiprocessing.get_context("fork").Pool(1)  # its worker forks now
+        with pool:
+            answer = pool.apply_async(egress.inspect, ("py-fork-pool",), {"netns": path})
+            try:
+                state = answer.get(timeout=CHILD_SECONDS)
+            except multiprocessing.TimeoutError:
+                pytest.fail("the worker hung")
+        assert state is not None and state["name"] == "py-fork-pool"

@@ -223,6 +223,24 @@ def test_every_invalid_field_at_once() -> None:
     with pytest.raises(egress.InvalidSpecError) as b:
         RouterSpec("r").redirect(-1, "198.51.100.1")
     assert b.value.errors == [{"field": "redirects[0].port", "value": "-1", "expected": "a port from 1 to 65535"}]
+    # What the JSON form holds (a port beyond 16 bits, any protocol name) is validated with
+    # the rest, whichever way the spec was built.
+    chained = (
+        RouterSpec("Egress_1", sources=["203.0.113.300/24"])
+        .adopt("macvlan0")
+        .redirect(80, "198.51.100.1", 70000, protocol="icmp")
+        .redirect(65536, "198.51.100.2")
+    )
+    assert "'to_port': 70000" in repr(chained) and "'protocol': 'icmp'" in repr(chained)
+    with pytest.raises(egress.InvalidSpecError) as b:
+        chained.validate()
+    assert [(f["field"], f["value"]) for f in b.value.errors] == [
+        ("name", "Egress_1"),
+        ("sources[0]", "203.0.113.300/24"),
+        ("redirects[0].protocol", "icmp"),
+        ("redirects[0].to_port", "70000"),
+        ("redirects[1].port", "65536"),
+    ]
 
 
 # Integer arguments of the builder beyond 64 bits (or their JSON type): InvalidSpecError, not

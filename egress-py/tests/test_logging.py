@@ -1,11 +1,13 @@
-"""The core's tracing events in Python's logging (logger "egress"), from the core's own
-threads: per-step records of a real apply at DEBUG, none at WARNING, repairs at INFO, fields
-as record.egress_fields; logging.disable() is obeyed; a handler that calls back into the
-library is served: the call blocks the handler's thread like any other, it is no error (root)."""
+"""The core's tracing events in Python's logging (logger "egress"), handled on the thread that
+called the library, in its namespace: per-step records of a real apply at DEBUG, none at
+WARNING, repairs at INFO, fields as record.egress_fields; logging.disable() is obeyed; a
+handler that calls back into the library works (root)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from typing import Any
 
 import pytest
@@ -68,6 +70,51 @@ def test_logging_disable_is_respected(lab: Lab, caplog: pytest.LogCaptureFixture
     assert egress_records(caplog) == []
 
 
+class Where(logging.Handler):
+    """A handler that notes the thread and the network namespace it runs in."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((threading.get_ident(), os.readlink("/proc/thread-self/ns/net")))
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["main thread", "another thread"])
+def test_records_are_handled_on_the_calling_thread_outside_the_router_namespace(
+    lab: Lab, in_thread: bool
+) -> None:
+    # A SocketHandler connects from where its emit() runs: that must be the caller's
+    # namespace, not the router's, which the library's own threads enter.
+    logger = logging.getLogger("egress")
+    handler = Where()
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    caller: list[tuple[int, str]] = []
+
+    def call() -> None:
+        caller.append((threading.get_ident(), os.readlink("/proc/thread-self/ns/net")))
+        with lab.spec("py-log-where").apply():
+            pass
+
+    try:
+        if in_thread:
+            thread = threading.Thread(target=call)
+            thread.start()
+            thread.join()
+        else:
+            call()
+    finally:
+        logger.setLevel(level)
+        logger.removeHandler(handler)
+    router_ns = f"net:[{os.stat(lab.path('router')).st_ino}]"
+    assert caller[0][1] != router_ns
+    assert handler.seen, "no record reached the handler"
+    assert set(handler.seen) == {caller[0]}
+
+
 class CallsBack(logging.Handler):
     """A handler that calls the library for each record (of an apply: the library's own calls
     log no step)."""
@@ -99,5 +146,7 @@ def test_a_handler_that_calls_the_library(lab: Lab) -> None:
         logger.setLevel(level)
         logger.removeHandler(handler)
     assert handler.seen, "no record reached the handler"
-    for answer in handler.seen:
-        assert answer is None or isinstance(answer, dict), answer
+    # It runs on the caller's thread once the apply is back, where calling the library is
+    # calling it: the router is there.
+    for state in handler.seen:
+        assert isinstance(state, dict) and state["name"] == "py-log-back", state

@@ -68,6 +68,35 @@ def test_context_manager_tears_down_on_an_exception(lab: Lab) -> None:
     assert_same(before, lab.snapshot())
 
 
+def test_a_failed_teardown_at_the_end_of_a_with_block_keeps_the_blocks_exception(lab: Lab) -> None:
+    before = lab.snapshot()
+    ns = lab.path("router")
+    spec = lab.spec("py-exit")
+
+    def replace_behind_the_handle() -> None:
+        # Torn down and applied again by someone else: the handle's teardown refuses.
+        egress.teardown("py-exit", netns=ns)
+        spec.apply()
+
+    with pytest.raises(RuntimeError, match="boom") as e:
+        with spec.apply() as router:
+            replace_behind_the_handle()
+            raise RuntimeError("boom")
+    assert not router.active
+    [note] = e.value.__notes__
+    assert note.startswith(
+        'egress: tearing down router "py-exit" when the with block ended failed as well: '
+        "StaleHandleError: "
+    ), note
+    assert egress.teardown("py-exit", netns=ns)
+    # Without an exception in the block, the teardown's own error is raised.
+    with pytest.raises(egress.StaleHandleError):
+        with spec.apply():
+            replace_behind_the_handle()
+    assert egress.teardown("py-exit", netns=ns)
+    assert_same(before, lab.snapshot())
+
+
 def test_stats_count_the_connections_made(lab: Lab) -> None:
     c = lab.c
     lab.ask("serve")
@@ -171,6 +200,11 @@ def test_a_stale_handle_leaves_the_new_router_alone(lab: Lab) -> None:
     old = spec.apply()
     assert egress.teardown("py-stale", netns=ns)  # by name, behind the handle's back
     new = spec.apply()  # the same router, applied again by someone else
+    # The handle reads what it holds: the new router's counters and state are not its own.
+    with pytest.raises(egress.StaleHandleError):
+        old.stats()
+    with pytest.raises(egress.StaleHandleError):
+        old.diagnose(timeout_ms=50)
     with pytest.raises(egress.StaleHandleError) as e:
         old.teardown()
     err = e.value

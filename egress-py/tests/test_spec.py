@@ -3,9 +3,12 @@ needed (no root)."""
 
 from __future__ import annotations
 
+import copy
 import inspect
+import multiprocessing
 import os
 import pathlib
+import pickle
 import pydoc
 from typing import Callable
 
@@ -118,6 +121,21 @@ def test_dict_round_trip_and_repr() -> None:
     assert RouterSpec.from_dict(d).to_dict() == d
     again = eval(repr(spec), {"RouterSpec": RouterSpec})
     assert again.to_dict() == d
+
+
+def test_a_spec_pickles_through_its_json_form() -> None:
+    spec = RouterSpec.from_dict(ISSUE_EXAMPLE).keep_route("10.128.0.0/14", "10.129.0.1")
+    again = pickle.loads(pickle.dumps(spec))
+    assert isinstance(again, RouterSpec) and again.to_dict() == spec.to_dict()
+    assert copy.deepcopy(spec).to_dict() == spec.to_dict()
+    # Only a valid spec pickles: the other side could not read it back.
+    with pytest.raises(egress.InvalidSpecError, match="announce"):
+        pickle.dumps(spec.announce(17))
+    # multiprocessing with spawn: the spec crosses to a new interpreter and back.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(RouterSpec.to_dict, (spec,)) == spec.to_dict()
+        more = pool.apply(RouterSpec.source, (spec, "203.0.113.98/24"))
+    assert more.to_dict()["sources"] == ["203.0.113.99/24", "203.0.113.98/24"]
 
 
 def test_local_ports_round_trip_and_a_redirected_one_is_a_conflict() -> None:

@@ -6,24 +6,30 @@
 //! makes each pod a router) and would make a network of its own; each pod here joins a lab
 //! namespace instead, as its sandbox, after egress-cni's ADD with the manifest's configuration
 //! (from the node's namespace, as Multus runs it). Then the keepalived sidecar starts from the
-//! keepalived image with the manifest's securityContext and its ConfigMap mounted where the
-//! manifest mounts it. The Service is played as kube-proxy plays it: a DNAT in the client's
-//! namespace from the Service's address to the pod whose readiness probe (the manifest's, run
-//! with `podman exec` as the kubelet runs it) passes.
+//! keepalived image with the manifest's securityContext and its volumes made as the kubelet
+//! makes them, mounted where the manifest mounts them: the ConfigMap's keepalived.conf, and the
+//! empty directory in which keepalived creates its notify FIFO and starts `egress-router
+//! keepalived` on it (the only thing in the pod that promotes or demotes). The Service is
+//! played as kube-proxy plays it: a DNAT in the client's namespace from the Service's address
+//! to the pod whose readiness probe (the manifest's, run with `podman exec` as the kubelet runs
+//! it) passes.
 //!
 //! The test: one pod becomes active, and only it is ready; the client's requests to the
 //! Service reach the web server from the egress address; the active pod is killed (keepalived
 //! SIGKILLed, then its network removed: egress-cni's DEL, as the kubelet does for a deleted
 //! pod); the other pod promotes, becomes the only ready one, and the client's requests go
-//! through it again.
+//! through it again. Then the survivor is deleted (SIGTERM): its router is a standby, the
+//! demotion complete, by the time its container has ended, before egress-cni's DEL.
 
 use std::{
     fs,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
     path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
 
+use egress_core::{blocking, Netns as CoreNetns, Role};
 use egress_lab::{
     ha::{two_nodes, ROUTER_B_ETH0_4},
     ip, Netns, Snapshot, EGRESS_SOURCE4, MACVLAN_PARENT, ROUTER_ETH0_4, WEB_PORT,
@@ -81,6 +87,59 @@ fn holds(pod: &Pod) -> bool {
         .contains(EGRESS_SOURCE4)
 }
 
+/// The role `pod`'s router `name` has, as its role marker says (a role change completes by
+/// replacing it, last).
+fn role(pod: &Pod, name: &str) -> Role {
+    blocking::inspect(&CoreNetns::Path(pod.sandbox.path().into()), name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("pod {}: no router {name}", pod.tag))
+        .role
+}
+
+/// The container `c`'s volumes, made for pod `tag` as the kubelet makes them, as podman
+/// `--volume` arguments: a ConfigMap's data as files in a folder (read-only where the mount
+/// says so), an emptyDir as an empty folder, world-writable as the kubelet makes it. Each
+/// folder goes when the returned [`Dir`]s (each with its mount path) are dropped.
+fn volumes(
+    docs: &[Value],
+    pod_spec: &Value,
+    c: &Value,
+    tag: &str,
+) -> (Vec<String>, Vec<(String, Dir)>) {
+    let (mut args, mut dirs) = (Vec::new(), Vec::new());
+    for mount in c["volumeMounts"].as_array().unwrap() {
+        let name = mount["name"].as_str().unwrap();
+        let volume = pod_spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"));
+        let dir = Dir::new(&format!("{tag}-{name}"));
+        if let Some(map) = volume["configMap"]["name"].as_str() {
+            let data = docs
+                .iter()
+                .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == map)
+                .unwrap_or_else(|| panic!("no ConfigMap {map}"));
+            for (file, text) in data["data"].as_object().unwrap() {
+                fs::write(dir.0.join(file), text.as_str().unwrap()).unwrap();
+            }
+        } else {
+            assert!(volume["emptyDir"].is_object(), "volume {name}: {volume}");
+            fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let mode = match mount["readOnly"].as_bool() {
+            Some(true) => ":ro",
+            _ => "",
+        };
+        let path = mount["mountPath"].as_str().unwrap();
+        args.push("--volume".to_string());
+        args.push(format!("{}:{path}{mode}", dir.0.display()));
+        dirs.push((path.to_string(), dir));
+    }
+    (args, dirs)
+}
+
 /// The manifest's readiness probe in `pod`'s keepalived container (`podman exec`, as the
 /// kubelet execs it): passed or not.
 fn ready(pod: &Pod, probe: &[String]) -> bool {
@@ -129,11 +188,18 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
         strings(&c["securityContext"]["capabilities"]["drop"]),
         ["ALL"]
     );
-    let mount = &c["volumeMounts"][0];
-    assert_eq!(
-        pod_spec["volumes"][0]["configMap"]["name"],
-        of_kind(&docs, "ConfigMap")["metadata"]["name"]
+    let router = config["routerName"].as_str().unwrap().to_string();
+    // egress-router follows keepalived through its notify FIFO, in a folder the pod mounts
+    // empty; no notify command (each its own process: they can finish out of order).
+    let fifo = keepalived_conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("vrrp_notify_fifo "))
+        .expect("a vrrp_notify_fifo");
+    assert!(
+        !keepalived_conf.contains("notify_master"),
+        "{keepalived_conf}"
     );
+    let (fifo_mount, fifo_file) = fifo.rsplit_once('/').unwrap();
     let service_ports: Vec<u64> = of_kind(&docs, "Service")["spec"]["ports"]
         .as_array()
         .unwrap()
@@ -145,15 +211,6 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
 
     let (lab, node_b, router_b) = two_nodes();
     let _web = lab.ext.serve_http(&[WEB_PORT, 443]);
-    // The ConfigMap, as the volume the manifest mounts (read-only).
-    let dir = Dir::new("keepalived");
-    fs::write(dir.0.join("keepalived.conf"), &keepalived_conf).unwrap();
-    let volume = format!(
-        "{}:{}:ro",
-        dir.0.display(),
-        mount["mountPath"].as_str().unwrap()
-    );
-    assert_eq!(mount["readOnly"], true);
 
     let mut pods = [
         Pod {
@@ -174,8 +231,11 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
         },
     ];
     let before: Vec<Snapshot> = pods.iter().map(|p| Snapshot::take(p.sandbox)).collect();
-    // The kubelet's part for each pod: its network (a standby router), then its container.
+    // The kubelet's part for each pod: its network (a standby router), its volumes, then its
+    // container.
     let cap_add = caps.join(",");
+    // The pods' volumes, kept to the end of the test.
+    let mut volume_dirs = Vec::new();
     // One pod after the other, as a rollout starts them: the first is elected (no master to
     // hear) and promotes; the second, started once the first is active, stays a standby.
     for pod in &mut pods {
@@ -186,23 +246,35 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
             pod.tag
         );
         let net = network(pod.sandbox);
-        let container = Container::start(
-            &format!("ha-{}", pod.tag),
-            &[
-                "--network",
-                &net,
-                "--user",
-                c["securityContext"]["runAsUser"].to_string().as_str(),
-                "--cap-drop",
-                "all",
-                "--cap-add",
-                &cap_add,
-                "--volume",
-                &volume,
-                &image,
-            ],
-        );
+        let (volume_args, pod_dirs) = volumes(&docs, pod_spec, c, pod.tag);
+        let user = c["securityContext"]["runAsUser"].to_string();
+        let mut args = vec![
+            "--network",
+            &net,
+            "--user",
+            &user,
+            "--cap-drop",
+            "all",
+            "--cap-add",
+            &cap_add,
+        ];
+        args.extend(volume_args.iter().map(String::as_str));
+        args.push(&image);
+        let container = Container::start(&format!("ha-{}", pod.tag), &args);
         container.wait_for("Entering BACKUP STATE", 1);
+        // keepalived made its FIFO in the empty folder (before it started the follower).
+        let (_, fifo_dir) = pod_dirs
+            .iter()
+            .find(|(path, _)| path == fifo_mount)
+            .unwrap_or_else(|| panic!("nothing mounted at {fifo_mount}"));
+        let made = fs::metadata(fifo_dir.0.join(fifo_file)).map(|m| m.file_type().is_fifo());
+        assert!(
+            matches!(made, Ok(true)),
+            "pod {}: no FIFO {fifo} ({made:?}):\n{}",
+            pod.tag,
+            container.logs()
+        );
+        volume_dirs.push(pod_dirs);
         pod.keepalived = Some(container);
         if pod.tag == "a" {
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -278,11 +350,28 @@ fn the_ha_manifests_pair_fails_over_under_podman_and_the_service_follows() {
         started.elapsed().as_millis()
     );
 
-    // The survivor's pod is deleted too: SIGTERM, and keepalived's notify_stop demotes the
-    // router (it gives the egress address back) before the pod's network goes.
+    // The survivor's pod is deleted too: SIGTERM. keepalived gives up mastership, sends its
+    // scripts SIGTERM and writes STOP, on which the follower demotes the router; keepalived
+    // waits for its scripts (up to a second) before it exits, and the container's processes
+    // end with it (its PID namespace): what the router is once the container has stopped,
+    // the follower made it before, and before the pod's network goes.
+    assert_eq!(role(&pods[standby], &router), Role::Active);
     let survivor = pods[standby].keepalived.take().unwrap();
+    let stopping = Instant::now();
     assert_eq!(survivor.stop(10), 0, "{}", survivor.logs());
-    assert!(!holds(&pods[standby]), "notify_stop did not demote");
+    let stopped = stopping.elapsed();
+    assert!(!holds(&pods[standby]), "SIGTERM did not demote");
+    // The role marker is replaced last: a demotion cut short leaves the router active.
+    assert_eq!(
+        role(&pods[standby], &router),
+        Role::Standby,
+        "the demotion did not complete"
+    );
+    eprintln!(
+        "HA pair under podman: the survivor's SIGTERM -> container stopped, router a standby: \
+         {} ms",
+        stopped.as_millis()
+    );
     cni(&pods[standby], "DEL", &config);
     let after = Snapshot::take(pods[standby].sandbox);
     assert!(before[standby] == after, "{}", before[standby].diff(&after));

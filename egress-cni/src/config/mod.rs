@@ -199,12 +199,13 @@ impl NetConf {
         }
     }
     /// `role`: the role an ADD applies a new router in (`active` unless `standby` is asked
-    /// for: an HA pair's keepalived then runs `egress-router promote`).
+    /// for: an HA pair's keepalived sidecar then promotes it, `egress-router keepalived`).
     pub fn role(&self) -> Role {
         self.role
     }
-    /// `routerName`, when given: the router's name in the pod, which keepalived's notify
-    /// commands name (else [`router_name`](crate::router_name) of the attachment).
+    /// `routerName`, when given: the router's name in the pod, which the HA sidecar's
+    /// `egress-router keepalived` names (else [`router_name`](crate::router_name) of the
+    /// attachment).
     pub fn router_name(&self) -> Option<&str> {
         self.router_name.as_deref()
     }

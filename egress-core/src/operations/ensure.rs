@@ -78,13 +78,24 @@ pub async fn check(spec: &RouterSpec) -> Result<Vec<Drift>> {
 /// whole plan when the router is not there; changes nothing (Ansible's check mode, a dry run of
 /// [`ensure`]).
 pub async fn plan(spec: &RouterSpec) -> Result<Plan> {
+    plan_as(spec, Role::Active).await
+}
+
+/// [`plan`], the dry run of [`ensure_as`]: a router that is not there is planned in role
+/// `role` (a standby's plan stages everything but the egress identity); one that is there
+/// keeps the role its record holds.
+pub async fn plan_as(spec: &RouterSpec, role: Role) -> Result<Plan> {
     require_net_admin("plan an egress router")?;
     let spec = spec.clone();
     NsHandle::open(&spec.netns, "netns")?
         .within(move |ns| async move {
             let mut c = Conn::open(ns)?;
             let now = Current::read(&mut c, &spec.name).await?;
-            Desired::with_role(&spec, role_in(&now, &spec.name)).plan(&now)
+            let desired = Desired::with_role(&spec, role_in(&now, &spec.name));
+            match desired.exists_in(&now) {
+                true => desired.plan(&now),
+                false => Desired::with_role(&spec, role).plan(&now),
+            }
         })
         .await
 }

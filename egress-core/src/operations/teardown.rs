@@ -40,6 +40,25 @@ pub async fn teardown_by_name(netns: &Netns, name: &str) -> Result<Vec<String>> 
         .await
 }
 
+/// What [`teardown_by_name`] would undo now, in its words and its order; changes nothing (the
+/// dry run of a teardown by name: Ansible's check mode of `state: absent`). Empty when nothing
+/// of the router is there. Like the teardown, it counts only what is proven the router's: a
+/// look-alike table, or a marked macvlan no crash record names, is not listed.
+pub async fn plan_teardown(netns: &Netns, name: &str) -> Result<Vec<String>> {
+    validate_name(name).map_err(|f| Error::invalid_spec(f.field, f.value, f.expected))?;
+    require_net_admin("plan the teardown of an egress router")?;
+    let name = name.to_string();
+    NsHandle::open(netns, "netns")?
+        .within(move |ns| async move {
+            let mut c = Conn::open(ns)?;
+            let now = Current::read(&mut c, &name).await?;
+            let stores = Stores::of(&now, &name);
+            let read = Desired::read(&now, &name);
+            Ok(undo_log(&now, &name, read.as_ref().map(|(m, r)| (m, r)), &stores).described())
+        })
+        .await
+}
+
 /// Teardown inside the router's namespace; with `expect`, only of the router a handle applied.
 pub(crate) async fn teardown_in(
     ns: NsHandle,
@@ -61,23 +80,7 @@ pub(crate) async fn teardown_in(
             (record, true) => return Err(stale(&name, &now, record, expect)),
         }
     }
-    let log = match &read {
-        Some((model, record)) => UndoLog::of(model.inverse(&now, record)),
-        None => {
-            if let Some(why) = unproven(&now, &name) {
-                warn!(router = %name, reason = %why, "not proven to be the router's: left untouched");
-            }
-            // The debris of a record whose writing a crash cut short: this router's, and
-            // nothing else.
-            let mut log = UndoLog::default();
-            if !stores.debris.is_empty() {
-                log.push(Box::new(DeleteNotes {
-                    routes: stores.debris.iter().map(|r| (*r).clone()).collect(),
-                }));
-            }
-            log
-        }
-    };
+    let log = undo_log(&now, &name, read.as_ref().map(|(m, r)| (m, r)), &stores);
     let undone = log.described();
     // While it runs, a watcher of the router (another process's) must not repair it.
     let marker = read
@@ -102,6 +105,30 @@ pub(crate) async fn teardown_in(
             failures: failures.into_iter().map(|(_, e)| e).collect(),
         })
     }
+}
+
+/// The undo log of a teardown of router `name`: the inverse of its read-back model (`read`,
+/// with its proven crash record), or, without one, the debris of a record whose writing a
+/// crash cut short — this router's, and nothing else.
+fn undo_log(
+    now: &Current,
+    name: &str,
+    read: Option<(&Desired, &Record)>,
+    stores: &Stores<'_>,
+) -> UndoLog {
+    if let Some((model, record)) = read {
+        return UndoLog::of(model.inverse(now, record));
+    }
+    if let Some(why) = unproven(now, name) {
+        warn!(router = %name, reason = %why, "not proven to be the router's: left untouched");
+    }
+    let mut log = UndoLog::default();
+    if !stores.debris.is_empty() {
+        log.push(Box::new(DeleteNotes {
+            routes: stores.debris.iter().map(|r| (*r).clone()).collect(),
+        }));
+    }
+    log
 }
 
 /// A handle's router that is not the one in the kernel: another apply id, or no record to

@@ -350,6 +350,28 @@ impl RouterSpec {
         serde_json::to_value(self.to_raw()).expect("a RouterSpec always serializes")
     }
 
+    /// A builder holding this spec, to derive another from it: what the builder's setters add
+    /// (a source, a redirect) comes after what this spec holds; what they set replaces it.
+    ///
+    /// ```
+    /// use egress_core::{MacvlanMode, Protocol, RouterSpec};
+    ///
+    /// let spec = RouterSpec::builder("egress-1")
+    ///     .macvlan("eth1", MacvlanMode::Private)
+    ///     .source("203.0.113.99/24")
+    ///     .gateway("203.0.113.1")
+    ///     .build()?;
+    /// let more = spec.to_builder().redirect(Protocol::Tcp, 80, "198.51.100.25", None).build()?;
+    /// assert_eq!((more.sources(), more.redirects().len()), (spec.sources(), 1));
+    /// # Ok::<(), egress_core::Error>(())
+    /// ```
+    pub fn to_builder(&self) -> RouterSpecBuilder {
+        RouterSpecBuilder {
+            raw: self.to_raw(),
+            misplaced: None,
+        }
+    }
+
     /// The router's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -734,6 +756,30 @@ impl RouterSpecBuilder {
     /// Validates everything that needs no kernel and returns the spec.
     pub fn build(self) -> Result<RouterSpec> {
         self.raw.validate(self.misplaced)
+    }
+
+    /// What was set so far, in the JSON form and not validated (a front end shows it as the
+    /// user wrote it; [`RouterSpec::from_json_value`] validates it). A list nothing was added
+    /// to is left out, like every field not set. A macvlan option set before `macvlan()` is not
+    /// in it: [`build`](Self::build) reports that one.
+    ///
+    /// ```
+    /// use egress_core::RouterSpec;
+    ///
+    /// let builder = RouterSpec::builder("Not_Valid").source("203.0.113.300");
+    /// assert_eq!(
+    ///     builder.to_json_value(),
+    ///     serde_json::json!({"name": "Not_Valid", "sources": ["203.0.113.300"]})
+    /// );
+    /// assert!(builder.build().is_err());
+    /// ```
+    pub fn to_json_value(&self) -> serde_json::Value {
+        let mut raw =
+            serde_json::to_value(&self.raw).expect("a RouterSpecBuilder always serializes");
+        if let serde_json::Value::Object(fields) = &mut raw {
+            fields.retain(|_, v| !matches!(v, serde_json::Value::Array(items) if items.is_empty()));
+        }
+        raw
     }
 
     fn misplace(&mut self, field: &'static str, value: String) {

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 use serde_json::{json, Value};
 
 use super::{
-    EgressRouter, RenderOptions, Rendered, API_VERSION, HA_ADVERT_INT, HA_ROUTER_NAME,
+    EgressRouter, RenderOptions, Rendered, API_VERSION, HA_ADVERT_INT, HA_FIFO_DIR, HA_ROUTER_NAME,
     KEEPALIVED_IMAGE, KEEPALIVED_VIP, KIND, PAUSE_IMAGE,
 };
 
@@ -211,13 +211,14 @@ impl EgressRouter {
 
 /// keepalived's configuration in an HA router pod: VRRPv3 over the pod network (`eth0`,
 /// multicast: the peer's pod address is not known in advance), both instances BACKUP with
-/// `nopreempt`, the notify commands of docs/ha.md on the router egress-cni made
-/// ([`HA_ROUTER_NAME`]), at nice -20 (`vrrp_priority`, which needs `SYS_NICE`). The address
-/// clients use is the Service's, which sends to the ready pod, the active one: keepalived's
-/// virtual IP, which it requires, is [`KEEPALIVED_VIP`] on the pod's loopback, where nothing
-/// routes to it.
+/// `nopreempt`, at nice -20 (`vrrp_priority`, which needs `SYS_NICE`). `egress-router
+/// keepalived` follows the instance's states through keepalived's notify FIFO, in order
+/// (docs/ha.md), on the router egress-cni made ([`HA_ROUTER_NAME`]): keepalived creates the
+/// FIFO in [`HA_FIFO_DIR`] (an `emptyDir`: a missing directory and keepalived starts no
+/// follower) and starts the follower once, as `script_user`. The address clients use is the
+/// Service's, which sends to the ready pod, the active one: keepalived's virtual IP, which it
+/// requires, is [`KEEPALIVED_VIP`] on the pod's loopback, where nothing routes to it.
 pub(super) fn keepalived_conf(vrid: u8, advert_int: &str) -> String {
-    let bin = "/usr/bin/egress-router";
     format!(
         "global_defs {{
     vrrp_version 3
@@ -225,6 +226,8 @@ pub(super) fn keepalived_conf(vrid: u8, advert_int: &str) -> String {
     enable_script_security
     vrrp_garp_master_delay 0
     vrrp_priority -20
+    vrrp_notify_fifo {HA_FIFO_DIR}/egress.fifo
+    vrrp_notify_fifo_script \"/usr/bin/egress-router keepalived --name {HA_ROUTER_NAME} --instance egress\"
 }}
 vrrp_instance egress {{
     state BACKUP
@@ -236,10 +239,6 @@ vrrp_instance egress {{
     virtual_ipaddress {{
         {KEEPALIVED_VIP} dev lo
     }}
-    notify_master \"{bin} promote --name {HA_ROUTER_NAME}\"
-    notify_backup \"{bin} demote --name {HA_ROUTER_NAME}\"
-    notify_fault \"{bin} demote --name {HA_ROUTER_NAME}\"
-    notify_stop \"{bin} demote --name {HA_ROUTER_NAME}\"
 }}
 "
     )
@@ -247,7 +246,8 @@ vrrp_instance egress {{
 
 /// The HA pair's Deployment spec: two replicas on different nodes, attached to `network`
 /// (egress-cni, as a standby), the keepalived sidecar with its configuration from the
-/// ConfigMap `config_map`, ready only while its router is active.
+/// ConfigMap `config_map` and an empty directory for its notify FIFO, ready only while its
+/// router is active.
 fn ha_deployment_spec(selector: &Value, network: &str, config_map: &str) -> Value {
     json!({
         "replicas": 2,
@@ -274,7 +274,7 @@ fn ha_deployment_spec(selector: &Value, network: &str, config_map: &str) -> Valu
                             "drop": ["ALL"],
                             // VRRP's raw socket and the virtual IP; egress-router's role
                             // changes (NET_ADMIN, and SYS_ADMIN: it enters the namespace);
-                            // nice -20; keepalived sets its notify commands' user.
+                            // nice -20; keepalived sets its FIFO follower's user.
                             "add": [
                                 "NET_ADMIN", "SYS_ADMIN", "NET_RAW", "SYS_NICE", "SETUID", "SETGID",
                             ],
@@ -288,13 +288,18 @@ fn ha_deployment_spec(selector: &Value, network: &str, config_map: &str) -> Valu
                         "periodSeconds": 1,
                         "failureThreshold": 1,
                     },
-                    "volumeMounts": [{
-                        "name": "keepalived",
-                        "mountPath": "/etc/keepalived",
-                        "readOnly": true,
-                    }],
+                    "volumeMounts": [
+                        {"name": "keepalived", "mountPath": "/etc/keepalived", "readOnly": true},
+                        // keepalived makes its notify FIFO there; it makes no directory (a
+                        // missing one, and it starts no follower: a master with a standby
+                        // router).
+                        {"name": "fifo", "mountPath": HA_FIFO_DIR},
+                    ],
                 }],
-                "volumes": [{"name": "keepalived", "configMap": {"name": config_map}}],
+                "volumes": [
+                    {"name": "keepalived", "configMap": {"name": config_map}},
+                    {"name": "fifo", "emptyDir": {}},
+                ],
             },
         },
     })

@@ -293,14 +293,21 @@ fn ha_renders_a_standby_network_keepalived_and_a_pair_ready_only_when_active() {
         .unwrap();
     assert_eq!(mac, format!("00:00:5e:00:01:{vrid:02x}"));
     assert_eq!(conf, keepalived_conf(vrid, HA_ADVERT_INT));
+    // The FIFO follower on the router egress-cni names, in the directory the pod mounts; no
+    // notify command (each its own process: they race).
     for line in [
-        "notify_master \"/usr/bin/egress-router promote --name egress-router\"",
-        "notify_backup \"/usr/bin/egress-router demote --name egress-router\"",
+        "vrrp_notify_fifo /run/keepalived/egress.fifo",
+        "vrrp_notify_fifo_script \"/usr/bin/egress-router keepalived --name egress-router \
+         --instance egress\"",
         "vrrp_priority -20",
         "nopreempt",
+        "script_user root",
+        "enable_script_security",
     ] {
-        assert!(conf.contains(line), "{line} in\n{conf}");
+        assert!(conf.lines().any(|l| l.trim() == line), "{line} in\n{conf}");
     }
+    assert!(!conf.contains("notify_master"), "{conf}");
+    assert!(conf.contains("vrrp_instance egress {"), "{conf}");
     let spec = &of_kind(&r, "Deployment")["spec"];
     assert_eq!(spec["replicas"], 2);
     let pod = &spec["template"]["spec"];
@@ -327,8 +334,19 @@ fn ha_renders_a_standby_network_keepalived_and_a_pair_ready_only_when_active() {
         ])
     );
     assert_eq!(
-        pod["volumes"][0]["configMap"]["name"],
-        "egress-router-redirect-keepalived"
+        pod["volumes"],
+        json!([
+            {"name": "keepalived", "configMap": {"name": "egress-router-redirect-keepalived"}},
+            {"name": "fifo", "emptyDir": {}},
+        ])
+    );
+    // keepalived creates its FIFO in a directory it does not make: the empty volume.
+    assert_eq!(
+        container["volumeMounts"],
+        json!([
+            {"name": "keepalived", "mountPath": "/etc/keepalived", "readOnly": true},
+            {"name": "fifo", "mountPath": "/run/keepalived"},
+        ])
     );
     // Without --ha the stable MAC has nothing to apply to, and says so.
     let r = ok(

@@ -21,7 +21,8 @@ Also: RouterSpec.from_dict() / to_dict() (the JSON form), RouterSpec.from_env() 
 EGRESS_* variables), spec.check() (drift), spec.plan_live() (what the namespace still needs),
 spec.ensure() (idempotent apply), egress.inspect(name, netns=...),
 egress.stats(name, netns=...) and Router.stats() (traffic per redirect, fallback and SNAT, as
-a Stats dict), egress.teardown(name, netns=...), and egress.diagnose(name, netns=...) /
+a Stats dict), egress.teardown(name, netns=...) and its dry run egress.plan_teardown(), and
+egress.diagnose(name, netns=...) /
 spec.diagnose(): why a router does not work, as a Diagnosis of Checks, each with its hint
 (docs/diagnose.md). High availability: spec.apply(standby=True), then router.promote() /
 router.demote(), or egress.promote(name, netns=...) / egress.demote(...) from another process
@@ -32,8 +33,14 @@ type raise TypeError. Everything needs CAP_NET_ADMIN (root) except building and 
 
 The library logs through the standard logging module, logger "egress": each step of an apply
 at DEBUG (message "step done step=... us=..."), repairs at INFO, failed steps at WARNING;
-the fields are also in record.egress_fields (a dict). Levels the "egress" logger does not
-pass cost nothing measurable: the library reads the logger's level at each call.
+the fields are also in record.egress_fields (a dict). The records of a call are handled on
+the thread that made it, when it returns. Levels the "egress" logger does not pass cost
+nothing measurable: the library reads the logger's level at each call.
+
+Threads, signals and fork: every function and every method of one Router may be called from
+any thread, also at once; a signal whose handler raises during spec.apply() (Ctrl-C) tears
+the new router down again before the exception propagates; a forked child may call the
+library at once. The repository's README says more.
 """
 
 import logging as _logging
@@ -64,6 +71,7 @@ from egress._egress import (
     demote,
     diagnose,
     inspect,
+    plan_teardown,
     promote,
     stats,
     teardown,
@@ -178,6 +186,7 @@ __all__ = [
     "demote",
     "diagnose",
     "inspect",
+    "plan_teardown",
     "promote",
     "stats",
     "teardown",

@@ -19,10 +19,14 @@ description:
     addresses, the default route via the gateway and the announcements), for an election
     engine (keepalived's notify commands C(egress-router promote/demote)) to promote; an
     existing router is converged in the role it has (Ansible never fights the election).
-  - With I(state=absent) everything the router owns is removed and what it replaced is restored.
+  - With I(state=absent) everything the router owns is removed and what it replaced is restored,
+    as C(egress.teardown()) by name does - also what is left of a router whose crash record
+    is gone (its marked macvlan). C(changed) is true exactly when something was removed; a
+    namespace that is gone is C(ok), with nothing to remove.
   - Check mode reports the drift and the plan - the steps the namespace still needs, read
-    from the kernel with C(RouterSpec.plan_live()) - and changes nothing. Diff mode shows the
-    router's kernel state before and after.
+    from the kernel with C(RouterSpec.plan_live()), for I(state=standby) the plan of a standby
+    - and changes nothing; for I(state=absent), the plan is what the teardown would undo
+    (C(egress.plan_teardown())). Diff mode shows the router's kernel state before and after.
   - An invalid spec fails with every invalid field at once (I(msg) names them all,
     I(errors) lists them).
   - The options are the fields of the library's JSON form of a router spec.
@@ -166,12 +170,13 @@ plan:
     - The steps the run takes (in check mode would take), as the library prints them - only
       what is missing or wrong; the whole plan when the router is missing; empty when
       unchanged.
-  returned: when state is present
+    - For I(state=absent), what the teardown undoes (in check mode would undo).
+  returned: always
   type: list
   elements: str
 removed:
-  description: What teardown undid.
-  returned: when state is absent and the router existed (not in check mode)
+  description: What teardown undid (empty when nothing was there).
+  returned: when state is absent (not in check mode)
   type: list
   elements: str
 router:
@@ -236,11 +241,14 @@ def build_spec(p: dict[str, Any]) -> "egress.RouterSpec":
     return spec
 
 
-def view(router: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """The router's kernel state as diff mode shows it."""
-    if router is None:
-        return {"state": "absent"}
-    return {"state": "present", **router}
+def view(router: Optional[dict[str, Any]], leftovers: Optional[list[str]] = None) -> dict[str, Any]:
+    """The router's kernel state as diff mode shows it; what a teardown would still remove of a
+    router whose crash record is gone (`leftovers`)."""
+    if router is not None:
+        return {"state": "present", **router}
+    if leftovers:
+        return {"state": "leftovers", "teardown": leftovers}
+    return {"state": "absent"}
 
 
 def present(module: AnsibleModule, standby: bool) -> dict[str, Any]:
@@ -248,7 +256,7 @@ def present(module: AnsibleModule, standby: bool) -> dict[str, Any]:
     spec = build_spec(p).validate()  # every invalid field at once, before the kernel is read
     before = egress.inspect(p["name"], netns=p["netns"])
     drift = spec.check()
-    plan = [str(step) for step in spec.plan_live()]
+    plan = [str(step) for step in spec.plan_live(standby=standby)]
     if not drift:
         return dict(changed=False, action="unchanged", drift=[], plan=plan, router=before,
                     diff=dict(before=view(before), after=view(before)))
@@ -257,12 +265,7 @@ def present(module: AnsibleModule, standby: bool) -> dict[str, Any]:
         planned = {"state": "present", "drift": [str(d) for d in drift], "plan": plan}
         return dict(changed=True, action=action, drift=[str(d) for d in drift], plan=plan,
                     router=before, diff=dict(before=view(before), after=planned))
-    if before is None and standby:
-        spec.apply(standby=True)
-        after = egress.inspect(p["name"], netns=p["netns"])
-        return dict(changed=True, action="created", drift=[str(d) for d in drift], plan=plan,
-                    router=after, diff=dict(before=view(before), after=view(after)))
-    outcome = spec.ensure()
+    outcome = spec.ensure(standby=standby)
     after = egress.inspect(p["name"], netns=p["netns"])
     return dict(changed=outcome.changed, action=outcome.action,
                 drift=[str(d) for d in outcome.drift], plan=plan, router=after,
@@ -271,15 +274,22 @@ def present(module: AnsibleModule, standby: bool) -> dict[str, Any]:
 
 def absent(module: AnsibleModule) -> dict[str, Any]:
     p = module.params
-    before = egress.inspect(p["name"], netns=p["netns"])
-    if before is None:
-        return dict(changed=False, action="unchanged", router=None,
+    try:
+        before = egress.inspect(p["name"], netns=p["netns"])
+        plan = egress.plan_teardown(p["name"], netns=p["netns"])
+    except egress.NotFoundError as e:
+        if e.field != "netns":
+            raise
+        # The router's namespace is gone, and with it everything the router had.
+        return dict(changed=False, action="unchanged", plan=[], removed=[], router=None,
                     diff=dict(before=view(None), after=view(None)))
-    diff = dict(before=view(before), after=view(None))
+    diff = dict(before=view(before, plan), after=view(None))
     if module.check_mode:
-        return dict(changed=True, action="removed", router=before, diff=diff)
+        return dict(changed=bool(plan), action="removed" if plan else "unchanged", plan=plan,
+                    router=before, diff=diff)
     removed = egress.teardown(p["name"], netns=p["netns"])
-    return dict(changed=True, action="removed", removed=removed, router=None, diff=diff)
+    return dict(changed=bool(removed), action="removed" if removed else "unchanged", plan=plan,
+                removed=removed, router=None, diff=diff)
 
 
 def main() -> None:

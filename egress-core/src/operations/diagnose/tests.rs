@@ -17,13 +17,15 @@ use super::{
     Check, DiagnoseOptions, Diagnosis, Status,
 };
 use crate::{
-    kernel::netns::NsHandle,
+    kernel::{ifname::IfName, netns::NsHandle},
     objects::{
         addr::Addr,
         link::{Link, LinkConf},
+        role::{marker, role_in, Claim},
         Current,
     },
-    spec::{Netns, Protocol, Redirect},
+    role::Role,
+    spec::{Announce, Netns, Protocol, Redirect, DEFAULT_ANNOUNCE_INTERVAL},
     FallbackStats, RedirectStats, Stats,
 };
 
@@ -164,7 +166,19 @@ fn diagnose_with(
     stats: Option<Stats>,
     flows: Vec<Flow>,
 ) -> Diagnosis {
-    let now = now();
+    diagnose_in(&now(), subject, probes, parent, routes, stats, flows)
+}
+
+/// [`diagnose_with`] in the namespace `now`.
+fn diagnose_in(
+    now: &Current,
+    subject: &Subject,
+    probes: Probes,
+    parent: Result<Parent, String>,
+    routes: Vec<(IpAddr, RouteSeen)>,
+    stats: Option<Stats>,
+    flows: Vec<Flow>,
+) -> Diagnosis {
     let mut all_routes = routes;
     for to in checks::destinations(subject) {
         if !all_routes.iter().any(|(a, _)| *a == to) {
@@ -173,7 +187,7 @@ fn diagnose_with(
     }
     let seen = Seen {
         subject,
-        now: &now,
+        now,
         drift: Vec::new(),
         link: Some(facts("macvlan0", EXT, MACVLAN_MAC)),
         parent,
@@ -426,6 +440,115 @@ fn another_mac_answering_for_the_egress_address_fails_duplicate_address() {
         .contains("another host answers for 203.0.113.99: MAC 02:00:00:00:00:42"));
     assert!(dup.hint.as_deref().unwrap().contains("02:00:00:00:00:42"));
     assert!(d.failed());
+}
+
+/// The namespace of [`subject`]'s router as a standby: its role marker says so, and its
+/// identity notes record the stable MAC it would take (if any).
+fn standby_now(stable_mac: Option<[u8; 6]>) -> Current {
+    let s = subject();
+    let claim = Claim {
+        router: s.name.clone(),
+        internal: IfName::parse("eth0").unwrap(),
+        link: IfName::parse("macvlan0").unwrap(),
+        created: true,
+        sources: s.sources.clone(),
+        gateways: s.gateways.clone(),
+        stable_mac,
+        own_mac: Some(MACVLAN_MAC),
+        announce: Announce {
+            count: 1,
+            interval: DEFAULT_ANNOUNCE_INTERVAL,
+        },
+    };
+    let mut now = now();
+    now.routes = claim.notes(7);
+    now.routes
+        .push(marker(&s.name, Role::Standby, Some(MACVLAN_MAC)));
+    now
+}
+
+/// On a standby the egress address is held elsewhere: one answer is the active instance (ok,
+/// naming its MAC, and the stable MAC as such), none means no instance holds it (warn), two
+/// are a duplicate beside it (fail). On the active router any answer stays a conflict.
+#[test]
+fn on_a_standby_one_answer_for_the_egress_address_is_the_active_instance() {
+    let s = Subject {
+        held: vec![],
+        ..subject()
+    };
+    let dup = |now: &Current, reply: Reply| {
+        let probes = Probes {
+            duplicates: vec![reply],
+            ..healthy(&s)
+        };
+        let d = diagnose_in(now, &s, probes, Ok(parent()), vec![], None, vec![]);
+        one(&d, "duplicate_address").clone()
+    };
+    let standby = standby_now(None);
+    assert_eq!(role_in(&standby, "egress-1"), Role::Standby);
+
+    let c = dup(&standby, heard(OTHER_MAC));
+    assert_eq!(c.status, Status::Ok, "{c:?}");
+    assert!(c.hint.is_none());
+    assert_eq!(
+        c.summary,
+        "203.0.113.99 is held by the active instance: MAC 02:00:00:00:00:42 answered an ARP \
+         probe (sender 0.0.0.0) in 0.25 ms (macvlan0, a standby, does not hold it)"
+    );
+    assert_eq!(c.evidence["role"], "standby");
+    assert_eq!(c.evidence["answered_by"][0]["mac"], "02:00:00:00:00:42");
+
+    // The active instance answers with the stable MAC the pair shares: said so.
+    let c = dup(&standby_now(Some(OTHER_MAC)), heard(OTHER_MAC));
+    assert_eq!(c.status, Status::Ok, "{c:?}");
+    assert!(
+        c.summary.starts_with(
+            "203.0.113.99 is held by the active instance, at the pair's stable MAC: MAC \
+             02:00:00:00:00:42"
+        ),
+        "{}",
+        c.summary
+    );
+
+    let c = dup(&standby, Reply::Silent);
+    assert_eq!(c.status, Status::Warn, "{c:?}");
+    assert!(
+        c.summary.contains("no instance holds the egress address"),
+        "{}",
+        c.summary
+    );
+    assert!(c.hint.as_deref().unwrap().contains("election"), "{c:?}");
+    assert!(c.evidence.get("answered_by").is_none());
+
+    let two = Reply::Heard(vec![
+        Heard {
+            mac: OTHER_MAC,
+            after: Duration::from_micros(100),
+        },
+        Heard {
+            mac: GATEWAY_MAC,
+            after: Duration::from_micros(200),
+        },
+    ]);
+    let c = dup(&standby, two);
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(
+        c.summary.contains(
+            "more than one host answers for 203.0.113.99: MAC 02:00:00:00:00:42, \
+             02:00:00:00:00:01"
+        ),
+        "{}",
+        c.summary
+    );
+
+    // Without a role marker the router is active: the same answer is a conflict, and
+    // silence is health.
+    let active = now();
+    assert_eq!(role_in(&active, "egress-1"), Role::Active);
+    let c = dup(&active, heard(OTHER_MAC));
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert_eq!(c.evidence["role"], "active");
+    assert_eq!(dup(&active, Reply::Silent).status, Status::Ok);
 }
 
 #[test]

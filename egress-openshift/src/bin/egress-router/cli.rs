@@ -154,10 +154,11 @@ enum Sub {
     /// (forwarding, rp_filter), gateway (an ARP request / neighbour solicitation from
     /// macvlan0), l2_filter (when the gateway is silent: the same question from the parent
     /// link; an answer there means the hypervisor or the switch drops frames from the
-    /// macvlan's MAC), duplicate_address (does another host answer for the egress IP),
-    /// destination (a TCP connection from the egress IP to each destination: connected,
-    /// refused, no answer), traffic (connections per redirect since apply, and whether the
-    /// tracked ones got replies). One line per check, with what to change when it fails.
+    /// macvlan's MAC), duplicate_address (does another host answer for the egress IP; on a
+    /// standby, which MAC does: the active instance), destination (a TCP connection from the
+    /// egress IP to each destination: connected, refused, no answer), traffic (connections per
+    /// redirect since apply, and whether the tracked ones got replies). One line per check,
+    /// with what to change when it fails.
     ///
     /// In a pod whose environment holds the EGRESS_* variables the spec comes from them (as for
     /// check); otherwise (on the node) the router is read back by --name.

@@ -1,6 +1,6 @@
 //! The router's neighbours on the external network: `gateway` (it answers the macvlan),
 //! `l2_filter` (frames from the macvlan's MAC are not dropped on the way), `duplicate_address`
-//! (nobody else answers for an egress address).
+//! (nobody else answers for an egress address; on a standby, the active instance alone).
 
 use std::net::IpAddr;
 
@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::{a, fail, heard_json, macs, ms, ok, parent_json, question, skipped, warn, Seen};
 use crate::{
+    objects::role::{role_in, Claim},
     operations::diagnose::{probe::Reply, Check},
+    role::Role,
     spec::format_mac,
 };
 
@@ -194,10 +196,17 @@ pub(super) fn l2_filters(s: &Seen) -> Vec<Check> {
         .collect()
 }
 
+/// On the active router any answer for an egress address is another host holding it (split
+/// brain, or a duplicate). On a standby, which holds none, one answer is the pair's active
+/// instance (the healthy case: it says which MAC holds the address), none means that no
+/// instance holds it, and more than one is a duplicate beside the active instance.
 pub(super) fn duplicates(s: &Seen) -> Vec<Check> {
     let link = s.link_name();
     let mac = s.link_mac();
     let timeout_ms = s.timeout.as_millis() as u64;
+    let role = role_in(s.now, &s.subject.name);
+    // The MAC the active instance takes, as this router's identity notes record it.
+    let stable_mac = Claim::in_kernel(s.now, &s.subject.name).and_then(|(c, _)| c.stable_mac);
     s.subject
         .sources
         .iter()
@@ -210,6 +219,7 @@ pub(super) fn duplicates(s: &Seen) -> Vec<Check> {
                 "probe": q,
                 "link": link,
                 "mac": mac,
+                "role": role,
                 "timeout_ms": timeout_ms,
             });
             let asked = s
@@ -218,26 +228,75 @@ pub(super) fn duplicates(s: &Seen) -> Vec<Check> {
                 .get(i)
                 .cloned()
                 .unwrap_or_else(|| Reply::NotAsked("not probed".into()));
-            match asked {
-                Reply::Heard(h) => {
-                    evidence["answered_by"] = heard_json(&h);
-                    fail(
+            if let Reply::Heard(h) = &asked {
+                evidence["answered_by"] = heard_json(h);
+            }
+            match (asked, role) {
+                (Reply::Heard(h), Role::Standby) if h.len() == 1 => {
+                    let stable = match stable_mac == Some(h[0].mac) {
+                        true => ", at the pair's stable MAC",
+                        false => "",
+                    };
+                    ok(
                         "duplicate_address",
                         format!(
-                            "another host answers for {ip}: MAC {} ({link} is {mac})",
-                            macs(&h)
-                        ),
-                        format!(
-                            "two hosts hold the egress address, and the gateway sends the \
-                             replies to whichever answered last: find the host with MAC {} \
-                             (the gateway's neighbour table, the switch's MAC table) and \
-                             remove {ip} from it, or give the router another egress address",
-                            macs(&h)
+                            "{ip} is held by the active instance{stable}: MAC {} answered {} \
+                             in {} ms ({link}, a standby, does not hold it)",
+                            format_mac(&h[0].mac),
+                            a(q),
+                            ms(h[0].after)
                         ),
                         evidence,
                     )
                 }
-                Reply::Silent => ok(
+                (Reply::Heard(h), Role::Standby) => fail(
+                    "duplicate_address",
+                    format!(
+                        "more than one host answers for {ip}: MAC {} ({link}, a standby, does \
+                         not hold it)",
+                        macs(&h)
+                    ),
+                    format!(
+                        "besides the active instance another host holds the egress address \
+                         (or two instances are active: split brain), and the gateway sends the \
+                         replies to whichever answered last: find the hosts with MAC {} (the \
+                         gateway's neighbour table, the switch's MAC table; `egress-router \
+                         inspect` on each instance) and remove {ip} from all but the active \
+                         one",
+                        macs(&h)
+                    ),
+                    evidence,
+                ),
+                (Reply::Heard(h), Role::Active) => fail(
+                    "duplicate_address",
+                    format!(
+                        "another host answers for {ip}: MAC {} ({link} is {mac})",
+                        macs(&h)
+                    ),
+                    format!(
+                        "two hosts hold the egress address, and the gateway sends the \
+                         replies to whichever answered last: find the host with MAC {} \
+                         (the gateway's neighbour table, the switch's MAC table) and \
+                         remove {ip} from it, or give the router another egress address",
+                        macs(&h)
+                    ),
+                    evidence,
+                ),
+                (Reply::Silent, Role::Standby) => warn(
+                    "duplicate_address",
+                    format!(
+                        "nobody answered {} for {ip} within {timeout_ms} ms: no instance holds \
+                         the egress address ({link} is a standby)",
+                        a(q)
+                    ),
+                    "no instance is active, so no traffic leaves: check the election \
+                     (keepalived's state and log on each instance; on Kubernetes, no pod of \
+                     the pair is ready) and the other instance's router (`egress-router \
+                     inspect`), and that its link reaches this network"
+                        .into(),
+                    evidence,
+                ),
+                (Reply::Silent, Role::Active) => ok(
                     "duplicate_address",
                     format!(
                         "nobody else answered {} for {ip} within {timeout_ms} ms",
@@ -245,7 +304,7 @@ pub(super) fn duplicates(s: &Seen) -> Vec<Check> {
                     ),
                     evidence,
                 ),
-                Reply::NotAsked(why) => skipped(
+                (Reply::NotAsked(why), _) => skipped(
                     "duplicate_address",
                     format!("{ip} not probed: {why}"),
                     evidence,
