@@ -1,25 +1,15 @@
 //! What a diagnosis looks at ([`Subject`]): the router as its spec describes it, or, by name,
-//! as the kernel holds it — its crash record names the external link, its addresses carry the
-//! address marker, its routes through that link name the gateways, its ruleset holds the
-//! redirects and the fallback.
+//! its read-back model (what the kernel proves to be the router) with the redirects and the
+//! fallback its ruleset's counters hold.
 
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use netlink_packet_route::route::RouteType;
 
 use crate::{
     drift::Drift,
     model::desired::Desired,
-    objects::{
-        addr,
-        link::{group_marker, ExternalLink, LinkRef},
-        record::{Journal, RecordSpec, Stores},
-        role::role_in,
-        route::{DefaultRoute, OurRoute},
-        sysctl::{self, Forwarding, Sysctl},
-        Current, KernelObject,
-    },
+    objects::{role::role_in, Current},
     role::Role,
     spec::{table_name, External, Protocol, Redirect, RouterSpec},
     Stats,
@@ -87,47 +77,20 @@ impl Subject {
         }
     }
 
-    /// Router `name` as `now` and its traffic counters (`stats`) hold it.
+    /// Router `name` as `now` and its traffic counters (`stats`) hold it: its read-back model
+    /// ([`Desired::read`]) — the external link its crash record names, the egress addresses and
+    /// gateways its identity notes and marked objects say —, with the SNAT sources, redirects
+    /// and fallback its counters name.
     pub(super) fn by_name(name: &str, now: &Current, stats: Option<&Stats>) -> Subject {
-        let stores = Stores::of(now, name);
-        let record = stores.proven(now);
-        let link = record.map(|r| r.link.to_string());
-        let ext = link.as_deref().and_then(|l| now.link(l));
-        let mut sources: Vec<IpNetwork> = ext
-            .map(|l| {
-                now.addrs
-                    .iter()
-                    .filter(|a| a.index == l.index && addr::marked(now, a, name))
-                    .map(|a| a.net)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let read = Desired::read(now, name);
+        let parts = read.as_ref().map(|(model, _)| model.parts());
+        let link = parts.map(|p| p.external.name.clone());
+        let mut sources: Vec<IpNetwork> = parts.map(|p| p.sources.clone()).unwrap_or_default();
         for s in stats.into_iter().flat_map(|s| &s.snat) {
             if !sources.iter().any(|n| n.ip() == s.source) {
                 sources.push(IpNetwork::from(s.source));
             }
         }
-        let mut gateways: Vec<IpAddr> = Vec::new();
-        if let Some(l) = ext {
-            let main = crate::objects::route::main_table();
-            for r in now.routes.iter().filter(|r| {
-                r.is_ours()
-                    && r.table == main
-                    && r.oif == Some(l.index)
-                    && r.kind == RouteType::Unicast
-            }) {
-                let gateway = match (r.dst.prefix(), r.via) {
-                    (0, Some(via)) => Some(via),
-                    (32, None) if r.dst.is_ipv4() => Some(r.dst.ip()),
-                    (128, None) if r.dst.is_ipv6() => Some(r.dst.ip()),
-                    _ => None,
-                };
-                if let Some(g) = gateway.filter(|g| !gateways.contains(g)) {
-                    gateways.push(g);
-                }
-            }
-        }
-        gateways.sort_by_key(IpAddr::is_ipv6);
         let redirects = stats
             .map(|s| {
                 s.redirects
@@ -157,12 +120,12 @@ impl Subject {
         Subject {
             name: name.to_string(),
             spec: None,
-            exists: record.is_some(),
-            created: record.is_some_and(|r| r.created),
+            exists: read.is_some(),
+            created: parts.is_some_and(|p| p.external.created()),
+            gateways: parts.map(|p| p.gateways.clone()).unwrap_or_default(),
             link,
             sources,
             held,
-            gateways,
             redirects,
             fallback,
             internal,
@@ -184,89 +147,21 @@ impl Subject {
         self.source_for(ip).filter(|s| self.held.contains(s))
     }
 
-    /// How `now` differs from the router: with a spec, what `check` reports; by name, what
-    /// the router's own records say it must hold (its crash record in both places, its link
-    /// up, a default route and a host route through it per gateway, its link's announcement
-    /// sysctls and forwarding, its table). Empty when nothing differs.
+    /// How `now` differs from the router: with a spec, what `check` reports; by name, how
+    /// it differs from its read-back model, the spec the kernel records (its crash record in
+    /// both places, its link, its addresses and routes, its sysctls, its table and its role).
+    /// Empty when nothing differs.
     pub(super) fn drift(&self, now: &Current) -> Vec<Drift> {
-        if let Some(spec) = &self.spec {
-            return Desired::with_role(spec, role_in(now, &self.name)).compare(now);
-        }
-        let table = table_name(&self.name);
-        let Some(record) = Stores::of(now, &self.name).proven(now).cloned() else {
-            return vec![Drift::RouterMissing { table }];
+        let model = match &self.spec {
+            Some(spec) => Some(Desired::with_role(spec, role_in(now, &self.name))),
+            None => Desired::read(now, &self.name).map(|(model, _)| model),
         };
-        let link = LinkRef {
-            name: record.link.to_string(),
-            marker: record.created.then(|| group_marker(&self.name)),
-        };
-        let (v4, v6) = (
-            self.gateways.iter().any(IpAddr::is_ipv4),
-            self.gateways.iter().any(IpAddr::is_ipv6),
-        );
-        let link_sysctls = sysctl::announcing(&link.name, (v4, v6));
-        let mut objects: Vec<Box<dyn KernelObject>> = vec![
-            Box::new(Journal {
-                spec: RecordSpec {
-                    router: self.name.clone(),
-                    link: link.clone(),
-                    families: (v4, v6),
-                    link_sysctls: link_sysctls.clone(),
-                    // By name, whatever the kernel holds (none: reported as missing).
-                    claim: None,
-                },
-            }),
-            Box::new(ExternalLink {
-                link: link.clone(),
-                macvlan: None,
-                netns: now.netns.clone(),
-            }),
-        ];
-        for key in link_sysctls {
-            objects.push(Box::new(Sysctl {
-                link: link.clone(),
-                key,
-                value: 1,
-            }));
+        match model {
+            Some(model) => model.compare(now),
+            None => vec![Drift::RouterMissing {
+                table: table_name(&self.name),
+            }],
         }
-        for g in &self.gateways {
-            objects.push(Box::new(OurRoute {
-                dst: IpNetwork::from(*g),
-                via: None,
-                link: link.clone(),
-            }));
-            objects.push(Box::new(DefaultRoute {
-                via: *g,
-                link: link.clone(),
-                held: role_in(now, &self.name) == Role::Active,
-            }));
-        }
-        for (used, ipv6) in [(v4, false), (v6, true)] {
-            if used {
-                objects.push(Box::new(Forwarding {
-                    ipv6,
-                    links: vec![link.clone()],
-                }));
-            }
-        }
-        let mut drift = Vec::new();
-        for o in &objects {
-            o.compare(now, &mut drift);
-        }
-        if now.table.is_none() {
-            drift.push(Drift::NatChanged {
-                table,
-                detail: "the table is missing (and with it the redirects and the fallback)".into(),
-            });
-        } else if Stores::of(now, &self.name).comment.as_ref() != Some(&record) {
-            drift.push(Drift::JournalDamaged {
-                store: "table comment".into(),
-                detail: format!(
-                    "the comment of table inet {table} does not hold the router's record"
-                ),
-            });
-        }
-        drift
     }
 }
 
