@@ -12,9 +12,10 @@ use crate::{
     error::Result,
     kernel::netns::{require_net_admin, Conn, NsHandle},
     kernel::procfs::{ConfEntry, Family, Knob, SysctlKey},
+    model::Desired,
     objects::{
         addr,
-        link::{self, group_marker, is_macvlan},
+        link::{self, is_macvlan},
         record::{fingerprint, Stores, JOURNAL_TABLE, MIRROR_TABLE},
         route, sysctl, Current,
     },
@@ -94,14 +95,15 @@ pub async fn inspect(netns: &Netns, name: &str) -> Result<Option<RouterState>> {
         .await
 }
 
-/// Router `name` as `now` holds it; `None` without its table or its crash record.
+/// Router `name` as `now` holds it: its read-back model ([`Desired::read`]) rendered — the
+/// crash record, the role, the external link, the egress addresses its link holds, the
+/// routes of ours, the saved default routes, the sysctls it sets and its table's rules.
+/// `None` without a proven crash record.
 fn state(now: &Current, name: &str) -> Option<RouterState> {
-    let table = table_name(name);
-    let stores = Stores::of(now, name);
-    let record = stores.proven(now)?.clone();
+    let (model, record) = Desired::read(now, name)?;
+    let parts = model.parts();
     let names = now.names();
-    let marker = group_marker(name);
-    let ext = now.link(record.link.as_str());
+    let ext = now.link(&parts.external.name);
     let link = ext.map(|l| LinkState {
         name: l.name.clone(),
         index: l.index,
@@ -110,9 +112,12 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
         mtu: l.mtu,
         mac: format_mac(&l.mac),
         up: l.up,
-        created: l.group == marker && is_macvlan(l),
+        created: parts.external.find(now).is_some_and(|f| f.index == l.index)
+            && parts.external.created()
+            && is_macvlan(l),
     });
-    // (key as shown, key as read): IPv4's `all/forwarding` is the value of `ip_forward`.
+    // (key as shown, key as read): IPv4's `all/forwarding` is the value of `ip_forward`; then
+    // the announcement sysctls of the external link, of both families.
     let mut keys = vec![
         (
             sysctl::forwarding_key(false),
@@ -120,14 +125,12 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
         ),
         (sysctl::forwarding_key(true), sysctl::forwarding_key(true)),
     ];
-    if let Some(entry) = ext.and_then(|l| ConfEntry::link(&l.name)) {
-        for (family, knob) in [
-            (Family::V4, Knob::ArpNotify),
-            (Family::V6, Knob::NdiscNotify),
-        ] {
-            let key = SysctlKey::knob(family, entry.clone(), knob);
-            keys.push((key.clone(), key));
-        }
+    if let Some(l) = ext {
+        keys.extend(
+            sysctl::announcing(&l.name, (true, true))
+                .into_iter()
+                .map(|k| (k.clone(), k)),
+        );
     }
     let sysctls = keys
         .iter()
@@ -137,35 +140,42 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
     let mut saved = BTreeMap::new();
     for t in [MIRROR_TABLE, JOURNAL_TABLE] {
         for r in Stores::copies(now, &record, t) {
-            let main = crate::objects::route::in_table(r, crate::objects::route::main_table());
-            saved.insert(fingerprint(&main), r.describe(&names));
+            saved.insert(
+                fingerprint(&route::in_table(r, route::main_table())),
+                r.describe(&names),
+            );
         }
     }
-    let saved_routes = saved.into_values().collect();
+    // The egress addresses of the model that its link holds, with the router's marker.
+    let addresses = ext
+        .map(|l| {
+            now.addrs
+                .iter()
+                .filter(|a| {
+                    a.index == l.index
+                        && parts.sources.contains(&a.net)
+                        && addr::marked(now, a, name)
+                })
+                .map(|a| a.net)
+                .collect()
+        })
+        .unwrap_or_default();
     Some(RouterState {
         name: name.to_string(),
-        role: crate::objects::role::role_in(now, name),
+        table: table_name(name),
+        role: model.role(),
         journal: record.encode().ok(),
         link,
-        addresses: ext
-            .map(|l| {
-                now.addrs
-                    .iter()
-                    .filter(|a| a.index == l.index && addr::marked(now, a, name))
-                    .map(|a| a.net)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        addresses,
         routes: now
             .routes
             .iter()
-            .filter(|r| r.is_ours() && r.table == crate::objects::route::main_table())
+            .filter(|r| r.is_ours() && r.table == route::main_table())
             .map(|r| r.describe(&names))
             .collect(),
-        saved_routes,
+        saved_routes: saved.into_values().collect(),
         sysctls,
         nat: now.table.as_ref().map(|n| n.lines()).unwrap_or_default(),
-        table,
     })
 }
 
