@@ -3,9 +3,7 @@
 
 use std::fmt;
 
-use crate::spec::MAX_IFNAME_LEN;
-
-/// A link name the kernel could hold: 1 to 15 bytes ([`MAX_IFNAME_LEN`]), not `.` or `..`, no
+/// A link name the kernel could hold: 1 to 15 bytes ([`MAX_IFNAME_LEN`](crate::spec::MAX_IFNAME_LEN)), not `.` or `..`, no
 /// `/`, `:`, NUL or white space as the kernel counts it (`dev_valid_name`: space, `\t`, `\n`,
 /// `\v`, `\f`, `\r` and the byte 0xa0), and no `%` (the kernel reads `name%d` as a template
 /// and never gives a link a name with `%`). So it is one path component, never a way out of a
@@ -25,17 +23,7 @@ impl IfName {
     }
 }
 
-/// Whether `name` is a link name the kernel allows (see [`IfName`]).
-pub(crate) fn valid(name: &str) -> bool {
-    let kernel_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0);
-    !name.is_empty()
-        && name.len() <= MAX_IFNAME_LEN
-        && name != "."
-        && name != ".."
-        && !name
-            .bytes()
-            .any(|b| matches!(b, 0 | b'/' | b':' | b'%') || kernel_space(b))
-}
+pub(crate) use crate::spec::valid_ifname as valid;
 
 impl fmt::Display for IfName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

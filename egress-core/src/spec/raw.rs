@@ -655,8 +655,8 @@ fn validate_netns(field: &str, ns: Option<RawNetns>) -> Checked<Netns> {
 /// characters (the kernel's `dev_valid_name`), and no `%` (the kernel reads `name%d` as a
 /// template and picks a name of its own).
 fn validate_ifname(field: &str, name: &str) -> Checked<()> {
-    let ok = crate::kernel::ifname::valid(name)
-        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    let ok =
+        super::valid_ifname(name) && !name.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {
