@@ -6,7 +6,7 @@ use serde::Serialize;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::{
-    context::Tx,
+    context::converge,
     drift::Drift,
     error::{Error, Result},
     kernel::netns::{require_net_admin, Conn, NsHandle},
@@ -170,13 +170,10 @@ async fn ensure_in(
             drift,
         });
     }
-    let plan = desired.plan(&now)?;
     for d in &drift {
         info!(drift = %d, kind = %d.kind(), "repairing");
     }
-    Tx::new(&desired, c, now, parent, 0)?
-        .run(&desired, &plan)
-        .await?;
+    converge(&desired, c, now, parent).await?;
     Ok(EnsureOutcome {
         action: EnsureAction::Repaired,
         drift,

@@ -35,7 +35,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 use tracing::{info, info_span, warn};
 
 use crate::{
-    context::Tx,
+    context::converge,
     drift::Drift,
     error::{Error, Result},
     kernel::netns::{require_net_admin, this_process, Conn, Length, NsHandle},
@@ -378,15 +378,8 @@ async fn watch_in(
         if !drift.is_empty() {
             // A plan that cannot be made (an adopted link is gone: the watch does not create
             // it) is a failed repair too: the watch goes on, and tries again.
-            let result = match desired.plan(&now) {
-                Ok(plan) => match Tx::new(&desired, c, now, parent.clone(), 0) {
-                    Ok(tx) => tx.run(&desired, &plan).await,
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok((c, _)) => {
+            match converge(&desired, c, now, parent.clone()).await {
+                Ok(c) => {
                     conn = Some(c);
                     let took = changed_at.elapsed();
                     for d in &drift {
