@@ -50,7 +50,10 @@ if ! diff -u egress-ffi/include/egress.h "$c/egress.h"; then
 fi
 
 echo "== C install (make install)"
-make -C egress-ffi --no-print-directory install PREFIX="$c/prefix" PROFILE=debug >/dev/null
+# The workspace's debug build, as scripts/test.sh makes it (one feature set for every crate:
+# egress-core's fault hooks are compiled in, inert, since tests/reliability.rs needs them).
+make -C egress-ffi --no-print-directory install PREFIX="$c/prefix" PROFILE=debug \
+  CARGO_SELECT="--workspace --lib --bins --examples" >/dev/null
 export PKG_CONFIG_PATH=$c/prefix/lib/pkgconfig
 lib=$c/prefix/lib
 if ! readelf -d "$lib/libegress.so.0" | grep -q 'Library soname: \[libegress.so.0\]'; then

@@ -12,6 +12,8 @@
 #
 #   scripts/test-py.sh           # everything
 #   scripts/test-py.sh --venv    # only the virtualenv with the wheel: target/py-venv
+#   scripts/test-py.sh --tests   # only the checks and tests, on the virtualenv an earlier
+#                                # --venv made (scripts/test.sh builds it while the Rust tests run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -34,26 +36,35 @@ target=${CARGO_TARGET_DIR:-$root/target}
 venv=$target/py-venv
 wheels=$target/py-wheels
 
-echo "== python venv ($venv)"
-rm -rf "$venv" "$wheels"
-"$python" -m venv "$venv"
 py=$venv/bin/python
-# maturin finds zig (pip's ziglang) and the interpreter through the active virtualenv.
-export VIRTUAL_ENV=$venv PATH=$venv/bin:$PATH
-"$py" -m pip install --quiet --disable-pip-version-check \
-  "maturin>=1.9.4,<2" ziglang pytest mypy ansible-core atheris
+if [[ ${1:-} == --tests ]]; then
+  if ! "$py" -c 'import egress' 2>/dev/null; then
+    echo "test-py: --tests needs the virtualenv of \`scripts/test-py.sh --venv\` ($venv)" >&2
+    exit 1
+  fi
+  export VIRTUAL_ENV=$venv PATH=$venv/bin:$PATH
+else
+  echo "== python venv ($venv)"
+  rm -rf "$venv" "$wheels"
+  "$python" -m venv "$venv"
+  py=$venv/bin/python
+  # maturin finds zig (pip's ziglang) and the interpreter through the active virtualenv.
+  export VIRTUAL_ENV=$venv PATH=$venv/bin:$PATH
+  "$py" -m pip install --quiet --disable-pip-version-check \
+    "maturin>=1.9.4,<2" ziglang pytest mypy ansible-core atheris
 
-echo "== python wheel (maturin --zig, manylinux2014)"
-maturin build --quiet --release --zig --compatibility manylinux2014 \
-  --manifest-path egress-py/Cargo.toml --out "$wheels"
-wheel=$(ls "$wheels"/egress-*.whl)
-case $(basename "$wheel") in
-  *-cp39-abi3-*manylinux_2_17_x86_64*.whl) echo "test-py: built $(basename "$wheel")" ;;
-  *) echo "test-py: unexpected wheel tag: $wheel" >&2; exit 1 ;;
-esac
-"$py" -m pip install --quiet --disable-pip-version-check "$wheel"
-if [[ ${1:-} == --venv ]]; then
-  exit 0
+  echo "== python wheel (maturin --zig, manylinux2014)"
+  maturin build --quiet --release --zig --compatibility manylinux2014 \
+    --manifest-path egress-py/Cargo.toml --out "$wheels"
+  wheel=$(ls "$wheels"/egress-*.whl)
+  case $(basename "$wheel") in
+    *-cp39-abi3-*manylinux_2_17_x86_64*.whl) echo "test-py: built $(basename "$wheel")" ;;
+    *) echo "test-py: unexpected wheel tag: $wheel" >&2; exit 1 ;;
+  esac
+  "$py" -m pip install --quiet --disable-pip-version-check "$wheel"
+  if [[ ${1:-} == --venv ]]; then
+    exit 0
+  fi
 fi
 
 echo "== python stubs (mypy.stubtest)"

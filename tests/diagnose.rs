@@ -5,8 +5,9 @@
 //! counted per redirect, the apply-time conflict probe, the probe timeout as the bound of every
 //! wait, a router applied by the `egress-router` binary diagnosed by name (library and
 //! binary), a diagnosis that moves none of the gateway's neighbour entries for the egress
-//! addresses, on a standby as on the active router, and a standby's `duplicate_address`, which
-//! names the active instance (and warns when there is none).
+//! addresses, on a standby as on the active router, a standby's `duplicate_address`, which
+//! names the active instance (and warns when there is none), and a healthy standby's whole
+//! diagnosis, which passes (its destinations not tried: it holds no egress identity).
 //!
 //! The binary is the one `cargo build --bin egress-router` puts next to this test's directory
 //! (`scripts/test.sh` builds it first); set `EGRESS_ROUTER_BIN` to test another one. A missing
@@ -253,6 +254,50 @@ fn standby_beside(spec: RouterSpecBuilder) -> (egress_lab::Netns, RouterSpec, Ro
     (beside, standby, router)
 }
 
+/// Router "pair" of [`dual_stack`] on a macvlan in bridge mode: beside it, a standby's
+/// macvlan on the same parent reaches it as two nodes on one segment do (in private mode their
+/// parent keeps them apart).
+fn bridged_pair(lab: &Lab) -> RouterSpecBuilder {
+    dual_stack(lab, "pair")
+        .macvlan(MACVLAN_PARENT, MacvlanMode::Bridge)
+        .parent_netns(ns(&lab.node))
+}
+
+/// `egress-router diagnose --name pair` of the standby in `beside`, from the node, with
+/// `more` arguments: its exit code and stdout.
+fn diagnose_pair_beside(
+    lab: &Lab,
+    beside: &egress_lab::Netns,
+    more: &[&str],
+) -> (Option<i32>, String) {
+    let path = beside.path().to_str().unwrap();
+    let mut args = vec!["diagnose", "--netns", path, "--name", "pair"];
+    args.extend_from_slice(more);
+    run(&lab.node, &args, &[])
+}
+
+/// A healthy standby beside the active router passes its diagnosis: `egress-router diagnose`
+/// exits 0. Its destinations are not tried, and say why: a standby holds no egress address
+/// and no default route to try them from (its active instance is the one to diagnose for
+/// them).
+#[test]
+fn diagnose_on_a_healthy_standby_exits_0_its_destinations_not_tried() {
+    let lab = Lab::new();
+    let _active = blocking::apply(&bridged_pair(&lab).build().unwrap()).unwrap();
+    let (beside, standby, _standby) = standby_beside(bridged_pair(&lab));
+    let (code, out) = diagnose_pair_beside(&lab, &beside, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let d = blocking::diagnose_spec(&standby, &DiagnoseOptions::new()).unwrap();
+    assert!(d.checks.iter().all(|c| c.status != Status::Fail), "{d}");
+    let destinations = d.named("destination");
+    assert!(!destinations.is_empty(), "{d}");
+    for c in destinations {
+        assert_eq!(c.status, Status::Skipped, "{d}");
+        assert_eq!(c.evidence["role"], "standby", "{d}");
+        assert!(c.summary.contains("is a standby"), "{}", c.summary);
+    }
+}
+
 /// On a standby the active instance answering for the egress addresses is what a healthy
 /// pair looks like: `duplicate_address` is ok and names the active router's MAC, both
 /// families, from the spec, by name and through `egress-router diagnose --json`; the active
@@ -262,11 +307,7 @@ fn standby_beside(spec: RouterSpecBuilder) -> (egress_lab::Netns, RouterSpec, Ro
 #[test]
 fn on_a_standby_duplicate_address_names_the_active_instance_and_warns_when_there_is_none() {
     let lab = Lab::new();
-    let bridged = || {
-        dual_stack(&lab, "pair")
-            .macvlan(MACVLAN_PARENT, MacvlanMode::Bridge)
-            .parent_netns(ns(&lab.node))
-    };
+    let bridged = || bridged_pair(&lab);
     let spec = bridged().build().unwrap();
     let active = blocking::apply(&spec).unwrap();
     let (beside, standby, _standby) = standby_beside(bridged());
@@ -290,18 +331,7 @@ fn on_a_standby_duplicate_address_names_the_active_instance_and_warns_when_there
             assert!(c.summary.contains(&active_mac), "{}", c.summary);
         }
     }
-    let (_, out) = run(
-        &lab.node,
-        &[
-            "diagnose",
-            "--netns",
-            beside.path().to_str().unwrap(),
-            "--name",
-            "pair",
-            "--json",
-        ],
-        &[],
-    );
+    let (_, out) = diagnose_pair_beside(&lab, &beside, &["--json"]);
     let json: Value = serde_json::from_str(&out).unwrap();
     let dup: Vec<&Value> = json["checks"]
         .as_array()

@@ -16,8 +16,11 @@
 //!   existing neighbour entry for the egress IP to its own MAC;
 //! - split brain (both promoted, no stable MAC) fails diagnose's duplicate_address check;
 //! - `egress-router keepalived FIFO` (keepalived's vrrp_notify_fifo_script, which the lab's
-//!   pair runs) applies keepalived's state lines in order, only the latest of a burst, keeps
-//!   going through SIGTERM to the final `STOP`, and demotes when keepalived closes the FIFO;
+//!   pair runs) applies keepalived's state lines in order, only the latest of a burst; the
+//!   FIFO closed without a SIGTERM (keepalived killed) demotes; SIGTERM then the FIFO closed
+//!   (a reload) leaves the router as it is; SIGTERM then `STOP` demotes and ends it. With the
+//!   real keepalived: a reload keeps the active router active, a stop demotes it and the
+//!   follower ends by itself;
 //! - with real conntrackd (FTFW over a sync link between the router namespaces, its commands in
 //!   the notify scripts around promote / demote, docs/ha.md): 20 long-lived TCP connections
 //!   (DNATed and SNATed by the router) are in the standby's external cache, the active node
@@ -36,7 +39,7 @@ use std::{
 
 use egress_core::{blocking, DiagnoseOptions, Netns as CoreNetns, Role, Status};
 use egress_lab::{
-    ha::{egress_ip, gap, HaLab, Node, HA_ROUTER, INTERNAL_VIP, STABLE_MAC},
+    ha::{egress_ip, gap, HaLab, Node, FOLLOWER_EXITED, HA_ROUTER, INTERNAL_VIP, STABLE_MAC},
     ip, CLIENT4, SERVICE_PORT, WEB4, WEB_PORT,
 };
 
@@ -134,86 +137,225 @@ fn keepalived_fails_over_in_well_under_a_second_and_the_gateway_follows_the_stab
     );
 }
 
-/// The election engine's part done by hand, in the order a graceful switch-over takes.
-/// keepalived writes its state lines to the FIFO in order, and the follower applies them in
-/// order (notify commands are separate processes that can finish out of order: two masters for
-/// a moment ran a demote and a promote a few milliseconds apart, the demote finished last, and
-/// a keepalived master was left with a standby router, no takeover for as long as it lasted).
-/// Here this test is keepalived: it writes the lines itself.
-#[test]
-fn the_fifo_follower_applies_keepalived_states_in_order_and_demotes_when_keepalived_exits() {
-    let _one = one_at_a_time();
-    let ha = HaLab::new(true, Duration::from_millis(20));
-    let dir = std::path::PathBuf::from(format!("/run/egt-{}-follow", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fifo = dir.join("vrrp.fifo");
-    let _ = std::fs::remove_file(&fifo);
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    let mut follower = std::process::Command::new("ip")
-        .args(["netns", "exec", ha.router(Node::A).name()])
-        .arg(ha.binary())
-        .args(["keepalived", "--name", HA_ROUTER, "--instance", "egress"])
-        .arg(&fifo)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Blocks until the follower opens it.
-    let mut keepalived = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-    let role = || {
-        blocking::inspect(&core_ns(&ha, Node::A), HA_ROUTER)
-            .unwrap()
-            .expect("the router")
-            .role
-    };
-    // keepalived writes `lines` (in one write: the follower finds them waiting together);
-    // the router becomes `want`.
-    let mut say = |lines: &str, want: Role| {
-        keepalived.write_all(lines.as_bytes()).unwrap();
+/// The role of `node`'s router, as it reads back.
+fn role(ha: &HaLab, node: Node) -> Role {
+    blocking::inspect(&core_ns(ha, node), HA_ROUTER)
+        .unwrap()
+        .expect("the router")
+        .role
+}
+
+/// `egress-router keepalived` on a FIFO of its own in router A's namespace, with this test as
+/// keepalived: it writes the lines and sends the signals itself.
+struct Follower<'a> {
+    ha: &'a HaLab,
+    dir: std::path::PathBuf,
+    process: std::process::Child,
+    /// keepalived's end of the FIFO.
+    keepalived: Option<std::fs::File>,
+}
+
+impl<'a> Follower<'a> {
+    fn start(ha: &'a HaLab) -> Follower<'a> {
+        let dir = std::path::PathBuf::from(format!("/run/egt-{}-follow", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("vrrp.fifo");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let process = std::process::Command::new("ip")
+            .args(["netns", "exec", ha.router(Node::A).name()])
+            .arg(ha.binary())
+            .args(["keepalived", "--name", HA_ROUTER, "--instance", "egress"])
+            .arg(&fifo)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Blocks until the follower opens it.
+        let keepalived = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        Follower {
+            ha,
+            dir,
+            process,
+            keepalived: Some(keepalived),
+        }
+    }
+
+    /// keepalived writes `lines` (in one write: the follower finds them waiting together);
+    /// the router becomes `want`.
+    fn say(&mut self, lines: &str, want: Role) {
+        let fifo = self.keepalived.as_mut().expect("the FIFO is open");
+        fifo.write_all(lines.as_bytes()).unwrap();
         let start = Instant::now();
-        while role() != want {
+        while role(self.ha, Node::A) != want {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "never {want:?} after {lines:?}"
             );
             thread::sleep(Duration::from_millis(10));
         }
-    };
+    }
+
+    /// keepalived's SIGTERM to its FIFO script.
+    fn sigterm(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.process.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+
+    /// keepalived closes its end of the FIFO.
+    fn close(&mut self) {
+        self.keepalived = None;
+    }
+
+    /// Waits for the follower to end by itself (with the FIFO still open, if it is); returns
+    /// its stdout, a line per role change. Panics if it has not ended after 10 s, or failed.
+    fn ends(mut self) -> String {
+        let start = Instant::now();
+        while self.process.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.process.kill();
+                panic!("the follower still runs 10 s on");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let mut stdout = String::new();
+        self.process
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let status = self.process.wait().unwrap();
+        assert!(status.success(), "{status:?}\n{stdout}");
+        stdout
+    }
+}
+
+impl Drop for Follower<'_> {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The election engine's part done by hand, in the order a graceful switch-over takes.
+/// keepalived writes its state lines to the FIFO in order, and the follower applies them in
+/// order (notify commands are separate processes that can finish out of order: two masters for
+/// a moment ran a demote and a promote a few milliseconds apart, the demote finished last, and
+/// a keepalived master was left with a standby router, no takeover for as long as it lasted).
+/// Then how keepalived lets its follower go: killed (the FIFO closed, no SIGTERM), the router
+/// is demoted; reloading (SIGTERM, then the FIFO closed), it is left as it is; stopping
+/// (SIGTERM, then `STOP`), it is demoted and the follower ends without waiting for the FIFO to
+/// close (keepalived kills it a second later).
+#[test]
+fn the_fifo_follower_applies_keepalived_states_in_order_and_tells_a_crash_a_reload_and_a_stop_apart(
+) {
+    let _one = one_at_a_time();
+    let ha = HaLab::new(true, Duration::from_millis(20));
+
+    let mut follower = Follower::start(&ha);
     // This instance's MASTER promotes; another instance's line changes nothing.
-    say(
+    follower.say(
         "INSTANCE \"egress\" MASTER 100\nINSTANCE \"other\" BACKUP 100\n",
         Role::Active,
     );
     // Two masters for a moment: three lines in one write, the last one counts.
-    say(
+    follower.say(
         "INSTANCE \"egress\" BACKUP 100\nINSTANCE \"egress\" MASTER 100\n\
          INSTANCE \"egress\" BACKUP 100\n",
         Role::Standby,
     );
-    say("INSTANCE \"egress\" MASTER 100\n", Role::Active);
-    // keepalived stopping: SIGTERM first, then its last lines.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(follower.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    follower.say("INSTANCE \"egress\" MASTER 100\n", Role::Active);
+    // keepalived killed: the FIFO closes without a SIGTERM; the follower demotes and ends.
+    follower.close();
+    let stdout = follower.ends();
+    let changes: Vec<&str> = stdout.lines().collect();
+    // MASTER, the burst as one demotion, MASTER, the end.
+    assert_eq!(changes.len(), 4, "{stdout}");
+    assert!(changes[1].contains("demoted"), "{stdout}");
+    assert!(changes[3].contains("demoted"), "{stdout}");
+    assert_eq!(role(&ha, Node::A), Role::Standby);
+
+    // keepalived reloading: SIGTERM, then the FIFO closes without a line (a new follower takes
+    // over on a new FIFO). The follower ends; the router stays active.
+    let mut follower = Follower::start(&ha);
+    follower.say("INSTANCE \"egress\" MASTER 100\n", Role::Active);
+    follower.sigterm();
     thread::sleep(Duration::from_millis(100));
     assert!(
-        follower.try_wait().unwrap().is_none(),
-        "SIGTERM ended the follower"
+        follower.process.try_wait().unwrap().is_none(),
+        "SIGTERM alone ended the follower"
     );
-    say("INSTANCE \"egress\" STOP 100\n", Role::Standby);
-    say("INSTANCE \"egress\" MASTER 100\n", Role::Active);
-    // keepalived gone (killed: no STOP line): the follower demotes and ends.
-    drop(keepalived);
-    let out = follower.wait_with_output().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(role(), Role::Standby);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let changes: Vec<&str> = stdout.lines().collect();
-    // MASTER, the burst as one demotion, MASTER, STOP, MASTER, the end.
-    assert_eq!(changes.len(), 6, "{stdout}");
-    assert!(changes[1].contains("demoted"), "{stdout}");
+    follower.close();
+    let stdout = follower.ends();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert_eq!(role(&ha, Node::A), Role::Active);
+
+    // keepalived stopping: SIGTERM, then `STOP`; the FIFO stays open (keepalived waits a
+    // second for its scripts). The follower demotes and ends.
+    let mut follower = Follower::start(&ha);
+    follower.sigterm();
+    follower.say("INSTANCE \"egress\" STOP 100\n", Role::Standby);
+    let stdout = follower.ends();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("demoted"), "{stdout}");
+}
+
+/// The real keepalived's reload and stop, with the follower its configuration starts: a reload
+/// (SIGHUP) restarts the follower and leaves the active router active; a stop (SIGTERM)
+/// demotes it, and the follower ends by itself, before keepalived's second is up (a follower
+/// still running then is killed, with its shell: no exit status in the log).
+#[test]
+fn a_keepalived_reload_keeps_the_active_router_and_a_stop_demotes_it() {
+    let _one = one_at_a_time();
+    let ha = HaLab::new(true, Duration::from_millis(100));
+    ha.log_role_changes();
+    ha.start(Node::A);
+    assert_eq!(ha.wait_active(Duration::from_secs(5)), Node::A);
+    let log = || ha.role_change_log(Node::A);
+    // The follower's starts (its notify script's first line) and its ends by itself.
+    let lines = |what: &dyn Fn(&str) -> bool| log().lines().filter(|l| what(l)).count();
+    let started = |l: &str| l == "--- follow";
+    let exited = |l: &str| l.starts_with(FOLLOWER_EXITED);
+    let wait = |what: &dyn Fn(&str) -> bool, n: usize| {
+        let start = Instant::now();
+        while lines(what) < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "not {n} such lines in 10 s:\n{}",
+                ha.state()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    assert_eq!(role(&ha, Node::A), Role::Active);
+
+    ha.reload(Node::A);
+    // The first follower ended by itself, and a second one started.
+    wait(&exited, 1);
+    wait(&started, 2);
+    assert_eq!(role(&ha, Node::A), Role::Active, "{}", ha.state());
+    assert_eq!(ha.active(), Some(Node::A));
+
+    ha.stop(Node::A);
+    assert_eq!(role(&ha, Node::A), Role::Standby, "{}", ha.state());
+    let exits: Vec<String> = log()
+        .lines()
+        .filter(|l| l.starts_with(FOLLOWER_EXITED))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        exits,
+        [
+            format!("{FOLLOWER_EXITED} 0"),
+            format!("{FOLLOWER_EXITED} 0")
+        ],
+        "{}",
+        log()
+    );
 }
 
 fn cli(ha: &HaLab, node: Node, verb: &str) -> String {

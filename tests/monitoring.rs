@@ -239,8 +239,8 @@ fn a_real_prometheus_reads_the_counters_back_and_answers_every_dashboard_query()
         &[],
     );
 
-    // Prometheus scrapes the standby; then another process promotes it (keepalived's notify
-    // command), N connections go through the redirect, and the watch makes one repair.
+    // Prometheus scrapes the standby; then another process promotes it (as keepalived's FIFO
+    // follower does), N connections go through the redirect, and the watch makes one repair.
     let started = Instant::now();
     wait_until("a first scrape", Duration::from_secs(30), || {
         (value(&lab.client, "egress_router_role")? == 0.0).then_some(())

@@ -1,12 +1,12 @@
 //! The CNI error object (with its codes mapped from the core's errors).
 
-use std::{borrow::Cow, fmt};
+use std::fmt;
 
 use serde_json::{json, Value};
 
 use egress_core::Error;
 
-use crate::{code, CniVersion};
+use crate::{code, escape_control, CniVersion};
 
 /// A CNI error: the spec's error object (`code`, `msg`, `details`), and the configuration key
 /// or environment variable at fault.
@@ -313,31 +313,4 @@ pub(crate) fn clip(s: &str) -> String {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.into_owned(),
     }
-}
-
-/// `s` with its control characters (C0, DEL, C1) and the Unicode line and paragraph
-/// separators escaped as Rust writes them (`\n`, `\u{1b}`, `\u{2028}`): text from a network
-/// configuration, safe to put in a line of a log. Everything else is left as it is.
-///
-/// ```
-/// assert_eq!(
-///     egress_cni::escape_control("203.0.113.9\negress-cni: error: forged\u{1b}[2J"),
-///     "203.0.113.9\\negress-cni: error: forged\\u{1b}[2J"
-/// );
-/// assert_eq!(egress_cni::escape_control("net1 ünïcode"), "net1 ünïcode");
-/// ```
-pub fn escape_control(s: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
-    if !s.contains(unsafe_char) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if unsafe_char(c) {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
 }

@@ -137,7 +137,8 @@ mod spec;
 pub use config::{
     parse_config, reply_version, Attachment, CniVersion, LogLevel, NetConf, MAX_CONFIG_LEN,
 };
-pub use error::{escape_control, CniError};
+pub use egress_openshift::logging::escape_control;
+pub use error::CniError;
 pub use invocation::{router_name, Command, Invocation};
 pub use node::{open_log_file, NodeConfig, NODE_CONFIG_FILE};
 pub use reply::{add_result, prev_result_drift, probe, version_result};

@@ -10,12 +10,14 @@
 //!  client: 192.0.2.3 on cbr0, connects to the internal virtual IP 192.0.2.10
 //! ```
 //! Each keepalived reports its state changes on a notify FIFO the lab reads
-//! ([`HaLab::state_changes`], [`HaLab::wait_state`]); [`HaLab::log_role_changes`] has the
-//! notify commands log their steps with timestamps. [`crate::takeover`] measures what a
+//! ([`HaLab::state_changes`], [`HaLab::wait_state`]); [`HaLab::log_role_changes`] has
+//! egress-router log its steps with timestamps. [`crate::takeover`] measures what a
 //! takeover costs the client.
 //! keepalived runs inside each router namespace (`ip netns exec`), elects on the internal
-//! segment, holds the internal virtual IP [`INTERNAL_VIP`] on the active router's eth0 and calls
-//! `egress-router promote` / `demote` from its notify commands. Its files (configuration, the
+//! segment, holds the internal virtual IP [`INTERNAL_VIP`] on the active router's eth0 and
+//! drives the router through its VRRP notify FIFO, which `egress-router keepalived` follows
+//! (docs/ha.md); with conntrackd, notify commands run conntrackd's commands around
+//! `egress-router promote` / `demote`. Its files (configuration, the
 //! notify binary, pid files, logs) are in a private root-owned 0755 folder under /run, as
 //! `enable_script_security` wants; only the processes started here are ever killed, by pid.
 //!
@@ -55,6 +57,10 @@ use crate::{
 
 /// The internal virtual IP keepalived moves with the active router: the client's target.
 pub const INTERNAL_VIP: &str = "192.0.2.10";
+/// What the follower's notify script writes in [`HaLab::role_change_log`] (with
+/// [`HaLab::log_role_changes`]) once `egress-router keepalived` has ended by itself, before
+/// its exit status.
+pub const FOLLOWER_EXITED: &str = "--- egress-router keepalived exited:";
 /// Router B's eth0.
 pub const ROUTER_B_ETH0_4: &str = "192.0.2.4";
 /// The stable MAC both routers take on promotion (the VRRP virtual MAC of VRID 51).
@@ -229,7 +235,8 @@ impl HaLab {
         ha
     }
 
-    /// The `egress-router` binary keepalived's notify commands run (in the private folder).
+    /// The `egress-router` binary keepalived runs (its FIFO follower, or the notify commands
+    /// with conntrackd), in the private folder.
     pub fn binary(&self) -> &Path {
         &self.binary
     }
@@ -297,13 +304,18 @@ impl HaLab {
                 let follow = format!("{bin} keepalived --name {HA_ROUTER} --instance egress");
                 let script = match logged {
                     false => follow,
-                    // Every step in JSON, with its timestamp, in notify-<node>.log.
+                    // Every step in JSON, with its timestamp, in notify-<node>.log, and how
+                    // the follower ended: the shell outlives keepalived's SIGTERM to the
+                    // group (its trap runs once the follower is done) and reports the
+                    // follower's exit status, unless keepalived killed them (SIGKILL).
                     true => self.notify_script(
                         node,
                         "follow",
                         &[
                             "export EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json".into(),
-                            format!("exec {follow} \"$@\""),
+                            "trap : TERM".into(),
+                            format!("{follow} \"$@\""),
+                            format!("echo \"{FOLLOWER_EXITED} $?\""),
                         ],
                     ),
                 };
@@ -361,6 +373,7 @@ impl HaLab {
     enable_script_security
     vrrp_garp_master_delay 0
     vrrp_priority -20
+    fifo_write_vrrp_states_on_reload
     notify_fifo {states}
 {global}}}
 vrrp_instance egress {{
@@ -414,6 +427,70 @@ vrrp_instance egress {{
     /// hands over at once, which a node that dies does not send.
     pub fn kill(&self, node: Node) {
         self.kill_and(node, || {});
+    }
+
+    /// Reloads `node`'s keepalived (SIGHUP, as `systemctl reload keepalived` does): it
+    /// rereads its configuration, keeps its instances' states, and restarts its FIFO script
+    /// (SIGTERM to the old one, its FIFO closed without a line, a new one on a new FIFO).
+    /// Returns once keepalived logged `Reload complete`; panics after 10 s.
+    pub fn reload(&self, node: Node) {
+        let log = self.dir.join(format!("keepalived-{}.log", node.tag()));
+        let done = || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("Reload complete")
+                .count()
+        };
+        let before = done();
+        self.signal_keepalived(node, libc::SIGHUP);
+        let start = Instant::now();
+        while done() == before {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{node:?}'s keepalived did not reload in 10 s:\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops `node`'s keepalived as a service manager or the kubelet does (SIGTERM to its
+    /// first process: a priority 0 advertisement, SIGTERM to its FIFO script, `STOP` on the
+    /// FIFO, a second for its scripts, then it kills what is left and exits), and waits up to
+    /// 10 s for it to exit. Its conntrackd, if any, is killed.
+    pub fn stop(&self, node: Node) {
+        self.signal_keepalived(node, libc::SIGTERM);
+        let start = Instant::now();
+        loop {
+            let exited = match &mut self.keepalived.lock().unwrap()[node as usize] {
+                Some(child) => child.try_wait().expect("waiting for keepalived").is_some(),
+                None => true,
+            };
+            if exited {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{node:?}'s keepalived still runs 10 s after its SIGTERM:\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        // Reaped: nothing of it left to kill. What is: the FIFO's reader, conntrackd.
+        self.keepalived.lock().unwrap()[node as usize] = None;
+        self.kill(node);
+    }
+
+    /// Sends `signal` to `node`'s keepalived, its first process (the one started here).
+    fn signal_keepalived(&self, node: Node, signal: libc::c_int) {
+        let keepalived = self.keepalived.lock().unwrap();
+        let child = keepalived[node as usize]
+            .as_ref()
+            .unwrap_or_else(|| panic!("keepalived does not run on {node:?}"));
+        let pid = i32::try_from(child.id()).expect("a pid fits an i32");
+        // SAFETY: kill(2) on the keepalived this lab started (`ip netns exec` execs it), not
+        // yet waited for while the lock is held, so the pid is still its own.
+        unsafe { libc::kill(pid, signal) };
     }
 
     /// [`HaLab::kill`], running `meanwhile` once the processes are signalled and before they
@@ -528,10 +605,11 @@ vrrp_instance egress {{
         }
     }
 
-    /// From now on, `egress-router promote` and `demote` in the notify commands log every step
-    /// of theirs in JSON with a timestamp (`EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json`),
-    /// into [`HaLab::role_change_log`]; for keepalived started after this call. The commands
-    /// then run through a notify script (`/bin/sh`, one more exec).
+    /// From now on, the `egress-router` keepalived starts (the FIFO follower, or `promote` and
+    /// `demote` in the notify commands) logs every step in JSON with a timestamp
+    /// (`EGRESS_ROUTER_DEBUG=1 EGRESS_LOG_FORMAT=json`), into [`HaLab::role_change_log`]; for
+    /// keepalived started after this call. It then runs through a notify script (`/bin/sh`,
+    /// one more exec).
     pub fn log_role_changes(&self) {
         self.role_log.store(true, Ordering::Relaxed);
     }
@@ -714,17 +792,15 @@ vrrp_instance egress {{
         out.join("\n")
     }
 
-    /// keepalived's logs (and conntrackd's and the notify scripts', with conntrackd), for
-    /// failure messages.
+    /// keepalived's logs (and the notify scripts', with conntrackd or
+    /// [`HaLab::log_role_changes`]; conntrackd's, with conntrackd), for failure messages.
     pub fn logs(&self) -> String {
         let mut files = vec!["keepalived-a.log", "keepalived-b.log"];
+        if self.conntrackd.is_some() || self.role_log.load(Ordering::Relaxed) {
+            files.extend(["notify-a.log", "notify-b.log"]);
+        }
         if self.conntrackd.is_some() {
-            files.extend([
-                "notify-a.log",
-                "notify-b.log",
-                "conntrackd-a.log",
-                "conntrackd-b.log",
-            ]);
+            files.extend(["conntrackd-a.log", "conntrackd-b.log"]);
         }
         files
             .iter()

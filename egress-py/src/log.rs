@@ -36,6 +36,7 @@ use std::{
 };
 
 use pyo3::{
+    exceptions::PyKeyboardInterrupt,
     intern,
     prelude::*,
     sync::PyOnceLock,
@@ -162,12 +163,25 @@ fn refresh(py: Python<'_>) {
 
 /// Hands every queued event to `logging`, on this thread. A handler that fails is reported as
 /// unraisable, as `logging` itself would not raise either; the other records still go.
+///
+/// Python runs the handlers of signals that arrived during the call as soon as Python code runs
+/// on this thread again — here, in `logging`, before the binding's own check. A Ctrl-C that
+/// arrived meanwhile must reach the caller, not be reported as a handler's failure: its
+/// `KeyboardInterrupt` is set pending again (`PyErr_SetInterrupt`), so the binding's check (or
+/// the caller's next bytecode) raises it.
 fn emit(py: Python<'_>) {
     let queued = mem::take(&mut *QUEUED.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut interrupted = false;
     for event in queued {
-        if let Err(e) = forward(py, event.metadata, &event.fields) {
-            e.write_unraisable(py, None);
+        match forward(py, event.metadata, &event.fields) {
+            Ok(()) => {}
+            Err(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => interrupted = true,
+            Err(e) => e.write_unraisable(py, None),
         }
+    }
+    if interrupted {
+        // SAFETY: called with the GIL held; it only marks SIGINT as tripped.
+        unsafe { pyo3::ffi::PyErr_SetInterrupt() };
     }
 }
 

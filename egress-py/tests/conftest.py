@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -120,6 +123,56 @@ def assert_same(before: dict[str, list[str]], after: dict[str, list[str]]) -> No
         new = sorted(set(after[ns]) - set(before[ns]))
         diff = "\n".join([f"- {line}" for line in gone] + [f"+ {line}" for line in new])
         assert before[ns] == after[ns], f"{ns} namespace differs:\n{diff}"
+
+
+def python_beside(call: Callable[[], object]) -> tuple[float, float, list[float]]:
+    """Runs `call` on a thread while this thread runs Python (a loop, each turn a point at
+    which the interpreter may switch threads: every 0.2 ms when both want the GIL), noting the
+    time every 1000 turns. Returns when the call started and when it returned, and the times
+    noted. A call that held the GIL would let this thread run only before it entered the core
+    and after it came back: for as long as the binding runs Python around the call (a few
+    tens of milliseconds here), never in the middle of a long wait."""
+    ticks: list[float] = []
+    span: list[float] = []
+    failed: list[BaseException] = []
+    started = threading.Event()
+
+    def run() -> None:
+        span.append(time.monotonic())
+        started.set()
+        try:
+            call()
+        except BaseException as e:  # reported below, on the test's thread
+            failed.append(e)
+        span.append(time.monotonic())
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+    thread = threading.Thread(target=run)
+    try:
+        thread.start()
+        started.wait()
+        while thread.is_alive():
+            for _ in range(1000):
+                pass
+            ticks.append(time.monotonic())
+    finally:
+        thread.join()
+        sys.setswitchinterval(switch_interval)
+    assert not failed, failed
+    return span[0], span[1], ticks
+
+
+def assert_python_ran_in_the_middle(call: Callable[[], object]) -> None:
+    """`call` waits at least 1.4 s (a kernel or network wait), and this thread ran Python in
+    the middle third of it: the GIL was released while the call waited. A pause of the kernel's
+    (60-90 ms seen on two busy CPUs) is far shorter than that third."""
+    start, end, ticks = python_beside(call)
+    took = end - start
+    assert took >= 1.4, f"the call took {took:.3f} s: too quick to tell"
+    middle = [t for t in ticks if start + took / 3 < t < end - took / 3]
+    gaps = [round(b - a, 3) for a, b in zip([start, *ticks], [*ticks, end])]
+    assert middle, f"no Python ran in the middle of a {took:.3f} s call (longest gap {max(gaps)} s)"
 
 
 @pytest.fixture

@@ -198,10 +198,13 @@ def test_promote_returns_once_every_announcement_is_sent(lab: Lab) -> None:
 
 
 CTRL_C = r"""
-import json, os, signal, sys, threading, time
+import json, logging, os, signal, sys, threading, time
 import egress
 
 spec, ns = egress.RouterSpec.from_dict(json.loads(sys.argv[1])), sys.argv[2]
+# At DEBUG, the apply's records reach logging on this thread when the call is back: Python runs
+# the pending Ctrl-C handler inside that logging call, before the binding's own check.
+logging.basicConfig(level=sys.argv[3], stream=sys.stderr)
 sent = []
 
 
@@ -229,14 +232,15 @@ print(json.dumps({
 """
 
 
-def test_ctrl_c_during_apply_leaves_no_router_behind(lab: Lab) -> None:
+@pytest.mark.parametrize("level", ["WARNING", "DEBUG"])
+def test_ctrl_c_during_apply_leaves_no_router_behind(lab: Lab, level: str) -> None:
     before = lab.snapshot()
     d: dict[str, Any] = lab.spec("py-ctrl-c").to_dict()
     # A duplicate address probe nobody answers keeps the apply busy for 1.5 s: the signal
     # arrives 0.3 s into it.
     d["probe"] = {"timeout_ms": 1500}
     try:
-        seen = json.loads(run_python(CTRL_C, json.dumps(d), lab.path("router")))
+        seen = json.loads(run_python(CTRL_C, json.dumps(d), lab.path("router"), level))
     finally:
         egress.teardown("py-ctrl-c", netns=lab.path("router"))
     assert seen == {"outcome": "KeyboardInterrupt", "notes": [], "during_apply": True, "left": None}

@@ -215,9 +215,11 @@ impl EgressRouter {
 /// keepalived` follows the instance's states through keepalived's notify FIFO, in order
 /// (docs/ha.md), on the router egress-cni made ([`HA_ROUTER_NAME`]): keepalived creates the
 /// FIFO in [`HA_FIFO_DIR`] (an `emptyDir`: a missing directory and keepalived starts no
-/// follower) and starts the follower once, as `script_user`. The address clients use is the
-/// Service's, which sends to the ready pod, the active one: keepalived's virtual IP, which it
-/// requires, is [`KEEPALIVED_VIP`] on the pod's loopback, where nothing routes to it.
+/// follower) and starts the follower once, as `script_user` (a new one on a reload, which
+/// keepalived is asked to give the states: `fifo_write_vrrp_states_on_reload`). The address
+/// clients use is the Service's, which sends to the ready pod, the active one: keepalived's
+/// virtual IP, which it requires, is [`KEEPALIVED_VIP`] on the pod's loopback, where nothing
+/// routes to it.
 pub(super) fn keepalived_conf(vrid: u8, advert_int: &str) -> String {
     format!(
         "global_defs {{
@@ -228,6 +230,7 @@ pub(super) fn keepalived_conf(vrid: u8, advert_int: &str) -> String {
     vrrp_priority -20
     vrrp_notify_fifo {HA_FIFO_DIR}/egress.fifo
     vrrp_notify_fifo_script \"/usr/bin/egress-router keepalived --name {HA_ROUTER_NAME} --instance egress\"
+    fifo_write_vrrp_states_on_reload
 }}
 vrrp_instance egress {{
     state BACKUP

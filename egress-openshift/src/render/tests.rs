@@ -299,6 +299,7 @@ fn ha_renders_a_standby_network_keepalived_and_a_pair_ready_only_when_active() {
         "vrrp_notify_fifo /run/keepalived/egress.fifo",
         "vrrp_notify_fifo_script \"/usr/bin/egress-router keepalived --name egress-router \
          --instance egress\"",
+        "fifo_write_vrrp_states_on_reload",
         "vrrp_priority -20",
         "nopreempt",
         "script_user root",

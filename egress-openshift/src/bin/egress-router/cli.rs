@@ -192,7 +192,9 @@ enum Sub {
     /// keepalived starts it once, with the FIFO's path last, and writes a line at every state
     /// change: MASTER promotes, BACKUP, FAULT and STOP demote, in keepalived's order (notify
     /// commands can finish out of order); the lines already waiting are read first, so only
-    /// the latest state is applied. When keepalived closes the FIFO, the router is demoted.
+    /// the latest state is applied. After keepalived's SIGTERM, STOP demotes and ends it; a
+    /// FIFO closed after a SIGTERM is a reload (keepalived starts a new follower): it ends,
+    /// the router left as it is; a FIFO closed without one (keepalived killed) demotes.
     #[command(verbatim_doc_comment)]
     Keepalived {
         #[command(flatten)]

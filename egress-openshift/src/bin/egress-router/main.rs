@@ -451,9 +451,16 @@ fn raise_priority() {
 /// and the demotion that started first finishing last, leaving a keepalived master with a
 /// standby router), the FIFO's lines come in order: it applies them one after the other,
 /// reading every line already waiting first so that only the latest state is applied.
-/// `MASTER` promotes; `BACKUP`, `FAULT` and `STOP` demote; other lines change nothing. It
-/// keeps SIGTERM blocked (keepalived sends it just before writing its last lines, `STOP`) and
-/// ends when keepalived closes the FIFO, demoting: keepalived gone, its instance holds nothing.
+/// `MASTER` promotes; `BACKUP`, `FAULT` and `STOP` demote; other lines change nothing.
+///
+/// How it ends tells why keepalived let it go. keepalived signals its FIFO script (SIGTERM,
+/// kept blocked here: it stays pending) before the rest, from the process that holds the FIFO:
+/// - stopping, it then writes `STOP`: the follower demotes and exits (keepalived would kill
+///   it a second later);
+/// - reloading (SIGHUP), it closes the FIFO without a line and starts a new follower on a new
+///   one: this one exits and leaves the router as it is, since keepalived's state goes on;
+/// - the FIFO closed without a SIGTERM: keepalived is gone (killed, crashed), its instance
+///   holds nothing, and the follower demotes.
 fn follow_keepalived(t: &Target) -> u8 {
     let mut term = SigSet::empty();
     term.add(Signal::SIGTERM);
@@ -490,21 +497,70 @@ fn follow_keepalived(t: &Target) -> u8 {
             let Some(line) = read(&mut lines) else { break };
             want = keepalived_state(&line, t.instance.as_deref()).or(want);
         }
-        if let Some(role) = want {
-            info!(%role, "keepalived state");
-            last = apply_role(t, role);
+        let Some(state) = want else { continue };
+        info!(%state, "keepalived state");
+        last = apply_role(t, state.role());
+        if state == VrrpState::Stop && term_pending() {
+            info!("keepalived stopping: demoted, exiting");
+            return last;
         }
     }
-    info!("keepalived closed the FIFO: demoting");
+    if term_pending() {
+        info!("keepalived closed the FIFO after a SIGTERM (a reload): leaving the router as it is");
+        return last;
+    }
+    info!("keepalived closed the FIFO without a SIGTERM (gone): demoting");
     match apply_role(t, Role::Standby) {
         code::OK => last,
         failed => failed,
     }
 }
 
-/// The role a line of keepalived's notify FIFO asks for (`INSTANCE "egress" MASTER 100`), if
+/// Whether a SIGTERM waits, blocked, for this process: keepalived sent one.
+fn term_pending() -> bool {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigpending(2) fills the set it is given (and only it); sigismember reads it
+    // once filled.
+    unsafe {
+        libc::sigpending(set.as_mut_ptr()) == 0
+            && libc::sigismember(set.as_ptr(), libc::SIGTERM) == 1
+    }
+}
+
+/// A state keepalived writes on its notify FIFO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum VrrpState {
+    Master,
+    Backup,
+    Fault,
+    /// keepalived stopping (after its SIGTERM to the FIFO script).
+    Stop,
+}
+
+impl VrrpState {
+    /// The router's role in this state: only a master holds the egress identity.
+    fn role(self) -> Role {
+        match self {
+            VrrpState::Master => Role::Active,
+            VrrpState::Backup | VrrpState::Fault | VrrpState::Stop => Role::Standby,
+        }
+    }
+}
+
+impl std::fmt::Display for VrrpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VrrpState::Master => "MASTER",
+            VrrpState::Backup => "BACKUP",
+            VrrpState::Fault => "FAULT",
+            VrrpState::Stop => "STOP",
+        })
+    }
+}
+
+/// The state a line of keepalived's notify FIFO gives (`INSTANCE "egress" MASTER 100`), if
 /// it is about `instance` (any, if `None`) and says one.
-fn keepalived_state(line: &str, instance: Option<&str>) -> Option<Role> {
+fn keepalived_state(line: &str, instance: Option<&str>) -> Option<VrrpState> {
     let (name, rest) = line
         .trim_end()
         .strip_prefix("INSTANCE \"")?
@@ -513,8 +569,10 @@ fn keepalived_state(line: &str, instance: Option<&str>) -> Option<Role> {
         return None;
     }
     match rest.split_whitespace().next()? {
-        "MASTER" => Some(Role::Active),
-        "BACKUP" | "FAULT" | "STOP" => Some(Role::Standby),
+        "MASTER" => Some(VrrpState::Master),
+        "BACKUP" => Some(VrrpState::Backup),
+        "FAULT" => Some(VrrpState::Fault),
+        "STOP" => Some(VrrpState::Stop),
         _ => None,
     }
 }
@@ -855,13 +913,15 @@ mod tests {
     #[test]
     fn keepalived_lines_give_the_role_of_their_instance() {
         let state = |l: &str| keepalived_state(l, Some("egress"));
-        assert_eq!(
-            state("INSTANCE \"egress\" MASTER 100\n"),
-            Some(Role::Active)
-        );
-        for l in ["BACKUP", "FAULT", "STOP"] {
+        for (l, role) in [
+            ("MASTER", Role::Active),
+            ("BACKUP", Role::Standby),
+            ("FAULT", Role::Standby),
+            ("STOP", Role::Standby),
+        ] {
             let line = format!("INSTANCE \"egress\" {l} 100\n");
-            assert_eq!(state(&line), Some(Role::Standby), "{line}");
+            let got = state(&line).unwrap_or_else(|| panic!("{line}"));
+            assert_eq!((got.to_string().as_str(), got.role()), (l, role), "{line}");
         }
         // Another instance, a group, a line that is no state change, garbage.
         for line in [
@@ -875,7 +935,7 @@ mod tests {
         }
         assert_eq!(
             keepalived_state("INSTANCE \"other\" MASTER 100", None),
-            Some(Role::Active)
+            Some(VrrpState::Master)
         );
     }
 

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::{fail, ms, ok, skipped, warn, Seen};
 use crate::{
+    objects::role::role_in,
     operations::diagnose::{
         conntrack::{tally, Flow},
         probe::Reply,
@@ -14,6 +15,7 @@ use crate::{
         subject::tcp_targets,
         Check,
     },
+    role::Role,
     spec::Protocol,
 };
 
@@ -73,9 +75,13 @@ fn dests(s: &Seen) -> Vec<Dest> {
     out
 }
 
+/// A destination is tried from the egress identity: the egress address, the default route
+/// through the gateway. A standby holds neither (its active instance does): its destinations
+/// are not tried, and say so.
 pub(super) fn destinations(s: &Seen) -> Vec<Check> {
     let ext = s.link_name();
     let timeout_ms = s.timeout.as_millis() as u64;
+    let standby = role_in(s.now, &s.subject.name) == Role::Standby;
     let gateway_silent = |to: IpAddr| {
         s.subject
             .gateways
@@ -105,6 +111,19 @@ pub(super) fn destinations(s: &Seen) -> Vec<Check> {
                 "source": source,
                 "timeout_ms": timeout_ms,
             });
+            if standby {
+                evidence["role"] = "standby".into();
+                return skipped(
+                    "destination",
+                    format!(
+                        "{what}: not tried: router {} is a standby, without the egress \
+                         address and the default route to try it from (its active instance \
+                         has them: diagnose that one)",
+                        s.subject.name
+                    ),
+                    evidence,
+                );
+            }
             let route = match s.route(d.to) {
                 Some(Ok((oif, via))) => {
                     let dev = oif.map(|i| s.link_name_of(i));
