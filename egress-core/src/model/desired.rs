@@ -86,130 +86,60 @@ impl Desired {
         let p = &parts;
         let ext = p.external.clone();
         let held = role == Role::Active;
-        let mut objects: Vec<(bool, Box<dyn KernelObject>)> = Vec::new();
-        let mut add = |identity: bool, o: Box<dyn KernelObject>| objects.push((identity, o));
-        add(
-            false,
-            Box::new(Journal {
-                spec: p.record.clone(),
-            }),
-        );
-        add(
-            false,
-            Box::new(Ruleset {
-                table: table_name(&p.name),
-                rules: p.rules.clone(),
-                record: p.record.clone(),
-            }),
-        );
         // While the stable MAC is held, it is the stable MAC object's, not the link's.
         let macvlan = match (held, p.stable_mac) {
             (true, Some(_)) => p.macvlan.clone().map(|m| Macvlan { mac: None, ..m }),
             _ => p.macvlan.clone(),
         };
-        add(
-            false,
-            Box::new(ExternalLink {
+        let mut objects = vec![
+            staged(Journal {
+                spec: p.record.clone(),
+            }),
+            staged(Ruleset {
+                table: table_name(&p.name),
+                rules: p.rules.clone(),
+                record: p.record.clone(),
+            }),
+            staged(ExternalLink {
                 link: ext.clone(),
                 macvlan,
                 netns: p.netns.clone(),
             }),
-        );
-        for key in &p.record.link_sysctls {
-            add(
-                false,
-                Box::new(Sysctl {
-                    link: ext.clone(),
-                    key: key.clone(),
-                    value: 1,
-                }),
-            );
-        }
+        ];
+        objects.extend(p.record.link_sysctls.iter().map(|key| {
+            staged(Sysctl {
+                link: ext.clone(),
+                key: key.clone(),
+                value: 1,
+            })
+        }));
         // Foreign addresses go first: deleting a primary IPv4 address takes the secondaries of
         // its subnet with it.
         if ext.created() {
-            add(
-                false,
-                Box::new(OnlyOurAddresses {
-                    link: ext.clone(),
-                    ours: p.sources.clone(),
-                }),
-            );
+            objects.push(staged(OnlyOurAddresses {
+                link: ext.clone(),
+                ours: p.sources.clone(),
+            }));
         }
-        for net in &p.sources {
-            add(
-                true,
-                Box::new(Address {
-                    link: ext.clone(),
-                    net: *net,
-                    held,
-                }),
-            );
-        }
-        for g in &p.gateways {
-            add(
-                false,
-                Box::new(OurRoute {
-                    dst: IpNetwork::from(*g),
-                    via: None,
-                    link: ext.clone(),
-                }),
-            );
-        }
-        for g in &p.gateways {
-            add(
-                true,
-                Box::new(DefaultRoute {
-                    via: *g,
-                    link: ext.clone(),
-                    held,
-                }),
-            );
-        }
-        if let Some(stable) = p.stable_mac {
-            add(
-                true,
-                Box::new(StableMac {
-                    router: p.name.clone(),
-                    link: ext.clone(),
-                    stable,
-                    own: p.own_mac,
-                    held,
-                }),
-            );
-        }
-        // Last: the commit point of a role change.
-        add(
-            true,
-            Box::new(RoleMark {
-                router: p.name.clone(),
-                role,
-            }),
-        );
-        for (dst, via, link) in &p.routes {
-            add(
-                false,
-                Box::new(OurRoute {
-                    dst: *dst,
-                    via: *via,
-                    link: LinkRef::named(link),
-                }),
-            );
-        }
+        objects.extend(Desired::identity(p, role));
+        objects.extend(p.routes.iter().map(|(dst, via, link)| {
+            staged(OurRoute {
+                dst: *dst,
+                via: *via,
+                link: LinkRef::named(link),
+            })
+        }));
         let internal = p.internal.as_deref().map(LinkRef::named);
         let (v4, v6) = p.families();
         for (used, ipv6) in [(v4, false), (v6, true)] {
             if used {
-                add(
-                    false,
-                    Box::new(Forwarding {
-                        ipv6,
-                        links: match ipv6 {
-                            false => internal.iter().cloned().chain([ext.clone()]).collect(),
-                            true => Vec::new(),
-                        },
-                    }),
-                );
+                objects.push(staged(Forwarding {
+                    ipv6,
+                    links: match ipv6 {
+                        false => internal.iter().cloned().chain([ext.clone()]).collect(),
+                        true => Vec::new(),
+                    },
+                }));
             }
         }
         Desired {
@@ -217,6 +147,52 @@ impl Desired {
             role,
             objects,
         }
+    }
+
+    /// The objects of the egress identity (what a standby stages or leaves out and a role
+    /// change claims or gives back), with the gateways' host routes among them, in apply
+    /// order; the role marker last: the commit point of a role change.
+    fn identity(p: &Parts, role: Role) -> Vec<(bool, Box<dyn KernelObject>)> {
+        let (ext, held) = (&p.external, role == Role::Active);
+        let mut objects: Vec<_> = p
+            .sources
+            .iter()
+            .map(|net| {
+                claims(Address {
+                    link: ext.clone(),
+                    net: *net,
+                    held,
+                })
+            })
+            .collect();
+        objects.extend(p.gateways.iter().map(|g| {
+            staged(OurRoute {
+                dst: IpNetwork::from(*g),
+                via: None,
+                link: ext.clone(),
+            })
+        }));
+        objects.extend(p.gateways.iter().map(|g| {
+            claims(DefaultRoute {
+                via: *g,
+                link: ext.clone(),
+                held,
+            })
+        }));
+        if let Some(stable) = p.stable_mac {
+            objects.push(claims(StableMac {
+                router: p.name.clone(),
+                link: ext.clone(),
+                stable,
+                own: p.own_mac,
+                held,
+            }));
+        }
+        objects.push(claims(RoleMark {
+            router: p.name.clone(),
+            role,
+        }));
+        objects
     }
 
     /// What the router is made of.
@@ -346,6 +322,16 @@ impl Desired {
     pub fn role(&self) -> Role {
         self.role
     }
+}
+
+/// An object staged by a standby as by an active router.
+fn staged(o: impl KernelObject + 'static) -> (bool, Box<dyn KernelObject>) {
+    (false, Box::new(o))
+}
+
+/// An object of the egress identity.
+fn claims(o: impl KernelObject + 'static) -> (bool, Box<dyn KernelObject>) {
+    (true, Box::new(o))
 }
 
 impl fmt::Display for Desired {
