@@ -4,7 +4,7 @@
 
 use std::net::Ipv6Addr;
 
-use crate::ops::{
+use crate::objects::{
     record::{note, Record, Stores},
     role::Claim,
     Current,

@@ -62,56 +62,48 @@
 //! holds. A child of `fork` may call anything, and use its parent's handles: the pool and the
 //! other process-wide state are made again in it.
 
-mod apply;
 pub mod blocking;
-mod desired;
-mod diagnose;
+mod context;
 mod drift;
 mod error;
-mod failover;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-mod inspect;
-mod journal;
-mod netns;
-mod ops;
-mod plan;
-mod reconcile;
+mod kernel;
+mod model;
+mod objects;
+mod operations;
+mod role;
 mod spec;
-mod stats;
-mod watch;
 
-pub use apply::{apply, apply_as, Router};
-pub use desired::Desired;
-pub use diagnose::{
-    diagnose, diagnose_spec, Check, DiagnoseOptions, Diagnosis, Status, DEFAULT_PROBE_TIMEOUT,
-    MAX_PROBE_TIMEOUT,
-};
 pub use drift::Drift;
 pub use error::{Error, ErrorKind, InvalidField, Result, Rollback};
-pub use failover::{demote, promote, RoleChange};
-pub use inspect::{default_route_link, inspect, link_exists, LinkState, RouterState};
-pub use netns::{MAX_CALL_THREADS, MAX_NESTED_THREADS};
-pub use ops::{
+pub use kernel::{
+    netns::{MAX_CALL_THREADS, MAX_NESTED_THREADS},
+    procfs::SysctlKey,
+};
+pub use model::{Desired, Plan};
+pub use objects::{
     addr::ADDRESS_PROTOCOL,
     link::group_marker as link_group_marker,
     record::{JOURNAL_TABLE, MIRROR_TABLE},
-    role::Role,
     route::ROUTE_PROTOCOL,
-    sysctl::SysctlKey,
     Step,
 };
-pub use plan::Plan;
-pub use reconcile::{
-    check, ensure, ensure_as, plan, plan_as, plan_teardown, teardown_by_name, EnsureAction,
-    EnsureOutcome,
+pub use operations::{
+    apply::{apply, apply_as, Router},
+    diagnose::{diagnose, diagnose_spec, Check, DiagnoseOptions, Diagnosis, Status},
+    ensure::{check, ensure, ensure_as, plan, plan_as, EnsureAction, EnsureOutcome},
+    inspect::{default_route_link, inspect, link_exists, LinkState, RouterState},
+    roles::{demote, promote, RoleChange},
+    stats::{stats, FallbackStats, RedirectStats, SnatStats, Stats},
+    teardown::{plan_teardown, teardown_by_name},
+    watch::{watch, WatchEnd, WatchEvent, Watcher},
 };
+pub use role::Role;
 pub use spec::{
     Announce, External, KeptRoute, LocalPort, Macvlan, MacvlanMode, Netns, Protocol, Redirect,
-    RouterSpec, RouterSpecBuilder, DEFAULT_ANNOUNCE_INTERVAL, MAX_ANNOUNCE, MAX_ANNOUNCE_INTERVAL,
-    MAX_IFNAME_LEN, MAX_NAME_LEN,
+    RouterSpec, RouterSpecBuilder, DEFAULT_ANNOUNCE_INTERVAL, DEFAULT_PROBE_TIMEOUT, MAX_ANNOUNCE,
+    MAX_ANNOUNCE_INTERVAL, MAX_IFNAME_LEN, MAX_NAME_LEN, MAX_PROBE_TIMEOUT,
 };
-pub use stats::{stats, FallbackStats, RedirectStats, SnatStats, Stats};
-pub use watch::{watch, WatchEnd, WatchEvent, Watcher};

@@ -42,7 +42,8 @@
 //! of one source MAC the way a hypervisor or a switch port with port security does
 //! ([`Lab::switch_drop_from`]) and attaches more hosts to the segment ([`Lab::attach_host`]).
 //!
-//! [`Snapshot`] records what "restored exactly" means in DESIGN.md, so a test can compare a
+//! [`Snapshot`] records what "restored exactly" means (a teardown or a rollback returns a
+//! namespace to what it was), so a test can compare a
 //! namespace before a router was applied and after it was torn down.
 //!
 //! ```no_run

@@ -14,7 +14,8 @@ use crate::{netns::read_sysctl, tools::parse_json};
 
 use crate::{Lab, Netns};
 
-/// What "restored exactly" means (DESIGN.md) for one namespace, as sorted, normalized lines:
+/// What "restored exactly" means for one namespace (a teardown or a rollback returns it to what
+/// it was), as sorted, normalized lines:
 ///
 /// - `link NAME {…}`: up flag, kind (with a macvlan's/ipvlan's mode), MTU, master, parent link
 ///   (`"(other netns)"` when the parent/peer lives elsewhere), group, alias. Not: ifindex, MAC,

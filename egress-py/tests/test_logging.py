@@ -33,8 +33,8 @@ def test_apply_logs_each_step_at_debug(lab: Lab, caplog: pytest.LogCaptureFixtur
         assert r.levelno == logging.DEBUG
         assert isinstance(fields["us"], int) and fields["us"] >= 0
         assert r.getMessage() == f"step done step={fields['step']} us={fields['us']}"
-        assert r.egress_target == "egress_core::apply"  # type: ignore[attr-defined]
-        assert r.pathname.endswith("apply/mod.rs") and r.lineno > 0
+        assert r.egress_target == "egress_core::context::tx"  # type: ignore[attr-defined]
+        assert r.pathname.endswith("context/tx.rs") and r.lineno > 0
     caplog.clear()
 
     # WARNING: nothing below it reaches logging, not even as a record that is dropped.

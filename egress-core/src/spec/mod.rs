@@ -20,7 +20,16 @@ use self::raw::{
     RawAnnounce, RawExternal, RawKeptRoute, RawLocalPort, RawMacvlan, RawNetns, RawProbe,
     RawRedirect, RawSpaced, RawSpec,
 };
-use crate::error::{Error, InvalidField, Result};
+use crate::{
+    error::{Error, InvalidField, Result},
+    role::Role,
+};
+
+/// The probe timeout a diagnosis uses unless told otherwise, and the one a spec's `probe`
+/// uses when it gives none.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// The longest probe timeout.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 mod raw;
 #[cfg(test)]
@@ -30,6 +39,21 @@ mod tests;
 pub const MAX_NAME_LEN: usize = 32;
 /// Longest Linux interface name (IFNAMSIZ - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
+
+/// Whether `name` is a link name the kernel allows: 1 to [`MAX_IFNAME_LEN`] bytes, not `.` or
+/// `..`, no `/`, `:`, NUL or white space as the kernel counts it (`dev_valid_name`), no `%`.
+/// Here, below the kernel layer, because a spec's link names are checked with it too; the
+/// kernel layer's `IfName` holds only names it passes.
+pub(crate) fn valid_ifname(name: &str) -> bool {
+    let kernel_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0xa0);
+    !name.is_empty()
+        && name.len() <= MAX_IFNAME_LEN
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| matches!(b, 0 | b'/' | b':' | b'%') || kernel_space(b))
+}
 /// Most announcements (gratuitous ARP / unsolicited NA) per address.
 pub const MAX_ANNOUNCE: u8 = 16;
 /// The interval between announcements when the spec gives none.
@@ -797,5 +821,16 @@ fn truncate(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Role> {
+        match s {
+            "active" => Ok(Role::Active),
+            "standby" => Ok(Role::Standby),
+            _ => Err(Error::invalid("role", s, "active or standby")),
+        }
     }
 }

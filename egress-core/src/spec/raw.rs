@@ -20,10 +20,8 @@ use super::{
     RouterSpec, DEFAULT_ANNOUNCE_INTERVAL, MAX_ANNOUNCE, MAX_ANNOUNCE_INTERVAL, MAX_IFNAME_LEN,
     MAX_NAME_LEN,
 };
-use crate::{
-    diagnose::{DEFAULT_PROBE_TIMEOUT, MAX_PROBE_TIMEOUT},
-    error::{Error, InvalidField, Result},
-};
+use super::{DEFAULT_PROBE_TIMEOUT, MAX_PROBE_TIMEOUT};
+use crate::error::{Error, InvalidField, Result};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -657,8 +655,8 @@ fn validate_netns(field: &str, ns: Option<RawNetns>) -> Checked<Netns> {
 /// characters (the kernel's `dev_valid_name`), and no `%` (the kernel reads `name%d` as a
 /// template and picks a name of its own).
 fn validate_ifname(field: &str, name: &str) -> Checked<()> {
-    let ok = crate::ops::ifname::valid(name)
-        && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+    let ok =
+        super::valid_ifname(name) && !name.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {
