@@ -46,6 +46,7 @@ prebuild_failed() {
 
 echo "== format";  cargo fmt --all -- --check
 echo "== clippy";  cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== layers";  python3 scripts/check-layers.py   # no cycle among egress-core's modules
 echo "== docs";    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 # The private items' docs too (broken intra-doc links included).
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --document-private-items
