@@ -123,7 +123,7 @@ home=$work/ansible-test-home
 mkdir -p "$home/.ansible/test/cache"
 cp scripts/ansible-test-get-pip.py "$home/.ansible/test/cache/get_pip_24_2.py"
 sanity=$(mktemp -d /tmp/egress-sanity.XXXXXX)
-trap '[[ -z ${sanity_job:-} ]] || kill "$sanity_job" 2>/dev/null; rm -rf "$sanity"' EXIT
+trap '{ [[ -z ${sanity_job:-} ]] || kill "$sanity_job" 2>/dev/null || true; }; rm -rf "$sanity"' EXIT
 mkdir -p "$sanity/ansible_collections/egress"
 cp -R "$installed" "$sanity/ansible_collections/egress/router"
 log=$work/ansible-test-sanity.log

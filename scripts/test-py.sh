@@ -75,7 +75,9 @@ echo "== python stubs (mypy.stubtest)"
   examples/ansible/library/egress_router_info.py
 
 echo "== python tests (pytest, ansible-playbook)"
-helper=$(cargo build --quiet --example lab-topology --message-format=json |
+# The lab helper from the workspace's debug build as scripts/test.sh selects it (the same feature
+# set, so that build serves; `--example lab-topology` alone would build the stack again).
+helper=$(cargo build --quiet --workspace --lib --bins --examples --message-format=json |
   "$py" -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
