@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (needs root: the tests build throwaway namespaces).
 #
-# About 14 minutes on 2 cores from cold (it was ~16, then more checks came). The order keeps
+# About 15 minutes on 2 cores from cold (the same checks in sequence took 17.5). The order keeps
 # both CPUs busy: the release builds that the Python and packaging checks need (the wheel, the
 # images' static binaries, the C library) and the cbindgen the C checks pin start at once, and
 # clippy and the docs once the debug build is done, beside everything else, in the idle
