@@ -106,11 +106,11 @@ impl Desired {
                 netns: p.netns.clone(),
             }),
         ];
-        objects.extend(p.record.link_sysctls.iter().map(|key| {
+        objects.extend(p.record.link_sysctls.iter().map(|(key, value)| {
             staged(Sysctl {
                 link: ext.clone(),
                 key: key.clone(),
-                value: 1,
+                value: *value,
             })
         }));
         // Foreign addresses go first: deleting a primary IPv4 address takes the secondaries of

@@ -9,6 +9,7 @@ use ipnetwork::IpNetwork;
 use netlink_packet_route::route::RouteType;
 
 use crate::{
+    kernel::procfs::{ConfEntry, Family, Knob, SysctlKey},
     objects::{
         addr,
         link::{group_marker, LinkRef},
@@ -16,7 +17,7 @@ use crate::{
         record::{Record, RecordSpec, Stores},
         role::Claim,
         route::{self, Route},
-        sysctl, Current,
+        Current,
     },
     spec::{Announce, External, Macvlan, RouterSpec, DEFAULT_ANNOUNCE_INTERVAL},
 };
@@ -177,9 +178,44 @@ fn record_spec(
         router: name.to_string(),
         link: link.clone(),
         families,
-        link_sysctls: sysctl::announcing(&link.name, families),
+        link_sysctls: external_link_sysctls(&link.name, families),
         claim,
     }
+}
+
+/// Which routers set one of the external link's own sysctls.
+#[derive(Debug, Clone, Copy)]
+enum Whose {
+    /// Those that use IPv4.
+    Ipv4,
+    /// Those that use IPv6.
+    Ipv6,
+}
+
+/// The external link's own sysctls a router sets, and their values: the one list of them. An
+/// adopted link's values before are kept in the crash record and written back at teardown
+/// (a created link's go with it).
+const EXTERNAL_LINK_SYSCTLS: &[(Whose, Family, Knob, i64)] = &[
+    // The kernel announces the link's addresses when it comes up or its MAC changes.
+    (Whose::Ipv4, Family::V4, Knob::ArpNotify, 1),
+    (Whose::Ipv6, Family::V6, Knob::NdiscNotify, 1),
+];
+
+/// The sysctls of external link `link` a router that uses `families` (IPv4, IPv6) sets, with
+/// their values ([`EXTERNAL_LINK_SYSCTLS`]); none for a name that is not a link name (a
+/// spec's names are).
+pub(crate) fn external_link_sysctls(link: &str, families: (bool, bool)) -> Vec<(SysctlKey, i64)> {
+    let Some(entry) = ConfEntry::link(link) else {
+        return Vec::new();
+    };
+    EXTERNAL_LINK_SYSCTLS
+        .iter()
+        .filter(|(whose, ..)| match whose {
+            Whose::Ipv4 => families.0,
+            Whose::Ipv6 => families.1,
+        })
+        .map(|(_, family, knob, value)| (SysctlKey::knob(*family, entry.clone(), *knob), *value))
+        .collect()
 }
 
 /// The routes of ours in the main table.

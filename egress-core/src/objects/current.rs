@@ -176,12 +176,7 @@ impl Link {
             macvlan_mode: None,
             mac: vec![2, 0, 0, 0, 0, index as u8],
             group: 0,
-            conf: LinkConf {
-                forwarding4: Some(0),
-                arp_notify: Some(0),
-                forwarding6: Some(0),
-                ndisc_notify: Some(0),
-            },
+            conf: LinkConf::new_link(),
         }
     }
 }

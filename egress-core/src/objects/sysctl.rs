@@ -1,4 +1,4 @@
-//! The sysctl objects of a router: [`Sysctl`] (a link's `arp_notify` / `ndisc_notify`) and
+//! The sysctl objects of a router: [`Sysctl`] (one of a link's own, such as `arp_notify`) and
 //! [`Forwarding`] (one family forwards, on the router's links too); what writing `forwarding`
 //! changes besides, and how it is put back.
 
@@ -100,23 +100,6 @@ pub(crate) fn forwarding_key(ipv6: bool) -> SysctlKey {
 /// `sysctl -w net.ipv4.ip_forward=1` (or IPv6's).
 pub(crate) fn forwarding_command(ipv6: bool) -> String {
     format!("sysctl -w {}=1", forwarding_key(ipv6))
-}
-
-/// The external link's own sysctls a router turns on: `arp_notify` when it uses IPv4,
-/// `ndisc_notify` when it uses IPv6 (`families`), so that the kernel announces its addresses.
-/// None for a name that is not a link name (a spec's names are).
-pub(crate) fn announcing(link: &str, families: (bool, bool)) -> Vec<SysctlKey> {
-    let Some(entry) = ConfEntry::link(link) else {
-        return Vec::new();
-    };
-    [
-        (families.0, Family::V4, Knob::ArpNotify),
-        (families.1, Family::V6, Knob::NdiscNotify),
-    ]
-    .into_iter()
-    .filter(|(used, ..)| *used)
-    .map(|(_, family, knob)| SysctlKey::knob(family, entry.clone(), knob))
-    .collect()
 }
 
 /// A sysctl of one of the router's links, with the value it must hold.

@@ -12,7 +12,7 @@ use crate::{
     error::Result,
     kernel::netns::{require_net_admin, Conn, NsHandle},
     kernel::procfs::{ConfEntry, Family, Knob, SysctlKey},
-    model::Desired,
+    model::{parts::external_link_sysctls, Desired},
     objects::{
         addr,
         link::{self, is_macvlan},
@@ -117,7 +117,7 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
             && is_macvlan(l),
     });
     // (key as shown, key as read): IPv4's `all/forwarding` is the value of `ip_forward`; then
-    // the announcement sysctls of the external link, of both families.
+    // the external link's own sysctls a router sets, of both families.
     let mut keys = vec![
         (
             sysctl::forwarding_key(false),
@@ -127,9 +127,9 @@ fn state(now: &Current, name: &str) -> Option<RouterState> {
     ];
     if let Some(l) = ext {
         keys.extend(
-            sysctl::announcing(&l.name, (true, true))
+            external_link_sysctls(&l.name, (true, true))
                 .into_iter()
-                .map(|k| (k.clone(), k)),
+                .map(|(k, _)| (k.clone(), k)),
         );
     }
     let sysctls = keys

@@ -4,6 +4,7 @@
 
 use std::{fmt, str::FromStr};
 
+use super::knob::Knob;
 use crate::{error::Error, kernel::ifname::IfName};
 
 /// An address family of `/proc/sys/net`.
@@ -62,31 +63,6 @@ impl ConfEntry {
     }
 }
 
-/// The keys of a conf entry that a router changes, and that its crash record restores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Knob {
-    /// `forwarding`.
-    Forwarding,
-    /// `accept_redirects` (IPv4's `all`: writing `forwarding` sets it to the opposite).
-    AcceptRedirects,
-    /// `arp_notify`.
-    ArpNotify,
-    /// `ndisc_notify`.
-    NdiscNotify,
-}
-
-impl Knob {
-    /// The file's name.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Knob::Forwarding => "forwarding",
-            Knob::AcceptRedirects => "accept_redirects",
-            Knob::ArpNotify => "arp_notify",
-            Knob::NdiscNotify => "ndisc_notify",
-        }
-    }
-}
-
 /// A key of a conf entry that egress reads or writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum ConfName {
@@ -99,14 +75,23 @@ pub(crate) enum ConfName {
 }
 
 impl ConfName {
-    const ALL: [ConfName; 6] = [
-        ConfName::Knob(Knob::Forwarding),
-        ConfName::Knob(Knob::AcceptRedirects),
-        ConfName::Knob(Knob::ArpNotify),
-        ConfName::Knob(Knob::NdiscNotify),
-        ConfName::RpFilter,
-        ConfName::KeepAddrOnDown,
-    ];
+    /// The keys that are not knobs.
+    const OTHERS: [ConfName; 2] = [ConfName::RpFilter, ConfName::KeepAddrOnDown];
+
+    /// The key whose file is `name`, when it exists in `family`.
+    fn parse(family: Family, name: &str) -> Option<ConfName> {
+        match Knob::named(name) {
+            Some(knob) => knob.exists_in(family).then_some(ConfName::Knob(knob)),
+            None => ConfName::OTHERS.into_iter().find(|n| n.as_str() == name),
+        }
+    }
+
+    /// Every key's file name, as the grammar lists them (`forwarding|…`).
+    fn grammar() -> String {
+        let knobs = Knob::ALL.iter().map(|k| k.as_str());
+        let others = ConfName::OTHERS.iter().map(|n| n.as_str());
+        knobs.chain(others).collect::<Vec<_>>().join("|")
+    }
 
     /// The file's name.
     fn as_str(self) -> &'static str {
@@ -257,18 +242,17 @@ impl fmt::Display for SysctlKey {
 impl FromStr for SysctlKey {
     type Err = Error;
 
-    /// The path form: `net/ipv{4,6}/conf/<all|default|link>/<forwarding|accept_redirects|
-    /// arp_notify|ndisc_notify|rp_filter|keep_addr_on_down>`, `net/ipv4/ip_forward` or
+    /// The path form: `net/ipv{4,6}/conf/<all|default|link>/<name>` (`name`: a knob of the
+    /// family, `rp_filter` or `keep_addr_on_down`), `net/ipv4/ip_forward` or
     /// `net/netfilter/nf_conntrack_count`.
     fn from_str(s: &str) -> Result<SysctlKey, Error> {
         let invalid = || {
-            Error::invalid(
-                "sysctl",
-                s,
-                "net/ipv4|ipv6/conf/<all|default|link name>/<forwarding|accept_redirects|\
-                 arp_notify|ndisc_notify|rp_filter|keep_addr_on_down>, net/ipv4/ip_forward or \
+            let expected = format!(
+                "net/ipv4|ipv6/conf/<all|default|link name>/<{}>, net/ipv4/ip_forward or \
                  net/netfilter/nf_conntrack_count",
-            )
+                ConfName::grammar()
+            );
+            Error::invalid("sysctl", s, expected)
         };
         match s {
             "net/ipv4/ip_forward" => return Ok(SysctlKey::IP_FORWARD),
@@ -285,10 +269,7 @@ impl FromStr for SysctlKey {
             _ => return Err(invalid()),
         };
         let entry = ConfEntry::parse(entry).ok_or_else(invalid)?;
-        let name = ConfName::ALL
-            .into_iter()
-            .find(|n| n.as_str() == name)
-            .ok_or_else(invalid)?;
+        let name = ConfName::parse(family, name).ok_or_else(invalid)?;
         Ok(SysctlKey::conf(family, entry, name))
     }
 }
@@ -328,6 +309,9 @@ mod tests {
             "net/ipv4/conf/a/b/forwarding",
             "net/ipv4/conf/eth0/forwarding/",
             "net/ipv4/conf/eth0/bogus",
+            // A knob of the other family only.
+            "net/ipv4/conf/eth0/ndisc_notify",
+            "net/ipv6/conf/eth0/arp_notify",
             "net/ipv4/conf//forwarding",
             "net/ipv5/conf/eth0/forwarding",
             "net/ipv4/neigh/eth0/forwarding",

@@ -11,9 +11,13 @@ use crate::error::{Error, Result};
 
 mod file;
 mod key;
+mod knob;
 
 pub use self::key::SysctlKey;
-pub(crate) use self::key::{ConfEntry, ConfName, Family, Knob};
+pub(crate) use self::{
+    key::{ConfEntry, ConfName, Family},
+    knob::Knob,
+};
 
 /// Reads each key, in one trip into the namespace; `None` for a key that does not exist.
 pub(crate) fn read_many(ns: &NsHandle, keys: &[SysctlKey]) -> Result<Vec<Option<i64>>> {

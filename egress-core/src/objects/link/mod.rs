@@ -2,6 +2,8 @@
 //! up or down, delete it, and have the kernel announce its addresses; the [`ExternalLink`]
 //! object (the macvlan a router creates, or the link it adopts).
 
+use std::collections::BTreeMap;
+
 use futures::TryFutureExt;
 use netlink_packet_route::{
     link::{
@@ -35,20 +37,16 @@ pub(crate) struct Link {
     pub macvlan_mode: Option<MacvlanMode>,
     pub mac: Vec<u8>,
     pub group: u32,
-    /// The link's own sysctls the router reads, as the link dump reports them
-    /// (`IFLA_AF_SPEC`); each is `None` when the link has no such family.
+    /// The link's own sysctls, as the link dump reports them (`IFLA_AF_SPEC`): none of a
+    /// family the link does not have.
     pub conf: LinkConf,
 }
 
-/// A link's values of `net/ipv4/conf/<link>/…` and `net/ipv6/conf/<link>/…` that the router
-/// changes: the same numbers as the files under `/proc/sys`, read without opening them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct LinkConf {
-    pub forwarding4: Option<i32>,
-    pub arp_notify: Option<i32>,
-    pub forwarding6: Option<i32>,
-    pub ndisc_notify: Option<i32>,
-}
+/// A link's values of `net/ipv4/conf/<link>/…` and `net/ipv6/conf/<link>/…` for each
+/// [`Knob`] of each family the link has: the same numbers as the files under `/proc/sys`, read
+/// without opening them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LinkConf(BTreeMap<(Family, Knob), i64>);
 
 impl LinkConf {
     /// `(key, value)` of the sysctls of link `name` (a name the kernel gave) this holds.
@@ -56,17 +54,31 @@ impl LinkConf {
         let Some(entry) = ConfEntry::link(name) else {
             return Vec::new();
         };
-        [
-            (Family::V4, Knob::Forwarding, self.forwarding4),
-            (Family::V4, Knob::ArpNotify, self.arp_notify),
-            (Family::V6, Knob::Forwarding, self.forwarding6),
-            (Family::V6, Knob::NdiscNotify, self.ndisc_notify),
-        ]
-        .into_iter()
-        .filter_map(|(family, knob, v)| {
-            Some((SysctlKey::knob(family, entry.clone(), knob), i64::from(v?)))
-        })
-        .collect()
+        self.0
+            .iter()
+            .map(|(&(family, knob), v)| (SysctlKey::knob(family, entry.clone(), knob), *v))
+            .collect()
+    }
+
+    /// The values of a link the kernel just made, with both families (what the dry run
+    /// assumes).
+    pub(crate) fn new_link() -> LinkConf {
+        let mut conf = LinkConf::default();
+        for family in [Family::V4, Family::V6] {
+            conf.take(family, |knob| {
+                knob.exists_in(family).then_some(knob.row().new_link)
+            });
+        }
+        conf
+    }
+
+    /// Each knob's value in `family`, as `get` gives it.
+    fn take(&mut self, family: Family, get: impl Fn(Knob) -> Option<i64>) {
+        for knob in Knob::ALL {
+            if let Some(v) = get(*knob) {
+                self.0.insert((family, *knob), v);
+            }
+        }
     }
 
     fn read(&mut self, specs: &[AfSpecUnspec]) {
@@ -75,16 +87,14 @@ impl LinkConf {
                 AfSpecUnspec::Inet(inet) => {
                     for a in inet {
                         if let AfSpecInet::DevConf(c) = a {
-                            self.forwarding4 = Some(c.forwarding);
-                            self.arp_notify = Some(c.arp_notify);
+                            self.take(Family::V4, |k| Some(k.row().ipv4?(c).into()));
                         }
                     }
                 }
                 AfSpecUnspec::Inet6(inet6) => {
                     for a in inet6 {
                         if let AfSpecInet6::DevConf(c) = a {
-                            self.forwarding6 = Some(c.forwarding);
-                            self.ndisc_notify = Some(c.ndisc_notify);
+                            self.take(Family::V6, |k| Some(k.row().ipv6?(c).into()));
                         }
                     }
                 }
@@ -592,6 +602,8 @@ fn changed(m: &Macvlan, l: &Link) -> Vec<(&'static str, String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_route::link::{Inet6DevConf, InetDevConf};
+
     use super::*;
 
     #[test]
@@ -609,25 +621,30 @@ mod tests {
 
     #[test]
     fn link_conf_names_the_sysctls_it_holds_and_only_those() {
-        let conf = LinkConf {
-            forwarding4: Some(1),
-            arp_notify: None,
-            forwarding6: Some(0),
-            ndisc_notify: Some(1),
-        };
+        let mut v4 = InetDevConf::default();
+        (v4.forwarding, v4.arp_notify) = (1, 1);
+        let mut v6 = Inet6DevConf::default();
+        (v6.forwarding, v6.ndisc_notify) = (0, 1);
+        let mut conf = LinkConf::default();
+        conf.read(&[AfSpecUnspec::Inet6(vec![AfSpecInet6::DevConf(v6)])]);
         let paths: Vec<(String, i64)> = conf
             .sysctls("eth0.100")
             .into_iter()
             .map(|(k, v)| (k.path(), v))
             .collect();
-        assert_eq!(
-            paths,
-            vec![
-                ("net/ipv4/conf/eth0.100/forwarding".to_string(), 1),
-                ("net/ipv6/conf/eth0.100/forwarding".to_string(), 0),
-                ("net/ipv6/conf/eth0.100/ndisc_notify".to_string(), 1),
-            ]
-        );
+        // Every knob of the family, and no other family's.
+        let v6_knobs: Vec<_> = Knob::ALL
+            .iter()
+            .filter(|k| k.exists_in(Family::V6))
+            .collect();
+        assert_eq!(paths.len(), v6_knobs.len());
+        assert!(paths.contains(&("net/ipv6/conf/eth0.100/forwarding".to_string(), 0)));
+        assert!(paths.contains(&("net/ipv6/conf/eth0.100/ndisc_notify".to_string(), 1)));
+        conf.read(&[AfSpecUnspec::Inet(vec![AfSpecInet::DevConf(v4)])]);
+        let keys = conf.sysctls("eth0.100");
+        assert!(keys.contains(&("net/ipv4/conf/eth0.100/arp_notify".parse().unwrap(), 1)));
+        assert!(keys.contains(&("net/ipv4/conf/eth0.100/forwarding".parse().unwrap(), 1)));
         assert!(LinkConf::default().sysctls("lo").is_empty());
+        assert!(LinkConf::new_link().sysctls("not/a link").is_empty());
     }
 }

@@ -21,8 +21,9 @@
 //!
 //! Both places can be forged by anyone with `CAP_NET_ADMIN` in the namespace, so the text is
 //! parsed with a strict grammar ([`Record::parse`]) into typed values: a restore entry names a
-//! family, `all`, `default` or a link name as the kernel allows one, one of four keys, and 0
-//! or 1. Anything else is not a record, and nothing it names is acted on.
+//! family, `all`, `default` or a link name as the kernel allows one, a [`Knob`] of that family,
+//! and a value in the knob's range. Anything else is not a record, and nothing it names is
+//! acted on.
 
 use std::{collections::BTreeMap, fmt};
 
@@ -68,13 +69,6 @@ const MAGIC: &str = "egress/2";
 /// The kernel keeps at most 256 bytes of table userdata: a 2-byte TLV header, the comment and
 /// its NUL.
 const MAX_RECORD: usize = 253;
-/// The keys of a restore entry, abbreviated to fit the kernel's limit on table userdata.
-const KEYS: [(&str, Knob); 4] = [
-    ("f", Knob::Forwarding),
-    ("ar", Knob::AcceptRedirects),
-    ("an", Knob::ArpNotify),
-    ("nn", Knob::NdiscNotify),
-];
 
 /// The other copy table.
 pub(crate) fn other_copy_table(table: u32) -> u32 {
@@ -85,42 +79,48 @@ pub(crate) fn other_copy_table(table: u32) -> u32 {
     }
 }
 
-/// One sysctl value a router replaced, to write back at teardown: a family, a conf entry, one
-/// of the four keys a router changes, and its value (each of them is a boolean).
+/// One sysctl value a router replaced, to write back at teardown: a family, a conf entry, a
+/// [`Knob`] of the family, and its value, within the knob's range ([`Restore::new`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Restore {
-    pub family: Family,
-    pub entry: ConfEntry,
-    pub knob: Knob,
-    pub on: bool,
+    family: Family,
+    entry: ConfEntry,
+    knob: Knob,
+    value: u8,
 }
 
 impl Restore {
+    /// The entry that writes `value` back to `knob` of `entry`; `None` when the knob does not
+    /// exist in `family` or the value is out of its range.
+    fn new(family: Family, entry: ConfEntry, knob: Knob, value: i64) -> Option<Restore> {
+        let value = u8::try_from(value).ok()?;
+        (knob.exists_in(family) && knob.row().values.contains(&value)).then_some(Restore {
+            family,
+            entry,
+            knob,
+            value,
+        })
+    }
+
     /// The entry that writes `value` to `key` back; an error naming them when the record
-    /// cannot hold it (not one of the four keys, or not 0 or 1).
+    /// cannot hold it (not a knob, or a value out of the knob's range).
     pub(crate) fn of(key: &SysctlKey, value: i64) -> Result<Restore> {
-        let conflict = |reason: &str| Error::Conflict {
+        let conflict = |reason: String| Error::Conflict {
             field: "sysctl".into(),
             value: format!("{key}={value}"),
-            reason: reason.into(),
+            reason,
         };
         let Some((family, entry, ConfName::Knob(knob))) = key.conf_parts() else {
-            return Err(conflict("not a key the crash record can hold"));
+            return Err(conflict("not a key the crash record can hold".into()));
         };
-        let on =
-            match value {
-                0 => false,
-                1 => true,
-                _ => return Err(conflict(
-                    "the crash record keeps 0 or 1 (each key it restores is a boolean): set it \
-                     to 0 or 1 before applying",
-                )),
-            };
-        Ok(Restore {
-            family,
-            entry: entry.clone(),
-            knob,
-            on,
+        Restore::new(family, entry.clone(), knob, value).ok_or_else(|| {
+            let values = &knob.row().values;
+            let (lo, hi) = (values.start(), values.end());
+            conflict(format!(
+                "the crash record keeps {lo} to {hi} for {knob} (the values egress restores): \
+                 set it to one of them before applying",
+                knob = knob.as_str()
+            ))
         })
     }
 
@@ -128,17 +128,28 @@ impl Restore {
     pub(crate) fn write(&self) -> (SysctlKey, i64) {
         (
             SysctlKey::knob(self.family, self.entry.clone(), self.knob),
-            i64::from(self.on),
+            i64::from(self.value),
         )
+    }
+
+    /// Whether it restores forwarding or what writing forwarding changes (`accept_redirects`).
+    fn of_forwarding(&self) -> bool {
+        matches!(self.knob, Knob::Forwarding | Knob::AcceptRedirects)
+    }
+
+    /// Whether it restores the same key as `other`.
+    fn same_key(&self, other: &Restore) -> bool {
+        (self.family, &self.entry, self.knob) == (other.family, &other.entry, other.knob)
     }
 }
 
 /// What a router replaced, and how to recognise it:
 /// `egress/2 r=egress-1 id=1a2b3c4d link=macvlan0 c=1 up=0 s=9f3e0a11 4all.f=0 6all.f=0`.
 ///
-/// Restore entries are `<4|6><conf entry>.<key>=<0|1>`, written back in order; keys are
-/// abbreviated (`f` forwarding, `ar` accept_redirects, `an` arp_notify, `nn` ndisc_notify) to fit
-/// the kernel's 256-byte limit on table userdata.
+/// Restore entries are `<4|6><conf entry>.<key>=<value>`, written back in order; the key is the
+/// knob's short name in the record (its [`Knob::row`]: `f` forwarding, `ar` accept_redirects, …),
+/// to fit the kernel's 256-byte limit on table userdata, and the value is in decimal, within the
+/// knob's range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
     /// The router's name (`[a-z0-9-]`, at most 32 characters).
@@ -190,16 +201,12 @@ impl Record {
             s += &format!(" s={}", saved.join(","));
         }
         for e in &self.restore {
-            let short = KEYS
-                .iter()
-                .find(|(_, k)| *k == e.knob)
-                .map(|(s, _)| *s)
-                .expect("every knob has its abbreviation");
             let family = match e.family {
                 Family::V4 => '4',
                 Family::V6 => '6',
             };
-            s += &format!(" {family}{}.{short}={}", e.entry.as_str(), bit(e.on));
+            let short = e.knob.row().record;
+            s += &format!(" {family}{}.{short}={}", e.entry.as_str(), e.value);
         }
         if s.len() > MAX_RECORD {
             return Err(Error::Conflict {
@@ -264,10 +271,7 @@ impl Record {
         for tok in tokens {
             let e =
                 restore_entry(tok).ok_or_else(|| no(format!("`{tok}`: not a restore entry")))?;
-            if restore
-                .iter()
-                .any(|r| (r.family, &r.entry, r.knob) == (e.family, &e.entry, e.knob))
-            {
+            if restore.iter().any(|r| r.same_key(&e)) {
                 return Err(no(format!("`{tok}`: a key restored twice")));
             }
             restore.push(e);
@@ -305,8 +309,9 @@ fn flag(s: &str) -> Option<bool> {
     }
 }
 
-/// `<4|6><entry>.<key>=<0|1>`: the value after the last `=`, the key after the last `.` (a
-/// link name may hold both).
+/// `<4|6><entry>.<key>=<value>`: the value after the last `=`, the key after the last `.` (a
+/// link name may hold both); the value in decimal as `encode` writes it (no sign, no leading
+/// zero), within the knob's range.
 fn restore_entry(tok: &str) -> Option<Restore> {
     let family = match tok.as_bytes().first()? {
         b'4' => Family::V4,
@@ -315,12 +320,16 @@ fn restore_entry(tok: &str) -> Option<Restore> {
     };
     let (lhs, value) = tok[1..].rsplit_once('=')?;
     let (entry, short) = lhs.rsplit_once('.')?;
-    Some(Restore {
+    let v: u8 = value.parse().ok()?;
+    if v.to_string() != value {
+        return None;
+    }
+    Restore::new(
         family,
-        entry: ConfEntry::parse(entry)?,
-        knob: KEYS.iter().find(|(s, _)| *s == short)?.1,
-        on: flag(value)?,
-    })
+        ConfEntry::parse(entry)?,
+        Knob::recorded_as(short)?,
+        v.into(),
+    )
 }
 
 /// The tag of the crash record's notes (`6567:`, "eg").
@@ -516,8 +525,9 @@ pub(crate) struct RecordSpec {
     pub link: LinkRef,
     /// The families in use (IPv4, IPv6).
     pub families: (bool, bool),
-    /// The external link's own sysctls the router sets (adopted link: restored at teardown).
-    pub link_sysctls: Vec<SysctlKey>,
+    /// The external link's own sysctls the router sets, with their values (adopted link: what
+    /// they held is restored at teardown).
+    pub link_sysctls: Vec<(SysctlKey, i64)>,
     /// What claims the egress identity, written with the record (its identity notes); `None`
     /// to take the one the kernel holds (a router read back by name).
     pub claim: Option<super::role::Claim>,
@@ -566,9 +576,9 @@ impl RecordSpec {
             .flatten();
         if adopted.is_some() {
             // An adopted link's own sysctls are restored (a created link's vanish with it).
-            writes.extend(self.link_sysctls.iter().filter_map(|k| {
+            writes.extend(self.link_sysctls.iter().filter_map(|(k, value)| {
                 let v = now.sysctl(k)?;
-                (v != 1).then(|| (k.clone(), v))
+                (v != *value).then(|| (k.clone(), v))
             }));
         }
         let link = IfName::parse(&self.link.name).ok_or_else(|| {
@@ -730,10 +740,8 @@ impl KernelObject for Journal {
             }
         }
         // Forwarding (and what writing it changes) last; the link's own values first.
-        let (family, link_keys): (Vec<&Restore>, Vec<&Restore>) = record
-            .restore
-            .iter()
-            .partition(|e| matches!(e.knob, Knob::Forwarding | Knob::AcceptRedirects));
+        let (family, link_keys): (Vec<&Restore>, Vec<&Restore>) =
+            record.restore.iter().partition(|e| e.of_forwarding());
         if !link_keys.is_empty() {
             inverse.undo(boxed(RestoreSysctls {
                 writes: link_keys.into_iter().map(Restore::write).collect(),
@@ -756,13 +764,8 @@ impl KernelObject for Journal {
 mod tests {
     use super::*;
 
-    fn entry(family: Family, entry: &str, knob: Knob, on: bool) -> Restore {
-        Restore {
-            family,
-            entry: ConfEntry::parse(entry).unwrap(),
-            knob,
-            on,
-        }
+    fn entry(family: Family, entry: &str, knob: Knob, value: i64) -> Restore {
+        Restore::new(family, ConfEntry::parse(entry).unwrap(), knob, value).unwrap()
     }
 
     fn record() -> Record {
@@ -774,9 +777,9 @@ mod tests {
             was_up: true,
             saved: vec![0x9f3e_0a11, 0xdead_beef],
             restore: vec![
-                entry(Family::V4, "all", Knob::Forwarding, false),
-                entry(Family::V4, "eth0.100", Knob::Forwarding, true),
-                entry(Family::V6, "macvlan0", Knob::NdiscNotify, false),
+                entry(Family::V4, "all", Knob::Forwarding, 0),
+                entry(Family::V4, "eth0.100", Knob::Forwarding, 1),
+                entry(Family::V6, "macvlan0", Knob::NdiscNotify, 0),
             ],
         }
     }
@@ -934,7 +937,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_entry_names_a_known_key_of_a_conf_entry_and_a_boolean() {
+    fn a_restore_entry_names_a_known_key_of_a_conf_entry_and_a_value_in_its_range() {
         for bad in [
             // The finding: an "entry" that climbs out of /proc/sys/net/ipv4/conf/.
             "4../../../../../etc/cron.d.f=1",
@@ -949,10 +952,16 @@ mod tests {
             "4all.forwarding=0",
             "4all=0",
             "4all.f",
-            // Values: 0 or 1, nothing else.
+            // A knob of the other family only.
+            "4all.nn=0",
+            "6all.an=0",
+            // Values: in the knob's range (0 or 1 for forwarding), as `encode` writes them.
             "4all.f=2",
             "4all.f=-1",
+            "4all.f=+1",
             "4all.f=01",
+            "4all.f=00",
+            "4all.f=256",
             "4all.f=owned",
             "4all.f=4294967297",
             "4all.f=",
@@ -963,10 +972,7 @@ mod tests {
         refused(&format!("{TEXT} 4all.f=1"));
         // A link name may hold `.` and `=`: the key and the value are read from the right.
         let r = Record::decode(&with("4eth0.100.f=1", "4a=b.c.an=1")).unwrap();
-        assert_eq!(
-            r.restore[1],
-            entry(Family::V4, "a=b.c", Knob::ArpNotify, true)
-        );
+        assert_eq!(r.restore[1], entry(Family::V4, "a=b.c", Knob::ArpNotify, 1));
     }
 
     #[test]
@@ -981,7 +987,7 @@ mod tests {
             was_up: false,
             saved: Vec::new(),
             restore: (0..20)
-                .map(|i| entry(Family::V4, &format!("veth{i:08}"), Knob::Forwarding, true))
+                .map(|i| entry(Family::V4, &format!("veth{i:08}"), Knob::Forwarding, 1))
                 .collect(),
         };
         let e = r.encode().unwrap_err();
