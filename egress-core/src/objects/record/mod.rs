@@ -16,8 +16,10 @@
 //! that a foreign route put into those tables is never taken for a saved one.
 //!
 //! A recorded original is never overwritten by a current value: `ensure` writes a damaged
-//! place again from the other one, and only adds the fingerprints of default routes it is about
-//! to replace.
+//! place again from the other one, and only adds what it is about to replace and the record
+//! lacks: the fingerprints of default routes, and the value of an adopted link's sysctl the
+//! record has no entry for (a record of a version that did not set that key, or a value that
+//! was already right at apply and was changed since).
 //!
 //! Both places can be forged by anyone with `CAP_NET_ADMIN` in the namespace, so the text is
 //! parsed with a strict grammar ([`Record::parse`]) into typed values: a restore entry names a
@@ -31,7 +33,7 @@ use tracing::warn;
 
 use super::{
     change::boxed,
-    link::{group_marker, is_macvlan, LinkRef},
+    link::{group_marker, is_macvlan, Link, LinkRef},
     role::Claim,
     route::{self, DeleteRoute, RestoreRoute, Route},
     sysctl::{self, RestoreSysctls},
@@ -535,12 +537,20 @@ pub(crate) struct RecordSpec {
 
 impl RecordSpec {
     /// The record `now` should hold: the one it has (in either place) — never rewritten from
-    /// current values — plus the fingerprints of the default routes about to be replaced;
-    /// with no record at all, a fresh one of the values `now` holds, with apply id `id` (an
-    /// error when a value cannot be kept: see [`Restore::of`]).
+    /// current values — plus what is about to be replaced that it lacks (the fingerprints of
+    /// default routes, an adopted link's sysctl it has no entry for); with no record at all, a
+    /// fresh one of the values `now` holds, with apply id `id` (an error when a value cannot be
+    /// kept: see [`Restore::of`]).
     pub(crate) fn wanted(&self, now: &Current, id: u32) -> Result<Record> {
         let mut r = match self.existing(now) {
-            Some(r) => r,
+            Some(mut r) => {
+                for (k, v) in self.link_writes(now) {
+                    if !r.restore.iter().any(|have| have.write().0 == k) {
+                        r.restore.push(Restore::of(&k, v)?);
+                    }
+                }
+                r
+            }
             None => self.fresh(now, id)?,
         };
         for (used, ipv6) in [(self.families.0, false), (self.families.1, true)] {
@@ -559,6 +569,28 @@ impl RecordSpec {
         Stores::of(now, &self.router).record().cloned()
     }
 
+    /// The adopted link in `now` (`None` for a created one).
+    fn adopted<'a>(&self, now: &'a Current) -> Option<&'a Link> {
+        (!self.link.created())
+            .then(|| self.link.find(now))
+            .flatten()
+    }
+
+    /// The adopted link's own sysctls the router is about to change, with the values they hold
+    /// now: what teardown writes back (a created link's vanish with it).
+    fn link_writes(&self, now: &Current) -> Vec<(SysctlKey, i64)> {
+        if self.adopted(now).is_none() {
+            return Vec::new();
+        }
+        self.link_sysctls
+            .iter()
+            .filter_map(|(k, value)| {
+                let v = now.sysctl(k)?;
+                (v != *value).then(|| (k.clone(), v))
+            })
+            .collect()
+    }
+
     /// A record of what `now` holds, before the router changes it.
     fn fresh(&self, now: &Current, id: u32) -> Result<Record> {
         let mut writes = Vec::new();
@@ -571,16 +603,8 @@ impl RecordSpec {
                 );
             }
         }
-        let adopted = (!self.link.created())
-            .then(|| self.link.find(now))
-            .flatten();
-        if adopted.is_some() {
-            // An adopted link's own sysctls are restored (a created link's vanish with it).
-            writes.extend(self.link_sysctls.iter().filter_map(|(k, value)| {
-                let v = now.sysctl(k)?;
-                (v != *value).then(|| (k.clone(), v))
-            }));
-        }
+        writes.extend(self.link_writes(now));
+        let adopted = self.adopted(now);
         let link = IfName::parse(&self.link.name).ok_or_else(|| {
             Error::invalid("external", &self.link.name, "a link name the kernel allows")
         })?;
@@ -1005,6 +1029,54 @@ mod tests {
         );
         assert!(Restore::of(&key("net/ipv4/conf/all/rp_filter"), 0).is_err());
         assert!(Restore::of(&SysctlKey::IP_FORWARD, 0).is_err());
+    }
+
+    /// An earlier record of an adopted link that has no entry for a link sysctl about to be
+    /// changed gains it, with the value now; an entry it has is never rewritten.
+    #[test]
+    fn a_record_gains_the_link_sysctl_it_lacks_and_keeps_the_ones_it_has() {
+        let key = |s: &str| s.parse::<SysctlKey>().unwrap();
+        let spec = RecordSpec {
+            router: "egress-1".into(),
+            link: LinkRef::named("macvlan0"),
+            families: (true, true),
+            link_sysctls: vec![
+                (key("net/ipv4/conf/macvlan0/arp_notify"), 1),
+                (key("net/ipv6/conf/macvlan0/ndisc_notify"), 1),
+            ],
+            claim: None,
+        };
+        let earlier = Record {
+            saved: Vec::new(),
+            ..record()
+        };
+        let now = |arp: i64, ndisc: i64| Current {
+            links: vec![Link {
+                index: 2,
+                name: "macvlan0".into(),
+                mtu: 1500,
+                up: true,
+                kind: None,
+                macvlan_mode: None,
+                mac: vec![2, 0, 0, 0, 0, 2],
+                group: 0,
+                conf: Default::default(),
+            }],
+            routes: earlier.notes().unwrap(),
+            sysctls: BTreeMap::from([
+                (key("net/ipv4/conf/macvlan0/arp_notify"), arp),
+                (key("net/ipv6/conf/macvlan0/ndisc_notify"), ndisc),
+            ]),
+            ..Current::default()
+        };
+        // Both already right: nothing to add.
+        assert_eq!(spec.wanted(&now(1, 1), 0).unwrap(), earlier);
+        // arp_notify is about to change and the record has no entry: it gains one; ndisc_notify
+        // has one (6macvlan0.nn=0), kept as it is though the value now is 2.
+        let wanted = spec.wanted(&now(0, 2), 0).unwrap();
+        let mut restore = earlier.restore.clone();
+        restore.push(entry(Family::V4, "macvlan0", Knob::ArpNotify, 0));
+        assert_eq!(wanted, Record { restore, ..earlier });
     }
 
     #[test]
