@@ -9,7 +9,8 @@
 //! mode) and its nftables table as `nft list` prints it. Each test replays a recording into a
 //! fresh lab (the macvlan created again on the node's parent with the recorded group and MAC,
 //! addresses with their protocol, routes with theirs, the table, the sysctls), checks that the
-//! replay is the recording, then has this version `check` it (no drift), repair a deleted
+//! replay is the recording, then has this version `check` it (only what is new drifts: the
+//! input filter, the external link's accept_ra), `ensure` it, repair a deleted
 //! route with `ensure`, change its role where it has one, and tear it down (by name, or a CNI
 //! DEL) to exactly the namespace before.
 //!
@@ -216,11 +217,14 @@ fn apply_with(bin_dir: &Path, scenario: Scenario, lab: &Lab) {
     }
 }
 
-/// A snapshot's lines with the lab's namespace names replaced: comparable across labs.
+/// A snapshot's lines with the lab's namespace names replaced: comparable across labs. Without
+/// the `accept_ra` lines: the recordings of 7508fe2 were taken before the snapshot held them
+/// (and 7508fe2 never changes `accept_ra`).
 fn normalized(s: &Snapshot, lab: &Lab) -> Vec<String> {
     let names = lab.ns_names();
     s.lines()
         .iter()
+        .filter(|l| !(l.starts_with("sysctl net.ipv6.conf.") && l.contains(".accept_ra = ")))
         .map(|l| names.iter().fold(l.clone(), |l, n| l.replace(n, "NS")))
         .collect()
 }
@@ -473,16 +477,24 @@ fn replay(lab: &Lab, f: &Value) {
 }
 
 /// What a router of this version has that one of 7508fe2 has not: the input filter in the
-/// router's table (the external link takes replies and the ICMP the protocols need). `check`
-/// reports it missing, as the only drift; `ensure` (a CNI ADD) installs it.
-fn only_the_input_filter_is_new(drift: &[Drift], table: &str) {
+/// router's table (the external link takes replies and the ICMP the protocols need), and
+/// `accept_ra` 0 on its external link `link` (no router advertisement gives it an address or a
+/// route). `check` reports exactly these; `ensure` (a CNI ADD) makes them.
+fn only_the_input_filter_and_accept_ra_are_new(drift: &[Drift], table: &str, link: &str) {
     assert_eq!(
         drift,
-        [Drift::NatChanged {
-            table: table.to_string(),
-            detail: "chain input is missing".into(),
-        }],
-        "a router of 7508fe2 should lack the input filter, and nothing else"
+        [
+            Drift::NatChanged {
+                table: table.to_string(),
+                detail: "chain input is missing".into(),
+            },
+            Drift::SysctlChanged {
+                key: format!("net.ipv6.conf.{link}.accept_ra"),
+                expected: "0".into(),
+                actual: "1".into(),
+            },
+        ],
+        "a router of 7508fe2 should lack the input filter and accept_ra 0, and nothing else"
     );
 }
 
@@ -497,9 +509,10 @@ fn upgrade_openshift(scenario: Scenario) {
     replay(&lab, &f);
     let spec = scenario.spec(&lab).unwrap();
     let netns = CoreNetns::Path(lab.router.path().into());
-    only_the_input_filter_is_new(
+    only_the_input_filter_and_accept_ra_are_new(
         &blocking::check(&spec).unwrap(),
         &format!("egress_{}", spec.name().replace('-', "_")),
+        spec.external().link_name(),
     );
     assert_eq!(
         blocking::ensure(&spec).unwrap().action,
@@ -590,12 +603,24 @@ fn a_cni_attachment_of_7508fe2() {
     let upgraded = Snapshot::take(&lab.router);
     let added = replayed.diff(&upgraded);
     let changed: Vec<&str> = added.lines().filter(|l| !l.trim().is_empty()).collect();
+    // accept_ra: the link's value before (1) becomes 0.
+    let (sysctls, rest): (Vec<&str>, Vec<&str>) =
+        changed.iter().partition(|l| l.contains(".accept_ra = "));
     assert!(
-        !changed.is_empty()
-            && changed.iter().all(|l| l.starts_with("+ nft chain")
-                && l.contains(r#""name":"input""#)
-                || l.starts_with("+ nft rule") && l.contains(" input #")),
-        "the first ADD of this version should add the input filter and nothing else:\n{added}"
+        !rest.is_empty()
+            && rest.iter().all(
+                |l| l.starts_with("+ nft chain") && l.contains(r#""name":"input""#)
+                    || l.starts_with("+ nft rule") && l.contains(" input #")
+            )
+            && sysctls.len() == 2
+            && sysctls
+                .iter()
+                .any(|l| l.starts_with("+ ") && l.ends_with(".accept_ra = 0"))
+            && sysctls
+                .iter()
+                .any(|l| l.starts_with("- ") && l.ends_with(".accept_ra = 1")),
+        "the first ADD of this version should add the input filter and set accept_ra to 0, \
+         and nothing else:\n{added}"
     );
     run(&lab.node, cni_binary(), &[], &cni_env(&lab, "ADD"), &stdin);
     let again = Snapshot::take(&lab.router);

@@ -28,8 +28,8 @@ use crate::{Lab, Netns};
 /// - `rule -4|-6 {…}`: policy rules.
 /// - `nft …`: the nftables ruleset without handles and metainfo; rules keep their position in
 ///   their chain.
-/// - `sysctl KEY = VALUE`: `net.ipv4.ip_forward`; `forwarding` (IPv4 and IPv6), `arp_notify` and
-///   `ndisc_notify` of `all`, `default` and every link.
+/// - `sysctl KEY = VALUE`: `net.ipv4.ip_forward`; `forwarding` (IPv4 and IPv6), `arp_notify`,
+///   `ndisc_notify` and `accept_ra` of `all`, `default` and every link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     lines: Vec<String>,
@@ -279,6 +279,7 @@ fn sysctl_lines(ns: &Netns, links: &[&str]) -> Vec<String> {
             ("ipv4", "arp_notify"),
             ("ipv6", "forwarding"),
             ("ipv6", "ndisc_notify"),
+            ("ipv6", "accept_ra"),
         ] {
             keys.push(format!("net/{family}/conf/{conf}/{leaf}"));
         }

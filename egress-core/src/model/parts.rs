@@ -190,6 +190,8 @@ enum Whose {
     Ipv4,
     /// Those that use IPv6.
     Ipv6,
+    /// Every router.
+    Any,
 }
 
 /// The external link's own sysctls a router sets, and their values: the one list of them. An
@@ -199,6 +201,9 @@ const EXTERNAL_LINK_SYSCTLS: &[(Whose, Family, Knob, i64)] = &[
     // The kernel announces the link's addresses when it comes up or its MAC changes.
     (Whose::Ipv4, Family::V4, Knob::ArpNotify, 1),
     (Whose::Ipv6, Family::V6, Knob::NdiscNotify, 1),
+    // No router advertisement gives the link an address or a route nobody planned (an
+    // IPv4-only router's macvlan has IPv6, and does not forward it).
+    (Whose::Any, Family::V6, Knob::AcceptRa, 0),
 ];
 
 /// The sysctls of external link `link` a router that uses `families` (IPv4, IPv6) sets, with
@@ -213,6 +218,7 @@ pub(crate) fn external_link_sysctls(link: &str, families: (bool, bool)) -> Vec<(
         .filter(|(whose, ..)| match whose {
             Whose::Ipv4 => families.0,
             Whose::Ipv6 => families.1,
+            Whose::Any => true,
         })
         .map(|(_, family, knob, value)| (SysctlKey::knob(*family, entry.clone(), *knob), *value))
         .collect()

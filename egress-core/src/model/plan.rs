@@ -85,13 +85,15 @@ mod tests {
             " 2. nft add table inet egress_egress_1 { comment \"<crash record>\" } with nft add rules",
             " 3. ip link add macvlan0 link eth1 netns pod type macvlan mode private up group 0x6567",
             " 4. sysctl -w net.ipv4.conf.macvlan0.arp_notify=1",
-            " 5. ip addr add 203.0.113.99/24 dev macvlan0 proto 158",
-            " 6. ip route add 203.0.113.1/32 dev macvlan0 proto 158",
-            " 7. ip route save: copy the default routes of table main to tables 1701278323 and",
-            " 8. ip route replace default via 203.0.113.1 dev macvlan0 proto 158",
-            " 9. ip route add 10.128.0.0/14 via 192.0.2.1 dev eth0 proto 158",
-            "10. sysctl -w net.ipv4.ip_forward=1",
-            "11. ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x1, 100 ms apart)",
+            // An IPv4-only router's link has IPv6 too: it takes no router advertisement.
+            " 5. sysctl -w net.ipv6.conf.macvlan0.accept_ra=0",
+            " 6. ip addr add 203.0.113.99/24 dev macvlan0 proto 158",
+            " 7. ip route add 203.0.113.1/32 dev macvlan0 proto 158",
+            " 8. ip route save: copy the default routes of table main to tables 1701278323 and",
+            " 9. ip route replace default via 203.0.113.1 dev macvlan0 proto 158",
+            "10. ip route add 10.128.0.0/14 via 192.0.2.1 dev eth0 proto 158",
+            "11. sysctl -w net.ipv4.ip_forward=1",
+            "12. ip link set dev macvlan0 address <its own> (the kernel announces 203.0.113.99; x1, 100 ms apart)",
         ];
         assert_eq!(lines.len(), expected.len(), "{text}");
         for (line, want) in lines.iter().zip(expected) {

@@ -96,6 +96,16 @@ knobs! {
         new_link: 0,
         values: 0..=1,
     };
+    /// `accept_ra`: whether the link takes router advertisements (1: unless it forwards, 2:
+    /// even then) — a SLAAC address and a default route from whoever sends one.
+    AcceptRa: Row {
+        file: "accept_ra",
+        record: "ra",
+        ipv4: None,
+        ipv6: Some(|c| c.accept_ra),
+        new_link: 1,
+        values: 0..=2,
+    };
 }
 
 impl Knob {

@@ -994,6 +994,16 @@ mod tests {
         }
         // A key restored twice is not a record egress wrote.
         refused(&format!("{TEXT} 4all.f=1"));
+        // accept_ra keeps 0 to 2 (2: taken even while forwarding), IPv6 only.
+        let r = Record::decode(&format!("{TEXT} 6macvlan0.ra=2")).unwrap();
+        assert_eq!(
+            r.restore[3],
+            entry(Family::V6, "macvlan0", Knob::AcceptRa, 2)
+        );
+        assert_eq!(r.encode().unwrap(), format!("{TEXT} 6macvlan0.ra=2"));
+        for bad in ["6macvlan0.ra=3", "4macvlan0.ra=0", "6macvlan0.ra=02"] {
+            refused(&format!("{TEXT} {bad}"));
+        }
         // A link name may hold `.` and `=`: the key and the value are read from the right.
         let r = Record::decode(&with("4eth0.100.f=1", "4a=b.c.an=1")).unwrap();
         assert_eq!(r.restore[1], entry(Family::V4, "a=b.c", Knob::ArpNotify, 1));
@@ -1027,6 +1037,9 @@ mod tests {
             e.to_string().contains("net.ipv4.conf.all.forwarding=2"),
             "{e}"
         );
+        assert!(Restore::of(&key("net/ipv6/conf/eth0/accept_ra"), 2).is_ok());
+        let e = Restore::of(&key("net/ipv6/conf/eth0/accept_ra"), 3).unwrap_err();
+        assert!(e.to_string().contains("0 to 2 for accept_ra"), "{e}");
         assert!(Restore::of(&key("net/ipv4/conf/all/rp_filter"), 0).is_err());
         assert!(Restore::of(&SysctlKey::IP_FORWARD, 0).is_err());
     }
@@ -1166,6 +1179,7 @@ mod tests {
         "ar",
         "an",
         "nn",
+        "ra",
         "rp",
         "0",
         "1",
@@ -1223,7 +1237,7 @@ mod tests {
                         "{}{}.{}={}",
                         rng.pick(&["4", "6", "5"]),
                         rng.pick(PIECES),
-                        rng.pick(&["f", "ar", "an", "nn", "xx"]),
+                        rng.pick(&["f", "ar", "an", "nn", "ra", "xx"]),
                         rng.pick(&["0", "1", "2", "owned"])
                     )),
                 }
