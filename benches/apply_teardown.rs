@@ -318,6 +318,7 @@ fn shell_apply(lab: &Lab, ruleset: &str) {
         "net.ipv6.conf.all.forwarding=1",
         "net.ipv4.conf.macvlan0.arp_notify=1",
         "net.ipv6.conf.macvlan0.ndisc_notify=1",
+        "net.ipv6.conf.macvlan0.accept_ra=0",
     ] {
         r.exec(&["sysctl", "-q", "-w", kv]);
     }

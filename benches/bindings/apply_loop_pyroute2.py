@@ -35,6 +35,7 @@ SYSCTLS_ON = {
     "net/ipv6/conf/all/forwarding": "1",
     f"net/ipv4/conf/{MACVLAN}/arp_notify": "1",
     f"net/ipv6/conf/{MACVLAN}/ndisc_notify": "1",
+    f"net/ipv6/conf/{MACVLAN}/accept_ra": "0",
 }
 FORWARDING = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding")
 
