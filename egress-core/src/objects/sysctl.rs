@@ -113,6 +113,19 @@ pub(crate) struct Sysctl {
     pub value: i64,
 }
 
+impl Sysctl {
+    /// Whether the namespace has the key's family at all, as a whole read shows it (its
+    /// `all/forwarding`): a kernel booted with `ipv6.disable=1` has no `net/ipv6`, so no
+    /// `accept_ra` to set, and no IPv6 for it to guard.
+    fn family_exists(&self, now: &Current) -> bool {
+        let Some((family, ..)) = self.key.conf_parts() else {
+            return true;
+        };
+        now.sysctl(&SysctlKey::knob(family, ConfEntry::All, Knob::Forwarding))
+            .is_some()
+    }
+}
+
 impl KernelObject for Sysctl {
     fn render(&self) -> String {
         format!("sysctl -w {}={}", self.key, self.value)
@@ -120,7 +133,7 @@ impl KernelObject for Sysctl {
 
     fn compare(&self, now: &Current, drift: &mut Vec<Drift>) {
         // A missing link is the link's drift.
-        if self.link.find(now).is_none() {
+        if self.link.find(now).is_none() || !self.family_exists(now) {
             return;
         }
         let actual = now.sysctl(&self.key);
@@ -135,7 +148,7 @@ impl KernelObject for Sysctl {
 
     fn repair(&self, now: &Current, steps: &mut Vec<Step>) -> Result<()> {
         let right = self.link.find(now).is_some() && now.sysctl(&self.key) == Some(self.value);
-        if !right {
+        if !right && self.family_exists(now) {
             steps.push(Step::SetSysctl {
                 key: self.key.clone(),
                 value: self.value,
@@ -421,6 +434,46 @@ mod tests {
             forwarding_restore(&v, Family::V6).unwrap(),
             writes(&[("net/ipv6/conf/all/forwarding", 0)])
         );
+    }
+
+    /// Without IPv6 in the kernel (`ipv6.disable=1`: no `net/ipv6` at all), an IPv6 key of the
+    /// link is neither drift nor a step; with it, a wrong value is both.
+    #[test]
+    fn a_key_of_a_family_the_kernel_lacks_is_nothing_to_set() {
+        let accept_ra = Sysctl {
+            link: LinkRef::named("eth1"),
+            key: "net/ipv6/conf/eth1/accept_ra".parse().unwrap(),
+            value: 0,
+        };
+        let now = |ipv6: bool| Current {
+            links: vec![crate::objects::link::Link {
+                index: 2,
+                name: "eth1".into(),
+                mtu: 1500,
+                up: true,
+                kind: None,
+                macvlan_mode: None,
+                mac: vec![2, 0, 0, 0, 0, 2],
+                group: 0,
+                conf: Default::default(),
+            }],
+            sysctls: match ipv6 {
+                true => values(&[
+                    ("net/ipv6/conf/all/forwarding", 0),
+                    ("net/ipv6/conf/eth1/accept_ra", 1),
+                ]),
+                false => values(&[("net/ipv4/conf/all/forwarding", 0)]),
+            },
+            ..Current::default()
+        };
+        let (mut drift, mut steps) = (Vec::new(), Vec::new());
+        accept_ra.compare(&now(false), &mut drift);
+        accept_ra.repair(&now(false), &mut steps).unwrap();
+        assert!(drift.is_empty() && steps.is_empty(), "{drift:?} {steps:?}");
+        accept_ra.compare(&now(true), &mut drift);
+        accept_ra.repair(&now(true), &mut steps).unwrap();
+        assert_eq!(drift.len(), 1);
+        assert!(matches!(&steps[..], [Step::SetSysctl { value: 0, .. }]));
     }
 
     #[test]
