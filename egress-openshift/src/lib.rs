@@ -72,7 +72,9 @@ use std::{
 use egress_core::{Error, MacvlanMode, Netns, Protocol, Redirect, Role, RouterSpec};
 
 pub mod logging;
+#[cfg(feature = "router")]
 pub mod metrics;
+#[cfg(feature = "router")]
 pub mod render;
 
 /// The router name when `EGRESS_ROUTER_NAME` is not set.
