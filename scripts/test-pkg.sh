@@ -24,15 +24,19 @@ if [[ $EUID -ne 0 ]]; then
   echo "test-pkg: needs root (podman, network namespaces)" >&2
   exit 1
 fi
-# tests/packaging.rs, checked and built before scripts/package.sh: its `cargo package` cleans the
-# debug build of the crates it packages, which the test binary is built from. It runs last.
-cargo clippy --quiet --test packaging -- -D warnings
-packaging_test=$(cargo test --quiet --test packaging --no-run --message-format=json |
-  grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
-[[ -x $packaging_test ]] || { echo "test-pkg: tests/packaging.rs did not build" >&2; exit 1; }
-scripts/package.sh
 target=${CARGO_TARGET_DIR:-$root/target}
 [[ $target == /* ]] || target=$root/$target
+# tests/packaging.rs, checked and built before scripts/package.sh: its `cargo package` cleans the
+# debug build of the crates it packages, which the test binary is built from. It runs last.
+# Both with scripts/test.sh's selections (its clippy's target dir, its debug build's features),
+# so that under it they are done already.
+CARGO_TARGET_DIR=$target/lint cargo clippy --workspace --all-targets --test packaging --quiet \
+  -- -D warnings
+packaging_test=$(cargo build --workspace --lib --bins --examples --test packaging --quiet \
+  --message-format=json | grep '"name":"packaging"' | grep -o '"executable":"[^"]*"' |
+  cut -d'"' -f4)
+[[ -x $packaging_test ]] || { echo "test-pkg: tests/packaging.rs did not build" >&2; exit 1; }
+scripts/package.sh
 dist=$target/packages
 work=$target/pkg
 tools=$target/py-venv # made by package.sh (and test-py.sh)

@@ -57,7 +57,9 @@ core=$(cargo test --workspace --no-run --quiet --message-format=json |
   grep '"name":"egress_core","src_path":"[^"]*/egress-core/src/lib.rs"' |
   grep '"test":true' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
 [[ -x $core ]] || { echo "test: no unit test binary of egress-core" >&2; exit 1; }
-cargo build --workspace --lib --bins --examples --quiet   # as scripts/test-c.sh selects it
+# As scripts/test-c.sh selects it, and tests/packaging.rs (which scripts/test-pkg.sh runs) with
+# the same selection, so that it finds it built.
+cargo build --workspace --lib --bins --examples --test packaging --quiet
 
 # clippy and the docs beside the tests (idle class, in a target dir of their own: their check
 # build of the dependencies shares nothing with the debug build anyway); read at the end.
@@ -66,7 +68,9 @@ lint_log=$target/lint.log
   exec setsid chrt --idle 0 nice -n 19 bash -c '
     set -euo pipefail
     export CARGO_TARGET_DIR=$1
-    echo "== clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
+    # tests/packaging.rs too (`--all-targets` leaves out a test target with `test = false`),
+    # as scripts/test-pkg.sh checks it: it finds it done.
+    echo "== clippy"; cargo clippy --workspace --all-targets --test packaging --quiet -- -D warnings
     echo "== docs";   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
     # The private items too (broken intra-doc links included).
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --document-private-items
